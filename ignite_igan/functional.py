@@ -1,0 +1,498 @@
+"""The formulas of *Improved Techniques for Training GANs*, as pure functions on tensors.
+
+Each function computes one formula of the paper (Salimans et al., 2016) exactly as the reference code
+(``openai/improved-gan``) computes it; where the paper and the code disagree, the docstring says which one is
+followed and, where users would want either, offers both. Section numbers (``spec §x``) refer to the project's
+reference notes on the original code.
+
+Nothing here holds state or parameters: the modules in :mod:`ignite_igan.nn` and the handlers in
+:mod:`ignite_igan.handlers` are built on these functions, and users can call them directly, the way
+``torch.nn.functional`` sits under ``torch.nn``.
+
+Example:
+    >>> import torch
+    >>> from ignite_igan import functional as F
+    >>> logits_lab, logits_unl, logits_fake = torch.randn(4, 10), torch.randn(6, 10), torch.randn(6, 10)
+    >>> loss_lab, loss_unl = F.semi_supervised_losses(logits_lab, torch.tensor([0, 1, 2, 3]), logits_unl, logits_fake)
+    >>> bool(loss_lab > 0) and bool(loss_unl > 0)
+    True
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as torch_F
+from torch import Tensor
+
+__all__ = [
+    "minibatch_l1_distances",
+    "minibatch_features",
+    "virtual_batch_norm",
+    "feature_matching_loss",
+    "gan_logit",
+    "semi_supervised_losses",
+    "minimax_generator_loss",
+    "one_sided_label_smoothing_loss",
+    "historical_average_penalty",
+    "inception_score",
+]
+
+FEATURE_MATCHING_DISTANCES = ("squared_l2", "mean_squared", "mean_absolute")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Input checks shared by the functions below. Messages name the argument, what it got and what was expected.
+# --------------------------------------------------------------------------------------------------------------
+def _check_tensor(name: str, value: object) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def _check_floating(name: str, value: Tensor) -> None:
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+
+
+def _check_ndim(name: str, value: Tensor, allowed: Sequence[int], what: str) -> None:
+    if value.dim() not in allowed:
+        raise ValueError(f"{name} must be {what}, got a tensor of shape {tuple(value.shape)}")
+
+
+def _check_nonempty(name: str, value: Tensor) -> None:
+    if value.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example, got an empty batch of shape {tuple(value.shape)}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Minibatch discrimination (paper §3.2, spec §1.5)
+# --------------------------------------------------------------------------------------------------------------
+def minibatch_l1_distances(m: Tensor) -> Tensor:
+    """Pairwise L1 distances between the rows of every kernel: ``d[i, j, b] = ||m[i, b] - m[j, b]||_1``.
+
+    The distances are accumulated one kernel dimension at a time, so the peak memory is O(N²·B), never the
+    O(N²·B·C) of a broadcast ``(N, N, B, C)`` difference. No gradient flows through it if it is called under
+    :func:`torch.no_grad`; otherwise autograd keeps one (N, N, B) tensor per kernel dimension, so prefer
+    :func:`minibatch_features` for the differentiable path.
+
+    Args:
+        m: the projected features, shape (N, B, C): N examples, B kernels of C dimensions each.
+
+    Returns:
+        The distances, shape (N, N, B), with zeros on the diagonal (self-distances are not masked here).
+    """
+    _check_minibatch_input(m)
+    n, b, c = m.shape
+    distances = m.new_zeros(n, n, b)
+    for k in range(c):
+        column = m[:, :, k]
+        distances += (column.unsqueeze(1) - column.unsqueeze(0)).abs()
+    return distances
+
+
+def _check_minibatch_input(m: object) -> None:
+    m = _check_tensor("m", m)
+    _check_floating("m", m)
+    _check_ndim("m", m, (3,), "3-D of shape (N examples, B kernels, C kernel dimensions)")
+    _check_nonempty("m", m)
+    if m.shape[1] == 0 or m.shape[2] == 0:
+        raise ValueError(f"m must have at least one kernel and one kernel dimension, got shape {tuple(m.shape)}")
+
+
+class _MinibatchFeatures(torch.autograd.Function):
+    """``o[i, b] = Σ_{j≠i} exp(-d[i, j, b])`` with a hand-written backward pass.
+
+    Autograd through the plain expression would save one (N, N, B) tensor per kernel dimension for the backward
+    pass, O(N²·B·C) in all. Here only ``exp(-d)`` (N, N, B) is kept, and the backward pass recomputes the signs
+    one kernel dimension at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, m: Tensor) -> Tensor:  # type: ignore[override]
+        similarity = torch.neg(minibatch_l1_distances(m)).exp_()
+        # The reference adds 1e6 to the self-distance before exp(-d); exp(-1e6) is exactly 0 in float32 and
+        # float64, so zeroing the diagonal is the same computation without the large constant.
+        similarity.diagonal(dim1=0, dim2=1).zero_()
+        ctx.save_for_backward(m, similarity)
+        return similarity.sum(dim=1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output: Tensor) -> Tensor:  # type: ignore[override]
+        m, similarity = ctx.saved_tensors
+        # dL/dd[i, j, b] = -grad[i, b] * exp(-d[i, j, b]); d is symmetric in (i, j), so both orders add up.
+        weight = similarity * grad_output.unsqueeze(1)
+        weight = weight + weight.transpose(0, 1)
+        grad_m = torch.empty_like(m)
+        for k in range(m.shape[2]):
+            column = m[:, :, k]
+            sign = torch.sign(column.unsqueeze(1) - column.unsqueeze(0))
+            grad_m[:, :, k] = -(weight * sign).sum(dim=1)
+        return grad_m
+
+
+def minibatch_features(m: Tensor) -> Tensor:
+    """Minibatch-discrimination features: the closeness of each example to the rest of its minibatch.
+
+    .. math::
+        o[i, b] = \\sum_{j \\neq i} \\exp(-\\lVert m[i, b] - m[j, b] \\rVert_1)
+
+    The paper (§3.2) sums over all j; the reference code excludes the example itself (it adds 1e6 to the
+    self-distance, spec §1.5), which only removes a constant 1, and so do we. The per-kernel bias of the
+    reference layer is a parameter and lives in :class:`ignite_igan.nn.MinibatchDiscrimination`.
+
+    Peak memory is O(N²·B) in the forward and backward pass: no (N, N, B, C) tensor is ever built.
+
+    Args:
+        m: the input projected through the layer's tensor T, shape (N, B, C).
+
+    Returns:
+        ``o`` of shape (N, B). Each example's features depend on the other examples of the same call, so call
+        it separately per source (labeled, unlabeled, generated), as the reference does.
+
+    Example:
+        >>> import torch
+        >>> o = minibatch_features(torch.zeros(4, 3, 5))  # identical rows: each sees N - 1 = 3 neighbours
+        >>> o.tolist()[0]
+        [3.0, 3.0, 3.0]
+    """
+    _check_minibatch_input(m)
+    return _MinibatchFeatures.apply(m)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Virtual batch normalization (paper §3.4, spec §3.7)
+# --------------------------------------------------------------------------------------------------------------
+def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tensor:
+    """Normalizes each example with statistics mixed from a fixed reference batch and the example itself.
+
+    Spec §3.7 (the corrected 2017 reference, commit ``e0e5ffc``): per channel, with R the reference batch size,
+
+    .. math::
+        \\mu = \\tfrac{1}{R+1} \\mu_i + \\tfrac{R}{R+1} \\mu_{ref}, \\quad
+        s = \\tfrac{1}{R+1} s_i + \\tfrac{R}{R+1} s_{ref}, \\quad
+        y_i = (x_i - \\mu) / \\sqrt{\\epsilon + s - \\mu^2}
+
+    where ``μ_ref`` and ``s_ref`` are the mean and the mean of squares of the reference activations over
+    (R, H, W), and ``μ_i``, ``s_i`` the example's own over (H, W) (for 2-D inputs, the value and its square).
+    An example's output therefore never depends on the other live examples. Gradients flow into ``reference``,
+    as in the reference code. No affine transform is applied here; :class:`ignite_igan.nn.VirtualBatchNorm`
+    adds γ and β.
+
+    The variance ``s - μ²`` is non-negative in exact arithmetic; it is clamped at 0 so that rounding can never
+    turn it into a NaN.
+
+    Args:
+        x: live activations, (N, C) or (N, C, H, W).
+        reference: the reference batch's activations at the same layer, (R, C) or (R, C, H, W).
+        eps: added to the variance inside the square root (1e-5 in the reference).
+
+    Returns:
+        The normalized ``x``, same shape.
+    """
+    x = _check_tensor("x", x)
+    reference = _check_tensor("reference", reference)
+    _check_floating("x", x)
+    _check_floating("reference", reference)
+    _check_ndim("x", x, (2, 4), "2-D (N, C) or 4-D (N, C, H, W)")
+    if reference.dim() != x.dim() or reference.shape[1:] != x.shape[1:]:
+        raise ValueError(
+            f"reference must have the shape of x apart from the batch size, i.e. (R, {', '.join(map(str, x.shape[1:]))}), "
+            f"got {tuple(reference.shape)}"
+        )
+    _check_nonempty("reference", reference)
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    r = reference.shape[0]
+    # Per-channel moments: reduce over the batch and the spatial dimensions for the reference, over the
+    # spatial dimensions alone for each live example.
+    ref_dims = (0,) if x.dim() == 2 else (0, 2, 3)
+    ref_mean = reference.mean(dim=ref_dims, keepdim=True)
+    ref_mean_sq = reference.square().mean(dim=ref_dims, keepdim=True)
+    if x.dim() == 2:
+        own_mean, own_mean_sq = x, x.square()
+    else:
+        own_mean = x.mean(dim=(2, 3), keepdim=True)
+        own_mean_sq = x.square().mean(dim=(2, 3), keepdim=True)
+    new_coeff = 1.0 / (r + 1.0)
+    ref_coeff = 1.0 - new_coeff
+    mean = new_coeff * own_mean + ref_coeff * ref_mean
+    mean_sq = new_coeff * own_mean_sq + ref_coeff * ref_mean_sq
+    var = (mean_sq - mean.square()).clamp_min(0.0)
+    return (x - mean) * torch.rsqrt(var + eps)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Feature matching (paper §3.1, spec §3.1-3.2 and §7.1)
+# --------------------------------------------------------------------------------------------------------------
+def feature_matching_loss(real_features: Tensor, fake_features: Tensor, distance: str = "squared_l2") -> Tensor:
+    """Distance between the batch means of the discriminator's features on real and generated data.
+
+    The batch *means* are compared, never individual pairs (pitfall 1):
+
+    - ``"squared_l2"``: the paper's ``||E f(x) - E f(G(z))||²₂``, a sum over features (§3.1).
+    - ``"mean_squared"``: the MNIST code's ``mean_f (E f(G(z)) - E f(x))²`` (spec §3.1).
+    - ``"mean_absolute"``: the CIFAR-10/SVHN code's ``mean_f |E f(x) - E f(G(z))|`` (spec §3.2).
+
+    The real side is detached: only the generator learns from this loss.
+
+    Args:
+        real_features: (N, F) features of real data (more dimensions are flattened).
+        fake_features: (M, F) features of generated data; M may differ from N.
+        distance: one of ``"squared_l2"``, ``"mean_squared"``, ``"mean_absolute"``.
+
+    Returns:
+        A scalar tensor.
+    """
+    real_features = _check_tensor("real_features", real_features)
+    fake_features = _check_tensor("fake_features", fake_features)
+    _check_floating("real_features", real_features)
+    _check_floating("fake_features", fake_features)
+    if distance not in FEATURE_MATCHING_DISTANCES:
+        raise ValueError(f"distance must be one of {FEATURE_MATCHING_DISTANCES}, got {distance!r}")
+    for name, value in (("real_features", real_features), ("fake_features", fake_features)):
+        if value.dim() < 2:
+            raise ValueError(f"{name} must be at least 2-D (N, F), got shape {tuple(value.shape)}")
+        _check_nonempty(name, value)
+    real_mean = real_features.detach().flatten(1).mean(dim=0)
+    fake_mean = fake_features.flatten(1).mean(dim=0)
+    if real_mean.shape != fake_mean.shape:
+        raise ValueError(
+            "real_features and fake_features must have the same number of features, got "
+            f"{tuple(real_features.shape)} and {tuple(fake_features.shape)}"
+        )
+    difference = fake_mean - real_mean
+    if distance == "squared_l2":
+        return difference.square().sum()
+    if distance == "mean_squared":
+        return difference.square().mean()
+    return difference.abs().mean()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The K+1-class semi-supervised discriminator (paper §5, spec §2)
+# --------------------------------------------------------------------------------------------------------------
+def gan_logit(logits: Tensor) -> Tensor:
+    """The real-vs-fake logit of a K-class discriminator whose (K+1)-th "fake" logit is fixed at 0.
+
+    With ``Z = Σ_k exp(l_k)``, ``D(x) = Z / (Z + 1) = sigmoid(log Z)``, so the logit of D is ``logsumexp(l)``
+    (spec §2).
+
+    Args:
+        logits: (N, K) class logits.
+
+    Returns:
+        (N,) logits of D(x).
+    """
+    logits = _check_tensor("logits", logits)
+    _check_floating("logits", logits)
+    _check_ndim("logits", logits, (2,), "2-D (N, K classes)")
+    return torch.logsumexp(logits, dim=1)
+
+
+def _check_logits(name: str, logits: object, num_classes: Union[int, None]) -> Tensor:
+    logits = _check_tensor(name, logits)
+    _check_floating(name, logits)
+    _check_ndim(name, logits, (2,), "2-D (N, K classes)")
+    _check_nonempty(name, logits)
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(
+            f"{name} must have the same number of classes as logits_labeled ({num_classes}), "
+            f"got shape {tuple(logits.shape)}"
+        )
+    return logits
+
+
+def semi_supervised_losses(
+    logits_labeled: Tensor, labels: Tensor, logits_unlabeled: Tensor, logits_fake: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """The discriminator's two losses in the K+1-class semi-supervised GAN (spec §2).
+
+    With ``LSE = logsumexp`` over the K classes (the fake class's logit fixed at 0):
+
+    - ``loss_labeled = mean(LSE(l_lab) - l_lab[y])``: K-way softmax cross-entropy on the labeled batch.
+    - ``loss_unlabeled = 0.5·mean(softplus(-LSE(l_unl))) + 0.5·mean(softplus(LSE(l_fake)))``
+      ``= 0.5·E[-log D(x)] + 0.5·E[-log(1 - D(G(z)))]``, the reference's form with the half weights.
+
+    Written with logsumexp and softplus only, so it is finite for any finite logits (pitfall list, item 8). The
+    reference minimizes ``loss_labeled + unlabeled_weight · loss_unlabeled`` with weight 1.
+
+    Args:
+        logits_labeled: (N_lab, K) logits of the labeled batch.
+        labels: (N_lab,) integer class labels in [0, K).
+        logits_unlabeled: (N_unl, K) logits of the unlabeled batch.
+        logits_fake: (N_fake, K) logits of the generated batch.
+
+    Returns:
+        ``(loss_labeled, loss_unlabeled)``, scalar tensors.
+    """
+    logits_labeled = _check_logits("logits_labeled", logits_labeled, None)
+    num_classes = logits_labeled.shape[1]
+    logits_unlabeled = _check_logits("logits_unlabeled", logits_unlabeled, num_classes)
+    logits_fake = _check_logits("logits_fake", logits_fake, num_classes)
+    labels = _check_tensor("labels", labels)
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+    if labels.shape != (logits_labeled.shape[0],):
+        raise ValueError(
+            f"labels must have shape ({logits_labeled.shape[0]},) to match logits_labeled, got {tuple(labels.shape)}"
+        )
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in [{low}, {high}]")
+
+    loss_labeled = torch_F.cross_entropy(logits_labeled, labels.long())
+    lse_unlabeled = torch.logsumexp(logits_unlabeled, dim=1)
+    lse_fake = torch.logsumexp(logits_fake, dim=1)
+    loss_unlabeled = 0.5 * torch_F.softplus(-lse_unlabeled).mean() + 0.5 * torch_F.softplus(lse_fake).mean()
+    return loss_labeled, loss_unlabeled
+
+
+def minimax_generator_loss(logits_fake: Tensor) -> Tensor:
+    """The generator loss of the reference's minibatch-discrimination scripts (spec §2, "MD scripts").
+
+    ``-mean(softplus(LSE(l_fake))) = mean(log(1 - D(G(z))))``: the original, *saturating* minimax objective,
+    not the non-saturating ``-log D(G(z))``.
+
+    Args:
+        logits_fake: (N, K) class logits of generated samples.
+
+    Returns:
+        A scalar tensor.
+    """
+    logits_fake = _check_logits("logits_fake", logits_fake, None)
+    return -torch_F.softplus(torch.logsumexp(logits_fake, dim=1)).mean()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One-sided label smoothing (paper §3.4)
+# --------------------------------------------------------------------------------------------------------------
+def one_sided_label_smoothing_loss(real_logits: Tensor, fake_logits: Tensor, real_target: float = 0.9) -> Tensor:
+    """Binary cross-entropy of the discriminator with the real targets smoothed and the fake targets at 0.
+
+    ``mean_real BCE(l, real_target) + mean_fake BCE(l, 0)`` with logits. Only the real side is smoothed: the
+    paper (§3.4) shows that smoothing the fake targets too pushes the optimal discriminator towards the
+    generator's samples where the data has no mass. (The ImageNet reference code subtracts the target's entropy,
+    making this a KL; that changes the value by a constant, not the gradient.)
+
+    Args:
+        real_logits: logits of D on real data, any shape (commonly (N,) or (N, 1)).
+        fake_logits: logits of D on generated data, any shape.
+        real_target: the target for real data, in (0, 1]; 1 means no smoothing. The reference used 0.75 on
+            ImageNet; 0.9 is the common default.
+
+    Returns:
+        A scalar tensor.
+    """
+    real_logits = _check_tensor("real_logits", real_logits)
+    fake_logits = _check_tensor("fake_logits", fake_logits)
+    _check_floating("real_logits", real_logits)
+    _check_floating("fake_logits", fake_logits)
+    if isinstance(real_target, Tensor):
+        real_target = float(real_target)
+    if not isinstance(real_target, (int, float)) or not 0.0 < real_target <= 1.0:
+        raise ValueError(f"real_target must be in (0, 1], got {real_target!r}")
+    for name, value in (("real_logits", real_logits), ("fake_logits", fake_logits)):
+        if value.numel() == 0:
+            raise ValueError(f"{name} must hold at least one logit, got shape {tuple(value.shape)}")
+    real_loss = torch_F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_target))
+    fake_loss = torch_F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real_loss + fake_loss
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Historical averaging (paper §3.3)
+# --------------------------------------------------------------------------------------------------------------
+def historical_average_penalty(params: Sequence[Tensor], averages: Sequence[Tensor]) -> Tensor:
+    """The historical-averaging term ``Σ ||θ - θ̄||²`` over a player's parameters (paper §3.3).
+
+    The averages θ̄ are detached: the penalty pulls the parameters towards their history, not the other way.
+    Multiply by the weight λ yourself, or let :class:`ignite_igan.handlers.HistoricalAveraging` do it.
+
+    Args:
+        params: the parameters θ.
+        averages: their running averages θ̄, in the same order and of the same shapes.
+
+    Returns:
+        A scalar tensor.
+    """
+    params, averages = list(params), list(averages)
+    if not params:
+        raise ValueError("params must hold at least one tensor, got an empty sequence")
+    if len(params) != len(averages):
+        raise ValueError(f"averages must hold one tensor per parameter ({len(params)}), got {len(averages)}")
+    total = None
+    for index, (param, average) in enumerate(zip(params, averages)):
+        _check_tensor(f"params[{index}]", param)
+        _check_tensor(f"averages[{index}]", average)
+        if param.shape != average.shape:
+            raise ValueError(
+                f"averages[{index}] must have the shape of params[{index}] {tuple(param.shape)}, "
+                f"got {tuple(average.shape)}"
+            )
+        term = (param - average.detach()).square().sum()
+        total = term if total is None else total + term
+    return total
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inception Score (paper §4, spec §5)
+# --------------------------------------------------------------------------------------------------------------
+def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tuple[float, float]:
+    """The Inception Score by the paper's protocol (spec §5).
+
+    ``p(y|x) = softmax(logits)``; the samples are cut **in order** into ``splits`` contiguous chunks
+    ``[i·N//splits, (i+1)·N//splits)``; each chunk scores ``exp(mean_x KL(p(y|x) || p̄(y)))`` with ``p̄`` the
+    chunk's mean prediction; the result is the mean and the population standard deviation (ddof=0) of the chunk
+    scores, as ``inception_score/model.py`` returns them.
+
+    The arithmetic is float64 and goes through ``log_softmax``, so exact zeros in p give ``0·log 0 = 0``
+    instead of the original's NaN (pitfall 8). Log-probabilities (``log p``, ``-inf`` allowed) can be passed
+    in place of logits: ``log_softmax(log p) = log p``.
+
+    Args:
+        logits: (N, K) class logits, e.g. the 1008 unbiased logits of the 2015 Inception network.
+        splits: number of contiguous chunks, 1 <= splits <= N (10 in the paper).
+
+    Returns:
+        ``(mean, std)`` as Python floats.
+
+    Example:
+        >>> import torch
+        >>> perfect = torch.eye(10).repeat(10, 1) * 100.0  # confident, balanced predictions over 10 classes
+        >>> round(inception_score(perfect, splits=10)[0], 6)
+        10.0
+    """
+    if isinstance(logits, np.ndarray):
+        logits = torch.from_numpy(logits)
+    logits = _check_tensor("logits", logits)
+    _check_ndim("logits", logits, (2,), "2-D (N samples, K classes)")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
+        raise ValueError(f"splits must be a positive integer, got {splits!r}")
+    n = logits.shape[0]
+    if n < splits:
+        raise ValueError(f"logits must hold at least splits={splits} samples, got {n}")
+    if logits.shape[1] < 1:
+        raise ValueError(f"logits must have at least one class, got shape {tuple(logits.shape)}")
+    logits = logits.detach().to(device="cpu", dtype=torch.float64)
+    if torch.isnan(logits).any() or torch.isposinf(logits).any():
+        raise ValueError("logits must not contain NaN or +inf")
+    log_p = torch.log_softmax(logits, dim=1)
+    if torch.isnan(log_p).any():
+        raise ValueError("logits has a row whose entries are all -inf (a distribution with no mass)")
+
+    scores = []
+    for i in range(splits):
+        chunk = log_p[i * n // splits : (i + 1) * n // splits]
+        p = chunk.exp()
+        log_mean = torch.logsumexp(chunk, dim=0) - math.log(chunk.shape[0])
+        # 0·(log 0 - ·) is 0 by the convention of KL; torch.where keeps -inf out of the product.
+        terms = torch.where(p > 0, p * (chunk - log_mean), torch.zeros_like(p))
+        scores.append(math.exp(float(terms.sum(dim=1).mean())))
+    scores_np = np.asarray(scores, dtype=np.float64)
+    return float(scores_np.mean()), float(scores_np.std())
