@@ -1,0 +1,259 @@
+"""The data sets of the paper's experiments, loaded through torchvision and scaled as the reference code scales them.
+
+===========  ============================================  ==========================  ============================
+data set     source                                        scaling (spec §4)           shape of one example
+===========  ============================================  ==========================  ============================
+``mnist``    ``torchvision.datasets.MNIST`` (60k / 10k)    pixels / 255, in [0, 1]     (784,) (permutation-invariant)
+``cifar10``  ``torchvision.datasets.CIFAR10`` (50k / 10k)  (x − 127.5) / 128           (3, 32, 32)
+``svhn``     ``torchvision.datasets.SVHN`` (73,257 train,  (x − 127.5) / 127.5         (3, 32, 32)
+             26,032 test; no "extra" split)
+``digits``   scikit-learn's bundled 8×8 digits (1,797),    pixels / 16, in [0, 1]      (64,)
+             a fixed stratified 1,297 / 500 split
+===========  ============================================  ==========================  ============================
+
+Images are kept as uint8 and scaled when they are read, so a data set costs its size on disk in memory, and
+every process of a distributed run can hold it. :class:`ScaledImages` implements ``__getitems__``, so a
+``DataLoader`` fetches a whole batch with one indexing operation.
+
+Example:
+    >>> ds = load_dataset("digits", train=True)
+    >>> x, y = ds[0]
+    >>> tuple(x.shape), float(x.min()) >= 0.0, float(x.max()) <= 1.0, len(ds)
+    ((64,), True, True, 1297)
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = [
+    "DATASETS",
+    "ScaledImages",
+    "load_dataset",
+    "load_mnist",
+    "load_cifar10",
+    "load_svhn",
+    "load_digits",
+    "DatasetNotFoundError",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The data set's files are not in the data directory and downloading was not asked for."""
+
+
+class ScaledImages(Dataset):
+    """Images stored as uint8 (or any integer type), returned as floats ``(x - offset) / scale``.
+
+    Args:
+        images: (N, ...) integer tensor of pixel values.
+        labels: (N,) int64 labels.
+        offset: subtracted from the pixel value.
+        scale: the pixel value minus ``offset`` is divided by it.
+        flatten: return each image as a vector (the permutation-invariant MNIST setting).
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, offset: float, scale: float, flatten: bool = False) -> None:
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"labels must have one entry per image ({images.shape[0]}), got {labels.shape[0]}"
+            )
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.images = images
+        self.labels = labels.long()
+        self.offset = float(offset)
+        self.scale = float(scale)
+        self.flatten = flatten
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> Tuple[Tensor, Tensor]:
+        x = (self.images[index].float() - self.offset) / self.scale
+        return (x.flatten() if self.flatten else x), self.labels[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> List[Tuple[Tensor, Tensor]]:
+        # One gather for the whole batch; default_collate stacks the pairs back.
+        index = torch.as_tensor(indices, dtype=torch.long)
+        x = (self.images[index].float() - self.offset) / self.scale
+        if self.flatten:
+            x = x.flatten(start_dim=1)
+        return list(zip(x.unbind(0), self.labels[index].unbind(0)))
+
+    @property
+    def targets(self) -> Tensor:
+        """The labels, under the attribute name torchvision's data sets use."""
+        return self.labels
+
+
+def _missing(name: str, root: PathLike, detail: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"{name} was not found in data directory {str(root)!r} ({detail}). Pass download=True "
+        f"(--download in the recipes) to fetch it with torchvision, or point the data directory at a copy."
+    )
+
+
+def load_mnist(root: PathLike, train: bool = True, download: bool = False) -> ScaledImages:
+    """MNIST through ``torchvision.datasets.MNIST``: 60,000 training or 10,000 test images.
+
+    The reference trains on the 50k training + 10k validation images of the deeplearning.net split, which are
+    torchvision's 60,000 training images. Pixels are scaled to [0, 1] and flattened to 784 (spec §3.1).
+    """
+    from torchvision.datasets import MNIST
+
+    try:
+        ds = MNIST(str(root), train=train, download=download)
+    except RuntimeError as error:
+        raise _missing("MNIST", root, str(error)) from error
+    return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
+
+
+def load_cifar10(
+    root: PathLike, train: bool = True, download: bool = False, verify_checksums: bool = True
+) -> ScaledImages:
+    """CIFAR-10 through ``torchvision.datasets.CIFAR10``, scaled ``(x − 127.5) / 128`` (spec §3.2).
+
+    Args:
+        root: the data directory (holding ``cifar-10-batches-py/``).
+        train: the 50,000 training images, or the 10,000 test images.
+        download: fetch the archive if it is missing.
+        verify_checksums: check every batch file against torchvision's MD5 sums (the default). With False the
+            pickled batches are read by torchvision's own reader without that check, for copies that were
+            re-packed or cut down (the test suite writes small batches in the real format).
+    """
+    from torchvision.datasets import CIFAR10
+
+    if verify_checksums:
+        try:
+            ds = CIFAR10(str(root), train=train, download=download)
+        except RuntimeError as error:
+            raise _missing("CIFAR-10", root, str(error)) from error
+    else:
+        if download:
+            CIFAR10(str(root), train=train, download=True)
+        ds = _open_unchecked("CIFAR10", root, train=train)
+    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    return ScaledImages(images, torch.as_tensor(ds.targets), offset=127.5, scale=128.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _unchecked(name: str) -> type:
+    """torchvision's CIFAR10 or SVHN class, with the MD5 check replaced by a check that the files exist.
+
+    Everything else, the reading of the pickled batches or of the ``.mat`` file included, is torchvision's own.
+    """
+    import torchvision.datasets as tvd
+
+    base = getattr(tvd, name)
+
+    class Unchecked(base):  # type: ignore[misc, valid-type]
+        def _check_integrity(self) -> bool:
+            if name == "SVHN":
+                paths = [os.path.join(self.root, self.filename)]
+            else:
+                files = self.train_list if self.train else self.test_list
+                paths = [os.path.join(self.root, self.base_folder, entry[0]) for entry in files]
+            return all(os.path.isfile(path) for path in paths)
+
+        def _load_meta(self) -> None:  # class names are not needed, and a cut-down copy may lack the meta file
+            self.classes, self.class_to_idx = [], {}
+
+    Unchecked.__name__ = f"Unchecked{name}"
+    return Unchecked
+
+
+def _open_unchecked(name: str, root: PathLike, **kwargs) -> Dataset:
+    try:
+        return _unchecked(name)(str(root), download=False, **kwargs)
+    except RuntimeError as error:
+        raise _missing(name, root, str(error)) from error
+
+
+def load_svhn(
+    root: PathLike, train: bool = True, download: bool = False, verify_checksums: bool = True
+) -> ScaledImages:
+    """SVHN through ``torchvision.datasets.SVHN``, scaled ``(x − 127.5) / 127.5`` (spec §3.4).
+
+    The reference uses the 73,257 ``train`` images and the 26,032 ``test`` images, never the "extra" split.
+    torchvision already maps the digit 0's label 10 to 0, as the reference does. ``verify_checksums`` as in
+    :func:`load_cifar10`.
+    """
+    from torchvision.datasets import SVHN
+
+    split = "train" if train else "test"
+    if verify_checksums:
+        try:
+            ds = SVHN(str(root), split=split, download=download)
+        except RuntimeError as error:
+            raise _missing("SVHN", root, str(error)) from error
+    else:
+        if download:
+            SVHN(str(root), split=split, download=True)
+        ds = _open_unchecked("SVHN", root, split=split)
+    images = torch.from_numpy(np.ascontiguousarray(ds.data))  # already NCHW
+    return ScaledImages(images, torch.as_tensor(ds.labels), offset=127.5, scale=127.5)
+
+
+DIGITS_TEST_SIZE = 500
+DIGITS_SPLIT_SEED = 0
+
+
+def load_digits(root: PathLike = None, train: bool = True, download: bool = False) -> ScaledImages:
+    """scikit-learn's bundled handwritten digits: 1,797 real 8×8 images, no download needed.
+
+    A fixed stratified split (``train_test_split(test_size=500, stratify=y, random_state=0)``) gives 1,297
+    training and 500 test images, the same on every machine. Pixels (0..16) are scaled to [0, 1] and flattened
+    to 64, the MNIST setting scaled down. ``root`` and ``download`` are accepted for a uniform interface and
+    ignored.
+    """
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as error:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "the digits data set ships with scikit-learn, which is not installed: pip install scikit-learn "
+            "(or pip install 'ignite-igan[digits]')"
+        ) from error
+    bunch = sklearn_digits()
+    images = bunch.images.astype(np.uint8)
+    labels = bunch.target.astype(np.int64)
+    index = np.arange(len(labels))
+    train_index, test_index = train_test_split(
+        index, test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=DIGITS_SPLIT_SEED
+    )
+    chosen = np.sort(train_index if train else test_index)
+    return ScaledImages(
+        torch.from_numpy(images[chosen]), torch.from_numpy(labels[chosen]), offset=0.0, scale=16.0, flatten=True
+    )
+
+
+DATASETS: Dict[str, Callable[..., ScaledImages]] = {
+    "mnist": load_mnist,
+    "cifar10": load_cifar10,
+    "svhn": load_svhn,
+    "digits": load_digits,
+}
+
+
+def load_dataset(name: str, root: PathLike = "data", train: bool = True, download: bool = False, **kwargs) -> ScaledImages:
+    """Loads one of :data:`DATASETS` by name, scaled as the reference scales it.
+
+    Raises:
+        ValueError: for an unknown name.
+        DatasetNotFoundError: when the files are missing and ``download`` is False.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
+    if name != "digits" and not download and not Path(root).is_dir():
+        raise _missing(name, root, "the directory does not exist")
+    return DATASETS[name](root, train=train, download=download, **kwargs)
