@@ -1,0 +1,603 @@
+"""The networks of *Improved Techniques for Training GANs*, layer for layer as the reference code builds them.
+
+* :class:`MNISTGenerator`, :class:`MNISTDiscriminator`: the permutation-invariant MNIST networks (spec §3.1);
+  :func:`mnist_generator`, :func:`mnist_discriminator` build the paper's sizes, :func:`digits_generator`,
+  :func:`digits_discriminator` the same networks scaled to scikit-learn's 8x8 digits.
+* :class:`CIFARGenerator`: the CIFAR-10/SVHN generator (spec §3.2), with the reference's batch-statistics batch
+  norm or with virtual batch norm (paper §3.4).
+* :class:`CIFARDiscriminator`: the 9-layer weight-normalized conv net of the CIFAR-10 and SVHN scripts, for
+  feature matching and minibatch discrimination (spec §3.2-§3.5); factories for the four paper settings.
+
+Nothing depends on the batch size (the reference baked in 100). Generators draw their input with
+``sample_noise`` (z ~ U[0, 1)^z_dim, as every reference script). Discriminators return K class logits (the
+K+1-th "fake" logit is fixed at 0, spec §2) and, with ``return_features=True``, the features that feature
+matching compares. ``trainable_scale_layers()`` names the weight-normalized layers whose gain is trained (the
+output layers); every other weight-norm gain is frozen after data-dependent init, as in the reference.
+
+Example:
+    >>> import torch
+    >>> from ignite_igan.models import cifar10_generator, cifar10_fm_discriminator
+    >>> from ignite_igan.nn import data_dependent_init
+    >>> gen, disc = cifar10_generator(), cifar10_fm_discriminator()
+    >>> _ = data_dependent_init(gen, gen.sample_noise(20))
+    >>> _ = data_dependent_init(disc, torch.rand(20, 3, 32, 32) * 2 - 1)
+    >>> logits, features = disc(gen(gen.sample_noise(8)), return_features=True)
+    >>> logits.shape, features.shape
+    (torch.Size([8, 10]), torch.Size([8, 192]))
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ignite_igan.nn import (
+    GaussianNoise,
+    MinibatchDiscrimination,
+    ScaleFreeBatchNorm,
+    VirtualBatchNorm,
+    WeightNormConv2d,
+    WeightNormConvTranspose2d,
+    WeightNormLinear,
+    _WeightNorm,
+)
+
+__all__ = [
+    "MNISTGenerator",
+    "MNISTDiscriminator",
+    "CIFARGenerator",
+    "CIFARDiscriminator",
+    "mnist_generator",
+    "mnist_discriminator",
+    "digits_generator",
+    "digits_discriminator",
+    "cifar10_generator",
+    "svhn_generator",
+    "cifar10_fm_discriminator",
+    "cifar10_md_discriminator",
+    "svhn_fm_discriminator",
+    "svhn_md_discriminator",
+]
+
+LEAKY_SLOPE = 0.2  # spec §1.1: lrelu slope at HEAD (0.1 in the paper-era commits)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checks. Messages name the argument, what it got and what was expected.
+# --------------------------------------------------------------------------------------------------------------
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _probability(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return float(value)
+
+
+def _widths(name: str, value: object, count: Optional[int] = None) -> Tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of ints, got {type(value).__name__}")
+    widths = tuple(_positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
+    if count is not None and len(widths) != count:
+        raise ValueError(f"{name} must have {count} entries, got {len(widths)}: {widths}")
+    if not widths:
+        raise ValueError(f"{name} must not be empty, got {value!r}")
+    return widths
+
+
+def _check_batch(name: str, x: object, ndim: int, layout: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() != ndim:
+        raise ValueError(f"{name} must be {layout}, got a tensor of shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example, got an empty batch of shape {tuple(x.shape)}")
+    return x
+
+
+class _ModelMixin:
+    """What every network here shares: the list of trainable-gain layers and the parameters' device/dtype."""
+
+    def trainable_scale_layers(self) -> Dict[str, nn.Module]:
+        """The weight-normalized layers whose gain ``scale`` is trained, by qualified name.
+
+        These are the reference's ``train_g=True`` / ``train_scale=True`` output layers (spec §0.1); every other
+        weight-norm gain is frozen (``requires_grad=False``) and changes only in data-dependent init.
+        """
+        return {
+            name: module
+            for name, module in self.named_modules()  # type: ignore[attr-defined]
+            if isinstance(module, _WeightNorm) and module.train_scale
+        }
+
+    def _parameter(self) -> Tensor:
+        return next(self.parameters())  # type: ignore[attr-defined]
+
+
+class _NoiseSampler(_ModelMixin):
+    z_dim: int
+
+    def sample_noise(
+        self,
+        n: int,
+        generator: Optional[torch.Generator] = None,
+        device: Optional[Union[torch.device, str]] = None,
+    ) -> Tensor:
+        """Draws ``n`` latent vectors z ~ U[0, 1)^z_dim, the reference's noise (spec §7.8).
+
+        Args:
+            n: how many.
+            generator: an optional :class:`torch.Generator` for reproducible draws.
+            device: where to put them; defaults to the device of the model's parameters.
+
+        Returns:
+            (n, z_dim) tensor with the dtype of the model's parameters.
+        """
+        n = _positive_int("n", n)
+        parameter = self._parameter()
+        device = parameter.device if device is None else device
+        return torch.rand(n, self.z_dim, generator=generator, device=device, dtype=parameter.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MNIST (spec §3.1)
+# --------------------------------------------------------------------------------------------------------------
+class MNISTGenerator(_NoiseSampler, nn.Module):
+    """The MNIST feature-matching generator (spec §3.1), any width.
+
+    ``z -> [Dense (no bias, Glorot-uniform) -> ScaleFreeBatchNorm -> softplus] x len(hidden) -> Dense with weight
+    norm (trainable gain, own bias, Glorot-uniform direction, eps 1e-6) -> sigmoid``. The output layer is the
+    reference's ``l2normalize(DenseLayer(784, sigmoid))``: it normalizes the weight per output unit, not the
+    output vector. The reference never initializes this generator from data, so its output layer has
+    ``data_init=False`` and :func:`~ignite_igan.nn.data_dependent_init` leaves the model unchanged.
+
+    The batch norm uses the statistics of the current batch, also when sampling: samples depend on their batch,
+    and a batch of one raises a :class:`ValueError` (see :class:`~ignite_igan.nn.ScaleFreeBatchNorm`).
+
+    Args:
+        z_dim: latent size (100).
+        hidden: width of each hidden layer; an int means two layers of that width, as the reference (500, 500).
+        out_features: output size (784 for 28x28 MNIST).
+
+    Example:
+        >>> gen = MNISTGenerator()
+        >>> gen(gen.sample_noise(5)).shape
+        torch.Size([5, 784])
+    """
+
+    def __init__(self, z_dim: int = 100, hidden: Union[int, Sequence[int]] = 500, out_features: int = 784) -> None:
+        super().__init__()
+        self.z_dim = _positive_int("z_dim", z_dim)
+        self.out_features = _positive_int("out_features", out_features)
+        if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
+            hidden = (int(hidden), int(hidden))
+        self.hidden = _widths("hidden", hidden)
+        layers = []
+        width = self.z_dim
+        for h in self.hidden:
+            dense = nn.Linear(width, h, bias=False)
+            nn.init.xavier_uniform_(dense.weight)  # Lasagne's GlorotUniform
+            layers += [dense, ScaleFreeBatchNorm(h), nn.Softplus()]
+            width = h
+        output = WeightNormLinear(width, self.out_features, train_scale=True, eps=1e-6, data_init=False)
+        with torch.no_grad():
+            nn.init.xavier_uniform_(output.weight)
+        layers += [output, nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Maps z (N, z_dim) to samples (N, out_features) in (0, 1)."""
+        z = _check_batch("z", z, 2, f"2-D (N, z_dim={self.z_dim})")
+        if z.shape[1] != self.z_dim:
+            raise ValueError(f"z must have z_dim={self.z_dim} columns, got shape {tuple(z.shape)}")
+        return self.net(z)
+
+
+class MNISTDiscriminator(_ModelMixin, nn.Module):
+    """The MNIST discriminator (spec §3.1): five weight-normalized ReLU layers with Gaussian noise.
+
+    ``GaussianNoise(input_noise) -> [WN dense -> ReLU -> GaussianNoise(hidden_noise)] x 5 -> WN dense (trainable
+    gain)``. Every dense layer is the reference's MNIST ``nn.DenseLayer`` (spec §1.8): direction ~ N(0, 0.1), no
+    epsilon in the norm, data-dependent init to std 1 (also the output layer), gain frozen except in the output
+    layer. The feature-matching features are the last hidden layer's ReLU output, before its noise
+    (``layers[-3]`` in the reference).
+
+    Args:
+        in_features: input size (784); inputs with more dimensions, e.g. (N, 1, 28, 28), are flattened.
+        num_classes: K, the number of class logits.
+        hidden: hidden widths (1000, 500, 250, 250, 250).
+        input_noise: std of the noise on the input (0.3).
+        hidden_noise: std of the noise after every hidden layer (0.5).
+
+    Example:
+        >>> import torch
+        >>> disc = MNISTDiscriminator()
+        >>> logits, features = disc(torch.rand(4, 784), return_features=True)
+        >>> logits.shape, features.shape
+        (torch.Size([4, 10]), torch.Size([4, 250]))
+    """
+
+    def __init__(
+        self,
+        in_features: int = 784,
+        num_classes: int = 10,
+        hidden: Sequence[int] = (1000, 500, 250, 250, 250),
+        input_noise: float = 0.3,
+        hidden_noise: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.in_features = _positive_int("in_features", in_features)
+        self.num_classes = _positive_int("num_classes", num_classes)
+        self.hidden = _widths("hidden", hidden)
+        self.input_noise = GaussianNoise(input_noise)
+        blocks = []
+        width = self.in_features
+        for h in self.hidden:
+            blocks.append(nn.Sequential(WeightNormLinear(width, h, eps=0.0, weight_std=0.1), nn.ReLU()))
+            width = h
+        self.blocks = nn.ModuleList(blocks)
+        self.hidden_noise = nn.ModuleList(GaussianNoise(hidden_noise) for _ in self.hidden)
+        self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, eps=0.0, weight_std=0.1)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.hidden[-1]
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Class logits (N, num_classes), and with ``return_features`` also the features (N, hidden[-1])."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() >= 2:
+            x = x.flatten(1)
+        x = _check_batch("x", x, 2, f"(N, in_features={self.in_features}) or (N, ...) flattening to it")
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"x must have in_features={self.in_features} values per example, got {x.shape[1]} "
+                f"(flattened shape {tuple(x.shape)})"
+            )
+        h = self.input_noise(x)
+        for block, noise in zip(self.blocks, self.hidden_noise):
+            features = block(h)
+            h = noise(features)
+        logits = self.classifier(h)
+        return (logits, features) if return_features else logits
+
+
+def mnist_generator() -> MNISTGenerator:
+    """The reference MNIST generator: 100 -> 500 -> 500 -> 784 (spec §3.1)."""
+    return MNISTGenerator(z_dim=100, hidden=500, out_features=784)
+
+
+def mnist_discriminator() -> MNISTDiscriminator:
+    """The reference MNIST discriminator: 784 -> 1000-500-250-250-250 -> 10, noise 0.3/0.5 (spec §3.1)."""
+    return MNISTDiscriminator()
+
+
+DIGITS_GENERATOR_HIDDEN = (128, 128)
+DIGITS_DISCRIMINATOR_HIDDEN = (256, 128, 64, 64, 64)
+
+
+def digits_generator(z_dim: int = 100) -> MNISTGenerator:
+    """The MNIST generator scaled to scikit-learn's 8x8 digits (64 pixels in [0, 1]).
+
+    Same layers as :func:`mnist_generator`, two hidden layers of 128 instead of 500. Shrinking 500 in
+    proportion to the output (784 -> 64 pixels) would give about 40 units, narrower than the image it has to
+    draw; 128 (twice the output) keeps the generator expressive and still trains in minutes on a CPU. The
+    latent stays U[0, 1)^100 by default.
+    """
+    return MNISTGenerator(z_dim=z_dim, hidden=DIGITS_GENERATOR_HIDDEN, out_features=64)
+
+
+def digits_discriminator(num_classes: int = 10) -> MNISTDiscriminator:
+    """The MNIST discriminator scaled to 8x8 digits: 64 -> 256-128-64-64-64 -> 10, noise 0.3/0.5.
+
+    Five hidden layers as the reference, widths about a quarter of MNIST's (1000-500-250-250-250) so that the
+    first layer still widens the 64-pixel input fourfold; the noise levels are kept because the pixels are in
+    [0, 1] as in MNIST. Feature matching uses the 64-d last hidden layer.
+    """
+    return MNISTDiscriminator(in_features=64, num_classes=num_classes, hidden=DIGITS_DISCRIMINATOR_HIDDEN)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CIFAR-10 / SVHN (spec §3.2-§3.5)
+# --------------------------------------------------------------------------------------------------------------
+NORMALIZATIONS = ("batch", "virtual")
+
+
+class CIFARGenerator(_NoiseSampler, nn.Module):
+    """The CIFAR-10/SVHN generator (spec §3.2), with batch or virtual batch norm.
+
+    ``z (U[0,1)^100) -> Dense 100 -> 512*4*4 (no bias, N(0, 0.05)) -> norm (per unit over the 8192 outputs) ->
+    ReLU -> reshape (512, 4, 4) -> [Deconv 5x5 stride 2 (no bias, N(0, 0.05)) -> norm per channel -> ReLU] to
+    256x8x8 and 128x16x16 -> weight-normalized Deconv 5x5 stride 2 to out_channels x 32 x 32 (trainable gain,
+    data-dependent init to std 0.1) -> tanh``.
+
+    ``normalization`` picks the norm layers:
+
+    * ``"batch"`` (the released code): :class:`~ignite_igan.nn.ScaleFreeBatchNorm`, batch statistics always
+      (also when sampling), no scale. Samples depend on their batch; a batch of one raises a ValueError.
+    * ``"virtual"`` (paper §3.4, the sample-quality experiments): :class:`~ignite_igan.nn.VirtualBatchNorm` at
+      the same places (per unit after the dense layer, per channel after the deconvolutions). The generator
+      owns a fixed reference noise batch, the buffer ``reference_noise``, set once with :meth:`set_reference`
+      and saved in ``state_dict``. ``forward(z)`` runs ``[reference_noise; z]`` through the network in one pass,
+      so the reference statistics come from the current weights and carry gradients, and returns only the rows
+      of ``z``. Each sample is then independent of the rest of its batch.
+
+    In data-dependent init the output layer's statistics are taken over every row it sees (with ``"virtual"``
+    the reference rows too: they are generated images as well).
+
+    Args:
+        z_dim: latent size (100).
+        out_channels: image channels (3).
+        normalization: ``"batch"`` or ``"virtual"``.
+        widths: channels after the dense layer and after each hidden deconvolution ((512, 256, 128)); the
+            output side is ``4 * 2**len(widths)`` (32).
+
+    Example:
+        >>> gen = CIFARGenerator(normalization="virtual")
+        >>> gen.set_reference(gen.sample_noise(16))
+        >>> gen(gen.sample_noise(1)).shape
+        torch.Size([1, 3, 32, 32])
+    """
+
+    def __init__(
+        self,
+        z_dim: int = 100,
+        out_channels: int = 3,
+        normalization: str = "batch",
+        widths: Sequence[int] = (512, 256, 128),
+    ) -> None:
+        super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.z_dim = _positive_int("z_dim", z_dim)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.normalization = normalization
+        self.widths = _widths("widths", widths)
+        self.base_size = 4
+        norm = ScaleFreeBatchNorm if normalization == "batch" else VirtualBatchNorm
+
+        first = self.widths[0] * self.base_size**2
+        self.dense = nn.Linear(self.z_dim, first, bias=False)
+        self.dense_norm = norm(first)
+        deconvs, norms = [], []
+        for cin, cout in zip(self.widths[:-1], self.widths[1:]):
+            deconvs.append(nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1, bias=False))
+            norms.append(norm(cout))
+        self.deconvs = nn.ModuleList(deconvs)
+        self.norms = nn.ModuleList(norms)
+        with torch.no_grad():
+            for layer in [self.dense, *self.deconvs]:
+                layer.weight.normal_(0.0, 0.05)
+        self.output = WeightNormConvTranspose2d(
+            self.widths[-1], self.out_channels, 5, stride=2, padding=2, output_padding=1, train_scale=True,
+            init_scale=0.1,
+        )
+        if normalization == "virtual":
+            self.register_buffer("reference_noise", torch.empty(0, self.z_dim))
+
+    @property
+    def image_size(self) -> int:
+        return self.base_size * 2 ** len(self.widths)
+
+    def set_reference(self, z_ref: Tensor) -> None:
+        """Fixes the reference noise batch of a ``"virtual"`` generator (paper §3.4: chosen once, kept fixed).
+
+        Args:
+            z_ref: (R, z_dim) latent vectors, typically ``sample_noise(R)``; the reference used R = 16 on ImageNet.
+        """
+        if self.normalization != "virtual":
+            raise ValueError(
+                f"set_reference needs normalization='virtual', got a generator with normalization="
+                f"{self.normalization!r}"
+            )
+        z_ref = _check_batch("z_ref", z_ref, 2, f"2-D (R, z_dim={self.z_dim})")
+        if z_ref.shape[1] != self.z_dim:
+            raise ValueError(f"z_ref must have z_dim={self.z_dim} columns, got shape {tuple(z_ref.shape)}")
+        parameter = self._parameter()
+        self.reference_noise = z_ref.detach().to(device=parameter.device, dtype=parameter.dtype).clone()
+
+    def _load_from_state_dict(
+        self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool, missing_keys: Any,
+        unexpected_keys: Any, error_msgs: Any,
+    ) -> None:
+        # The reference batch size is only known from the checkpoint: resize the buffer before it is copied.
+        key = prefix + "reference_noise"
+        if self.normalization == "virtual" and key in state_dict:
+            incoming = state_dict[key]
+            if isinstance(incoming, Tensor) and incoming.dim() == 2:
+                self.reference_noise = torch.empty_like(incoming, device=self.reference_noise.device,
+                                                        dtype=self.reference_noise.dtype)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Maps z (N, z_dim) to images (N, out_channels, 32, 32) in (-1, 1)."""
+        z = _check_batch("z", z, 2, f"2-D (N, z_dim={self.z_dim})")
+        if z.shape[1] != self.z_dim:
+            raise ValueError(f"z must have z_dim={self.z_dim} columns, got shape {tuple(z.shape)}")
+        if self.normalization == "batch":
+            return self._run(z, lambda norm, h: norm(h))
+        reference_size = self.reference_noise.shape[0]
+        if reference_size == 0:
+            raise RuntimeError(
+                "this generator uses virtual batch norm and has no reference batch yet: call "
+                "set_reference(gen.sample_noise(R)) once before the first forward pass"
+            )
+        out = self._run(torch.cat([self.reference_noise, z]), lambda norm, h: norm(h, reference_size))
+        return out[reference_size:]
+
+    def _run(self, z: Tensor, normalize: Any) -> Tensor:
+        h = self.dense(z)
+        h = torch.relu(normalize(self.dense_norm, h))
+        h = h.view(-1, self.widths[0], self.base_size, self.base_size)
+        for deconv, norm in zip(self.deconvs, self.norms):
+            h = torch.relu(normalize(norm, deconv(h)))
+        return torch.tanh(self.output(h))
+
+
+INPUT_CORRUPTIONS = ("dropout", "noise")
+
+
+class CIFARDiscriminator(_ModelMixin, nn.Module):
+    """The CIFAR-10/SVHN discriminator of the reference scripts (spec §3.2-§3.5).
+
+    ====  ====================================================================  =========================
+    #     layer (WN = weight-normalized, frozen gain, LeakyReLU 0.2 after each)  output (32x32 input)
+    ====  ====================================================================  =========================
+    0     input corruption: Dropout(0.2) (FM) or GaussianNoise(0.2) (MD)          C x 32 x 32
+    1-3   WN conv 3x3 pad 1: w1, w1, w1 stride 2                                  w1 x 16 x 16
+    4     Dropout(0.5)
+    5-7   WN conv 3x3 pad 1: w2, w2, w2 stride 2                                  w2 x 8 x 8
+    8     Dropout(0.5)
+    9     WN conv 3x3 pad 0: w2                                                   w2 x 6 x 6
+    10-11 WN 1x1 conv (NIN): w2, w2                                               w2 x 6 x 6
+    12    global average pool  <- feature-matching features                       w2
+    (13)  MinibatchDiscrimination(w2, B, C) when ``minibatch_kernels > 0``          w2 + B
+    14    WN dense to num_classes, trainable gain, init std 0.1                   num_classes
+    ====  ====================================================================  =========================
+
+    (w1, w2) = ``widths``: (96, 192) for CIFAR-10 and SVHN-MD, (64, 128) for SVHN-FM. All directions ~ N(0, 0.05),
+    eps 1e-6, data-dependent init to std 1 (0.1 for the output layer). The features returned with
+    ``return_features=True`` are the pooled ones, before the minibatch features, as the reference's feature
+    matching (``disc_layers[-2]`` in the FM scripts). Any input side of at least 9 works (32 in the paper).
+
+    Args:
+        in_channels: image channels (3).
+        num_classes: K (10).
+        widths: (w1, w2).
+        input_corruption: ``"dropout"`` (FM scripts) or ``"noise"`` (MD scripts).
+        minibatch_kernels: B, 0 for no minibatch discrimination (100 in the MD scripts).
+        minibatch_kernel_dim: C (5).
+        input_corruption_level: the dropout probability or the noise std (0.2 for both).
+        dropout: the hidden dropout probability (0.5).
+
+    Example:
+        >>> import torch
+        >>> disc = cifar10_md_discriminator()
+        >>> logits, features = disc(torch.randn(4, 3, 32, 32), return_features=True)
+        >>> logits.shape, features.shape
+        (torch.Size([4, 10]), torch.Size([4, 192]))
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        widths: Sequence[int] = (96, 192),
+        input_corruption: str = "dropout",
+        minibatch_kernels: int = 0,
+        minibatch_kernel_dim: int = 5,
+        input_corruption_level: float = 0.2,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.num_classes = _positive_int("num_classes", num_classes)
+        w1, w2 = self.widths = _widths("widths", widths, count=2)
+        if input_corruption not in INPUT_CORRUPTIONS:
+            raise ValueError(f"input_corruption must be one of {INPUT_CORRUPTIONS}, got {input_corruption!r}")
+        self.input_corruption = input_corruption
+        if input_corruption == "dropout":
+            corruption: nn.Module = nn.Dropout(_probability("input_corruption_level", input_corruption_level))
+        else:
+            corruption = GaussianNoise(input_corruption_level)
+        dropout = _probability("dropout", dropout)
+        if isinstance(minibatch_kernels, bool) or not isinstance(minibatch_kernels, numbers.Integral):
+            raise TypeError(f"minibatch_kernels must be an int, got {type(minibatch_kernels).__name__}")
+        if minibatch_kernels < 0:
+            raise ValueError(
+                f"minibatch_kernels must be >= 0 (0 = no minibatch discrimination), got {minibatch_kernels}"
+            )
+
+        def conv(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 1) -> nn.Sequential:
+            return nn.Sequential(
+                WeightNormConv2d(cin, cout, kernel, stride=stride, padding=padding), nn.LeakyReLU(LEAKY_SLOPE)
+            )
+
+        self.trunk = nn.Sequential(
+            corruption,
+            conv(self.in_channels, w1, 3),
+            conv(w1, w1, 3),
+            conv(w1, w1, 3, stride=2),
+            nn.Dropout(dropout),
+            conv(w1, w2, 3),
+            conv(w2, w2, 3),
+            conv(w2, w2, 3, stride=2),
+            nn.Dropout(dropout),
+            conv(w2, w2, 3, padding=0),
+            conv(w2, w2, 1, padding=0),
+            conv(w2, w2, 1, padding=0),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.minibatch: Optional[MinibatchDiscrimination] = None
+        width = w2
+        if minibatch_kernels > 0:
+            self.minibatch = MinibatchDiscrimination(w2, int(minibatch_kernels), minibatch_kernel_dim)
+            width = self.minibatch.out_features
+        self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, init_scale=0.1)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.widths[1]
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """Class logits (N, num_classes), and with ``return_features`` also the pooled features (N, w2)."""
+        x = _check_batch("x", x, 4, f"4-D (N, C={self.in_channels}, H, W)")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have in_channels={self.in_channels} channels, got shape {tuple(x.shape)}")
+        if min(x.shape[2:]) < 9:
+            raise ValueError(f"x must be at least 9x9 (two stride-2 convs and a 3x3 valid conv), got {tuple(x.shape)}")
+        features = self.trunk(x)
+        h = features if self.minibatch is None else self.minibatch(features)
+        logits = self.classifier(h)
+        return (logits, features) if return_features else logits
+
+
+def cifar10_generator(normalization: str = "batch") -> CIFARGenerator:
+    """The CIFAR-10 generator (spec §3.2); ``normalization="virtual"`` for virtual batch norm (paper §3.4)."""
+    return CIFARGenerator(z_dim=100, out_channels=3, normalization=normalization)
+
+
+def svhn_generator(normalization: str = "batch") -> CIFARGenerator:
+    """The SVHN generator: identical to CIFAR-10's (spec §3.4)."""
+    return CIFARGenerator(z_dim=100, out_channels=3, normalization=normalization)
+
+
+def cifar10_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
+    """CIFAR-10 feature matching (spec §3.2): 96/192, input dropout 0.2, no minibatch features."""
+    return CIFARDiscriminator(num_classes=num_classes, widths=(96, 192), input_corruption="dropout")
+
+
+def cifar10_md_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
+    """CIFAR-10 minibatch discrimination (spec §3.3): 96/192, input noise 0.2, 100 kernels of 5 dims."""
+    return CIFARDiscriminator(
+        num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=100,
+        minibatch_kernel_dim=5,
+    )
+
+
+def svhn_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
+    """SVHN feature matching (spec §3.4): narrower 64/128, input dropout 0.2; 128-d features."""
+    return CIFARDiscriminator(num_classes=num_classes, widths=(64, 128), input_corruption="dropout")
+
+
+def svhn_md_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
+    """SVHN minibatch discrimination (spec §3.5): 96/192 like CIFAR, input noise 0.2, 100 kernels of 5 dims."""
+    return CIFARDiscriminator(
+        num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=100,
+        minibatch_kernel_dim=5,
+    )

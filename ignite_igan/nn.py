@@ -1,0 +1,816 @@
+"""The layers of *Improved Techniques for Training GANs*, as :class:`torch.nn.Module` s.
+
+Every layer computes what the reference code (``openai/improved-gan``, ``mnist_svhn_cifar10/nn.py`` and
+``imagenet/model.py``) computes; section numbers (``spec §x``) refer to the project's notes on that code.
+
+* :class:`WeightNormLinear`, :class:`WeightNormConv2d`, :class:`WeightNormConvTranspose2d`: weight normalization
+  ``W = V * g / sqrt(eps + sum V^2)`` per output unit, with a gain ``g`` that is frozen unless ``train_scale``
+  (spec §1.3, §1.8).
+* :class:`ScaleFreeBatchNorm`: the generators' batch norm, batch statistics always, bias only (spec §1.6).
+* :class:`GaussianNoise`: additive noise in training mode (spec §1.7).
+* :class:`MinibatchDiscrimination`: the reference parametrization of minibatch features (spec §1.5).
+* :class:`VirtualBatchNorm`: the corrected (2017) virtual batch norm of the ImageNet code (spec §3.7).
+* :func:`data_dependent_init`: the one-pass data-dependent initialization of a whole model (spec §4.4), run by
+  every layer that mixes in :class:`DataDependentInit`.
+
+Example:
+    >>> import torch
+    >>> from ignite_igan.nn import WeightNormLinear, data_dependent_init
+    >>> layer = WeightNormLinear(20, 8, init_scale=0.5)
+    >>> out = data_dependent_init(layer, torch.randn(64, 20))
+    >>> bool(out.mean(0).abs().max() < 1e-5), round(out.std(0, unbiased=False).mean().item(), 3)
+    (True, 0.5)
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import warnings
+from typing import Any, Iterator, List, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as torch_F
+from torch import Tensor, nn
+
+from ignite_igan.functional import minibatch_features, minibatch_l1_distances, virtual_batch_norm
+
+__all__ = [
+    "DataDependentInit",
+    "data_init_mode",
+    "data_dependent_init",
+    "WeightNormLinear",
+    "WeightNormConv2d",
+    "WeightNormConvTranspose2d",
+    "ScaleFreeBatchNorm",
+    "GaussianNoise",
+    "MinibatchDiscrimination",
+    "VirtualBatchNorm",
+]
+
+_IntPair = Union[int, Tuple[int, int]]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Argument and input checks. Messages name the argument, what it got and what was expected.
+# --------------------------------------------------------------------------------------------------------------
+def _shape(x: Tensor) -> Tuple[int, ...]:
+    return tuple(x.shape)
+
+
+def _check_input(name: str, x: object, ndims: Sequence[int], layout: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dim() not in ndims:
+        raise ValueError(f"{name} must be {layout}, got a tensor of shape {_shape(x)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example, got an empty batch of shape {_shape(x)}")
+    return x
+
+
+def _check_size(name: str, got: int, expected: int, x: Tensor, what: str) -> None:
+    if got != expected:
+        raise ValueError(f"{name} must have {expected} {what}, got {got} (shape {_shape(x)})")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _nonnegative_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return float(value)
+
+
+def _positive_float(name: str, value: object) -> float:
+    value = _nonnegative_float(name, value)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _pair(name: str, value: _IntPair, minimum: int) -> Tuple[int, int]:
+    pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in pair):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in pair):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data-dependent initialization (spec §1.3, §1.5, §4.4)
+# --------------------------------------------------------------------------------------------------------------
+class DataDependentInit:
+    """Mixin for layers that can set their own parameters from the statistics of one batch.
+
+    The reference code initializes a network with one extra forward pass in which every weight-normalized layer
+    (and the minibatch layer) computes its pre-activations, sets its gain and bias so that they have zero mean
+    and a target standard deviation, and passes the *re-normalized* output on to the next layer (spec §4.4).
+    Here a layer takes part in that pass by mixing in this class and, at the top of its ``forward``, calling
+    :meth:`_take_data_init`: when it returns True the layer re-initializes itself from this call's input and
+    returns the re-normalized output. :func:`data_init_mode` arms every such layer of a model for one pass; a
+    layer disarms itself when it has been initialized, so a layer called twice in the pass is initialized once,
+    from its first call.
+
+    Attributes:
+        data_init: whether :func:`data_init_mode` arms this layer. Layers that the reference never initializes
+            from data (e.g. the MNIST generator's output layer, spec §3.1) set it to False.
+    """
+
+    data_init: bool = True
+    _data_init_armed: bool = False
+
+    def _take_data_init(self) -> bool:
+        armed = self._data_init_armed
+        self._data_init_armed = False
+        return armed
+
+
+def _capture_modes(model: nn.Module) -> List[Tuple[nn.Module, bool]]:
+    return [(module, module.training) for module in model.modules()]
+
+
+@contextlib.contextmanager
+def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
+    """Context in which the next forward pass of ``model`` initializes every init-capable layer from data.
+
+    Inside the context gradients are off, the model is in training mode (so noise and dropout are on, as in the
+    reference's init pass) and every :class:`DataDependentInit` layer with ``data_init=True`` is armed. On exit
+    each module's previous training flag is restored and any layer the pass did not reach is disarmed, with a
+    warning. Use :func:`data_dependent_init` unless the model needs a custom call.
+
+    Args:
+        model: the network.
+
+    Yields:
+        The armed layers.
+
+    Example:
+        >>> import torch
+        >>> from ignite_igan.nn import WeightNormLinear, data_init_mode
+        >>> layer = WeightNormLinear(5, 3).eval()
+        >>> with data_init_mode(layer):
+        ...     _ = layer(torch.randn(16, 5))
+        >>> layer.training  # mode restored
+        False
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    layers = [m for m in model.modules() if isinstance(m, DataDependentInit) and m.data_init]
+    modes = _capture_modes(model)
+    model.train()
+    for layer in layers:
+        layer._data_init_armed = True
+    try:
+        with torch.no_grad():
+            yield layers
+    finally:
+        missed = [type(layer).__name__ for layer in layers if layer._data_init_armed]
+        for layer in layers:
+            layer._data_init_armed = False
+        for module, training in modes:
+            module.training = training
+    if missed:
+        warnings.warn(
+            f"data-dependent init: {len(missed)} init-capable layer(s) were not reached by the forward pass and "
+            f"keep their previous parameters: {', '.join(missed)}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def data_dependent_init(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
+    """Initializes every init-capable layer of ``model`` from one batch, in one forward pass (spec §4.4).
+
+    Runs ``model(*inputs, **kwargs)`` under :func:`data_init_mode`: no gradients, training mode (noise and
+    dropout on; the previous mode of every module is restored afterwards). Each weight-normalized layer with
+    ``data_init=True`` sets its gain and bias so that its pre-activations on this batch have zero mean and
+    standard deviation ``init_scale`` per output unit or channel (``b <- -m * inv``, ``g <- g * inv`` with
+    ``inv = init_scale / s``), each :class:`MinibatchDiscrimination` layer sets its log scale and bias (spec §1.5),
+    and each already emits its re-normalized output, so deeper layers are initialized on the statistics of the
+    initialized shallower ones, as in the reference. The reference uses 500 examples.
+
+    Args:
+        model: the network.
+        *inputs: positional arguments of ``model.forward``.
+        **kwargs: keyword arguments of ``model.forward``.
+
+    Returns:
+        The model's output on the batch during the pass.
+
+    Example:
+        >>> import torch
+        >>> from ignite_igan.models import cifar10_fm_discriminator
+        >>> disc = cifar10_fm_discriminator()
+        >>> logits = data_dependent_init(disc, torch.rand(50, 3, 32, 32) * 2 - 1)
+        >>> logits.shape
+        torch.Size([50, 10])
+    """
+    with data_init_mode(model):
+        return model(*inputs, **kwargs)
+
+
+def _per_channel_init(layer: nn.Module, t: Tensor, init_scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Mean, std and ``inv = init_scale / std`` of pre-activations ``t`` per unit (2-D) or channel (4-D)."""
+    dims = (0,) if t.dim() == 2 else (0, 2, 3)
+    count = t.numel() // t.shape[1]
+    if count < 2:
+        raise ValueError(
+            f"data-dependent init of {type(layer).__name__} needs at least 2 values per output channel, got "
+            f"pre-activations of shape {_shape(t)}; use a batch of several examples (the reference uses 500)"
+        )
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(
+            f"data-dependent init of {type(layer).__name__}: the pre-activations contain NaN or infinity, expected "
+            "finite values (check the init batch)"
+        )
+    mean = t.mean(dim=dims)
+    centered = t - _expand(mean, t.dim())
+    std = centered.square().mean(dim=dims).sqrt()
+    if not bool((std > 0).all()):
+        dead = torch.nonzero(std <= 0).flatten().tolist()
+        raise ValueError(
+            f"data-dependent init of {type(layer).__name__}: the pre-activations of output channel(s) {dead[:10]} "
+            f"are constant on this batch (std 0), expected a batch on which every channel varies"
+        )
+    return mean, std, init_scale / std
+
+
+def _expand(per_channel: Tensor, ndim: int) -> Tensor:
+    """Reshapes a (C,) tensor to broadcast over (N, C) or (N, C, H, W)."""
+    return per_channel.view(1, -1) if ndim == 2 else per_channel.view(1, -1, 1, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Weight normalization (spec §1.3, §1.8)
+# --------------------------------------------------------------------------------------------------------------
+class _WeightNorm(DataDependentInit, nn.Module):
+    """Shared parametrization of the weight-normalized layers.
+
+    Subclasses set ``_out_dim`` (the weight axis that indexes output units) and implement ``_check`` and
+    ``_transform``; this class owns the parameters, the normalized weight and the data-dependent init.
+    """
+
+    _out_dim = 0
+
+    def __init__(
+        self,
+        weight_shape: Tuple[int, ...],
+        out_units: int,
+        train_scale: bool,
+        init_scale: float,
+        eps: float,
+        weight_std: float,
+        data_init: bool,
+    ) -> None:
+        super().__init__()
+        if not isinstance(train_scale, bool):
+            raise TypeError(f"train_scale must be a bool, got {type(train_scale).__name__}")
+        if not isinstance(data_init, bool):
+            raise TypeError(f"data_init must be a bool, got {type(data_init).__name__}")
+        self.init_scale = _positive_float("init_scale", init_scale)
+        self.eps = _nonnegative_float("eps", eps)
+        self.weight_std = _positive_float("weight_std", weight_std)
+        self.data_init = data_init
+        self.weight = nn.Parameter(torch.empty(weight_shape))
+        self.scale = nn.Parameter(torch.empty(out_units), requires_grad=train_scale)
+        self.bias = nn.Parameter(torch.empty(out_units))
+        self.reset_parameters()
+
+    @property
+    def train_scale(self) -> bool:
+        """Whether the gain ``scale`` is trained (only the reference's output layers) or frozen after init."""
+        return self.scale.requires_grad
+
+    def reset_parameters(self) -> None:
+        """Direction ``V ~ N(0, weight_std)`` (every reference script uses 0.05), gain 1, bias 0."""
+        with torch.no_grad():
+            self.weight.normal_(0.0, self.weight_std)
+            self.scale.fill_(1.0)
+            self.bias.zero_()
+
+    def normalized_weight(self) -> Tensor:
+        """The effective weight ``V * g / sqrt(eps + sum V^2)``, the sum over every axis but the output one."""
+        reduce = [d for d in range(self.weight.dim()) if d != self._out_dim]
+        shape = [1] * self.weight.dim()
+        shape[self._out_dim] = -1
+        norm = (self.eps + self.weight.square().sum(dim=reduce, keepdim=True)).sqrt()
+        return self.weight * (self.scale.view(shape) / norm)
+
+    def _check(self, x: object) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _transform(self, x: Tensor, weight: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self._check(x)
+        t = self._transform(x, self.normalized_weight())
+        if self._take_data_init():
+            # Spec §1.3: with t computed from the current W (bias ignored), b <- -m*inv and g <- g*inv make the
+            # pre-activations zero-mean with std init_scale; the layer emits exactly those normalized values.
+            mean, _, inv = _per_channel_init(self, t, self.init_scale)
+            with torch.no_grad():
+                self.scale.mul_(inv)
+                self.bias.copy_(-mean * inv)
+            return (t - _expand(mean, t.dim())) * _expand(inv, t.dim())
+        return t + _expand(self.bias, t.dim())
+
+    def extra_repr(self) -> str:
+        return f"train_scale={self.train_scale}, init_scale={self.init_scale}, eps={self.eps}"
+
+
+class WeightNormLinear(_WeightNorm):
+    """Weight-normalized dense layer: ``y = x W^T + b`` with ``W = V * g / sqrt(eps + sum_in V^2)`` (spec §1.3).
+
+    The normalization is per output unit. The gain ``g`` (``scale``) is an :class:`~torch.nn.Parameter` with
+    ``requires_grad=train_scale``: the reference freezes it in hidden layers, where only the data-dependent init
+    sets it, and trains it in output layers. ``eps`` and ``weight_std`` cover both reference dense layers:
+
+    * ``weight_norm(DenseLayer)`` of the CIFAR/SVHN code: ``eps=1e-6``, ``V ~ N(0, 0.05)`` (the defaults);
+    * the MNIST-only ``nn.DenseLayer`` (spec §1.8): ``eps=0``, ``V ~ N(0, 0.1)``; its init pass
+      (``weight_scale <- weight_scale / stdv``, ``b <- -mean / stdv``) is this init with ``init_scale=1``.
+
+    Args:
+        in_features: input width.
+        out_features: output width.
+        train_scale: whether ``scale`` is trained.
+        init_scale: target std of the pre-activations after data-dependent init (the reference's ``init_stdv``:
+            1 in hidden layers, 0.1 in the CIFAR/SVHN output layers).
+        eps: added to the squared norm inside the square root.
+        weight_std: std of the normal init of the direction ``V``. Its scale does not change the output but sets
+            the angular step size under Adam, so keep the reference's value.
+        data_init: whether :func:`data_dependent_init` re-initializes this layer.
+
+    Shape:
+        input (N, in_features), output (N, out_features).
+
+    Example:
+        >>> import torch
+        >>> layer = WeightNormLinear(4, 3, train_scale=True)
+        >>> layer(torch.randn(2, 4)).shape
+        torch.Size([2, 3])
+        >>> norms = layer.normalized_weight().norm(dim=1)  # unit rows while g = 1 (up to eps)
+        >>> torch.allclose(norms, torch.ones(3), atol=1e-3)
+        True
+    """
+
+    _out_dim = 0
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        train_scale: bool = False,
+        init_scale: float = 1.0,
+        *,
+        eps: float = 1e-6,
+        weight_std: float = 0.05,
+        data_init: bool = True,
+    ) -> None:
+        self.in_features = _positive_int("in_features", in_features)
+        self.out_features = _positive_int("out_features", out_features)
+        super().__init__(
+            (self.out_features, self.in_features), self.out_features, train_scale, init_scale, eps, weight_std,
+            data_init,
+        )
+
+    def _check(self, x: object) -> Tensor:
+        x = _check_input("input", x, (2,), f"2-D (N, in_features={self.in_features})")
+        _check_size("input", x.shape[1], self.in_features, x, "features (dim 1)")
+        return x
+
+    def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
+        return torch_F.linear(x, weight)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
+
+
+class WeightNormConv2d(_WeightNorm):
+    """Weight-normalized 2-D convolution, normalized per output channel (spec §1.3).
+
+    ``W = V * g / sqrt(eps + sum V^2)`` with the sum over (in, kh, kw) of the (out, in, kh, kw) weight; the
+    reference's NIN layer is this with ``kernel_size=1``. Parameters and data-dependent init as
+    :class:`WeightNormLinear`.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: int or (kh, kw).
+        stride: int or pair.
+        padding: int or pair (zero padding).
+        train_scale: whether ``scale`` is trained.
+        init_scale: target std of the pre-activations after data-dependent init.
+        eps: added inside the square root.
+        weight_std: std of the normal init of ``V``.
+        data_init: whether :func:`data_dependent_init` re-initializes this layer.
+
+    Example:
+        >>> import torch
+        >>> conv = WeightNormConv2d(3, 8, 3, padding=1)
+        >>> conv(torch.randn(2, 3, 10, 10)).shape
+        torch.Size([2, 8, 10, 10])
+    """
+
+    _out_dim = 0
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _IntPair,
+        stride: _IntPair = 1,
+        padding: _IntPair = 0,
+        train_scale: bool = False,
+        init_scale: float = 1.0,
+        *,
+        eps: float = 1e-6,
+        weight_std: float = 0.05,
+        data_init: bool = True,
+    ) -> None:
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.kernel_size = _pair("kernel_size", kernel_size, 1)
+        self.stride = _pair("stride", stride, 1)
+        self.padding = _pair("padding", padding, 0)
+        super().__init__(
+            (self.out_channels, self.in_channels, *self.kernel_size), self.out_channels, train_scale, init_scale,
+            eps, weight_std, data_init,
+        )
+
+    def _check(self, x: object) -> Tensor:
+        x = _check_input("input", x, (4,), f"4-D (N, C={self.in_channels}, H, W)")
+        _check_size("input", x.shape[1], self.in_channels, x, "channels (dim 1)")
+        return x
+
+    def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
+        return torch_F.conv2d(x, weight, stride=self.stride, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, " + super().extra_repr()
+        )
+
+
+class WeightNormConvTranspose2d(_WeightNorm):
+    """Weight-normalized transposed convolution, normalized per OUTPUT channel (spec §1.3, §1.4).
+
+    The weight has PyTorch's transposed layout (in, out, kh, kw), so the output channel is axis 1 and the norm
+    is taken over (in, kh, kw) (the reference's ``Deconv2DLayer`` sums over axes (0, 2, 3)). Normalizing over
+    axis 0, the default of :func:`torch.nn.utils.weight_norm`, would be a different layer. The reference's 5x5
+    stride-2 "half" deconvolution is ``kernel_size=5, stride=2, padding=2, output_padding=1`` (doubles H, W).
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: int or (kh, kw).
+        stride: int or pair.
+        padding: int or pair.
+        output_padding: int or pair, extra rows/columns on one side of the output (< stride).
+        train_scale: whether ``scale`` is trained (True in the generators' output layer).
+        init_scale: target std after data-dependent init (0.1 in the generators' output layer).
+        eps: added inside the square root.
+        weight_std: std of the normal init of ``V``.
+        data_init: whether :func:`data_dependent_init` re-initializes this layer.
+
+    Example:
+        >>> import torch
+        >>> deconv = WeightNormConvTranspose2d(8, 3, 5, stride=2, padding=2, output_padding=1, train_scale=True)
+        >>> deconv(torch.randn(2, 8, 16, 16)).shape
+        torch.Size([2, 3, 32, 32])
+    """
+
+    _out_dim = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _IntPair,
+        stride: _IntPair = 1,
+        padding: _IntPair = 0,
+        output_padding: _IntPair = 0,
+        train_scale: bool = False,
+        init_scale: float = 1.0,
+        *,
+        eps: float = 1e-6,
+        weight_std: float = 0.05,
+        data_init: bool = True,
+    ) -> None:
+        self.in_channels = _positive_int("in_channels", in_channels)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.kernel_size = _pair("kernel_size", kernel_size, 1)
+        self.stride = _pair("stride", stride, 1)
+        self.padding = _pair("padding", padding, 0)
+        self.output_padding = _pair("output_padding", output_padding, 0)
+        if any(op >= s for op, s in zip(self.output_padding, self.stride)):
+            raise ValueError(
+                f"output_padding must be smaller than stride {self.stride}, got {self.output_padding}"
+            )
+        super().__init__(
+            (self.in_channels, self.out_channels, *self.kernel_size), self.out_channels, train_scale, init_scale,
+            eps, weight_std, data_init,
+        )
+
+    def _check(self, x: object) -> Tensor:
+        x = _check_input("input", x, (4,), f"4-D (N, C={self.in_channels}, H, W)")
+        _check_size("input", x.shape[1], self.in_channels, x, "channels (dim 1)")
+        return x
+
+    def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
+        return torch_F.conv_transpose2d(
+            x, weight, stride=self.stride, padding=self.padding, output_padding=self.output_padding
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, output_padding={self.output_padding}, " + super().extra_repr()
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Normalization and noise (spec §1.6, §1.7, §3.7)
+# --------------------------------------------------------------------------------------------------------------
+class ScaleFreeBatchNorm(nn.Module):
+    """The reference generators' batch norm: batch statistics always, no scale, a learned bias (spec §1.6).
+
+    ``y = (x - mean) / sqrt(1e-6 + var) + b`` with the mean and biased variance of the current batch, per unit
+    for (N, C) inputs and per channel over (N, H, W) for (N, C, H, W) inputs. The reference never uses running
+    averages, not even when sampling, so neither does this layer: its output is the same in ``train()`` and
+    ``eval()`` mode, and every sample depends on the rest of its batch. Sample in batches (the reference used
+    100), or use :class:`VirtualBatchNorm`.
+
+    A batch with a single value per channel (one example of a 2-D input) has no batch statistics: every example
+    would come out as the bias whatever its input. That raises a :class:`ValueError` rather than silently
+    producing a constant.
+
+    The layer has no ``weight``: generic init code that matches "BatchNorm" in class names and touches
+    ``m.weight`` must skip it.
+
+    Args:
+        num_features: C.
+        eps: added to the variance inside the square root (1e-6 in the reference).
+
+    Example:
+        >>> import torch
+        >>> bn = ScaleFreeBatchNorm(4).eval()
+        >>> y = bn(torch.randn(8, 4) * 3 + 1)
+        >>> bool(y.mean(0).abs().max() < 1e-5), bool((y.var(0, unbiased=False) - 1).abs().max() < 1e-4)
+        (True, True)
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.num_features = _positive_int("num_features", num_features)
+        self.eps = _nonnegative_float("eps", eps)
+        self.bias = nn.Parameter(torch.zeros(self.num_features))
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _check_input("input", x, (2, 4), f"2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W)")
+        _check_size("input", x.shape[1], self.num_features, x, "features/channels (dim 1)")
+        if x.numel() // x.shape[1] < 2:
+            raise ValueError(
+                f"input must give at least 2 values per channel for batch statistics, got shape {_shape(x)}; "
+                "a batch of one has no batch statistics (every example would map to the bias): pass several "
+                "examples at once or use VirtualBatchNorm"
+            )
+        dims = (0,) if x.dim() == 2 else (0, 2, 3)
+        var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) + _expand(self.bias, x.dim())
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+class GaussianNoise(nn.Module):
+    """Adds N(0, sigma^2) noise in training mode; the identity in eval mode (spec §1.7).
+
+    Args:
+        sigma: noise std (0.3 on the MNIST discriminator's input, 0.5 after its hidden layers, 0.2 on the
+            CIFAR/SVHN minibatch-discrimination discriminators' input).
+
+    Example:
+        >>> import torch
+        >>> noise = GaussianNoise(0.5)
+        >>> x = torch.zeros(1000, 10)
+        >>> round(noise(x).std().item(), 1), bool((noise.eval()(x) == x).all())
+        (0.5, True)
+    """
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = _nonnegative_float("sigma", sigma)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+        if not self.training or self.sigma == 0:
+            return x
+        return x + self.sigma * torch.randn_like(x)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+
+class VirtualBatchNorm(nn.Module):
+    """Virtual batch normalization (paper §3.4), the corrected 2017 version of the reference (spec §3.7).
+
+    **Design.** The reference batch and the live batch go through the network in *one* forward pass: the input
+    of every VBN layer is the concatenation ``[reference; live]`` along the batch axis, and ``reference_size``
+    says how many leading rows are the reference. So
+
+    * the reference statistics are recomputed from the *current* weights at every step, exactly as the
+      ImageNet code forwards its fixed reference noise through the current generator every step;
+    * gradients flow through the reference statistics (the reference code has no stop-gradient);
+    * the reference rows are normalized with the reference batch's own statistics (mean and biased variance
+      over (R, H, W)), so the next layer's reference statistics are those of a normalized reference batch;
+    * each live example is normalized with its own (spatial) moments mixed into the reference's with weights
+      1/(R+1) and R/(R+1) (:func:`ignite_igan.functional.virtual_batch_norm`), so its output does not depend on
+      the other live examples and a batch of one is fine;
+    * there is no hidden state: no "first call stores the reference" / "second call uses it" protocol
+      (pitfall 3), so the layer is safe under ``torch.no_grad``, data parallelism, checkpointing and repeated
+      calls. A model owns its reference *input* (e.g. a generator's fixed reference noise, see
+      :class:`ignite_igan.models.CIFARGenerator`) and slices its output.
+
+    The affine parameters are named ``weight`` (gamma) and ``bias`` (beta) like PyTorch's batch norms, so generic
+    init code that matches "BatchNorm" in class names finds them (pitfall 4). gamma starts at N(1, 0.02) and
+    beta at 0, as in the reference; :meth:`reset_parameters` re-draws them.
+
+    Args:
+        num_features: C, normalized per unit for (N, C) inputs and per channel for (N, C, H, W) inputs.
+        eps: added to the variance inside the square root (1e-5 in the reference).
+
+    Shape:
+        input (R + N, C) or (R + N, C, H, W), output the same.
+
+    Example:
+        >>> import torch
+        >>> vbn = VirtualBatchNorm(4)
+        >>> reference, live = torch.randn(16, 4), torch.randn(3, 4)
+        >>> out = vbn(torch.cat([reference, live]), reference_size=16)
+        >>> alone = vbn(torch.cat([reference, live[:1]]), reference_size=16)
+        >>> torch.allclose(out[16], alone[16])  # independent of the other live examples
+        True
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.num_features = _positive_int("num_features", num_features)
+        self.eps = _nonnegative_float("eps", eps)
+        self.weight = nn.Parameter(torch.empty(self.num_features))
+        self.bias = nn.Parameter(torch.empty(self.num_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.normal_(1.0, 0.02)
+            self.bias.zero_()
+
+    def forward(self, x: Tensor, reference_size: int) -> Tensor:
+        x = _check_input(
+            "input", x, (2, 4), f"2-D (R + N, C={self.num_features}) or 4-D (R + N, C={self.num_features}, H, W)"
+        )
+        _check_size("input", x.shape[1], self.num_features, x, "features/channels (dim 1)")
+        if isinstance(reference_size, bool) or not isinstance(reference_size, numbers.Integral):
+            raise TypeError(f"reference_size must be an int, got {type(reference_size).__name__}")
+        if not 1 <= reference_size <= x.shape[0]:
+            raise ValueError(
+                f"reference_size must be between 1 and the batch size {x.shape[0]} (the first reference_size "
+                f"rows are the reference batch), got {reference_size}"
+            )
+        reference, live = x[:reference_size], x[reference_size:]
+        dims = (0,) if x.dim() == 2 else (0, 2, 3)
+        var, mean = torch.var_mean(reference, dim=dims, correction=0, keepdim=True)
+        parts = [(reference - mean) * torch.rsqrt(var + self.eps)]
+        if live.shape[0] > 0:
+            parts.append(virtual_batch_norm(live, reference, eps=self.eps))
+        normalized = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return normalized * _expand(self.weight, x.dim()) + _expand(self.bias, x.dim())
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Minibatch discrimination (paper §3.2, spec §1.5)
+# --------------------------------------------------------------------------------------------------------------
+class MinibatchDiscrimination(DataDependentInit, nn.Module):
+    """Minibatch discrimination with the reference parametrization (spec §1.5).
+
+    Parameters: ``theta`` (A, B, C) ~ N(0, 0.05), ``log_weight_scale`` (B, C) = 0 and ``bias`` (B,) = -1. The
+    projection tensor is weight-normalized over the input axis with a log-parametrized scale and no epsilon,
+
+        ``T[:, b, c] = theta[:, b, c] * exp(log_weight_scale[b, c]) / ||theta[:, b, c]||_2``,
+
+    and with ``M = x T`` of shape (N, B, C) the layer outputs ``concat([x, o + bias])`` of shape (N, A + B),
+    where ``o[i, b] = sum_{j != i} exp(-||M[i, b] - M[j, b]||_1)``
+    (:func:`ignite_igan.functional.minibatch_features`, self excluded as in the reference).
+
+    Because every column of T has norm ``exp(log_weight_scale)`` whatever A is, the distances have the scale of
+    the input, not of ``sqrt(A)`` times it: the features are alive at initialization (unlike an unscaled
+    ``N(0, 1)`` T, pitfall 2). The data-dependent init (spec §1.5) then puts the mean nearest-neighbour L1
+    distance of every kernel at 2 on the init batch (``log_weight_scale[b] -= log mmd[b]`` with
+    ``mmd[b] = 0.5 mean_i min_{j != i} d[i, j, b]``) and centres the features there (``bias <- -mean_i o``).
+
+    The features of an example depend on the rest of the batch: call the layer (or the discriminator) once per
+    source (labeled, unlabeled, generated), as the reference does (pitfall 19). A batch of one gets ``o = 0``.
+
+    Args:
+        in_features: A; inputs with more than two dimensions are flattened to (N, A).
+        num_kernels: B (100 in the reference).
+        kernel_dim: C (5 in the reference).
+
+    Example:
+        >>> import torch
+        >>> layer = MinibatchDiscrimination(192)
+        >>> layer(torch.randn(10, 192)).shape
+        torch.Size([10, 292])
+    """
+
+    def __init__(self, in_features: int, num_kernels: int = 100, kernel_dim: int = 5) -> None:
+        super().__init__()
+        self.in_features = _positive_int("in_features", in_features)
+        self.num_kernels = _positive_int("num_kernels", num_kernels)
+        self.kernel_dim = _positive_int("kernel_dim", kernel_dim)
+        self.theta = nn.Parameter(torch.empty(self.in_features, self.num_kernels, self.kernel_dim))
+        self.log_weight_scale = nn.Parameter(torch.empty(self.num_kernels, self.kernel_dim))
+        self.bias = nn.Parameter(torch.empty(self.num_kernels))
+        self.reset_parameters()
+
+    @property
+    def out_features(self) -> int:
+        """A + B."""
+        return self.in_features + self.num_kernels
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.theta.normal_(0.0, 0.05)
+            self.log_weight_scale.zero_()
+            self.bias.fill_(-1.0)
+
+    def projection(self) -> Tensor:
+        """The effective tensor T of shape (A, B, C)."""
+        return self.theta * (self.log_weight_scale.exp() / self.theta.square().sum(dim=0).sqrt())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() < 2:
+            raise ValueError(
+                f"input must be (N, in_features={self.in_features}) or (N, ...) flattening to it, got a tensor "
+                f"of shape {_shape(x)}"
+            )
+        x = _check_input("input", x.flatten(1), (2,), f"(N, in_features={self.in_features})")
+        _check_size("input", x.shape[1], self.in_features, x, "features after flattening")
+        m = (x @ self.projection().flatten(1)).view(-1, self.num_kernels, self.kernel_dim)
+        if self._take_data_init():
+            return self._initialize_from(x, m)
+        return torch.cat([x, minibatch_features(m) + self.bias], dim=1)
+
+    def _initialize_from(self, x: Tensor, m: Tensor) -> Tensor:
+        if x.shape[0] < 2:
+            raise ValueError(
+                f"data-dependent init of MinibatchDiscrimination needs at least 2 examples (nearest-neighbour "
+                f"distances), got input of shape {_shape(x)}"
+            )
+        distances = minibatch_l1_distances(m)  # (N, N, B), zero diagonal
+        distances.diagonal(dim1=0, dim2=1).fill_(math.inf)
+        mmd = 0.5 * distances.min(dim=1).values.mean(dim=0)  # (B,)
+        del distances
+        if not bool((mmd > 0).all()):
+            dead = torch.nonzero(mmd <= 0).flatten().tolist()
+            raise ValueError(
+                f"data-dependent init of MinibatchDiscrimination: kernel(s) {dead[:10]} see identical examples "
+                f"(mean nearest-neighbour distance 0), expected a batch of distinct examples"
+            )
+        with torch.no_grad():
+            self.log_weight_scale.sub_(mmd.log().unsqueeze(1))
+        # T is linear in exp(log_weight_scale), so the rescaled projection is M / mmd: the distances become
+        # d / mmd, as the reference divides them in place.
+        o = minibatch_features(m / mmd.view(1, -1, 1))
+        centre = o.mean(dim=0)
+        with torch.no_grad():
+            self.bias.copy_(-centre)
+        return torch.cat([x, o - centre], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, num_kernels={self.num_kernels}, kernel_dim={self.kernel_dim}"
