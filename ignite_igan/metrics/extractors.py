@@ -1,0 +1,543 @@
+"""Networks that turn images into class logits (and pool features) for the sample-quality metrics.
+
+Every extractor here takes a batch of **uint8** images ``(N, C, H, W)`` in [0, 255], the form a saved PNG has, and
+returns float logits ``(N, K)``. :func:`to_uint8` is the one place where float images become uint8 (by rounding, not
+truncation, pitfall 12), so in-loop scores equal the scores of the same images written to disk.
+
+- :class:`TFInceptionV3`: the TensorFlow Inception of 2015-12-05 that the paper used, through torch-fidelity's port
+  (``inception-v3-compat``): its TensorFlow-1 bilinear resize to 299x299, ``(x - 128) / 128``, and the 1008 logits
+  **without** the softmax bias (spec §5, pitfall 7). Weights are checked against a SHA-256 and loaded with
+  ``torch.load(weights_only=True)`` (pitfall 20). ``dtype=torch.float64`` runs the whole network in float64
+  (pitfall 9).
+- :class:`TorchvisionInceptionV3`: torchvision's ImageNet ``inception_v3`` (1000 classes). It gives lower scores
+  than the paper's network (about 9.4-9.7 instead of 11.24 on CIFAR-10's training set) and is offered only for
+  comparison with work that used it.
+- :class:`ClassifierExtractor`: any classifier of your own (an MNIST or digits classifier, say) that returns logits.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional, Tuple, Union
+from unittest import mock
+from urllib.error import URLError
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ignite_igan.metrics.sampling import evaluation_mode
+
+__all__ = [
+    "INPUT_RANGES",
+    "TF_INCEPTION_URL",
+    "TF_INCEPTION_SHA256",
+    "to_uint8",
+    "sha256_of_file",
+    "resolve_tf_inception_weights",
+    "ImageExtractor",
+    "TFInceptionV3",
+    "TorchvisionInceptionV3",
+    "ClassifierExtractor",
+]
+
+#: The weights torch-fidelity downloads for ``inception-v3-compat`` (its release v0.2.0): the TensorFlow graph
+#: ``inception-2015-12-05`` converted to a PyTorch state dict.
+TF_INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
+#: SHA-256 of that file (95,628,359 bytes). torch-fidelity itself does not check it; the file name carries its first
+#: eight hex digits (``6726825d``) by torch.hub's naming convention, and the full digest is the one recorded for
+#: this file by several independent public projects. Pass ``sha256=`` to use another file.
+TF_INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+
+#: Accepted values of ``input_range`` and what they mean.
+INPUT_RANGES = {
+    "[-1,1]": "floating point in [-1, 1] (a tanh generator); uint8 = round((x + 1) * 127.5)",
+    "[0,1]": "floating point in [0, 1] (a sigmoid generator, ToTensor()); uint8 = round(x * 255)",
+    "uint8": "torch.uint8 in [0, 255], used as is",
+}
+
+# Float images may overshoot their range by rounding error (e.g. 2 * x - 1); anything further out is a mistake.
+_RANGE_TOLERANCE = 1e-4
+
+
+def _normalize_range(input_range: str, argument: str = "input_range") -> str:
+    if not isinstance(input_range, str):
+        raise TypeError(f"{argument} must be one of {list(INPUT_RANGES)}, got {input_range!r}")
+    key = input_range.replace(" ", "").lower()
+    if key not in INPUT_RANGES:
+        raise ValueError(f"{argument} must be one of {list(INPUT_RANGES)}, got {input_range!r}")
+    return key
+
+
+def to_uint8(images: Tensor, input_range: str, argument: str = "images") -> Tensor:
+    """Checks ``images`` against the declared ``input_range`` and converts them to uint8 by rounding.
+
+    Args:
+        images: a tensor of images (any shape); float for ``"[-1,1]"`` and ``"[0,1]"``, ``torch.uint8`` for
+            ``"uint8"``.
+        input_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"`` (see :data:`INPUT_RANGES`).
+        argument: the name used for ``images`` in error messages.
+
+    Returns:
+        A uint8 tensor of the same shape; float values are mapped to [0, 255] and rounded to the nearest integer
+        (halves to even), so that 0.5/255 steps do not all fall one level short as truncation makes them. Values
+        that overshoot the range by at most 1e-4 (rounding error) are clipped; anything further out is an error.
+
+    Raises:
+        TypeError: ``images`` is not a tensor or has the wrong dtype for ``input_range``.
+        ValueError: NaN/inf values or values outside ``input_range``.
+
+    Example:
+        >>> import torch
+        >>> to_uint8(torch.tensor([-1.0, 0.0, 0.999, 1.0]), "[-1,1]").tolist()
+        [0, 128, 255, 255]
+    """
+    key = _normalize_range(input_range)
+    if not isinstance(images, Tensor):
+        raise TypeError(
+            f"{argument} must be a torch.Tensor, got {type(images).__name__}; stack lists or TensorDataset items "
+            "into one tensor first"
+        )
+    if key == "uint8":
+        if images.dtype != torch.uint8:
+            raise TypeError(f"{argument} must have dtype torch.uint8 for input_range='uint8', got {images.dtype}")
+        return images
+    if not images.is_floating_point():
+        raise TypeError(
+            f"{argument} must be floating point for input_range={input_range!r}, got {images.dtype}; "
+            "use input_range='uint8' for uint8 images"
+        )
+    if images.numel() == 0:
+        return torch.empty(images.shape, dtype=torch.uint8, device=images.device)
+    images = images.detach()
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{argument} contains NaN or inf values")
+    low, high = (-1.0, 1.0) if key == "[-1,1]" else (0.0, 1.0)
+    got_min, got_max = float(images.min()), float(images.max())
+    if got_min < low - _RANGE_TOLERANCE or got_max > high + _RANGE_TOLERANCE:
+        raise ValueError(
+            f"{argument} must lie in [{low:g}, {high:g}] for input_range={input_range!r}, got values in "
+            f"[{got_min:.4g}, {got_max:.4g}]"
+        )
+    # float64 so that (x + 1) * 127.5 is exact for every float32 input before rounding.
+    scaled = images.to(torch.float64)
+    scaled = (scaled + 1.0) * 127.5 if key == "[-1,1]" else scaled * 255.0
+    return scaled.round().clamp_(0, 255).to(torch.uint8)
+
+
+def _from_uint8(images: Tensor, input_range: str, dtype: torch.dtype) -> Tensor:
+    """The inverse of :func:`to_uint8` up to quantization: uint8 back to floats in ``input_range``."""
+    key = _normalize_range(input_range)
+    if key == "uint8":
+        return images.to(dtype)
+    x = images.to(dtype) / 255.0
+    return x * 2.0 - 1.0 if key == "[-1,1]" else x
+
+
+def sha256_of_file(path: Union[str, os.PathLike]) -> str:
+    """The hex SHA-256 digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_sha256(path: Path, sha256: Optional[str]) -> None:
+    if sha256 is None:
+        return
+    got = sha256_of_file(path)
+    if got != sha256.lower():
+        raise ValueError(
+            f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is corrupt or a "
+            "different one (delete it to download again, or pass sha256=None to trust a file of your own)"
+        )
+
+
+def resolve_tf_inception_weights(
+    weights_path: Optional[Union[str, os.PathLike]] = None,
+    *,
+    sha256: Optional[str] = TF_INCEPTION_SHA256,
+    url: str = TF_INCEPTION_URL,
+    cache_dir: Optional[Union[str, os.PathLike]] = None,
+    download: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Finds (downloading on first use) the weights file of the paper's Inception and checks its SHA-256.
+
+    Args:
+        weights_path: a local copy of the weights; when given, nothing is downloaded.
+        sha256: the expected SHA-256 (default: :data:`TF_INCEPTION_SHA256`); ``None`` skips the check, for a file
+            you converted yourself.
+        url: where to download from (default: torch-fidelity's release, :data:`TF_INCEPTION_URL`).
+        cache_dir: where downloads are kept (default: ``torch.hub.get_dir()/checkpoints``, the directory
+            torch-fidelity uses, so both share one copy).
+        download: allow downloading when the file is not in the cache.
+        progress: show a progress bar while downloading.
+
+    Returns:
+        The path of the verified file.
+
+    Raises:
+        FileNotFoundError: ``weights_path`` does not exist.
+        ValueError: the file's SHA-256 is not ``sha256``.
+        RuntimeError: the weights are not cached and cannot be downloaded; the message says how to get them.
+    """
+    if weights_path is not None:
+        path = Path(weights_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"weights_path {str(weights_path)!r} is not a file")
+        _verify_sha256(path, sha256)
+        return path
+
+    directory = Path(cache_dir).expanduser() if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
+    path = directory / os.path.basename(url.split("?", 1)[0])
+    if not path.is_file():
+        how_to = (
+            f"download {url} (SHA-256 {sha256}) on a machine with internet access and pass "
+            f"weights_path='<file>', or copy it to {str(path)!r}"
+        )
+        if not download:
+            raise RuntimeError(f"the Inception weights are not at {str(path)!r} and download=False; {how_to}")
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            # torch.hub writes to a temporary file, checks the digest, and only then moves the file into place,
+            # so concurrent processes and interrupted downloads never leave a partial file under the final name.
+            torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256, progress=progress)
+        except (URLError, OSError) as error:
+            raise RuntimeError(f"could not download the Inception weights ({error}); {how_to}") from error
+        except RuntimeError as error:
+            if "invalid hash value" in str(error):
+                raise ValueError(f"the file downloaded from {url} failed the SHA-256 check: {error}") from error
+            raise
+    _verify_sha256(path, sha256)
+    return path
+
+
+class ImageExtractor(nn.Module):
+    """Base class: a network that maps uint8 images ``(N, C, H, W)`` to float logits ``(N, num_logits)``.
+
+    Subclasses set ``num_logits`` (``None`` if unknown in advance), ``num_features`` (the size of
+    :meth:`features`, ``None`` if not provided) and ``channels`` (the required C, ``None`` for any shape), and
+    implement :meth:`forward`.
+    """
+
+    num_logits: Optional[int] = None
+    num_features: Optional[int] = None
+    channels: Optional[int] = 3
+
+    def check_images(self, images: Tensor, argument: str = "images") -> None:
+        """Raises ``ValueError`` unless ``images`` has a shape this extractor accepts."""
+        if self.channels is None:
+            if images.dim() < 2 or images.shape[0] < 1:
+                raise ValueError(f"{argument} must have shape (N, ...) with N >= 1, got {tuple(images.shape)}")
+            return
+        if images.dim() != 4 or images.shape[1] != self.channels or images.shape[0] < 1:
+            hint = " (repeat grey images with x.expand(-1, 3, -1, -1))" if self.channels == 3 else ""
+            raise ValueError(
+                f"{argument} must have shape (N, {self.channels}, H, W) with N >= 1, got {tuple(images.shape)}{hint}"
+            )
+
+    def features(self, images: Tensor) -> Tensor:
+        """Pool features ``(N, num_features)`` for FID; not every extractor provides them."""
+        raise NotImplementedError(f"{type(self).__name__} provides no pool features")
+
+    def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """Both outputs; extractors that get them from one pass override this."""
+        return self(images), self.features(images)
+
+
+def _build_torch_fidelity_inception(state_dict: dict) -> nn.Module:
+    """torch-fidelity's ``FeatureExtractorInceptionV3`` holding ``state_dict``.
+
+    Its constructor insists on loading weights itself, either from its URL or with ``torch.load(weights_only=False)``
+    on a path. We route its URL loader to the state dict that we verified and loaded safely, so torch-fidelity's
+    network and strict ``load_state_dict`` are used unchanged and nothing is unpickled unsafely.
+    """
+    from torch_fidelity import feature_extractor_inceptionv3 as tf_module
+
+    def _verified_state_dict(*args, **kwargs):
+        return state_dict
+
+    with mock.patch.object(tf_module, "load_state_dict_from_url", _verified_state_dict):
+        return tf_module.FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=None, verbose=False
+        )
+
+
+class TFInceptionV3(ImageExtractor):
+    """The paper's Inception network: the 1008 unbiased logits of TensorFlow's 2015-12-05 Inception-v3.
+
+    torch-fidelity's ``inception-v3-compat`` network with its TensorFlow-1 bilinear resize to 299x299 does the work;
+    this wrapper adds the SHA-256 check, safe loading and a real float64 mode. The logits are
+    ``pool_3 @ W`` (``softmax/logits/MatMul``), the feature torch-fidelity calls ``logits_unbiased``.
+
+    Args:
+        weights_path: a local copy of the weights file (offline machines). ``None`` downloads it on first use from
+            torch-fidelity's release into ``torch.hub.get_dir()/checkpoints``.
+        sha256: expected SHA-256 of the file (default :data:`TF_INCEPTION_SHA256`; ``None`` to skip).
+        url: download address (default :data:`TF_INCEPTION_URL`).
+        cache_dir: download directory (default ``torch.hub.get_dir()/checkpoints``).
+        download: allow downloading.
+        dtype: ``torch.float32`` (default; the paper's TensorFlow precision) or ``torch.float64``, which runs the
+            resize, every layer and the logits in float64, so the scores do not depend on the batch size (pitfall
+            9; torch-fidelity's own ``'float64'`` option silently means float32).
+        progress: show a progress bar while downloading.
+
+    Example:
+        >>> extractor = TFInceptionV3(weights_path="weights-inception-2015-12-05-6726825d.pth")  # doctest: +SKIP
+        >>> logits = extractor(uint8_images)  # (N, 1008)  # doctest: +SKIP
+    """
+
+    num_logits = 1008
+    num_features = 2048
+    channels = 3
+
+    def __init__(
+        self,
+        weights_path: Optional[Union[str, os.PathLike]] = None,
+        *,
+        sha256: Optional[str] = TF_INCEPTION_SHA256,
+        url: str = TF_INCEPTION_URL,
+        cache_dir: Optional[Union[str, os.PathLike]] = None,
+        download: bool = True,
+        dtype: torch.dtype = torch.float32,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        path = resolve_tf_inception_weights(
+            weights_path, sha256=sha256, url=url, cache_dir=cache_dir, download=download, progress=progress
+        )
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state_dict, dict):
+            raise ValueError(f"weights file {str(path)!r} does not hold a state dict, got {type(state_dict).__name__}")
+        self.net = _build_torch_fidelity_inception(state_dict)
+        self.weights_sha256 = sha256
+        self.dtype = dtype
+        if dtype == torch.float64:
+            self.net.to(torch.float64)
+            # torch-fidelity casts the input to this dtype before the resize; its own option maps "float64" to
+            # float32, so we set the attribute directly.
+            self.net.feature_extractor_internal_dtype = torch.float64
+        self.net.requires_grad_(False)
+        self.net.eval()
+        self._pool: list = []
+        # torch-fidelity casts its returned features to float32; the hook keeps the pool output in the network's
+        # own dtype, so float64 mode stays float64 to the end.
+        self.net.AvgPool.register_forward_hook(lambda module, args, output: self._pool.append(output))
+
+    def train(self, mode: bool = True) -> "TFInceptionV3":
+        # A frozen evaluation network: BatchNorm must keep using the TensorFlow statistics.
+        super().train(False)
+        return self
+
+    def _pool_features(self, images: Tensor) -> Tensor:
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
+            raise TypeError(f"TFInceptionV3 expects uint8 images, got {getattr(images, 'dtype', type(images))}")
+        self.check_images(images)
+        self._pool.clear()
+        with torch.no_grad():
+            self.net(images)
+        pool = self._pool.pop()
+        self._pool.clear()
+        return pool.flatten(1)
+
+    def features(self, images: Tensor) -> Tensor:
+        """The 2048 ``pool_3`` features (FID's features), in the extractor's dtype."""
+        return self._pool_features(images)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The 1008 logits without the softmax bias, in the extractor's dtype."""
+        return self.logits_and_features(images)[0]
+
+    def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """The 1008 unbiased logits and the 2048 pool features from one pass."""
+        pool = self._pool_features(images)
+        # torch-fidelity's "logits_unbiased": pool_3 times the softmax weights, without the bias (spec §5).
+        return pool.mm(self.net.fc.weight.t()), pool
+
+
+class TorchvisionInceptionV3(ImageExtractor):
+    """torchvision's ImageNet Inception-v3 (1000 classes), with the input handling it expects.
+
+    The uint8 images are scaled to [0, 1], resized to 299x299 with bilinear interpolation (``align_corners=False``)
+    and normalized with the ImageNet mean and std; the model's ``transform_input=True`` then maps them to the
+    scale its weights were trained on. This network is **not** the paper's: it gives about 9.4-9.7 instead of 11.24
+    on CIFAR-10's training set. Use it only to compare with work that reports torchvision-Inception scores.
+
+    Args:
+        weights_path: a local ``inception_v3`` state dict (e.g. ``inception_v3_google-0cc3c7bd.pth``). ``None``
+            uses torchvision's ``Inception_V3_Weights.IMAGENET1K_V1`` (downloaded and hash-checked by torchvision).
+        sha256: expected SHA-256 of ``weights_path`` (``None`` skips the check).
+        dtype: ``torch.float32`` or ``torch.float64``.
+        download: allow torchvision to download its weights when ``weights_path`` is ``None``.
+    """
+
+    num_logits = 1000
+    num_features = 2048
+    channels = 3
+    _MEAN = (0.485, 0.456, 0.406)
+    _STD = (0.229, 0.224, 0.225)
+
+    def __init__(
+        self,
+        weights_path: Optional[Union[str, os.PathLike]] = None,
+        *,
+        sha256: Optional[str] = None,
+        dtype: torch.dtype = torch.float32,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        from torchvision.models import Inception_V3_Weights, inception_v3
+
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if weights_path is not None:
+            path = Path(weights_path).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"weights_path {str(weights_path)!r} is not a file")
+            _verify_sha256(path, sha256)
+            model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        else:
+            weights = Inception_V3_Weights.IMAGENET1K_V1
+            cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+            if not download and not cached.is_file():
+                raise RuntimeError(
+                    f"torchvision's Inception weights are not at {str(cached)!r} and download=False; download "
+                    f"{weights.url} and pass weights_path='<file>'"
+                )
+            try:
+                model = inception_v3(weights=weights)
+            except (URLError, OSError) as error:
+                raise RuntimeError(
+                    f"could not download torchvision's Inception weights ({error}); download {weights.url} on a "
+                    "machine with internet access and pass weights_path='<file>'"
+                ) from error
+        self.model = model.to(dtype).requires_grad_(False).eval()
+        self.dtype = dtype
+        self.register_buffer("mean", torch.tensor(self._MEAN, dtype=dtype).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self._STD, dtype=dtype).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "TorchvisionInceptionV3":
+        super().train(False)
+        return self
+
+    def _prepare(self, images: Tensor) -> Tensor:
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
+            raise TypeError(
+                f"TorchvisionInceptionV3 expects uint8 images, got {getattr(images, 'dtype', type(images))}"
+            )
+        self.check_images(images)
+        x = images.to(self.dtype) / 255.0
+        if x.shape[-2:] != (299, 299):
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+    def forward(self, images: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.model(self._prepare(images))
+
+    def features(self, images: Tensor) -> Tensor:
+        """The 2048 average-pool features before the classifier."""
+        pooled: list = []
+        handle = self.model.avgpool.register_forward_hook(lambda m, a, out: pooled.append(out))
+        try:
+            with torch.no_grad():
+                self.model(self._prepare(images))
+        finally:
+            handle.remove()
+        return pooled[-1].flatten(1)
+
+
+class ClassifierExtractor(ImageExtractor):
+    """Any classifier that returns logits, fed the images in the range it was trained on.
+
+    The metric's uint8 images are mapped back to floats in ``input_range`` (the quantization to 256 levels is kept,
+    as if the images had been saved to PNG), and the classifier runs in eval mode under ``torch.no_grad()``; its
+    previous train/eval mode is restored afterwards.
+
+    Args:
+        classifier: an ``nn.Module`` mapping images to logits ``(N, K)``.
+        input_range: the range the classifier expects: ``"[-1,1]"``, ``"[0,1]"`` (default) or ``"uint8"``.
+        num_logits: K, when known (checked at every call).
+        num_features: the size of ``features_fn``'s output, for FID.
+        features_fn: optional callable ``(classifier, x) -> (N, num_features)`` features for FID.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        >>> extractor = ClassifierExtractor(net, input_range="[0,1]")
+        >>> extractor(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape
+        torch.Size([2, 10])
+    """
+
+    channels = None
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        input_range: str = "[0,1]",
+        num_logits: Optional[int] = None,
+        num_features: Optional[int] = None,
+        features_fn=None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(classifier, nn.Module):
+            raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
+        self.classifier = classifier
+        self.input_range = _normalize_range(input_range)
+        self.num_logits = num_logits
+        self.num_features = num_features
+        self._features_fn = features_fn
+
+    def _input(self, images: Tensor) -> Tensor:
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
+            raise TypeError(f"ClassifierExtractor expects uint8 images, got {getattr(images, 'dtype', type(images))}")
+        parameter = next(self.classifier.parameters(), None)
+        dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+        device = parameter.device if parameter is not None else images.device
+        return _from_uint8(images.to(device), self.input_range, dtype)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self._input(images)
+        with torch.no_grad(), evaluation_mode(self.classifier):
+            logits = self.classifier(x)
+        if isinstance(logits, (tuple, list)):
+            logits = logits[0]
+        return logits
+
+    def features(self, images: Tensor) -> Tensor:
+        if self._features_fn is None:
+            raise NotImplementedError("ClassifierExtractor was built without features_fn")
+        x = self._input(images)
+        with torch.no_grad(), evaluation_mode(self.classifier):
+            return self._features_fn(self.classifier, x)
+
+
+def _as_extractor(extractor: Union[str, nn.Module, None], input_range: str) -> Tuple[Optional[ImageExtractor], str]:
+    """Resolves the ``extractor`` argument of the metrics: a name is kept for building on first use."""
+    if extractor is None or isinstance(extractor, str):
+        name = "inception-v3-compat" if extractor is None else extractor
+        if name not in ("inception-v3-compat", "torchvision"):
+            raise ValueError(
+                f"extractor must be an nn.Module, 'inception-v3-compat' or 'torchvision', got {extractor!r}"
+            )
+        return None, name
+    if isinstance(extractor, ImageExtractor):
+        return extractor, type(extractor).__name__
+    if isinstance(extractor, nn.Module):
+        key = _normalize_range(input_range)
+        return ClassifierExtractor(extractor, key), type(extractor).__name__
+    raise TypeError(f"extractor must be an nn.Module or a name, got {type(extractor).__name__}")
+
+
+def _build_named_extractor(name: str) -> ImageExtractor:
+    if name == "inception-v3-compat":
+        return TFInceptionV3()
+    return TorchvisionInceptionV3()

@@ -1,0 +1,246 @@
+"""Scoring a generator: draw a fixed set of samples in batches and feed them to Ignite metrics.
+
+:class:`GeneratorEvaluator` is an evaluator for generators: every :meth:`~GeneratorEvaluator.run` draws the same
+``n_samples`` noise vectors (seeded, independent of the batch size and of the number of processes), generates
+images batch by batch under ``torch.no_grad()`` and updates the metrics attached to its Ignite ``engine``. The
+generator's train/eval flags, device and buffers are exactly as they were afterwards (pitfall 14), because all of
+it happens inside :func:`evaluation_mode`.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+import ignite.distributed as idist
+from ignite.engine import Engine, Events
+from ignite.metrics import Metric
+
+__all__ = ["evaluation_mode", "GeneratorEvaluator", "score_generator"]
+
+
+def _module_device(module: nn.Module) -> Optional[torch.device]:
+    devices = {t.device for t in list(module.parameters()) + list(module.buffers())}
+    if len(devices) > 1:
+        raise ValueError(
+            f"module has parameters on several devices ({sorted(str(d) for d in devices)}); evaluation_mode can only "
+            "move a module that lives on one device (pass device=None to leave it where it is)"
+        )
+    return devices.pop() if devices else None
+
+
+@contextlib.contextmanager
+def evaluation_mode(
+    module: nn.Module, mode: str = "eval", device: Optional[Union[str, torch.device]] = None
+) -> Iterator[nn.Module]:
+    """Puts ``module`` in eval (or train) mode, optionally on ``device``, and restores everything on exit.
+
+    On exit, every submodule gets back its own ``training`` flag (not just the top-level one), the module returns to
+    its original device, and with ``mode="train"`` the buffers (e.g. BatchNorm running statistics, which a
+    training-mode forward pass updates) are restored to their values on entry.
+
+    Args:
+        module: the network.
+        mode: ``"eval"`` (default) or ``"train"``. Use ``"train"`` for generators whose BatchNorm layers must use
+            the statistics of the current batch, as the reference's generators always do (spec §1.6, §7 item 17).
+        device: move the module there for the duration (``None``: leave it where it is).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+        >>> with evaluation_mode(net):
+        ...     net.training
+        False
+        >>> net.training
+        True
+    """
+    if mode not in ("eval", "train"):
+        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    flags = [(m, m.training) for m in module.modules()]
+    original_device = _module_device(module) if device is not None else None
+    saved_buffers = None
+    if mode == "train":
+        saved_buffers = [(b, b.detach().clone()) for b in module.buffers()]
+    try:
+        if device is not None and original_device is not None and torch.device(device) != original_device:
+            module.to(device)
+        module.train(mode == "train")
+        yield module
+    finally:
+        if device is not None and original_device is not None:
+            module.to(original_device)
+        for m, flag in flags:
+            m.training = flag
+        if saved_buffers is not None:
+            with torch.no_grad():
+                for buffer, value in saved_buffers:
+                    buffer.copy_(value.to(buffer.device))
+
+
+NoiseFn = Callable[[int, torch.Generator], Tensor]
+
+
+class GeneratorEvaluator:
+    """An Ignite evaluator that scores a generator on a fixed, seeded set of samples.
+
+    The noise for all ``n_samples`` is drawn at the start of every :meth:`run` from a CPU ``torch.Generator`` seeded
+    with ``seed``, so every run (and every process count and batch size) scores the same samples. The samples are
+    cut into batches ``[b * batch_size, (b + 1) * batch_size)``; under ``ignite.distributed`` each process takes a
+    contiguous block of whole batches, so the metrics, which gather in rank order, see the samples in the same
+    order and in the same batches as a single process does.
+
+    Args:
+        generator: the generator ``nn.Module``; ``generator(z)`` must return the samples.
+        metrics: Ignite metrics to attach to :attr:`engine` (their input is the generated batch, after
+            ``output_transform``).
+        n_samples: how many samples to score (50,000 in the paper).
+        batch_size: samples per generator call (100 in the reference; it matters for batch-statistics generators).
+        seed: seed of the noise.
+        noise_fn: ``noise_fn(n, generator) -> Tensor`` drawing ``n`` noise vectors on the CPU with the given
+            ``torch.Generator``. Default: ``generator.sample_noise(n, generator=..., device="cpu")``.
+        mode: the generator's mode while sampling, ``"eval"`` or ``"train"`` (batch statistics; see
+            :func:`evaluation_mode`). Restored afterwards either way.
+        device: run the generator there (moved back afterwards); ``None`` runs it where it is.
+        output_transform: applied to each generated batch before the metrics see it.
+
+    Attributes:
+        engine: the Ignite ``Engine``; attach loggers, ``Checkpoint`` or more metrics to it.
+
+    Example:
+        >>> from ignite_igan.metrics import GeneratorEvaluator, InceptionScore
+        >>> scorer = GeneratorEvaluator(generator, {"is": InceptionScore()})  # doctest: +SKIP
+        >>> scorer.attach(trainer, Events.EPOCH_COMPLETED(every=10))  # doctest: +SKIP
+        >>> scorer.run()["is"]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        metrics: Mapping[str, Metric],
+        n_samples: int = 50_000,
+        batch_size: int = 100,
+        seed: int = 0,
+        noise_fn: Optional[NoiseFn] = None,
+        mode: str = "eval",
+        device: Optional[Union[str, torch.device]] = None,
+        output_transform: Optional[Callable[[Tensor], Any]] = None,
+    ) -> None:
+        if not isinstance(generator, nn.Module):
+            raise TypeError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
+        for name, value in (("n_samples", n_samples), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if mode not in ("eval", "train"):
+            raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+        if noise_fn is None:
+            if not callable(getattr(generator, "sample_noise", None)):
+                raise TypeError(
+                    f"{type(generator).__name__} has no sample_noise(n, generator=None, device=None); pass "
+                    "noise_fn=lambda n, generator: ... to draw its input"
+                )
+        elif not callable(noise_fn):
+            raise TypeError(f"noise_fn must be callable, got {type(noise_fn).__name__}")
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"metrics must be a mapping name -> Metric, got {type(metrics).__name__}")
+        self.generator = generator
+        self.n_samples = n_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mode = mode
+        self.device = device
+        self._noise_fn = noise_fn
+        self._output_transform = output_transform
+        self._noise: Optional[Tensor] = None
+        self.engine = Engine(self._step)
+        for name, metric in metrics.items():
+            metric.attach(self.engine, name)
+
+    def _draw_noise(self) -> Tensor:
+        rng = torch.Generator(device="cpu").manual_seed(self.seed)
+        if self._noise_fn is not None:
+            noise = self._noise_fn(self.n_samples, rng)
+        else:
+            noise = self.generator.sample_noise(self.n_samples, generator=rng, device=torch.device("cpu"))
+        if not isinstance(noise, Tensor) or noise.dim() < 1 or noise.shape[0] != self.n_samples:
+            raise ValueError(
+                f"the noise function must return a tensor with n={self.n_samples} rows, got "
+                f"{tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__}"
+            )
+        return noise
+
+    def batches(self, rank: Optional[int] = None, world_size: Optional[int] = None) -> List[Tuple[int, int]]:
+        """The ``(start, stop)`` sample ranges this process generates: a contiguous block of whole batches."""
+        rank = idist.get_rank() if rank is None else rank
+        world_size = idist.get_world_size() if world_size is None else world_size
+        edges = list(range(0, self.n_samples, self.batch_size)) + [self.n_samples]
+        all_batches = list(zip(edges[:-1], edges[1:]))
+        if len(all_batches) < world_size:
+            raise ValueError(
+                f"n_samples={self.n_samples} with batch_size={self.batch_size} makes {len(all_batches)} batches, "
+                f"fewer than the {world_size} processes; every process needs at least one"
+            )
+        first = rank * len(all_batches) // world_size
+        last = (rank + 1) * len(all_batches) // world_size
+        return all_batches[first:last]
+
+    def _step(self, engine: Engine, batch: Tuple[int, int]) -> Any:
+        start, stop = batch
+        assert self._noise is not None
+        run_device = self.device if self.device is not None else _module_device(self.generator)
+        z = self._noise[start:stop]
+        if run_device is not None:
+            z = z.to(run_device)
+        samples = self.generator(z)
+        if self._output_transform is not None:
+            samples = self._output_transform(samples)
+        return samples
+
+    def run(self) -> Dict[str, Any]:
+        """Generates the samples, runs the metrics and returns ``engine.state.metrics`` (a copy)."""
+        batches = self.batches()
+        self._noise = self._draw_noise()
+        try:
+            with torch.no_grad(), evaluation_mode(self.generator, mode=self.mode, device=self.device):
+                self.engine.run(batches, max_epochs=1)
+        finally:
+            self._noise = None
+        return dict(self.engine.state.metrics)
+
+    def __call__(self, engine: Optional[Engine] = None) -> Dict[str, Any]:
+        """Event-handler form of :meth:`run`."""
+        return self.run()
+
+    def attach(self, trainer: Engine, event: Any = Events.EPOCH_COMPLETED) -> Any:
+        """Runs the evaluation on ``trainer``'s ``event`` (e.g. ``Events.EPOCH_COMPLETED(every=10)``).
+
+        Returns the ``RemovableEventHandle``.
+        """
+        return trainer.add_event_handler(event, self)
+
+
+def score_generator(
+    generator: nn.Module,
+    metric: Optional[Metric] = None,
+    name: str = "is",
+    **kwargs: Any,
+) -> Dict[str, Any]:
+    """Scores a generator once and returns the metric values.
+
+    Args:
+        generator: the generator.
+        metric: the metric (default: :class:`~ignite_igan.metrics.InceptionScore` with the paper's network and
+            protocol, images in [-1, 1]).
+        name: the metric's name in the result.
+        **kwargs: passed to :class:`GeneratorEvaluator` (``n_samples``, ``batch_size``, ``seed``, ``noise_fn``,
+            ``mode``, ``device``, ``output_transform``).
+
+    Returns:
+        The evaluator's ``state.metrics``, e.g. ``{"is": 8.1, "is_std": 0.07}``.
+    """
+    if metric is None:
+        from ignite_igan.metrics.inception import InceptionScore
+
+        metric = InceptionScore()
+    return GeneratorEvaluator(generator, {name: metric}, **kwargs).run()

@@ -1,0 +1,159 @@
+"""attach_tensorboard: the event files are read back with TensorBoard's own reader."""
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ignite.engine import Engine, Events
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ignite_igan.logging import InactiveLogger, attach_tensorboard, output_scalars
+from ignite_igan.metrics import SemiSupervisedError
+
+
+class TinyGenerator(nn.Module):
+    def __init__(self, flat=False):
+        super().__init__()
+        self.flat = flat
+        self.linear = nn.Linear(3, 3 * 4 * 4)
+
+    def sample_noise(self, n, generator=None, device=None):
+        return torch.rand(n, 3, generator=generator, device=device)
+
+    def forward(self, z):
+        x = torch.tanh(self.linear(z))
+        return x if self.flat else x.view(-1, 3, 4, 4)
+
+
+def read_events(log_dir):
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def _training_setup():
+    generator = TinyGenerator()
+    discriminator = nn.Linear(3 * 4 * 4, 1)
+    opt_d = torch.optim.SGD(discriminator.parameters(), lr=0.1)
+    opt_g = torch.optim.SGD(generator.parameters(), lr=0.01)
+
+    def step(engine, batch):
+        opt_d.zero_grad()
+        fake = generator(generator.sample_noise(8))
+        loss_d = discriminator(fake.flatten(1)).mean() ** 2
+        loss_d.backward()
+        opt_d.step()
+        engine.state.real_target = 0.9  # what a label-smoothing handler would maintain
+        if engine.state.iteration >= 3:
+            engine.state.historical_average_penalty = 0.1 * engine.state.iteration
+        return {"loss_d": loss_d, "loss_g": float(engine.state.iteration), "samples": fake.detach()}
+
+    trainer = Engine(step)
+    evaluator = Engine(lambda engine, batch: (torch.tensor([[1.0, 0.0]]), torch.tensor([batch])))
+    SemiSupervisedError().attach(evaluator, "error")
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run([0, 1, 1]))
+    return trainer, evaluator, generator, discriminator, opt_d, opt_g
+
+
+def test_scalars_handler_values_metrics_and_image_are_in_the_event_file(tmp_path):
+    trainer, evaluator, generator, discriminator, opt_d, opt_g = _training_setup()
+    generator.train()
+    logger = attach_tensorboard(
+        str(tmp_path),
+        trainer,
+        evaluators={"test": evaluator},
+        optimizers={"d": opt_d, "g": opt_g},
+        state_attributes=["real_target", "historical_average_penalty"],
+        generator=generator,
+        image_every=2,
+        models={"discriminator": discriminator},
+        grad_norms=True,
+        weight_histograms=True,
+    )
+    with _no_warning():
+        trainer.run(range(3), max_epochs=2)  # 6 iterations
+    logger.close()
+    assert generator.training  # the image grid did not leave it in eval mode
+
+    events = read_events(tmp_path)
+    tags = events.Tags()
+    scalars = set(tags["scalars"])
+    assert {"training/loss_d", "training/loss_g", "training/real_target", "training/historical_average_penalty"} <= scalars
+    assert "training/samples" not in scalars  # not a scalar
+    assert {"d/lr/group_0", "g/lr/group_0", "test/error", "test/error_count"} <= scalars
+    assert any(tag.startswith("discriminator/grads_norm/") for tag in scalars)
+    assert [e.step for e in events.Scalars("training/loss_g")] == [1, 2, 3, 4, 5, 6]
+    assert [e.value for e in events.Scalars("training/loss_g")] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert [e.step for e in events.Scalars("training/historical_average_penalty")] == [3, 4, 5, 6]
+    assert [e.value for e in events.Scalars("g/lr/group_0")] == pytest.approx([0.01] * 6)
+    error = events.Scalars("test/error")
+    assert [e.step for e in error] == [3, 6]  # evaluation metrics against the trainer's iteration
+    assert error[0].value == pytest.approx(2 / 3)
+    images = events.Images("generated")
+    assert [e.step for e in images] == [2, 4, 6]  # every 2 iterations; the end of training is not logged twice
+    assert images[0].width == 2 + 8 * (4 + 2) and images[0].height == 2 + 8 * (4 + 2)  # 8 x 8 grid of 4x4 images
+    # The picture is the generator's output on the default fixed noise (64 draws with seed 0), mapped to [0, 1].
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    with torch.no_grad():
+        noise = generator.sample_noise(64, generator=torch.Generator().manual_seed(0))
+        expected = make_grid((generator.eval()(noise) + 1) / 2, nrow=8, padding=2)
+    decoded = torch.from_numpy(np.array(Image.open(io.BytesIO(images[-1].encoded_image_string)))).float() / 255
+    assert decoded.shape[:2] == expected.shape[1:]
+    assert torch.allclose(decoded[..., :3].permute(2, 0, 1), expected, atol=1.5 / 255)
+    assert events.Tags()["histograms"]
+
+
+class _no_warning:
+    """Fails the test if logging warns (e.g. about unloggable values or missing attributes)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._catch = warnings.catch_warnings(record=True)
+        self._records = self._catch.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._catch.__exit__(*exc)
+        messages = [str(r.message) for r in self._records if "Logger" in str(r.message) or "missing" in str(r.message)]
+        assert not messages, messages
+
+
+def test_flat_generator_with_image_shape_and_fixed_noise(tmp_path):
+    generator = TinyGenerator(flat=True)
+    trainer = Engine(lambda engine, batch: 0.5)
+    noise = torch.rand(4, 3)
+    logger = attach_tensorboard(
+        str(tmp_path), trainer, generator=generator, fixed_noise=noise, image_every=1, image_shape=(3, 4, 4)
+    )
+    trainer.run([0, 1], max_epochs=1)
+    logger.close()
+    events = read_events(tmp_path)
+    assert [e.value for e in events.Scalars("training/loss")] == [0.5, 0.5]
+    assert [e.step for e in events.Images("generated")] == [1, 2]
+
+
+def test_output_scalars_and_argument_errors(tmp_path):
+    assert output_scalars({"a": torch.tensor(2.0), "b": 3, "c": torch.ones(3), "d": "x"}) == {"a": 2.0, "b": 3.0}
+    assert output_scalars(torch.tensor([1.5])) == {"loss": 1.5}
+    assert output_scalars(None) == {}
+    trainer = Engine(lambda engine, batch: None)
+    with pytest.raises(ValueError, match="image_every must be a positive integer, got 0"):
+        attach_tensorboard(str(tmp_path), trainer, image_every=0)
+    with pytest.raises(ValueError, match="grad_norms and weight_histograms need models"):
+        attach_tensorboard(str(tmp_path), trainer, grad_norms=True)
+    with pytest.raises(ValueError, match=r"image_range must be one of .*got '0-1'"):
+        attach_tensorboard(str(tmp_path), trainer, image_range="0-1")
+    with pytest.raises(TypeError, match="fixed_noise"):
+        attach_tensorboard(str(tmp_path), trainer, generator=nn.Linear(2, 2))
+    assert not list(tmp_path.iterdir())  # nothing written by failed calls
+
+
+def test_inactive_logger_closes():
+    with InactiveLogger() as logger:
+        logger.close()
