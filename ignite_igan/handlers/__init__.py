@@ -1,0 +1,25 @@
+"""Ignite handlers for the techniques of *Improved Techniques for Training GANs*.
+
+Each handler is attached to a user's own trainer with ``attach(engine, event=...)`` and keeps what a resumed run
+needs in ``state_dict()``/``load_state_dict()``, so that :class:`ignite.handlers.Checkpoint` saves it:
+
+- :class:`HistoricalAveraging` (paper §3.3): ``λ||θ - θ̄||²`` for a player, through an optimizer step hook.
+- :class:`OneSidedLabelSmoothing` (paper §3.4): the discriminator's real target in ``engine.state``.
+- :class:`EvaluationAveraging` (spec §4.5): the reference's averaged discriminator for evaluation, around
+  :class:`ignite.handlers.EMAHandler`.
+- :class:`VirtualBatchReference` (paper §3.4): the generator's fixed VBN reference noise.
+- :class:`DataDependentInitialization` (spec §4.4): the weight-norm initialization pass, once.
+"""
+from ignite_igan.handlers.data_init import DataDependentInitialization
+from ignite_igan.handlers.evaluation_averaging import EvaluationAveraging
+from ignite_igan.handlers.historical_averaging import HistoricalAveraging
+from ignite_igan.handlers.label_smoothing import OneSidedLabelSmoothing
+from ignite_igan.handlers.reference_batch import VirtualBatchReference
+
+__all__ = [
+    "DataDependentInitialization",
+    "EvaluationAveraging",
+    "HistoricalAveraging",
+    "OneSidedLabelSmoothing",
+    "VirtualBatchReference",
+]

@@ -1,0 +1,135 @@
+"""Data-dependent initialization of weight-normalized networks (spec §1.3, §4.4) as an Ignite handler."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Union
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
+from torch import Tensor, nn
+
+from ignite_igan.nn import data_dependent_init
+
+__all__ = ["DataDependentInitialization"]
+
+EventType = Union[str, Events, CallableEventWithFilter, EventsList]
+Inputs = Union[Tensor, Sequence[Any], Mapping[str, Any]]
+
+
+class DataDependentInitialization:
+    """Runs :func:`ignite_igan.nn.data_dependent_init` on one batch when training starts, and never again.
+
+    The reference initializes every weight-normalized layer with one extra forward pass over the first 500
+    training examples, with dropout and noise on (spec §4.4); the CIFAR/SVHN generator's output layer is
+    initialized on one generated batch (100 noise vectors). Use one instance per network: for a discriminator,
+    ``inputs`` is the batch of examples; for a generator, its noise (e.g.
+    ``lambda: gen.sample_noise(100)``).
+
+    At ``event`` (default :attr:`Events.STARTED`) the handler runs the initialization pass unless it has already
+    run (:attr:`done`, kept in :meth:`state_dict`, so a run resumed with ``ignite.handlers.Checkpoint`` does not
+    re-initialize trained weights). If the engine is already past iteration 0 at that point although ``done`` is
+    False (a resumed run whose checkpoint lacks this handler), it skips the pass with a warning rather than
+    overwrite trained weights. Under :mod:`ignite.distributed` the parameters and buffers computed by rank 0 are
+    broadcast afterwards, so all processes start from the same model (each may pass its own batch).
+
+    Args:
+        model: the network (``DistributedDataParallel``/``DataParallel`` are unwrapped).
+        inputs: the batch: a tensor, a sequence of positional arguments, a mapping of keyword arguments, or a
+            callable with no arguments that returns one of these (called only when the pass runs). Tensors are
+            moved to the model's device.
+
+    Example:
+        >>> import torch
+        >>> from ignite.engine import Engine
+        >>> from ignite_igan.nn import WeightNormLinear
+        >>> from ignite_igan.handlers import DataDependentInitialization
+        >>> model = torch.nn.Sequential(WeightNormLinear(4, 8), torch.nn.ReLU(), WeightNormLinear(8, 2))
+        >>> trainer = Engine(lambda engine, batch: None)
+        >>> init = DataDependentInitialization(model, torch.randn(500, 4))
+        >>> init.attach(trainer)
+        >>> _ = trainer.run([0], max_epochs=1)
+        >>> init.done
+        True
+    """
+
+    def __init__(self, model: nn.Module, inputs: Union[Inputs, Callable[[], Inputs]]) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        if next(iter(model.parameters()), None) is None:
+            raise ValueError(
+                f"model must have parameters to initialize, got {type(model).__name__} with none"
+            )
+        if not (callable(inputs) or isinstance(inputs, (Tensor, Sequence, Mapping))) or isinstance(inputs, str):
+            raise TypeError(
+                f"inputs must be a tensor, a sequence of positional inputs, a mapping of keyword inputs or a "
+                f"callable returning one, got {type(inputs).__name__}"
+            )
+        self.model = model
+        self.inputs = inputs
+        self.done = False
+
+    def attach(self, engine: Engine, event: EventType = Events.STARTED) -> None:
+        """Run the initialization pass at ``event`` unless it has run already."""
+        if not isinstance(engine, Engine):
+            raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
+        engine.add_event_handler(event, self._on_event)
+
+    def _on_event(self, engine: Engine) -> None:
+        if self.done:
+            return
+        if engine.state.iteration > 0:
+            warnings.warn(
+                f"DataDependentInitialization: the engine resumes at iteration {engine.state.iteration} but this "
+                f"handler's state was not restored (done=False); skipping the initialization pass so as not to "
+                f"overwrite trained weights. Save the handler with Checkpoint to silence this warning.",
+                UserWarning,
+            )
+            self.done = True
+            return
+        self.run()
+
+    def run(self) -> Any:
+        """Run the initialization pass now (whatever :attr:`done` says) and return the model's output."""
+        args, kwargs = self._resolve_inputs()
+        output = data_dependent_init(self.model, *args, **kwargs)
+        if idist.get_world_size() > 1:
+            with torch.no_grad():
+                for tensor in list(self.model.parameters()) + list(self.model.buffers()):
+                    if tensor.numel() == 0:
+                        continue
+                    tensor.copy_(idist.broadcast(tensor.detach().contiguous(), src=0))
+        self.done = True
+        return output
+
+    def _resolve_inputs(self) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
+        inputs = self.inputs() if callable(self.inputs) else self.inputs
+        device = next(iter(self.model.parameters())).device
+
+        def move(value: Any) -> Any:
+            return value.to(device) if isinstance(value, Tensor) else value
+
+        if isinstance(inputs, Tensor):
+            return (move(inputs),), {}
+        if isinstance(inputs, Mapping):
+            return (), {key: move(value) for key, value in inputs.items()}
+        if isinstance(inputs, Sequence) and not isinstance(inputs, str):
+            return tuple(move(value) for value in inputs), {}
+        raise TypeError(
+            f"inputs() must return a tensor, a sequence or a mapping of inputs, got {type(inputs).__name__}"
+        )
+
+    def state_dict(self) -> Dict[str, Any]:
+        """``{"done": whether the initialization pass has run}``."""
+        return {"done": self.done}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :attr:`done`."""
+        if not isinstance(state_dict, Mapping) or set(state_dict) != {"done"}:
+            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+            raise ValueError(f"state_dict must have the key ['done'], got {got}")
+        if not isinstance(state_dict["done"], bool):
+            raise ValueError(f"state_dict['done'] must be a bool, got {state_dict['done']!r}")
+        self.done = state_dict["done"]

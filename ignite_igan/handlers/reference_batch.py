@@ -1,0 +1,118 @@
+"""The fixed reference batch of virtual batch normalization (Salimans et al., 2016, §3.4), as an Ignite handler."""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, Mapping, Optional, Union
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
+from torch import Tensor, nn
+
+__all__ = ["VirtualBatchReference"]
+
+EventType = Union[str, Events, CallableEventWithFilter, EventsList]
+
+
+class VirtualBatchReference:
+    """Draws a generator's VBN reference noise once, keeps it through checkpoints, and shares it across processes.
+
+    Virtual batch norm normalizes each example with the statistics of a reference batch "chosen once and fixed at
+    the start of training". As in the reference code (spec §3.7) the fixed part is the generator's *input* noise:
+    it goes through the current generator at every step. The generator must offer ``sample_noise(n, generator,
+    device)`` and ``set_reference(z)``, as :class:`ignite_igan.models.CIFARGenerator` with
+    ``normalization="virtual"`` does.
+
+    At ``event`` (default :attr:`Events.STARTED`):
+
+    - if the handler holds no reference yet (a fresh run), it draws ``size`` noise vectors on the CPU, from a
+      private ``torch.Generator`` seeded with ``seed``, or from torch's global generator when ``seed`` is None
+      (then ``torch.manual_seed`` decides it); under :mod:`ignite.distributed` rank 0's draw is broadcast, so
+      every process gets the same batch whatever its seed;
+    - it then hands the reference to the generator with ``set_reference`` (moved to the generator's device).
+
+    A resumed run restores the reference from :meth:`state_dict` (``ignite.handlers.Checkpoint``) and never
+    redraws it. Attach this handler before a :class:`DataDependentInitialization` of the same generator: a VBN
+    generator cannot run without its reference.
+
+    Args:
+        generator: the generator (``DistributedDataParallel``/``DataParallel`` are unwrapped).
+        size: the number of reference noise vectors (the reference's ImageNet run used 16, its batch size).
+        seed: seed of the draw, or None for torch's global generator.
+
+    Example:
+        >>> import torch
+        >>> from ignite.engine import Engine
+        >>> from ignite_igan.models import CIFARGenerator
+        >>> from ignite_igan.handlers import VirtualBatchReference
+        >>> gen = CIFARGenerator(normalization="virtual", widths=(16, 8))
+        >>> trainer = Engine(lambda engine, batch: gen(gen.sample_noise(2)).shape)
+        >>> reference = VirtualBatchReference(gen, size=4, seed=0)
+        >>> reference.attach(trainer)
+        >>> trainer.run([0], max_epochs=1).output
+        torch.Size([2, 3, 16, 16])
+        >>> torch.equal(gen.reference_noise, reference.reference)
+        True
+    """
+
+    def __init__(self, generator: nn.Module, size: int, seed: Optional[int] = None) -> None:
+        if not isinstance(generator, nn.Module):
+            raise TypeError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
+        if isinstance(generator, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            generator = generator.module
+        for method in ("sample_noise", "set_reference"):
+            if not callable(getattr(generator, method, None)):
+                raise TypeError(
+                    f"generator must have a {method}() method (e.g. ignite_igan.models.CIFARGenerator("
+                    f"normalization='virtual')), got {type(generator).__name__} without one"
+                )
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"size must be a positive int (the reference batch size), got {size!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
+        self.generator = generator
+        self.size = int(size)
+        self.seed = None if seed is None else int(seed)
+        self.reference: Optional[Tensor] = None
+
+    def attach(self, engine: Engine, event: EventType = Events.STARTED) -> None:
+        """Draw (fresh run) or restore (resumed run) the reference and set it on the generator at ``event``."""
+        if not isinstance(engine, Engine):
+            raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
+        engine.add_event_handler(event, self._on_event)
+
+    def _on_event(self, engine: Engine) -> None:
+        self.setup()
+
+    def setup(self) -> Tensor:
+        """Draw the reference if there is none yet, set it on the generator, and return it (CPU)."""
+        if self.reference is None:
+            self.reference = self._draw()
+        self.generator.set_reference(self.reference)
+        return self.reference
+
+    def _draw(self) -> Tensor:
+        rng = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+        noise = self.generator.sample_noise(self.size, generator=rng, device="cpu")
+        if idist.get_world_size() > 1:
+            noise = idist.broadcast(noise.contiguous(), src=0).cpu()
+        return noise.detach().clone()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """``{"reference": the reference noise (CPU tensor) or None before it was drawn}``."""
+        return {"reference": self.reference}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the reference; it is set on the generator at the next ``event`` (or :meth:`setup`)."""
+        if not isinstance(state_dict, Mapping) or set(state_dict) != {"reference"}:
+            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+            raise ValueError(f"state_dict must have the key ['reference'], got {got}")
+        reference = state_dict["reference"]
+        if reference is not None:
+            if not isinstance(reference, Tensor) or reference.dim() != 2 or reference.shape[0] != self.size:
+                shape = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference).__name__
+                raise ValueError(
+                    f"state_dict['reference'] must be a (size={self.size}, z_dim) tensor or None, got {shape}"
+                )
+            reference = reference.detach().cpu().clone()
+        self.reference = reference

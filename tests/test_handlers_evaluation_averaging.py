@@ -1,0 +1,174 @@
+"""EvaluationAveraging: EMAHandler's momentum against the reference's recursion a <- a + r (p - a) (NumPy),
+the zero start, bias correction, frozen tensors, evaluation copy and checkpoint."""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
+from torch import nn
+
+from ignite_igan.handlers import EvaluationAveraging
+
+
+class Disc(nn.Module):
+    """Float64 model with a frozen gain (like a hidden weight-norm g), a buffer and dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.gain = nn.Parameter(torch.ones(3), requires_grad=False)
+        self.register_buffer("calls", torch.zeros(()))
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+        return self.dropout(self.linear(x)) * self.gain
+
+
+def make_disc() -> Disc:
+    torch.manual_seed(0)
+    return Disc().double()
+
+
+def train(averaging_kwargs, event, steps=30, attach_kwargs=None):
+    """SGD on a fixed regression; returns the model, the handler and the trainable parameters at every event."""
+    model = make_disc()
+    averaging = EvaluationAveraging(model, **averaging_kwargs)
+    optimizer = torch.optim.SGD(model.linear.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(6, 4, generator=g, dtype=torch.float64) for _ in range(steps)]
+    recorded: List[np.ndarray] = []
+    momenta: List[float] = []
+
+    def step(engine, x):
+        optimizer.zero_grad()
+        model.eval()
+        (model(x) - x[:, :3].cos()).pow(2).mean().backward()
+        optimizer.step()
+
+    trainer = Engine(step)
+    def record():
+        recorded.append(torch.cat([model.linear.weight.flatten(), model.linear.bias]).detach().numpy().copy())
+
+    trainer.add_event_handler(event, record)
+    averaging.attach(trainer, event=event, **(attach_kwargs or {}))
+    trainer.add_event_handler(event, lambda: momenta.append(trainer.state.ema_momentum))
+    trainer.run(batches, max_epochs=1)
+    return model, averaging, np.stack(recorded), momenta
+
+
+def averaged_vector(averaging: EvaluationAveraging) -> np.ndarray:
+    ema = averaging.averaged_model
+    return torch.cat([ema.linear.weight.flatten(), ema.linear.bias]).detach().numpy()
+
+
+def reference_recursion(values: np.ndarray, rate: float) -> np.ndarray:
+    """spec §4.5: a starts at 0, a <- a + rate * (p - a) per step, no bias correction."""
+    average = np.zeros_like(values[0])
+    for value in values:
+        average = average + rate * (value - average)
+    return average
+
+
+@pytest.mark.parametrize("rate", [1e-4, 0.05])
+def test_reference_mode_is_the_reference_recursion_on_pre_step_weights(rate):
+    # ITERATION_STARTED sees the weights before the step, like the reference's simultaneous Theano updates
+    model, averaging, recorded, momenta = train({"rate": rate, "bias_correction": False}, Events.ITERATION_STARTED)
+    expected = reference_recursion(recorded, rate)
+    np.testing.assert_allclose(averaged_vector(averaging), expected, rtol=1e-12, atol=1e-18)
+    assert momenta == [rate] * len(recorded)  # EMAHandler momentum == the reference's rate, not 0.9999
+    # shrunk towards the zero start by 1 - (1 - rate)^n, as the reference is
+    shrink = 1 - (1 - rate) ** len(recorded)
+    assert np.abs(averaged_vector(averaging)).sum() < shrink * np.abs(recorded).max(0).sum() + 1e-12
+
+
+def test_default_event_averages_post_step_weights():
+    rate = 0.05
+    model, averaging, recorded, _ = train({"rate": rate, "bias_correction": False}, Events.ITERATION_COMPLETED)
+    np.testing.assert_allclose(averaged_vector(averaging), reference_recursion(recorded, rate), rtol=1e-12)
+    final = torch.cat([model.linear.weight.flatten(), model.linear.bias]).detach().numpy()
+    np.testing.assert_array_equal(recorded[-1], final)
+
+
+@pytest.mark.parametrize("rate", [1e-4, 0.05])
+def test_bias_correction_divides_the_zero_started_average(rate):
+    _, averaging, recorded, momenta = train({"rate": rate}, Events.ITERATION_COMPLETED)
+    n = len(recorded)
+    expected = reference_recursion(recorded, rate) / (1 - (1 - rate) ** n)
+    np.testing.assert_allclose(averaged_vector(averaging), expected, rtol=1e-9)
+    assert momenta[0] == 1.0
+    np.testing.assert_allclose(momenta, [rate / (1 - (1 - rate) ** t) for t in range(1, n + 1)], rtol=1e-12)
+    # a weighted mean of the weights seen (weights summing to 1): inside their range, unlike the shrunk one
+    assert np.all(averaged_vector(averaging) >= recorded.min(0) - 1e-12)
+    assert np.all(averaged_vector(averaging) <= recorded.max(0) + 1e-12)
+
+
+def test_filtered_event_counts_updates():
+    _, averaging, recorded, _ = train({"rate": 0.1}, Events.ITERATION_COMPLETED(every=3))
+    assert averaging.num_updates == len(recorded) == 10
+
+
+def test_frozen_tensors_are_copied_not_averaged():
+    model = make_disc()
+    averaging = EvaluationAveraging(model, rate=0.01, bias_correction=False)
+    ema = averaging.ema_handler.ema_model
+    assert torch.count_nonzero(ema.linear.weight) == 0  # the reference's zero start
+    with torch.no_grad():
+        model.gain.mul_(3.0)  # e.g. data-dependent init after the handler was built
+    assert torch.equal(averaging.averaged_model.gain, model.gain)
+    trainer = Engine(lambda engine, batch: model.train()(torch.ones(2, 4, dtype=torch.float64)))
+    averaging.attach(trainer)
+    trainer.run([0] * 5, max_epochs=1)
+    assert torch.equal(averaging.averaged_model.gain, torch.full((3,), 3.0, dtype=torch.float64))
+    assert averaging.averaged_model.calls.item() == 5  # buffers follow the model
+    expected_weight = (1 - (1 - 0.01) ** 5) * model.linear.weight
+    torch.testing.assert_close(averaging.averaged_model.linear.weight, expected_weight, rtol=1e-12, atol=0)
+
+
+def test_averaged_model_for_evaluation():
+    model = make_disc()
+    averaging = EvaluationAveraging(model)
+    ema = averaging.averaged_model
+    assert ema is averaging.ema_handler.ema_model and ema is not model
+    # before any update the bias-corrected average is the model itself
+    assert torch.equal(ema.linear.weight, model.linear.weight)
+    ema.train()
+    assert averaging.averaged_model.training is False
+    assert all(not p.requires_grad for p in ema.parameters())
+    x = torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(averaging.averaged_model(x), model.eval()(x))  # deterministic: dropout off
+
+
+def test_state_dict_round_trip_through_checkpoint(tmp_path):
+    _, averaging, _, _ = train({"rate": 0.05}, Events.ITERATION_COMPLETED)
+    checkpoint = Checkpoint({"ema": averaging}, DiskSaver(tmp_path, require_empty=False))
+    checkpoint(Engine(lambda e, b: None))
+    restored = EvaluationAveraging(make_disc(), rate=0.05)
+    Checkpoint.load_objects({"ema": restored}, checkpoint=checkpoint.last_checkpoint)
+    assert restored.num_updates == averaging.num_updates == 30
+    for (name, got), expected in zip(
+        restored.ema_handler.ema_model.named_parameters(), averaging.ema_handler.ema_model.parameters()
+    ):
+        if name.startswith("linear"):
+            assert torch.equal(got, expected), name
+    with pytest.raises(ValueError, match=r"must have the keys \['averaged_model', 'num_updates'\], got \['model'\]"):
+        restored.load_state_dict({"model": {}})
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"model must have at least one trainable parameter.*Tanh"):
+        EvaluationAveraging(nn.Tanh())
+    for rate in (0.0, 1.0, -1e-4):
+        with pytest.raises(ValueError, match=rf"rate must be in \(0, 1\).*got {rate!r}"):
+            EvaluationAveraging(nn.Linear(2, 2), rate=rate)
+    with pytest.raises(TypeError, match="rate must be a float"):
+        EvaluationAveraging(nn.Linear(2, 2), rate="1e-4")
+    with pytest.raises(TypeError, match="bias_correction must be a bool"):
+        EvaluationAveraging(nn.Linear(2, 2), bias_correction="no")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        EvaluationAveraging(lambda x: x)
