@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""Semi-supervised digits with a feature-matching GAN, the paper's setting by default.
+
+Run `python recipes/digits_ssl.py --help` for the flags; the experiment itself is
+:mod:`ignite_igan.experiments.semi_supervised`.
+"""
+from ignite_igan.experiments.semi_supervised import main
+
+if __name__ == "__main__":
+    main("digits")
