@@ -1,0 +1,532 @@
+"""Data for semi-supervised GAN training, as the reference code feeds it (spec §4.1-4.3).
+
+- :func:`balanced_labeled_subset` chooses ``per_class`` labeled examples of every class: the whole training set is
+  permuted with a seeded ``numpy.random.RandomState`` and the first ``per_class`` examples of each class are taken,
+  which is the reference's selection, so the same seed on the same data order picks the same images.
+- :class:`SemiSupervisedLoader` yields, per iteration, a labeled batch ``(x, y)``, an unlabeled batch and a second,
+  independently shuffled unlabeled batch for the generator's feature-matching step. Every epoch the labeled subset
+  is tiled and each copy re-permuted, both unlabeled streams are re-permuted, and an epoch is
+  ``unlabeled_count // batch_size`` iterations (the remainder is dropped). The labeled examples stay in the
+  unlabeled set, as in the reference; no other example's label ever leaves the loader.
+
+The permutations of epoch ``e`` are a function of ``(seed, e)`` only, and the loader counts the batches it has
+handed out; that count is in its ``state_dict``, so a run resumed from a checkpoint, even one taken in the middle
+of an epoch, receives exactly the batches an uninterrupted run would have. Under :mod:`ignite.distributed` every
+process computes the same global batches and takes its own slice of each, so the processes together see what one
+process with the full batch would see, and the labeled subset is the same everywhere.
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> x, y = torch.randn(60, 5), torch.arange(60) % 3
+    >>> labeled = balanced_labeled_subset(y, per_class=2, seed=1)
+    >>> loader = SemiSupervisedLoader(TensorDataset(x, y), labeled, batch_size=10, seed=1)
+    >>> len(loader)  # iterations per epoch: 60 // 10
+    6
+    >>> batch = next(iter(loader))
+    >>> batch.x_labeled.shape, batch.y_labeled.shape, batch.x_unlabeled.shape, batch.x_unlabeled2.shape
+    (torch.Size([10, 5]), torch.Size([10]), torch.Size([10, 5]), torch.Size([10, 5]))
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Union
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data._utils.collate import default_collate
+
+__all__ = [
+    "balanced_labeled_subset",
+    "dataset_labels",
+    "SemiSupervisedBatch",
+    "SemiSupervisedLoader",
+]
+
+IndexLike = Union[Tensor, np.ndarray, Sequence[int]]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _as_index_array(name: str, values: IndexLike) -> np.ndarray:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+def balanced_labeled_subset(
+    labels: IndexLike, per_class: int, seed: int, num_classes: Optional[int] = None
+) -> Tensor:
+    """Indices of ``per_class`` examples of every class, chosen as the reference does (spec §4.3).
+
+    The whole set is permuted with ``numpy.random.RandomState(seed)`` and, for each class in increasing order,
+    the first ``per_class`` examples of that class in permuted order are taken. The result is class-balanced,
+    a function of ``(labels, per_class, seed)`` alone, and equal to the reference scripts' choice for the same
+    ``seed_data`` and the same order of the training set.
+
+    Args:
+        labels: the class of every example of the training set, shape (N,), integers >= 0 (for a torch Dataset,
+            see :func:`dataset_labels`).
+        per_class: labeled examples per class (the reference's ``--count``: 10 on MNIST, 400 on CIFAR-10, 100 on
+            SVHN).
+        seed: seed of the permutation (the reference's ``--seed_data``, default 1), in [0, 2**32).
+        num_classes: the number of classes K; every class 0..K-1 must then have ``per_class`` examples. By
+            default the classes are the distinct values of ``labels``.
+
+    Returns:
+        A 1-D int64 tensor of ``per_class · K`` indices into the training set, grouped by class.
+
+    Raises:
+        ValueError: if a class has fewer than ``per_class`` examples, or an argument is out of range.
+
+    Example:
+        >>> labels = [0, 1, 0, 1, 0, 1, 2, 2]
+        >>> idx = balanced_labeled_subset(labels, per_class=2, seed=1)
+        >>> sorted(labels[i] for i in idx.tolist())
+        [0, 0, 1, 1, 2, 2]
+    """
+    labels_np = _as_index_array("labels", labels)
+    per_class = _check_int("per_class", per_class, 1)
+    seed = _check_int("seed", seed, 0)
+    if seed >= 2**32:
+        raise ValueError(f"seed must be < 2**32 (a numpy RandomState seed), got {seed}")
+    if labels_np.size == 0:
+        raise ValueError("labels must hold at least one example, got an empty sequence")
+    if labels_np.min() < 0:
+        raise ValueError(f"labels must be >= 0, got a minimum of {labels_np.min()}")
+    if num_classes is None:
+        classes = np.unique(labels_np)
+    else:
+        num_classes = _check_int("num_classes", num_classes, 1)
+        if labels_np.max() >= num_classes:
+            raise ValueError(f"labels must lie in [0, num_classes={num_classes}), got a maximum of {labels_np.max()}")
+        classes = np.arange(num_classes)
+
+    permutation = np.random.RandomState(seed).permutation(labels_np.size)
+    permuted_labels = labels_np[permutation]
+    chosen = []
+    for c in classes:
+        of_class = permutation[permuted_labels == c][:per_class]
+        if of_class.size < per_class:
+            raise ValueError(
+                f"per_class={per_class} is more than class {int(c)} has: it has {int((labels_np == c).sum())} "
+                f"examples; expected per_class <= the size of the smallest class"
+            )
+        chosen.append(of_class)
+    return torch.from_numpy(np.concatenate(chosen))
+
+
+def dataset_labels(dataset: Dataset) -> Tensor:
+    """The label of every example of a map-style dataset, as an int64 tensor of shape (len(dataset),).
+
+    Reads the labels without loading the inputs where the dataset exposes them: torchvision's ``targets``
+    (MNIST, CIFAR-10) or ``labels`` (SVHN, with 10 already mapped to 0), the second tensor of a
+    :class:`~torch.utils.data.TensorDataset`, and :class:`~torch.utils.data.Subset` of any of these. Otherwise
+    every item is loaded and its second element taken.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset, Subset
+        >>> ds = TensorDataset(torch.zeros(4, 2), torch.tensor([3, 1, 2, 0]))
+        >>> dataset_labels(Subset(ds, [2, 0])).tolist()
+        [2, 3]
+    """
+    if isinstance(dataset, torch.utils.data.Subset):
+        indices = torch.as_tensor(_as_index_array("dataset.indices", list(dataset.indices)))
+        return dataset_labels(dataset.dataset)[indices]
+    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].detach().cpu().long().reshape(-1)
+    for attribute in ("targets", "labels"):
+        values = getattr(dataset, attribute, None)
+        if values is not None:
+            return torch.as_tensor(np.asarray(values)).long().reshape(-1)
+    labels = []
+    for index in range(len(dataset)):  # type: ignore[arg-type]
+        item = dataset[index]
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise TypeError(
+                f"dataset items must be (input, label) pairs to read labels from, got {type(item).__name__} "
+                f"at index {index}"
+            )
+        labels.append(int(item[1]))
+    return torch.tensor(labels, dtype=torch.long)
+
+
+class SemiSupervisedBatch(NamedTuple):
+    """One iteration's data: a labeled batch, an unlabeled batch and a second unlabeled batch.
+
+    Attributes:
+        x_labeled: inputs of the labeled batch.
+        y_labeled: their labels.
+        x_unlabeled: inputs of the unlabeled batch (the discriminator step's real data).
+        x_unlabeled2: inputs of a second, independently shuffled unlabeled batch (the real side of feature
+            matching in the generator step), or None if the loader was made with ``generator_batch=False``.
+    """
+
+    x_labeled: Any
+    y_labeled: Any
+    x_unlabeled: Any
+    x_unlabeled2: Any
+
+
+class _SplitCollate:
+    """Collates the flat list of items of one iteration into a :class:`SemiSupervisedBatch`.
+
+    A class rather than a closure so that DataLoader workers can pickle it under any start method.
+    """
+
+    def __init__(self, labeled_size: int, unlabeled_size: int, generator_batch: bool, collate_fn: Callable) -> None:
+        self.labeled_size = labeled_size
+        self.unlabeled_size = unlabeled_size
+        self.generator_batch = generator_batch
+        self.collate_fn = collate_fn
+
+    def __call__(self, items: List[Any]) -> SemiSupervisedBatch:
+        for item in items:
+            if not isinstance(item, (tuple, list)) or len(item) < 2:
+                raise TypeError(
+                    f"dataset items must be (input, label, ...) tuples, got {type(item).__name__}; wrap the dataset "
+                    "so that it returns (input, label)"
+                )
+        end_labeled = self.labeled_size
+        end_unlabeled = end_labeled + self.unlabeled_size
+        labeled = items[:end_labeled]
+        x_labeled = self.collate_fn([item[0] for item in labeled])
+        y_labeled = self.collate_fn([item[1] for item in labeled])
+        # Only the inputs of the unlabeled batches leave the loader: their labels are dropped here.
+        x_unlabeled = self.collate_fn([item[0] for item in items[end_labeled:end_unlabeled]])
+        x_unlabeled2 = self.collate_fn([item[0] for item in items[end_unlabeled:]]) if self.generator_batch else None
+        return SemiSupervisedBatch(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)
+
+
+class _SemiSupervisedBatchSampler(Sampler):
+    """Yields, from global iteration ``start_iteration`` on and without end, this process's flat index list.
+
+    Each list is ``[labeled slice | unlabeled slice | unlabeled2 slice]`` of the global batches of that iteration.
+    It reads the tables through ``epoch_indices`` and holds no reference to the loader: a reference cycle would
+    leave the DataLoader iterator to the garbage collector, which shuts its workers down only after timeouts.
+    """
+
+    def __init__(
+        self,
+        epoch_indices: Callable[[int], Dict[str, np.ndarray]],
+        epoch_length: int,
+        rank: int,
+        labeled_per_process: int,
+        unlabeled_per_process: int,
+        generator_batch: bool,
+    ) -> None:
+        self.epoch_indices = epoch_indices
+        self.epoch_length = epoch_length
+        self.rank = rank
+        self.labeled_per_process = labeled_per_process
+        self.unlabeled_per_process = unlabeled_per_process
+        self.generator_batch = generator_batch
+        self.start_iteration = 0
+
+    def __iter__(self) -> Iterator[List[int]]:
+        epoch, t = divmod(self.start_iteration, self.epoch_length)
+        lab = slice(self.rank * self.labeled_per_process, (self.rank + 1) * self.labeled_per_process)
+        unl = slice(self.rank * self.unlabeled_per_process, (self.rank + 1) * self.unlabeled_per_process)
+        while True:
+            tables = self.epoch_indices(epoch)
+            parts = [tables["labeled"][:, lab], tables["unlabeled"][:, unl]]
+            if self.generator_batch:
+                parts.append(tables["unlabeled2"][:, unl])
+            for row in np.concatenate(parts, axis=1)[t:]:
+                yield row.tolist()
+            epoch, t = epoch + 1, 0
+
+
+class _EpochTables:
+    """The per-epoch index tables, a function of the seed, the index sets and the batch sizes."""
+
+    def __init__(self, seed: int, labeled: np.ndarray, unlabeled: np.ndarray, batch_size: int, labeled_batch_size: int):
+        self.seed = seed
+        self.labeled = labeled
+        self.unlabeled = unlabeled
+        self.batch_size = batch_size
+        self.labeled_batch_size = labeled_batch_size
+        self.epoch_length = unlabeled.size // batch_size
+
+    def __call__(self, epoch: int) -> Dict[str, np.ndarray]:
+        e, b, bl = self.epoch_length, self.batch_size, self.labeled_batch_size
+        copies = math.ceil(e * bl / self.labeled.size)
+        # Every copy of the labeled subset is permuted on its own, as the reference's tiling loop does.
+        tiled = np.random.default_rng([self.seed, epoch, 0]).permuted(np.tile(self.labeled, (copies, 1)), axis=1)
+        unlabeled = np.random.default_rng([self.seed, epoch, 1]).permutation(self.unlabeled)
+        unlabeled2 = np.random.default_rng([self.seed, epoch, 2]).permutation(self.unlabeled)
+        return {
+            "labeled": tiled.reshape(-1)[: e * bl].reshape(e, bl),
+            "unlabeled": unlabeled[: e * b].reshape(e, b),
+            "unlabeled2": unlabeled2[: e * b].reshape(e, b),
+        }
+
+
+class SemiSupervisedLoader:
+    """Iterates a map-style dataset the way the reference's semi-supervised scripts do (spec §4.1).
+
+    Each iteration yields a :class:`SemiSupervisedBatch` ``(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)``.
+    At the start of epoch ``e`` (0-based), with ``rng`` seeded by ``(seed, e)``:
+
+    - the labeled subset is tiled as often as one epoch needs and every copy is permuted independently, so each
+      labeled example appears equally often (with 100 labels and batches of 100, every labeled batch holds all 100);
+    - the unlabeled pool (every example of ``dataset`` unless ``unlabeled_indices`` says otherwise, the labeled ones
+      included) is permuted, and permuted again independently for the second unlabeled stream;
+    - iteration ``t`` takes rows ``[t·B, (t+1)·B)`` of each, for ``t < len(unlabeled) // B``.
+
+    Only the labeled subset's labels are returned; the labels of the unlabeled batches are dropped in the loader.
+
+    The loading itself is a :class:`torch.utils.data.DataLoader` with a batch sampler, so ``num_workers``,
+    ``pin_memory`` and a dataset's ``__getitems__`` work as usual. The DataLoader iterator is kept from one epoch
+    to the next, so workers keep prefetching across epoch boundaries.
+
+    **Resuming.** Iterating yields the rest of the current epoch and advances :attr:`iteration`, the number of
+    batches handed out. :meth:`state_dict` holds it with the seed and the labeled indices, so
+    ``ignite.handlers.Checkpoint`` with the loader in ``to_save`` restores the exact position: with Ignite's
+    ``Engine``, which calls ``iter()`` once per epoch, the resumed run sees the batches an uninterrupted run would.
+    Use one loader per engine.
+
+    **Distributed.** ``batch_size`` and ``labeled_batch_size`` are global, as with
+    :func:`ignite.distributed.auto_dataloader`: every process computes the same global batches and takes its
+    ``1/world_size`` slice of each, so every process gets its share of the unlabeled data, all processes use the
+    same labeled subset, and an epoch has the same length everywhere.
+
+    Args:
+        dataset: a map-style dataset whose items are ``(input, label, ...)`` tuples.
+        labeled_indices: indices of the labeled subset, e.g. from :func:`balanced_labeled_subset`.
+        batch_size: size B of the unlabeled batches, summed over processes (100 in the reference).
+        seed: seed of the per-epoch permutations (the reference's ``--seed``).
+        labeled_batch_size: size of the labeled batches, summed over processes; ``batch_size`` by default.
+        unlabeled_indices: the unlabeled pool; all of ``dataset`` by default.
+        generator_batch: whether to load the second unlabeled batch (feature matching needs it; the minimax
+            generator loss does not, and False saves the loading).
+        num_workers, pin_memory, persistent_workers, prefetch_factor, worker_init_fn, multiprocessing_context:
+            passed to the :class:`~torch.utils.data.DataLoader`.
+        collate_fn: collates a list of inputs (or of labels) into a batch; ``default_collate`` by default.
+        world_size, rank: process count and this process's rank; from :mod:`ignite.distributed` by default, so
+            create the loader inside the distributed context.
+
+    Raises:
+        ValueError: if the unlabeled pool is smaller than one batch, a batch size is not divisible by the number of
+            processes, or the labeled indices are empty, repeated or outside the dataset.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.arange(20.).unsqueeze(1), torch.arange(20) % 2)
+        >>> loader = SemiSupervisedLoader(ds, [0, 1], batch_size=4, seed=0)
+        >>> batches = list(loader)  # one epoch: 20 // 4 iterations
+        >>> len(batches), loader.iteration, loader.epoch
+        (5, 5, 1)
+        >>> sorted(set(torch.cat([b.y_labeled for b in batches]).tolist()))  # only the labels of examples 0 and 1
+        [0, 1]
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        labeled_indices: IndexLike,
+        batch_size: int,
+        *,
+        seed: int,
+        labeled_batch_size: Optional[int] = None,
+        unlabeled_indices: Optional[IndexLike] = None,
+        generator_batch: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        prefetch_factor: Optional[int] = None,
+        worker_init_fn: Optional[Callable[[int], None]] = None,
+        multiprocessing_context: Any = None,
+        collate_fn: Optional[Callable[[List[Any]], Any]] = None,
+        world_size: Optional[int] = None,
+        rank: Optional[int] = None,
+    ) -> None:
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise TypeError(
+                f"dataset must be a map-style dataset with __getitem__ and __len__, got {type(dataset).__name__}"
+            )
+        self.dataset = dataset
+        self.dataset_size = len(dataset)  # type: ignore[arg-type]
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.labeled_batch_size = (
+            self.batch_size if labeled_batch_size is None else _check_int("labeled_batch_size", labeled_batch_size, 1)
+        )
+        seed = _check_int("seed", seed, 0)
+        self.generator_batch = bool(generator_batch)
+        self.world_size = _check_int("world_size", idist.get_world_size() if world_size is None else world_size, 1)
+        self.rank = _check_int("rank", idist.get_rank() if rank is None else rank, 0)
+        if self.rank >= self.world_size:
+            raise ValueError(f"rank must be < world_size={self.world_size}, got {self.rank}")
+        for name, size in (("batch_size", self.batch_size), ("labeled_batch_size", self.labeled_batch_size)):
+            if size % self.world_size:
+                raise ValueError(
+                    f"{name}={size} must be divisible by the number of processes ({self.world_size}): it is the "
+                    "global batch size, split evenly between processes"
+                )
+        self.batch_size_per_process = self.batch_size // self.world_size
+        self.labeled_batch_size_per_process = self.labeled_batch_size // self.world_size
+
+        if unlabeled_indices is None:
+            self.unlabeled_indices = np.arange(self.dataset_size, dtype=np.int64)
+        else:
+            self.unlabeled_indices = self._check_indices("unlabeled_indices", unlabeled_indices)
+        if self.unlabeled_indices.size < self.batch_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than the unlabeled data ({self.unlabeled_indices.size} "
+                "examples): expected at least one full batch of unlabeled examples"
+            )
+        self._tables = _EpochTables(
+            seed,
+            self._check_indices("labeled_indices", labeled_indices),
+            self.unlabeled_indices,
+            self.batch_size,
+            self.labeled_batch_size,
+        )
+        self.epoch_length = self._tables.epoch_length
+        self.iteration = 0
+
+        self._sampler = _SemiSupervisedBatchSampler(
+            self._tables,
+            self.epoch_length,
+            self.rank,
+            self.labeled_batch_size_per_process,
+            self.batch_size_per_process,
+            self.generator_batch,
+        )
+        self._collate = _SplitCollate(
+            self.labeled_batch_size_per_process,
+            self.batch_size_per_process,
+            self.generator_batch,
+            default_collate if collate_fn is None else collate_fn,
+        )
+        # The loader's own generator seeds the workers, so that creating an iterator never draws from (and so never
+        # shifts) the global torch RNG that the models' noise comes from.
+        self._dataloader = DataLoader(
+            dataset,
+            batch_sampler=self._sampler,
+            collate_fn=self._collate,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            prefetch_factor=prefetch_factor,
+            worker_init_fn=worker_init_fn,
+            multiprocessing_context=multiprocessing_context,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self._stream: Optional[Iterator[SemiSupervisedBatch]] = None
+        self._stream_position = -1
+
+    def _check_indices(self, name: str, values: IndexLike) -> np.ndarray:
+        array = _as_index_array(name, values)
+        if array.size == 0:
+            raise ValueError(f"{name} must hold at least one index, got an empty sequence")
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high >= self.dataset_size:
+            raise ValueError(
+                f"{name} must lie in [0, {self.dataset_size}) (the dataset's size), got values in [{low}, {high}]"
+            )
+        if np.unique(array).size != array.size:
+            raise ValueError(f"{name} must not repeat an index, got {array.size - np.unique(array).size} repeats")
+        return array
+
+    def __len__(self) -> int:
+        """Iterations per epoch: ``unlabeled_count // batch_size``."""
+        return self.epoch_length
+
+    @property
+    def epoch(self) -> int:
+        """The 0-based epoch the next batch belongs to."""
+        return self.iteration // self.epoch_length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Moves to the start of ``epoch`` (0-based)."""
+        self.iteration = _check_int("epoch", epoch, 0) * self.epoch_length
+
+    @property
+    def seed(self) -> int:
+        """Seed of the per-epoch permutations."""
+        return self._tables.seed
+
+    @property
+    def labeled_indices(self) -> np.ndarray:
+        """Indices of the labeled subset (a copy)."""
+        return self._tables.labeled.copy()
+
+    def epoch_indices(self, epoch: int) -> Dict[str, np.ndarray]:
+        """The global index tables of ``epoch``: ``labeled`` (E, labeled_batch_size), ``unlabeled`` and
+        ``unlabeled2`` (E, batch_size), E = ``len(self)``; row t holds iteration t's global batch.
+
+        Each table comes from its own generator seeded with ``(seed, epoch, stream)``, so they are independent
+        and a function of ``(seed, epoch)`` alone.
+        """
+        return self._tables(_check_int("epoch", epoch, 0))
+
+    def __iter__(self) -> Iterator[SemiSupervisedBatch]:
+        """Yields the batches from :attr:`iteration` to the end of its epoch."""
+        end = (self.epoch + 1) * self.epoch_length
+        while self.iteration < end:
+            if self._stream is None or self._stream_position != self.iteration:
+                self._restart_stream()
+            batch = next(self._stream)  # type: ignore[arg-type]
+            self.iteration += 1
+            self._stream_position = self.iteration
+            yield batch
+
+    def _restart_stream(self) -> None:
+        self._stream = None  # shuts down the previous iterator's workers before new ones start
+        self._sampler.start_iteration = self.iteration
+        self._stream = iter(self._dataloader)
+        self._stream_position = self.iteration
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The position, the seed and the labeled subset (plain tensors and ints, for ``weights_only`` loading)."""
+        return {
+            "iteration": self.iteration,
+            "seed": self.seed,
+            "labeled_indices": torch.from_numpy(self.labeled_indices),
+            "batch_size": self.batch_size,
+            "labeled_batch_size": self.labeled_batch_size,
+            "unlabeled_count": int(self.unlabeled_indices.size),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restores the position, the seed and the labeled subset saved by :meth:`state_dict`.
+
+        The batch sizes and the size of the unlabeled pool must be those of the saved run, since they define the
+        epochs.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        required = ("iteration", "seed", "labeled_indices", "batch_size", "labeled_batch_size", "unlabeled_count")
+        missing = [key for key in required if key not in state_dict]
+        if missing:
+            raise ValueError(f"state_dict is missing {missing}; expected the keys {list(required)}")
+        for key, current in (
+            ("batch_size", self.batch_size),
+            ("labeled_batch_size", self.labeled_batch_size),
+            ("unlabeled_count", int(self.unlabeled_indices.size)),
+        ):
+            if int(state_dict[key]) != current:
+                raise ValueError(
+                    f"state_dict has {key}={int(state_dict[key])} but this loader has {key}={current}; "
+                    "resume with the saved run's settings"
+                )
+        self._tables.labeled = self._check_indices("labeled_indices", state_dict["labeled_indices"])
+        self._tables.seed = _check_int("seed", int(state_dict["seed"]), 0)
+        self.iteration = _check_int("iteration", int(state_dict["iteration"]), 0)
+        self._stream = None

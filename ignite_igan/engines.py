@@ -1,0 +1,596 @@
+"""Ignite trainers that run the paper's training steps on any generator/discriminator pair.
+
+- :func:`create_semi_supervised_trainer`: the reference's semi-supervised iteration (spec §2, §4.1): one
+  discriminator step on a labeled, an unlabeled and a generated batch with the K+1-class losses, then ``k``
+  generator steps with feature matching or the minimax objective.
+- :func:`create_gan_trainer`: the GAN step for sample quality (paper §3-4): real-vs-fake with one-sided label
+  smoothing, optionally class-conditional through the K+1 formulation.
+
+The models are arguments, never built here: a discriminator returns class logits ``(N, K)`` (``(N, 1)`` or
+``(N,)`` for a plain GAN) from ``forward(x)`` and ``(logits, features)`` from ``forward(x, return_features=True)``
+when feature matching is used; a generator maps noise to samples and, unless ``noise_fn`` is given, draws its noise
+with ``sample_noise(n, device=...)`` as the models of :mod:`ignite_igan.models` do.
+
+The techniques that live in handlers need nothing from these trainers: :class:`~ignite_igan.handlers.HistoricalAveraging`
+works through the optimizers' step hooks, :class:`~ignite_igan.handlers.OneSidedLabelSmoothing` publishes
+``engine.state.real_target``, which both trainers read at every iteration (falling back to their ``real_target``
+argument), and the evaluation average, reference batch and data-dependent init attach to the engine's events.
+
+The step does what a hand-written loop does and no more: no host-device synchronization until the end of the
+iteration, where all reported numbers are copied to the host in one transfer (or none, with your own
+``output_transform``).
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from ignite_igan.data import SemiSupervisedLoader
+    >>> from ignite_igan.models import digits_discriminator, digits_generator
+    >>> from ignite_igan.optim import ReferenceAdam
+    >>> gen, disc = digits_generator(), digits_discriminator()
+    >>> d_opt = ReferenceAdam(disc.parameters(), lr=3e-3, betas=(0.5, 0.999))
+    >>> g_opt = ReferenceAdam(gen.parameters(), lr=3e-3, betas=(0.5, 0.999))
+    >>> trainer = create_semi_supervised_trainer(gen, disc, d_opt, g_opt, feature_matching_distance="mean_squared")
+    >>> data = TensorDataset(torch.rand(40, 64), torch.arange(40) % 10)
+    >>> loader = SemiSupervisedLoader(data, labeled_indices=range(10), batch_size=20, seed=1)
+    >>> state = trainer.run(loader, max_epochs=1)
+    >>> sorted(state.output)
+    ['D_G_z', 'D_x', 'loss_discriminator', 'loss_generator', 'loss_labeled', 'loss_unlabeled', 'train_error']
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as torch_F
+from ignite.engine import Engine
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+
+from ignite_igan import functional as F
+
+__all__ = ["create_semi_supervised_trainer", "create_gan_trainer", "outputs_to_floats"]
+
+SEMI_SUPERVISED_GENERATOR_LOSSES = ("feature_matching", "minimax")
+GAN_GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
+_AMP_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+AmpOption = Union[bool, str, torch.dtype, None]
+CompileOption = Union[bool, Mapping[str, Any]]
+
+
+def outputs_to_floats(outputs: Dict[str, Tensor]) -> Dict[str, float]:
+    """The trainers' default ``output_transform``: 0-d tensors to Python floats, in a single device transfer."""
+    values = torch.stack([value.detach().float() for value in outputs.values()]).tolist()
+    return dict(zip(outputs.keys(), values))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Argument checks. Messages name the argument, what it got and what was expected.
+# ---------------------------------------------------------------------------------------------------------------
+def _check_module(name: str, value: Any) -> nn.Module:
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+    return value
+
+
+def _check_optimizer(name: str, value: Any) -> Optimizer:
+    if not isinstance(value, Optimizer):
+        raise TypeError(f"{name} must be a torch.optim.Optimizer, got {type(value).__name__}")
+    if not any(p.requires_grad for group in value.param_groups for p in group["params"]):
+        raise ValueError(f"{name} has no parameter that requires a gradient; expected the player's parameters")
+    return value
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _check_weight(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_target(name: str, value: Any) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(f"{name} must be a real target in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _amp_dtype(amp: AmpOption) -> Optional[torch.dtype]:
+    if amp is None or amp is False:
+        return None
+    if amp is True:
+        return torch.bfloat16
+    if isinstance(amp, torch.dtype) and amp in (torch.bfloat16, torch.float16):
+        return amp
+    if isinstance(amp, str) and amp in _AMP_DTYPES:
+        return _AMP_DTYPES[amp]
+    raise ValueError(
+        f"amp must be False, True (bfloat16), 'bf16', 'fp16', torch.bfloat16 or torch.float16, got {amp!r}"
+    )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (for passes whose gradients are not synchronized)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _maybe_compile(model: nn.Module, option: CompileOption) -> Callable[..., Any]:
+    if option is False or option is None:
+        return model
+    if option is True:
+        return torch.compile(model)
+    if isinstance(option, Mapping):
+        return torch.compile(model, **dict(option))
+    raise TypeError(f"compile must be a bool or a mapping of torch.compile arguments, got {type(option).__name__}")
+
+
+def _default_noise(generator: nn.Module, device: Optional[torch.device]) -> Callable[[int], Tensor]:
+    sample_noise = getattr(_unwrap(generator), "sample_noise", None)
+    if not callable(sample_noise):
+        raise TypeError(
+            f"generator ({type(_unwrap(generator)).__name__}) has no sample_noise(n, device=...) method; pass "
+            "noise_fn=lambda n: <a batch of n latent vectors>"
+        )
+    return lambda n: sample_noise(n, device=device)
+
+
+def _move(value: Any, device: Optional[torch.device], non_blocking: bool) -> Any:
+    if device is None or not isinstance(value, Tensor):
+        return value
+    return value.to(device, non_blocking=non_blocking)
+
+
+class _Player:
+    """One player's optimizer, optional GradScaler, and the tensors its backward pass is restricted to."""
+
+    def __init__(self, optimizer: Optimizer, scaler: Optional["torch.amp.GradScaler"]) -> None:
+        self.optimizer = optimizer
+        self.scaler = scaler
+        # backward(inputs=...) computes only these gradients: the generator's backward pass through the
+        # discriminator skips the discriminator's weight gradients, and the discriminator's pass never reaches
+        # the generator (its samples are made under no_grad).
+        self.params: List[Tensor] = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+
+    def step(self, loss: Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward(inputs=self.params)
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward(inputs=self.params)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+
+def _setup(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    d_optimizer: Optimizer,
+    g_optimizer: Optimizer,
+    generator_steps: int,
+    device: Optional[Union[str, torch.device]],
+    amp: AmpOption,
+    compile: CompileOption,
+    noise_fn: Optional[Callable[[int], Tensor]],
+) -> Dict[str, Any]:
+    _check_module("generator", generator)
+    _check_module("discriminator", discriminator)
+    _check_optimizer("d_optimizer", d_optimizer)
+    _check_optimizer("g_optimizer", g_optimizer)
+    _check_positive_int("generator_steps", generator_steps)
+    if d_optimizer is g_optimizer:
+        raise ValueError("d_optimizer and g_optimizer must be two optimizers (one per player), got the same object")
+    device = None if device is None else torch.device(device)
+    amp_dtype = _amp_dtype(amp)
+    device_type = (device or _model_device(discriminator)).type
+    if amp_dtype is None:
+        autocast: Callable[[], Any] = contextlib.nullcontext
+    else:
+        autocast = lambda: torch.autocast(device_type=device_type, dtype=amp_dtype)  # noqa: E731
+    # float16 needs loss scaling against gradient underflow; bfloat16 has float32's range and does not.
+    scalers = (
+        (torch.amp.GradScaler(device_type), torch.amp.GradScaler(device_type))
+        if amp_dtype == torch.float16
+        else (None, None)
+    )
+    if noise_fn is None:
+        noise_fn = _default_noise(generator, device)
+    elif not callable(noise_fn):
+        raise TypeError(f"noise_fn must be callable (n -> noise batch), got {type(noise_fn).__name__}")
+    d_raw, g_raw = _unwrap(discriminator), _unwrap(generator)
+    d_call = _maybe_compile(discriminator, compile)
+    return dict(
+        device=device,
+        autocast=autocast,
+        d_player=_Player(d_optimizer, scalers[0]),
+        g_player=_Player(g_optimizer, scalers[1]),
+        noise_fn=noise_fn,
+        # The synchronized (DDP) modules run the passes whose gradients the optimizers use; the passes under no_grad
+        # and the discriminator inside the generator's step go through the unwrapped modules, so that DDP neither
+        # waits for gradients that are never computed nor reduces ones that are thrown away.
+        d_call=d_call,
+        d_raw_call=d_call if d_raw is discriminator else _maybe_compile(d_raw, compile),
+        g_call=_maybe_compile(generator, compile),
+        g_raw_call=_maybe_compile(g_raw, compile) if g_raw is not generator else None,
+    )
+
+
+def _finish_engine(engine: Engine, setup: Dict[str, Any]) -> Engine:
+    # As ignite's create_supervised_trainer does with its scaler: visible for checkpointing.
+    engine.state.d_scaler = setup["d_player"].scaler  # type: ignore[attr-defined]
+    engine.state.g_scaler = setup["g_player"].scaler  # type: ignore[attr-defined]
+    return engine
+
+
+def _real_loss(gan_logits: Tensor, real_target: float) -> Tensor:
+    """``mean BCE(gan_logit, real_target)``; exactly ``mean softplus(-l) = E[-log D(x)]`` for a target of 1."""
+    if real_target == 1.0:
+        return torch_F.softplus(-gan_logits).mean()
+    return torch_F.binary_cross_entropy_with_logits(gan_logits, torch.full_like(gan_logits, real_target))
+
+
+def _gan_logit(logits: Tensor) -> Tensor:
+    return logits if logits.dim() == 1 else F.gan_logit(logits)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Semi-supervised trainer
+# ---------------------------------------------------------------------------------------------------------------
+def _prepare_semi_supervised_batch(
+    batch: Sequence[Any], device: Optional[torch.device], non_blocking: bool
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 4:
+        raise TypeError(
+            "the semi-supervised trainer expects batches (x_labeled, y_labeled, x_unlabeled, x_unlabeled2) as "
+            f"yielded by SemiSupervisedLoader, got {type(batch).__name__}"
+            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        )
+    return tuple(_move(value, device, non_blocking) for value in batch)  # type: ignore[return-value]
+
+
+def create_semi_supervised_trainer(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    d_optimizer: Optimizer,
+    g_optimizer: Optimizer,
+    *,
+    generator_loss: str = "feature_matching",
+    feature_matching_distance: str = "squared_l2",
+    generator_steps: int = 1,
+    unlabeled_weight: float = 1.0,
+    real_target: float = 1.0,
+    fake_batch_size: Optional[int] = None,
+    noise_fn: Optional[Callable[[int], Tensor]] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    non_blocking: bool = False,
+    amp: AmpOption = False,
+    compile: CompileOption = False,
+    prepare_batch: Callable[..., Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]] = _prepare_semi_supervised_batch,
+    output_transform: Callable[[Dict[str, Tensor]], Any] = outputs_to_floats,
+) -> Engine:
+    """An Ignite trainer whose iteration is the reference's semi-supervised GAN step (spec §2, §4.1).
+
+    Each iteration takes a batch ``(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)`` (what
+    :class:`~ignite_igan.data.SemiSupervisedLoader` yields) and, with both models in training mode (dropout and
+    noise on, as in the reference):
+
+    1. **Discriminator step.** Samples ``x_fake = G(z)`` from fresh noise without gradient, runs three separate
+       forward passes ``D(x_labeled)``, ``D(x_unlabeled)``, ``D(x_fake)`` (so minibatch features stay within their
+       source), and minimizes ``loss_labeled + unlabeled_weight · loss_unlabeled`` of
+       :func:`~ignite_igan.functional.semi_supervised_losses` (K-way cross-entropy on the labeled batch;
+       ``0.5·E[-log D(x)] + 0.5·E[-log(1 - D(G(z)))]``). Only the discriminator's optimizer steps.
+    2. **Generator steps**, ``generator_steps`` times, each with fresh noise; only the generator's optimizer
+       steps:
+
+       - ``"feature_matching"`` (the FM scripts): :func:`~ignite_igan.functional.feature_matching_loss` between
+         ``D``'s features of ``x_unlabeled2`` (computed without gradient, again at each generator step) and of
+         ``G(z)``. The reference uses
+         ``"mean_squared"`` on MNIST and ``"mean_absolute"`` on CIFAR-10/SVHN; ``"squared_l2"`` is the paper's.
+       - ``"minimax"`` (the minibatch-discrimination scripts, with ``generator_steps=3``): the saturating
+         :func:`~ignite_igan.functional.minimax_generator_loss` on ``D(G(z))``.
+
+    If ``engine.state.real_target`` exists (e.g. set by :class:`~ignite_igan.handlers.OneSidedLabelSmoothing`),
+    the unlabeled real term becomes ``0.5·E[BCE(LSE(l), real_target)]``; at 1, the default, it is the reference's
+    term exactly.
+
+    The output (``engine.state.output``) is, after ``output_transform``: ``loss_labeled``, ``loss_unlabeled``,
+    ``loss_discriminator`` (the minimized total), ``loss_generator`` (mean over the generator steps),
+    ``train_error`` (argmax error on the labeled batch, noise on, as the reference reports it), ``D_x`` (mean
+    D(x) on the unlabeled batch) and ``D_G_z`` (mean D(G(z)) in the discriminator step).
+
+    Args:
+        generator: maps noise to samples.
+        discriminator: ``forward(x)`` -> logits (N, K); ``forward(x, return_features=True)`` -> (logits,
+            features) for feature matching.
+        d_optimizer, g_optimizer: one optimizer per player, e.g. :class:`~ignite_igan.optim.ReferenceAdam`.
+        generator_loss: ``"feature_matching"`` or ``"minimax"``.
+        feature_matching_distance: ``"squared_l2"``, ``"mean_squared"`` or ``"mean_absolute"``.
+        generator_steps: generator updates per discriminator update (1 for FM, 3 for MD in the reference).
+        unlabeled_weight: weight of the unlabeled loss, >= 0 (1 in the reference).
+        real_target: the target of real data when ``engine.state`` has no ``real_target``; 1 = no smoothing.
+        fake_batch_size: samples per generated batch; the unlabeled batch's size by default (as the reference).
+        noise_fn: ``n -> noise`` for the generator; ``generator.sample_noise(n, device=device)`` by default.
+        device: where to move the batches; None leaves them where they are. The models must already be there.
+        non_blocking: passed to ``Tensor.to``.
+        amp: mixed precision: False, True or ``"bf16"`` (bfloat16 autocast), ``"fp16"`` (float16 autocast with a
+            :class:`torch.amp.GradScaler` per player, exposed as ``engine.state.d_scaler`` and
+            ``engine.state.g_scaler`` for checkpointing). Losses are computed in float32.
+        compile: True, or a mapping of :func:`torch.compile` arguments, to compile the models' forward passes.
+        prepare_batch: ``(batch, device, non_blocking) -> (x_labeled, y_labeled, x_unlabeled, x_unlabeled2)``.
+        output_transform: maps the dict of detached 0-d tensors to the engine's output; the default converts them
+            to floats in one device transfer.
+
+    Returns:
+        An :class:`ignite.engine.Engine`.
+
+    Raises:
+        ValueError / TypeError: for an unknown loss or distance, a negative weight, a non-positive step count, a
+            generator without ``sample_noise`` and no ``noise_fn``, or the same optimizer for both players.
+    """
+    generator_loss = _check_choice("generator_loss", generator_loss, SEMI_SUPERVISED_GENERATOR_LOSSES)
+    _check_choice("feature_matching_distance", feature_matching_distance, F.FEATURE_MATCHING_DISTANCES)
+    unlabeled_weight = _check_weight("unlabeled_weight", unlabeled_weight)
+    default_target = _check_target("real_target", real_target)
+    if fake_batch_size is not None:
+        _check_positive_int("fake_batch_size", fake_batch_size)
+    s = _setup(generator, discriminator, d_optimizer, g_optimizer, generator_steps, device, amp, compile, noise_fn)
+    device_, autocast, noise = s["device"], s["autocast"], s["noise_fn"]
+    d_player, g_player = s["d_player"], s["g_player"]
+    d_call, d_raw_call, g_call = s["d_call"], s["d_raw_call"], s["g_call"]
+    g_sample = s["g_raw_call"] or g_call
+    feature_matching = generator_loss == "feature_matching"
+
+    def step(engine: Engine, batch: Any) -> Any:
+        x_lab, y_lab, x_unl, x_unl2 = prepare_batch(batch, device_, non_blocking)
+        if feature_matching and x_unl2 is None:
+            raise ValueError(
+                "feature matching needs the second unlabeled batch (x_unlabeled2), got None: create the "
+                "SemiSupervisedLoader with generator_batch=True"
+            )
+        if not discriminator.training:
+            discriminator.train()
+        if not generator.training:
+            generator.train()
+        target = getattr(engine.state, "real_target", default_target)
+        n_fake = x_unl.shape[0] if fake_batch_size is None else fake_batch_size
+
+        # Discriminator step: three separate passes; the samples are constants.
+        with torch.no_grad(), autocast():
+            x_fake = g_sample(noise(n_fake))
+        with autocast():
+            logits_lab = d_call(x_lab)
+            logits_unl = d_call(x_unl)
+            logits_fake = d_call(x_fake)
+        logits_lab, logits_unl, logits_fake = logits_lab.float(), logits_unl.float(), logits_fake.float()
+        # The formulas of F.semi_supervised_losses, written out because that function validates the labels with
+        # a host-device synchronization, which a training step cannot afford; tests check they agree.
+        loss_lab = torch_F.cross_entropy(logits_lab, y_lab.long())
+        lse_unl = torch.logsumexp(logits_unl, dim=1)
+        lse_fake = torch.logsumexp(logits_fake, dim=1)
+        loss_unl = 0.5 * _real_loss(lse_unl, target) + 0.5 * torch_F.softplus(lse_fake).mean()
+        loss_d = loss_lab + unlabeled_weight * loss_unl
+        d_player.step(loss_d)
+
+        # Generator steps, fresh noise each.
+        g_losses = []
+        for _ in range(generator_steps):
+            with autocast():
+                x_gen = g_call(noise(n_fake))
+                if feature_matching:
+                    _, features_fake = d_raw_call(x_gen, return_features=True)
+                    with torch.no_grad():
+                        _, features_real = d_raw_call(x_unl2, return_features=True)
+                else:
+                    logits_gen = d_raw_call(x_gen)
+            if feature_matching:
+                loss_g = F.feature_matching_loss(
+                    features_real.float(), features_fake.float(), distance=feature_matching_distance
+                )
+            else:
+                loss_g = F.minimax_generator_loss(logits_gen.float())
+            g_player.step(loss_g)
+            g_losses.append(loss_g.detach())
+
+        with torch.no_grad():
+            outputs = {
+                "loss_labeled": loss_lab.detach(),
+                "loss_unlabeled": loss_unl.detach(),
+                "loss_discriminator": loss_d.detach(),
+                "loss_generator": g_losses[0] if len(g_losses) == 1 else torch.stack(g_losses).mean(),
+                "train_error": (logits_lab.argmax(dim=1) != y_lab).float().mean(),
+                "D_x": torch.sigmoid(lse_unl).mean(),
+                "D_G_z": torch.sigmoid(lse_fake).mean(),
+            }
+        return output_transform(outputs)
+
+    return _finish_engine(Engine(step), s)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GAN trainer for sample quality
+# ---------------------------------------------------------------------------------------------------------------
+def _prepare_gan_batch(
+    batch: Any, device: Optional[torch.device], non_blocking: bool
+) -> Tuple[Tensor, Optional[Tensor]]:
+    if isinstance(batch, Tensor):
+        return _move(batch, device, non_blocking), None
+    if isinstance(batch, (tuple, list)) and len(batch) >= 1:
+        # Labels are moved by the step, and only if it uses them (conditional=True).
+        labels = batch[1] if len(batch) >= 2 else None
+        return _move(batch[0], device, non_blocking), labels
+    raise TypeError(f"the GAN trainer expects batches x or (x, y, ...), got {type(batch).__name__}")
+
+
+def create_gan_trainer(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    d_optimizer: Optimizer,
+    g_optimizer: Optimizer,
+    *,
+    generator_loss: str = "non_saturating",
+    feature_matching_distance: str = "squared_l2",
+    generator_steps: int = 1,
+    real_target: float = 1.0,
+    conditional: bool = False,
+    class_weight: float = 1.0,
+    fake_batch_size: Optional[int] = None,
+    noise_fn: Optional[Callable[[int], Tensor]] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    non_blocking: bool = False,
+    amp: AmpOption = False,
+    compile: CompileOption = False,
+    prepare_batch: Callable[..., Tuple[Tensor, Optional[Tensor]]] = _prepare_gan_batch,
+    output_transform: Callable[[Dict[str, Tensor]], Any] = outputs_to_floats,
+) -> Engine:
+    """An Ignite trainer for the GAN step of the sample-quality experiments (paper §3-4, spec §3.7).
+
+    Each iteration takes a batch ``x`` or ``(x, y, ...)`` and, with both models in training mode:
+
+    1. **Discriminator step.** ``x_fake = G(z)`` from fresh noise without gradient; two separate forward passes
+       ``D(x)`` and ``D(x_fake)`` (minibatch discrimination sees each source on its own); the loss is
+       :func:`~ignite_igan.functional.one_sided_label_smoothing_loss` on the real-vs-fake logits, with the real
+       target read from ``engine.state.real_target`` if present (see
+       :class:`~ignite_igan.handlers.OneSidedLabelSmoothing`), else ``real_target``; fakes keep target 0. The
+       real-vs-fake logit is ``logsumexp`` of the class logits, the K+1 formulation with the fake logit fixed at
+       0 (spec §2); a discriminator with one output (``(N, 1)`` or ``(N,)``) is a plain GAN.
+       With ``conditional=True`` the batch's labels add ``class_weight ·`` K-way cross-entropy on the real batch,
+       as the ImageNet code's ``d_loss_class``.
+    2. **Generator steps**, ``generator_steps`` times with fresh noise: ``"non_saturating"`` ``E[-log D(G(z))]``,
+       ``"minimax"`` (the reference's saturating ``E[log(1 - D(G(z)))]``) or ``"feature_matching"`` against the
+       features of this iteration's real batch.
+
+    A virtual-batch-norm generator needs nothing here (its reference batch is part of the model); nor does
+    historical averaging (optimizer step hooks).
+
+    The output is ``loss_discriminator``, ``loss_generator`` (mean over the generator steps), ``D_x``, ``D_G_z``
+    and, with ``conditional=True``, ``loss_labeled`` and ``train_error``.
+
+    Args:
+        generator, discriminator, d_optimizer, g_optimizer: as for :func:`create_semi_supervised_trainer`.
+        generator_loss: ``"non_saturating"``, ``"minimax"`` or ``"feature_matching"``.
+        feature_matching_distance: distance for ``"feature_matching"``.
+        generator_steps: generator updates per discriminator update (3 in the reference's MD scripts).
+        real_target: the real target when ``engine.state`` has none, in (0, 1]; 1 = no smoothing.
+        conditional: use the batch's labels (second element) for the class loss.
+        class_weight: weight of the class loss, >= 0.
+        fake_batch_size, noise_fn, device, non_blocking, amp, compile, output_transform: as for
+            :func:`create_semi_supervised_trainer`.
+        prepare_batch: ``(batch, device, non_blocking) -> (x, y or None)``; the labels are moved to ``device`` by
+            the step when ``conditional=True``.
+
+    Returns:
+        An :class:`ignite.engine.Engine`.
+
+    Example:
+        >>> import torch
+        >>> from ignite_igan.models import digits_discriminator, digits_generator
+        >>> from ignite_igan.optim import ReferenceAdam
+        >>> gen, disc = digits_generator(), digits_discriminator(num_classes=1)
+        >>> d_opt, g_opt = ReferenceAdam(disc.parameters(), lr=3e-4), ReferenceAdam(gen.parameters(), lr=3e-4)
+        >>> trainer = create_gan_trainer(gen, disc, d_opt, g_opt, real_target=0.9)
+        >>> sorted(trainer.run([torch.rand(16, 64)] * 2, max_epochs=1).output)
+        ['D_G_z', 'D_x', 'loss_discriminator', 'loss_generator']
+    """
+    generator_loss = _check_choice("generator_loss", generator_loss, GAN_GENERATOR_LOSSES)
+    _check_choice("feature_matching_distance", feature_matching_distance, F.FEATURE_MATCHING_DISTANCES)
+    default_target = _check_target("real_target", real_target)
+    class_weight = _check_weight("class_weight", class_weight)
+    conditional = bool(conditional)
+    if fake_batch_size is not None:
+        _check_positive_int("fake_batch_size", fake_batch_size)
+    s = _setup(generator, discriminator, d_optimizer, g_optimizer, generator_steps, device, amp, compile, noise_fn)
+    device_, autocast, noise = s["device"], s["autocast"], s["noise_fn"]
+    d_player, g_player = s["d_player"], s["g_player"]
+    d_call, d_raw_call, g_call = s["d_call"], s["d_raw_call"], s["g_call"]
+    g_sample = s["g_raw_call"] or g_call
+
+    def step(engine: Engine, batch: Any) -> Any:
+        x_real, y_real = prepare_batch(batch, device_, non_blocking)
+        if conditional:
+            if y_real is None:
+                raise ValueError("conditional=True needs batches (x, y, ...) with labels, got inputs only")
+            y_real = _move(y_real, device_, non_blocking)
+        if not discriminator.training:
+            discriminator.train()
+        if not generator.training:
+            generator.train()
+        target = getattr(engine.state, "real_target", default_target)
+        n_fake = x_real.shape[0] if fake_batch_size is None else fake_batch_size
+
+        with torch.no_grad(), autocast():
+            x_fake = g_sample(noise(n_fake))
+        with autocast():
+            logits_real = d_call(x_real)
+            logits_fake = d_call(x_fake)
+        logits_real, logits_fake = logits_real.float(), logits_fake.float()
+        gan_real, gan_fake = _gan_logit(logits_real), _gan_logit(logits_fake)
+        loss_d = F.one_sided_label_smoothing_loss(gan_real, gan_fake, real_target=target)
+        if conditional:
+            loss_lab = torch_F.cross_entropy(logits_real, y_real.long())
+            loss_d = loss_d + class_weight * loss_lab
+        d_player.step(loss_d)
+
+        g_losses = []
+        for _ in range(generator_steps):
+            with autocast():
+                x_gen = g_call(noise(n_fake))
+                if generator_loss == "feature_matching":
+                    _, features_fake = d_raw_call(x_gen, return_features=True)
+                    with torch.no_grad():
+                        _, features_real = d_raw_call(x_real, return_features=True)
+                else:
+                    logits_gen = d_raw_call(x_gen)
+            if generator_loss == "feature_matching":
+                loss_g = F.feature_matching_loss(
+                    features_real.float(), features_fake.float(), distance=feature_matching_distance
+                )
+            elif generator_loss == "minimax":
+                loss_g = -torch_F.softplus(_gan_logit(logits_gen.float())).mean()
+            else:
+                loss_g = torch_F.softplus(-_gan_logit(logits_gen.float())).mean()
+            g_player.step(loss_g)
+            g_losses.append(loss_g.detach())
+
+        with torch.no_grad():
+            outputs = {
+                "loss_discriminator": loss_d.detach(),
+                "loss_generator": g_losses[0] if len(g_losses) == 1 else torch.stack(g_losses).mean(),
+                "D_x": torch.sigmoid(gan_real).mean(),
+                "D_G_z": torch.sigmoid(gan_fake).mean(),
+            }
+            if conditional:
+                outputs["loss_labeled"] = loss_lab.detach()
+                outputs["train_error"] = (logits_real.argmax(dim=1) != y_real).float().mean()
+        return output_transform(outputs)
+
+    return _finish_engine(Engine(step), s)

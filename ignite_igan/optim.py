@@ -1,0 +1,277 @@
+"""The reference code's optimizer and learning-rate schedules.
+
+:class:`ReferenceAdam` is the Adam of ``mnist_svhn_cifar10/nn.py`` (spec §1.2): the epsilon sits *inside* the
+square root, ``p ← p - lr · m̂ / sqrt(v̂ + 1e-8)``, where :class:`torch.optim.Adam` computes
+``m̂ / (sqrt(v̂) + eps)``. The two differ when gradients are small (|g| ≲ 1e-4), which is common late in GAN training,
+and no choice of ``eps`` makes :class:`torch.optim.Adam` equal to it.
+
+The schedules are the reference's per-epoch learning-rate factors (spec §4): constant, then a linear decay to zero
+over the last epochs, ``min(3 - epoch/400, 1)`` on CIFAR-10 and ``min(3 - epoch/300, 1)`` on SVHN. They are plain
+functions of the epoch, so they work as the ``lr_lambda`` of :class:`torch.optim.lr_scheduler.LambdaLR`, and
+:class:`EpochLRScheduler` applies them from an Ignite engine's epoch counter, which needs nothing saved to resume.
+
+Example:
+    >>> import torch
+    >>> from ignite.engine import Engine
+    >>> from ignite_igan.optim import ReferenceAdam, EpochLRScheduler, cifar10_lr_factor
+    >>> model = torch.nn.Linear(3, 1)
+    >>> optimizer = ReferenceAdam(model.parameters(), lr=3e-4, betas=(0.5, 0.999))
+    >>> def step(engine, batch):
+    ...     optimizer.zero_grad()
+    ...     model(batch).sum().backward()
+    ...     optimizer.step()
+    >>> trainer = Engine(step)
+    >>> EpochLRScheduler(optimizer, cifar10_lr_factor).attach(trainer)
+    >>> _ = trainer.run([torch.randn(2, 3)], max_epochs=2)
+    >>> optimizer.param_groups[0]["lr"]  # epoch index 1 of 1200: still the constant part
+    0.0003
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from ignite.engine import CallableEventWithFilter, Engine, Events
+from torch import Tensor
+from torch.optim import Optimizer
+
+__all__ = [
+    "ReferenceAdam",
+    "linear_decay_factor",
+    "cifar10_lr_factor",
+    "svhn_lr_factor",
+    "EpochLRScheduler",
+]
+
+
+def _check_number(name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if math.isnan(value) or below or above:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return value
+
+
+class ReferenceAdam(Optimizer):
+    """Adam as the reference code writes it, epsilon inside the square root (spec §1.2).
+
+    For every parameter, with moments starting at zero and ``t`` the number of updates so far (starting at 1)::
+
+        m ← β1·m + (1 - β1)·g
+        v ← β2·v + (1 - β2)·g²
+        p ← p - lr · (m / (1 - β1^t)) / sqrt(v / (1 - β2^t) + eps)
+
+    The reference keeps one counter ``t`` per optimizer and updates every parameter at every step. Here, as in
+    :class:`torch.optim.Adam`, each parameter keeps its own ``step`` in its state and a parameter whose ``.grad`` is
+    None is skipped; when every parameter receives a gradient at every step (the reference's situation) all the
+    counters are equal to the reference's ``t``. The state is the usual ``state_dict`` (``step``, ``exp_avg``,
+    ``exp_avg_sq`` per parameter), and the step hooks of :class:`torch.optim.Optimizer`
+    (``register_step_pre_hook`` / ``register_step_post_hook``) work, which is how
+    :class:`ignite_igan.handlers.HistoricalAveraging` adds its penalty's gradient.
+
+    All scripts of the reference use ``betas=(0.5, 0.999)``; the defaults here are Adam's usual ``(0.9, 0.999)``,
+    as in the reference's function signature.
+
+    Args:
+        params: parameters or parameter groups, as for any torch optimizer.
+        lr: learning rate (3e-4 on CIFAR-10/SVHN, 3e-3 on MNIST in the reference).
+        betas: ``(β1, β2)``, each in [0, 1).
+        eps: added to the bias-corrected second moment *inside* the square root (1e-8 in the reference).
+
+    Example:
+        >>> import torch
+        >>> p = torch.nn.Parameter(torch.tensor([1.0]))
+        >>> opt = ReferenceAdam([p], lr=0.1, betas=(0.5, 0.999))
+        >>> p.grad = torch.tensor([2.0])
+        >>> opt.step()
+        >>> round(p.item(), 6)  # first step: m̂ = g, v̂ = g², so the move is lr · g / sqrt(g² + 1e-8)
+        0.9
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Union[Tensor, Dict[str, Any]]],
+        lr: float = 1e-3,
+        betas: Tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        lr = _check_number("lr", lr, 0.0, math.inf, False, True)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        beta1 = _check_number("betas[0]", betas[0], 0.0, 1.0, False, True)
+        beta2 = _check_number("betas[1]", betas[1], 0.0, 1.0, False, True)
+        eps = _check_number("eps", eps, 0.0, math.inf, False, True)
+        super().__init__(params, dict(lr=lr, betas=(beta1, beta2), eps=eps))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:  # type: ignore[override]
+        """Performs one update of every parameter that has a gradient.
+
+        Args:
+            closure: optional callable that re-evaluates the model and returns the loss.
+
+        Returns:
+            The closure's loss, or None.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            lr = group["lr"]
+            beta1, beta2 = group["betas"]
+            eps = group["eps"]
+            # Parameters are bucketed by (device, dtype, step count) so that every bucket is one set of fused
+            # foreach kernels with scalar bias corrections; normally there is a single bucket.
+            buckets: Dict[Tuple[torch.device, torch.dtype, int], Tuple[List[Tensor], ...]] = {}
+            for p in group["params"]:
+                grad = p.grad
+                if grad is None:
+                    continue
+                if grad.is_sparse:
+                    raise RuntimeError("ReferenceAdam does not support sparse gradients")
+                if torch.is_complex(p):
+                    raise RuntimeError("ReferenceAdam does not support complex parameters")
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                step = int(state["step"]) + 1
+                state["step"] = step
+                bucket = buckets.setdefault((p.device, p.dtype, step), ([], [], [], []))
+                bucket[0].append(p)
+                bucket[1].append(grad)
+                bucket[2].append(state["exp_avg"])
+                bucket[3].append(state["exp_avg_sq"])
+
+            for (_, _, step), (params, grads, exp_avgs, exp_avg_sqs) in buckets.items():
+                bias_correction1 = 1.0 - beta1**step
+                bias_correction2 = 1.0 - beta2**step
+                torch._foreach_mul_(exp_avgs, beta1)
+                torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
+                torch._foreach_mul_(exp_avg_sqs, beta2)
+                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+                # sqrt(v / (1 - β2^t) + eps): the epsilon is inside the root, as in the reference.
+                denominators = torch._foreach_div(exp_avg_sqs, bias_correction2)
+                torch._foreach_add_(denominators, eps)
+                torch._foreach_sqrt_(denominators)
+                torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / bias_correction1)
+        return loss
+
+
+def linear_decay_factor(epoch: int, total_epochs: int, decay_epochs: int) -> float:
+    """The reference's learning-rate factor: 1, then a linear decay to 0 over the last ``decay_epochs`` epochs.
+
+    ``min(total_epochs/decay_epochs - epoch/decay_epochs, 1)`` for a 0-based ``epoch``; with ``total_epochs=1200``
+    and ``decay_epochs=400`` this is the CIFAR-10 scripts' ``min(3 - epoch/400, 1)``. The arithmetic follows the
+    reference (``3. - epoch/400.``) so that the factors are the same floats.
+
+    Args:
+        epoch: 0-based epoch index, >= 0.
+        total_epochs: the length of the run; the factor reaches 0 at this epoch.
+        decay_epochs: length of the decay, in (0, total_epochs].
+
+    Returns:
+        The factor, in [0, 1] for ``epoch <= total_epochs``.
+    """
+    for name, value in (("epoch", epoch), ("total_epochs", total_epochs), ("decay_epochs", decay_epochs)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0 (0-based), got {epoch}")
+    if not 0 < decay_epochs <= total_epochs:
+        raise ValueError(
+            f"decay_epochs must be in (0, total_epochs={total_epochs}], got {decay_epochs}"
+        )
+    return min(total_epochs / decay_epochs - epoch / decay_epochs, 1.0)
+
+
+def cifar10_lr_factor(epoch: int) -> float:
+    """CIFAR-10 scripts' factor ``min(3 - epoch/400, 1)`` over 1200 epochs (spec §3.2-3.3), 0-based ``epoch``.
+
+    Example:
+        >>> cifar10_lr_factor(0), cifar10_lr_factor(800), cifar10_lr_factor(1000)
+        (1.0, 1.0, 0.5)
+    """
+    return linear_decay_factor(epoch, total_epochs=1200, decay_epochs=400)
+
+
+def svhn_lr_factor(epoch: int) -> float:
+    """SVHN scripts' factor ``min(3 - epoch/300, 1)`` over 900 epochs (spec §3.4-3.5), 0-based ``epoch``.
+
+    Example:
+        >>> svhn_lr_factor(600), svhn_lr_factor(750)
+        (1.0, 0.5)
+    """
+    return linear_decay_factor(epoch, total_epochs=900, decay_epochs=300)
+
+
+class EpochLRScheduler:
+    """Sets the learning rate of one or more optimizers to ``base_lr · lr_lambda(epoch)`` at every epoch start.
+
+    ``epoch`` is the engine's 0-based epoch index (``engine.state.epoch - 1``), as in the reference's
+    ``for epoch in range(...)`` loop. The rate is a function of the engine's epoch alone, so a run resumed from a
+    checkpoint, even one taken in the middle of an epoch, gets the same rates as an uninterrupted run without this
+    handler being saved. (A stateful :class:`torch.optim.lr_scheduler.LambdaLR` stepped on epoch events is off by
+    one epoch after a mid-epoch resume, because the resumed engine fires ``EPOCH_STARTED`` again for the
+    interrupted epoch.)
+
+    The base rates are taken from each parameter group's ``"initial_lr"`` if it has one, else its current
+    ``"lr"``, when the handler is attached, and written to ``"initial_lr"``, the key torch's own schedulers use,
+    so that they travel with the optimizer's ``state_dict``.
+
+    Args:
+        optimizers: an optimizer or a sequence of them (the reference schedules D and G alike).
+        lr_lambda: maps the 0-based epoch to a factor, e.g. :func:`cifar10_lr_factor`.
+
+    Example:
+        >>> import torch
+        >>> from ignite.engine import Engine
+        >>> d_opt = ReferenceAdam(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+        >>> trainer = Engine(lambda engine, batch: None)
+        >>> EpochLRScheduler(d_opt, lambda epoch: 0.5 ** epoch).attach(trainer)
+        >>> _ = trainer.run([0, 0], max_epochs=3)
+        >>> d_opt.param_groups[0]["lr"]
+        0.25
+    """
+
+    def __init__(self, optimizers: Union[Optimizer, Sequence[Optimizer]], lr_lambda: Callable[[int], float]) -> None:
+        if isinstance(optimizers, Optimizer) or hasattr(optimizers, "param_groups"):
+            optimizers = [optimizers]  # type: ignore[list-item]
+        optimizers = list(optimizers)  # type: ignore[arg-type]
+        if not optimizers:
+            raise ValueError("optimizers must hold at least one optimizer, got an empty sequence")
+        for index, optimizer in enumerate(optimizers):
+            if not hasattr(optimizer, "param_groups"):
+                raise TypeError(
+                    f"optimizers[{index}] must be a torch optimizer (with param_groups), got {type(optimizer).__name__}"
+                )
+        if not callable(lr_lambda):
+            raise TypeError(f"lr_lambda must be callable (epoch -> factor), got {type(lr_lambda).__name__}")
+        self.optimizers: List[Optimizer] = optimizers
+        self.lr_lambda = lr_lambda
+
+    def attach(
+        self, engine: Engine, event: Union[Events, CallableEventWithFilter] = Events.EPOCH_STARTED
+    ) -> None:
+        """Records the base rates and sets the rate on ``event`` (every epoch start by default)."""
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        engine.add_event_handler(event, self)
+
+    def __call__(self, engine: Engine) -> None:
+        epoch = engine.state.epoch - 1
+        factor = float(self.lr_lambda(epoch))
+        if not math.isfinite(factor) or factor < 0:
+            raise ValueError(f"lr_lambda({epoch}) must be a finite factor >= 0, got {factor!r}")
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
