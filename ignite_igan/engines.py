@@ -252,13 +252,6 @@ def _finish_engine(engine: Engine, setup: Dict[str, Any]) -> Engine:
     return engine
 
 
-def _real_loss(gan_logits: Tensor, real_target: float) -> Tensor:
-    """``mean BCE(gan_logit, real_target)``; exactly ``mean softplus(-l) = E[-log D(x)]`` for a target of 1."""
-    if real_target == 1.0:
-        return torch_F.softplus(-gan_logits).mean()
-    return torch_F.binary_cross_entropy_with_logits(gan_logits, torch.full_like(gan_logits, real_target))
-
-
 def _gan_logit(logits: Tensor) -> Tensor:
     return logits if logits.dim() == 1 else F.gan_logit(logits)
 
@@ -392,12 +385,10 @@ def create_semi_supervised_trainer(
             logits_unl = d_call(x_unl)
             logits_fake = d_call(x_fake)
         logits_lab, logits_unl, logits_fake = logits_lab.float(), logits_unl.float(), logits_fake.float()
-        # The formulas of F.semi_supervised_losses, written out because that function validates the labels with
-        # a host-device synchronization, which a training step cannot afford; tests check they agree.
-        loss_lab = torch_F.cross_entropy(logits_lab, y_lab.long())
-        lse_unl = torch.logsumexp(logits_unl, dim=1)
-        lse_fake = torch.logsumexp(logits_fake, dim=1)
-        loss_unl = 0.5 * _real_loss(lse_unl, target) + 0.5 * torch_F.softplus(lse_fake).mean()
+        # No label check here: it would synchronize host and device at every step.
+        loss_lab, loss_unl = F.semi_supervised_losses(
+            logits_lab, y_lab, logits_unl, logits_fake, real_target=target, check_labels=False
+        )
         loss_d = loss_lab + unlabeled_weight * loss_unl
         d_player.step(loss_d)
 
@@ -428,8 +419,8 @@ def create_semi_supervised_trainer(
                 "loss_discriminator": loss_d.detach(),
                 "loss_generator": g_losses[0] if len(g_losses) == 1 else torch.stack(g_losses).mean(),
                 "train_error": (logits_lab.argmax(dim=1) != y_lab).float().mean(),
-                "D_x": torch.sigmoid(lse_unl).mean(),
-                "D_G_z": torch.sigmoid(lse_fake).mean(),
+                "D_x": torch.sigmoid(F.gan_logit(logits_unl)).mean(),
+                "D_G_z": torch.sigmoid(F.gan_logit(logits_fake)).mean(),
             }
         return output_transform(outputs)
 

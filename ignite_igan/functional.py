@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence, Tuple, Union
 
 import numpy as np
@@ -188,7 +189,7 @@ def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tenso
     Args:
         x: live activations, (N, C) or (N, C, H, W).
         reference: the reference batch's activations at the same layer, (R, C) or (R, C, H, W).
-        eps: added to the variance inside the square root (1e-5 in the reference).
+        eps: added to the variance inside the square root, > 0 (1e-5 in the reference).
 
     Returns:
         The normalized ``x``, same shape.
@@ -204,8 +205,8 @@ def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tenso
             f"got {tuple(reference.shape)}"
         )
     _check_nonempty("reference", reference)
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    if not eps > 0:  # eps = 0 would turn a constant channel into 0/0
+        raise ValueError(f"eps must be > 0, got {eps}")
     r = reference.shape[0]
     # Per-channel moments: reduce over the batch and the spatial dimensions for the reference, over the
     # spatial dimensions alone for each live example.
@@ -307,7 +308,12 @@ def _check_logits(name: str, logits: object, num_classes: Union[int, None]) -> T
 
 
 def semi_supervised_losses(
-    logits_labeled: Tensor, labels: Tensor, logits_unlabeled: Tensor, logits_fake: Tensor
+    logits_labeled: Tensor,
+    labels: Tensor,
+    logits_unlabeled: Tensor,
+    logits_fake: Tensor,
+    real_target: float = 1.0,
+    check_labels: bool = True,
 ) -> Tuple[Tensor, Tensor]:
     """The discriminator's two losses in the K+1-class semi-supervised GAN (spec §2).
 
@@ -325,6 +331,11 @@ def semi_supervised_losses(
         labels: (N_lab,) integer class labels in [0, K).
         logits_unlabeled: (N_unl, K) logits of the unlabeled batch.
         logits_fake: (N_fake, K) logits of the generated batch.
+        real_target: target of the unlabeled real data in the real-vs-fake term, in (0, 1]. At 1 (the reference)
+            the term is ``softplus(-LSE)``; below 1 it is ``BCE(LSE, real_target)``, one-sided label smoothing
+            (paper §3.4) applied to the K+1-class discriminator. Fakes keep target 0.
+        check_labels: verify that every label lies in [0, K). The check reads the labels' range back to the host,
+            a device synchronization that a training step on a GPU may want to skip once the data is trusted.
 
     Returns:
         ``(loss_labeled, loss_unlabeled)``, scalar tensors.
@@ -340,15 +351,29 @@ def semi_supervised_losses(
         raise ValueError(
             f"labels must have shape ({logits_labeled.shape[0]},) to match logits_labeled, got {tuple(labels.shape)}"
         )
-    low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in [{low}, {high}]")
+    if check_labels:
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in [{low}, {high}]")
+    real_target = _check_real_target(real_target)
 
     loss_labeled = torch_F.cross_entropy(logits_labeled, labels.long())
     lse_unlabeled = torch.logsumexp(logits_unlabeled, dim=1)
     lse_fake = torch.logsumexp(logits_fake, dim=1)
-    loss_unlabeled = 0.5 * torch_F.softplus(-lse_unlabeled).mean() + 0.5 * torch_F.softplus(lse_fake).mean()
+    if real_target == 1.0:
+        real_term = torch_F.softplus(-lse_unlabeled).mean()
+    else:
+        real_term = torch_F.binary_cross_entropy_with_logits(lse_unlabeled, torch.full_like(lse_unlabeled, real_target))
+    loss_unlabeled = 0.5 * real_term + 0.5 * torch_F.softplus(lse_fake).mean()
     return loss_labeled, loss_unlabeled
+
+
+def _check_real_target(real_target: object) -> float:
+    if isinstance(real_target, Tensor) and real_target.numel() == 1:
+        real_target = float(real_target)
+    if isinstance(real_target, bool) or not isinstance(real_target, numbers.Real) or not 0.0 < real_target <= 1.0:
+        raise ValueError(f"real_target must be in (0, 1], got {real_target!r}")
+    return float(real_target)
 
 
 def minimax_generator_loss(logits_fake: Tensor) -> Tensor:
@@ -391,10 +416,7 @@ def one_sided_label_smoothing_loss(real_logits: Tensor, fake_logits: Tensor, rea
     fake_logits = _check_tensor("fake_logits", fake_logits)
     _check_floating("real_logits", real_logits)
     _check_floating("fake_logits", fake_logits)
-    if isinstance(real_target, Tensor):
-        real_target = float(real_target)
-    if not isinstance(real_target, (int, float)) or not 0.0 < real_target <= 1.0:
-        raise ValueError(f"real_target must be in (0, 1], got {real_target!r}")
+    real_target = _check_real_target(real_target)
     for name, value in (("real_logits", real_logits), ("fake_logits", fake_logits)):
         if value.numel() == 0:
             raise ValueError(f"{name} must hold at least one logit, got shape {tuple(value.shape)}")
