@@ -11,7 +11,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Until the lead merges the section into README.md it lives in the notes file; then this becomes
 # REPO_ROOT / "README.md".
-README_PATH = Path("/work/notes/readme_attach.md")
+README_PATH = REPO_ROOT / "README.md"
 SECTION_HEADING = "## Attach to your own engine"
 
 
