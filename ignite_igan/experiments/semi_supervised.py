@@ -129,6 +129,12 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         output_dir=f"runs/{name}_ssl",
     )
     group = parser.add_argument_group(f"{name}_ssl")
+    if name in ("cifar10", "svhn"):
+        group.add_argument(
+            "--no-verify-checksums",
+            action="store_true",
+            help="read the data files without torchvision's MD5 check (for re-packed or cut-down copies)",
+        )
     group.add_argument("--lr", type=cli.positive_float, default=setting.lr, help="learning rate of D and G")
     group.add_argument(
         "--lr-decay-epochs",
@@ -175,7 +181,8 @@ def _load(name: str, args: argparse.Namespace, train: bool):
     if idist.get_rank() > 0:
         idist.barrier()
     try:
-        dataset = load_dataset(name, root, train=train, download=getattr(args, "download", False))
+        options = {"verify_checksums": False} if getattr(args, "no_verify_checksums", False) else {}
+        dataset = load_dataset(name, root, train=train, download=getattr(args, "download", False), **options)
     finally:
         if idist.get_rank() == 0:
             idist.barrier()

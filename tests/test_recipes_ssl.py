@@ -1,0 +1,147 @@
+"""The semi-supervised recipes, run end to end as a user runs them."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.datafiles import write_cifar10, write_mnist, write_svhn
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small enough for a CPU in seconds, large enough to run every part of a real run.
+QUICK = ["--epochs", "1", "--iterations-per-epoch", "2", "--batch-size", "20", "--init-examples", "40", "--no-progress"]
+
+
+def run_recipe(name, *args, check=True, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / f"{name}.py"), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def summary(output_dir):
+    return json.loads((Path(output_dir) / "summary.json").read_text())
+
+
+def test_digits_ssl_runs_for_real_and_reports_both_errors(tmp_path):
+    out = tmp_path / "digits"
+    run_recipe("digits_ssl", "--epochs", "3", "--output-dir", out, "--no-progress")
+    result = summary(out)
+    metrics = result["metrics"]
+    assert metrics["labels"] == 100 and metrics["test_examples"] == 500
+    assert metrics["iterations"] == 3 * (1297 // 100)
+    for key in ("test_error", "baseline_test_error"):
+        assert 0.0 <= metrics[key] < 0.9  # better than chance after three epochs
+    assert metrics["test_error_count"] == round(metrics["test_error"] * 500)
+    assert result["seeds"] == {"seed": 1, "seed_data": 1} and result["config"]["epochs"] == 3
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"training/loss_labeled", "training/loss_generator", "test/error"} <= set(tags["scalars"])
+    assert tags["images"], "no image grid in the TensorBoard log"
+
+
+@pytest.mark.parametrize(
+    "recipe, writer, extra",
+    [
+        ("mnist_ssl", write_mnist, []),
+        ("cifar10_ssl", write_cifar10, ["--no-verify-checksums"]),
+        ("svhn_ssl", write_svhn, ["--no-verify-checksums"]),
+    ],
+)
+def test_dataset_recipes_on_files_in_the_real_formats(tmp_path, recipe, writer, extra):
+    data = tmp_path / "data"
+    writer(data)
+    out = tmp_path / "run"
+    run_recipe(recipe, "--data-dir", data, "--output-dir", out, "--labels-per-class", "2", *QUICK, *extra)
+    metrics = summary(out)["metrics"]
+    assert metrics["iterations"] == 2 and metrics["labels"] == 20
+    assert metrics["test_examples"] == 100 and 0.0 <= metrics["test_error"] <= 1.0
+    assert (out / "checkpoints" / "checkpoint_1.pt").is_file()
+
+
+def _final_parameters(output_dir, epoch):
+    state = torch.load(Path(output_dir) / "checkpoints" / f"checkpoint_{epoch}.pt", weights_only=True)
+    return {f"{model}.{k}": v for model in ("generator", "discriminator") for k, v in state[model].items()}
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+    args = ["--epochs", "4", "--iterations-per-epoch", "4", "--no-baseline", "--no-progress"]
+    straight = tmp_path / "straight"
+    run_recipe("digits_ssl", *args, "--output-dir", straight)
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "recipes" / "digits_ssl.py"), *args, "--output-dir", str(killed)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
+    )
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "checkpoint_1.pt").exists():
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint after 240 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+
+    run_recipe("digits_ssl", *args, "--output-dir", killed, "--resume")
+    expected, resumed = _final_parameters(straight, 4), _final_parameters(killed, 4)
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+    assert summary(killed)["metrics"]["test_error"] == summary(straight)["metrics"]["test_error"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_under_torchrun(tmp_path):
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+         str(ROOT / "recipes" / "digits_ssl.py"), "--backend", "gloo", "--device", "cpu",
+         "--epochs", "1", "--iterations-per-epoch", "3", "--no-baseline", "--no-progress", "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = summary(out)
+    assert result["world_size"] == 2 and result["metrics"]["iterations"] == 3
+    assert result["metrics"]["test_examples"] == 500  # the two shards of the test set add up to all of it
+
+
+def test_bad_input_fails_early_and_clearly(tmp_path):
+    missing = run_recipe("mnist_ssl", "--data-dir", tmp_path / "nowhere", "--output-dir", tmp_path / "o", check=False)
+    assert missing.returncode == 2 and "--data-dir" in missing.stderr and "--download" in missing.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    absent = run_recipe("mnist_ssl", "--data-dir", empty, "--output-dir", tmp_path / "o", check=False)
+    assert absent.returncode == 2 and "MNIST" in absent.stderr and "download" in absent.stderr
+
+    too_many = run_recipe("digits_ssl", "--labels-per-class", "200", "--output-dir", tmp_path / "o", check=False)
+    assert too_many.returncode == 2 and "per_class" in too_many.stderr and "200" in too_many.stderr
+
+    negative = run_recipe("digits_ssl", "--epochs", "-3", check=False)
+    assert negative.returncode == 2 and "--epochs" in negative.stderr and "positive integer" in negative.stderr
+
+    from ignite_igan.experiments.semi_supervised import main
+
+    with pytest.raises(ValueError, match="name must be one of .* got 'imagenet'"):
+        main("imagenet", [])
