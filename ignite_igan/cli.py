@@ -55,6 +55,7 @@ def recipe_parser(
     data_dir: Optional[str] = "data",
     batch_size: int = 100,
     output_dir: Optional[str] = None,
+    threads: Optional[int] = None,
 ) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with the flags every recipe shares; the recipe adds its own switches to it.
 
@@ -65,6 +66,8 @@ def recipe_parser(
         data_dir: default data directory, or None for a recipe whose data ships with the package.
         batch_size: default batch size (100 for every paper experiment).
         output_dir: default output directory.
+        threads: default number of CPU threads per process (None: torch's default). Small networks run faster on
+            one thread: a second one costs more in synchronization than it saves (``benchmarks/trainer_overhead.py``).
     """
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -90,6 +93,9 @@ def recipe_parser(
     group.add_argument("--output-dir", type=Path, default=Path(output_dir or "runs/" + description.split()[0].lower()))
     group.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --output-dir")
     group.add_argument("--num-workers", type=nonnegative_int, default=0, help="data loader worker processes")
+    group.add_argument(
+        "--threads", type=positive_int, default=threads, help="CPU threads per process (default: torch's choice)"
+    )
     group.add_argument(
         "--backend",
         default=None,

@@ -60,6 +60,8 @@ def prepare_run(args: argparse.Namespace) -> torch.device:
         device = idist.device()
     if device.type == "cpu":
         torch.set_flush_denormal(True)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     if rank == 0:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     return device

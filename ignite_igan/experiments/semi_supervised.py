@@ -127,6 +127,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         labels_per_class=setting.labels_per_class,
         data_dir=None if name == "digits" else "data",
         output_dir=f"runs/{name}_ssl",
+        threads=1 if name == "digits" else None,
     )
     group = parser.add_argument_group(f"{name}_ssl")
     if name in ("cifar10", "svhn"):
