@@ -43,7 +43,8 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "plot": ["matplotlib>=3.5"],
+        "digits": ["scikit-learn>=1.1"],  # the bundled digits data set of the digits recipes
+        "plot": ["matplotlib>=3.5"],  # the mixture recipe's scatter plots
         "test": ["pytest>=7", "scikit-learn>=1.1", "matplotlib>=3.5"],
     },
     classifiers=[
