@@ -86,11 +86,22 @@ def minibatch_l1_distances(m: Tensor) -> Tensor:
         The distances, shape (N, N, B), with zeros on the diagonal (self-distances are not masked here).
     """
     _check_minibatch_input(m)
+    return _l1_distances(m)
+
+
+def _l1_distances(m: Tensor) -> Tensor:
     n, b, c = m.shape
-    distances = m.new_zeros(n, n, b)
+    if torch.is_grad_enabled() and m.requires_grad:  # autograd needs the out-of-place form
+        return sum((m[:, None, :, k] - m[None, :, :, k]).abs() for k in range(c))
+    # |differences| accumulated in place, one kernel dimension at a time: two (N, N, B) buffers in all.
+    distances = m.new_empty(n, n, b)
+    scratch = torch.empty_like(distances) if c > 1 else None
     for k in range(c):
         column = m[:, :, k]
-        distances += (column.unsqueeze(1) - column.unsqueeze(0)).abs()
+        target = distances if k == 0 else scratch
+        torch.sub(column.unsqueeze(1), column.unsqueeze(0), out=target).abs_()
+        if k:
+            distances.add_(scratch)
     return distances
 
 
@@ -113,7 +124,8 @@ class _MinibatchFeatures(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, m: Tensor) -> Tensor:  # type: ignore[override]
-        similarity = torch.neg(minibatch_l1_distances(m)).exp_()
+        similarity = _l1_distances(m)
+        similarity.neg_().exp_()
         # The reference adds 1e6 to the self-distance before exp(-d); exp(-1e6) is exactly 0 in float32 and
         # float64, so zeroing the diagonal is the same computation without the large constant.
         similarity.diagonal(dim1=0, dim2=1).zero_()
@@ -125,14 +137,14 @@ class _MinibatchFeatures(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor) -> Tensor:  # type: ignore[override]
         m, similarity = ctx.saved_tensors
         # dL/dd[i, j, b] = -grad[i, b] * exp(-d[i, j, b]); d is symmetric in (i, j), so both orders add up.
-        weight = similarity * grad_output.unsqueeze(1)
-        weight = weight + weight.transpose(0, 1)
+        scratch = similarity * grad_output.unsqueeze(1)
+        weight = scratch + scratch.transpose(0, 1)
         grad_m = torch.empty_like(m)
         for k in range(m.shape[2]):
             column = m[:, :, k]
-            sign = torch.sign(column.unsqueeze(1) - column.unsqueeze(0))
-            grad_m[:, :, k] = -(weight * sign).sum(dim=1)
-        return grad_m
+            torch.sub(column.unsqueeze(1), column.unsqueeze(0), out=scratch)
+            grad_m[:, :, k] = scratch.sign_().mul_(weight).sum(dim=1)
+        return grad_m.neg_()
 
 
 def minibatch_features(m: Tensor) -> Tensor:
