@@ -1,0 +1,258 @@
+"""The mixture recipe run as a user runs it, and the experiment's parts.
+
+The recipe's runs are short (tens of iterations) but real: every technique switch on, the reference's
+data-dependent init of the minibatch layer, the mode-coverage metric after every epoch, TensorBoard, checkpoints
+and the summary.
+"""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ignite_igan.experiments.mixture import (
+    MixtureConfig,
+    MixtureDiscriminator,
+    MixtureStream,
+    create_experiment,
+)
+from ignite_igan.metrics.mode_coverage import mode_coverage, ring_mixture
+from ignite_igan.nn import data_dependent_init
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "mixture.py"
+# Every stateful part is exercised: all four techniques, the minibatch layer's data-dependent init.
+RUN = [
+    "--mixture", "ring", "--all-techniques", "--minibatch-init", "data", "--init-samples", "200",
+    "--epochs", "3", "--iterations-per-epoch", "40", "--decay-epochs", "2", "--eval-samples", "500",
+    "--generator-hidden", "32", "--discriminator-hidden", "32",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def run_recipe(*args, check=True):
+    result = subprocess.run(
+        [sys.executable, str(RECIPE), *map(str, args)], capture_output=True, text=True, timeout=300, env=_env(), cwd=ROOT
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"mixture failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _summary(output_dir):
+    return json.loads((Path(output_dir) / "summary.json").read_text())
+
+
+def _parameters(output_dir, epoch):
+    state = torch.load(Path(output_dir) / "checkpoints" / f"checkpoint_{epoch}.pt", weights_only=True)
+    return {f"{model}.{k}": v for model in ("generator", "discriminator") for k, v in state[model].items()}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """One uninterrupted run, with the progress bar on (as a user sees it)."""
+    out = tmp_path_factory.mktemp("mixture") / "straight"
+    result = run_recipe(*RUN, "--output-dir", out)
+    return out, result
+
+
+def test_recipe_runs_for_real_and_writes_everything(straight):
+    out, result = straight
+    assert "Epoch" in result.stderr or "Iteration" in result.stderr or "%" in result.stderr  # the progress bar
+
+    summary = _summary(out)
+    metrics = summary["metrics"]
+    assert summary["iterations"] == 120 and summary["seeds"] == {"seed": 1}
+    assert summary["techniques"] == [
+        "minibatch_discrimination", "feature_matching", "label_smoothing", "historical_averaging"
+    ]
+    assert summary["config"]["mixture"] == "ring" and summary["config"]["minibatch_init"] == "data"
+    assert len(metrics["counts"]) == 8 and sum(metrics["counts"]) == round(metrics["high_quality"] * 500)
+    assert 0 <= metrics["modes"] <= metrics["modes_any"] <= 8 and metrics["min_count"] == 4
+    assert 0.0 <= metrics["kl"] <= torch.log(torch.tensor(8.0)).item() + 1e-9
+    assert (out / "samples.png").stat().st_size > 1000
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
+
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    expected = {
+        "training/loss_discriminator", "training/loss_generator", "training/real_target",
+        "training/historical_penalty_d", "training/historical_penalty_g", "d_optimizer/lr/group_0",
+        "coverage/coverage", "coverage/coverage_any", "coverage/coverage_high_quality", "coverage/coverage_kl",
+    }
+    assert expected <= scalars, expected - scalars
+    per_epoch = events.Scalars("coverage/coverage_any")
+    assert [e.step for e in per_epoch] == [40, 80, 120]
+    assert per_epoch[-1].value == metrics["modes_any"]  # the last epoch's score is the summary's
+    assert events.Tags()["images"] == ["samples"]
+    # The learning rate decays linearly over the last two epochs: 1, 1, then 1/2.
+    lrs = {e.step: e.value for e in events.Scalars("d_optimizer/lr/group_0")}
+    assert lrs[40] == pytest.approx(1e-3) and lrs[120] == pytest.approx(5e-4)
+
+
+def test_killed_run_resumes_to_the_same_parameters(straight, tmp_path):
+    expected_dir, _ = straight
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, str(RECIPE), *RUN, "--no-progress", "--output-dir", str(killed)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT,
+    )
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "checkpoint_1.pt").exists():
+        assert process.poll() is None, "the run ended before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint after 240 s"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+
+    resumed = run_recipe(*RUN, "--no-progress", "--output-dir", killed, "--resume")
+    assert resumed.returncode == 0
+    expected, got = _parameters(expected_dir, 3), _parameters(killed, 3)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    assert _summary(killed)["metrics"] == _summary(expected_dir)["metrics"]
+    assert _summary(killed)["resumed_from"].endswith(("checkpoint_1.pt", "checkpoint_2.pt"))
+
+
+def _recipe_main():
+    spec = importlib.util.spec_from_file_location("mixture_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--mixture", "spiral"], "--mixture: invalid choice: 'spiral'"),
+        (["--epochs", "0"], "--epochs: expected a positive integer, got '0'"),
+        (["--real-target", "1.5"], "--real-target: expected a number in (0, 1), got '1.5'"),
+        (["--historical-weight", "-1"], "--historical-weight: expected a number >= 0, got '-1'"),
+        (["--minibatch-kernels", "0"], "--minibatch-kernels: expected a positive integer, got '0'"),
+        (["--feature-matching", "--generator-loss", "minimax"], "--generator-loss minimax conflicts with --feature-matching"),
+        (["--all-techniques", "--generator-loss", "minimax"], "--generator-loss minimax conflicts with --feature-matching"),
+        (["--epochs", "2", "--decay-epochs", "3"], "--decay-epochs must be <= --epochs (2), got 3"),
+        (["--minibatch-discrimination", "--batch-size", "1"], "--batch-size must be >= 2 with --minibatch-discrimination"),
+    ],
+)
+def test_bad_flags_fail_before_anything_runs(argv, expected, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        _recipe_main()([*argv, "--output-dir", str(tmp_path / "never")])
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    result = run_recipe("--resume", "--output-dir", tmp_path / "empty", "--epochs", "1", "--no-progress", check=False)
+    assert result.returncode == 2
+    assert "--resume: no checkpoint in" in result.stderr and "run once without --resume first" in result.stderr
+
+
+def test_config_checks_name_the_argument():
+    with pytest.raises(ValueError, match="mixture must be one of .* got 'spiral'"):
+        MixtureConfig(mixture="spiral")
+    with pytest.raises(ValueError, match=r"real_target must be in \(0.0, 1.0\), got 1.0"):
+        MixtureConfig(real_target=1.0)
+    with pytest.raises(TypeError, match="feature_matching must be a bool"):
+        MixtureConfig(feature_matching=1)
+    with pytest.raises(ValueError, match="minibatch_init must be one of"):
+        MixtureConfig(minibatch_init="reference")
+    with pytest.raises(TypeError, match="config must be a MixtureConfig"):
+        create_experiment({"mixture": "ring"})
+
+
+def test_stream_resumes_with_the_same_batches():
+    stream = MixtureStream(ring_mixture(), batch_size=7, seed=3)
+    iterator = iter(stream)
+    next(iterator)
+    state = {key: value.clone() for key, value in stream.state_dict().items()}
+    expected = [next(iterator) for _ in range(3)]
+    fresh = MixtureStream(ring_mixture(), batch_size=7, seed=99)
+    fresh.load_state_dict(state)
+    got = [batch for batch, _ in zip(fresh, range(3))]
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    other_rank = next(iter(MixtureStream(ring_mixture(), batch_size=7, seed=3, rank=1)))
+    assert not torch.equal(other_rank, next(iter(MixtureStream(ring_mixture(), batch_size=7, seed=3))))
+
+
+def test_settings_share_the_generator_and_the_data_for_a_seed():
+    """Paired seeds: every setting starts from the same generator and sees the same real batches."""
+    built = []
+    for switches in ({}, {"minibatch_discrimination": True}, {"feature_matching": True, "historical_averaging": True}):
+        torch.manual_seed(5)
+        experiment = create_experiment(MixtureConfig(seed=5, generator_hidden=16, discriminator_hidden=16, **switches))
+        built.append((experiment.generator.state_dict(), next(iter(experiment.data))))
+    for state, batch in built[1:]:
+        assert all(torch.equal(state[k], built[0][0][k]) for k in state)
+        assert torch.equal(batch, built[0][1])
+
+
+def test_evaluator_scores_the_samples_of_evaluate():
+    torch.manual_seed(0)
+    experiment = create_experiment(
+        MixtureConfig(epochs=1, iterations_per_epoch=3, decay_epochs=0, eval_samples=300, generator_hidden=16,
+                      discriminator_hidden=16)
+    )
+    experiment.run()
+    direct = mode_coverage(experiment.samples(), experiment.mixture.centers, experiment.mixture.std)
+    metrics = experiment.evaluator().run()
+    assert metrics["coverage"] == direct["modes"] and metrics["coverage_any"] == direct["modes_any"]
+    assert metrics["coverage_high_quality"] == direct["high_quality"] and metrics["coverage_kl"] == direct["kl"]
+
+
+def test_discriminator_features_are_what_feature_matching_compares():
+    disc = MixtureDiscriminator(hidden=8, layers=2, minibatch_kernels=4, minibatch_kernel_dim=2)
+    x = torch.randn(6, 2)
+    logits, features = disc(x, return_features=True)
+    assert features.shape == (6, 8 + 4)
+    assert torch.allclose(logits, disc.out(features).squeeze(1))
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 2\), got \(6, 3\)"):
+        disc(torch.randn(6, 3))
+
+
+def test_reference_init_blinds_the_minibatch_layer_to_a_collapse_wider_than_a_mode():
+    """Why the recipe leaves the minibatch layer's scale alone by default (module documentation).
+
+    After the reference's init on real ring data, a generated batch collapsed onto one region of std 0.3 (fifteen
+    times a mode's std, but a fraction of the distance between modes) gets the same minibatch features as a batch
+    spread over the whole plane: none, because every distance is many kernel lengths. At the layer's init-time
+    scale the same collapsed batch lights the features up.
+    """
+    mixture = ring_mixture()
+    g = torch.Generator().manual_seed(0)
+    collapsed = mixture.centers[0].float() + 0.3 * torch.randn(100, 2, generator=g)
+    spread = 3 * torch.randn(100, 2, generator=g)
+
+    def minibatch_features(disc, x):
+        return disc.minibatch(disc.body(x))[:, -disc.minibatch.num_kernels:] - disc.minibatch.bias
+
+    torch.manual_seed(0)
+    disc = MixtureDiscriminator(hidden=128, layers=2, minibatch_kernels=5, minibatch_kernel_dim=3)
+    with torch.no_grad():
+        at_init = minibatch_features(disc, collapsed).mean(), minibatch_features(disc, spread).mean()
+        data_dependent_init(disc, mixture.sample(500, generator=g))
+        after = minibatch_features(disc, collapsed).mean(), minibatch_features(disc, spread).mean()
+    assert at_init[0] > 2 * at_init[1] and at_init[0] > 50.0  # a collapse stands out at the init-time scale
+    assert after[0] < 0.05 and after[1] < 0.05  # after the reference's init both look alike: no signal
