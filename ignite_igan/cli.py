@@ -56,6 +56,8 @@ def recipe_parser(
     batch_size: int = 100,
     output_dir: Optional[str] = None,
     threads: Optional[int] = None,
+    iterations_per_epoch: Optional[int] = None,
+    iterations_per_epoch_help: str = "cut each epoch short (smoke tests); the default is the whole data set",
 ) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with the flags every recipe shares; the recipe adds its own switches to it.
 
@@ -68,6 +70,8 @@ def recipe_parser(
         output_dir: default output directory.
         threads: default number of CPU threads per process (None: torch's default). Small networks run faster on
             one thread: a second one costs more in synchronization than it saves (``benchmarks/trainer_overhead.py``).
+        iterations_per_epoch: default of ``--iterations-per-epoch`` (None: one pass over the data set).
+        iterations_per_epoch_help: its help text, for recipes whose data have no natural epoch.
     """
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -79,10 +83,7 @@ def recipe_parser(
         group.add_argument("--download", action="store_true", help="download the data set with torchvision if missing")
     group.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
     group.add_argument(
-        "--iterations-per-epoch",
-        type=positive_int,
-        default=None,
-        help="cut each epoch short (smoke tests); the default is the whole data set",
+        "--iterations-per-epoch", type=positive_int, default=iterations_per_epoch, help=iterations_per_epoch_help
     )
     if labels_per_class is not None:
         group.add_argument("--labels-per-class", type=positive_int, default=labels_per_class, help="labeled examples per class")
