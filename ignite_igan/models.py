@@ -2,11 +2,16 @@
 
 * :class:`MNISTGenerator`, :class:`MNISTDiscriminator`: the permutation-invariant MNIST networks (spec §3.1);
   :func:`mnist_generator`, :func:`mnist_discriminator` build the paper's sizes, :func:`digits_generator`,
-  :func:`digits_discriminator` the same networks scaled to scikit-learn's 8x8 digits.
+  :func:`digits_discriminator` the same networks scaled to scikit-learn's 8x8 digits. Options beyond the
+  released MNIST code: virtual batch norm in the generator, minibatch features in the discriminator.
 * :class:`CIFARGenerator`: the CIFAR-10/SVHN generator (spec §3.2), with the reference's batch-statistics batch
   norm or with virtual batch norm (paper §3.4).
 * :class:`CIFARDiscriminator`: the 9-layer weight-normalized conv net of the CIFAR-10 and SVHN scripts, for
   feature matching and minibatch discrimination (spec §3.2-§3.5); factories for the four paper settings.
+
+Both generators with ``normalization="virtual"`` own their reference noise batch the same way (the buffer
+``reference_noise``, ``set_reference``, checkpoints of any reference size), so
+:class:`~ignite_igan.handlers.VirtualBatchReference` works with either.
 
 Nothing depends on the batch size (the reference baked in 100). Generators draw their input with
 ``sample_noise`` (z ~ U[0, 1)^z_dim, as every reference script). Discriminators return K class logits (the
@@ -28,7 +33,7 @@ Example:
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +77,14 @@ def _positive_int(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _minibatch_kernels(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"minibatch_kernels must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"minibatch_kernels must be >= 0 (0 = no minibatch discrimination), got {value}")
     return int(value)
 
 
@@ -150,45 +163,149 @@ class _NoiseSampler(_ModelMixin):
         return torch.rand(n, self.z_dim, generator=generator, device=device, dtype=parameter.dtype)
 
 
+NORMALIZATIONS = ("batch", "virtual")
+
+#: ``normalize(norm_layer, h)``: how a generator's hidden norm layers are called in one forward pass.
+_Normalize = Callable[[nn.Module, Tensor], Tensor]
+
+
+class _ReferenceNoiseGenerator(_NoiseSampler):
+    """What a generator with ``normalization="batch"`` or ``"virtual"`` needs besides its layers.
+
+    With ``"virtual"``, the generator owns the fixed reference noise batch of virtual batch norm (paper §3.4) as
+    the buffer ``reference_noise``: set once with :meth:`set_reference`, saved in ``state_dict`` and loaded
+    from checkpoints of any reference size. :meth:`_generate` runs ``[reference_noise; z]`` through the network
+    in one pass, every :class:`~ignite_igan.nn.VirtualBatchNorm` told how many leading rows are the reference,
+    and returns the rows of ``z``. With ``"batch"``, it runs ``z`` alone, every norm layer on its batch.
+
+    A subclass calls :meth:`_init_normalization` in its constructor and implements ``_run(z, normalize)``, which
+    calls ``normalize(norm_layer, h)`` at each hidden norm layer.
+    """
+
+    normalization: str
+    reference_noise: Tensor
+
+    def _init_normalization(self, normalization: object) -> type:
+        """Checks ``normalization``, registers the reference buffer if it is ``"virtual"``; returns the norm class."""
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.normalization = str(normalization)
+        if self.normalization == "batch":
+            return ScaleFreeBatchNorm
+        self.register_buffer("reference_noise", torch.empty(0, self.z_dim))  # type: ignore[attr-defined]
+        return VirtualBatchNorm
+
+    def set_reference(self, z_ref: Tensor) -> None:
+        """Fixes the reference noise batch of a ``"virtual"`` generator (paper §3.4: chosen once, kept fixed).
+
+        Args:
+            z_ref: (R, z_dim) latent vectors, typically ``sample_noise(R)``; the reference used R = 16 on ImageNet.
+        """
+        if self.normalization != "virtual":
+            raise ValueError(
+                f"set_reference needs normalization='virtual', got a generator with normalization="
+                f"{self.normalization!r}"
+            )
+        z_ref = _check_batch("z_ref", z_ref, 2, f"2-D (R, z_dim={self.z_dim})")
+        if z_ref.shape[1] != self.z_dim:
+            raise ValueError(f"z_ref must have z_dim={self.z_dim} columns, got shape {tuple(z_ref.shape)}")
+        parameter = self._parameter()
+        self.reference_noise = z_ref.detach().to(device=parameter.device, dtype=parameter.dtype).clone()
+
+    def _load_from_state_dict(
+        self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool, missing_keys: Any,
+        unexpected_keys: Any, error_msgs: Any,
+    ) -> None:
+        # The reference batch size is only known from the checkpoint: resize the buffer before it is copied.
+        key = prefix + "reference_noise"
+        if self.normalization == "virtual" and key in state_dict:
+            incoming = state_dict[key]
+            if isinstance(incoming, Tensor) and incoming.dim() == 2:
+                self.reference_noise = torch.empty_like(incoming, device=self.reference_noise.device,
+                                                        dtype=self.reference_noise.dtype)
+        super()._load_from_state_dict(  # type: ignore[misc]
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _generate(self, z: Tensor) -> Tensor:
+        z = _check_batch("z", z, 2, f"2-D (N, z_dim={self.z_dim})")
+        if z.shape[1] != self.z_dim:
+            raise ValueError(f"z must have z_dim={self.z_dim} columns, got shape {tuple(z.shape)}")
+        if self.normalization == "batch":
+            return self._run(z, lambda norm, h: norm(h))
+        reference_size = self.reference_noise.shape[0]
+        if reference_size == 0:
+            raise RuntimeError(
+                "this generator uses virtual batch norm and has no reference batch yet: call "
+                "set_reference(gen.sample_noise(R)) once before the first forward pass"
+            )
+        out = self._run(torch.cat([self.reference_noise, z]), lambda norm, h: norm(h, reference_size))
+        return out[reference_size:]
+
+    def _run(self, z: Tensor, normalize: _Normalize) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
 # --------------------------------------------------------------------------------------------------------------
 # MNIST (spec §3.1)
 # --------------------------------------------------------------------------------------------------------------
-class MNISTGenerator(_NoiseSampler, nn.Module):
-    """The MNIST feature-matching generator (spec §3.1), any width.
+class MNISTGenerator(_ReferenceNoiseGenerator, nn.Module):
+    """The MNIST feature-matching generator (spec §3.1), any width, with batch or virtual batch norm.
 
-    ``z -> [Dense (no bias, Glorot-uniform) -> ScaleFreeBatchNorm -> softplus] x len(hidden) -> Dense with weight
-    norm (trainable gain, own bias, Glorot-uniform direction, eps 1e-6) -> sigmoid``. The output layer is the
-    reference's ``l2normalize(DenseLayer(784, sigmoid))``: it normalizes the weight per output unit, not the
-    output vector. The reference never initializes this generator from data, so its output layer has
-    ``data_init=False`` and :func:`~ignite_igan.nn.data_dependent_init` leaves the model unchanged.
+    ``z -> [Dense (no bias, Glorot-uniform) -> norm (per unit) -> softplus] x len(hidden) -> Dense with weight
+    norm (trainable gain, own bias, Glorot-uniform direction, eps 1e-6) -> sigmoid``, held in ``net`` in that
+    order. The output layer is the reference's ``l2normalize(DenseLayer(784, sigmoid))``: it normalizes the
+    weight per output unit, not the output vector. The reference never initializes this generator from data, so
+    its output layer has ``data_init=False`` and :func:`~ignite_igan.nn.data_dependent_init` leaves the model
+    unchanged.
 
-    The batch norm uses the statistics of the current batch, also when sampling: samples depend on their batch,
-    and a batch of one raises a :class:`ValueError` (see :class:`~ignite_igan.nn.ScaleFreeBatchNorm`).
+    ``normalization`` picks the norm layers:
+
+    * ``"batch"`` (the released MNIST code): :class:`~ignite_igan.nn.ScaleFreeBatchNorm`, the statistics of the
+      current batch, also when sampling: samples depend on their batch, and a batch of one raises a
+      :class:`ValueError`.
+    * ``"virtual"`` (paper §3.4; not in the released MNIST code, which has no VBN):
+      :class:`~ignite_igan.nn.VirtualBatchNorm` at the same places, with a fixed reference noise batch (the buffer
+      ``reference_noise``, set once with :meth:`set_reference`, saved in ``state_dict``) run through the network
+      with every ``z``, exactly as :class:`CIFARGenerator` does. Each sample is independent of the rest of its
+      batch; a batch of one is fine.
 
     Args:
         z_dim: latent size (100).
         hidden: width of each hidden layer; an int means two layers of that width, as the reference (500, 500).
         out_features: output size (784 for 28x28 MNIST).
+        normalization: ``"batch"`` or ``"virtual"``.
 
     Example:
         >>> gen = MNISTGenerator()
         >>> gen(gen.sample_noise(5)).shape
         torch.Size([5, 784])
+        >>> gen = MNISTGenerator(normalization="virtual")
+        >>> gen.set_reference(gen.sample_noise(16))
+        >>> gen(gen.sample_noise(1)).shape
+        torch.Size([1, 784])
     """
 
-    def __init__(self, z_dim: int = 100, hidden: Union[int, Sequence[int]] = 500, out_features: int = 784) -> None:
+    def __init__(
+        self,
+        z_dim: int = 100,
+        hidden: Union[int, Sequence[int]] = 500,
+        out_features: int = 784,
+        normalization: str = "batch",
+    ) -> None:
         super().__init__()
         self.z_dim = _positive_int("z_dim", z_dim)
         self.out_features = _positive_int("out_features", out_features)
         if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
             hidden = (int(hidden), int(hidden))
         self.hidden = _widths("hidden", hidden)
+        norm = self._init_normalization(normalization)
         layers = []
         width = self.z_dim
         for h in self.hidden:
             dense = nn.Linear(width, h, bias=False)
             nn.init.xavier_uniform_(dense.weight)  # Lasagne's GlorotUniform
-            layers += [dense, ScaleFreeBatchNorm(h), nn.Softplus()]
+            layers += [dense, norm(h), nn.Softplus()]
             width = h
         output = WeightNormLinear(width, self.out_features, train_scale=True, eps=1e-6, data_init=False)
         with torch.no_grad():
@@ -198,10 +315,13 @@ class MNISTGenerator(_NoiseSampler, nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Maps z (N, z_dim) to samples (N, out_features) in (0, 1)."""
-        z = _check_batch("z", z, 2, f"2-D (N, z_dim={self.z_dim})")
-        if z.shape[1] != self.z_dim:
-            raise ValueError(f"z must have z_dim={self.z_dim} columns, got shape {tuple(z.shape)}")
-        return self.net(z)
+        return self._generate(z)
+
+    def _run(self, z: Tensor, normalize: _Normalize) -> Tensor:
+        h = z
+        for layer in self.net:
+            h = normalize(layer, h) if isinstance(layer, (ScaleFreeBatchNorm, VirtualBatchNorm)) else layer(h)
+        return h
 
 
 class MNISTDiscriminator(_ModelMixin, nn.Module):
@@ -213,12 +333,20 @@ class MNISTDiscriminator(_ModelMixin, nn.Module):
     layer. The feature-matching features are the last hidden layer's ReLU output, before its noise
     (``layers[-3]`` in the reference).
 
+    With ``minibatch_kernels = B > 0`` (not in the released MNIST code) a
+    :class:`~ignite_igan.nn.MinibatchDiscrimination` layer (B kernels of ``minibatch_kernel_dim`` dimensions)
+    reads the feature-matching features, as the CIFAR-10 minibatch script's layer reads the pooled features that
+    its feature matching would use (spec §3.3), and the output layer reads the last hidden layer's noisy output
+    concatenated with the B minibatch features: ``hidden[-1] + B`` inputs.
+
     Args:
         in_features: input size (784); inputs with more dimensions, e.g. (N, 1, 28, 28), are flattened.
         num_classes: K, the number of class logits.
         hidden: hidden widths (1000, 500, 250, 250, 250).
         input_noise: std of the noise on the input (0.3).
         hidden_noise: std of the noise after every hidden layer (0.5).
+        minibatch_kernels: B, 0 for no minibatch discrimination.
+        minibatch_kernel_dim: C (5, as in the reference's layer).
 
     Example:
         >>> import torch
@@ -226,6 +354,8 @@ class MNISTDiscriminator(_ModelMixin, nn.Module):
         >>> logits, features = disc(torch.rand(4, 784), return_features=True)
         >>> logits.shape, features.shape
         (torch.Size([4, 10]), torch.Size([4, 250]))
+        >>> MNISTDiscriminator(minibatch_kernels=100).classifier.in_features  # 250 + 100
+        350
     """
 
     def __init__(
@@ -235,11 +365,14 @@ class MNISTDiscriminator(_ModelMixin, nn.Module):
         hidden: Sequence[int] = (1000, 500, 250, 250, 250),
         input_noise: float = 0.3,
         hidden_noise: float = 0.5,
+        minibatch_kernels: int = 0,
+        minibatch_kernel_dim: int = 5,
     ) -> None:
         super().__init__()
         self.in_features = _positive_int("in_features", in_features)
         self.num_classes = _positive_int("num_classes", num_classes)
         self.hidden = _widths("hidden", hidden)
+        minibatch_kernels = _minibatch_kernels(minibatch_kernels)
         self.input_noise = GaussianNoise(input_noise)
         blocks = []
         width = self.in_features
@@ -248,6 +381,10 @@ class MNISTDiscriminator(_ModelMixin, nn.Module):
             width = h
         self.blocks = nn.ModuleList(blocks)
         self.hidden_noise = nn.ModuleList(GaussianNoise(hidden_noise) for _ in self.hidden)
+        self.minibatch: Optional[MinibatchDiscrimination] = None
+        if minibatch_kernels > 0:
+            self.minibatch = MinibatchDiscrimination(width, minibatch_kernels, minibatch_kernel_dim)
+            width += minibatch_kernels
         self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, eps=0.0, weight_std=0.1)
 
     @property
@@ -270,6 +407,10 @@ class MNISTDiscriminator(_ModelMixin, nn.Module):
         for block, noise in zip(self.blocks, self.hidden_noise):
             features = block(h)
             h = noise(features)
+        if self.minibatch is not None:
+            # The layer outputs [features, minibatch features]; the output layer reads the noisy h in their place.
+            minibatch_features = self.minibatch(features)[:, features.shape[1] :]
+            h = torch.cat([h, minibatch_features], dim=1)
         logits = self.classifier(h)
         return (logits, features) if return_features else logits
 
@@ -288,34 +429,38 @@ DIGITS_GENERATOR_HIDDEN = (128, 128)
 DIGITS_DISCRIMINATOR_HIDDEN = (256, 128, 64, 64, 64)
 
 
-def digits_generator(z_dim: int = 100) -> MNISTGenerator:
+def digits_generator(z_dim: int = 100, normalization: str = "batch") -> MNISTGenerator:
     """The MNIST generator scaled to scikit-learn's 8x8 digits (64 pixels in [0, 1]).
 
     Same layers as :func:`mnist_generator`, two hidden layers of 128 instead of 500. Shrinking 500 in
     proportion to the output (784 -> 64 pixels) would give about 40 units, narrower than the image it has to
     draw; 128 (twice the output) keeps the generator expressive and still trains in minutes on a CPU. The
-    latent stays U[0, 1)^100 by default.
+    latent stays U[0, 1)^100 by default. ``normalization="virtual"`` swaps the batch norm for virtual batch norm
+    (see :class:`MNISTGenerator`); call ``set_reference`` before the first forward pass.
     """
-    return MNISTGenerator(z_dim=z_dim, hidden=DIGITS_GENERATOR_HIDDEN, out_features=64)
+    return MNISTGenerator(
+        z_dim=z_dim, hidden=DIGITS_GENERATOR_HIDDEN, out_features=64, normalization=normalization
+    )
 
 
-def digits_discriminator(num_classes: int = 10) -> MNISTDiscriminator:
+def digits_discriminator(num_classes: int = 10, minibatch_kernels: int = 0) -> MNISTDiscriminator:
     """The MNIST discriminator scaled to 8x8 digits: 64 -> 256-128-64-64-64 -> 10, noise 0.3/0.5.
 
     Five hidden layers as the reference, widths about a quarter of MNIST's (1000-500-250-250-250) so that the
     first layer still widens the 64-pixel input fourfold; the noise levels are kept because the pixels are in
-    [0, 1] as in MNIST. Feature matching uses the 64-d last hidden layer.
+    [0, 1] as in MNIST. Feature matching uses the 64-d last hidden layer. ``minibatch_kernels > 0`` adds that
+    many minibatch-discrimination kernels of 5 dimensions on those 64 features (see :class:`MNISTDiscriminator`).
     """
-    return MNISTDiscriminator(in_features=64, num_classes=num_classes, hidden=DIGITS_DISCRIMINATOR_HIDDEN)
+    return MNISTDiscriminator(
+        in_features=64, num_classes=num_classes, hidden=DIGITS_DISCRIMINATOR_HIDDEN,
+        minibatch_kernels=minibatch_kernels,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------
 # CIFAR-10 / SVHN (spec §3.2-§3.5)
 # --------------------------------------------------------------------------------------------------------------
-NORMALIZATIONS = ("batch", "virtual")
-
-
-class CIFARGenerator(_NoiseSampler, nn.Module):
+class CIFARGenerator(_ReferenceNoiseGenerator, nn.Module):
     """The CIFAR-10/SVHN generator (spec §3.2), with batch or virtual batch norm.
 
     ``z (U[0,1)^100) -> Dense 100 -> 512*4*4 (no bias, N(0, 0.05)) -> norm (per unit over the 8192 outputs) ->
@@ -359,14 +504,11 @@ class CIFARGenerator(_NoiseSampler, nn.Module):
         widths: Sequence[int] = (512, 256, 128),
     ) -> None:
         super().__init__()
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         self.z_dim = _positive_int("z_dim", z_dim)
         self.out_channels = _positive_int("out_channels", out_channels)
-        self.normalization = normalization
         self.widths = _widths("widths", widths)
         self.base_size = 4
-        norm = ScaleFreeBatchNorm if normalization == "batch" else VirtualBatchNorm
+        norm = self._init_normalization(normalization)
 
         first = self.widths[0] * self.base_size**2
         self.dense = nn.Linear(self.z_dim, first, bias=False)
@@ -384,62 +526,16 @@ class CIFARGenerator(_NoiseSampler, nn.Module):
             self.widths[-1], self.out_channels, 5, stride=2, padding=2, output_padding=1, train_scale=True,
             init_scale=0.1,
         )
-        if normalization == "virtual":
-            self.register_buffer("reference_noise", torch.empty(0, self.z_dim))
 
     @property
     def image_size(self) -> int:
         return self.base_size * 2 ** len(self.widths)
 
-    def set_reference(self, z_ref: Tensor) -> None:
-        """Fixes the reference noise batch of a ``"virtual"`` generator (paper §3.4: chosen once, kept fixed).
-
-        Args:
-            z_ref: (R, z_dim) latent vectors, typically ``sample_noise(R)``; the reference used R = 16 on ImageNet.
-        """
-        if self.normalization != "virtual":
-            raise ValueError(
-                f"set_reference needs normalization='virtual', got a generator with normalization="
-                f"{self.normalization!r}"
-            )
-        z_ref = _check_batch("z_ref", z_ref, 2, f"2-D (R, z_dim={self.z_dim})")
-        if z_ref.shape[1] != self.z_dim:
-            raise ValueError(f"z_ref must have z_dim={self.z_dim} columns, got shape {tuple(z_ref.shape)}")
-        parameter = self._parameter()
-        self.reference_noise = z_ref.detach().to(device=parameter.device, dtype=parameter.dtype).clone()
-
-    def _load_from_state_dict(
-        self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool, missing_keys: Any,
-        unexpected_keys: Any, error_msgs: Any,
-    ) -> None:
-        # The reference batch size is only known from the checkpoint: resize the buffer before it is copied.
-        key = prefix + "reference_noise"
-        if self.normalization == "virtual" and key in state_dict:
-            incoming = state_dict[key]
-            if isinstance(incoming, Tensor) and incoming.dim() == 2:
-                self.reference_noise = torch.empty_like(incoming, device=self.reference_noise.device,
-                                                        dtype=self.reference_noise.dtype)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-
     def forward(self, z: Tensor) -> Tensor:
         """Maps z (N, z_dim) to images (N, out_channels, 32, 32) in (-1, 1)."""
-        z = _check_batch("z", z, 2, f"2-D (N, z_dim={self.z_dim})")
-        if z.shape[1] != self.z_dim:
-            raise ValueError(f"z must have z_dim={self.z_dim} columns, got shape {tuple(z.shape)}")
-        if self.normalization == "batch":
-            return self._run(z, lambda norm, h: norm(h))
-        reference_size = self.reference_noise.shape[0]
-        if reference_size == 0:
-            raise RuntimeError(
-                "this generator uses virtual batch norm and has no reference batch yet: call "
-                "set_reference(gen.sample_noise(R)) once before the first forward pass"
-            )
-        out = self._run(torch.cat([self.reference_noise, z]), lambda norm, h: norm(h, reference_size))
-        return out[reference_size:]
+        return self._generate(z)
 
-    def _run(self, z: Tensor, normalize: Any) -> Tensor:
+    def _run(self, z: Tensor, normalize: _Normalize) -> Tensor:
         h = self.dense(z)
         h = torch.relu(normalize(self.dense_norm, h))
         h = h.view(-1, self.widths[0], self.base_size, self.base_size)
@@ -515,12 +611,7 @@ class CIFARDiscriminator(_ModelMixin, nn.Module):
         else:
             corruption = GaussianNoise(input_corruption_level)
         dropout = _probability("dropout", dropout)
-        if isinstance(minibatch_kernels, bool) or not isinstance(minibatch_kernels, numbers.Integral):
-            raise TypeError(f"minibatch_kernels must be an int, got {type(minibatch_kernels).__name__}")
-        if minibatch_kernels < 0:
-            raise ValueError(
-                f"minibatch_kernels must be >= 0 (0 = no minibatch discrimination), got {minibatch_kernels}"
-            )
+        minibatch_kernels = _minibatch_kernels(minibatch_kernels)
 
         def conv(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 1) -> nn.Sequential:
             return nn.Sequential(
@@ -546,7 +637,7 @@ class CIFARDiscriminator(_ModelMixin, nn.Module):
         self.minibatch: Optional[MinibatchDiscrimination] = None
         width = w2
         if minibatch_kernels > 0:
-            self.minibatch = MinibatchDiscrimination(w2, int(minibatch_kernels), minibatch_kernel_dim)
+            self.minibatch = MinibatchDiscrimination(w2, minibatch_kernels, minibatch_kernel_dim)
             width = self.minibatch.out_features
         self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, init_scale=0.1)
 
@@ -582,10 +673,16 @@ def cifar10_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
     return CIFARDiscriminator(num_classes=num_classes, widths=(96, 192), input_corruption="dropout")
 
 
-def cifar10_md_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
-    """CIFAR-10 minibatch discrimination (spec §3.3): 96/192, input noise 0.2, 100 kernels of 5 dims."""
+def cifar10_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100) -> CIFARDiscriminator:
+    """CIFAR-10 minibatch discrimination (spec §3.3): 96/192, input noise 0.2, 100 kernels of 5 dims.
+
+    ``minibatch_kernels`` sets the number of kernels B; ``minibatch_kernels=0`` gives the same network without
+    the minibatch layer (input noise 0.2, the output layer on the 192 pooled features): the "-MBF" ablation of
+    the paper's Inception-score table (spec §6.4), which differs from :func:`cifar10_fm_discriminator` in its
+    input corruption.
+    """
     return CIFARDiscriminator(
-        num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=100,
+        num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=minibatch_kernels,
         minibatch_kernel_dim=5,
     )
 
@@ -595,9 +692,12 @@ def svhn_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
     return CIFARDiscriminator(num_classes=num_classes, widths=(64, 128), input_corruption="dropout")
 
 
-def svhn_md_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
-    """SVHN minibatch discrimination (spec §3.5): 96/192 like CIFAR, input noise 0.2, 100 kernels of 5 dims."""
+def svhn_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100) -> CIFARDiscriminator:
+    """SVHN minibatch discrimination (spec §3.5): 96/192 like CIFAR, input noise 0.2, 100 kernels of 5 dims.
+
+    ``minibatch_kernels`` as in :func:`cifar10_md_discriminator` (0: no minibatch layer).
+    """
     return CIFARDiscriminator(
-        num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=100,
+        num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=minibatch_kernels,
         minibatch_kernel_dim=5,
     )

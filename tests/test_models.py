@@ -1,4 +1,5 @@
 """Tests of ignite_igan.models: the paper's networks layer for layer (spec §3.1-§3.5), shapes, init, errors."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from ignite_igan.models import (
 )
 from ignite_igan.nn import (
     GaussianNoise,
+    MinibatchDiscrimination,
     ScaleFreeBatchNorm,
     VirtualBatchNorm,
     WeightNormConv2d,
@@ -39,13 +41,33 @@ DISCRIMINATORS = {
     "cifar10_md": (cifar10_md_discriminator, (3, 32, 32), 192),
     "svhn_fm": (svhn_fm_discriminator, (3, 32, 32), 128),
     "svhn_md": (svhn_md_discriminator, (3, 32, 32), 192),
+    "mnist_minibatch": (lambda: mnist_discriminator_with_minibatch(100), (784,), 250),
+    "digits_minibatch": (lambda: digits_discriminator(minibatch_kernels=32), (64,), 64),
+    "cifar10_mbf": (lambda: cifar10_md_discriminator(minibatch_kernels=0), (3, 32, 32), 192),
 }
+
+
+def mnist_discriminator_with_minibatch(kernels, kernel_dim=5):
+    return MNISTDiscriminator(minibatch_kernels=kernels, minibatch_kernel_dim=kernel_dim)
 
 
 def virtual_generator(reference_size=16, widths=(512, 256, 128)):
     gen = CIFARGenerator(normalization="virtual", widths=widths)
     gen.set_reference(gen.sample_noise(reference_size))
     return gen
+
+
+def virtual_digits_generator(reference_size=16):
+    gen = digits_generator(normalization="virtual")
+    gen.set_reference(gen.sample_noise(reference_size))
+    return gen
+
+
+#: The two generators with virtual batch norm, small, without a reference yet: (make, output shape).
+VIRTUAL_GENERATORS = {
+    "cifar": (lambda: CIFARGenerator(normalization="virtual", widths=(32, 16, 8)), (3, 32, 32)),
+    "mnist": (lambda: MNISTGenerator(hidden=(40, 30), out_features=20, normalization="virtual"), (20,)),
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -92,6 +114,18 @@ def test_virtual_generator_shapes_for_batch_sizes_1_7_100():
         assert out.abs().max() < 1
 
 
+@pytest.mark.parametrize("make", [lambda: MNISTGenerator(normalization="virtual"), virtual_digits_generator])
+def test_virtual_mnist_generators_shapes_for_batch_sizes_1_7_100(make):
+    gen = make()
+    if gen.reference_noise.shape[0] == 0:
+        gen.set_reference(gen.sample_noise(16))
+    for n in (1, 7, 100):
+        with torch.no_grad():
+            out = gen(gen.sample_noise(n))
+        assert out.shape == (n, gen.out_features)
+        assert (out > 0).all() and (out < 1).all()  # sigmoid
+
+
 def test_svhn_generator_is_the_cifar_generator():
     cifar, svhn = cifar10_generator(), svhn_generator("virtual")
     assert type(svhn) is CIFARGenerator and svhn.normalization == "virtual"
@@ -133,6 +167,8 @@ def conv_specs(disc):
         (cifar10_md_discriminator, 96, 192, GaussianNoise, 100),
         (svhn_fm_discriminator, 64, 128, nn.Dropout, 0),
         (svhn_md_discriminator, 96, 192, GaussianNoise, 100),
+        (lambda: cifar10_md_discriminator(minibatch_kernels=0), 96, 192, GaussianNoise, 0),  # the -MBF column
+        (lambda: svhn_md_discriminator(minibatch_kernels=0), 96, 192, GaussianNoise, 0),
     ],
 )
 def test_cifar_svhn_discriminators_layer_for_layer(make, w1, w2, corruption, kernels):
@@ -211,6 +247,107 @@ def test_digits_networks_are_the_mnist_networks_scaled():
     assert (gen.z_dim, gen.hidden, gen.out_features) == (100, (128, 128), 64)
     assert (disc.in_features, disc.hidden) == (64, (256, 128, 64, 64, 64))
     assert disc.input_noise.sigma == 0.3 and disc.hidden_noise[0].sigma == 0.5
+    assert gen.normalization == "batch" and disc.minibatch is None
+
+
+def test_virtual_mnist_generator_layer_for_layer():
+    # The batch-norm generator's layers with VirtualBatchNorm in place of each ScaleFreeBatchNorm (paper §3.4).
+    gen = digits_generator(normalization="virtual")
+    layers = list(gen.net)
+    assert [type(m) for m in layers] == [nn.Linear, VirtualBatchNorm, nn.Softplus, nn.Linear, VirtualBatchNorm,
+                                         nn.Softplus, WeightNormLinear, nn.Sigmoid]
+    assert [(m.in_features, m.out_features, m.bias) for m in layers if type(m) is nn.Linear] == [
+        (100, 128, None), (128, 128, None)
+    ]
+    assert [(m.num_features, m.eps) for m in layers if isinstance(m, VirtualBatchNorm)] == [(128, 1e-5)] * 2
+    out = layers[6]
+    assert (out.in_features, out.out_features, out.eps, out.train_scale, out.data_init) == (128, 64, 1e-6, True, False)
+    bound = (6 / (100 + 128)) ** 0.5  # Glorot-uniform, as with batch norm
+    assert layers[0].weight.abs().max() <= bound and layers[0].weight.abs().max() > 0.95 * bound
+    assert gen.normalization == "virtual" and gen.reference_noise.shape == (0, 100)
+    # The batch-norm generator's parameters (the norms' beta included), plus the norms' gamma and the reference.
+    batch_keys = set(digits_generator().state_dict())
+    assert set(gen.state_dict()) - batch_keys == {"net.1.weight", "net.4.weight", "reference_noise"}
+    assert batch_keys < set(gen.state_dict())
+
+
+@pytest.mark.parametrize("make, hidden", [
+    (lambda: digits_discriminator(minibatch_kernels=32), (256, 128, 64, 64, 64)),
+    (lambda: mnist_discriminator_with_minibatch(100, 5), (1000, 500, 250, 250, 250)),
+    (lambda: mnist_discriminator_with_minibatch(7, 3), (1000, 500, 250, 250, 250)),
+])
+def test_mnist_discriminator_with_minibatch_layer_for_layer(make, hidden):
+    disc = make()
+    mbd = disc.minibatch
+    assert isinstance(mbd, MinibatchDiscrimination) and mbd.in_features == hidden[-1]
+    kernels = mbd.num_kernels
+    # The output layer reads the last hidden layer's (noisy) output and the minibatch features.
+    assert (disc.classifier.in_features, disc.classifier.out_features) == (hidden[-1] + kernels, 10)
+    dense = [m for m in disc.modules() if isinstance(m, WeightNormLinear)]
+    assert [(m.in_features, m.out_features) for m in dense[:-1]] == list(zip((disc.in_features,) + hidden, hidden))
+    assert all(m.eps == 0.0 and m.weight_std == 0.1 and m.init_scale == 1.0 for m in dense)
+    assert disc.feature_dim == hidden[-1]
+    assert [m for m in disc.modules() if isinstance(m, MinibatchDiscrimination)] == [mbd]
+    assert digits_discriminator(minibatch_kernels=32).minibatch.kernel_dim == 5
+
+
+def test_mnist_minibatch_wiring_in_training_mode():
+    # Captured in one noisy pass: the minibatch layer reads the last ReLU output (the feature-matching features,
+    # before their noise), and the output layer reads [that layer's noisy output, the minibatch features].
+    disc = digits_discriminator(minibatch_kernels=8).train()
+    captured = {}
+    disc.blocks[-1].register_forward_hook(lambda m, i, o: captured.setdefault("relu", o))
+    disc.hidden_noise[-1].register_forward_hook(lambda m, i, o: captured.setdefault("noisy", o))
+    disc.minibatch.register_forward_hook(lambda m, i, o: captured.update(mbd_in=i[0], mbd_out=o))
+    disc.classifier.register_forward_pre_hook(lambda m, i: captured.setdefault("classifier_in", i[0]))
+    torch.manual_seed(4)
+    _, features = disc(torch.rand(6, 64), return_features=True)
+    assert torch.equal(captured["mbd_in"], captured["relu"]) and torch.equal(features, captured["relu"])
+    assert not torch.equal(captured["noisy"], captured["relu"])  # the noise is on
+    expected = torch.cat([captured["noisy"], captured["mbd_out"][:, 64:]], dim=1)
+    assert torch.equal(captured["classifier_in"], expected)
+
+
+def np_minibatch_features(x, theta, log_weight_scale, bias):
+    """Spec §1.5 from the layer's parameters: T = theta exp(lws) / ||theta||_A, M = x T, o = sum_{j != i} exp(-d)."""
+    t = theta * np.exp(log_weight_scale)[None] / np.sqrt((theta**2).sum(axis=0, keepdims=True))
+    m = np.einsum("na,abc->nbc", x, t)
+    d = np.abs(m[:, None] - m[None]).sum(axis=3) + 1e6 * np.eye(len(x))[:, :, None]
+    return np.exp(-d).sum(axis=1) + bias
+
+
+def test_mnist_minibatch_features_match_the_formula_and_depend_on_the_batch():
+    disc = digits_discriminator(minibatch_kernels=8).double().eval()  # eval: no noise
+    mbd = disc.minibatch
+    torch.manual_seed(5)
+    x = torch.rand(12, 64, dtype=torch.float64)
+    data_dependent_init(disc, x)  # live features: nearest-neighbour distances put at 2 (spec §1.5)
+    captured = {}
+    disc.classifier.register_forward_pre_hook(lambda m, i: captured.update(classifier_in=i[0]))
+    disc.blocks[-1].register_forward_hook(lambda m, i, o: captured.update(relu=o))
+    with torch.no_grad():
+        logits = disc(x)
+    params = [p.detach().numpy() for p in (mbd.theta, mbd.log_weight_scale, mbd.bias)]
+    expected = np_minibatch_features(captured["relu"].numpy(), *params)
+    np.testing.assert_allclose(captured["classifier_in"][:, 64:].numpy(), expected, rtol=1e-10, atol=1e-12)
+    # Alive: the features spread over the batch, and an example's logits change with the rest of its batch.
+    assert (captured["classifier_in"][:, 64:].std(dim=0) > 1e-3).all()
+    with torch.no_grad():
+        alone_in_other_batch = disc(torch.cat([x[:1], torch.rand(11, 64, dtype=torch.float64)]))
+    assert not torch.allclose(logits[0], alone_in_other_batch[0], rtol=1e-3, atol=1e-4)
+    without = digits_discriminator().double().eval()  # control: no minibatch layer, no batch dependence
+    with torch.no_grad():
+        torch.testing.assert_close(without(x)[:1], without(torch.cat([x[:1], x[5:]]))[:1])
+
+
+def test_mnist_minibatch_parameters_get_gradients():
+    disc = digits_discriminator(minibatch_kernels=8)
+    data_dependent_init(disc, torch.rand(40, 64))
+    disc(torch.rand(10, 64)).logsumexp(dim=1).mean().backward()
+    for name in ("theta", "log_weight_scale", "bias"):
+        grad = getattr(disc.minibatch, name).grad
+        assert grad is not None and grad.abs().max() > 0, name
+    assert disc.classifier.weight.grad[:, 64:].abs().max() > 0  # the output layer uses the minibatch features
 
 
 @pytest.mark.parametrize("normalization, norm_type", [("batch", ScaleFreeBatchNorm), ("virtual", VirtualBatchNorm)])
@@ -247,6 +384,8 @@ def test_cifar_generator_layer_for_layer(normalization, norm_type):
         (svhn_md_discriminator, ["classifier"]),
         (mnist_generator, ["net.6"]),
         (cifar10_generator, ["output"]),
+        (lambda: digits_generator(normalization="virtual"), ["net.6"]),
+        (lambda: digits_discriminator(minibatch_kernels=8), ["classifier"]),
     ],
 )
 def test_only_output_layers_train_their_gain(make, expected):
@@ -285,8 +424,11 @@ def assert_normalized(captured, expected_count):
 
 @pytest.mark.parametrize("make, in_shape, count", [
     (mnist_discriminator, (784,), 6),
+    (lambda: mnist_discriminator_with_minibatch(20), (784,), 6),
+    (lambda: digits_discriminator(minibatch_kernels=32), (64,), 6),
     (cifar10_fm_discriminator, (3, 12, 12), 10),
     (svhn_md_discriminator, (3, 12, 12), 10),
+    (lambda: cifar10_md_discriminator(minibatch_kernels=0), (3, 12, 12), 10),
 ])
 def test_data_dependent_init_normalizes_every_layer_of_a_discriminator(make, in_shape, count):
     disc = make().double()
@@ -320,11 +462,15 @@ def test_data_dependent_init_of_the_cifar_generator(normalization):
     assert_normalized([(layer, t)], 1)
 
 
-def test_data_dependent_init_leaves_the_mnist_generator_unchanged():
-    gen = mnist_generator()
+@pytest.mark.parametrize("normalization", ["batch", "virtual"])
+def test_data_dependent_init_leaves_the_mnist_generator_unchanged(normalization):
+    gen = MNISTGenerator(normalization=normalization)
+    if normalization == "virtual":
+        gen.set_reference(gen.sample_noise(10))
     before = {k: v.clone() for k, v in gen.state_dict().items()}
     with warnings_as_errors():
-        data_dependent_init(gen, gen.sample_noise(20))
+        out = data_dependent_init(gen, gen.sample_noise(20))
+    assert out.shape == (20, 784)
     assert all(torch.equal(v, before[k]) for k, v in gen.state_dict().items())
 
 
@@ -396,6 +542,75 @@ def test_virtual_generator_reference_gets_gradients_through_statistics():
         assert not torch.allclose(before, gen(z))
 
 
+@pytest.mark.parametrize("name", list(VIRTUAL_GENERATORS))
+def test_virtual_generators_share_the_reference_machinery(name):
+    make, _ = VIRTUAL_GENERATORS[name]
+    gen = make()
+    assert isinstance(gen, models._ReferenceNoiseGenerator)
+    assert type(gen).set_reference is models._ReferenceNoiseGenerator.set_reference
+    assert type(gen)._load_from_state_dict is models._ReferenceNoiseGenerator._load_from_state_dict
+
+
+@pytest.mark.parametrize("name", list(VIRTUAL_GENERATORS))
+def test_virtual_generators_need_a_reference(name):
+    make, _ = VIRTUAL_GENERATORS[name]
+    gen = make()
+    with pytest.raises(RuntimeError, match=r"no reference batch yet: call set_reference"):
+        gen(gen.sample_noise(4))
+    with pytest.raises(ValueError, match=r"z_ref must have z_dim=100 columns, got shape \(4, 10\)"):
+        gen.set_reference(torch.rand(4, 10))
+    with pytest.raises(ValueError, match=r"set_reference needs normalization='virtual', got .*'batch'"):
+        digits_generator().set_reference(torch.rand(4, 100))
+
+
+@pytest.mark.parametrize("name", list(VIRTUAL_GENERATORS))
+def test_virtual_generators_samples_are_independent_of_their_batch(name):
+    make, _ = VIRTUAL_GENERATORS[name]
+    gen = make().double()
+    gen.set_reference(gen.sample_noise(8))
+    z = gen.sample_noise(6)
+    with torch.no_grad():
+        together = gen(z)
+        alone = torch.cat([gen(z[i : i + 1]) for i in range(6)])
+        other_batch = gen(torch.cat([z[:2], gen.sample_noise(9)]))[:2]
+    torch.testing.assert_close(together, alone, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(together[:2], other_batch, rtol=1e-10, atol=1e-12)
+
+
+def test_mnist_virtual_generator_depends_on_its_reference_and_trains_through_it():
+    gen = MNISTGenerator(hidden=(40, 30), out_features=20, normalization="virtual")
+    gen.set_reference(gen.sample_noise(8))
+    gen(gen.sample_noise(4)).sum().backward()
+    assert gen.net[0].weight.grad.abs().max() > 0 and gen.net[1].weight.grad.abs().max() > 0
+    z = gen.sample_noise(4)
+    with torch.no_grad():
+        before = gen(z)
+        gen.set_reference(gen.sample_noise(8))
+        assert not torch.allclose(before, gen(z))
+    batch = MNISTGenerator(hidden=(40, 30), out_features=20).double()  # control: batch norm depends on the batch
+    z = batch.sample_noise(6)
+    with torch.no_grad():
+        assert not torch.allclose(batch(z)[:3], batch(z[:3]))
+
+
+@pytest.mark.parametrize("name", list(VIRTUAL_GENERATORS))
+def test_virtual_generators_reference_round_trips_through_state_dict(name):
+    make, out_shape = VIRTUAL_GENERATORS[name]
+    gen = make()
+    gen.set_reference(gen.sample_noise(12))  # the fresh model's buffer is (0, 100): resized on load
+    state = gen.state_dict()
+    assert state["reference_noise"].shape == (12, 100)
+    fresh = make()
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.reference_noise, gen.reference_noise, rtol=0, atol=0)
+    z = gen.sample_noise(3)
+    with torch.no_grad():
+        out = fresh(z)
+        torch.testing.assert_close(out, gen(z))
+    assert out.shape == (3, *out_shape)
+    assert make().double().reference_noise.dtype == torch.float64
+
+
 def test_virtual_generator_reference_survives_state_dict_round_trip():
     gen = virtual_generator(12, widths=(32, 16, 8))
     state = gen.state_dict()
@@ -442,6 +657,11 @@ def test_bad_input(make, x, error, pattern):
         (lambda: CIFARDiscriminator(widths=(96,)), ValueError, r"widths must have 2 entries, got 1"),
         (lambda: CIFARDiscriminator(dropout=1.0), ValueError, r"dropout must be in \[0, 1\), got 1.0"),
         (lambda: CIFARDiscriminator(minibatch_kernels=-1), ValueError, r"minibatch_kernels must be >= 0.*got -1"),
+        (lambda: MNISTDiscriminator(minibatch_kernels=-2), ValueError, r"minibatch_kernels must be >= 0.*got -2"),
+        (lambda: digits_discriminator(minibatch_kernels=2.5), TypeError, r"minibatch_kernels must be an int, got float"),
+        (lambda: MNISTDiscriminator(minibatch_kernels=3, minibatch_kernel_dim=0), ValueError, r"kernel_dim must be >= 1, got 0"),
+        (lambda: MNISTGenerator(normalization="layer"), ValueError, r"normalization must be one of \('batch', 'virtual'\), got 'layer'"),
+        (lambda: digits_generator(normalization=None), ValueError, r"normalization must be one of .*got None"),
         (lambda: MNISTDiscriminator(hidden=()), ValueError, r"hidden must not be empty"),
         (lambda: MNISTDiscriminator(hidden=(10, 0)), ValueError, r"hidden\[1\] must be >= 1, got 0"),
         (lambda: MNISTGenerator(z_dim=1.5), TypeError, r"z_dim must be an int, got float"),
