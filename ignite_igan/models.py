@@ -36,6 +36,7 @@ import numbers
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as torch_F
 from torch import Tensor, nn
 
 from ignite_igan.nn import (
@@ -253,11 +254,11 @@ class MNISTGenerator(_ReferenceNoiseGenerator, nn.Module):
     """The MNIST feature-matching generator (spec §3.1), any width, with batch or virtual batch norm.
 
     ``z -> [Dense (no bias, Glorot-uniform) -> norm (per unit) -> softplus] x len(hidden) -> Dense with weight
-    norm (trainable gain, own bias, Glorot-uniform direction, eps 1e-6) -> sigmoid``, held in ``net`` in that
-    order. The output layer is the reference's ``l2normalize(DenseLayer(784, sigmoid))``: it normalizes the
-    weight per output unit, not the output vector. The reference never initializes this generator from data, so
-    its output layer has ``data_init=False`` and :func:`~ignite_igan.nn.data_dependent_init` leaves the model
-    unchanged.
+    norm (trainable gain, own bias, Glorot-uniform direction, eps 1e-6) -> sigmoid``: the hidden layers are
+    ``dense[i]`` and ``norms[i]``, the output layer ``output``, as in :class:`CIFARGenerator`. The output layer
+    is the reference's ``l2normalize(DenseLayer(784, sigmoid))``: it normalizes the weight per output unit, not
+    the output vector. The reference never initializes this generator from data, so its output layer has
+    ``data_init=False`` and :func:`~ignite_igan.nn.data_dependent_init` leaves the model unchanged.
 
     ``normalization`` picks the norm layers:
 
@@ -300,18 +301,19 @@ class MNISTGenerator(_ReferenceNoiseGenerator, nn.Module):
             hidden = (int(hidden), int(hidden))
         self.hidden = _widths("hidden", hidden)
         norm = self._init_normalization(normalization)
-        layers = []
+        dense, norms = [], []
         width = self.z_dim
         for h in self.hidden:
-            dense = nn.Linear(width, h, bias=False)
-            nn.init.xavier_uniform_(dense.weight)  # Lasagne's GlorotUniform
-            layers += [dense, norm(h), nn.Softplus()]
+            layer = nn.Linear(width, h, bias=False)
+            nn.init.xavier_uniform_(layer.weight)  # Lasagne's GlorotUniform
+            dense.append(layer)
+            norms.append(norm(h))
             width = h
-        output = WeightNormLinear(width, self.out_features, train_scale=True, eps=1e-6, data_init=False)
+        self.dense = nn.ModuleList(dense)
+        self.norms = nn.ModuleList(norms)
+        self.output = WeightNormLinear(width, self.out_features, train_scale=True, eps=1e-6, data_init=False)
         with torch.no_grad():
-            nn.init.xavier_uniform_(output.weight)
-        layers += [output, nn.Sigmoid()]
-        self.net = nn.Sequential(*layers)
+            nn.init.xavier_uniform_(self.output.weight)
 
     def forward(self, z: Tensor) -> Tensor:
         """Maps z (N, z_dim) to samples (N, out_features) in (0, 1)."""
@@ -319,9 +321,9 @@ class MNISTGenerator(_ReferenceNoiseGenerator, nn.Module):
 
     def _run(self, z: Tensor, normalize: _Normalize) -> Tensor:
         h = z
-        for layer in self.net:
-            h = normalize(layer, h) if isinstance(layer, (ScaleFreeBatchNorm, VirtualBatchNorm)) else layer(h)
-        return h
+        for dense, norm in zip(self.dense, self.norms):
+            h = torch_F.softplus(normalize(norm, dense(h)))
+        return torch.sigmoid(self.output(h))
 
 
 class MNISTDiscriminator(_ModelMixin, nn.Module):

@@ -849,3 +849,17 @@ def test_inception_score_bad_input():
     assert_raises_naming(ValueError, ["logits", "-inf"], F.inception_score, torch.full((5, 3), float("-inf")), splits=1)
     integers = torch.zeros(5, 3, dtype=torch.int64)
     assert_raises_naming(TypeError, ["logits", "int64"], F.inception_score, integers, splits=1)
+
+
+@pytest.mark.parametrize("tile_bytes", [8, 200, 1000, 10**9])
+def test_minibatch_features_every_tiling_matches_the_oracle(rng, monkeypatch, tile_bytes):
+    # The CPU passes work through the (B, N, N) similarities in tiles; shrink the tile so that the one-kernel
+    # row bands (8, 200 bytes), several whole kernels per tile (1000) and a single tile are all exercised.
+    monkeypatch.setattr(F, "_CPU_TILE_BYTES", tile_bytes)
+    m_np = rng.normal(size=(13, 3, 4))
+    m = as_tensor(m_np, requires_grad=True)
+    out = F.minibatch_features(m)
+    distances = np.abs(m_np[:, None] - m_np[None]).sum(axis=-1)  # (N, N, B)
+    similarity = np.exp(-distances) * (1 - np.eye(13))[:, :, None]
+    np.testing.assert_allclose(out.detach().numpy(), similarity.sum(axis=1), rtol=1e-12, atol=1e-14)
+    assert gradcheck(F.minibatch_features, (m,), eps=1e-6, atol=1e-7)

@@ -225,20 +225,37 @@ def test_mnist_discriminator_features_are_last_relu_before_its_noise():
 
 def test_mnist_generator_layer_for_layer():
     gen = mnist_generator()
-    layers = list(gen.net)
-    kinds = [type(m) for m in layers]
-    assert kinds == [nn.Linear, ScaleFreeBatchNorm, nn.Softplus, nn.Linear, ScaleFreeBatchNorm, nn.Softplus,
-                     WeightNormLinear, nn.Sigmoid]
-    assert [(m.in_features, m.out_features, m.bias) for m in layers if type(m) is nn.Linear] == [
-        (100, 500, None), (500, 500, None)
-    ]
-    out = layers[6]
+    assert [type(m) for m in gen.children()] == [nn.ModuleList, nn.ModuleList, WeightNormLinear]
+    assert [(m.in_features, m.out_features, m.bias) for m in gen.dense] == [(100, 500, None), (500, 500, None)]
+    assert all(type(m) is nn.Linear for m in gen.dense)
+    assert [(type(m), m.num_features, m.eps) for m in gen.norms] == [(ScaleFreeBatchNorm, 500, 1e-6)] * 2
+    out = gen.output
     assert (out.in_features, out.out_features, out.eps, out.train_scale, out.data_init) == (500, 784, 1e-6, True, False)
     # Glorot-uniform directions: U(-a, a) with a = sqrt(6 / (fan_in + fan_out)).
     bound = (6 / (500 + 784)) ** 0.5
     assert out.weight.abs().max() <= bound and out.weight.abs().max() > 0.95 * bound
     bound = (6 / (100 + 500)) ** 0.5
-    assert layers[0].weight.abs().max() <= bound and layers[0].weight.abs().max() > 0.95 * bound
+    assert gen.dense[0].weight.abs().max() <= bound and gen.dense[0].weight.abs().max() > 0.95 * bound
+
+
+def test_mnist_generator_computes_dense_norm_softplus_then_sigmoid():
+    # The forward pass, written out from spec §3.1 with the layers' parameters: softplus after each batch norm
+    # (batch statistics, no scale, beta), sigmoid after the weight-normalized output layer.
+    gen = MNISTGenerator(hidden=(6, 5), out_features=4).double()
+    with torch.no_grad():
+        for norm in gen.norms:
+            norm.bias.normal_()
+    z = gen.sample_noise(9).numpy()
+    h = z
+    for dense, norm in zip(gen.dense, gen.norms):
+        a = h @ dense.weight.detach().numpy().T
+        a = (a - a.mean(axis=0)) / np.sqrt(a.var(axis=0) + norm.eps) + norm.bias.detach().numpy()
+        h = np.log1p(np.exp(a))
+    v = gen.output.weight.detach().numpy()
+    w = v / np.sqrt((v**2).sum(axis=1, keepdims=True) + 1e-6) * gen.output.scale.detach().numpy()[:, None]
+    expected = 1 / (1 + np.exp(-(h @ w.T + gen.output.bias.detach().numpy())))
+    with torch.no_grad():
+        np.testing.assert_allclose(gen(torch.from_numpy(z)).numpy(), expected, rtol=1e-10)
 
 
 def test_digits_networks_are_the_mnist_networks_scaled():
@@ -253,21 +270,16 @@ def test_digits_networks_are_the_mnist_networks_scaled():
 def test_virtual_mnist_generator_layer_for_layer():
     # The batch-norm generator's layers with VirtualBatchNorm in place of each ScaleFreeBatchNorm (paper §3.4).
     gen = digits_generator(normalization="virtual")
-    layers = list(gen.net)
-    assert [type(m) for m in layers] == [nn.Linear, VirtualBatchNorm, nn.Softplus, nn.Linear, VirtualBatchNorm,
-                                         nn.Softplus, WeightNormLinear, nn.Sigmoid]
-    assert [(m.in_features, m.out_features, m.bias) for m in layers if type(m) is nn.Linear] == [
-        (100, 128, None), (128, 128, None)
-    ]
-    assert [(m.num_features, m.eps) for m in layers if isinstance(m, VirtualBatchNorm)] == [(128, 1e-5)] * 2
-    out = layers[6]
+    assert [(m.in_features, m.out_features, m.bias) for m in gen.dense] == [(100, 128, None), (128, 128, None)]
+    assert [(type(m), m.num_features, m.eps) for m in gen.norms] == [(VirtualBatchNorm, 128, 1e-5)] * 2
+    out = gen.output
     assert (out.in_features, out.out_features, out.eps, out.train_scale, out.data_init) == (128, 64, 1e-6, True, False)
     bound = (6 / (100 + 128)) ** 0.5  # Glorot-uniform, as with batch norm
-    assert layers[0].weight.abs().max() <= bound and layers[0].weight.abs().max() > 0.95 * bound
+    assert gen.dense[0].weight.abs().max() <= bound and gen.dense[0].weight.abs().max() > 0.95 * bound
     assert gen.normalization == "virtual" and gen.reference_noise.shape == (0, 100)
     # The batch-norm generator's parameters (the norms' beta included), plus the norms' gamma and the reference.
     batch_keys = set(digits_generator().state_dict())
-    assert set(gen.state_dict()) - batch_keys == {"net.1.weight", "net.4.weight", "reference_noise"}
+    assert set(gen.state_dict()) - batch_keys == {"norms.0.weight", "norms.1.weight", "reference_noise"}
     assert batch_keys < set(gen.state_dict())
 
 
@@ -382,9 +394,9 @@ def test_cifar_generator_layer_for_layer(normalization, norm_type):
         (cifar10_md_discriminator, ["classifier"]),
         (svhn_fm_discriminator, ["classifier"]),
         (svhn_md_discriminator, ["classifier"]),
-        (mnist_generator, ["net.6"]),
+        (mnist_generator, ["output"]),
         (cifar10_generator, ["output"]),
-        (lambda: digits_generator(normalization="virtual"), ["net.6"]),
+        (lambda: digits_generator(normalization="virtual"), ["output"]),
         (lambda: digits_discriminator(minibatch_kernels=8), ["classifier"]),
     ],
 )
@@ -581,7 +593,7 @@ def test_mnist_virtual_generator_depends_on_its_reference_and_trains_through_it(
     gen = MNISTGenerator(hidden=(40, 30), out_features=20, normalization="virtual")
     gen.set_reference(gen.sample_noise(8))
     gen(gen.sample_noise(4)).sum().backward()
-    assert gen.net[0].weight.grad.abs().max() > 0 and gen.net[1].weight.grad.abs().max() > 0
+    assert gen.dense[0].weight.grad.abs().max() > 0 and gen.norms[0].weight.grad.abs().max() > 0
     z = gen.sample_noise(4)
     with torch.no_grad():
         before = gen(z)

@@ -22,6 +22,7 @@ from ignite.engine import Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import TensorDataset
 
+from ignite_igan import models
 from ignite_igan.datasets import load_dataset
 from ignite_igan.experiments import sample_quality as sq
 from ignite_igan.nn import GaussianNoise, MinibatchDiscrimination, ScaleFreeBatchNorm, VirtualBatchNorm
@@ -96,7 +97,7 @@ def _inception_score_oracle(probabilities, splits):
 def _oracle_score_of_checkpoint(checkpoint, classifier_path, samples, seed, splits):
     """Recomputes the score from a checkpoint: same noise, uint8 rounding, classifier, contiguous splits."""
     state = torch.load(checkpoint, weights_only=True)
-    generator = sq._DigitsVirtualBatchGenerator()
+    generator = models.digits_generator(normalization="virtual")
     generator.load_state_dict(state["generator"])
     classifier = sq.load_digits_classifier(classifier_path)
     with torch.no_grad():

@@ -48,7 +48,6 @@ ignite_igan.experiments.sample_quality digits --help``.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import sys
 import time
@@ -134,9 +133,6 @@ def _digits_discriminator(num_classes: int, minibatch: bool) -> nn.Module:
     # hidden layer's 64 ReLU outputs) and the output layer reads them with the minibatch features (spec §3.3).
     return models.digits_discriminator(num_classes, minibatch_kernels=DIGITS_MINIBATCH_KERNELS if minibatch else 0)
 
-
-# The name tests/test_sample_quality.py builds the digits VBN generator by; the generator is the factory's.
-_DigitsVirtualBatchGenerator = functools.partial(_digits_generator, "virtual")
 
 
 @dataclass(frozen=True)
