@@ -11,6 +11,7 @@ Settings (each technique alone, then all four together):
 
 * ``vanilla``: non-saturating GAN;
 * ``minibatch_discrimination``: minibatch layer (B=5 kernels of C=3 dimensions) at its init-time scale;
+  both networks work in units of the mixture's extent (``data_scale``: ring 2, grid 4) in every setting;
 * ``feature_matching``, ``label_smoothing`` (real target 0.9), ``historical_averaging`` (λ=0.01, both players);
 * ``all``: the four together;
 * ``md_reference_init`` (diagnostic, ring only by default): minibatch discrimination with the reference's
@@ -43,7 +44,14 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from ignite_igan.experiments.mixture import MIXTURES, MixtureConfig, build_mixture, create_experiment, scatter_plot
+from ignite_igan.experiments.mixture import (
+    MIXTURES,
+    MixtureConfig,
+    build_mixture,
+    create_experiment,
+    data_scale,
+    scatter_plot,
+)
 
 SETTINGS: Dict[str, Dict[str, Any]] = {
     "vanilla": {},
@@ -305,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
             "workers": args.workers,
             "threads_per_worker": 1,
             "settings": {name: SETTINGS[name] for name in settings},
+            "resolved_data_scale": {
+                m: data_scale(MixtureConfig(mixture=m, **overrides), build_mixture(m)) for m in args.mixtures
+            },
         },
         "goal": {"modes": GOAL, "min_count": 20, "high_quality": GOAL_HIGH_QUALITY},
         "table": summarize(runs, args.mixtures, settings),

@@ -17,13 +17,17 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import numpy as np
+
 from ignite_igan.experiments.mixture import (
     MixtureConfig,
     MixtureDiscriminator,
+    MixtureGenerator,
     MixtureStream,
+    batch_mean_init,
     create_experiment,
 )
-from ignite_igan.metrics.mode_coverage import mode_coverage, ring_mixture
+from ignite_igan.metrics.mode_coverage import grid_mixture, mode_coverage, ring_mixture
 from ignite_igan.nn import data_dependent_init
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +158,8 @@ def _recipe_main():
         (["--all-techniques", "--generator-loss", "minimax"], "--generator-loss minimax conflicts with --feature-matching"),
         (["--epochs", "2", "--decay-epochs", "3"], "--decay-epochs must be <= --epochs (2), got 3"),
         (["--minibatch-discrimination", "--batch-size", "1"], "--batch-size must be >= 2 with --minibatch-discrimination"),
+        (["--minibatch-init", "median"], "--minibatch-init: invalid choice: 'median'"),
+        (["--data-scale", "0"], "--data-scale"),
     ],
 )
 def test_bad_flags_fail_before_anything_runs(argv, expected, capsys, tmp_path):
@@ -181,6 +187,8 @@ def test_config_checks_name_the_argument():
         MixtureConfig(minibatch_init="reference")
     with pytest.raises(TypeError, match="config must be a MixtureConfig"):
         create_experiment({"mixture": "ring"})
+    with pytest.raises(ValueError, match=r"data_scale must be in \(0.0, inf\), got -2.0"):
+        MixtureConfig(data_scale=-2.0)
 
 
 def test_stream_resumes_with_the_same_batches():
@@ -256,3 +264,64 @@ def test_reference_init_blinds_the_minibatch_layer_to_a_collapse_wider_than_a_mo
         after = minibatch_features(disc, collapsed).mean(), minibatch_features(disc, spread).mean()
     assert at_init[0] > 2 * at_init[1] and at_init[0] > 50.0  # a collapse stands out at the init-time scale
     assert after[0] < 0.05 and after[1] < 0.05  # after the reference's init both look alike: no signal
+
+
+def test_networks_work_in_units_of_the_data_scale():
+    """The discriminator sees x / s and the generator emits s times its last layer; by default s is the mixture's
+    largest absolute centre coordinate (ring 2, grid 4), and data_scale overrides it."""
+    torch.manual_seed(0)
+    raw, scaled = MixtureDiscriminator(hidden=8, layers=2), MixtureDiscriminator(hidden=8, layers=2, scale=4.0)
+    scaled.load_state_dict(raw.state_dict())
+    x = torch.randn(5, 2)
+    assert torch.allclose(scaled(x), raw(x / 4.0))
+    gen_raw, gen_scaled = MixtureGenerator(z_dim=3, hidden=8, layers=2), MixtureGenerator(z_dim=3, hidden=8, layers=2, scale=4.0)
+    gen_scaled.load_state_dict(gen_raw.state_dict())
+    z = torch.randn(5, 3)
+    assert torch.allclose(gen_scaled(z), 4.0 * gen_raw(z))
+    small = dict(generator_hidden=8, discriminator_hidden=8)
+    for config, expected in (
+        (MixtureConfig(mixture="ring", **small), 2.0),
+        (MixtureConfig(mixture="grid", **small), 4.0),
+        (MixtureConfig(mixture="grid", data_scale=1.0, **small), 1.0),
+    ):
+        experiment = create_experiment(config)
+        assert experiment.generator.scale == expected and experiment.discriminator.scale == expected
+    with pytest.raises(ValueError, match=r"scale must be in \(0.0, inf\), got 0.0"):
+        MixtureGenerator(scale=0.0)
+
+
+def test_batch_mean_init_sets_the_mean_pairwise_distance_against_numpy():
+    """NumPy oracle from the definition: M = body(x / s) T; every kernel's mean L1 distance over the ordered pairs
+    i != j becomes 2, and the bias centres o[i, b] = sum_{j != i} exp(-d[i, j, b]) on the batch."""
+    torch.manual_seed(0)
+    disc = MixtureDiscriminator(hidden=16, layers=2, minibatch_kernels=4, minibatch_kernel_dim=3, scale=4.0).double()
+    x = grid_mixture().sample(60, generator=torch.Generator().manual_seed(1))
+    before = batch_mean_init(disc, x)
+    with torch.no_grad():
+        h = disc.body(x / 4.0).numpy()
+        t = disc.minibatch.projection().numpy()
+    m = np.einsum("na,abc->nbc", h, t)
+    d = np.abs(m[:, None] - m[None, :]).sum(axis=3)  # (N, N, B)
+    n = len(x)
+    mean = d.sum(axis=(0, 1)) / (n * (n - 1))
+    np.testing.assert_allclose(mean, 2.0, rtol=1e-10)
+    o = np.exp(-d).sum(axis=1) - 1.0
+    np.testing.assert_allclose(disc.minibatch.bias.detach().numpy(), -o.mean(axis=0), rtol=1e-10)
+    assert before.shape == (4,) and bool((before > 0).all()) and not torch.allclose(before, torch.full((4,), 2.0).double())
+    features = disc(x, return_features=True)[1][:, -4:].detach().numpy()
+    np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-10)
+    with pytest.raises(ValueError, match="no minibatch layer"):
+        batch_mean_init(MixtureDiscriminator(hidden=4, layers=1), x)
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        batch_mean_init(disc, x[:1])
+
+
+def test_batch_mean_init_runs_in_the_experiment():
+    torch.manual_seed(0)
+    config = MixtureConfig(mixture="grid", minibatch_discrimination=True, minibatch_init="batch_mean",
+                           init_samples=100, generator_hidden=16, discriminator_hidden=16, epochs=1,
+                           iterations_per_epoch=2, decay_epochs=0)
+    experiment = create_experiment(config)
+    layer = experiment.discriminator.minibatch
+    assert not torch.equal(layer.log_weight_scale.detach(), torch.zeros_like(layer.log_weight_scale))
+    assert experiment.run().iteration == 2
