@@ -15,7 +15,9 @@ Settings (each technique alone, then all four together):
 * ``feature_matching``, ``label_smoothing`` (real target 0.9), ``historical_averaging`` (λ=0.01, both players);
 * ``all``: the four together;
 * ``md_reference_init`` (diagnostic, ring only by default): minibatch discrimination with the reference's
-  data-dependent init of the layer on 500 real examples.
+  data-dependent init of the layer on 500 real examples;
+* ``md_batch_mean_init`` (optional, by ``--settings``): minibatch discrimination with ``minibatch_init="batch_mean"``
+  (mean pairwise distance 2 on 500 real examples).
 
 Seeds are paired: a seed gives every setting the same generator initialization and the same real batches.
 Runs go to ``--workers`` processes with one thread each. The JSON holds every run's numbers (with the per-mode
@@ -66,6 +68,7 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
         "historical_averaging": True,
     },
     "md_reference_init": {"minibatch_discrimination": True, "minibatch_init": "data"},
+    "md_batch_mean_init": {"minibatch_discrimination": True, "minibatch_init": "batch_mean"},
 }
 GOAL = {"ring": 8, "grid": 24}  # modes with >= 20 of 2,500 samples, at >= 80 % high quality
 GOAL_HIGH_QUALITY = 0.8

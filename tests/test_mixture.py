@@ -295,7 +295,7 @@ def test_batch_mean_init_sets_the_mean_pairwise_distance_against_numpy():
     i != j becomes 2, and the bias centres o[i, b] = sum_{j != i} exp(-d[i, j, b]) on the batch."""
     torch.manual_seed(0)
     disc = MixtureDiscriminator(hidden=16, layers=2, minibatch_kernels=4, minibatch_kernel_dim=3, scale=4.0).double()
-    x = grid_mixture().sample(60, generator=torch.Generator().manual_seed(1))
+    x = grid_mixture().sample(60, generator=torch.Generator().manual_seed(1)).double()
     before = batch_mean_init(disc, x)
     with torch.no_grad():
         h = disc.body(x / 4.0).numpy()

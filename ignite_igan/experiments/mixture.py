@@ -29,8 +29,9 @@ collapsed like the vanilla GAN (0.6 modes), the init-time scale covered 7.8 of 8
 ``minibatch_init="batch_mean"`` (:func:`batch_mean_init`) is a data-dependent alternative that keeps the
 reference's idea (a length scale set from real data, independent of the body's scale) but uses the *mean pairwise*
 distance, which the distances between modes dominate, and sets it to 2; on the grid it rescales the init-time
-distances by less than a factor 2 (init-time mean 1.0-1.4 per kernel); its one grid run so far (seed 0, together
-with B=20, C=5 and lr 2e-4, before ``data_scale``) collapsed, so it is an option, not the default.
+distances by less than a factor 2 (init-time mean 1.0-1.4 per kernel). On the grid (5 seeds, 10,000 iterations,
+with ``data_scale``) it covered as many modes on average as ``"none"`` (14.2 of 25), with more high-quality samples
+(67 % against 58 %) but a much larger spread across seeds, so it is an option, not the default.
 
 **The data's scale** (``data_scale``). PyTorch's default init of a ``Linear(2, H)`` layer puts the kinks of the
 first hidden layer within about one unit of the origin and the generator's initial outputs near 0, while the grid
