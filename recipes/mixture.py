@@ -28,6 +28,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         data_dir=None,
         output_dir="runs/mixture",
         threads=1,  # these MLPs run faster on one thread than on two
+        iterations_per_epoch=mixture.MixtureConfig.iterations_per_epoch,
+        iterations_per_epoch_help="iterations per epoch (the data are sampled afresh for every batch, so this "
+        "defines an epoch)",
     )
     mixture.add_arguments(parser)
     args = cli.parse_args(parser, argv)

@@ -681,14 +681,10 @@ def _nonnegative_float(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds the mixture's flags to a :func:`~ignite_igan.cli.recipe_parser` (defaults from :class:`MixtureConfig`).
 
-    The common ``--iterations-per-epoch`` gets the mixture's default: the data are infinite, so an epoch is that
-    many iterations of fresh samples.
+    Build the parser with ``iterations_per_epoch=MixtureConfig.iterations_per_epoch``: the data are infinite, so an
+    epoch is that many iterations of fresh samples.
     """
     d = MixtureConfig()
-    for action in parser._actions:
-        if action.dest == "iterations_per_epoch":
-            action.help = "iterations per epoch (the data are sampled afresh for every batch, so this defines an epoch)"
-    parser.set_defaults(iterations_per_epoch=d.iterations_per_epoch)
     group = parser.add_argument_group("mixture")
     group.add_argument("--mixture", choices=MIXTURES, default=d.mixture, help="ring of 8 or 5x5 grid of 25 Gaussians")
     group.add_argument("--minibatch-discrimination", action="store_true", help="minibatch layer in the discriminator")
