@@ -51,18 +51,9 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, without instal
 from ignite_igan.datasets import load_dataset  # noqa: E402
 from ignite_igan.experiments import sample_quality as sq  # noqa: E402
 from ignite_igan.metrics import ClassifierExtractor, InceptionScore  # noqa: E402
+from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 SWITCH_TEXT = {name: " ".join(flags) or "(defaults)" for name, flags in sq.ABLATIONS.items()}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def real_scores(classifier: torch.nn.Module, samples: int, splits: int, seed: int) -> Dict[str, Dict[str, float]]:

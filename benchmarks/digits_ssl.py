@@ -58,6 +58,7 @@ from ignite_igan import cli  # noqa: E402
 from ignite_igan.data import balanced_labeled_subset, dataset_labels  # noqa: E402
 from ignite_igan.datasets import load_dataset  # noqa: E402
 from ignite_igan.experiments.semi_supervised import build_parser, train  # noqa: E402
+from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 NUM_CLASSES = 10
 MAX_ITER = 1000  # LabelSpreading's default of 30 iterations stops short of convergence for alpha 0.8
@@ -76,16 +77,6 @@ LS_GRID: List[Dict[str, Any]] = [LS_DEFAULT_RBF, LS_DEFAULT_KNN] + [
     )
     if config not in (LS_DEFAULT_RBF, LS_DEFAULT_KNN)
 ]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def config_text(config: Dict[str, Any]) -> str:

@@ -68,6 +68,7 @@ from ignite_igan.metrics import GeneratorEvaluator, InceptionScore, TFInceptionV
 from ignite_igan.models import cifar10_fm_discriminator, cifar10_generator, cifar10_md_discriminator  # noqa: E402
 from ignite_igan.nn import data_dependent_init  # noqa: E402
 from ignite_igan.optim import ReferenceAdam  # noqa: E402
+from _machine import cpu_model, synchronize  # noqa: E402 (benchmarks/ is on sys.path)
 
 PAPER_ITERATIONS = 600_000  # 1,200 epochs x 500 batches of 100 (CIFAR-10's 50,000 training images)
 MODES = {
@@ -80,11 +81,6 @@ MODES = {
     "fp32-nosync": dict(amp=False, compile=False, output_transform=lambda outputs: outputs),
 }
 STEPS = ("semi-supervised", "sample-quality")
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def images(n: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
@@ -249,17 +245,6 @@ def measure_inception_score(args: argparse.Namespace, device: torch.device) -> D
 # --------------------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (host: {cpu_model()}, {os.cpu_count()} logical CPUs)"

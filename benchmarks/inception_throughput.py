@@ -55,6 +55,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, without instal
     sys.path.insert(0, str(ROOT))
 
 from ignite_igan.metrics import InceptionScore, TFInceptionV3  # noqa: E402
+from _machine import cpu_model, synchronize  # noqa: E402 (benchmarks/ is on sys.path)
 
 VARIANTS = ("ours", "ours (incl. build)", "torch-fidelity")
 
@@ -125,11 +126,6 @@ def logits_difference(extractor: TFInceptionV3, path: Path, images: torch.Tensor
     return float((ours - theirs).abs().max())
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def score_ours(
     images: torch.Tensor, extractor: Optional[TFInceptionV3], weights: Tuple[Path, str], batch_size: int,
     device: torch.device,
@@ -178,17 +174,6 @@ def time_alternating(
             times[name].append(time.perf_counter() - start)
             scores[name].append(score)
     return times, scores
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def describe_device(device: torch.device) -> str:

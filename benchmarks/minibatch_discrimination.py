@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, without instal
     sys.path.insert(0, str(ROOT))
 
 from ignite_igan.functional import minibatch_features  # noqa: E402
+from _machine import cpu_model, synchronize  # noqa: E402 (benchmarks/ is on sys.path)
 
 try:
     from ignite_igan.nn import MinibatchDiscrimination  # noqa: E402
@@ -140,11 +141,6 @@ def check_agreement(args: argparse.Namespace, device: torch.device, n: int = 64)
 # --------------------------------------------------------------------------------------------------------------
 # Measurements
 # --------------------------------------------------------------------------------------------------------------
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def naive_bytes_estimate(n: int, args: argparse.Namespace) -> int:
     itemsize = torch.empty((), dtype=args.dtype).element_size()
     per_pair = args.num_kernels * itemsize
@@ -273,17 +269,6 @@ def time_alternating(
 # --------------------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -54,6 +54,7 @@ from ignite_igan.experiments.mixture import (
     data_scale,
     scatter_plot,
 )
+from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 SETTINGS: Dict[str, Dict[str, Any]] = {
     "vanilla": {},
@@ -167,16 +168,6 @@ def one_run(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
 def _cost(job: Tuple[str, str, int, Dict[str, Any]]) -> int:
     switches = SETTINGS[job[1]]
     return 4 * bool(switches.get("minibatch_discrimination")) + bool(switches.get("feature_matching"))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _mean_std(values: Sequence[float]) -> Tuple[float, float]:

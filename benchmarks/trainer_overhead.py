@@ -80,6 +80,7 @@ from ignite_igan.engines import create_semi_supervised_trainer  # noqa: E402
 from ignite_igan.models import digits_discriminator, digits_generator  # noqa: E402
 from ignite_igan.nn import data_dependent_init  # noqa: E402
 from ignite_igan.optim import ReferenceAdam  # noqa: E402
+from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 OVERHEAD_VARIANTS = ("loop", "loop+outputs", "step_fn", "engine")
 LOADER_VARIANTS = ("loop/loader", "engine/loader")
@@ -403,17 +404,6 @@ def cpu_settings_subprocess(args: argparse.Namespace, env_updates: Dict[str, str
 # --------------------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _ms(value: float) -> str:
     return f"{value * 1e3:.2f} ms"
 

@@ -50,11 +50,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, without instal
 from ignite_igan.models import CIFARGenerator, cifar10_generator  # noqa: E402
 from ignite_igan.nn import data_dependent_init  # noqa: E402
 from ignite_igan.optim import ReferenceAdam  # noqa: E402
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from _machine import cpu_model, synchronize  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def build(normalization: str, reference_size: Optional[int], args: argparse.Namespace, device: torch.device):
@@ -123,17 +119,6 @@ def time_alternating(configs: Dict[str, Callable[[], None]], args: argparse.Name
             synchronize(device)
             times[name].append(time.perf_counter() - start)
     return times
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def describe_device(device: torch.device) -> str:
