@@ -27,14 +27,18 @@ Run from the repository root::
     python benchmarks/digits_ssl.py --output docs/results/digits_ssl.json
 
 The JSON holds every raw number; the Markdown table is printed and written next to it (same name, ``.md``), with a
-plot of test error against labels (``.png``). ``--recipe-args`` passes flags to the recipe, for diagnostic sweeps
-(e.g. ``--recipe-args="--epochs 400"``).
+plot of test error against labels (``.png``). For diagnostic sweeps, ``--recipe-args`` passes flags to the recipe
+(e.g. ``--recipe-args="--epochs 600"``), and ``--input-noise`` / ``--hidden-noise`` change the noise levels of the
+digits discriminator (in the worker processes only; they are not recipe flags).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
+import functools
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -176,9 +180,41 @@ def _test_error_history(run_dir: Path) -> List[float]:
     return [float(e.value) for e in events.Scalars("test/error")]
 
 
-def gan_job(per_class: int, seed: int, recipe_args: Sequence[str], work: str) -> Dict[str, Any]:
+def _override_discriminator_noise(input_noise: Optional[float], hidden_noise: Optional[float]) -> Dict[str, float]:
+    """Swaps the digits setting's discriminator for one with other noise levels, in this worker process only.
+
+    A diagnostic for the noise levels of the scaled MNIST networks, which are not recipe flags: the widths and
+    every other part of ``models.digits_discriminator`` stay as they are. Returns the levels in effect.
+    """
+    from ignite_igan import models
+    from ignite_igan.experiments import semi_supervised
+
+    default = models.digits_discriminator()
+    levels = {
+        "input_noise": default.input_noise.sigma if input_noise is None else input_noise,
+        "hidden_noise": default.hidden_noise[0].sigma if hidden_noise is None else hidden_noise,
+    }
+    if input_noise is not None or hidden_noise is not None:
+        build = functools.partial(
+            models.MNISTDiscriminator, in_features=default.in_features, num_classes=default.num_classes,
+            hidden=default.hidden, **levels,
+        )
+        setting = semi_supervised.SETTINGS["digits"]
+        semi_supervised.SETTINGS["digits"] = dataclasses.replace(setting, discriminator=build)
+    return levels
+
+
+def gan_job(
+    per_class: int,
+    seed: int,
+    recipe_args: Sequence[str],
+    work: str,
+    input_noise: Optional[float] = None,
+    hidden_noise: Optional[float] = None,
+) -> Dict[str, Any]:
     """One run of the digits recipe in this process (one thread); its metrics and per-epoch test error."""
     torch.set_num_threads(1)
+    noise = _override_discriminator_noise(input_noise, hidden_noise)
     run_dir = Path(work) / f"gan_{per_class}_{seed}"
     argv = [
         "--labels-per-class", str(per_class), "--seed", str(seed), "--seed-data", str(seed),
@@ -198,6 +234,7 @@ def gan_job(per_class: int, seed: int, recipe_args: Sequence[str], work: str) ->
         "epochs": int(args.epochs),
         "lr": float(args.lr),
         "ema_rate": float(args.ema_rate),
+        "discriminator_noise": noise,
         "test_error_by_epoch": _test_error_history(run_dir),
         "seconds": seconds,
     }
@@ -215,7 +252,7 @@ def _run(job: Tuple[str, tuple]) -> Tuple[str, Dict[str, Any]]:
 def _stats(values: Sequence[float]) -> Dict[str, float]:
     return {
         "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else float("nan"),
+        "std": statistics.stdev(values) if len(values) > 1 else None,  # JSON has no NaN
         "values": list(values),
     }
 
@@ -252,7 +289,17 @@ def summarize(gan: List[Dict[str, Any]], spreading: List[Dict[str, Any]], per_cl
     return table
 
 
-def _pct(stats: Dict[str, float]) -> str:
+def _flags_text(config: Dict[str, Any]) -> str:
+    flags = list(config["recipe_args"])
+    for key in ("input_noise", "hidden_noise"):
+        if config.get(key) is not None:
+            flags += [f"--{key.replace('_', '-')}", f"{config[key]:g}"]
+    return " ".join(flags)
+
+
+def _pct(stats: Dict[str, Any]) -> str:
+    if stats["std"] is None:
+        return f"{100 * stats['mean']:.1f}"
     return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
 
 
@@ -270,7 +317,7 @@ def markdown(result: Dict[str, Any]) -> str:
     for labels, row in rows.items():
         cells = [_pct(row[key]) if key in row else "–" for key, _ in present]
         paired = (
-            f"{100 * row['gan_minus_label_spreading']['mean']:+.1f} ± {100 * row['gan_minus_label_spreading']['std']:.1f}"
+            ("+" if row["gan_minus_label_spreading"]["mean"] >= 0 else "") + _pct(row["gan_minus_label_spreading"])
             if "gan_minus_label_spreading" in row else "–"
         )
         wins = f"{row['gan_wins']}/{len(config['seeds'])} seeds" if "gan_wins" in row else "–"
@@ -293,8 +340,10 @@ def markdown(result: Dict[str, Any]) -> str:
         lines += [
             "",
             f"GAN and labeled-only runs: {gan_setup['epochs']} epochs, {gan_setup['iterations']} steps, "
-            f"lr {gan_setup['lr']:g}, evaluation-average rate {gan_setup['ema_rate']:g}"
-            + (f", recipe flags `{' '.join(config['recipe_args'])}`" if config["recipe_args"] else ", recipe defaults")
+            f"lr {gan_setup['lr']:g}, evaluation-average rate {gan_setup['ema_rate']:g}, discriminator noise "
+            f"{gan_setup['discriminator_noise']['input_noise']:g} (input) / "
+            f"{gan_setup['discriminator_noise']['hidden_noise']:g} (hidden)"
+            + (f"; flags `{flags}`" if (flags := _flags_text(config)) else "; recipe defaults")
             + f"; {gan_setup['mean_seconds']:.0f} s per run on average (GAN + labeled-only, one thread).",
         ]
     lines += [
@@ -320,7 +369,7 @@ def plot(result: Dict[str, Any], path: Path) -> None:
         if key in ("label_spreading_rbf_default", "label_spreading_knn_default") or not all(key in r for r in rows.values()):
             continue
         means = [100 * rows[str(n)][key]["mean"] for n in labels]
-        stds = [100 * rows[str(n)][key]["std"] for n in labels]
+        stds = [100 * (rows[str(n)][key]["std"] or 0.0) for n in labels]
         axis.errorbar([n * (1 + 0.02 * offset) for n in labels], means, yerr=stds, marker="o", capsize=3, label=title)
     axis.set_xscale("log")
     axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
@@ -349,6 +398,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "results" / "digits_ssl.json",
                         help="JSON of the raw numbers; the .md table and .png plot go next to it")
     parser.add_argument("--recipe-args", default="", help="extra flags for the recipe, e.g. '--epochs 400 --lr 1e-3'")
+    parser.add_argument("--input-noise", type=float, default=None,
+                        help="diagnostic: the discriminator's input noise std (default: the digits model's, 0.3)")
+    parser.add_argument("--hidden-noise", type=float, default=None,
+                        help="diagnostic: the discriminator's hidden noise std (default: the digits model's, 0.5)")
     parser.add_argument("--methods", nargs="+", choices=["gan", "label_spreading"], default=["gan", "label_spreading"],
                         help="which runs to make (gan also gives the labeled-only baseline)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
@@ -359,6 +412,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     per_class_list = [n // NUM_CLASSES for n in args.labels]
     recipe_args = shlex.split(args.recipe_args)
     cli.parse_args(build_parser("digits"), recipe_args)  # fail now, not in a worker, on a bad recipe flag
+    for flag, value in (("--input-noise", args.input_noise), ("--hidden-noise", args.hidden_noise)):
+        if value is not None and not (value >= 0 and math.isfinite(value)):
+            parser.error(f"{flag}: expected a finite number >= 0, got {value}")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds: expected distinct seeds, got {args.seeds}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -368,7 +424,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     jobs: List[Tuple[str, tuple]] = []
     with tempfile.TemporaryDirectory(prefix="digits_ssl_") as work:
         if "gan" in args.methods:  # the long runs first, most labels first
-            jobs += [("gan", (k, s, recipe_args, work)) for k in sorted(per_class_list, reverse=True) for s in args.seeds]
+            jobs += [("gan", (k, s, recipe_args, work, args.input_noise, args.hidden_noise)) for k in sorted(per_class_list, reverse=True) for s in args.seeds]
         if "label_spreading" in args.methods:
             jobs += [("label_spreading", (k, s)) for k in per_class_list for s in args.seeds]
         results: Dict[str, List[Dict[str, Any]]] = {"gan": [], "label_spreading": []}
@@ -387,7 +443,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     gan_setup = None
     if results["gan"]:
         first = results["gan"][0]
-        gan_setup = {key: first[key] for key in ("epochs", "iterations", "lr", "ema_rate")}
+        gan_setup = {key: first[key] for key in ("epochs", "iterations", "lr", "ema_rate", "discriminator_noise")}
         gan_setup["mean_seconds"] = statistics.fmean(r["seconds"] for r in results["gan"])
     result = {
         "benchmark": "digits_ssl",
@@ -395,6 +451,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": {
             "seeds": args.seeds, "labels": args.labels, "workers": args.workers, "recipe_args": recipe_args,
+            "input_noise": args.input_noise, "hidden_noise": args.hidden_noise,
             "methods": args.methods, "label_spreading_grid": LS_GRID, "label_spreading_max_iter": MAX_ITER,
         },
         "machine": {

@@ -64,7 +64,8 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, without instal
     sys.path.insert(0, str(ROOT))
 
 from ignite_igan.engines import create_gan_trainer, create_semi_supervised_trainer  # noqa: E402
-from ignite_igan.metrics import GeneratorEvaluator, InceptionScore, TFInceptionV3  # noqa: E402
+from ignite_igan.functional import frechet_distance, inception_score  # noqa: E402
+from ignite_igan.metrics import GeneratorEvaluator, InceptionScore, TFInceptionV3, to_uint8  # noqa: E402
 from ignite_igan.models import cifar10_fm_discriminator, cifar10_generator, cifar10_md_discriminator  # noqa: E402
 from ignite_igan.nn import data_dependent_init  # noqa: E402
 from ignite_igan.optim import ReferenceAdam  # noqa: E402
@@ -242,6 +243,73 @@ def measure_inception_score(args: argparse.Namespace, device: torch.device) -> D
     }
 
 
+def measure_is_and_fid(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+    """IS and FID of ``--is-samples`` generated images from one pass of the network, against cached real statistics.
+
+    The generator makes the images batch by batch; each batch is rounded to uint8 and goes through the network
+    once for both outputs (1008 unbiased logits, 2048 pool features). The logits are kept for the split score,
+    the features are summed into float64 first and second moments on the device; the Fréchet distance to a
+    precomputed (here random, positive definite) set of real statistics is
+    :func:`~ignite_igan.functional.frechet_distance` on the device. Timed from the first noise vector to both
+    numbers.
+    """
+    torch.manual_seed(args.seed)
+    generator = cifar10_generator("virtual").to(device)
+    generator.set_reference(generator.sample_noise(args.reference_size, device=device))
+    data_dependent_init(generator, generator.sample_noise(args.batch_size, device=device))
+    generator.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path, digest = random_inception_weights(Path(tmp), args.seed)
+        extractor = TFInceptionV3(weights_path=path, sha256=digest).to(device)
+    rng = torch.Generator(device="cpu").manual_seed(args.seed + 1)
+    a = torch.randn(2048, 2048, generator=rng, dtype=torch.float64)
+    real_mu, real_sigma = torch.randn(2048, generator=rng, dtype=torch.float64).to(device), (a @ a.T / 2048).to(device)
+
+    def evaluate(n: int) -> Tuple[float, float, float, Dict[str, float]]:
+        synchronize(device)
+        begin = time.perf_counter()
+        noise_rng = torch.Generator().manual_seed(0)
+        logits, total, outer, count = [], torch.zeros(2048, dtype=torch.float64, device=device), None, 0
+        outer = torch.zeros(2048, 2048, dtype=torch.float64, device=device)
+        phases = {"generate_and_extract_s": 0.0}
+        with torch.no_grad():
+            for start in range(0, n, args.is_batch_size):
+                b = min(args.is_batch_size, n - start)
+                z = generator.sample_noise(b, generator=noise_rng, device="cpu").to(device)
+                images = to_uint8(generator(z), "[-1,1]")
+                batch_logits, features = extractor.logits_and_features(images)
+                logits.append(batch_logits)
+                f = features.double()
+                total += f.sum(dim=0)
+                outer += f.T @ f
+                count += b
+        synchronize(device)
+        phases["generate_and_extract_s"] = time.perf_counter() - begin
+        mark = time.perf_counter()
+        score, _ = inception_score(torch.cat(logits), splits=10)
+        phases["inception_score_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        mu = total / count
+        sigma = (outer - count * torch.outer(mu, mu)) / (count - 1)
+        fid = frechet_distance(mu, sigma, real_mu, real_sigma)
+        synchronize(device)
+        phases["frechet_distance_s"] = time.perf_counter() - mark
+        return score, fid, time.perf_counter() - begin, phases
+
+    _, _, warmup_s, _ = evaluate(max(10, min(args.is_samples, 2 * args.is_batch_size)))
+    score, fid, elapsed, phases = evaluate(args.is_samples)
+    return {
+        "n_samples": args.is_samples,
+        "batch_size": args.is_batch_size,
+        "seconds": elapsed,
+        "images_per_second": args.is_samples / elapsed,
+        "warmup_s": warmup_s,
+        "phases": phases,
+        "inception_score_random_weights": score,
+        "fid_random_weights": fid,
+    }
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------------------
@@ -292,6 +360,20 @@ def markdown(report: Dict[str, Any]) -> str:
                 f"({score['images_per_second']:.0f} images/s; under a minute: "
                 f"{'yes' if score['seconds'] < 60 else 'no'}); extractor build {score['extractor_build_s']:.1f} s, "
                 f"warm-up {score['warmup_s']:.1f} s."
+            )
+    both = report.get("is_and_fid")
+    if both:
+        lines.append("")
+        if "error" in both:
+            lines.append(f"IS and FID: failed: {both['error'].splitlines()[-1][:200]}")
+        else:
+            phases = both["phases"]
+            lines.append(
+                f"IS and FID of {both['n_samples']:,} generated 32x32 images from one pass of TFInceptionV3 (random "
+                f"weights), FID against cached real statistics: {both['seconds']:.1f} s (under a minute: "
+                f"{'yes' if both['seconds'] < 60 else 'no'}); generation and network {phases['generate_and_extract_s']:.1f} s, "
+                f"split score {phases['inception_score_s']:.2f} s, Fréchet distance on the device "
+                f"{phases['frechet_distance_s']:.2f} s."
             )
     return "\n".join(lines) + "\n"
 
@@ -416,11 +498,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         except Exception:  # noqa: BLE001
             report["inception_score"] = {"error": traceback.format_exc()}
             print(report["inception_score"]["error"], file=sys.stderr)
+        write(report, args.output)
+        print("IS and FID of the same samples ...", file=sys.stderr, flush=True)
+        try:
+            report["is_and_fid"] = measure_is_and_fid(args, device)
+        except Exception:  # noqa: BLE001
+            report["is_and_fid"] = {"error": traceback.format_exc()}
+            print(report["is_and_fid"]["error"], file=sys.stderr)
     table = write(report, args.output)
     print(table)
     failed = [row for row in report["steps"] if "error" in row] + (
         [report["inception_score"]] if "error" in report.get("inception_score", {}) else []
-    )
+    ) + ([report["is_and_fid"]] if "error" in report.get("is_and_fid", {}) else [])
     return 1 if failed else 0
 
 

@@ -41,6 +41,7 @@ from torch.utils.data._utils.collate import default_collate
 
 __all__ = [
     "balanced_labeled_subset",
+    "unlabeled_pool",
     "dataset_labels",
     "SemiSupervisedBatch",
     "SemiSupervisedLoader",
@@ -128,6 +129,42 @@ def balanced_labeled_subset(
             )
         chosen.append(of_class)
     return torch.from_numpy(np.concatenate(chosen))
+
+
+def unlabeled_pool(num_examples: int, labeled_indices: IndexLike, size: int, seed: int) -> Tensor:
+    """Indices of an unlabeled pool of ``size`` training examples that holds every labeled one.
+
+    For studies of how much unlabeled data the GAN needs: the pool is the labeled subset (as in the reference,
+    whose unlabeled set is the whole training set, labeled examples included) plus the first
+    ``size - len(labeled_indices)`` of the other examples in the order of ``numpy.random.RandomState(seed)``'s
+    permutation. Pools of different sizes from one seed are nested: the smaller is a subset of the larger.
+
+    Args:
+        num_examples: the size N of the training set.
+        labeled_indices: the labeled subset (indices in [0, N)).
+        size: the pool's size, ``len(labeled_indices) <= size <= N``.
+        seed: seed of the permutation, in [0, 2**32).
+
+    Returns:
+        A sorted 1-D int64 tensor of ``size`` distinct indices.
+
+    Example:
+        >>> pool = unlabeled_pool(10, [2, 7], size=5, seed=0)
+        >>> len(pool), {2, 7} <= set(pool.tolist())
+        (5, True)
+    """
+    n = _check_int("num_examples", num_examples, 1)
+    labeled = _as_index_array("labeled_indices", labeled_indices)
+    if labeled.size and (labeled.min() < 0 or labeled.max() >= n):
+        raise ValueError(f"labeled_indices must lie in [0, {n}), got values from {labeled.min()} to {labeled.max()}")
+    size = _check_int("size", size, 1)
+    if not len(labeled) <= size <= n:
+        raise ValueError(f"size must be between the number of labeled examples ({len(labeled)}) and {n}, got {size}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    order = np.random.RandomState(seed).permutation(n)
+    others = order[~np.isin(order, labeled)][: size - len(labeled)]
+    return torch.from_numpy(np.sort(np.concatenate([labeled, others])).astype(np.int64))
 
 
 def dataset_labels(dataset: Dataset) -> Tensor:

@@ -4,6 +4,8 @@
 data set     source                                        scaling (spec §4)           shape of one example
 ===========  ============================================  ==========================  ============================
 ``mnist``    ``torchvision.datasets.MNIST`` (60k / 10k)    pixels / 255, in [0, 1]     (784,) (permutation-invariant)
+``fashion_   ``torchvision.datasets.FashionMNIST``          pixels / 255, in [0, 1]     (784,) (as MNIST)
+mnist``      (60k / 10k)
 ``cifar10``  ``torchvision.datasets.CIFAR10`` (50k / 10k)  (x − 127.5) / 128           (3, 32, 32)
 ``svhn``     ``torchvision.datasets.SVHN`` (73,257 train,  (x − 127.5) / 127.5         (3, 32, 32)
              26,032 test; no "extra" split)
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple, Union
 
@@ -38,10 +41,13 @@ __all__ = [
     "ScaledImages",
     "load_dataset",
     "load_mnist",
+    "load_fashion_mnist",
     "load_cifar10",
     "load_svhn",
     "load_digits",
     "DatasetNotFoundError",
+    "DatasetReadError",
+    "EXPECTED_LAYOUTS",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -49,6 +55,20 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 class DatasetNotFoundError(FileNotFoundError):
     """The data set's files are not in the data directory and downloading was not asked for."""
+
+
+class DatasetReadError(ValueError):
+    """The data set's files are where they belong but cannot be read (truncated, corrupt, or another format)."""
+
+
+#: Where each data set's files must be, relative to the data directory (what torchvision reads or downloads).
+EXPECTED_LAYOUTS: Dict[str, str] = {
+    "mnist": "<dir>/MNIST/raw/{train,t10k}-images-idx3-ubyte and {train,t10k}-labels-idx1-ubyte",
+    "fashion_mnist": "<dir>/FashionMNIST/raw/{train,t10k}-images-idx3-ubyte and {train,t10k}-labels-idx1-ubyte",
+    "cifar10": "<dir>/cifar-10-batches-py/data_batch_1 ... data_batch_5 and test_batch",
+    "svhn": "<dir>/train_32x32.mat and <dir>/test_32x32.mat",
+}
+_DISPLAY = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR-10", "svhn": "SVHN"}
 
 
 class ScaledImages(Dataset):
@@ -96,11 +116,41 @@ class ScaledImages(Dataset):
         return self.labels
 
 
-def _missing(name: str, root: PathLike, detail: str) -> DatasetNotFoundError:
+def _missing(key: str, root: PathLike, detail: str) -> DatasetNotFoundError:
+    layout = EXPECTED_LAYOUTS[key].replace("<dir>", str(root))
     return DatasetNotFoundError(
-        f"{name} was not found in data directory {str(root)!r} ({detail}). Pass download=True "
-        f"(--download in the recipes) to fetch it with torchvision, or point the data directory at a copy."
+        f"{_DISPLAY[key]} was not found in data directory {str(root)!r} ({detail}); expected the files {layout}. "
+        f"Pass download=True (--download in the recipes) to fetch it with torchvision, or point the data directory "
+        f"at a copy."
     )
+
+
+def _unreadable(key: str, root: PathLike, error: Exception) -> DatasetReadError:
+    return DatasetReadError(
+        f"{_DISPLAY[key]}'s files in data directory {str(root)!r} could not be read ({type(error).__name__}: "
+        f"{error}); they may be truncated or corrupt. Delete them and download again (--download), or replace them "
+        f"with a good copy laid out as {EXPECTED_LAYOUTS[key]}."
+    )
+
+
+def _idx_files(root: PathLike, folder: str, train: bool) -> List[Path]:
+    prefix = "train" if train else "t10k"
+    raw = Path(root) / folder / "raw"
+    return [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+
+
+def _open_idx(key: str, cls: type, folder: str, root: PathLike, train: bool, download: bool) -> Dataset:
+    """torchvision's MNIST-format reader, with errors that tell a missing file from an unreadable one."""
+    if not download:
+        absent = [str(path) for path in _idx_files(root, folder, train) if not path.is_file()]
+        if absent:
+            raise _missing(key, root, f"missing {', '.join(absent)}")
+    try:
+        return cls(str(root), train=train, download=download)
+    except RuntimeError as error:
+        if all(path.is_file() for path in _idx_files(root, folder, train)):
+            raise _unreadable(key, root, error) from error
+        raise _missing(key, root, str(error)) from error
 
 
 def load_mnist(root: PathLike, train: bool = True, download: bool = False) -> ScaledImages:
@@ -111,10 +161,20 @@ def load_mnist(root: PathLike, train: bool = True, download: bool = False) -> Sc
     """
     from torchvision.datasets import MNIST
 
-    try:
-        ds = MNIST(str(root), train=train, download=download)
-    except RuntimeError as error:
-        raise _missing("MNIST", root, str(error)) from error
+    ds = _open_idx("mnist", MNIST, "MNIST", root, train, download)
+    return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
+
+
+def load_fashion_mnist(root: PathLike, train: bool = True, download: bool = False) -> ScaledImages:
+    """Fashion-MNIST through ``torchvision.datasets.FashionMNIST``: 60,000 training or 10,000 test images.
+
+    The same format and scaling as :func:`load_mnist` (pixels / 255, flattened to 784), so the paper's MNIST
+    setting runs on it unchanged. The files are ``<root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}
+    -ubyte`` (or their ``.gz`` archives).
+    """
+    from torchvision.datasets import FashionMNIST
+
+    ds = _open_idx("fashion_mnist", FashionMNIST, "FashionMNIST", root, train, download)
     return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
 
 
@@ -137,7 +197,7 @@ def load_cifar10(
         try:
             ds = CIFAR10(str(root), train=train, download=download)
         except RuntimeError as error:
-            raise _missing("CIFAR-10", root, str(error)) from error
+            raise _missing("cifar10", root, str(error)) from error
     else:
         if download:
             CIFAR10(str(root), train=train, download=True)
@@ -173,10 +233,13 @@ def _unchecked(name: str) -> type:
 
 
 def _open_unchecked(name: str, root: PathLike, **kwargs) -> Dataset:
+    key = {"CIFAR10": "cifar10", "SVHN": "svhn"}[name]
     try:
         return _unchecked(name)(str(root), download=False, **kwargs)
     except RuntimeError as error:
-        raise _missing(name, root, str(error)) from error
+        raise _missing(key, root, str(error)) from error
+    except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as error:
+        raise _unreadable(key, root, error) from error
 
 
 def load_svhn(
@@ -195,7 +258,7 @@ def load_svhn(
         try:
             ds = SVHN(str(root), split=split, download=download)
         except RuntimeError as error:
-            raise _missing("SVHN", root, str(error)) from error
+            raise _missing("svhn", root, str(error)) from error
     else:
         if download:
             SVHN(str(root), split=split, download=True)
@@ -239,6 +302,7 @@ def load_digits(root: PathLike = None, train: bool = True, download: bool = Fals
 
 DATASETS: Dict[str, Callable[..., ScaledImages]] = {
     "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
     "svhn": load_svhn,
     "digits": load_digits,
@@ -250,7 +314,9 @@ def load_dataset(name: str, root: PathLike = "data", train: bool = True, downloa
 
     Raises:
         ValueError: for an unknown name.
-        DatasetNotFoundError: when the files are missing and ``download`` is False.
+        DatasetNotFoundError: when the files are missing and ``download`` is False; the message names the
+            files expected (:data:`EXPECTED_LAYOUTS`).
+        DatasetReadError: when the files are there but cannot be read (truncated or corrupt).
     """
     if name not in DATASETS:
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")

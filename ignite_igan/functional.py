@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -39,6 +40,7 @@ __all__ = [
     "one_sided_label_smoothing_loss",
     "historical_average_penalty",
     "inception_score",
+    "frechet_distance",
 ]
 
 FEATURE_MATCHING_DISTANCES = ("squared_l2", "mean_squared", "mean_absolute")
@@ -588,3 +590,92 @@ def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tupl
         scores.append(math.exp(float(terms.sum(dim=1).mean())))
     scores_np = np.asarray(scores, dtype=np.float64)
     return float(scores_np.mean()), float(scores_np.std())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fréchet distance (FID; Heusel et al., 2017)
+# --------------------------------------------------------------------------------------------------------------
+#: A negative eigenvalue larger than this share of the largest one is not rounding: the matrix is not PSD.
+PSD_TOLERANCE = 1e-6
+
+
+def _check_statistics(name_mu: str, mu: object, name_sigma: str, sigma: object) -> Tuple[Tensor, Tensor]:
+    mu = torch.as_tensor(mu) if isinstance(mu, np.ndarray) else _check_tensor(name_mu, mu)
+    sigma = torch.as_tensor(sigma) if isinstance(sigma, np.ndarray) else _check_tensor(name_sigma, sigma)
+    if mu.ndim != 1 or mu.shape[0] < 1:
+        raise ValueError(f"{name_mu} must be a non-empty 1-D mean vector (D,), got shape {tuple(mu.shape)}")
+    d = mu.shape[0]
+    if tuple(sigma.shape) != (d, d):
+        raise ValueError(f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, got shape {tuple(sigma.shape)}")
+    for name, value in ((name_mu, mu), (name_sigma, sigma)):
+        if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} must be finite, got NaN or inf")
+    return mu, sigma
+
+
+def _psd_eigenvalues(name: str, matrix: Tensor) -> Tensor:
+    """Eigenvalues of a symmetric PSD matrix, rounding errors below zero set to 0; a clearly negative one warns."""
+    values = torch.linalg.eigvalsh(matrix)
+    top = float(values.abs().max()) if values.numel() else 0.0
+    lowest = float(values.min()) if values.numel() else 0.0
+    if lowest < -PSD_TOLERANCE * max(top, 1e-300):
+        warnings.warn(
+            f"frechet_distance: {name} has the eigenvalue {lowest:.3e} (largest {top:.3e}); a covariance is "
+            "positive semi-definite, so its statistics are not a covariance or were computed from too few "
+            "samples. Negative eigenvalues are treated as 0.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return values.clamp(min=0.0)
+
+
+def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
+    r"""The Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2), exactly, in float64.
+
+    ``d² = ||mu1 − mu2||² + tr(Σ1) + tr(Σ2) − 2·tr((Σ1^½ Σ2 Σ1^½)^½)`` (Dowson and Landau, 1982; the FID of
+    Heusel et al., 2017, on Inception features). ``tr((Σ1^½ Σ2 Σ1^½)^½)`` equals the ``tr(sqrtm(Σ1 Σ2))`` of the
+    usual implementations (the eigenvalues of ``Σ1 Σ2`` and ``Σ1^½ Σ2 Σ1^½`` are the same), but both matrices here
+    are symmetric, so two symmetric eigendecompositions give it: ``Σ1 = V Λ Vᵀ``, ``Σ1^½ = V Λ^½ Vᵀ``, then the
+    eigenvalues ``μ`` of ``Σ1^½ Σ2 Σ1^½`` and ``Σ sqrt(μ)``. That is exact for singular covariances too (fewer
+    samples than features), needs no complex arithmetic, and is several times faster than SciPy's ``sqrtm``
+    (``benchmarks/frechet_distance.py``). Eigenvalues below zero by rounding are set to 0; a clearly negative one
+    (below ``-1e-6`` times the largest) means the input is not a covariance, and a ``RuntimeWarning`` gives the
+    numbers. Nothing falls back to an approximation.
+
+    The arithmetic runs in float64 on the device of ``sigma1`` (a GPU's eigensolver if the statistics are there).
+
+    Args:
+        mu1, mu2: (D,) means (tensors or NumPy arrays).
+        sigma1, sigma2: (D, D) covariances.
+
+    Returns:
+        The squared distance as a Python float (FID is this number; it is not square-rooted).
+
+    Example:
+        >>> import torch
+        >>> mu, sigma = torch.zeros(3), torch.eye(3)
+        >>> frechet_distance(mu, sigma, mu + 1, 4 * torch.eye(3))  # 3·1 + 3 + 12 − 2·3·2
+        6.0
+    """
+    mu1, sigma1 = _check_statistics("mu1", mu1, "sigma1", sigma1)
+    mu2, sigma2 = _check_statistics("mu2", mu2, "sigma2", sigma2)
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"mu1 and mu2 must have the same size, got {mu1.shape[0]} and {mu2.shape[0]}")
+    device = sigma1.device
+    mu1, mu2, sigma1, sigma2 = (t.detach().to(device=device, dtype=torch.float64) for t in (mu1, mu2, sigma1, sigma2))
+    # Covariances accumulated in float are symmetric only to rounding; eigh reads one triangle, so symmetrize.
+    sigma1 = 0.5 * (sigma1 + sigma1.T)
+    sigma2 = 0.5 * (sigma2 + sigma2.T)
+    values, vectors = torch.linalg.eigh(sigma1)
+    top = float(values.abs().max())
+    if float(values.min()) < -PSD_TOLERANCE * max(top, 1e-300):
+        _psd_eigenvalues("sigma1", sigma1)  # warns with the numbers
+    root1 = (vectors * values.clamp(min=0.0).sqrt()) @ vectors.T
+    middle = root1 @ sigma2 @ root1
+    middle = 0.5 * (middle + middle.T)
+    trace_sqrt = _psd_eigenvalues("sqrt(sigma1) @ sigma2 @ sqrt(sigma1)", middle).sqrt().sum()
+    diff = mu1 - mu2
+    value = diff.dot(diff) + torch.trace(sigma1) + torch.trace(sigma2) - 2.0 * trace_sqrt
+    return float(value)

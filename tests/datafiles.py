@@ -20,9 +20,10 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
 
 
-def write_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> dict:
+def write_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0, folder: str = "MNIST") -> dict:
+    """MNIST's idx files; ``folder="FashionMNIST"`` writes Fashion-MNIST's, which have the same format."""
     rng = np.random.RandomState(seed)
-    raw = Path(root) / "MNIST" / "raw"
+    raw = Path(root) / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for prefix, n in (("train", n_train), ("t10k", n_test)):
@@ -33,6 +34,10 @@ def write_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
         arrays[prefix] = (images, labels)
     return arrays
+
+
+def write_fashion_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> dict:
+    return write_mnist(root, n_train, n_test, seed, folder="FashionMNIST")
 
 
 def write_cifar10(root: Path, per_batch: int = 60, n_test: int = 100, seed: int = 0) -> dict:

@@ -7,7 +7,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from ignite_igan.data import SemiSupervisedBatch, SemiSupervisedLoader, balanced_labeled_subset, dataset_labels
+from ignite_igan.data import SemiSupervisedBatch, SemiSupervisedLoader, balanced_labeled_subset, dataset_labels, unlabeled_pool
 
 
 class IdentityDataset(Dataset):
@@ -281,3 +281,25 @@ def test_loader_bad_input():
         SemiSupervisedLoader(ds, [0], batch_size=4, seed=0).load_state_dict(state)
     with pytest.raises(ValueError, match=r"state_dict is missing \['seed'\]"):
         loader.load_state_dict({k: v for k, v in state.items() if k != "seed"})
+
+
+def test_unlabeled_pool_holds_the_labeled_examples_and_nests():
+    labeled = [3, 50, 77]
+    small = unlabeled_pool(100, labeled, size=10, seed=4)
+    large = unlabeled_pool(100, labeled, size=40, seed=4)
+    assert len(small) == 10 and len(set(small.tolist())) == 10 and set(labeled) <= set(small.tolist())
+    assert set(small.tolist()) <= set(large.tolist())
+    assert torch.equal(small, unlabeled_pool(100, labeled, size=10, seed=4))
+    assert not torch.equal(small, unlabeled_pool(100, labeled, size=10, seed=5))
+    assert unlabeled_pool(100, labeled, size=100, seed=0).tolist() == list(range(100))
+
+
+def test_unlabeled_pool_bad_input():
+    with pytest.raises(ValueError, match=r"size must be between the number of labeled examples \(3\) and 100, got 2"):
+        unlabeled_pool(100, [1, 2, 3], size=2, seed=0)
+    with pytest.raises(ValueError, match="size must be between .* and 100, got 101"):
+        unlabeled_pool(100, [1, 2, 3], size=101, seed=0)
+    with pytest.raises(ValueError, match=r"labeled_indices must lie in \[0, 100\)"):
+        unlabeled_pool(100, [1, 200], size=10, seed=0)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        unlabeled_pool(100, [1], size=10, seed=-1)

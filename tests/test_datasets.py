@@ -1,10 +1,14 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ignite_igan.datasets import DatasetNotFoundError, load_dataset
-from tests.datafiles import write_cifar10, write_mnist, write_svhn
+from ignite_igan.datasets import DatasetNotFoundError, DatasetReadError, load_dataset
+from tests.datafiles import write_cifar10, write_fashion_mnist, write_mnist, write_svhn
+
+SHARED_FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
 
 
 def test_mnist_idx_files_through_torchvision(tmp_path):
@@ -80,3 +84,47 @@ def test_bad_input(tmp_path):
         load_dataset("mnist", tmp_path / "nowhere")
     with pytest.raises(DatasetNotFoundError, match="MNIST.*download"):
         load_dataset("mnist", tmp_path)
+
+
+def test_fashion_mnist_idx_files_through_torchvision(tmp_path):
+    arrays = write_fashion_mnist(tmp_path)
+    train = load_dataset("fashion_mnist", tmp_path, train=True)
+    test = load_dataset("fashion_mnist", tmp_path, train=False)
+    assert len(train) == 300 and len(test) == 100
+    images, labels = arrays["t10k"]
+    x, y = test[11]
+    np.testing.assert_allclose(x.numpy(), images[11].reshape(-1) / 255.0, rtol=0, atol=1e-7)
+    assert int(y) == int(labels[11])
+
+
+def test_fashion_mnist_missing_or_bad_files_name_the_layout(tmp_path):
+    layout = f"{tmp_path}/FashionMNIST/raw/{{train,t10k}}-images-idx3-ubyte"
+    with pytest.raises(DatasetNotFoundError, match="FashionMNIST") as missing:
+        load_dataset("fashion_mnist", tmp_path)
+    assert layout in str(missing.value)
+    write_mnist(tmp_path)  # MNIST's folder is not Fashion-MNIST's
+    with pytest.raises(DatasetNotFoundError, match="FashionMNIST/raw/train-images-idx3-ubyte"):
+        load_dataset("fashion_mnist", tmp_path)
+    write_fashion_mnist(tmp_path)
+    raw = tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
+    raw.write_bytes(raw.read_bytes()[:1000])  # truncated
+    with pytest.raises(DatasetReadError, match="FashionMNIST.*could not be read.*truncated or corrupt"):
+        load_dataset("fashion_mnist", tmp_path, train=True)
+    assert len(load_dataset("fashion_mnist", tmp_path, train=False)) == 100  # the test files are intact
+
+
+@pytest.mark.parametrize("name, folder", [("cifar10", "cifar-10-batches-py"), ("svhn", "train_32x32.mat")])
+def test_missing_data_names_the_expected_layout(tmp_path, name, folder):
+    with pytest.raises(DatasetNotFoundError, match=folder):
+        load_dataset(name, tmp_path, train=True)
+
+
+@pytest.mark.skipif(not SHARED_FASHION.is_dir(), reason="the real Fashion-MNIST files are in ../shared/data, absent here")
+def test_real_fashion_mnist():
+    train = load_dataset("fashion_mnist", SHARED_FASHION, train=True)
+    test = load_dataset("fashion_mnist", SHARED_FASHION, train=False)
+    assert (len(train), len(test)) == (60000, 10000)
+    assert torch.bincount(train.labels).tolist() == [6000] * 10
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    x, _ = train[0]
+    assert x.shape == (784,) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0

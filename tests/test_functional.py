@@ -863,3 +863,64 @@ def test_minibatch_features_every_tiling_matches_the_oracle(rng, monkeypatch, ti
     similarity = np.exp(-distances) * (1 - np.eye(13))[:, :, None]
     np.testing.assert_allclose(out.detach().numpy(), similarity.sum(axis=1), rtol=1e-12, atol=1e-14)
     assert gradcheck(F.minibatch_features, (m,), eps=1e-6, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fréchet distance
+# --------------------------------------------------------------------------------------------------------------
+def _scipy_frechet(mu1, sigma1, mu2, sigma2):
+    """The usual implementation (pytorch-fid, Ignite): tr(sqrtm(Σ1 Σ2)) by SciPy, in float64."""
+    import scipy.linalg
+
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean).real)
+
+
+def _statistics(rng, n, d, scale=1.0):
+    x = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) * scale / np.sqrt(d)
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+@pytest.mark.parametrize("n1, n2, d", [(400, 300, 32), (5000, 5000, 128), (40, 60, 64), (20, 500, 64)])
+def test_frechet_distance_matches_scipy_sqrtm(n1, n2, d):
+    # (40, 60, 64) and (20, 500, 64): fewer samples than features, so Σ1 (and Σ2) is singular.
+    rng = np.random.default_rng(n1 + n2 + d)
+    mu1, sigma1 = _statistics(rng, n1, d)
+    mu2, sigma2 = _statistics(rng, n2, d, scale=1.3)
+    expected = _scipy_frechet(mu1, sigma1, mu2, sigma2)
+    got = F.frechet_distance(torch.from_numpy(mu1), torch.from_numpy(sigma1), mu2, sigma2)
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert isinstance(got, float)
+
+
+def test_frechet_distance_closed_forms():
+    eye = torch.eye(5, dtype=torch.float64)
+    # Equal Gaussians: 0. Commuting covariances: ||Δμ||² + Σ(√a − √b)².
+    assert F.frechet_distance(torch.ones(5), eye, torch.ones(5), eye) == pytest.approx(0.0, abs=1e-12)
+    a, b = torch.tensor([1.0, 4.0, 9.0, 0.0, 2.0]), torch.tensor([4.0, 1.0, 0.0, 0.0, 2.0])
+    expected = 5 * 0.5**2 + float(((a.sqrt() - b.sqrt()) ** 2).sum())
+    got = F.frechet_distance(torch.zeros(5), torch.diag(a), torch.full((5,), 0.5), torch.diag(b))
+    assert got == pytest.approx(expected, rel=1e-12)
+    # Float32 statistics are computed in float64.
+    assert F.frechet_distance(torch.zeros(5), eye.float() * 4, torch.zeros(5), eye.float()) == pytest.approx(5.0)
+
+
+def test_frechet_distance_warns_with_the_numbers_when_a_covariance_is_not_psd():
+    sigma = torch.diag(torch.tensor([1.0, 1.0, -0.5], dtype=torch.float64))
+    with pytest.warns(RuntimeWarning, match=r"sigma1 has the eigenvalue -5\.000e-01 \(largest 1\.000e\+00\)"):
+        F.frechet_distance(torch.zeros(3), sigma, torch.zeros(3), torch.eye(3))
+
+
+def test_frechet_distance_bad_input():
+    eye = torch.eye(3)
+    with pytest.raises(ValueError, match=r"sigma1 must be a \(3, 3\) covariance matching mu1, got shape \(2, 2\)"):
+        F.frechet_distance(torch.zeros(3), torch.eye(2), torch.zeros(3), eye)
+    with pytest.raises(ValueError, match="mu1 and mu2 must have the same size, got 3 and 4"):
+        F.frechet_distance(torch.zeros(3), eye, torch.zeros(4), torch.eye(4))
+    with pytest.raises(ValueError, match="sigma2 must be finite"):
+        F.frechet_distance(torch.zeros(3), eye, torch.zeros(3), eye * float("nan"))
+    with pytest.raises(TypeError, match="mu1 must be a torch.Tensor"):
+        F.frechet_distance([0.0, 0.0, 0.0], eye, torch.zeros(3), eye)
+    with pytest.raises(ValueError, match="mu2 must be a non-empty 1-D mean vector"):
+        F.frechet_distance(torch.zeros(3), eye, torch.zeros(1, 3), eye)
