@@ -4,12 +4,12 @@ The paper's Table 3 scores CIFAR-10 samples with Inception. On scikit-learn's 8x
 download, the network of the score is a digits classifier trained on the full training set (1,297 digits), the
 classifier-based score used for MNIST in the literature:
 
-1. :func:`ignite_igan.experiments.sample_quality.train_digits_classifier` trains the classifier (seed 0); its test
+1. :func:`ignite_igan.models.train_digits_classifier` trains the classifier (seed 0); its test
    accuracy on the 500 test digits is reported.
 2. The score of real digits with the same protocol: 5,000 draws (with replacement, seeded) from the test set and
    from the training set, 10 contiguous splits, mean ± std of the split scores.
 3. For every column of the table (``sample_quality.ABLATIONS``) and every seed, one run of the digits setting of
-   the sample-quality experiment (``python -m ignite_igan.experiments.sample_quality digits``, its defaults:
+   the sample-quality experiment (``python recipes/digits_samples.py``, its defaults:
    60 epochs of 12 steps, 3 generator steps per discriminator step, lr 3e-3 decaying over the last 20 epochs),
    scored every 10 epochs on 5,000 samples in 10 splits with the classifier above. The table reports the final
    score, mean ± std (ddof 1) over seeds, the per-seed values, and the mean within-run split std.
@@ -49,7 +49,9 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, without instal
     sys.path.insert(0, str(ROOT))
 
 from ignite_igan.datasets import load_dataset  # noqa: E402
-from ignite_igan.experiments import sample_quality as sq  # noqa: E402
+sys.path.insert(0, str(ROOT / "recipes"))
+import sample_quality as sq  # noqa: E402  (recipes/sample_quality.py)
+from ignite_igan.models import train_digits_classifier  # noqa: E402
 from ignite_igan.metrics import ClassifierExtractor, InceptionScore  # noqa: E402
 from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
@@ -106,7 +108,7 @@ def sample_grid(run_dirs: Dict[str, Path], epochs: int, path: Path) -> None:
     for axis, (title, run_dir) in zip(axes, run_dirs.items()):
         state = torch.load(run_dir / "checkpoints" / f"checkpoint_{epochs}.pt", weights_only=True)
         normalization = "virtual" if "reference_noise" in state["generator"] else "batch"
-        generator = sq.SETTINGS["digits"].generator(normalization)
+        generator = sq.SETTINGS["digits_samples"].generator(normalization)
         generator.load_state_dict(state["generator"])
         with torch.no_grad():
             images = generator(generator.sample_noise(100, generator=torch.Generator().manual_seed(0)))
@@ -158,7 +160,7 @@ def main(argv=None) -> Dict[str, Any]:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="training seeds (--seed of each run)")
     parser.add_argument("--settings", nargs="+", default=list(sq.ABLATIONS), choices=list(sq.ABLATIONS))
-    parser.add_argument("--epochs", type=int, default=sq.SETTINGS["digits"].epochs, help="epochs per run")
+    parser.add_argument("--epochs", type=int, default=sq.SETTINGS["digits_samples"].epochs, help="epochs per run")
     parser.add_argument("--is-samples", type=int, default=5000)
     parser.add_argument("--is-splits", type=int, default=10)
     parser.add_argument("--processes", type=int, default=2, help="runs at once (one thread each)")
@@ -173,7 +175,7 @@ def main(argv=None) -> Dict[str, Any]:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="digits_ablation_"))
     work.mkdir(parents=True, exist_ok=True)
 
-    classifier, accuracy = sq.train_digits_classifier(sq.DIGITS_CLASSIFIER_SEED)
+    classifier, accuracy = train_digits_classifier(seed=0)
     classifier_path = work / "digits_classifier.pt"
     torch.save(classifier.state_dict(), classifier_path)
     print(f"digits classifier: test accuracy {accuracy:.4f}", flush=True)
@@ -184,7 +186,7 @@ def main(argv=None) -> Dict[str, Any]:
     for seed in args.seeds:  # seeds outermost, so an interrupted benchmark has whole seeds
         for name in args.settings:
             command = [
-                sys.executable, "-m", "ignite_igan.experiments.sample_quality", "digits", *sq.ABLATIONS[name],
+                sys.executable, str(ROOT / "recipes" / "digits_samples.py"), *sq.ABLATIONS[name],
                 "--seed", str(seed), "--epochs", str(args.epochs), "--lr-decay-epochs", str(decay),
                 "--is-every", "10", "--is-samples", str(args.is_samples), "--is-splits", str(args.is_splits),
                 "--is-classifier", str(classifier_path), "--output-dir", str(work / f"{name}_{seed}"), "--no-progress",
@@ -253,10 +255,10 @@ def main(argv=None) -> Dict[str, Any]:
             "is_splits": args.is_splits,
             "processes": args.processes,
             "digits_minibatch_kernels": sq.DIGITS_MINIBATCH_KERNELS,
-            "historical_averaging_weight": sq.DEFAULT_HISTORICAL_WEIGHT,
-            "real_target": sq.DEFAULT_REAL_TARGET,
+            "historical_averaging_weight": sq.HISTORICAL_WEIGHT,
+            "real_target": sq.REAL_TARGET,
         },
-        "classifier": {"seed": sq.DIGITS_CLASSIFIER_SEED, "test_accuracy": accuracy, "test_examples": 500},
+        "classifier": {"seed": 0, "test_accuracy": accuracy, "test_examples": 500},
         "real_data": real,
         "settings": settings,
         "cpu_seconds": cpu,

@@ -18,7 +18,7 @@ initialization both from ``s``: ``--seed s --seed-data s``), three methods see t
    scored with the evaluation-averaged discriminator after the last epoch (``test_error``); the test error of
    every epoch is kept in the JSON too.
 
-Every GAN run is ``ignite_igan.experiments.semi_supervised.train`` called in a worker process of a
+Every GAN run is ``train`` of ``recipes/semi_supervised.py`` called in a worker process of a
 ``multiprocessing`` pool (``--workers``, spawn, one torch thread each, a fresh process per run), with its own
 output directory in a temporary directory; the LabelSpreading runs go in the same pool after them.
 
@@ -61,7 +61,9 @@ import torch  # noqa: E402
 from ignite_igan import cli  # noqa: E402
 from ignite_igan.data import balanced_labeled_subset, dataset_labels  # noqa: E402
 from ignite_igan.datasets import load_dataset  # noqa: E402
-from ignite_igan.experiments.semi_supervised import build_parser, train  # noqa: E402
+sys.path.insert(0, str(ROOT / "recipes"))
+import semi_supervised  # noqa: E402  (recipes/semi_supervised.py)
+from semi_supervised import build_parser, train  # noqa: E402
 from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 NUM_CLASSES = 10
@@ -187,7 +189,6 @@ def _override_discriminator_noise(input_noise: Optional[float], hidden_noise: Op
     every other part of ``models.digits_discriminator`` stay as they are. Returns the levels in effect.
     """
     from ignite_igan import models
-    from ignite_igan.experiments import semi_supervised
 
     default = models.digits_discriminator()
     levels = {
@@ -199,8 +200,8 @@ def _override_discriminator_noise(input_noise: Optional[float], hidden_noise: Op
             models.MNISTDiscriminator, in_features=default.in_features, num_classes=default.num_classes,
             hidden=default.hidden, **levels,
         )
-        setting = semi_supervised.SETTINGS["digits"]
-        semi_supervised.SETTINGS["digits"] = dataclasses.replace(setting, discriminator=build)
+        setting = semi_supervised.SETTINGS["digits_ssl"]
+        semi_supervised.SETTINGS["digits_ssl"] = dataclasses.replace(setting, discriminator=build)
     return levels
 
 
@@ -220,9 +221,9 @@ def gan_job(
         "--labels-per-class", str(per_class), "--seed", str(seed), "--seed-data", str(seed),
         "--threads", "1", "--no-progress", *recipe_args,
     ]
-    args = cli.parse_args(build_parser("digits"), argv + ["--output-dir", str(run_dir)])
+    args = cli.parse_args(build_parser("digits_ssl"), argv + ["--output-dir", str(run_dir)])
     started = time.time()
-    metrics = train(0, args, "digits")
+    metrics = train(0, args, "digits_ssl")
     seconds = time.time() - started
     return {
         "per_class": per_class,
@@ -411,7 +412,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         parser.error(f"--labels: expected multiples of {NUM_CLASSES} (balanced labels), got {bad}")
     per_class_list = [n // NUM_CLASSES for n in args.labels]
     recipe_args = shlex.split(args.recipe_args)
-    cli.parse_args(build_parser("digits"), recipe_args)  # fail now, not in a worker, on a bad recipe flag
+    cli.parse_args(build_parser("digits_ssl"), recipe_args)  # fail now, not in a worker, on a bad recipe flag
     for flag, value in (("--input-noise", args.input_noise), ("--hidden-noise", args.hidden_noise)):
         if value is not None and not (value >= 0 and math.isfinite(value)):
             parser.error(f"{flag}: expected a finite number >= 0, got {value}")

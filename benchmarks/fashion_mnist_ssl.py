@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
+    sys.path.insert(0, str(ROOT))
 RECIPE = ROOT / "recipes" / "fashion_mnist_ssl.py"
 ITERATIONS_PER_EPOCH = 600  # 60,000 training images in batches of 100
 
@@ -105,6 +107,233 @@ def run_gan_jobs(args: argparse.Namespace) -> None:
             print(json.dumps(result), flush=True)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# The classical baselines: LabelSpreading (knn, rbf) and logistic regression, selected by CV on the labels only
+# --------------------------------------------------------------------------------------------------------------
+NUM_CLASSES = 10
+LS_MAX_ITER = 1000  # LabelSpreading's default 30 iterations stop short of convergence for alpha near 1
+KNN_GRID = [{"n_neighbors": k, "alpha": a} for a in (0.2, 0.5, 0.8, 0.99) for k in (7, 15, 30)]  # sklearn's default first
+RBF_SCALES = (0.25, 1.0, 4.0)  # gamma = scale / (median squared distance to the 7th nearest neighbour)
+RBF_ALPHAS = (0.2, 0.8, 0.99)
+RBF_UNLABELED = 5000  # the rbf kernel is a dense N x N matrix: labeled images plus this many unlabeled ones
+LOGISTIC_C = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+CV_FOLDS = 5  # fold j holds out labeled images 2j and 2j + 1 of every class
+
+
+def _arrays(data_dir: Path, train: bool):
+    import numpy as np
+
+    from ignite_igan.datasets import load_dataset
+
+    dataset = load_dataset("fashion_mnist", data_dir, train=train)
+    x = dataset.images.reshape(len(dataset), -1).numpy().astype(np.float64) / 255.0  # the recipe's scaling
+    return x, dataset.labels.numpy()
+
+
+class PrecomputedKernel:
+    """A LabelSpreading kernel (callable) that serves precomputed weights for the fit and for ``predict``.
+
+    scikit-learn rebuilds its knn graph (all pairwise distances of 60,000 images) on every ``fit``; cross-validation
+    needs dozens of fits on the same images, so the graphs are built once and handed back here. With the knn
+    weights (0/1 on the k nearest training images) the callable computes exactly what ``kernel="knn"`` computes:
+    LabelSpreading's graph for the fit, and for ``predict`` the sum of the neighbours' label distributions.
+    """
+
+    def __init__(self, train_weights, test_weights):
+        self.train_weights, self.test_weights = train_weights, test_weights  # (n, n) and (n, n_test)
+
+    def __call__(self, x, y):
+        if y.shape[0] == self.train_weights.shape[0] and y is x:
+            return self.train_weights
+        if y.shape[0] == self.test_weights.shape[1]:
+            return self.test_weights
+        raise ValueError(f"PrecomputedKernel: no weights for inputs of shapes {x.shape} and {y.shape}")
+
+
+def _knn_indices(x_ref, x_query, k: int, exclude_self: bool = False):
+    """Indices of the k nearest rows of ``x_ref`` for every row of ``x_query`` (Euclidean), nearest first."""
+    from sklearn.neighbors import NearestNeighbors
+
+    index = NearestNeighbors(n_neighbors=k).fit(x_ref)
+    return index.kneighbors(x_query, return_distance=False)
+
+
+def _knn_weights(neighbors, k: int, n_ref: int):
+    """0/1 matrix (n_query, n_ref) with ones on each row's k nearest."""
+    import numpy as np
+    from scipy import sparse
+
+    n = neighbors.shape[0]
+    rows = np.repeat(np.arange(n), k)
+    return sparse.csr_matrix((np.ones(n * k), (rows, neighbors[:, :k].ravel())), shape=(n, n_ref))
+
+
+def _spread(kernel, alpha: float, x, y_partial):
+    import warnings
+
+    from sklearn.semi_supervised import LabelSpreading
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence and 0/0 warnings are counted in the results as they come
+        return LabelSpreading(kernel=kernel, alpha=alpha, max_iter=LS_MAX_ITER).fit(x, y_partial)
+
+
+def _cv_select(configs, fit_and_score, labeled, y):
+    """Index of the config with the fewest held-out errors (then lower log-loss, then order) and all CV rows."""
+    import numpy as np
+
+    per_class = len(labeled) // NUM_CLASSES
+    by_class = labeled.reshape(NUM_CLASSES, per_class)
+    folds = [by_class[:, list(range(j, per_class, CV_FOLDS))].ravel() for j in range(CV_FOLDS)]
+    rows = []
+    for config in configs:
+        errors, log_loss = 0, 0.0
+        for held in folds:
+            proba = fit_and_score(config, np.setdiff1d(labeled, held), held)
+            errors += int((proba.argmax(axis=1) != y[held]).sum())
+            log_loss -= float(np.log(np.clip(proba[np.arange(len(held)), y[held]], 1e-12, None)).sum())
+        rows.append({"config": config, "cv_errors": errors, "cv_log_loss": log_loss / len(labeled)})
+    best = min(range(len(rows)), key=lambda i: (rows[i]["cv_errors"], rows[i]["cv_log_loss"], i))
+    return best, rows
+
+
+def _distributions(model, index):
+    import numpy as np
+
+    dist = np.asarray(model.label_distributions_[index], dtype=np.float64)
+    return np.nan_to_num(dist, nan=1.0 / NUM_CLASSES)
+
+
+def label_spreading_knn(x, y, pool, labeled, x_test, y_test) -> Dict[str, Any]:
+    """knn LabelSpreading over the images ``pool`` (labeled ones included), CV-selected, scored on the test set."""
+    import numpy as np
+
+    k_max = max(c["n_neighbors"] for c in KNN_GRID)
+    started = time.time()
+    xp = np.ascontiguousarray(x[pool])
+    train_nn = _knn_indices(xp, xp, k_max)
+    test_nn = _knn_indices(xp, x_test, k_max)
+    graph_s = time.time() - started
+    position = {int(i): p for p, i in enumerate(pool)}
+    lab_pos = np.array([position[int(i)] for i in labeled])
+    y_pool = y[pool]
+
+    def fit(config, keep):
+        k = config["n_neighbors"]
+        kernel = PrecomputedKernel(_knn_weights(train_nn, k, len(pool)), _knn_weights(test_nn, k, len(pool)).T.tocsr())
+        y_partial = np.full(len(pool), -1)
+        y_partial[keep] = y_pool[keep]
+        return _spread(kernel, config["alpha"], xp, y_partial)
+
+    best, rows = _cv_select(KNN_GRID, lambda c, keep, held: _distributions(fit(c, keep), held), lab_pos, y_pool)
+
+    def evaluate(config):
+        model = fit(config, lab_pos)
+        predicted = model.predict(x_test)
+        return {"config": config, "test_error": float((predicted != y_test).mean())}
+
+    return {"selected": evaluate(KNN_GRID[best]), "default": evaluate(KNN_GRID[0]), "cv": rows,
+            "pool": len(pool), "graph_seconds": graph_s, "seconds": time.time() - started}
+
+
+def label_spreading_rbf(x, y, pool, labeled, x_test, y_test) -> Dict[str, Any]:
+    """rbf LabelSpreading over ``pool`` (a few thousand images: the kernel is dense), CV-selected."""
+    import numpy as np
+    from sklearn.metrics.pairwise import euclidean_distances
+
+    started = time.time()
+    xp = np.ascontiguousarray(x[pool])
+    train_d2 = euclidean_distances(xp, xp, squared=True)
+    test_d2 = euclidean_distances(xp, x_test, squared=True)
+    scale = float(np.median(np.sort(train_d2, axis=1)[:, 7]))  # column 0 is the image itself
+    configs = [{"gamma": g / scale, "gamma_scale": g, "alpha": a} for a in RBF_ALPHAS for g in RBF_SCALES]
+    position = {int(i): p for p, i in enumerate(pool)}
+    lab_pos = np.array([position[int(i)] for i in labeled])
+    y_pool = y[pool]
+
+    def fit(config, keep):
+        kernel = PrecomputedKernel(np.exp(-config["gamma"] * train_d2), np.exp(-config["gamma"] * test_d2))
+        y_partial = np.full(len(pool), -1)
+        y_partial[keep] = y_pool[keep]
+        return _spread(kernel, config["alpha"], xp, y_partial)
+
+    best, rows = _cv_select(configs, lambda c, keep, held: _distributions(fit(c, keep), held), lab_pos, y_pool)
+    model = fit(configs[best], lab_pos)
+    with np.errstate(all="ignore"):
+        proba = np.nan_to_num(model.predict_proba(x_test), nan=1.0 / NUM_CLASSES)
+    predicted = model.classes_[proba.argmax(axis=1)]
+    return {"selected": {"config": configs[best], "test_error": float((predicted != y_test).mean())}, "cv": rows,
+            "pool": len(pool), "median_sq_distance_7nn": scale, "seconds": time.time() - started}
+
+
+def logistic_regression(x, y, labeled, x_test, y_test) -> Dict[str, Any]:
+    """Multinomial logistic regression on the labeled images alone, C chosen by the same CV."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    configs = [{"C": c} for c in LOGISTIC_C]
+
+    def fit(config, keep):
+        return LogisticRegression(C=config["C"], max_iter=5000).fit(x[keep], y[keep])
+
+    best, rows = _cv_select(configs, lambda c, keep, held: fit(c, keep).predict_proba(x[held]), labeled, y)
+    model = fit(configs[best], labeled)
+    return {"selected": {"config": configs[best], "test_error": float((model.predict(x_test) != y_test).mean())},
+            "cv": rows}
+
+
+def classical_job(data_dir: Path, seed: int, unlabeled: Optional[int]) -> Dict[str, Any]:
+    """Every classical method for one labeled subset (seed) and one unlabeled pool size (None: all 60,000)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from ignite_igan.data import balanced_labeled_subset, unlabeled_pool
+
+    threadpool_limits(1)
+    x, y = _arrays(data_dir, train=True)
+    x_test, y_test = _arrays(data_dir, train=False)
+    labeled = balanced_labeled_subset(y, 10, seed=seed).numpy()
+    pool = np.arange(len(y)) if unlabeled is None else unlabeled_pool(len(y), labeled, unlabeled, seed=seed).numpy()
+    result: Dict[str, Any] = {"seed": seed, "unlabeled": len(pool)}
+    result["label_spreading_knn"] = label_spreading_knn(x, y, pool, labeled, x_test, y_test)
+    if unlabeled is None:
+        rbf_pool = unlabeled_pool(len(y), labeled, len(labeled) + RBF_UNLABELED, seed=seed).numpy()
+        result["label_spreading_rbf"] = label_spreading_rbf(x, y, rbf_pool, labeled, x_test, y_test)
+        result["logistic_regression"] = logistic_regression(x, y, labeled, x_test, y_test)
+    return result
+
+
+def check_precomputed_kernel() -> None:
+    """PrecomputedKernel with knn weights must give what sklearn's own ``kernel="knn"`` gives (checked each run)."""
+    import numpy as np
+    from sklearn.semi_supervised import LabelSpreading
+
+    rng = np.random.default_rng(0)
+    x, y, x_test = rng.random((300, 8)), rng.integers(0, NUM_CLASSES, 300), rng.random((50, 8))
+    y_partial = np.where(np.arange(300) < 60, y, -1)
+    reference = LabelSpreading(kernel="knn", n_neighbors=7, alpha=0.5, max_iter=LS_MAX_ITER).fit(x, y_partial)
+    kernel = PrecomputedKernel(_knn_weights(_knn_indices(x, x, 7), 7, 300),
+                               _knn_weights(_knn_indices(x, x_test, 7), 7, 300).T.tocsr())
+    ours = _spread(kernel, 0.5, x, y_partial)
+    if not (np.allclose(ours.label_distributions_, reference.label_distributions_, atol=1e-12)
+            and np.allclose(ours.predict_proba(x_test), reference.predict_proba(x_test), atol=1e-12)):
+        raise AssertionError("PrecomputedKernel does not reproduce LabelSpreading(kernel='knn')")
+
+
+def run_classical_jobs(args: argparse.Namespace) -> None:
+    check_precomputed_kernel()
+    jobs = [(seed, None) for seed in args.seeds] + [(s, u) for s in args.seeds[:2] for u in args.regime_sizes]
+    for seed, unlabeled in jobs:
+        path = args.work_dir / f"classical_seed{seed}_unl{'all' if unlabeled is None else unlabeled}.json"
+        if path.is_file():
+            continue
+        print(f"classical: seed {seed}, unlabeled {unlabeled or 'all'} ...", flush=True)
+        result = classical_job(args.data_dir, seed, unlabeled)
+        path.write_text(json.dumps(result, indent=1))
+        print(path, json.dumps({k: v["selected"]["test_error"] for k, v in result.items() if isinstance(v, dict)
+                                and "selected" in v}), flush=True)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -128,6 +357,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     if args.stage in ("gan", "all"):
         run_gan_jobs(args)
+    if args.stage in ("classical", "all"):
+        run_classical_jobs(args)
 
 
 if __name__ == "__main__":

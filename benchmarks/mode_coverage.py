@@ -1,7 +1,7 @@
 """Mode coverage on the 2-D ring of 8 and grid of 25 Gaussians: a vanilla GAN against each technique (issue 6 #2).
 
-For every mixture, setting and seed the script trains :mod:`ignite_igan.experiments.mixture` (the recipe's
-experiment, with the recipe's defaults: the same networks and the same number of iterations for every setting),
+For every mixture, setting and seed the script trains ``create_experiment`` of ``recipes/mixture.py`` (with the
+recipe's defaults: the same networks and the same number of iterations for every setting),
 then scores 2,500 samples from fixed noise with :func:`ignite_igan.metrics.mode_coverage.mode_coverage`:
 
 * ``modes``: modes with at least 20 high-quality samples (within 3 std of the centre); ``modes_any``: at least one;
@@ -46,15 +46,10 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from ignite_igan.experiments.mixture import (
-    MIXTURES,
-    MixtureConfig,
-    build_mixture,
-    create_experiment,
-    data_scale,
-    scatter_plot,
-)
 from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+from mixture import MIXTURES, MixtureConfig, build_mixture, create_experiment, data_scale, scatter_plot  # noqa: E402
 
 SETTINGS: Dict[str, Dict[str, Any]] = {
     "vanilla": {},
@@ -140,7 +135,7 @@ def one_run(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
     """Trains one (mixture, setting, seed) in this process with one thread; returns its scores and samples."""
     mixture, setting, seed, overrides = job
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)  # as the recipes do on the CPU (runner.prepare_run)
+    torch.set_flush_denormal(True)  # as the recipes do on the CPU (ignite_igan.runs.Run.start)
     torch.manual_seed(seed)
     config = MixtureConfig(mixture=mixture, seed=seed, **SETTINGS[setting], **overrides)
     experiment = create_experiment(config, device="cpu")

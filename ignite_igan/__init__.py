@@ -8,8 +8,9 @@ Import what you need from the submodules:
 - :mod:`ignite_igan.engines`, :mod:`ignite_igan.data`, :mod:`ignite_igan.optim`: ready-made training steps,
   semi-supervised data loading, the reference's optimizer and schedules.
 - :mod:`ignite_igan.metrics` and :mod:`ignite_igan.logging`: the Inception Score and other metrics, TensorBoard.
-- :mod:`ignite_igan.datasets`, :mod:`ignite_igan.checkpointing`, :mod:`ignite_igan.experiments`: what the recipes
-  are built from.
+- :mod:`ignite_igan.datasets`, :mod:`ignite_igan.checkpointing`, :mod:`ignite_igan.runs`, :mod:`ignite_igan.cli`:
+  data sets, checkpoints, and what every training script needs around its step (seeds, device, output folder,
+  resume, progress, summary). The experiments themselves are scripts in ``recipes/``, outside the package.
 
 Nothing is imported here, so ``import ignite_igan.functional`` does not load the metrics' Inception network code.
 """
@@ -22,7 +23,6 @@ __all__ = [
     "data",
     "datasets",
     "engines",
-    "experiments",
     "functional",
     "handlers",
     "logging",
@@ -30,4 +30,5 @@ __all__ = [
     "models",
     "nn",
     "optim",
+    "runs",
 ]

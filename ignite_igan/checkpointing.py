@@ -1,14 +1,22 @@
-"""Checkpoints that a killed run can resume from exactly.
+"""Checkpoints that a killed run can resume from exactly, and that a damaged file cannot silently corrupt.
 
-Ignite's :class:`~ignite.handlers.Checkpoint` with a :class:`~ignite.handlers.DiskSaver` already writes
-atomically (to a temporary file, then ``os.replace``). Two things are added here:
+Ignite's :class:`~ignite.handlers.Checkpoint` decides *what* is saved and *when*; this module decides *how*:
 
 - :class:`RandomStates`, an object with ``state_dict``/``load_state_dict`` for the random number generators
   (torch CPU and CUDA, NumPy, Python) of *every* process, so that the noise and dropout after a resume are the
   ones an uninterrupted run would have drawn. Each process's state is gathered into the checkpoint and each
   process gets its own back.
-- :func:`attach_checkpointing` keeps the two newest checkpoints: Ignite deletes the oldest file *before* it
-  writes the new one, so with a single file a run killed between the two steps would have none.
+- :class:`ChecksummedSaver`, the save handler: each checkpoint is written to ``<name>.partial``, flushed to disk and
+  renamed into place (a reader never sees half a file), then its SHA-256 goes into ``<name>.sha256`` beside it.
+  After every save only the ``keep`` newest checkpoints of the folder remain (also those of earlier processes
+  of a resumed run), and a write that fails (a full disk) removes its partial file and names the path, leaving
+  the previous checkpoints as they were.
+- :func:`load_latest_checkpoint` checks the newest checkpoint against its checksum before loading it: a
+  truncated, empty, overwritten or bit-flipped file is named in a warning and the previous one is used; if none
+  is usable, :class:`CheckpointError` names every file and what was wrong with it.
+
+:func:`attach_checkpointing` keeps the two newest checkpoints: Ignite deletes the oldest file *before* it writes
+the new one, so with a single file a run killed between the two steps would have none.
 
 Example:
     >>> import tempfile, torch
@@ -21,29 +29,41 @@ Example:
     >>> _ = trainer.run(range(3), max_epochs=2)
     >>> latest_checkpoint(folder).name
     'checkpoint_2.pt'
+    >>> load_latest_checkpoint(to_save, folder).name  # verified against checkpoint_2.pt.sha256, then loaded
+    'checkpoint_2.pt'
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
 import random
 import re
-import tempfile
+import shutil
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
+from ignite.handlers import Checkpoint, global_step_from_engine
+from ignite.handlers.checkpoint import BaseSaveHandler
 
 __all__ = [
     "RandomStates",
+    "CheckpointError",
+    "ChecksummedSaver",
     "attach_checkpointing",
+    "clean_partial_writes",
     "latest_checkpoint",
+    "list_checkpoints",
+    "load_latest_checkpoint",
     "resume_from_checkpoint",
+    "verify_checkpoint",
     "write_json_atomic",
 ]
 
@@ -102,6 +122,156 @@ class RandomStates:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(RuntimeError):
+    """No checkpoint of a folder can be used, or one could not be written."""
+
+
+CHECKSUM_SUFFIX = ".sha256"
+PARTIAL_SUFFIX = ".partial"
+
+
+def _write_atomic_bytes(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through ``<path>.partial``, fsync and rename, with the umask's permissions.
+
+    On failure the partial file is removed and an :class:`OSError` naming the path and its cause is raised; the
+    file at ``path`` (if any) is untouched.
+    """
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    try:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except OSError as error:
+        try:
+            partial.unlink()
+        except FileNotFoundError:
+            pass
+        free = _free_bytes(path.parent)
+        detail = f"; {free / 2**20:.0f} MiB free there" if free is not None else ""
+        raise OSError(
+            error.errno, f"could not write {str(path)!r} ({len(data) / 2**20:.1f} MiB): {error.strerror or error}{detail}"
+        ) from error
+
+
+def _free_bytes(folder: Path) -> Optional[int]:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _checkpoint_epoch(path: Path) -> Optional[int]:
+    match = re.fullmatch(rf"{CHECKPOINT_PREFIX}_(\d+)\.pt", path.name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(output_dir: Union[str, os.PathLike]) -> List[Path]:
+    """The checkpoints ``checkpoint_<epoch>.pt`` of ``output_dir``, newest (highest epoch) first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [(epoch, path) for path in folder.iterdir() if (epoch := _checkpoint_epoch(path)) is not None]
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+class ChecksummedSaver(BaseSaveHandler):
+    """Ignite save handler: atomic checkpoint files with a SHA-256 beside each, the ``keep`` newest kept.
+
+    Only rank 0 writes (every process takes part in gathering the state, as Ignite's ``Checkpoint`` arranges).
+
+    Args:
+        dirname: the checkpoint folder (created if missing).
+        keep: how many of the newest checkpoints stay in the folder after each save, counting the files of
+            earlier processes of the same run (a resumed run does not leave its predecessor's files behind).
+    """
+
+    def __init__(self, dirname: Union[str, os.PathLike], keep: int = 2) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be a positive int, got {keep!r}")
+        self.dirname = Path(dirname)
+        self.keep = keep
+        if idist.get_rank() == 0:
+            self.dirname.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
+        if idist.get_rank() != 0:
+            return
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        data = buffer.getvalue()
+        path = self.dirname / filename
+        try:
+            _write_atomic_bytes(path, data)
+            digest = hashlib.sha256(data).hexdigest()
+            _write_atomic_bytes(path.with_name(path.name + CHECKSUM_SUFFIX), f"{digest}  {path.name}\n".encode())
+        except OSError as error:
+            raise CheckpointError(
+                f"checkpoint not saved: {error}. The previous checkpoints in {str(self.dirname)!r} are intact; free "
+                "some space (or fix the folder's permissions) and continue with --resume"
+            ) from error
+        self._prune()
+
+    def remove(self, filename: str) -> None:
+        if idist.get_rank() != 0:
+            return
+        path = self.dirname / filename
+        for target in (path, path.with_name(path.name + CHECKSUM_SUFFIX)):
+            try:
+                target.unlink()
+            except FileNotFoundError:  # already pruned
+                pass
+
+    def _prune(self) -> None:
+        for old in list_checkpoints(self.dirname)[self.keep :]:
+            self.remove(old.name)
+
+
+def clean_partial_writes(output_dir: Union[str, os.PathLike]) -> List[Path]:
+    """Removes what interrupted checkpoint writes left in ``output_dir``; returns the removed paths.
+
+    That is ``*.partial`` files and checksum files whose checkpoint is gone. Call it on rank 0 while holding the
+    run folder's lock (no other process may be writing there).
+    """
+    folder = Path(output_dir)
+    removed: List[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        orphan = path.name.endswith(CHECKSUM_SUFFIX) and not path.with_name(path.name[: -len(CHECKSUM_SUFFIX)]).exists()
+        if path.name.endswith(PARTIAL_SUFFIX) or orphan:
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def verify_checkpoint(path: Union[str, os.PathLike]) -> Optional[str]:
+    """What is wrong with the checkpoint file ``path``, or None if its SHA-256 matches the one saved with it.
+
+    A checkpoint without a checksum file (written by an older version, or by a run killed between the two
+    renames) is reported as ``"no checksum"``: :func:`load_latest_checkpoint` still loads it if it unpickles.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file"
+    checksum = path.with_name(path.name + CHECKSUM_SUFFIX)
+    if not checksum.is_file():
+        return "no checksum"
+    expected = checksum.read_text().split()[0] if checksum.read_text().split() else ""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        return f"SHA-256 mismatch ({size:,} bytes; the file was truncated, overwritten or damaged)"
+    return None
+
+
 def attach_checkpointing(
     trainer: Engine,
     to_save: Mapping[str, Any],
@@ -109,16 +279,17 @@ def attach_checkpointing(
     event: Any = Events.EPOCH_COMPLETED,
     n_saved: int = 2,
 ) -> Checkpoint:
-    """Saves ``to_save`` atomically into ``output_dir`` on ``event`` (every epoch by default).
+    """Saves ``to_save`` into ``output_dir`` on ``event`` (every epoch by default) with a :class:`ChecksummedSaver`.
 
-    Files are named ``checkpoint_<epoch>.pt``. ``n_saved`` must be at least 2 so that a run killed while a
-    checkpoint is being replaced still has the previous one.
+    Files are named ``checkpoint_<epoch>.pt``, each with ``checkpoint_<epoch>.pt.sha256``. ``n_saved`` must be at
+    least 2 so that a run killed while a checkpoint is being replaced still has the previous one; exactly the
+    ``n_saved`` newest stay, however often the run was resumed.
     """
     if n_saved < 2:
         raise ValueError(f"n_saved must be >= 2 so that a killed run always keeps a checkpoint, got {n_saved}")
     checkpoint = Checkpoint(
         dict(to_save),
-        DiskSaver(str(output_dir), atomic=True, require_empty=False, create_dir=True),
+        ChecksummedSaver(output_dir, keep=n_saved),
         filename_prefix="",
         filename_pattern=CHECKPOINT_PREFIX + "_{global_step}.{ext}",
         n_saved=n_saved,
@@ -129,42 +300,67 @@ def attach_checkpointing(
 
 
 def latest_checkpoint(output_dir: Union[str, os.PathLike]) -> Optional[Path]:
-    """The checkpoint of the latest epoch in ``output_dir``, or None if there is none."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
+    """The checkpoint of the latest epoch in ``output_dir`` (unverified), or None if there is none."""
+    found = list_checkpoints(output_dir)
+    return found[0] if found else None
+
+
+def load_latest_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os.PathLike]) -> Optional[Path]:
+    """Loads the newest *usable* checkpoint of ``output_dir`` into ``to_load``; returns its path (None: no files).
+
+    Each candidate, newest first, is checked against its checksum and must unpickle with
+    ``torch.load(weights_only=True)``; a bad one is skipped with a ``UserWarning`` that names it and says what is
+    wrong, and the next older one is tried. The skipped files stay where they are (a later save of the same epoch
+    replaces them).
+
+    Raises:
+        CheckpointError: there are checkpoints, but none is usable; the message lists each file and its problem.
+    """
+    candidates = list_checkpoints(output_dir)
+    if not candidates:
         return None
-    found = []
-    for path in folder.glob(f"{CHECKPOINT_PREFIX}_*.pt"):
-        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}_(\d+)\.pt", path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+    problems: List[str] = []
+    for path in candidates:
+        problem = verify_checkpoint(path)
+        state = None
+        if problem in (None, "no checksum"):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:  # noqa: BLE001 - any failure to unpickle means an unusable file
+                problem = f"cannot be loaded ({type(error).__name__}: {str(error)[:200]})"
+        if state is None:
+            problems.append(f"{path.name}: {problem}")
+            continue
+        if problem == "no checksum":
+            warnings.warn(f"checkpoint {str(path)!r} has no checksum file; loading it unverified", UserWarning)
+        if problems:
+            warnings.warn(
+                f"skipped unusable checkpoint(s) in {str(output_dir)!r}: {'; '.join(problems)}. Resuming from "
+                f"{path.name} instead",
+                UserWarning,
+            )
+        Checkpoint.load_objects(to_load=dict(to_load), checkpoint=state)
+        return path
+    raise CheckpointError(
+        f"no usable checkpoint in {str(output_dir)!r}: {'; '.join(problems)}. Start the run again (without "
+        "--resume, into another --output-dir), or restore the files from a backup"
+    )
 
 
 def resume_from_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os.PathLike]) -> Optional[Path]:
-    """Loads the latest checkpoint of ``output_dir`` into ``to_load``; returns its path, or None if none exists."""
-    path = latest_checkpoint(output_dir)
-    if path is None:
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    Checkpoint.load_objects(to_load=dict(to_load), checkpoint=state)
-    return path
+    """Loads the latest usable checkpoint of ``output_dir``; an alias of :func:`load_latest_checkpoint`."""
+    return load_latest_checkpoint(to_load, output_dir)
 
 
 def write_json_atomic(path: Union[str, os.PathLike], data: Any) -> None:
-    """Writes ``data`` as indented JSON through a temporary file and ``os.replace``: readers never see half a file."""
+    """Writes ``data`` as indented JSON atomically (``.partial`` file, fsync, rename), like the checkpoints.
+
+    Readers never see half a file, and the file gets the same permissions as the checkpoints (those of the umask).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True, default=_json_default)
-            f.write("\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    _write_atomic_bytes(path, text.encode("utf-8"))
 
 
 def _json_default(value: Any) -> Any:

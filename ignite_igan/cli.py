@@ -5,7 +5,14 @@ the reference, device, output directory, ``--resume``, ``--config``), adds its o
 :func:`launch`, which hands the work to ``ignite.distributed.Parallel``: one process normally, one per GPU under
 ``torchrun``, or ``--nproc-per-node`` processes spawned by Ignite itself.
 
-A config file (JSON) holds the same keys as the flags (with ``_`` for ``-``); flags given on the command line win.
+A config file (JSON object) holds the same keys as the flags (with ``_`` for ``-``); flags given on the command line
+win. Its values are checked as strictly as the command line's: each must have the type its flag takes (a JSON
+``true``/``false`` for a switch, a number for a numeric flag, one of the choices for a choice), in the flag's range;
+an unknown key or a file that is not a JSON object is an error naming the key or the file.
+
+Every flag's range is checked when the command line is parsed, so a run never fails later on a value the parser
+accepted: seeds fit NumPy's 32-bit seeds, ``--device`` names a device this machine has, ``--backend nccl`` needs
+CUDA.
 
 Example:
     >>> parser = recipe_parser("demo", epochs=300, labels_per_class=10, data_dir=None)
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -24,7 +32,21 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import ignite.distributed as idist
 import torch
 
-__all__ = ["recipe_parser", "parse_args", "launch", "positive_int", "nonnegative_int", "positive_float", "fraction"]
+__all__ = [
+    "recipe_parser",
+    "parse_args",
+    "launch",
+    "positive_int",
+    "nonnegative_int",
+    "positive_float",
+    "nonnegative_float",
+    "fraction",
+    "seed_int",
+    "ema_rate",
+    "init_examples",
+    "device_name",
+    "MAX_SEED",
+]
 
 
 def _typed(check: Callable[[float], bool], convert: Callable[[str], Any], expected: str) -> Callable[[str], Any]:
@@ -38,13 +60,46 @@ def _typed(check: Callable[[float], bool], convert: Callable[[str], Any], expect
         return value
 
     parse.__name__ = expected
+    parse.kind = "int" if convert is int else "float"  # what a config file must hold for such a flag
     return parse
 
 
+#: Seeds are used as ``seed + rank`` by NumPy, whose seeds must be below 2**32; this leaves room for 1,024 ranks.
+MAX_SEED = 2**32 - 1 - 1024
+
 positive_int = _typed(lambda v: v > 0, int, "a positive integer")
 nonnegative_int = _typed(lambda v: v >= 0, int, "an integer >= 0")
-positive_float = _typed(lambda v: v > 0, float, "a number > 0")
+positive_float = _typed(lambda v: v > 0 and math.isfinite(v), float, "a finite number > 0")
+nonnegative_float = _typed(lambda v: v >= 0 and math.isfinite(v), float, "a finite number >= 0")
 fraction = _typed(lambda v: 0 < v <= 1, float, "a number in (0, 1]")
+seed_int = _typed(lambda v: 0 <= v <= MAX_SEED, int, f"an integer in [0, {MAX_SEED}]")
+#: An evaluation-average rate is the weight of the new weights (the reference's 1e-4); above 0.5 the "average"
+#: would follow the live weights, the mistake of passing another library's decay (0.9999) here.
+ema_rate = _typed(lambda v: 0 < v <= 0.5, float, "a rate in (0, 0.5] (the weight of the new weights; the "
+                  "reference uses 1e-4, i.e. a decay of 0.9999)")
+#: The data-dependent init needs a standard deviation per unit, so at least two examples.
+init_examples = _typed(lambda v: v >= 2, int, "an integer >= 2 (the init computes a standard deviation)")
+
+
+def device_name(text: str) -> str:
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N`` (``mps`` where available), a device this machine has."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"got {text!r}, but CUDA is not available on this machine (use cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"got {text!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif device.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise argparse.ArgumentTypeError(f"got {text!r}, but MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
 
 
 def recipe_parser(
@@ -58,6 +113,7 @@ def recipe_parser(
     threads: Optional[int] = None,
     iterations_per_epoch: Optional[int] = None,
     iterations_per_epoch_help: str = "cut each epoch short (smoke tests); the default is the whole data set",
+    threads_help: Optional[str] = None,
 ) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with the flags every recipe shares; the recipe adds its own switches to it.
 
@@ -72,6 +128,7 @@ def recipe_parser(
             one thread: a second one costs more in synchronization than it saves (``benchmarks/trainer_overhead.py``).
         iterations_per_epoch: default of ``--iterations-per-epoch`` (None: one pass over the data set).
         iterations_per_epoch_help: its help text, for recipes whose data have no natural epoch.
+        threads_help: the help text of ``--threads`` (what its default does, measured).
     """
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -87,15 +144,33 @@ def recipe_parser(
     )
     if labels_per_class is not None:
         group.add_argument("--labels-per-class", type=positive_int, default=labels_per_class, help="labeled examples per class")
-        group.add_argument("--seed-data", type=nonnegative_int, default=1, help="seed of the labeled subset")
-    group.add_argument("--seed", type=nonnegative_int, default=1, help="seed of initialization, noise and shuffling")
+        group.add_argument("--seed-data", type=seed_int, default=1, help="seed of the labeled subset")
+    group.add_argument("--seed", type=seed_int, default=1, help="seed of initialization, noise and shuffling")
     group.add_argument("--batch-size", type=positive_int, default=batch_size, help="batch size of each sub-batch")
-    group.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    group.add_argument("--device", type=device_name, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     group.add_argument("--output-dir", type=Path, default=Path(output_dir or "runs/" + description.split()[0].lower()))
-    group.add_argument("--resume", action="store_true", help="resume from the latest checkpoint in --output-dir")
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output-dir from its newest checkpoint (a complete run: nothing to do)",
+    )
+    group.add_argument(
+        "--extend",
+        action="store_true",
+        help="with --resume and a larger --epochs: train a run further than the epochs it was started with",
+    )
     group.add_argument("--num-workers", type=nonnegative_int, default=0, help="data loader worker processes")
     group.add_argument(
-        "--threads", type=positive_int, default=threads, help="CPU threads per process (default: torch's choice)"
+        "--threads",
+        type=positive_int,
+        default=threads,
+        help=threads_help
+        or (
+            "CPU threads per process (default: torch's choice, one per core)"
+            if threads is None
+            else f"CPU threads per process (default {threads}: the fastest for these small networks, also when "
+            "the machine is busy; more threads wait on each other)"
+        ),
     )
     group.add_argument(
         "--backend",
@@ -114,30 +189,82 @@ def recipe_parser(
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parses ``argv``, taking defaults from ``--config`` where one is given."""
+    """Parses ``argv``, taking defaults from ``--config`` where one is given, and checks flags that go together.
+
+    The config file's values are checked like the command line's (see the module documentation); errors end in
+    ``parser.error`` naming the key, the value and what was expected.
+    """
     args = parser.parse_args(argv)
     if args.config is not None:
-        if not args.config.is_file():
-            parser.error(f"--config: no such file {str(args.config)!r}")
-        try:
-            values: Dict[str, Any] = json.loads(args.config.read_text())
-        except json.JSONDecodeError as error:
-            parser.error(f"--config: {args.config} is not valid JSON ({error})")
-        known = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            parser.error(f"--config: unknown keys {unknown}; expected flag names such as {sorted(known - {'help'})[:6]}")
-        # Re-parse with the file's values as defaults: the type checks of each flag apply to them too.
-        parser.set_defaults(**{key: _as_flag_text(parser, key, value) for key, value in values.items()})
+        values = _read_config(parser, args.config)
+        parser.set_defaults(**values)
         args = parser.parse_args(argv)
+    _check_combinations(parser, args)
     return args
 
 
-def _as_flag_text(parser: argparse.ArgumentParser, key: str, value: Any) -> Any:
-    for action in parser._actions:
-        if action.dest == key and action.type is not None and not isinstance(value, bool):
-            return action.type(str(value))
-    return value
+def _read_config(parser: argparse.ArgumentParser, path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        parser.error(f"--config: no such file {str(path)!r}")
+    try:
+        values = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        parser.error(f"--config: {str(path)!r} is not valid JSON ({error})")
+    if not isinstance(values, dict):
+        parser.error(f"--config: {str(path)!r} must hold a JSON object of flag values, got a {type(values).__name__}")
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
+    unknown = sorted(set(values) - set(actions))
+    if unknown:
+        parser.error(f"--config: unknown key(s) {unknown} in {str(path)!r}; the keys are the flags' names with _, "
+                     f"e.g. {sorted(actions)[:5]}")
+    return {key: _config_value(parser, actions[key], key, value) for key, value in values.items()}
+
+
+def _value_kind(converter: Any) -> str:
+    """``"int"``, ``"float"`` or ``"str"``: the JSON type a config file must hold for a flag with this ``type``."""
+    if converter is int:
+        return "int"
+    if converter is float:
+        return "float"
+    return getattr(converter, "kind", "str")
+
+
+def _config_value(parser: argparse.ArgumentParser, action: argparse.Action, key: str, value: Any) -> Any:
+    where = f"--config: key {key!r}"
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
+        if not isinstance(value, bool):
+            parser.error(f"{where} must be true or false (a JSON boolean), got {value!r}")
+        return value
+    if action.nargs not in (None, "?"):
+        parser.error(f"{where}: list-valued flags cannot be set from a config file")
+    if value is None:
+        return None
+    kind = _value_kind(action.type)
+    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        parser.error(f"{where} must be an integer, got {value!r}")
+    if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        parser.error(f"{where} must be a number, got {value!r}")
+    if kind == "str" and not isinstance(value, str):
+        parser.error(f"{where} must be a string, got {value!r}")
+    converted = value
+    if action.type is not None:
+        try:
+            converted = action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+            parser.error(f"{where}: {error}")
+    if action.choices is not None and converted not in action.choices:
+        parser.error(f"{where} must be one of {list(action.choices)}, got {value!r}")
+    return converted
+
+
+def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if getattr(args, "extend", False) and not getattr(args, "resume", False):
+        parser.error("--extend: extends a run, so it goes with --resume")
+    if getattr(args, "backend", None) == "nccl":
+        if not torch.cuda.is_available():
+            parser.error("--backend nccl needs CUDA, which this machine does not have; use --backend gloo")
+        if getattr(args, "device", None) == "cpu":
+            parser.error("--backend nccl runs on GPUs only, but --device is cpu; use --backend gloo")
 
 
 def launch(main: Callable[..., Any], args: argparse.Namespace, *extra: Any) -> None:

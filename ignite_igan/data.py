@@ -8,6 +8,8 @@
   is tiled and each copy re-permuted, both unlabeled streams are re-permuted, and an epoch is
   ``unlabeled_count // batch_size`` iterations (the remainder is dropped). The labeled examples stay in the
   unlabeled set, as in the reference; no other example's label ever leaves the loader.
+- :class:`MixtureStream` is the endless, seeded stream of fresh batches of a 2-D Gaussian mixture (the
+  mode-coverage experiment), resumable through its ``state_dict``.
 
 The permutations of epoch ``e`` are a function of ``(seed, e)`` only, and the loader counts the batches it has
 handed out; that count is in its ``state_dict``, so a run resumed from a checkpoint, even one taken in the middle
@@ -42,9 +44,11 @@ from torch.utils.data._utils.collate import default_collate
 __all__ = [
     "balanced_labeled_subset",
     "unlabeled_pool",
+    "init_batch",
     "dataset_labels",
     "SemiSupervisedBatch",
     "SemiSupervisedLoader",
+    "MixtureStream",
 ]
 
 IndexLike = Union[Tensor, np.ndarray, Sequence[int]]
@@ -165,6 +169,39 @@ def unlabeled_pool(num_examples: int, labeled_indices: IndexLike, size: int, see
     order = np.random.RandomState(seed).permutation(n)
     others = order[~np.isin(order, labeled)][: size - len(labeled)]
     return torch.from_numpy(np.sort(np.concatenate([labeled, others])).astype(np.int64))
+
+
+def init_batch(dataset: Dataset, count: int, seed: int, indices: Optional[IndexLike] = None) -> Tensor:
+    """The inputs of a data-dependent init batch: ``count`` examples in a seeded random order (spec §4.4).
+
+    The examples are ``indices`` (default: the whole data set) permuted with
+    ``torch.randperm(generator=torch.Generator().manual_seed(seed))``; with fewer than ``count`` of them, as many
+    independently permuted copies are concatenated as it takes, as the reference's CIFAR-10 and SVHN scripts
+    initialize on the first 500 rows of their tiled, permuted labeled set. The global random state is not used.
+
+    Args:
+        dataset: a map-style dataset of ``(input, ...)`` items.
+        count: the batch size (500 in the reference).
+        seed: seed of the order.
+        indices: the examples to draw from (e.g. the labeled subset).
+
+    Returns:
+        The stacked inputs, shape ``(count, ...)``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.arange(10.).unsqueeze(1), torch.zeros(10))
+        >>> init_batch(ds, 4, seed=0).shape, init_batch(ds, 25, seed=0, indices=[1, 2]).unique().tolist()
+        (torch.Size([4, 1]), [1.0, 2.0])
+    """
+    count = _check_int("count", count, 1)
+    pool = torch.arange(len(dataset)) if indices is None else torch.from_numpy(_as_index_array("indices", indices))
+    if len(pool) == 0:
+        raise ValueError("indices must not be empty")
+    order = torch.Generator().manual_seed(seed)
+    copies = [pool[torch.randperm(len(pool), generator=order)] for _ in range(-(-count // len(pool)))]
+    return torch.stack([dataset[i][0] for i in torch.cat(copies)[:count].tolist()])
 
 
 def dataset_labels(dataset: Dataset) -> Tensor:
@@ -567,3 +604,62 @@ class SemiSupervisedLoader:
         self._tables.seed = _check_int("seed", int(state_dict["seed"]), 0)
         self.iteration = _check_int("iteration", int(state_dict["iteration"]), 0)
         self._stream = None
+
+
+def _derived_seed(*parts: int) -> int:
+    """An independent 63-bit seed for a (seed, stream, rank) triple, so that streams never share random numbers."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class MixtureStream:
+    """An endless stream of batches freshly sampled from a 2-D mixture, with its own seeded random generator.
+
+    The generator is seeded from ``(seed, stream, rank)`` through ``numpy.random.SeedSequence``, so the streams of
+    one run seed (the training data, an init batch, ...) and of its processes never share random numbers, and no
+    stream touches the global random state. The ``state_dict`` holds the generator's state, so a checkpointed run
+    resumes with the very batches an uninterrupted run would have drawn; batches are drawn only when asked for, so
+    the stream never runs ahead of the trainer's iteration counter.
+
+    Args:
+        mixture: a :class:`~ignite_igan.metrics.mode_coverage.GaussianMixture2D` (e.g. ``ring_mixture()``).
+        batch_size: points per batch.
+        seed: the run's seed.
+        rank: the process's rank (each process draws its own data).
+        stream: which of the run's independent streams (1: the training data; ``recipes/mixture.py`` draws its
+            init batch as the first batch of stream 2).
+
+    Example:
+        >>> from ignite_igan.metrics.mode_coverage import ring_mixture
+        >>> stream = MixtureStream(ring_mixture(), batch_size=4, seed=0)
+        >>> batches = iter(stream)
+        >>> next(batches).shape
+        torch.Size([4, 2])
+        >>> state, expected = stream.state_dict(), next(batches)
+        >>> resumed = MixtureStream(ring_mixture(), batch_size=4, seed=0)
+        >>> resumed.load_state_dict(state)
+        >>> torch.equal(next(iter(resumed)), expected)
+        True
+    """
+
+    def __init__(self, mixture: Any, batch_size: int, seed: int, rank: int = 0, stream: int = 1) -> None:
+        from ignite_igan.metrics.mode_coverage import GaussianMixture2D  # data.py otherwise needs no metric
+
+        if not isinstance(mixture, GaussianMixture2D):
+            raise TypeError(f"mixture must be a GaussianMixture2D, got {type(mixture).__name__}")
+        self.mixture = mixture
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        seed, rank, stream = _check_int("seed", seed, 0), _check_int("rank", rank, 0), _check_int("stream", stream, 0)
+        self.generator = torch.Generator().manual_seed(_derived_seed(seed, stream, rank))
+
+    def __iter__(self) -> Iterator[Tensor]:
+        while True:
+            yield self.mixture.sample(self.batch_size, generator=self.generator)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if not isinstance(state_dict, Mapping) or set(state_dict) != {"generator"}:
+            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+            raise ValueError(f"state_dict must have the key ['generator'], got {got}")
+        self.generator.set_state(state_dict["generator"])

@@ -40,6 +40,7 @@ __all__ = [
     "DATASETS",
     "ScaledImages",
     "load_dataset",
+    "load_dataset_rank_zero_first",
     "load_mnist",
     "load_fashion_mnist",
     "load_cifar10",
@@ -323,3 +324,23 @@ def load_dataset(name: str, root: PathLike = "data", train: bool = True, downloa
     if name != "digits" and not download and not Path(root).is_dir():
         raise _missing(name, root, "the directory does not exist")
     return DATASETS[name](root, train=train, download=download, **kwargs)
+
+
+def load_dataset_rank_zero_first(
+    name: str, root: PathLike = "data", train: bool = True, download: bool = False, **kwargs
+) -> ScaledImages:
+    """:func:`load_dataset` under ``ignite.distributed``: rank 0 loads (and downloads) first, the others wait.
+
+    Without a process group it is :func:`load_dataset`. With one, every process must call it: rank 0 reads or
+    downloads the files while the others wait at a barrier, then the others read them, so no two processes
+    download into the same folder at once.
+    """
+    import ignite.distributed as idist
+
+    if idist.get_rank() > 0:
+        idist.barrier()
+    try:
+        return load_dataset(name, root, train=train, download=download, **kwargs)
+    finally:
+        if idist.get_rank() == 0:
+            idist.barrier()

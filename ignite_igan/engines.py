@@ -18,7 +18,14 @@ argument), and the evaluation average, reference batch and data-dependent init a
 
 The step does what a hand-written loop does and no more: no host-device synchronization until the end of the
 iteration, where all reported numbers are copied to the host in one transfer (or none, with your own
-``output_transform``).
+``output_transform``). The class labels are checked to lie in [0, K) before the loss uses them (a ``ValueError``
+that names ``y_labeled`` or ``y``, instead of a device-side assert); they are read on the host before they are
+moved, so the check costs no synchronization unless the labels are already on an accelerator (then one small
+transfer per new labels tensor, made before the step queues its work).
+
+Both factories check that each optimizer steps its own player's parameters: a parameter of the other player
+(swapped optimizers) or of neither model raises a ``ValueError`` naming ``d_optimizer``/``g_optimizer``; a
+trainable parameter of a player that its optimizer does not hold warns (it would never change).
 
 Example:
     >>> import torch
@@ -40,6 +47,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
+import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -87,6 +96,123 @@ def _check_optimizer(name: str, value: Any) -> Optimizer:
     if not any(p.requires_grad for group in value.param_groups for p in group["params"]):
         raise ValueError(f"{name} has no parameter that requires a gradient; expected the player's parameters")
     return value
+
+
+def _preview(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _check_optimizer_owner(
+    name: str, optimizer: Optimizer, model_name: str, model: nn.Module, other_name: str, other: nn.Module
+) -> None:
+    """Every parameter ``optimizer`` steps must belong to ``model``; one that is missing from it warns.
+
+    A parameter of the other player means swapped optimizers (the player would never train, the other one would
+    be stepped by the wrong loss), one of neither model a stale optimizer: both raise. A trainable parameter of
+    ``model`` that the optimizer does not hold never changes, which can be meant (a partly trained model) but is
+    usually a mistake: it warns.
+    """
+    own, rival = _unwrap(model), _unwrap(other)
+    own_ids = {id(p) for p in own.parameters()}
+    rival_names = {id(p): n for n, p in rival.named_parameters()}
+    held = [p for group in optimizer.param_groups for p in group["params"]]
+    swapped = [rival_names[id(p)] for p in held if id(p) not in own_ids and id(p) in rival_names]
+    if swapped:
+        raise ValueError(
+            f"{name} must step the {model_name}'s parameters, but it holds {len(swapped)} parameter(s) of the "
+            f"{other_name} ({_preview(swapped)}): are d_optimizer and g_optimizer swapped? Expected "
+            f"(generator, discriminator, d_optimizer, g_optimizer)"
+        )
+    foreign = [tuple(p.shape) for p in held if id(p) not in own_ids]
+    if foreign:
+        raise ValueError(
+            f"{name} must step only the {model_name}'s parameters, but it holds {len(foreign)} parameter(s) of "
+            f"neither model (shapes {foreign[:5]}): was it built for another instance of the {model_name}?"
+        )
+    held_ids = {id(p) for p in held}
+    missing = [n for n, p in own.named_parameters() if p.requires_grad and id(p) not in held_ids]
+    if missing:
+        warnings.warn(
+            f"{name} does not step {len(missing)} trainable parameter(s) of the {model_name} "
+            f"({_preview(missing)}): they will never change. Build it from {model_name}.parameters(), or set "
+            f"requires_grad=False on the parameters meant to stay fixed",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+class _LabelBoundsCache:
+    """The range of the last labels read from an accelerator, kept while that very tensor is alive and unmodified.
+
+    A loop that feeds the same device-resident batch again (a benchmark, a fixed batch) then pays the transfer
+    once. The tensor is held weakly and compared by identity and version counter, so a new tensor that happens to
+    reuse the memory is never mistaken for it.
+    """
+
+    def __init__(self) -> None:
+        self._ref: Optional["weakref.ReferenceType[Tensor]"] = None
+        self._version = -1
+        self._bounds = (0, 0)
+
+    def get(self, labels: Tensor) -> Optional[Tuple[int, int]]:
+        """The cached range if ``labels`` is the tensor last read and has not been modified since, else None."""
+        if self._ref is not None and self._ref() is labels and labels._version == self._version:
+            return self._bounds
+        return None
+
+    def put(self, labels: Tensor, bounds: Tuple[int, int]) -> None:
+        self._ref, self._version, self._bounds = weakref.ref(labels), labels._version, bounds
+
+
+def _label_bounds(
+    name: str, labels: Any, host_labels: Any = None, cache: Optional[_LabelBoundsCache] = None
+) -> Optional[Tuple[int, int]]:
+    """``(min, max)`` of a batch's class labels, read on the host; None for an empty batch.
+
+    ``host_labels`` is a CPU copy of the same labels when the caller has one (the batch before it was moved):
+    reading it costs no device synchronization. Labels that are only on an accelerator cost one small transfer
+    (unless ``cache`` saw the same tensor last time), made before the step queues its forward passes.
+    """
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be a tensor of class indices, got {type(labels).__name__}")
+    if labels.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {labels.dtype}")
+    if labels.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D tensor (N,) of class indices, got shape {tuple(labels.shape)}")
+    source = labels
+    if isinstance(host_labels, Tensor) and host_labels.device.type == "cpu" and host_labels.shape == labels.shape:
+        source = host_labels
+    if source.numel() == 0:
+        return None
+    if source.device.type == "cpu":
+        low, high = torch.aminmax(source)
+        return int(low), int(high)
+    cached = cache.get(source) if cache is not None else None
+    if cached is not None:
+        return cached
+    low_high = torch.stack(torch.aminmax(source)).tolist()
+    bounds = (int(low_high[0]), int(low_high[1]))
+    if cache is not None:
+        cache.put(source, bounds)
+    return bounds
+
+
+def _check_label_bounds(name: str, bounds: Optional[Tuple[int, int]], num_classes: int) -> None:
+    """Raise if the labels' range leaves [0, K), before the loss indexes the logits with them (on a GPU that would
+    be a device-side assert that leaves the process unusable)."""
+    if bounds is None:
+        return
+    low, high = bounds
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"{name} must hold class indices in [0, {num_classes}) (the discriminator has K={num_classes} class "
+            f"logits), got the label {bad}"
+        )
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -210,6 +336,8 @@ def _setup(
     _check_positive_int("generator_steps", generator_steps)
     if d_optimizer is g_optimizer:
         raise ValueError("d_optimizer and g_optimizer must be two optimizers (one per player), got the same object")
+    _check_optimizer_owner("d_optimizer", d_optimizer, "discriminator", discriminator, "generator", generator)
+    _check_optimizer_owner("g_optimizer", g_optimizer, "generator", generator, "discriminator", discriminator)
     device = None if device is None else torch.device(device)
     amp_dtype = _amp_dtype(amp)
     device_type = (device or _model_device(discriminator)).type
@@ -348,7 +476,9 @@ def create_semi_supervised_trainer(
 
     Raises:
         ValueError / TypeError: for an unknown loss or distance, a negative weight, a non-positive step count, a
-            generator without ``sample_noise`` and no ``noise_fn``, or the same optimizer for both players.
+            generator without ``sample_noise`` and no ``noise_fn``, the same optimizer for both players, or an
+            optimizer holding parameters of the other player (swapped) or of neither model. While running: labels
+            ``y_labeled`` that are not integer class indices in [0, K).
     """
     generator_loss = _check_choice("generator_loss", generator_loss, SEMI_SUPERVISED_GENERATOR_LOSSES)
     _check_choice("feature_matching_distance", feature_matching_distance, F.FEATURE_MATCHING_DISTANCES)
@@ -362,9 +492,14 @@ def create_semi_supervised_trainer(
     d_call, d_raw_call, g_call = s["d_call"], s["d_raw_call"], s["g_call"]
     g_sample = s["g_raw_call"] or g_call
     feature_matching = generator_loss == "feature_matching"
+    label_cache = _LabelBoundsCache()
 
     def step(engine: Engine, batch: Any) -> Any:
         x_lab, y_lab, x_unl, x_unl2 = prepare_batch(batch, device_, non_blocking)
+        # The labels' range is read from the batch as it came (on the CPU from the loaders) when the default
+        # prepare_batch moved it: no device synchronization.
+        host_labels = batch[1] if prepare_batch is _prepare_semi_supervised_batch else None
+        label_bounds = _label_bounds("y_labeled", y_lab, host_labels, label_cache)
         if feature_matching and x_unl2 is None:
             raise ValueError(
                 "feature matching needs the second unlabeled batch (x_unlabeled2), got None: create the "
@@ -385,7 +520,9 @@ def create_semi_supervised_trainer(
             logits_unl = d_call(x_unl)
             logits_fake = d_call(x_fake)
         logits_lab, logits_unl, logits_fake = logits_lab.float(), logits_unl.float(), logits_fake.float()
-        # No label check here: it would synchronize host and device at every step.
+        if logits_lab.dim() == 2:  # other shapes: semi_supervised_losses says what it expects
+            _check_label_bounds("y_labeled", label_bounds, logits_lab.shape[1])
+        # The range was checked above on the host; the functional check would synchronize again.
         loss_lab, loss_unl = F.semi_supervised_losses(
             logits_lab, y_lab, logits_unl, logits_fake, real_target=target, check_labels=False
         )
@@ -502,6 +639,11 @@ def create_gan_trainer(
     Returns:
         An :class:`ignite.engine.Engine`.
 
+    Raises:
+        ValueError / TypeError: as :func:`create_semi_supervised_trainer` for the models, optimizers and options.
+            While running with ``conditional=True``: batches without labels, or labels ``y`` that are not integer
+            class indices in [0, K).
+
     Example:
         >>> import torch
         >>> from ignite_igan.models import digits_discriminator, digits_generator
@@ -524,12 +666,16 @@ def create_gan_trainer(
     d_player, g_player = s["d_player"], s["g_player"]
     d_call, d_raw_call, g_call = s["d_call"], s["d_raw_call"], s["g_call"]
     g_sample = s["g_raw_call"] or g_call
+    label_cache = _LabelBoundsCache()
 
     def step(engine: Engine, batch: Any) -> Any:
         x_real, y_real = prepare_batch(batch, device_, non_blocking)
+        label_bounds = None
         if conditional:
             if y_real is None:
                 raise ValueError("conditional=True needs batches (x, y, ...) with labels, got inputs only")
+            # Read before the move: labels still on the CPU cost no device synchronization.
+            label_bounds = _label_bounds("y", y_real, cache=label_cache)
             y_real = _move(y_real, device_, non_blocking)
         if not discriminator.training:
             discriminator.train()
@@ -547,6 +693,7 @@ def create_gan_trainer(
         gan_real, gan_fake = _gan_logit(logits_real), _gan_logit(logits_fake)
         loss_d = F.one_sided_label_smoothing_loss(gan_real, gan_fake, real_target=target)
         if conditional:
+            _check_label_bounds("y", label_bounds, logits_real.shape[1] if logits_real.dim() == 2 else 1)
             loss_lab = torch_F.cross_entropy(logits_real, y_real.long())
             loss_d = loss_d + class_weight * loss_lab
         d_player.step(loss_d)

@@ -25,7 +25,8 @@ from ignite.handlers.tensorboard_logger import (
 from ignite.handlers.utils import global_step_from_engine
 
 from ignite_igan.metrics.extractors import _normalize_range
-from ignite_igan.metrics.sampling import evaluation_mode
+from ignite_igan.metrics.modes import evaluation_mode
+from ignite_igan.metrics.protocol import published_protocols
 
 __all__ = ["attach_tensorboard", "InactiveLogger", "output_scalars"]
 
@@ -130,6 +131,22 @@ class _ImageGridHandler(BaseHandler):
         logger.writer.add_image(self.tag, grid, engine.state.iteration)
 
 
+class _ProtocolTextHandler(BaseHandler):
+    """Logs each metric's protocol card as TensorBoard text when it first appears and whenever it changes."""
+
+    def __init__(self, tag: str, trainer: Engine) -> None:
+        self.tag = tag
+        self.trainer = trainer
+        self._logged: Dict[str, str] = {}
+
+    def __call__(self, engine: Engine, logger: TensorboardLogger, event_name: Any) -> None:
+        for name, card in published_protocols(engine).items():
+            if self._logged.get(name) == card.digest:
+                continue
+            logger.writer.add_text(f"{self.tag}/{name}/protocol", card.to_markdown(), self.trainer.state.iteration)
+            self._logged[name] = card.digest
+
+
 def _named(items: Any, kind: str, default_prefix: str) -> Dict[str, Any]:
     if items is None:
         return {}
@@ -159,6 +176,7 @@ def attach_tensorboard(
     grad_norms: bool = False,
     weight_histograms: bool = False,
     histogram_every: int = 1,
+    protocols: bool = True,
 ) -> Union[TensorboardLogger, InactiveLogger]:
     """Attaches TensorBoard logging of a GAN's training to ``trainer`` (and its evaluators) in one call.
 
@@ -170,6 +188,9 @@ def attach_tensorboard(
       ``"historical_average_penalty"``), skipped while not set;
     - ``<optimizer name>/lr/group_<i>``: the learning rates, every ``log_every`` iterations;
     - ``<evaluator name>/<metric>``: every metric of each evaluator whenever it completes a run;
+    - ``<evaluator name>/<metric>/protocol`` (text): the protocol card of each metric that publishes one (the
+      Inception Score and FID, :class:`~ignite_igan.metrics.Protocol`, from ``engine.state.protocols``), once,
+      and again only if the card changes;
     - ``generated``: a ``make_grid`` of the generator's images from ``fixed_noise`` every ``image_every`` iterations
       and at the end of training;
     - optionally ``<model name>/grads_norm/<parameter>`` (``grad_norms``, every ``log_every`` iterations) and weight
@@ -194,6 +215,7 @@ def attach_tensorboard(
         grad_norms: log the L2 norm of every parameter's gradient.
         weight_histograms: log histograms of the weights.
         histogram_every: epochs between weight histograms.
+        protocols: log the evaluators' protocol cards as text.
 
     Returns:
         The ``TensorboardLogger`` (call ``close()`` when training ends) on rank 0, an :class:`InactiveLogger` with a
@@ -249,6 +271,8 @@ def attach_tensorboard(
             ),
             event_name=Events.COMPLETED,
         )
+        if protocols:
+            logger.attach(evaluator, _ProtocolTextHandler(name, trainer), Events.COMPLETED)
     if generator is not None:
         images = _ImageGridHandler(
             generator,

@@ -13,6 +13,10 @@ Every layer computes what the reference code (``openai/improved-gan``, ``mnist_s
 * :func:`data_dependent_init`: the one-pass data-dependent initialization of a whole model (spec §4.4), run by
   every layer that mixes in :class:`DataDependentInit`.
 
+Every layer with parameters refuses an input whose dtype is not its parameters' with a ``TypeError`` that names
+``input``, the dtype it got and the one expected, except for the mixes that :func:`torch.autocast` makes by design:
+inside autocast for the input's device type, float32 and autocast's dtype (bfloat16 or float16) may meet.
+
 Example:
     >>> import torch
     >>> from ignite_igan.nn import WeightNormLinear, data_dependent_init
@@ -45,6 +49,7 @@ __all__ = [
     "ScaleFreeBatchNorm",
     "GaussianNoise",
     "MinibatchDiscrimination",
+    "minibatch_batch_mean_init",
     "VirtualBatchNorm",
 ]
 
@@ -58,11 +63,45 @@ def _shape(x: Tensor) -> Tuple[int, ...]:
     return tuple(x.shape)
 
 
-def _check_input(name: str, x: object, ndims: Sequence[int], layout: str) -> Tensor:
+def _autocast_dtype(device_type: str) -> Union[torch.dtype, None]:
+    """The low-precision dtype of the ``torch.autocast`` region active for ``device_type``, or None outside one."""
+    try:
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return torch.get_autocast_dtype(device_type)
+    except (RuntimeError, TypeError, ValueError):  # a device type autocast does not know
+        return None
+
+
+def _check_dtype(name: str, x: Tensor, expected: torch.dtype) -> None:
+    """Refuse an input whose dtype is not the layer's (its parameters'), except the mixes of ``torch.autocast``.
+
+    Outside autocast a mismatch either fails deep inside torch ("expected scalar type ...") or silently promotes
+    the output to another dtype. Inside autocast for the input's device type, activations in autocast's dtype
+    (bfloat16 or float16) meet float32 weights by design (autocast casts at each op), so float32 and that dtype
+    may meet in any combination; float64, and the other low-precision dtype, never mix.
+    """
+    if x.dtype == expected:
+        return
+    low = _autocast_dtype(x.device.type)
+    if low is not None and {x.dtype, expected} <= {torch.float32, low}:
+        return
+    raise TypeError(
+        f"{name} must have the layer's dtype {expected} (the dtype of its parameters), got dtype {x.dtype}; convert "
+        f"the input with .to({expected}) or the layer with .to({x.dtype}) (inside torch.autocast, inputs in its "
+        f"dtype are accepted by a float32 layer)"
+    )
+
+
+def _check_input(
+    name: str, x: object, ndims: Sequence[int], layout: str, dtype: Union[torch.dtype, None] = None
+) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if dtype is not None:
+        _check_dtype(name, x, dtype)
     if x.dim() not in ndims:
         raise ValueError(f"{name} must be {layout}, got a tensor of shape {_shape(x)}")
     if x.shape[0] == 0:
@@ -386,7 +425,7 @@ class WeightNormLinear(_WeightNorm):
         )
 
     def _check(self, x: object) -> Tensor:
-        x = _check_input("input", x, (2,), f"2-D (N, in_features={self.in_features})")
+        x = _check_input("input", x, (2,), f"2-D (N, in_features={self.in_features})", self.weight.dtype)
         _check_size("input", x.shape[1], self.in_features, x, "features (dim 1)")
         return x
 
@@ -450,7 +489,7 @@ class WeightNormConv2d(_WeightNorm):
         )
 
     def _check(self, x: object) -> Tensor:
-        x = _check_input("input", x, (4,), f"4-D (N, C={self.in_channels}, H, W)")
+        x = _check_input("input", x, (4,), f"4-D (N, C={self.in_channels}, H, W)", self.weight.dtype)
         _check_size("input", x.shape[1], self.in_channels, x, "channels (dim 1)")
         return x
 
@@ -525,7 +564,7 @@ class WeightNormConvTranspose2d(_WeightNorm):
         )
 
     def _check(self, x: object) -> Tensor:
-        x = _check_input("input", x, (4,), f"4-D (N, C={self.in_channels}, H, W)")
+        x = _check_input("input", x, (4,), f"4-D (N, C={self.in_channels}, H, W)", self.weight.dtype)
         _check_size("input", x.shape[1], self.in_channels, x, "channels (dim 1)")
         return x
 
@@ -583,7 +622,10 @@ class ScaleFreeBatchNorm(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = _check_input("input", x, (2, 4), f"2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W)")
+        x = _check_input(
+            "input", x, (2, 4), f"2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W)",
+            self.bias.dtype,
+        )
         _check_size("input", x.shape[1], self.num_features, x, "features/channels (dim 1)")
         if x.numel() // x.shape[1] < 2:
             raise ValueError(
@@ -601,6 +643,9 @@ class ScaleFreeBatchNorm(nn.Module):
 
 class GaussianNoise(nn.Module):
     """Adds N(0, sigma^2) noise in training mode; the identity in eval mode (spec §1.7).
+
+    The layer has no parameters and so no dtype of its own: any floating-point input is accepted and the noise is
+    drawn in the input's dtype (the output keeps it).
 
     Args:
         sigma: noise std (0.3 on the MNIST discriminator's input, 0.5 after its hidden layers, 0.2 on the
@@ -687,7 +732,8 @@ class VirtualBatchNorm(nn.Module):
 
     def forward(self, x: Tensor, reference_size: int) -> Tensor:
         x = _check_input(
-            "input", x, (2, 4), f"2-D (R + N, C={self.num_features}) or 4-D (R + N, C={self.num_features}, H, W)"
+            "input", x, (2, 4), f"2-D (R + N, C={self.num_features}) or 4-D (R + N, C={self.num_features}, H, W)",
+            self.weight.dtype,
         )
         _check_size("input", x.shape[1], self.num_features, x, "features/channels (dim 1)")
         if isinstance(reference_size, bool) or not isinstance(reference_size, numbers.Integral):
@@ -779,7 +825,7 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
                 f"input must be (N, in_features={self.in_features}) or (N, ...) flattening to it, got a tensor "
                 f"of shape {_shape(x)}"
             )
-        x = _check_input("input", x.flatten(1), (2,), f"(N, in_features={self.in_features})")
+        x = _check_input("input", x.flatten(1), (2,), f"(N, in_features={self.in_features})", self.theta.dtype)
         _check_size("input", x.shape[1], self.in_features, x, "features after flattening")
         m = (x @ self.projection().flatten(1)).view(-1, self.num_kernels, self.kernel_dim)
         if self._take_data_init():
@@ -814,3 +860,76 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, num_kernels={self.num_kernels}, kernel_dim={self.kernel_dim}"
+
+
+def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, target: float = 2.0) -> Tensor:
+    """Scales ``layer`` so that every kernel's *mean pairwise* L1 distance on ``features`` is ``target`` and centres
+    its features there; returns the per-kernel mean distances before the scaling.
+
+    An alternative to the reference's data-dependent init of :class:`MinibatchDiscrimination` (mean
+    *nearest-neighbour* distance 2, spec §1.5). With ``M = features T`` of shape (N, B, C) and
+    ``d[i, j, b] = ||M[i, b] - M[j, b]||_1``, the mean over the ordered pairs ``i != j`` is
+    ``mean[b] = sum_{i != j} d[i, j, b] / (N (N - 1))``; then ``log_weight_scale[b] -= log(mean[b] / target)`` (the
+    distances become ``target * d / mean``) and ``bias <- -mean_i o`` with ``o`` the layer's features after the
+    scaling (self excluded, as the layer computes them), so the features are centred on this batch.
+
+    Why: on data of tight, separated modes (the 2-D mixtures of :mod:`ignite_igan.metrics.mode_coverage`) a real
+    example's nearest neighbour is in its own mode, so the reference's init sets the kernels' length scale to the
+    within-mode spread. A generator collapsed onto a region a few modes wide then gets ``exp(-d) ~ 0`` for every
+    pair, the same features as data spread over the plane, and no gradient to learn its way back. The mean over
+    all pairs is dominated by the distances between modes, so this init puts those at O(1), where ``exp(-d)``
+    tells a collapsed batch from a spread one, while staying data-dependent (independent of the scale of the
+    layers below). ``recipes/mixture.py`` offers it as ``--minibatch-init batch_mean``.
+
+    Args:
+        layer: the minibatch layer, changed in place (without gradient).
+        features: what feeds the layer on a real batch, ``(N, in_features)`` (``(N, ...)`` is flattened), N >= 2:
+            e.g. ``body(x)`` for the layers ``body`` below it.
+        target: the mean pairwise distance every kernel gets, > 0.
+
+    Returns:
+        The ``(B,)`` mean pairwise distances before the scaling.
+
+    Raises:
+        ValueError: fewer than 2 examples, a width other than ``in_features``, or a kernel that sees identical
+            examples (mean distance 0).
+
+    Example:
+        >>> import torch
+        >>> layer = MinibatchDiscrimination(8, num_kernels=3, kernel_dim=2)
+        >>> features = torch.randn(50, 8)
+        >>> before = minibatch_batch_mean_init(layer, features)
+        >>> m = (features @ layer.projection().flatten(1)).view(50, 3, 2)
+        >>> d = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)  # (N, N, B)
+        >>> torch.allclose(d.sum(dim=(0, 1)) / (50 * 49), torch.full((3,), 2.0))
+        True
+        >>> layer(features)[:, 8:].mean(dim=0).abs().max() < 1e-5  # centred on the batch
+        tensor(True)
+    """
+    if not isinstance(layer, MinibatchDiscrimination):
+        raise TypeError(f"layer must be a MinibatchDiscrimination, got {type(layer).__name__}")
+    if not isinstance(features, Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if features.dim() < 2 or features.shape[0] < 2:
+        raise ValueError(
+            f"features must be a batch of at least 2 examples (N >= 2, in_features={layer.in_features}), got a "
+            f"tensor of shape {_shape(features)}"
+        )
+    x = features.flatten(1)
+    _check_size("features", x.shape[1], layer.in_features, x, "features after flattening")
+    target = _positive_float("target", target)
+    n = x.shape[0]
+    with torch.no_grad():
+        m = (x @ layer.projection().flatten(1)).view(n, layer.num_kernels, layer.kernel_dim)
+        distances = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)  # (N, N, B), zero diagonal
+        mean = distances.sum(dim=(0, 1)) / (n * (n - 1))  # (B,)
+        if not bool((mean > 0).all()):
+            dead = torch.nonzero(mean <= 0).flatten().tolist()
+            raise ValueError(
+                f"minibatch_batch_mean_init: kernel(s) {dead[:10]} see identical examples (mean pairwise distance 0), "
+                "expected a batch of distinct examples"
+            )
+        layer.log_weight_scale.sub_((mean / target).log().unsqueeze(1))
+        o = (-distances / (mean / target)).exp().sum(dim=1) - 1.0  # self excluded, as the layer does
+        layer.bias.copy_(-o.mean(dim=0))
+    return mean

@@ -1,10 +1,8 @@
 #!/usr/bin/env python
-"""Semi-supervised digits with a feature-matching GAN, the paper's setting by default.
+"""The digits_ssl experiment of recipes/semi_supervised.py; `--help` lists the flags."""
+import sys
 
-Run `python recipes/digits_ssl.py --help` for the flags; the experiment itself is
-:mod:`ignite_igan.experiments.semi_supervised`.
-"""
-from ignite_igan.experiments.semi_supervised import main
+from semi_supervised import main
 
 if __name__ == "__main__":
-    main("digits")
+    main("digits_ssl", sys.argv[1:])

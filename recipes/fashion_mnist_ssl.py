@@ -1,9 +1,8 @@
 #!/usr/bin/env python
-"""Semi-supervised Fashion-MNIST with a feature-matching GAN, the paper's MNIST setting.
+"""The fashion_mnist_ssl experiment of recipes/semi_supervised.py; `--help` lists the flags."""
+import sys
 
-Run `python recipes/fashion_mnist_ssl.py --help` for the flags.
-"""
-from ignite_igan.experiments.semi_supervised import main
+from semi_supervised import main
 
 if __name__ == "__main__":
-    main("fashion_mnist")
+    main("fashion_mnist_ssl", sys.argv[1:])

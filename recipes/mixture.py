@@ -1,44 +1,356 @@
 #!/usr/bin/env python
-"""A GAN on the 2-D ring of 8 or grid of 25 Gaussians, with a switch for each technique of the paper.
-
-An epoch is ``--iterations-per-epoch`` iterations (500 by default) of freshly sampled data. The run scores mode
-coverage (modes with >= 20 of 2,500 samples, modes with any, high-quality share, KL of the mode histogram) after
-every epoch, and writes ``samples.png`` (a scatter plot over the modes), TensorBoard logs, checkpoints and
-``summary.json`` into ``--output-dir``. The experiment is :mod:`ignite_igan.experiments.mixture`.
-
-Examples::
+"""A GAN on the 2-D ring of 8 or grid of 25 Gaussians with a switch for each technique of the paper, top to bottom.
 
     python recipes/mixture.py --mixture ring                                # vanilla GAN
     python recipes/mixture.py --mixture grid --minibatch-discrimination
     python recipes/mixture.py --mixture ring --all-techniques --output-dir runs/ring-all
-    tensorboard --logdir runs/mixture
+
+The data (:mod:`ignite_igan.metrics.mode_coverage`) are sampled afresh for every batch, so an epoch is
+``--iterations-per-epoch`` iterations. The networks, the same in every setting, work in units of the mixture's
+extent (``--data-scale``: ring 2, grid 4; :class:`~ignite_igan.models.MixtureGenerator`,
+:class:`~ignite_igan.models.MixtureDiscriminator`). The minibatch layer keeps its init-time scale: the reference's
+data-dependent init (``--minibatch-init data``) sets the kernels' length to the within-mode spread and blinds the
+layer to a collapse a few modes wide (``batch_mean``: :func:`~ignite_igan.nn.minibatch_batch_mean_init`). G
+minimizes the non-saturating ``-log D(G(z))`` unless feature matching is on; both players use the reference's Adam,
+decaying linearly to 0 over the last half of the run. Mode coverage of 2,500 samples from fixed noise is scored
+after every epoch; ``--output-dir`` gets ``samples.png``, TensorBoard logs, checkpoints and ``summary.json``. Every
+setting's numbers: ``benchmarks/mode_coverage.py``, ``docs/RESULTS.md``.
 """
+import argparse
+import dataclasses
+import math
 import sys
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events, State
+from torch import Tensor, nn
 
 from ignite_igan import cli
-from ignite_igan.experiments import mixture
+from ignite_igan.data import MixtureStream
+from ignite_igan.engines import create_gan_trainer
+from ignite_igan.handlers import DataDependentInitialization, HistoricalAveraging, OneSidedLabelSmoothing
+from ignite_igan.logging import attach_tensorboard
+from ignite_igan.metrics.mode_coverage import GaussianMixture2D, ModeCoverage, grid_mixture, mode_coverage, ring_mixture
+from ignite_igan.metrics.sampling import GeneratorEvaluator
+from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
+from ignite_igan.nn import minibatch_batch_mean_init
+from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
+from ignite_igan.checkpointing import CheckpointError
+from ignite_igan.runs import NonFiniteLossError, Run, RunComplete, RunFolderError, attach_nonfinite_guard
+
+MIXTURES = ("ring", "grid")
+MINIBATCH_INITS = ("none", "data", "batch_mean")
+GENERATOR_LOSSES = ("non_saturating", "minimax")
+SWITCHES = ("minibatch_discrimination", "feature_matching", "label_smoothing", "historical_averaging")
+OUTPUTS = ["loss_discriminator", "loss_generator", "D_x", "D_G_z"]
+
+
+def build_mixture(name: str) -> GaussianMixture2D:
+    """The benchmark mixture ``name``: ``"ring"`` (8 modes, std 0.02) or ``"grid"`` (25 modes, std 0.05)."""
+    if name not in MIXTURES:
+        raise ValueError(f"mixture must be one of {MIXTURES}, got {name!r}")
+    return ring_mixture() if name == "ring" else grid_mixture()
+
+
+@dataclasses.dataclass
+class MixtureConfig:
+    """Everything that defines a run (each field is the flag of the same name); checked when built."""
+
+    mixture: str = "ring"
+    minibatch_discrimination: bool = False
+    feature_matching: bool = False
+    label_smoothing: bool = False
+    historical_averaging: bool = False
+    generator_loss: str = "non_saturating"  # ignored with feature_matching (which is the generator's loss)
+    generator_steps: int = 1
+    real_target: float = 0.9
+    historical_weight: float = 1e-2
+    minibatch_kernels: int = 5
+    minibatch_kernel_dim: int = 3
+    minibatch_init: str = "none"
+    init_samples: int = 500
+    data_scale: Optional[float] = None  # None: the mixture's largest absolute centre coordinate (see data_scale)
+    z_dim: int = 16
+    generator_hidden: int = 128
+    generator_layers: int = 3
+    discriminator_hidden: int = 128
+    discriminator_layers: int = 2
+    lr: float = 1e-3
+    decay_epochs: int = 10
+    batch_size: int = 100
+    epochs: int = 20
+    iterations_per_epoch: int = 500
+    eval_samples: int = 2500
+    eval_seed: int = 0
+    seed: int = 1  # of the real data; the models and the noise use torch's global generator (seed it first)
+
+    def __post_init__(self) -> None:
+        minimums = dict(init_samples=2, batch_size=2, decay_epochs=0, eval_seed=0, seed=0)  # the other ints: 1
+        kinds = {bool: "a bool", int: "an int", float: "a real number", str: "a string"}  # all but data_scale
+        for field in dataclasses.fields(self):
+            value, kind = getattr(self, field.name), {float: (int, float)}.get(field.type, field.type)
+            if field.type in kinds and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+                raise TypeError(f"{field.name} must be {kinds[field.type]}, got {type(value).__name__} {value!r}")
+            if kind is int and value < minimums.get(field.name, 1):
+                raise ValueError(f"{field.name} must be >= {minimums.get(field.name, 1)}, got {value}")
+        for name, allowed in (("mixture", MIXTURES), ("generator_loss", GENERATOR_LOSSES),
+                              ("minibatch_init", MINIBATCH_INITS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, closed, high in (("real_target", False, 1.0), ("historical_weight", True, math.inf),
+                                   ("lr", False, math.inf), ("data_scale", False, math.inf)):
+            value = getattr(self, name)
+            if value is not None and not (0.0 < value < high or (closed and value == 0.0)):
+                raise ValueError(f"{name} must be in {'[' if closed else '('}0.0, {high}), got {value!r}")
+        if self.decay_epochs > self.epochs:
+            raise ValueError(f"decay_epochs must be <= epochs ({self.epochs}): the decay happens over the last epochs "
+                             f"of the run, got {self.decay_epochs}")
+
+    @property
+    def techniques(self) -> list:
+        """The names of the switches that are on."""
+        return [name for name in SWITCHES if getattr(self, name)]
+
+
+def data_scale(config: MixtureConfig, mixture: GaussianMixture2D) -> float:
+    """``config.data_scale``, or by default the mixture's largest absolute centre coordinate (ring 2, grid 4)."""
+    return float(config.data_scale) if config.data_scale is not None else float(mixture.centers.abs().max())
+
+
+@dataclasses.dataclass
+class MixtureExperiment:
+    """The built parts of one run; ``to_save`` is what a checkpoint holds to resume exactly."""
+
+    config: MixtureConfig
+    mixture: GaussianMixture2D
+    generator: nn.Module  # DistributedDataParallel-wrapped under several processes, like the discriminator
+    discriminator: nn.Module
+    d_optimizer: torch.optim.Optimizer
+    g_optimizer: torch.optim.Optimizer
+    trainer: Engine
+    data: MixtureStream
+    handlers: Dict[str, Any]
+    to_save: Dict[str, Any]
+
+    def run(self, epochs: Optional[int] = None) -> State:
+        """Trains to ``epochs`` (default ``config.epochs``) epochs of ``config.iterations_per_epoch`` iterations."""
+        epochs = self.config.epochs if epochs is None else epochs
+        return self.trainer.run(self.data, max_epochs=epochs, epoch_length=self.config.iterations_per_epoch)
+
+    def samples(self, num_samples: Optional[int] = None, seed: Optional[int] = None) -> Tensor:
+        """Generated points ``(N, 2)`` on the CPU; the defaults are the per-epoch evaluation's samples."""
+        num_samples = self.config.eval_samples if num_samples is None else num_samples
+        seed = self.config.eval_seed if seed is None else seed
+        generator = getattr(self.generator, "module", self.generator)
+        noise = generator.sample_noise(num_samples, generator=torch.Generator().manual_seed(seed), device="cpu")
+        with torch.no_grad():
+            device = next(generator.parameters()).device
+            return torch.cat([generator(chunk.to(device)).cpu() for chunk in noise.split(self.config.batch_size)])
+
+    def evaluate(self, num_samples: Optional[int] = None, seed: Optional[int] = None) -> Dict[str, Any]:
+        """Mode coverage of :meth:`samples`, with the count of every mode."""
+        return mode_coverage(self.samples(num_samples, seed), self.mixture.centers, self.mixture.std)
+
+    def evaluator(self) -> GeneratorEvaluator:
+        """The :class:`ModeCoverage` metric as ``"coverage"`` on the samples of :meth:`samples`."""
+        return GeneratorEvaluator(getattr(self.generator, "module", self.generator),
+                                  {"coverage": ModeCoverage(self.mixture.centers, self.mixture.std)},
+                                  n_samples=self.config.eval_samples, batch_size=self.config.batch_size,
+                                  seed=self.config.eval_seed)
+
+
+def create_experiment(config: MixtureConfig, device: Optional[Union[str, torch.device]] = None) -> MixtureExperiment:
+    """The networks, optimizers, data and trainer of ``config``, with the technique handlers attached. Seed torch
+    first: the generator is built first, so a seed gives every setting the same generator (and data)."""
+    if not isinstance(config, MixtureConfig):
+        raise TypeError(f"config must be a MixtureConfig, got {type(config).__name__}")
+    device = idist.device() if device is None else torch.device(device)
+    mixture = build_mixture(config.mixture)
+    scale = data_scale(config, mixture)
+    generator = MixtureGenerator(config.z_dim, config.generator_hidden, config.generator_layers, scale).to(device)
+    kernels = config.minibatch_kernels if config.minibatch_discrimination else 0
+    discriminator = MixtureDiscriminator(config.discriminator_hidden, config.discriminator_layers, kernels,
+                                         config.minibatch_kernel_dim, scale).to(device)
+    if idist.get_world_size() > 1:
+        generator, discriminator = idist.auto_model(generator), idist.auto_model(discriminator)
+    d_optimizer = ReferenceAdam(discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
+    g_optimizer = ReferenceAdam(generator.parameters(), lr=config.lr, betas=(0.5, 0.999))
+    trainer = create_gan_trainer(
+        generator, discriminator, d_optimizer, g_optimizer,
+        generator_loss="feature_matching" if config.feature_matching else config.generator_loss,
+        feature_matching_distance="squared_l2", generator_steps=config.generator_steps, device=device,
+    )
+    data = MixtureStream(mixture, config.batch_size, config.seed, rank=idist.get_rank())  # each process its own
+
+    handlers: Dict[str, Any] = {}
+    if config.minibatch_discrimination and config.minibatch_init != "none":
+        init_x = next(iter(MixtureStream(mixture, config.init_samples, config.seed, stream=2)))
+        if config.minibatch_init == "data":  # the reference's init, when training starts
+            handlers["minibatch_init"] = DataDependentInitialization(discriminator, init_x)
+            handlers["minibatch_init"].attach(trainer)
+        else:  # mean pairwise distance 2 on what feeds the layer, now
+            d = getattr(discriminator, "module", discriminator)
+            with torch.no_grad():
+                minibatch_batch_mean_init(d.minibatch, d.body(init_x.to(device) / d.scale))
+    if config.label_smoothing:
+        handlers["label_smoothing"] = OneSidedLabelSmoothing(real_target=config.real_target)
+        handlers["label_smoothing"].attach(trainer)
+    if config.historical_averaging:
+        for player, model, optimizer in (("d", discriminator, d_optimizer), ("g", generator, g_optimizer)):
+            handler = HistoricalAveraging(model, weight=config.historical_weight, optimizer=optimizer)
+            handler.attach(trainer, name=f"historical_penalty_{player}")
+            handlers[f"historical_averaging_{player}"] = handler
+    if config.decay_epochs:
+        total, decay = config.epochs, config.decay_epochs
+        EpochLRScheduler([d_optimizer, g_optimizer], lambda e: linear_decay_factor(e, total, decay)).attach(trainer)
+    to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
+               "g_optimizer": g_optimizer, "trainer": trainer, "data": data, **handlers}
+    return MixtureExperiment(config, mixture, generator, discriminator, d_optimizer, g_optimizer, trainer, data,
+                             handlers, to_save)
+
+
+def scatter_plot(samples: Tensor, mixture: GaussianMixture2D, ax: Any = None, title: Optional[str] = None) -> Any:
+    """Draws ``samples`` ``(N, 2)`` over the mixture's modes (circles of 3 std: the high-quality zone) on ``ax``
+    (default: a new 4x4-inch figure, with matplotlib's Agg backend); returns the figure."""
+    import matplotlib
+
+    if ax is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    if not isinstance(samples, Tensor) or samples.dim() != 2 or samples.shape[1] != 2:
+        shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
+        raise ValueError(f"samples must have shape (N, 2), got {shape}")
+    figure, ax = plt.subplots(figsize=(4, 4)) if ax is None else (ax.figure, ax)
+    points, centers = samples.detach().cpu().double().numpy(), mixture.centers.numpy()
+    for center in centers:
+        ax.add_patch(Circle(tuple(center), 3 * mixture.std, fill=False, color="tab:red", lw=0.6))
+    ax.scatter(points[:, 0], points[:, 1], s=1.5, alpha=0.35, color="tab:blue", linewidths=0)
+    extent = float(abs(centers).max()) + 1.0
+    ax.set(xlim=(-extent, extent), ylim=(-extent, extent), aspect="equal", xticks=[], yticks=[])
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+    return figure
+
+
+def describe(config: MixtureConfig, result: Dict[str, Any], separator: str) -> str:
+    return (f"{config.mixture}: {', '.join(config.techniques) or 'vanilla'}{separator}modes {result['modes']} (any "
+            f"{result['modes_any']}), high quality {100 * result['high_quality']:.1f}%, KL {result['kl']:.3f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = MixtureConfig()
+    parser = cli.recipe_parser(
+        "mixture: a GAN on a 2-D mixture of Gaussians, with a switch for each technique", epochs=d.epochs,
+        labels_per_class=None, data_dir=None, batch_size=d.batch_size, output_dir="runs/mixture", threads=1,
+        iterations_per_epoch=d.iterations_per_epoch, iterations_per_epoch_help="iterations per epoch (the data are "
+        "sampled afresh for every batch, so this defines an epoch)")  # the MLPs run fastest on one thread
+    add = parser.add_argument_group("mixture").add_argument
+    add("--mixture", choices=MIXTURES, default=d.mixture, help="ring of 8 or 5x5 grid of 25 Gaussians")
+    for name, text in zip(SWITCHES, ("minibatch layer in the discriminator", "train the generator by feature matching",
+                                     "one-sided label smoothing (see --real-target)", "historical averaging of both")):
+        add("--" + name.replace("_", "-"), action="store_true", help=text)
+    add("--all-techniques", action="store_true", help="all four switches above")
+    add("--generator-loss", choices=GENERATOR_LOSSES, default=None,
+        help=f"the generator's loss when feature matching is off ({d.generator_loss} if not given)")
+    add("--real-target", type=cli.fraction, default=d.real_target, help="smoothed real target, below 1")
+    add("--historical-weight", type=cli.nonnegative_float, default=d.historical_weight,
+        help="λ of historical averaging (the paper gives none)")
+    add("--minibatch-init", choices=MINIBATCH_INITS, default=d.minibatch_init, help="'none': the layer's init-time "
+        "scale; 'data': the reference's init on --init-samples real examples; 'batch_mean': mean pairwise distance 2")
+    add("--data-scale", type=cli.positive_float, default=d.data_scale,
+        help="networks work in units of this (D sees x/scale, G emits scale*output); default: the mixture's extent")
+    add("--lr", type=cli.positive_float, default=d.lr, help="Adam learning rate of both players")
+    add("--decay-epochs", type=cli.nonnegative_int, default=None,
+        help="the learning rates decay linearly to 0 over this many last epochs (default: half of --epochs)")
+    for name, text in (("generator_steps", "G updates per D update"), ("minibatch_kernels", "B: minibatch kernels"),
+                       ("minibatch_kernel_dim", "C: dimensions per kernel"), ("init_samples", "--minibatch-init batch"),
+                       ("z_dim", "generator noise dimension"), ("generator_hidden", "G's hidden units"),
+                       ("generator_layers", "G's hidden layers"), ("discriminator_hidden", "D's hidden units"),
+                       ("discriminator_layers", "D's hidden layers"), ("eval_samples", "samples scored per epoch")):
+        add("--" + name.replace("_", "-"), type=cli.positive_int, default=getattr(d, name), help=text)
+    add("--eval-seed", type=cli.nonnegative_int, default=d.eval_seed, help="seed of the evaluation noise")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> MixtureConfig:
+    """The :class:`MixtureConfig` of parsed flags; a ValueError or TypeError names a bad or conflicting flag."""
+    switches = {name: getattr(args, name) or args.all_techniques for name in SWITCHES}
+    if switches["feature_matching"] and args.generator_loss is not None:
+        raise ValueError(f"--generator-loss {args.generator_loss} conflicts with --feature-matching: feature matching "
+                         "is the generator's loss; drop one of them")
+    if switches["minibatch_discrimination"] and args.batch_size < 2:
+        raise ValueError("--batch-size must be >= 2 with --minibatch-discrimination (features compare examples), "
+                         f"got {args.batch_size}")
+    decay_epochs = args.epochs // 2 if args.decay_epochs is None else args.decay_epochs
+    if decay_epochs > args.epochs:
+        raise ValueError(f"--decay-epochs must be <= --epochs ({args.epochs}), got {decay_epochs}")
+    named = {f.name for f in dataclasses.fields(MixtureConfig)} - {*SWITCHES, "generator_loss", "decay_epochs"}
+    return MixtureConfig(**switches, generator_loss=args.generator_loss or MixtureConfig.generator_loss,
+                         decay_epochs=decay_epochs, **{name: getattr(args, name) for name in named})
+
+
+def train(local_rank: int, args: argparse.Namespace) -> None:
+    """One process's run: build, train (or resume), score, plot and summarize."""
+    config = config_from_args(args)
+    with Run(args, "mixture") as run:  # the folder's lock is released however the run ends
+        device = run.start()  # seeds torch with --seed + rank
+        experiment = create_experiment(config, device=device)
+        trainer = experiment.trainer
+        attach_nonfinite_guard(trainer)  # no handler of create_experiment runs at ITERATION_COMPLETED
+
+        # Mode coverage of the same samples after every epoch, before the checkpoint (a resume re-scores nothing).
+        evaluator = experiment.evaluator()
+        evaluator.attach(trainer, Events.EPOCH_COMPLETED)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED,
+                                  lambda e: setattr(e.state, "modes", evaluator.engine.state.metrics["coverage"]))
+        state_attributes = ["real_target"] if config.label_smoothing else []
+        if config.historical_averaging:
+            state_attributes += ["historical_penalty_d", "historical_penalty_g"]
+        logger = attach_tensorboard(
+            str(run.tensorboard_dir), trainer, evaluators={"coverage": evaluator.engine}, state_attributes=state_attributes,
+            optimizers={"d_optimizer": experiment.d_optimizer, "g_optimizer": experiment.g_optimizer}, log_every=10,
+        )
+        run.attach(trainer, experiment.to_save, OUTPUTS, state_attributes=["modes"])
+        try:
+            if not run.training_done:
+                experiment.run(config.epochs)
+            if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
+                return
+            result = experiment.evaluate()
+            plot_path = None
+            if idist.get_rank() == 0:
+                figure = scatter_plot(experiment.samples(), experiment.mixture, title=describe(config, result, "\n"))
+                plot_path = Path(args.output_dir) / "samples.png"
+                figure.savefig(plot_path, dpi=100, bbox_inches="tight")
+                logger.writer.add_figure("samples", figure, global_step=trainer.state.iteration)  # and closes it
+        finally:
+            logger.close()
+        metrics = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl", "counts", "min_count")}
+        extra = {"techniques": config.techniques, "iterations": trainer.state.iteration,
+                 "scatter_plot": str(plot_path) if plot_path is not None else None}
+        run.finish(metrics, extra=extra, headline=[f"mixture {describe(config, result, ': ')}"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = cli.recipe_parser(
-        "mixture: a GAN on a 2-D mixture of Gaussians, with a switch for each technique",
-        epochs=mixture.MixtureConfig.epochs,
-        labels_per_class=None,
-        data_dir=None,
-        output_dir="runs/mixture",
-        threads=1,  # these MLPs run faster on one thread than on two
-        iterations_per_epoch=mixture.MixtureConfig.iterations_per_epoch,
-        iterations_per_epoch_help="iterations per epoch (the data are sampled afresh for every batch, so this "
-        "defines an epoch)",
-    )
-    mixture.add_arguments(parser)
+    parser = build_parser()
     args = cli.parse_args(parser, argv)
-    mixture.config_from_args(args, parser)  # every check before any process starts
     try:
-        cli.launch(mixture.run, args)
-    except (FileNotFoundError, ValueError) as error:
+        config_from_args(args)  # every check before any process starts
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
+    try:
+        cli.launch(train, args)
+    except RunComplete as done:
+        print(f"{parser.prog}: {done}")
+    except (RunFolderError, CheckpointError, ValueError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except NonFiniteLossError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
 
 
 if __name__ == "__main__":

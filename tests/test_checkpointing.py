@@ -9,10 +9,14 @@ import torch
 from ignite.engine import Engine, Events
 
 from ignite_igan.checkpointing import (
+    CheckpointError,
     RandomStates,
     attach_checkpointing,
+    clean_partial_writes,
     latest_checkpoint,
+    load_latest_checkpoint,
     resume_from_checkpoint,
+    verify_checkpoint,
     write_json_atomic,
 )
 
@@ -63,7 +67,10 @@ def test_two_newest_checkpoints_are_kept(tmp_path):
     trainer.run(range(2), max_epochs=5)
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_4.pt", "checkpoint_5.pt"]
     assert latest_checkpoint(tmp_path).name == "checkpoint_5.pt"
-    assert not [p for p in tmp_path.iterdir() if p.suffix != ".pt"]  # no temporary files left behind
+    # Each checkpoint with its checksum, and no temporary files left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint_4.pt", "checkpoint_4.pt.sha256", "checkpoint_5.pt", "checkpoint_5.pt.sha256"
+    ]
     with pytest.raises(ValueError, match="n_saved must be >= 2.*got 1"):
         attach_checkpointing(trainer, to_save, tmp_path, n_saved=1)
 
@@ -107,3 +114,100 @@ def test_random_states_of_every_process_are_gathered():
     assert torch.equal(per_rank[0], torch.get_rng_state())
     torch.manual_seed(1001)
     assert torch.equal(per_rank[1], torch.get_rng_state())
+
+
+def _trained_folder(tmp_path, epochs=3):
+    _, trainer, to_save = _make_training()
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=epochs)
+    return to_save
+
+
+def _damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "random":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8).tobytes())
+    elif how == "flipped":  # a few bytes inside a tensor's storage: the file still loads
+        middle = len(data) // 2
+        for offset in range(3):
+            data[middle + offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "random", "flipped"])
+def test_corrupt_newest_checkpoint_is_named_and_the_previous_one_used(tmp_path, how):
+    _trained_folder(tmp_path)
+    newest = tmp_path / "checkpoint_3.pt"
+    _damage(newest, how)
+    if how == "flipped":
+        torch.load(newest, weights_only=True)  # still loadable: only the checksum can tell
+    assert verify_checkpoint(newest) is not None
+    _, trainer, to_load = _make_training(seed=1)
+    with pytest.warns(UserWarning, match=r"checkpoint_3\.pt: .*Resuming from checkpoint_2\.pt"):
+        assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_2.pt"
+    assert trainer.state.epoch == 2
+    assert newest.exists()  # nothing is deleted: the next save of epoch 3 replaces it
+
+
+def test_no_usable_checkpoint_names_every_file(tmp_path):
+    _trained_folder(tmp_path)
+    _damage(tmp_path / "checkpoint_3.pt", "empty")
+    _damage(tmp_path / "checkpoint_2.pt", "truncated")
+    _, _, to_load = _make_training()
+    with pytest.raises(CheckpointError, match=r"checkpoint_3\.pt: empty file; checkpoint_2\.pt: SHA-256 mismatch"):
+        load_latest_checkpoint(to_load, tmp_path)
+
+
+def test_exactly_two_checkpoints_remain_after_resumes(tmp_path):
+    _trained_folder(tmp_path, epochs=2)
+    for epochs in (3, 4, 5):  # three resumed processes, each with its own Checkpoint handler
+        _, trainer, to_save = _make_training()
+        load_latest_checkpoint(to_save, tmp_path)
+        attach_checkpointing(trainer, to_save, tmp_path)
+        trainer.run(range(2), max_epochs=epochs)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_4.pt", "checkpoint_5.pt"]
+
+
+def test_partial_writes_are_cleaned_up(tmp_path):
+    _trained_folder(tmp_path, epochs=2)
+    (tmp_path / "checkpoint_3.pt.partial").write_bytes(b"half")
+    (tmp_path / "checkpoint_7.pt.sha256").write_text("0" * 64)  # its checkpoint never arrived
+    removed = clean_partial_writes(tmp_path)
+    assert sorted(p.name for p in removed) == ["checkpoint_3.pt.partial", "checkpoint_7.pt.sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoint_1.pt", "checkpoint_1.pt.sha256", "checkpoint_2.pt", "checkpoint_2.pt.sha256"
+    ]
+
+
+def test_full_disk_names_the_path_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    _, trainer, to_save = _make_training()
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=2)
+    good = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(CheckpointError, match=r"could not write .*checkpoint_3\.pt.*No space left on device.*intact"):
+        trainer.run(range(2), max_epochs=3)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert not list(tmp_path.glob("*.partial"))
+    # Ignite removed the oldest before writing; the newest good one is untouched and still verifies.
+    assert (tmp_path / "checkpoint_2.pt").read_bytes() == good["checkpoint_2.pt"]
+    assert verify_checkpoint(tmp_path / "checkpoint_2.pt") is None
+
+
+def test_json_and_checkpoints_have_the_same_permissions(tmp_path):
+    _trained_folder(tmp_path, epochs=1)
+    write_json_atomic(tmp_path / "summary.json", {"a": 1})
+    mode = lambda p: os.stat(p).st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "summary.json") == mode(tmp_path / "checkpoint_1.pt")

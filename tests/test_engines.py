@@ -1,5 +1,6 @@
 """The trainers' steps: which parameters each step changes, the losses against functional, options, errors."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -424,3 +425,141 @@ def test_bad_batches():
     trainer = create_gan_trainer(gen, disc, d_opt, g_opt, conditional=True)
     with pytest.raises(ValueError, match=r"conditional=True needs batches \(x, y, \.\.\.\) with labels"):
         trainer.run([x_lab], max_epochs=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optimizers that do not step their player's parameters
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("factory", [create_semi_supervised_trainer, create_gan_trainer])
+def test_swapped_or_foreign_optimizers_are_refused(factory):
+    gen, disc, d_opt, g_opt = _players()
+    with pytest.raises(ValueError, match=r"d_optimizer must step the discriminator's parameters, but it holds 2 parameter\(s\) of the generator \('net.weight', 'net.bias'\): are d_optimizer and g_optimizer swapped\?"):
+        factory(gen, disc, g_opt, d_opt)
+    stale = TinyD()  # e.g. an optimizer built for a model that was then re-created
+    with pytest.raises(ValueError, match=r"d_optimizer must step only the discriminator's parameters, but it holds 5 parameter\(s\) of neither model"):
+        factory(gen, disc, torch.optim.SGD(stale.parameters(), lr=0.1), g_opt)
+    mixed = torch.optim.SGD([*gen.parameters(), disc.head.weight], lr=0.1)
+    with pytest.raises(ValueError, match=r"g_optimizer must step the generator's parameters, but it holds 1 parameter\(s\) of the discriminator \('head.weight'\)"):
+        factory(gen, disc, d_opt, mixed)
+
+
+def test_optimizer_missing_trainable_parameters_warns():
+    gen, disc, d_opt, g_opt = _players()
+    partial = ReferenceAdam(disc.body.parameters(), lr=1e-2)
+    with pytest.warns(UserWarning, match=r"d_optimizer does not step 2 trainable parameter\(s\) of the discriminator \('head.weight', 'head.bias'\)"):
+        create_semi_supervised_trainer(gen, disc, partial, g_opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the frozen gain of TinyD is not trainable: not missing
+        create_gan_trainer(gen, disc, d_opt, g_opt)
+
+
+def test_optimizer_check_sees_through_data_parallel_wrappers():
+    gen, disc, d_opt, g_opt = _players()
+    wrapped_gen, wrapped_disc = nn.DataParallel(gen), nn.DataParallel(disc)  # no GPU: calls the module itself
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer = create_semi_supervised_trainer(wrapped_gen, wrapped_disc, d_opt, g_opt, noise_fn=gen.sample_noise)
+    with pytest.raises(ValueError, match="d_optimizer must step the discriminator's parameters.*swapped"):
+        create_semi_supervised_trainer(wrapped_gen, wrapped_disc, g_opt, d_opt, noise_fn=gen.sample_noise)
+    before = _params(gen)
+    trainer.run([_batch()], max_epochs=1)
+    assert not _equal(before, _params(gen))
+
+
+def test_optimizer_check_unwraps_distributed_data_parallel(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        gen, disc, d_opt, g_opt = _players()
+        ddp_gen = nn.parallel.DistributedDataParallel(gen)
+        ddp_disc = nn.parallel.DistributedDataParallel(disc)
+        create_gan_trainer(ddp_gen, ddp_disc, d_opt, g_opt)
+        with pytest.raises(ValueError, match=r"d_optimizer must step the discriminator's parameters.*generator \('net.weight'"):
+            create_gan_trainer(ddp_gen, ddp_disc, g_opt, d_opt)
+    finally:
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labels outside [0, K)
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad_label", [3, -1, 7])
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_semi_supervised_labels_outside_the_classes_are_refused(bad_label, device):
+    gen, disc, d_opt, g_opt = _players(num_classes=3)
+    trainer = create_semi_supervised_trainer(gen, disc, d_opt, g_opt, device=device)
+    x_lab, y_lab, x_unl, x_unl2 = _batch()
+    y_lab = y_lab.clone()
+    y_lab[2] = bad_label
+    start = _params(disc)
+    with pytest.raises(ValueError, match=rf"y_labeled must hold class indices in \[0, 3\) \(the discriminator has K=3 class logits\), got the label {bad_label}"):
+        trainer.run([SemiSupervisedBatch(x_lab, y_lab, x_unl, x_unl2)], max_epochs=1)
+    assert _equal(start, _params(disc))  # refused before any step
+
+
+def test_semi_supervised_labels_from_a_custom_prepare_batch_are_checked_too():
+    gen, disc, d_opt, g_opt = _players(num_classes=3)
+    trainer = create_semi_supervised_trainer(
+        gen, disc, d_opt, g_opt, prepare_batch=lambda batch, device, non_blocking: (*batch[:1], batch[1] + 1, *batch[2:])
+    )
+    with pytest.raises(ValueError, match=r"y_labeled must hold class indices in \[0, 3\).*got the label 3"):
+        trainer.run([_batch(n_lab=3)], max_epochs=1)
+    x_lab, y_lab, x_unl, x_unl2 = _batch()
+    # a fresh engine per failing run: an engine stopped by an exception would not run its epoch again
+    with pytest.raises(TypeError, match=r"y_labeled must be an integer tensor of class indices, got dtype torch.float32"):
+        create_semi_supervised_trainer(gen, disc, d_opt, g_opt).run(
+            [SemiSupervisedBatch(x_lab, y_lab.float(), x_unl, x_unl2)], max_epochs=1
+        )
+    with pytest.raises(TypeError, match=r"y_labeled must be a tensor of class indices, got list"):
+        create_semi_supervised_trainer(gen, disc, d_opt, g_opt).run(
+            [SemiSupervisedBatch(x_lab, y_lab.tolist(), x_unl, x_unl2)], max_epochs=1
+        )
+
+
+@pytest.mark.parametrize("bad_label", [3, -2])
+def test_conditional_gan_labels_outside_the_classes_are_refused(bad_label):
+    gen, disc, d_opt, g_opt = _players(num_classes=3)
+    trainer = create_gan_trainer(gen, disc, d_opt, g_opt, conditional=True, device="cpu")
+    start = _params(disc)
+    with pytest.raises(ValueError, match=rf"y must hold class indices in \[0, 3\).*got the label {bad_label}"):
+        trainer.run([(torch.randn(4, 4), torch.tensor([0, 1, bad_label, 2]))], max_epochs=1)
+    assert _equal(start, _params(disc))
+    with pytest.raises(TypeError, match=r"y must be an integer tensor of class indices, got dtype torch.float32"):
+        create_gan_trainer(gen, disc, d_opt, g_opt, conditional=True).run(
+            [(torch.randn(4, 4), torch.tensor([0.0, 1.0, 2.0, 0.0]))], max_epochs=1
+        )
+    # unconditional: the labels are not used, so not checked
+    plain = create_gan_trainer(gen, disc, d_opt, g_opt)
+    plain.run([(torch.randn(4, 4), torch.tensor([0, 1, bad_label, 2]))], max_epochs=1)
+
+
+def test_bf16_autocast_with_the_paper_layers():
+    # The weight-normalized, minibatch and batch-norm layers see bfloat16 activations with float32 weights
+    # under autocast: their dtype check must let that through.
+    gen = CIFARGenerator(widths=(16, 8, 4))
+    disc = CIFARDiscriminator(widths=(8, 16), input_corruption="noise", minibatch_kernels=5, minibatch_kernel_dim=3)
+    d_opt = ReferenceAdam(disc.parameters(), lr=3e-4, betas=(0.5, 0.999))
+    g_opt = ReferenceAdam(gen.parameters(), lr=3e-4, betas=(0.5, 0.999))
+    data = TensorDataset(torch.rand(16, 3, 32, 32) * 2 - 1, torch.arange(16) % 10)
+    loader = SemiSupervisedLoader(data, labeled_indices=range(10), batch_size=8, seed=0, generator_batch=False)
+    trainer = create_semi_supervised_trainer(
+        gen, disc, d_opt, g_opt, generator_loss="minimax", amp="bf16", device="cpu"
+    )
+    state = trainer.run(loader, max_epochs=1)
+    assert all(torch.isfinite(torch.tensor(v)) for v in state.output.values())
+    assert all(p.dtype == torch.float32 for p in disc.parameters())
+
+
+def test_label_range_cache_only_for_the_same_unmodified_tensor():
+    # Device-resident labels are read back once per tensor (CPU tensors are never cached: reading them is free).
+    from ignite_igan.engines import _LabelBoundsCache
+
+    cache = _LabelBoundsCache()
+    labels = torch.tensor([0, 4, 2])
+    assert cache.get(labels) is None
+    cache.put(labels, (0, 4))
+    assert cache.get(labels) == (0, 4)
+    assert cache.get(labels.clone()) is None  # another tensor with the same values: read again
+    labels[0] = 9  # modified in place: the version counter moves
+    assert cache.get(labels) is None

@@ -179,3 +179,53 @@ def test_state_dict_and_bad_input():
         DataDependentInitialization(make_disc(), lambda: None).run()
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         DataDependentInitialization(None, init_batch())
+
+
+def test_add_event_handler_gives_the_attach_result_and_registration_once():
+    states = []
+    for use_attach in (True, False):
+        disc = make_disc()
+        init = DataDependentInitialization(disc, init_batch())
+        trainer = sgd_engine(disc)
+        if use_attach:
+            init.attach(trainer)
+        else:
+            trainer.add_event_handler(Events.STARTED, init)
+        trainer.run([init_batch()[:8]] * 2, max_epochs=1)
+        assert init.done
+        states.append(disc.state_dict())
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), name
+    with pytest.raises(ValueError, match=r"engine already has this DataDependentInitialization registered as an event handler"):
+        init.attach(trainer)
+    with pytest.raises(TypeError, match="engine must be an ignite.engine.Engine, got int"):
+        init(3)
+    twice = DataDependentInitialization(make_disc(), init_batch())
+    engine = Engine(lambda e, b: None)
+    twice.attach(engine)
+    with pytest.raises(ValueError, match=r"engine already has this DataDependentInitialization attached; attaching it twice"):
+        twice.attach(engine)
+    with pytest.raises(ValueError, match=r"engine already has this DataDependentInitialization attached with attach\(\)"):
+        twice(engine)
+    shared = Engine(lambda e, b: None)
+    twice.attach(shared)  # another engine is fine: the pass runs once, whichever engine starts first
+    shared.run([0], max_epochs=1)
+    assert twice.done
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        nn.Sequential(nn.Linear(6, 4), nn.ReLU()),  # nothing init-capable
+        nn.Sequential(WeightNormLinear(6, 4, data_init=False)),  # init-capable but switched off
+    ],
+)
+def test_model_with_nothing_to_initialize_warns(model):
+    with pytest.warns(UserWarning, match=r"model \(Sequential\) has no layer with a data-dependent initialization"):
+        init = DataDependentInitialization(model, init_batch())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    init.run()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # what the warning said
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DataDependentInitialization(make_disc(), init_batch())  # a model with init layers: silent

@@ -2,6 +2,7 @@
 the zero start, bias correction, frozen tensors, evaluation copy and checkpoint."""
 from __future__ import annotations
 
+import warnings
 from typing import List
 
 import numpy as np
@@ -172,3 +173,103 @@ def test_bad_input():
         EvaluationAveraging(nn.Linear(2, 2), bias_correction="no")
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         EvaluationAveraging(lambda x: x)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Callable, registration once, non-finite weights, the rate convention
+# ---------------------------------------------------------------------------------------------------------------
+def sgd_trainer(model: nn.Module, steps: int = 8):
+    optimizer = torch.optim.SGD(model.linear.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(2)
+    batches = [torch.randn(6, 4, generator=g, dtype=torch.float64) for _ in range(steps)]
+
+    def step(engine, x):
+        optimizer.zero_grad()
+        (model(x) - x[:, :3].cos()).pow(2).mean().backward()
+        optimizer.step()
+
+    return Engine(step), batches
+
+
+@pytest.mark.parametrize("event, updates", [(Events.ITERATION_COMPLETED, 8), (Events.ITERATION_STARTED(every=2), 4)])
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_add_event_handler_gives_the_attach_result(event, updates, bias_correction):
+    results = []
+    for use_attach in (True, False):
+        model = make_disc()
+        averaging = EvaluationAveraging(model, rate=0.05, bias_correction=bias_correction)
+        trainer, batches = sgd_trainer(model)
+        if use_attach:
+            averaging.attach(trainer, event=event)
+        else:
+            trainer.add_event_handler(event, averaging)
+        trainer.run(batches, max_epochs=1)
+        results.append((averaging.num_updates, trainer.state.ema_momentum, averaging.state_dict()["averaged_model"]))
+    (n_attach, momentum_attach, attached), (n_call, momentum_call, called) = results
+    assert n_attach == n_call == updates
+    assert momentum_attach == momentum_call
+    assert attached.keys() == called.keys()
+    for key in attached:
+        assert torch.equal(attached[key], called[key]), key
+    assert not torch.equal(attached["linear.weight"], make_disc().linear.weight.detach())  # it did average
+
+
+def test_registered_twice_with_one_engine_is_refused():
+    model = make_disc()
+    trainer, _ = sgd_trainer(model)
+    averaging = EvaluationAveraging(model)
+    averaging.attach(trainer)
+    with pytest.raises(ValueError, match=r"engine already has this EvaluationAveraging attached.*twice per event"):
+        averaging.attach(trainer)
+    with pytest.raises(ValueError, match=r"engine already has this EvaluationAveraging attached with attach\(\)"):
+        averaging(trainer)  # as if also registered with add_event_handler
+    with pytest.raises(ValueError, match=r"engine is not the engine this EvaluationAveraging is registered with"):
+        averaging.attach(Engine(lambda e, b: None))  # one average, one run
+
+    callable_first = EvaluationAveraging(model)
+    other, batches = sgd_trainer(model)
+    other.add_event_handler(Events.ITERATION_COMPLETED, callable_first)
+    with pytest.raises(ValueError, match=r"engine already has this EvaluationAveraging registered as an event handler"):
+        callable_first.attach(other)
+    other.run(batches[:2], max_epochs=1)
+    assert callable_first.num_updates == 2  # the refused attach left nothing behind
+    with pytest.raises(ValueError, match="engine is not the engine"):
+        callable_first(trainer)
+    with pytest.raises(TypeError, match="engine must be an ignite.engine.Engine, got str"):
+        EvaluationAveraging(model)("trainer")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_with_iteration_parameter_and_value(bad):
+    model = make_disc()
+    averaging = EvaluationAveraging(model, rate=0.05)
+    trainer, batches = sgd_trainer(model)
+
+    @trainer.on(Events.ITERATION_COMPLETED(once=3))
+    def diverge():
+        with torch.no_grad():
+            model.linear.bias[1] = bad
+
+    averaging.attach(trainer)  # after `diverge`: it sees the bad weight at iteration 3
+    with pytest.raises(ValueError, match=rf"parameter 'linear.bias' of the model holds {bad} \(1 non-finite entry\) at iteration 3"):
+        trainer.run(batches, max_epochs=1)
+    assert averaging.num_updates == 2
+    assert torch.isfinite(averaging.ema_handler.ema_model.linear.bias).all()  # the average was not touched
+    # a frozen tensor is not averaged, so it is not checked either (it is copied as it is)
+    frozen_nan = make_disc()
+    with torch.no_grad():
+        frozen_nan.gain[0] = float("nan")
+    fine = EvaluationAveraging(frozen_nan, rate=0.05)
+    engine = Engine(lambda e, b: None)
+    engine.add_event_handler(Events.ITERATION_COMPLETED, fine)
+    engine.run([0], max_epochs=1)
+    assert fine.num_updates == 1
+
+
+def test_rate_above_one_half_warns_about_the_convention():
+    with pytest.warns(UserWarning, match=r"rate=0\.9999 is the weight of the NEW value.*pass rate=0\.0001"):
+        EvaluationAveraging(nn.Linear(2, 2), rate=0.9999)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        EvaluationAveraging(nn.Linear(2, 2), rate=0.5)
+        EvaluationAveraging(nn.Linear(2, 2), rate=1e-4)

@@ -281,3 +281,114 @@ def test_bad_input():
         HistoricalAveraging(model, weight=0.1, optimizer="adam")
     with pytest.raises(TypeError, match="engine must be an ignite.engine.Engine"):
         HistoricalAveraging(model, weight=0.1).attach(object())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Callable, registration once, non-finite parameters, parameters frozen or unfrozen later
+# ---------------------------------------------------------------------------------------------------------------
+def sgd_run(register, steps: int = K_STEPS):
+    """A run whose handler is registered by `register(trainer, handler)`; returns the model, handler, trainer and
+    the penalties published after each iteration."""
+    model = make_model()
+    optimizer = OPTIMIZERS["adam"](trainable(model))
+    handler = HistoricalAveraging(model, weight=WEIGHT, optimizer=optimizer)
+
+    def step(engine, x):
+        optimizer.zero_grad()
+        data_loss(model, x).backward()
+        optimizer.step()
+
+    trainer = Engine(step)
+    register(trainer, handler)
+    published: List[float] = []
+    # registered before the handler's set-up: the published value must not depend on the order (the callable
+    # creates the attribute at its first event, attach at once)
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda: published.append(float(getattr(trainer.state, "historical_penalty", 0.0)))
+    )
+    trainer.run(make_batches(steps), max_epochs=1)
+    return model, handler, trainer, published
+
+
+@pytest.mark.parametrize("event, updates", [(Events.ITERATION_STARTED, K_STEPS), (Events.ITERATION_STARTED(every=3), K_STEPS // 3)])
+def test_add_event_handler_gives_the_attach_result(event, updates):
+    attached = sgd_run(lambda trainer, handler: handler.attach(trainer, event=event))
+    called = sgd_run(lambda trainer, handler: trainer.add_event_handler(event, handler))
+    (model_a, ha_a, _, published_a), (model_c, ha_c, trainer_c, published_c) = attached, called
+    assert ha_a.num_updates == ha_c.num_updates == updates
+    for (name, a), c in zip(model_a.named_parameters(), model_c.parameters()):
+        assert torch.equal(a, c), name
+    for name in ha_a.averages:
+        assert torch.equal(ha_a.averages[name], ha_c.averages[name]), name
+    assert published_a == published_c and published_c[-1] > 0  # the lazily registered publisher and hook worked
+    # detach undoes the callable's set-up too (the callable itself is the user's to remove)
+    ha_c.detach(trainer_c)
+    assert ha_c._hook_handle is None and not hasattr(trainer_c.state, "historical_penalty")
+
+
+def test_registered_twice_or_with_two_engines_is_refused():
+    model = make_model()
+    handler = HistoricalAveraging(model, weight=WEIGHT, optimizer=OPTIMIZERS["sgd"](trainable(model)))
+    trainer = Engine(lambda engine, batch: None)
+    handler.attach(trainer)
+    with pytest.raises(ValueError, match=r"engine: this HistoricalAveraging is already attached.*detach\(engine\)"):
+        handler.attach(trainer, name="other_name")
+    with pytest.raises(ValueError, match=r"engine already has this HistoricalAveraging attached with attach\(\)"):
+        handler(trainer)
+    with pytest.raises(ValueError, match=r"engine is not the engine this HistoricalAveraging is registered with"):
+        handler(Engine(lambda engine, batch: None))
+    handler.detach(trainer)
+    other = Engine(lambda engine, batch: None)
+    other.add_event_handler(Events.ITERATION_STARTED, handler)
+    with pytest.raises(ValueError, match=r"engine already has this HistoricalAveraging registered as an event handler"):
+        handler.attach(other)
+    other.run([0, 1], max_epochs=1)
+    assert handler.num_updates == 2
+    # a second callable handler on the same engine would publish under the same name: refused, with the way out
+    second = HistoricalAveraging(make_model(3), weight=WEIGHT)
+    with pytest.raises(ValueError, match=r"engine.state already has an attribute 'historical_penalty'.*attach\(engine, name=\.\.\.\)"):
+        second(other)
+    second.attach(other, name="historical_penalty_G")  # the refused call left no registration behind
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf")])
+def test_non_finite_parameter_is_refused_with_iteration_parameter_and_value(bad):
+    model = make_model()
+    optimizer = OPTIMIZERS["sgd"](trainable(model))
+    handler = HistoricalAveraging(model, weight=WEIGHT, optimizer=optimizer)
+    trainer = Engine(lambda engine, batch: None)
+
+    @trainer.on(Events.ITERATION_STARTED(once=4))
+    def diverge():
+        with torch.no_grad():
+            model.out.weight[0, 2] = bad
+
+    handler.attach(trainer)
+    with pytest.raises(ValueError, match=rf"parameter 'out.weight' holds {bad} \(1 non-finite entry\) at iteration 4"):
+        trainer.run(make_batches(), max_epochs=1)
+    assert handler.num_updates == 3 and torch.isfinite(handler.averages["out.weight"]).all()
+    with pytest.raises(ValueError, match=rf"'out.weight' holds {bad} .* at update 4"):
+        handler.update()  # called by hand: the update count stands in for the iteration
+
+
+def test_parameters_frozen_or_unfrozen_later_are_refused_not_dropped():
+    model = make_model()
+    optimizer = OPTIMIZERS["sgd"](list(model.parameters()))
+    handler = HistoricalAveraging(model, weight=WEIGHT, optimizer=optimizer)
+    handler.update()
+    model.hidden.bias.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"model: its trainable parameters changed.*no longer trainable .*\['hidden.bias'\]"):
+        handler.update()
+    with pytest.raises(ValueError, match=r"no longer trainable.*hidden.bias"):
+        handler.penalty()
+    handler.attach(Engine(lambda engine, batch: None))
+    before = model.hidden.weight.detach().clone()
+    with pytest.raises(ValueError, match="hidden.bias"):
+        optimizer.step()  # the step hook refuses too, before anything moves
+    assert torch.equal(model.hidden.weight, before)
+    model.hidden.bias.requires_grad_(True)
+    handler.update()  # back as it was built: accepted
+    model.frozen_gain.requires_grad_(True)
+    with pytest.raises(ValueError, match=r"trainable but not averaged \(unfrozen or added after the handler was built\): \['frozen_gain'\]"):
+        handler.update()
+    assert handler.num_updates == 2

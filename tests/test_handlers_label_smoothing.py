@@ -127,3 +127,71 @@ def test_bad_types_and_state():
         smoothing.load_state_dict({"target": 0.8})
     smoothing.load_state_dict({"real_target": 0.8})
     assert math.isclose(smoothing.real_target, 0.8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Callable, registration once
+# ---------------------------------------------------------------------------------------------------------------
+def scheduled_run(register) -> List[float]:
+    """A run with a state scheduler attached before the smoothing handler, registered by `register`."""
+    seen: List[float] = []
+    trainer = recording_engine(seen)
+    PiecewiseLinearStateScheduler(
+        param_name="real_target", milestones_values=[(0, 0.9), (4, 0.7)], create_new=True
+    ).attach(trainer, Events.ITERATION_STARTED)
+    smoothing = OneSidedLabelSmoothing(real_target=0.95)
+    register(trainer, smoothing)
+    trainer.run(range(6), max_epochs=1)
+    assert smoothing.real_target == seen[-1]  # the value in force is what a checkpoint saves
+    return seen
+
+
+def test_add_event_handler_gives_the_attach_result():
+    # alone: the callable's first call publishes the handler's target
+    seen: List[float] = []
+    trainer = recording_engine(seen)
+    smoothing = OneSidedLabelSmoothing(real_target=0.8)
+    trainer.add_event_handler(Events.ITERATION_STARTED, smoothing)
+    trainer.run(range(3), max_epochs=1)
+    assert seen == [0.8] * 3 and smoothing.state_dict() == {"real_target": 0.8}
+    # under a scheduler that fires first: the callable keeps the scheduler's values, as attach does
+    attached = scheduled_run(lambda trainer, smoothing: smoothing.attach(trainer))
+    called = scheduled_run(lambda trainer, smoothing: trainer.add_event_handler(Events.ITERATION_STARTED, smoothing))
+    assert called == attached and called[0] == pytest.approx(0.85) and called[-1] == pytest.approx(0.7)
+    assert 0.95 not in called  # the handler did not overwrite the value the scheduler wrote first
+    # and checks the value like attach's event handler
+    trainer = recording_engine([])
+    trainer.add_event_handler(Events.ITERATION_STARTED, OneSidedLabelSmoothing())
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: setattr(e.state, "real_target", 1.5))
+    with pytest.raises(ValueError, match=r"engine.state.real_target must be in \(0, 1\].*1\.5 at iteration 2"):
+        trainer.run(range(3), max_epochs=1)
+
+
+def test_restored_target_is_published_by_the_callable():
+    smoothing = OneSidedLabelSmoothing(real_target=0.9)
+    smoothing.load_state_dict({"real_target": 0.6})  # a resumed run, before the engine exists
+    trainer = Engine(lambda engine, batch: engine.state.real_target)
+    trainer.add_event_handler(Events.ITERATION_STARTED, smoothing)
+    assert trainer.run([0], max_epochs=1).output == 0.6
+    smoothing.load_state_dict({"real_target": 0.7})  # bound now: written to the engine at once
+    assert trainer.state.real_target == 0.7
+
+
+def test_registered_twice_or_with_two_engines_is_refused():
+    trainer = recording_engine([])
+    smoothing = OneSidedLabelSmoothing()
+    smoothing.attach(trainer)
+    with pytest.raises(ValueError, match=r"engine already has this OneSidedLabelSmoothing attached; attaching it twice"):
+        smoothing.attach(trainer)
+    with pytest.raises(ValueError, match=r"engine already has this OneSidedLabelSmoothing attached with attach\(\)"):
+        smoothing(trainer)
+    with pytest.raises(ValueError, match=r"engine is not the engine this OneSidedLabelSmoothing is registered with.*one engine's state"):
+        smoothing.attach(recording_engine([]))
+    called = OneSidedLabelSmoothing()
+    other = recording_engine([])
+    other.add_event_handler(Events.ITERATION_STARTED, called)
+    with pytest.raises(ValueError, match=r"engine already has this OneSidedLabelSmoothing registered as an event handler"):
+        called.attach(other)
+    other.run([0], max_epochs=1)
+    with pytest.raises(ValueError, match="engine is not the engine"):
+        called(trainer)

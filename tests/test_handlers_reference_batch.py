@@ -159,3 +159,27 @@ def test_identical_on_two_gloo_processes(tmp_path):
         for name in results[0][key]:
             assert torch.equal(results[0][key][name], results[1][key][name]), f"{key}.{name} differs across ranks"
     assert results[0]["output"] != pytest.approx(0.0)
+
+
+def test_add_event_handler_gives_the_attach_result_and_registration_once():
+    references = []
+    for use_attach in (True, False):
+        gen = make_generator()
+        reference = VirtualBatchReference(gen, size=SIZE, seed=5)
+        trainer = sampling_engine(gen)
+        if use_attach:
+            reference.attach(trainer)
+        else:
+            trainer.add_event_handler(Events.STARTED, reference)
+        trainer.run(range(2), max_epochs=1)
+        assert torch.equal(gen.reference_noise, reference.reference)
+        references.append(reference.reference)
+    assert torch.equal(references[0], references[1])
+    with pytest.raises(ValueError, match=r"engine already has this VirtualBatchReference registered as an event handler"):
+        reference.attach(trainer)
+    evaluator = Engine(lambda e, b: None)
+    reference.attach(evaluator)  # several engines may share it: they all set the same reference
+    with pytest.raises(ValueError, match=r"engine already has this VirtualBatchReference attached; attaching it twice"):
+        reference.attach(evaluator)
+    with pytest.raises(ValueError, match=r"engine already has this VirtualBatchReference attached with attach\(\)"):
+        reference(evaluator)

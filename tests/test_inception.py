@@ -291,17 +291,23 @@ def test_tf_network_loads_through_the_checked_path_and_scores_like_torch_fidelit
 ):
     pool, logits = tf_reference
     seen_logits, seen_pool = [], []
-    hooks = [
-        tf_extractor.register_forward_hook(lambda m, a, out: seen_logits.append(out)),
-        tf_extractor.net.AvgPool.register_forward_hook(lambda m, a, out: seen_pool.append(out.flatten(1))),
-    ]
+    real_logits_and_features = tf_extractor.logits_and_features
+
+    def spy(images):  # the metric takes logits and features from one pass
+        out = real_logits_and_features(images)
+        seen_logits.append(out[0])
+        return out
+
+    hook = tf_extractor.net.AvgPool.register_forward_hook(lambda m, a, out: seen_pool.append(out.flatten(1)))
     try:
         images = tf_images.double() / 127.5 - 1.0  # float [-1, 1] input that rounds back to exactly tf_images
         metric = InceptionScore(extractor=tf_extractor, input_range="[-1,1]", splits=1)
-        metrics = run_metric(metric, [images.float()])  # one batch, as the reference ran them
+        with mock.patch.object(tf_extractor, "logits_and_features", spy):
+            metrics = run_metric(metric, [images.float()])  # one batch, as the reference ran them
     finally:
-        for hook in hooks:
-            hook.remove()
+        hook.remove()
+    assert len(seen_logits) == 1 and len(seen_pool) == 1  # one network pass
+    assert torch.equal(tf_extractor(tf_images), logits)  # forward() gives the same logits
     assert seen_logits[0].shape == (2, 1008) and seen_logits[0].dtype == torch.float32
     assert torch.equal(seen_logits[0], logits)  # torch-fidelity's "logits_unbiased"
     assert torch.equal(seen_pool[0], pool)  # and its "2048" features (FID's)

@@ -157,3 +157,48 @@ def test_output_scalars_and_argument_errors(tmp_path):
 def test_inactive_logger_closes():
     with InactiveLogger() as logger:
         logger.close()
+
+
+def test_protocol_cards_are_logged_as_text_once_per_evaluator_and_metric(tmp_path):
+    from ignite_igan.metrics import FID, ClassifierExtractor, GeneratorEvaluator, InceptionScore
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 12)
+
+        def sample_noise(self, n, generator=None, device=None):
+            return torch.rand(n, 3, generator=generator, device=device)
+
+        def forward(self, z):
+            return torch.tanh(self.linear(z)).view(-1, 3, 2, 2)
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 5), nn.Tanh(), nn.Linear(5, 4))
+    extractor = ClassifierExtractor(net, "[-1,1]", features_fn=lambda net, x: net[1](net[0](x)))
+    real = torch.rand(50, 3, 2, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    scorer = GeneratorEvaluator(
+        Generator(), {"is": InceptionScore(extractor, splits=2), "fid": FID(extractor, real=real)},
+        n_samples=20, batch_size=10,
+    )
+    trainer = Engine(lambda engine, batch: 0.0)
+    scorer.attach(trainer, Events.EPOCH_COMPLETED)
+    logger = attach_tensorboard(str(tmp_path), trainer, evaluators={"samples": scorer.engine})
+    trainer.run([0, 1], max_epochs=3)  # evaluations at iterations 2, 4, 6: the same cards
+    scorer.n_samples = 30  # another protocol: logged again
+    trainer.run([0, 1], max_epochs=4)  # one more epoch: iteration 8
+    logger.close()
+
+    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0, "scalars": 0})
+    events.Reload()
+    text_tags = sorted(tag for tag in events.Tags()["tensors"] if "protocol" in tag)
+    assert text_tags == ["samples/fid/protocol/text_summary", "samples/is/protocol/text_summary"]
+    for metric in ("is", "fid"):
+        logged = events.Tensors(f"samples/{metric}/protocol/text_summary")
+        assert [e.step for e in logged] == [2, 8]
+        texts = [e.tensor_proto.string_val[0].decode("utf-8") for e in logged]
+        card = scorer.protocols[metric]
+        assert card.n_samples == 30 and str(card) in texts[1] and f"| digest | {card.digest} |" in texts[1]
+        assert "n=20" in texts[0] and "n=30" in texts[1]
+    values = [e.value for e in events.Scalars("samples/is")]
+    assert len(values) == 4 and values[0] == values[1] == values[2]  # the score itself is logged every time
+    assert "samples/fid" in events.Tags()["scalars"] and not any("protocol" in t for t in events.Tags()["scalars"])

@@ -1,6 +1,9 @@
 """Two real gloo processes (ignite.distributed.Parallel) give exactly the single-process results."""
 import json
+import os
 import socket
+
+import pytest
 
 import torch
 from torch import nn
@@ -8,9 +11,11 @@ from torch.utils.data import DistributedSampler
 
 import ignite.distributed as idist
 from ignite.engine import Engine
+from torch.utils.data import DataLoader, TensorDataset
 
 from ignite_igan.logging import InactiveLogger, attach_tensorboard
 from ignite_igan.metrics import (
+    FID,
     ClassifierExtractor,
     GeneratorEvaluator,
     ImageExtractor,
@@ -112,6 +117,29 @@ def evaluate(rank, world_size, log_dir):
     results["generator"] = scorer.run()
     assert gan.training  # nn.Module default, restored
 
+    # FID against real data (a tensor data set sharded by rank; a DataLoader dealt out batch by batch), next to IS,
+    # with the real statistics cached in a directory all processes share.
+    real = torch.rand(203, 3, 2, 2, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    extractor = ClassifierExtractor(classifier, "[-1,1]", features_fn=lambda net, x: net[1](net[0](x)))
+    cache = f"{os.path.dirname(log_dir)}/fid_cache_{world_size}"  # one directory for all processes of a run
+    fid_metrics = {
+        "is": InceptionScore(extractor, splits=5),
+        "fid": FID(extractor, real=real, real_name="toy", cache_dir=cache),
+        "fid_loader": FID(extractor, real=DataLoader(TensorDataset(real), batch_size=40)),
+    }
+    fid_scorer = GeneratorEvaluator(gan, fid_metrics, n_samples=250, batch_size=20, mode="train")
+    results["fid"] = fid_scorer.run()
+    results["fid_cards"] = {name: str(card) for name, card in fid_scorer.protocols.items()}
+    # A second FID with the same key: rank 0 loads the cache and sends the statistics to the others.
+    again = FID(extractor, real=real, real_name="toy", cache_dir=cache)
+    rows = []
+    hook = classifier[1].register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))
+    again.real_statistics  # collective: every process asks at the same point
+    hook.remove()
+    results["fid_cached_rows"] = sum(rows)
+    results["fid_cached"] = GeneratorEvaluator(gan, {"fid": again}, n_samples=250, batch_size=20, mode="train").run()
+    results["fid_real_mu"] = again.real_statistics.mu.tolist()
+
     trainer = Engine(lambda engine, batch: {"loss": 1.0})
     logger = attach_tensorboard(log_dir, trainer)
     trainer.run([0, 1], max_epochs=1)
@@ -143,6 +171,18 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     for key in ("is_contiguous", "is_interleaved", "ssl", "modes", "generator"):
         assert ranks[0][key] == single[key], key  # bit-for-bit the same numbers
         assert ranks[1][key] == single[key], key
+    # FID: float64 sums all-reduced, so equal up to the order of the additions.
+    for rank in ranks:
+        assert rank["fid"]["is"] == single["fid"]["is"]
+        for key in ("fid", "fid_loader"):
+            assert rank["fid"][key] == pytest.approx(single["fid"][key], rel=1e-10, abs=1e-12), key
+        assert rank["fid_cached"]["fid"] == ranks[0]["fid"]["fid"]  # the cached statistics, on every rank
+        assert rank["fid_cached_rows"] == 0  # loaded, not recomputed
+        assert rank["fid_real_mu"] == ranks[0]["fid_real_mu"]
+        assert rank["fid_cards"] == single["fid_cards"]  # the same protocol (same cache key) everywhere
+    assert single["fid"]["fid"] == pytest.approx(single["fid"]["fid_loader"], rel=1e-10)
+    assert single["fid"]["fid"] > 0
+    assert len(list((tmp_path / "fid_cache_2").iterdir())) == 1  # written once, by rank 0
     assert single["is_contiguous"] == single["is_interleaved"]
     assert set(single["is_contiguous"]) == {"m", "m_std"}
     assert single["ssl"]["m_count"] > 0 and single["modes"]["m_any"] > 0

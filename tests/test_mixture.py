@@ -1,10 +1,10 @@
-"""The mixture recipe run as a user runs it, and the experiment's parts.
+"""The mixture recipe run as a user runs it, the experiment it assembles, and the package's mixture parts.
 
 The recipe's runs are short (tens of iterations) but real: every technique switch on, the reference's
 data-dependent init of the minibatch layer, the mode-coverage metric after every epoch, TensorBoard, checkpoints
-and the summary.
+and the summary. The networks (:mod:`ignite_igan.models`), the data stream (:mod:`ignite_igan.data`) and the
+batch-mean init of the minibatch layer (:mod:`ignite_igan.nn`) are tested from the package.
 """
-import importlib.util
 import json
 import os
 import signal
@@ -19,19 +19,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import numpy as np
 
-from ignite_igan.experiments.mixture import (
-    MixtureConfig,
-    MixtureDiscriminator,
-    MixtureGenerator,
-    MixtureStream,
-    batch_mean_init,
-    create_experiment,
-)
+from ignite_igan.data import MixtureStream
 from ignite_igan.metrics.mode_coverage import grid_mixture, mode_coverage, ring_mixture
-from ignite_igan.nn import data_dependent_init
+from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
+from ignite_igan.nn import MinibatchDiscrimination, data_dependent_init, minibatch_batch_mean_init
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "mixture.py"
+sys.path.insert(0, str(ROOT / "recipes"))
+import mixture as recipe  # noqa: E402 (recipes/mixture.py, imported as a module)
+from mixture import MixtureConfig, create_experiment  # noqa: E402
 # Every stateful part is exercised: all four techniques, the minibatch layer's data-dependent init.
 RUN = [
     "--mixture", "ring", "--all-techniques", "--minibatch-init", "data", "--init-samples", "200",
@@ -80,7 +77,9 @@ def straight(tmp_path_factory):
 
 def test_recipe_runs_for_real_and_writes_everything(straight):
     out, result = straight
-    assert "Epoch" in result.stderr or "Iteration" in result.stderr or "%" in result.stderr  # the progress bar
+    assert "epoch 3/3  iteration 120" in result.stderr  # the progress: a line per epoch when not on a terminal
+    assert "modes " in result.stderr  # with the epoch's mode coverage
+    assert "mixture ring: minibatch_discrimination, feature_matching" in result.stdout  # the report
 
     summary = _summary(out)
     metrics = summary["metrics"]
@@ -139,20 +138,14 @@ def test_killed_run_resumes_to_the_same_parameters(straight, tmp_path):
     assert _summary(killed)["resumed_from"].endswith(("checkpoint_1.pt", "checkpoint_2.pt"))
 
 
-def _recipe_main():
-    spec = importlib.util.spec_from_file_location("mixture_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
 @pytest.mark.parametrize(
     "argv, expected",
     [
         (["--mixture", "spiral"], "--mixture: invalid choice: 'spiral'"),
         (["--epochs", "0"], "--epochs: expected a positive integer, got '0'"),
-        (["--real-target", "1.5"], "--real-target: expected a number in (0, 1), got '1.5'"),
-        (["--historical-weight", "-1"], "--historical-weight: expected a number >= 0, got '-1'"),
+        (["--real-target", "1.5"], "--real-target: expected a number in (0, 1], got '1.5'"),
+        (["--real-target", "1"], "real_target must be in (0.0, 1.0), got 1.0"),
+        (["--historical-weight", "-1"], "--historical-weight: expected a finite number >= 0, got '-1'"),
         (["--minibatch-kernels", "0"], "--minibatch-kernels: expected a positive integer, got '0'"),
         (["--feature-matching", "--generator-loss", "minimax"], "--generator-loss minimax conflicts with --feature-matching"),
         (["--all-techniques", "--generator-loss", "minimax"], "--generator-loss minimax conflicts with --feature-matching"),
@@ -164,7 +157,7 @@ def _recipe_main():
 )
 def test_bad_flags_fail_before_anything_runs(argv, expected, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        _recipe_main()([*argv, "--output-dir", str(tmp_path / "never")])
+        recipe.main([*argv, "--output-dir", str(tmp_path / "never")])
     assert exit_info.value.code == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
@@ -173,7 +166,7 @@ def test_bad_flags_fail_before_anything_runs(argv, expected, capsys, tmp_path):
 def test_resume_without_a_checkpoint_says_so(tmp_path):
     result = run_recipe("--resume", "--output-dir", tmp_path / "empty", "--epochs", "1", "--no-progress", check=False)
     assert result.returncode == 2
-    assert "--resume: no checkpoint in" in result.stderr and "run once without --resume first" in result.stderr
+    assert "holds no run to resume" in result.stderr and "run once without --resume first" in result.stderr
 
 
 def test_config_checks_name_the_argument():
@@ -296,7 +289,8 @@ def test_batch_mean_init_sets_the_mean_pairwise_distance_against_numpy():
     torch.manual_seed(0)
     disc = MixtureDiscriminator(hidden=16, layers=2, minibatch_kernels=4, minibatch_kernel_dim=3, scale=4.0).double()
     x = grid_mixture().sample(60, generator=torch.Generator().manual_seed(1)).double()
-    before = batch_mean_init(disc, x)
+    with torch.no_grad():
+        before = minibatch_batch_mean_init(disc.minibatch, disc.body(x / disc.scale))
     with torch.no_grad():
         h = disc.body(x / 4.0).numpy()
         t = disc.minibatch.projection().numpy()
@@ -310,10 +304,29 @@ def test_batch_mean_init_sets_the_mean_pairwise_distance_against_numpy():
     assert before.shape == (4,) and bool((before > 0).all()) and not torch.allclose(before, torch.full((4,), 2.0).double())
     features = disc(x, return_features=True)[1][:, -4:].detach().numpy()
     np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-10)
-    with pytest.raises(ValueError, match="no minibatch layer"):
-        batch_mean_init(MixtureDiscriminator(hidden=4, layers=1), x)
+    with pytest.raises(TypeError, match="layer must be a MinibatchDiscrimination, got NoneType"):
+        minibatch_batch_mean_init(MixtureDiscriminator(hidden=4, layers=1).minibatch, x)  # no minibatch layer
     with pytest.raises(ValueError, match="at least 2 examples"):
-        batch_mean_init(disc, x[:1])
+        minibatch_batch_mean_init(disc.minibatch, disc.body(x[:1] / disc.scale))
+    with pytest.raises(ValueError, match="features must have 16 features after flattening, got 2"):
+        minibatch_batch_mean_init(disc.minibatch, x)  # the points, not what feeds the layer
+    with pytest.raises(ValueError, match="target must be > 0"):
+        minibatch_batch_mean_init(disc.minibatch, disc.body(x / disc.scale), target=0.0)
+
+
+def test_batch_mean_init_does_not_depend_on_what_feeds_the_layer():
+    """The init reads only the features it is given: a bare layer on arbitrary features, a zero-distance kernel
+    refused, and any target."""
+    torch.manual_seed(0)
+    layer = MinibatchDiscrimination(5, num_kernels=2, kernel_dim=3)
+    features = 10.0 * torch.randn(30, 5)
+    minibatch_batch_mean_init(layer, features, target=0.5)
+    m = (features @ layer.projection().flatten(1)).view(30, 2, 3)
+    mean = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3).sum(dim=(0, 1)) / (30 * 29)
+    torch.testing.assert_close(mean, torch.full((2,), 0.5))
+    torch.testing.assert_close(layer(features)[:, 5:].mean(dim=0), torch.zeros(2), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="see identical examples"):
+        minibatch_batch_mean_init(layer, torch.ones(4, 5))
 
 
 def test_batch_mean_init_runs_in_the_experiment():

@@ -588,3 +588,56 @@ def test_data_init_rejects_non_finite_preactivations():
     x[3, 1] = float("nan")
     with pytest.raises(ValueError, match="pre-activations contain NaN or infinity"):
         data_dependent_init(WeightNormLinear(4, 3), x)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs of another dtype than the layer
+# ----------------------------------------------------------------------------------------------------------------
+DTYPE_CASES = [
+    (lambda: WeightNormLinear(5, 3), (4, 5), {}),
+    (lambda: WeightNormConv2d(3, 4, 3, padding=1), (2, 3, 6, 6), {}),
+    (lambda: WeightNormConvTranspose2d(3, 4, 5, stride=2, padding=2, output_padding=1), (2, 3, 4, 4), {}),
+    (lambda: MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3), (5, 6), {}),
+    (lambda: MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3), (5, 2, 3), {}),  # flattened input
+    (lambda: ScaleFreeBatchNorm(4), (5, 4, 3, 3), {}),
+    (lambda: VirtualBatchNorm(4), (7, 4), {"reference_size": 4}),
+]
+
+
+@pytest.mark.parametrize("make, shape, kwargs", DTYPE_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_input_of_another_dtype_is_refused_with_names(make, shape, kwargs, dtype):
+    layer = make()
+    pattern = rf"input must have the layer's dtype torch.float32 \(the dtype of its parameters\), got dtype {dtype}"
+    with pytest.raises(TypeError, match=pattern):
+        layer(torch.randn(*shape, dtype=dtype), **kwargs)
+    # the other way round: a float64 layer names float64
+    with pytest.raises(TypeError, match=r"input must have the layer's dtype torch.float64 .*got dtype torch.float32"):
+        make().double()(torch.randn(*shape), **kwargs)
+    assert layer(torch.randn(*shape).to(dtype).float(), **kwargs).dtype == torch.float32  # converted: accepted
+
+
+@pytest.mark.parametrize("make, shape, kwargs", DTYPE_CASES)
+@pytest.mark.parametrize("low, other", [(torch.bfloat16, torch.float16), (torch.float16, torch.bfloat16)])
+def test_autocast_mixes_are_accepted_but_float64_is_not(make, shape, kwargs, low, other):
+    layer = make()
+    x = torch.randn(*shape)
+    with torch.autocast("cpu", dtype=low):
+        for inp in (x, x.to(low)):  # float32 data, activations in autocast's dtype
+            out = layer(inp, **kwargs)
+            assert torch.isfinite(out.float()).all()
+        # autocast leaves float64 alone, and does not mix its dtype with the other low-precision one
+        for refused in (torch.float64, other):
+            with pytest.raises(TypeError, match=rf"input must have the layer's dtype torch.float32 .*got dtype {refused}"):
+                layer(x.to(refused), **kwargs)
+    with pytest.raises(TypeError, match=rf"got dtype {low}"):
+        layer(x.to(low), **kwargs)  # the same input outside autocast
+    with torch.autocast("cpu", dtype=low):
+        assert make().to(low)(x, **kwargs).dtype in (low, torch.float32)  # a low-precision layer, float32 data
+
+
+def test_gaussian_noise_has_no_dtype_and_keeps_the_input_s():
+    noise = GaussianNoise(0.5)
+    for dtype in (torch.float64, torch.float16, torch.bfloat16, torch.float32):
+        out = noise(torch.zeros(200, 10, dtype=dtype))
+        assert out.dtype == dtype and out.float().std() > 0.4

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.datafiles import write_cifar10, write_mnist, write_svhn
+from tests.datafiles import write_cifar10, write_fashion_mnist, write_mnist, write_svhn
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for a CPU in seconds, large enough to run every part of a real run.
@@ -57,8 +57,11 @@ def test_digits_ssl_runs_for_real_and_reports_both_errors(tmp_path):
     "recipe, writer, extra",
     [
         ("mnist_ssl", write_mnist, []),
+        ("fashion_mnist_ssl", write_fashion_mnist, []),
         ("cifar10_ssl", write_cifar10, ["--no-verify-checksums"]),
         ("svhn_ssl", write_svhn, ["--no-verify-checksums"]),
+        ("cifar10_ssl_md", write_cifar10, ["--no-verify-checksums"]),
+        ("svhn_ssl_md", write_svhn, ["--no-verify-checksums"]),
     ],
 )
 def test_dataset_recipes_on_files_in_the_real_formats(tmp_path, recipe, writer, extra):
@@ -141,7 +144,8 @@ def test_bad_input_fails_early_and_clearly(tmp_path):
     negative = run_recipe("digits_ssl", "--epochs", "-3", check=False)
     assert negative.returncode == 2 and "--epochs" in negative.stderr and "positive integer" in negative.stderr
 
-    from ignite_igan.experiments.semi_supervised import main
+    sys.path.insert(0, str(ROOT / "recipes"))
+    from semi_supervised import main
 
     with pytest.raises(ValueError, match="name must be one of .* got 'imagenet'"):
         main("imagenet", [])

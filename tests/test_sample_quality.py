@@ -24,11 +24,12 @@ from torch.utils.data import TensorDataset
 
 from ignite_igan import models
 from ignite_igan.datasets import load_dataset
-from ignite_igan.experiments import sample_quality as sq
 from ignite_igan.nn import GaussianNoise, MinibatchDiscrimination, ScaleFreeBatchNorm, VirtualBatchNorm
 from tests.datafiles import write_cifar10
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "recipes"))
+import sample_quality as sq  # noqa: E402  (the recipe, recipes/sample_quality.py)
 
 
 def _free_port():
@@ -54,7 +55,7 @@ def test_cifar10_recipe_runs_on_real_format_files(tmp_path):
     write_cifar10(tmp_path / "data", per_batch=20, n_test=10)
     out = tmp_path / "run"
     sq.main(
-        "cifar10",
+        "cifar10_samples",
         [
             "--data-dir", str(tmp_path / "data"), "--no-verify-checksums", "--epochs", "1",
             "--iterations-per-epoch", "2", "--batch-size", "8", "--init-examples", "16", "--is-every", "0",
@@ -79,7 +80,7 @@ def test_cifar10_recipe_runs_on_real_format_files(tmp_path):
 @pytest.fixture(scope="module")
 def classifier_file(tmp_path_factory):
     """A digits classifier after one epoch: confident enough that the score is far from its minimum 1."""
-    model, accuracy = sq.train_digits_classifier(seed=0, epochs=1)
+    model, accuracy = models.train_digits_classifier(seed=0, epochs=1)
     assert accuracy > 0.5
     path = tmp_path_factory.mktemp("classifier") / "classifier.pt"
     torch.save(model.state_dict(), path)
@@ -99,7 +100,7 @@ def _oracle_score_of_checkpoint(checkpoint, classifier_path, samples, seed, spli
     state = torch.load(checkpoint, weights_only=True)
     generator = models.digits_generator(normalization="virtual")
     generator.load_state_dict(state["generator"])
-    classifier = sq.load_digits_classifier(classifier_path)
+    classifier = models.load_digits_classifier(classifier_path)
     with torch.no_grad():
         z = generator.sample_noise(samples, generator=torch.Generator().manual_seed(seed))
         images = torch.cat([generator(chunk) for chunk in z.split(100)])
@@ -112,7 +113,7 @@ def test_digits_run_scores_its_generator_as_a_numpy_oracle_does(tmp_path, classi
     classifier_path = classifier_file
     out = tmp_path / "run"
     sq.main(
-        "digits",
+        "digits_samples",
         [
             "--epochs", "2", "--iterations-per-epoch", "2", "--is-every", "1", "--is-samples", "250",
             "--is-splits", "5", "--is-seed", "3", "--is-classifier", str(classifier_path), "--output-dir", str(out),
@@ -136,7 +137,7 @@ def test_two_processes_under_torchrun_train_and_score_as_one_scorer(tmp_path, cl
     out = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
-        "-m", "ignite_igan.experiments.sample_quality", "digits", "--epochs", "1", "--iterations-per-epoch", "2",
+        str(ROOT / "recipes" / "digits_samples.py"), "--epochs", "1", "--iterations-per-epoch", "2",
         "--is-every", "1", "--is-samples", "300", "--is-seed", "4", "--is-classifier", str(classifier_file),
         "--output-dir", str(out), "--no-progress",
     ]
@@ -155,16 +156,17 @@ def test_two_processes_under_torchrun_train_and_score_as_one_scorer(tmp_path, cl
 # Each switch changes the built pieces
 # ---------------------------------------------------------------------------------------------------------------
 def _build(name, flags):
+    name = f"{name}_samples"
     setting = sq.SETTINGS[name]
     args = sq.build_parser(name).parse_args(list(flags) + ["--no-progress"])
-    if name == "digits":
+    if name == "digits_samples":
         data = load_dataset("digits")
     else:
         images = torch.rand(24, 3, 32, 32) * 2 - 1
         data = TensorDataset(images, torch.arange(24) % 10)
         args.batch_size = 8
     torch.manual_seed(0)
-    return sq.build_experiment(setting, args, data, torch.device("cpu"))
+    return sq.build(setting, args, data, torch.device("cpu"))
 
 
 def _has(module, kind):
@@ -230,8 +232,8 @@ def test_digits_minibatch_discriminator_and_vbn_generator():
     experiment = _build("digits", [])
     disc = experiment.discriminator
     layer = disc.minibatch
-    assert (layer.in_features, layer.num_kernels, layer.kernel_dim) == (64, sq.DIGITS_MINIBATCH_KERNELS, 5)
-    assert disc.classifier.in_features == 64 + sq.DIGITS_MINIBATCH_KERNELS
+    assert (layer.in_features, layer.num_kernels, layer.kernel_dim) == (64, 32, 5)
+    assert disc.classifier.in_features == 64 + 32
     # Each VBN sample is independent of the rest of its batch, and the reference noise is part of the state.
     gen = experiment.generator
     gen.set_reference(gen.sample_noise(10))
@@ -263,28 +265,28 @@ def test_one_iteration_steps_d_once_and_g_three_times_with_or_without_the_class_
 # ---------------------------------------------------------------------------------------------------------------
 def _stop_after_first_checkpoint(monkeypatch):
     """Makes the next run stop right after its first checkpoint is written, as a killed run would."""
-    real = sq.attach_run_handlers
+    real = sq.Run.attach
 
-    def attach_then_stop(trainer, *args, **kwargs):
-        resumed = real(trainer, *args, **kwargs)  # the checkpoint handler comes first on EPOCH_COMPLETED
+    def attach_then_stop(run, trainer, *args, **kwargs):
+        resumed = real(run, trainer, *args, **kwargs)  # the checkpoint handler comes first on EPOCH_COMPLETED
         trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())
         return resumed
 
-    monkeypatch.setattr(sq, "attach_run_handlers", attach_then_stop)
+    monkeypatch.setattr(sq.Run, "attach", attach_then_stop)
 
 
 def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, monkeypatch):
     flags = [
         "--epochs", "2", "--iterations-per-epoch", "3", "--is-every", "0", "--historical-averaging", "--no-progress",
     ]
-    sq.main("digits", flags + ["--output-dir", str(tmp_path / "straight")])
+    sq.main("digits_samples", flags + ["--output-dir", str(tmp_path / "straight")])
 
     with monkeypatch.context() as patch:
         _stop_after_first_checkpoint(patch)
-        sq.main("digits", flags + ["--output-dir", str(tmp_path / "resumed")])
+        sq.main("digits_samples", flags + ["--output-dir", str(tmp_path / "resumed")])
     assert not (tmp_path / "resumed" / "checkpoints" / "checkpoint_2.pt").exists()
     torch.manual_seed(1234)  # a new process would start from another random state
-    sq.main("digits", flags + ["--output-dir", str(tmp_path / "resumed"), "--resume"])
+    sq.main("digits_samples", flags + ["--output-dir", str(tmp_path / "resumed"), "--resume"])
     assert _summary(tmp_path / "resumed")["resumed_from"].endswith("checkpoint_1.pt")
 
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "checkpoint_2.pt", weights_only=True)
@@ -315,6 +317,7 @@ def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, 
         ("cifar10", ["--data-dir", "{tmp}/missing"], "--data-dir"),
         ("cifar10", ["--data-dir", "{tmp}", "--is-every", "0"], "CIFAR-10 was not found"),
         ("digits", ["--real-target", "1.5"], "--real-target: expected a number in (0, 1]"),
+        ("digits", ["--is-seed", str(2**40)], "--is-seed: expected an integer in [0,"),
         ("digits", ["--real-target", "0.8", "--no-label-smoothing"], "--real-target has no effect"),
         ("digits", ["--historical-averaging-weight", "0.1"], "needs --historical-averaging"),
         ("digits", ["--batch-norm", "--vbn-reference-size", "16"], "--vbn-reference-size has no effect"),
@@ -322,14 +325,14 @@ def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path, 
         ("digits", ["--is-every", "-1"], "--is-every: expected an integer >= 0"),
         ("digits", ["--batch-size", "1"], "--batch-size: expected at least 2"),
         ("digits", ["--is-classifier", "{tmp}/none.pt"], "--is-classifier: no such file"),
-        ("digits", ["--is-every", "0", "--resume"], "--resume: no checkpoint"),
+        ("digits", ["--is-every", "0", "--resume"], "holds no run to resume"),
         ("cifar10", ["--data-dir", "{tmp}", "--inception-weights", "{tmp}/none.pth"], "--inception-weights: no such"),
     ],
 )
 def test_bad_flags_fail_with_a_clear_message(tmp_path, capsys, name, flags, message):
     flags = [flag.replace("{tmp}", str(tmp_path)) for flag in flags]
     with pytest.raises(SystemExit) as raised:
-        sq.main(name, flags + ["--output-dir", str(tmp_path / "out"), "--no-progress"])
+        sq.main(f"{name}_samples", flags + ["--output-dir", str(tmp_path / "out"), "--no-progress"])
     assert raised.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -340,7 +343,7 @@ def test_unusable_score_network_fails_before_training(tmp_path, capsys):
     weights.write_bytes(b"not the Inception weights")
     with pytest.raises(SystemExit) as raised:
         sq.main(
-            "cifar10",
+            "cifar10_samples",
             ["--data-dir", str(tmp_path / "data"), "--no-verify-checksums", "--inception-weights", str(weights),
              "--output-dir", str(tmp_path / "out"), "--no-progress"],
         )
@@ -354,5 +357,5 @@ def test_a_classifier_file_of_another_network_is_refused(tmp_path, capsys):
     path = tmp_path / "other.pt"
     torch.save({"weight": torch.zeros(3)}, path)
     with pytest.raises(SystemExit):
-        sq.main("digits", ["--is-classifier", str(path), "--output-dir", str(tmp_path / "out"), "--no-progress"])
+        sq.main("digits_samples", ["--is-classifier", str(path), "--output-dir", str(tmp_path / "out"), "--no-progress"])
     assert "is not a DigitsClassifier state dict" in capsys.readouterr().err

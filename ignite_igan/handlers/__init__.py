@@ -1,7 +1,9 @@
 """Ignite handlers for the techniques of *Improved Techniques for Training GANs*.
 
-Each handler is attached to a user's own trainer with ``attach(engine, event=...)`` and keeps what a resumed run
-needs in ``state_dict()``/``load_state_dict()``, so that :class:`ignite.handlers.Checkpoint` saves it:
+Each handler is attached to a user's own trainer with ``attach(engine, event=...)``, or registered like any Ignite
+handler with ``engine.add_event_handler(event, handler)`` (each class says what ``attach`` adds beyond the
+callable), and keeps what a resumed run needs in ``state_dict()``/``load_state_dict()``, so that
+:class:`ignite.handlers.Checkpoint` saves it. Registering a handler twice with one engine raises a ``ValueError``:
 
 - :class:`HistoricalAveraging` (paper §3.3): ``λ||θ - θ̄||²`` for a player, through an optimizer step hook.
 - :class:`OneSidedLabelSmoothing` (paper §3.4): the discriminator's real target in ``engine.state``.

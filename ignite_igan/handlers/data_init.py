@@ -9,7 +9,8 @@ import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from torch import Tensor, nn
 
-from ignite_igan.nn import data_dependent_init
+from ignite_igan.handlers._common import Registrations
+from ignite_igan.nn import DataDependentInit, data_dependent_init
 
 __all__ = ["DataDependentInitialization"]
 
@@ -33,6 +34,15 @@ class DataDependentInitialization:
     overwrite trained weights. Under :mod:`ignite.distributed` the parameters and buffers computed by rank 0 are
     broadcast afterwards, so all processes start from the same model (each may pass its own batch).
 
+    A model without any layer that initializes itself from data (no :class:`ignite_igan.nn.DataDependentInit`
+    layer with ``data_init=True``, e.g. a plain ``torch.nn`` network, or the MNIST generator whose only such layer
+    has ``data_init=False``) gets a :class:`UserWarning` at construction: the pass would leave it unchanged.
+
+    **attach or callable.** ``engine.add_event_handler(Events.STARTED, init)`` does exactly what
+    ``attach(engine)`` does (``attach`` registers nothing else). Registering the handler twice with the same
+    engine (two ``attach`` calls, or ``attach`` and the callable) raises a :class:`ValueError`; several engines may
+    share it, since the pass runs once whichever fires first.
+
     Args:
         model: the network (``DistributedDataParallel``/``DataParallel`` are unwrapped).
         inputs: the batch: a tensor, a sequence of positional arguments, a mapping of keyword arguments, or a
@@ -41,7 +51,7 @@ class DataDependentInitialization:
 
     Example:
         >>> import torch
-        >>> from ignite.engine import Engine
+        >>> from ignite.engine import Engine, Events
         >>> from ignite_igan.nn import WeightNormLinear
         >>> from ignite_igan.handlers import DataDependentInitialization
         >>> model = torch.nn.Sequential(WeightNormLinear(4, 8), torch.nn.ReLU(), WeightNormLinear(8, 2))
@@ -51,6 +61,8 @@ class DataDependentInitialization:
         >>> _ = trainer.run([0], max_epochs=1)
         >>> init.done
         True
+        >>> again = DataDependentInitialization(model, torch.randn(500, 4))
+        >>> _ = trainer.add_event_handler(Events.STARTED, again)  # the same as again.attach(trainer)
     """
 
     def __init__(self, model: nn.Module, inputs: Union[Inputs, Callable[[], Inputs]]) -> None:
@@ -67,15 +79,32 @@ class DataDependentInitialization:
                 f"inputs must be a tensor, a sequence of positional inputs, a mapping of keyword inputs or a "
                 f"callable returning one, got {type(inputs).__name__}"
             )
+        if not any(isinstance(m, DataDependentInit) and m.data_init for m in model.modules()):
+            # Harmless but almost certainly not what the caller meant: say so instead of reporting done=True.
+            warnings.warn(
+                f"model ({type(model).__name__}) has no layer with a data-dependent initialization (no "
+                f"ignite_igan.nn.DataDependentInit layer with data_init=True, such as WeightNormLinear, "
+                f"WeightNormConv2d or MinibatchDiscrimination): the initialization pass will leave it unchanged",
+                UserWarning,
+                stacklevel=2,
+            )
         self.model = model
         self.inputs = inputs
         self.done = False
+        self._registrations = Registrations("DataDependentInitialization", "register the initialization twice")
 
     def attach(self, engine: Engine, event: EventType = Events.STARTED) -> None:
         """Run the initialization pass at ``event`` unless it has run already."""
         if not isinstance(engine, Engine):
             raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
+        self._registrations.before_attach(self, engine)
         engine.add_event_handler(event, self._on_event)
+        self._registrations.attached(engine)
+
+    def __call__(self, engine: Engine) -> None:
+        """Run the initialization pass unless it has run already (``engine.add_event_handler(event, init)``)."""
+        self._registrations.on_call(engine)
+        self._on_event(engine)
 
     def _on_event(self, engine: Engine) -> None:
         if self.done:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Dict, Mapping, Union
 
 import torch
@@ -13,7 +14,11 @@ from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.handlers import EMAHandler
 from torch import nn
 
+from ignite_igan.handlers._common import Registrations, first_non_finite
+
 __all__ = ["EvaluationAveraging"]
+
+_DEFAULT_NAME = "ema_momentum"
 
 EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 
@@ -56,15 +61,29 @@ class EvaluationAveraging:
     whenever :attr:`averaged_model` is read. :meth:`state_dict` holds the averaged weights and the update count,
     so ``ignite.handlers.Checkpoint`` saves and restores them.
 
+    **Non-finite weights are refused.** Before each update every trainable parameter is checked (one
+    ``isfinite().all()`` per tensor, one host transfer per device); a NaN or infinity raises a :class:`ValueError`
+    that names the iteration, the parameter and the value, instead of poisoning the average for good.
+
+    **attach or callable.** ``attach(engine, event)`` and ``engine.add_event_handler(event, averaging)`` give the
+    same average: each call of the handler is one update. ``attach`` adds only the choice of the ``engine.state``
+    attribute that receives the momentum (the callable writes ``engine.state.ema_momentum``) and moves the copy
+    to the model's device at :attr:`Events.STARTED` (the callable does that at every call). A handler serves one
+    engine, once: attaching it twice, attaching it and registering it as a callable with the same engine, or
+    using it with a second engine raises a :class:`ValueError` (the average would be updated twice per event, or
+    mix two runs).
+
     Args:
         model: the model to average, usually the discriminator/classifier (``DistributedDataParallel`` is
             unwrapped by EMAHandler).
-        rate: the weight of the new value at each update, in (0, 1); the reference's 1e-4 by default.
+        rate: the weight of the new value at each update, in (0, 1); the reference's 1e-4 by default. Beware of
+            the convention: many EMA implementations take the *decay* (0.9999) instead; a ``rate`` above 0.5 warns,
+            as it makes the "average" follow the live weights.
         bias_correction: see above; ``False`` reproduces the reference.
 
     Example:
         >>> import torch
-        >>> from ignite.engine import Engine
+        >>> from ignite.engine import Engine, Events
         >>> from ignite_igan.handlers import EvaluationAveraging
         >>> model = torch.nn.Linear(2, 1)
         >>> trainer = Engine(lambda engine, batch: None)
@@ -73,6 +92,8 @@ class EvaluationAveraging:
         >>> _ = trainer.run([0] * 3, max_epochs=1)
         >>> averaging.num_updates, averaging.averaged_model.training
         (3, False)
+        >>> as_callable = EvaluationAveraging(model, rate=1e-4)
+        >>> _ = trainer.add_event_handler(Events.ITERATION_COMPLETED, as_callable)  # same as attach(trainer)
     """
 
     def __init__(self, model: nn.Module, rate: float = 1e-4, bias_correction: bool = True) -> None:
@@ -87,6 +108,15 @@ class EvaluationAveraging:
             raise TypeError(f"rate must be a float in (0, 1), got {type(rate).__name__} {rate!r}")
         if not 0.0 < float(rate) < 1.0:
             raise ValueError(f"rate must be in (0, 1) (the reference uses 1e-4, i.e. decay 0.9999), got {rate!r}")
+        if float(rate) > 0.5:
+            # Other EMA code takes the decay (0.9999): passed here it would make the "average" the live weights.
+            warnings.warn(
+                f"rate={rate!r} is the weight of the NEW value in each update, ema <- (1 - rate)·ema + rate·θ (the "
+                f"reference uses rate=1e-4, i.e. decay 0.9999); above 0.5 the average mostly follows the live "
+                f"weights. If you meant a decay of {rate!r}, pass rate={1.0 - float(rate):.6g}",
+                UserWarning,
+                stacklevel=2,
+            )
         if not isinstance(bias_correction, bool):
             raise TypeError(f"bias_correction must be a bool, got {type(bias_correction).__name__}")
         self.rate = float(rate)
@@ -94,6 +124,12 @@ class EvaluationAveraging:
         self.ema_handler = EMAHandler(model, momentum=self.rate, handle_buffers="copy")
         self.model: nn.Module = self.ema_handler.model
         self.num_updates = 0
+        self._registrations = Registrations(
+            "EvaluationAveraging",
+            "update the average twice per event",
+            one_engine=True,
+            one_engine_reason="one average fed by two engines would mix their updates",
+        )
         if not bias_correction:
             with torch.no_grad():
                 for ema_param, param in zip(self.ema_handler.ema_model.parameters(), self.model.parameters()):
@@ -124,7 +160,7 @@ class EvaluationAveraging:
 
     # ------------------------------------------------------------------------------------------------------
     def attach(
-        self, engine: Engine, event: EventType = Events.ITERATION_COMPLETED, name: str = "ema_momentum"
+        self, engine: Engine, event: EventType = Events.ITERATION_COMPLETED, name: str = _DEFAULT_NAME
     ) -> None:
         """Update the average at ``event`` (filtered events allowed).
 
@@ -137,17 +173,41 @@ class EvaluationAveraging:
             raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"name must be a valid attribute name, got {name!r}")
+        self._registrations.before_attach(self, engine)
         engine.add_event_handler(Events.STARTED, self._on_started)
-        # Handlers of one event run in the order they were added: set the momentum, let EMAHandler average,
-        # then restore the frozen tensors it averaged too.
+        # Handlers of one event run in the order they were added: check and set the momentum, let EMAHandler
+        # average, then restore the frozen tensors it averaged too.
         engine.add_event_handler(event, self._before_update, name)
         self.ema_handler.attach(engine, name=name, event=event)
         engine.add_event_handler(event, self._after_update)
+        self._registrations.attached(engine)
+
+    def __call__(self, engine: Engine) -> None:
+        """One update of the average: ``engine.add_event_handler(event, averaging)`` does what ``attach`` does.
+
+        The momentum of the update is written to ``engine.state.ema_momentum``; the averaged copy follows the
+        model's device at every call.
+        """
+        self._registrations.on_call(engine)
+        self._follow_device()
+        # The same three steps, in the same order, as the handlers attach() registers.
+        self._before_update(engine, _DEFAULT_NAME)
+        self.ema_handler._update_ema_model(engine, _DEFAULT_NAME)
+        self._after_update(engine)
 
     def _on_started(self, engine: Engine) -> None:
         self._follow_device()
 
     def _before_update(self, engine: Engine, name: str) -> None:
+        # Checked before the count moves, so a refused update leaves the handler's state as it was.
+        bad = first_non_finite([(n, p) for n, p in self.model.named_parameters() if p.requires_grad])
+        if bad is not None:
+            param_name, value, count = bad
+            raise ValueError(
+                f"EvaluationAveraging: parameter {param_name!r} of the model holds {value} ({count} non-finite "
+                f"entr{'y' if count == 1 else 'ies'}) at iteration {engine.state.iteration}; refusing to take it "
+                f"into the average, which would stay non-finite for good. The training diverged before this update"
+            )
         self.num_updates += 1
         setattr(engine.state, name, self.momentum(self.num_updates))
 

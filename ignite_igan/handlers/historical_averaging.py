@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -19,8 +20,11 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ignite_igan.functional import historical_average_penalty
+from ignite_igan.handlers._common import Registrations, first_non_finite
 
 __all__ = ["HistoricalAveraging"]
+
+_DEFAULT_NAME = "historical_penalty"
 
 EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 
@@ -48,7 +52,27 @@ class HistoricalAveraging:
     player; the generator and the discriminator can each have one.
 
     The value ``λ||θ - θ̄||²`` of the last penalty applied is published as ``engine.state.<name>`` (a detached 0-d
-    tensor, so no device synchronization) at every :attr:`Events.ITERATION_COMPLETED`, for loggers.
+    tensor, so no device synchronization) as soon as it is computed (at each step of the optimizer, or each call
+    of :meth:`penalty`), so loggers find the iteration's value at :attr:`Events.ITERATION_COMPLETED` whatever the
+    order of the handlers.
+
+    **Which parameters.** The parameters that are trainable when the handler is built, and only those. If one of
+    them is frozen (``requires_grad=False``) or another one is unfrozen or added later, the next update, penalty
+    or optimizer step raises a :class:`ValueError` naming them, rather than keep pulling a frozen parameter or
+    silently leave a trainable one out: build a new handler after changing which parameters train. A parameter
+    holding NaN or infinity when it is about to be averaged raises a :class:`ValueError` naming the iteration,
+    the parameter and the value (one ``isfinite().all()`` per tensor, one host transfer per device).
+
+    **attach or callable.** ``engine.add_event_handler(event, ha)`` records the parameters at ``event`` like
+    ``attach(engine, event)``; its first call also does the rest of ``attach``'s set-up (the optimizer's step
+    pre-hook and the publication of the penalty as ``engine.state.historical_penalty``), so both give the same
+    training and the same published values. What only ``attach`` adds: the hook and the ``engine.state``
+    attribute exist from the moment it is called (the callable sets them up at its first event), and the
+    attribute's name can be chosen (needed for a second player's handler on the same engine). A handler serves one
+    engine, once: a second ``attach``, ``attach`` plus the callable on the same engine, or a second engine
+    raises a :class:`ValueError` (the parameters would be recorded and the penalty's gradient added twice).
+    :meth:`detach` undoes the set-up; a handler registered as a callable is removed with
+    ``engine.remove_event_handler(ha, event)``.
 
     Args:
         model: the player whose trainable parameters are averaged (``DistributedDataParallel`` is unwrapped).
@@ -60,7 +84,7 @@ class HistoricalAveraging:
 
     Example:
         >>> import torch
-        >>> from ignite.engine import Engine
+        >>> from ignite.engine import Engine, Events
         >>> from ignite_igan.handlers import HistoricalAveraging
         >>> model = torch.nn.Linear(3, 1)
         >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -76,6 +100,14 @@ class HistoricalAveraging:
         >>> _ = trainer.run([torch.randn(4, 3)] * 5, max_epochs=1)
         >>> ha.num_updates
         5
+
+        As a callable (the engine.state name is then ``historical_penalty``):
+
+        >>> ha.detach(trainer)
+        >>> _ = trainer.add_event_handler(Events.ITERATION_STARTED, ha)
+        >>> _ = trainer.run([torch.randn(4, 3)] * 2, max_epochs=1)
+        >>> ha.num_updates, "historical_penalty" in vars(trainer.state)
+        (7, True)
     """
 
     def __init__(
@@ -123,6 +155,13 @@ class HistoricalAveraging:
         self._hook_handle: Optional[Any] = None
         self._engine_handlers: List[Any] = []
         self._state_name: Optional[str] = None
+        self._engine: Optional["weakref.ReferenceType[Engine]"] = None
+        self._registrations = Registrations(
+            "HistoricalAveraging",
+            "record the parameters and add the penalty's gradient twice",
+            one_engine=True,
+            one_engine_reason="its average and its optimizer hook belong to one run",
+        )
 
     # ------------------------------------------------------------------------------------------------------
     @property
@@ -147,7 +186,7 @@ class HistoricalAveraging:
 
     # ------------------------------------------------------------------------------------------------------
     def attach(
-        self, engine: Engine, event: EventType = Events.ITERATION_STARTED, name: str = "historical_penalty"
+        self, engine: Engine, event: EventType = Events.ITERATION_STARTED, name: str = _DEFAULT_NAME
     ) -> None:
         """Record the parameters at ``event`` and, with an optimizer, add the penalty's gradient before each step.
 
@@ -160,37 +199,103 @@ class HistoricalAveraging:
             raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"name must be a valid attribute name, got {name!r}")
+        if self._hook_handle is not None or self._engine_handlers:
+            raise ValueError(
+                "engine: this HistoricalAveraging is already attached (or registered as an event handler); "
+                "attaching it again would record the parameters and add the penalty's gradient twice: call "
+                "detach(engine) first"
+            )
+        self._registrations.before_attach(self, engine)
+        self._check_state_name(engine, name)
+        self._engine_handlers = [(event, engine.add_event_handler(event, self._on_update))]
+        self._set_up(engine, name)
+        self._registrations.attached(engine)
+
+    def __call__(self, engine: Engine) -> None:
+        """Record the parameters (``engine.add_event_handler(event, ha)``); the first call also does the rest of
+        :meth:`attach`'s set-up, with the ``engine.state`` name ``historical_penalty``."""
+        if self._registrations.on_call(engine):
+            try:
+                self._check_state_name(engine, _DEFAULT_NAME, "register it with attach(engine, name=...) instead")
+            except ValueError:
+                self._registrations.remove(engine)
+                raise
+            self._set_up(engine, _DEFAULT_NAME)
+        self.update(iteration=engine.state.iteration)
+
+    @staticmethod
+    def _check_state_name(engine: Engine, name: str, advice: str = "") -> None:
         if hasattr(engine.state, name):
             raise ValueError(
-                f"engine.state already has an attribute {name!r} (another handler's?); pass a different name, "
-                f"e.g. name='{name}_generator'"
+                f"engine.state already has an attribute {name!r} (another handler's?); "
+                + (advice or f"pass a different name, e.g. name='{name}_generator'")
             )
-        if self._hook_handle is not None or self._engine_handlers:
-            raise ValueError("this HistoricalAveraging is already attached; call detach(engine) first")
+
+    def _set_up(self, engine: Engine, name: str) -> None:
+        # Everything attach() does besides recording at `event`: the published penalty and the optimizer hook.
         setattr(engine.state, name, 0.0)
         self._state_name = name
-        self._engine_handlers = [
-            (event, engine.add_event_handler(event, self._on_update)),
-            (Events.ITERATION_COMPLETED, engine.add_event_handler(Events.ITERATION_COMPLETED, self._publish, name)),
-        ]
+        self._engine = weakref.ref(engine)
         if self.optimizer is not None:
             self._hook_handle = self.optimizer.register_step_pre_hook(self._step_pre_hook)
 
     def detach(self, engine: Engine) -> None:
-        """Remove the engine handlers, the ``engine.state`` attribute and the optimizer hook of :meth:`attach`."""
+        """Remove the engine handlers, the ``engine.state`` attribute and the optimizer hook of :meth:`attach` (or
+        of the callable's first call; the callable itself is removed with ``engine.remove_event_handler``)."""
         for _, handle in self._engine_handlers:
             handle.remove()
         self._engine_handlers = []
         if self._state_name is not None and hasattr(engine.state, self._state_name):
             delattr(engine.state, self._state_name)
         self._state_name = None
+        self._engine = None
         if self._hook_handle is not None:
             self._hook_handle.remove()
             self._hook_handle = None
+        self._registrations.remove(engine)
+
+    def _check_tracked(self) -> None:
+        """Raise if the model's trainable parameters are no longer exactly the ones this handler averages."""
+        current = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        if len(current) == len(self._params) and all(p is q for (_, p), q in zip(current, self._params)):
+            return
+        current_ids = {id(p) for _, p in current}
+        tracked_ids = {id(p) for p in self._params}
+        dropped = [name for name, p in zip(self._names, self._params) if id(p) not in current_ids]
+        added = [name for name, p in current if id(p) not in tracked_ids]
+        changes = []
+        if dropped:
+            changes.append(f"no longer trainable (frozen with requires_grad=False, or removed): {dropped}")
+        if added:
+            changes.append(f"trainable but not averaged (unfrozen or added after the handler was built): {added}")
+        raise ValueError(
+            f"model: its trainable parameters changed since this HistoricalAveraging was built; "
+            f"{'; '.join(changes) or 'their order changed'}. The handler averages exactly the parameters that were "
+            f"trainable when it was built and neither drops nor adds one silently: build a new HistoricalAveraging "
+            f"(detach this one) after changing which parameters train"
+        )
 
     # ------------------------------------------------------------------------------------------------------
-    def update(self) -> None:
-        """Add the current parameter values to the average (what ``event`` triggers)."""
+    def update(self, iteration: Optional[int] = None) -> None:
+        """Add the current parameter values to the average (what ``event`` triggers).
+
+        Args:
+            iteration: the engine's iteration, only for the message of the errors below.
+
+        Raises:
+            ValueError: a parameter holds NaN or infinity (the average would keep it for good), or the model's
+                trainable parameters are no longer those the handler was built with.
+        """
+        self._check_tracked()
+        bad = first_non_finite(list(zip(self._names, self._params)))
+        if bad is not None:
+            name, value, count = bad
+            when = f"iteration {iteration}" if iteration is not None else f"update {self.num_updates + 1}"
+            raise ValueError(
+                f"HistoricalAveraging: parameter {name!r} holds {value} ({count} non-finite "
+                f"entr{'y' if count == 1 else 'ies'}) at {when}; refusing to take it into the average, which would "
+                f"stay non-finite for good. The training diverged before this update"
+            )
         self.num_updates += 1
         with torch.no_grad():
             if self._averages is None:
@@ -211,21 +316,27 @@ class HistoricalAveraging:
         For process functions that add the term to the loss themselves (build the handler without an optimizer,
         or the penalty is counted twice).
         """
+        self._check_tracked()
         if self._averages is None:
             value = torch.zeros((), dtype=self._params[0].dtype, device=self._params[0].device)
         else:
             value = self._weight * historical_average_penalty(self._params, self._averages)
-        self._last_penalty = value.detach()
+        self._set_last_penalty(value.detach())
         return value
 
     # ------------------------------------------------------------------------------------------------------
     def _on_update(self, engine: Engine) -> None:
-        self.update()
+        self.update(iteration=engine.state.iteration)
 
-    def _publish(self, engine: Engine, name: str) -> None:
-        setattr(engine.state, name, self._last_penalty)
+    def _set_last_penalty(self, value: Tensor) -> None:
+        # Published at once rather than by a handler of its own, so readers need not be registered after one.
+        self._last_penalty = value
+        engine = self._engine() if self._engine is not None else None
+        if engine is not None and self._state_name is not None:
+            setattr(engine.state, self._state_name, value)
 
     def _step_pre_hook(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
+        self._check_tracked()
         if self._averages is None:
             return None
         # autograd of λ·Σ(θ - θ̄)² gives λ·(2·(θ - θ̄)); doubling is exact, so (2λ)·(θ - θ̄) below is bitwise the
@@ -243,7 +354,7 @@ class HistoricalAveraging:
                 term = diff.square().sum()
                 total = term if total is None else total + term
             assert total is not None
-            self._last_penalty = total * self._weight
+            self._set_last_penalty(total * self._weight)
         return None
 
     # ------------------------------------------------------------------------------------------------------

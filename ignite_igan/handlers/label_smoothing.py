@@ -9,7 +9,11 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 
+from ignite_igan.handlers._common import Registrations
+
 __all__ = ["OneSidedLabelSmoothing"]
+
+_DEFAULT_NAME = "real_target"
 
 EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 
@@ -54,6 +58,15 @@ class OneSidedLabelSmoothing:
     The reference's ImageNet code smooths the real targets to 0.75 (``d_label_smooth = 0.25``) and trains the
     generator towards ``0.75 / 2``; 0.9 is the common default and ours.
 
+    **attach or callable.** ``engine.add_event_handler(event, smoothing)`` reads back and checks
+    ``engine.state.real_target`` at ``event``, as ``attach(engine, event)`` does; its first call publishes the
+    handler's target unless the attribute already holds a value (e.g. written by a state scheduler that fired
+    first). What only ``attach`` adds: the target is readable in ``engine.state`` as soon as it is attached
+    (before the run), it is re-published at every :attr:`Events.STARTED` (a second run starts from the value the
+    handler holds), and the attribute's name can be chosen. A handler serves one engine, once: attaching it
+    twice, attaching it and registering it as a callable with the same engine, or using it with a second engine
+    raises a :class:`ValueError` (its :attr:`real_target` is read back from one engine's state).
+
     Args:
         real_target: the discriminator's target for real data, in (0, 1]; 1 means no smoothing.
         fake_target: must be 0. It exists only to refuse two-sided smoothing with an explanation.
@@ -62,12 +75,16 @@ class OneSidedLabelSmoothing:
         ValueError: ``real_target`` outside (0, 1], or ``fake_target`` other than 0 (two-sided smoothing).
 
     Example:
-        >>> from ignite.engine import Engine
+        >>> from ignite.engine import Engine, Events
         >>> from ignite_igan.handlers import OneSidedLabelSmoothing
         >>> trainer = Engine(lambda engine, batch: engine.state.real_target)
         >>> OneSidedLabelSmoothing(real_target=0.9).attach(trainer)
         >>> trainer.run([0, 1], max_epochs=1).output
         0.9
+        >>> other = Engine(lambda engine, batch: engine.state.real_target)
+        >>> _ = other.add_event_handler(Events.ITERATION_STARTED, OneSidedLabelSmoothing(real_target=0.8))
+        >>> other.run([0, 1], max_epochs=1).output
+        0.8
     """
 
     def __init__(self, real_target: float = 0.9, fake_target: float = 0.0) -> None:
@@ -80,6 +97,12 @@ class OneSidedLabelSmoothing:
         self._real_target = _as_target("real_target", real_target)
         self._name: Optional[str] = None
         self._engine: Optional["weakref.ReferenceType[Engine]"] = None
+        self._registrations = Registrations(
+            "OneSidedLabelSmoothing",
+            "publish and check the target twice",
+            one_engine=True,
+            one_engine_reason="its real_target is read back from one engine's state",
+        )
 
     @property
     def fake_target(self) -> float:
@@ -96,7 +119,7 @@ class OneSidedLabelSmoothing:
                 return _as_target(f"engine.state.{self._name}", value)
         return self._real_target
 
-    def attach(self, engine: Engine, event: EventType = Events.ITERATION_STARTED, name: str = "real_target") -> None:
+    def attach(self, engine: Engine, event: EventType = Events.ITERATION_STARTED, name: str = _DEFAULT_NAME) -> None:
         """Publish the target as ``engine.state.<name>`` and validate it at ``event``.
 
         Args:
@@ -108,11 +131,24 @@ class OneSidedLabelSmoothing:
             raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"name must be a valid attribute name, got {name!r}")
+        self._registrations.before_attach(self, engine)
         self._name = name
         self._engine = weakref.ref(engine)
         setattr(engine.state, name, self._real_target)
         engine.add_event_handler(Events.STARTED, self._publish)
         engine.add_event_handler(event, self._check)
+        self._registrations.attached(engine)
+
+    def __call__(self, engine: Engine) -> None:
+        """Read back and check ``engine.state.real_target`` (``engine.add_event_handler(event, smoothing)``); the
+        first call publishes the handler's target there unless the attribute already holds one."""
+        if self._registrations.on_call(engine):
+            self._name = _DEFAULT_NAME
+            self._engine = weakref.ref(engine)
+            # A state scheduler attached before this handler may already have written this event's value.
+            if getattr(engine.state, self._name, None) is None:
+                self._publish(engine)
+        self._check(engine)
 
     def _publish(self, engine: Engine) -> None:
         assert self._name is not None

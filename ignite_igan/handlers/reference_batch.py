@@ -9,6 +9,8 @@ import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from torch import Tensor, nn
 
+from ignite_igan.handlers._common import Registrations
+
 __all__ = ["VirtualBatchReference"]
 
 EventType = Union[str, Events, CallableEventWithFilter, EventsList]
@@ -35,6 +37,11 @@ class VirtualBatchReference:
     redraws it. Attach this handler before a :class:`DataDependentInitialization` of the same generator: a VBN
     generator cannot run without its reference.
 
+    **attach or callable.** ``engine.add_event_handler(Events.STARTED, reference)`` does exactly what
+    ``attach(engine)`` does (``attach`` registers nothing else). Registering the handler twice with the same
+    engine (two ``attach`` calls, or ``attach`` and the callable) raises a :class:`ValueError`; several engines
+    (e.g. a trainer and an evaluator) may share it: they all set the same reference.
+
     Args:
         generator: the generator (``DistributedDataParallel``/``DataParallel`` are unwrapped).
         size: the number of reference noise vectors (the reference's ImageNet run used 16, its batch size).
@@ -42,7 +49,7 @@ class VirtualBatchReference:
 
     Example:
         >>> import torch
-        >>> from ignite.engine import Engine
+        >>> from ignite.engine import Engine, Events
         >>> from ignite_igan.models import CIFARGenerator
         >>> from ignite_igan.handlers import VirtualBatchReference
         >>> gen = CIFARGenerator(normalization="virtual", widths=(16, 8))
@@ -53,6 +60,8 @@ class VirtualBatchReference:
         torch.Size([2, 3, 16, 16])
         >>> torch.equal(gen.reference_noise, reference.reference)
         True
+        >>> evaluator = Engine(lambda engine, batch: None)
+        >>> _ = evaluator.add_event_handler(Events.STARTED, reference)  # the same as reference.attach(evaluator)
     """
 
     def __init__(self, generator: nn.Module, size: int, seed: Optional[int] = None) -> None:
@@ -74,12 +83,20 @@ class VirtualBatchReference:
         self.size = int(size)
         self.seed = None if seed is None else int(seed)
         self.reference: Optional[Tensor] = None
+        self._registrations = Registrations("VirtualBatchReference", "set the reference twice")
 
     def attach(self, engine: Engine, event: EventType = Events.STARTED) -> None:
         """Draw (fresh run) or restore (resumed run) the reference and set it on the generator at ``event``."""
         if not isinstance(engine, Engine):
             raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
+        self._registrations.before_attach(self, engine)
         engine.add_event_handler(event, self._on_event)
+        self._registrations.attached(engine)
+
+    def __call__(self, engine: Engine) -> None:
+        """Draw or restore the reference and set it on the generator (``engine.add_event_handler(event, ref)``)."""
+        self._registrations.on_call(engine)
+        self.setup()
 
     def _on_event(self, engine: Engine) -> None:
         self.setup()

@@ -1,4 +1,11 @@
-"""Sample-quality and classification metrics: Inception Score, FID, semi-supervised error, mode coverage."""
+"""Sample-quality and classification metrics: Inception Score, FID, semi-supervised error, mode coverage.
+
+Modules (an acyclic import graph, checked by ``tests/test_protocol.py``): :mod:`~ignite_igan.metrics.modes`
+(``evaluation_mode``) and :mod:`~ignite_igan.metrics.protocol` (the protocol card, ``tf32_mode``) import nothing of
+the package; :mod:`~ignite_igan.metrics.extractors` imports those two; :mod:`~ignite_igan.metrics.inception` and
+:mod:`~ignite_igan.metrics.fid` import the extractors; :mod:`~ignite_igan.metrics.sampling` imports the Inception
+Score for its default.
+"""
 from ignite_igan.metrics.extractors import (
     INPUT_RANGES,
     TF_INCEPTION_SHA256,
@@ -7,11 +14,14 @@ from ignite_igan.metrics.extractors import (
     ImageExtractor,
     TFInceptionV3,
     TorchvisionInceptionV3,
+    callable_fingerprint,
     resolve_tf_inception_weights,
     sha256_of_file,
+    state_dict_sha256,
     to_uint8,
 )
-from ignite_igan.metrics.inception import FID, InceptionScore, gather_in_rank_order
+from ignite_igan.metrics.fid import FID, FeatureStatistics, default_statistics_dir
+from ignite_igan.metrics.inception import InceptionScore, gather_in_rank_order
 from ignite_igan.metrics.mode_coverage import (
     GaussianMixture2D,
     ModeCoverage,
@@ -22,7 +32,9 @@ from ignite_igan.metrics.mode_coverage import (
     ring_centers,
     ring_mixture,
 )
-from ignite_igan.metrics.sampling import GeneratorEvaluator, evaluation_mode, score_generator
+from ignite_igan.metrics.modes import evaluation_mode
+from ignite_igan.metrics.protocol import Protocol, publish_protocol, published_protocols, tf32_mode
+from ignite_igan.metrics.sampling import GeneratorEvaluator, score_generator
 from ignite_igan.metrics.ssl_error import ErrorEvaluator, SemiSupervisedError
 
 __all__ = [
@@ -33,10 +45,14 @@ __all__ = [
     "ImageExtractor",
     "TFInceptionV3",
     "TorchvisionInceptionV3",
+    "callable_fingerprint",
     "resolve_tf_inception_weights",
     "sha256_of_file",
+    "state_dict_sha256",
     "to_uint8",
     "FID",
+    "FeatureStatistics",
+    "default_statistics_dir",
     "InceptionScore",
     "gather_in_rank_order",
     "GaussianMixture2D",
@@ -47,6 +63,10 @@ __all__ = [
     "mode_coverage",
     "ring_centers",
     "ring_mixture",
+    "Protocol",
+    "publish_protocol",
+    "published_protocols",
+    "tf32_mode",
     "GeneratorEvaluator",
     "evaluation_mode",
     "score_generator",

@@ -16,10 +16,13 @@ truncation, pitfall 12), so in-loop scores equal the scores of the same images w
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import types
+import weakref
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 from unittest import mock
 from urllib.error import URLError
 
@@ -27,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ignite_igan.metrics.sampling import evaluation_mode
+from ignite_igan.metrics.modes import evaluation_mode
+from ignite_igan.metrics.protocol import tf32_mode
 
 __all__ = [
     "INPUT_RANGES",
@@ -35,12 +39,18 @@ __all__ = [
     "TF_INCEPTION_SHA256",
     "to_uint8",
     "sha256_of_file",
+    "state_dict_sha256",
+    "callable_fingerprint",
     "resolve_tf_inception_weights",
     "ImageExtractor",
     "TFInceptionV3",
     "TorchvisionInceptionV3",
     "ClassifierExtractor",
 ]
+
+#: Features function of :class:`ClassifierExtractor`: ``features_fn(classifier, x) -> (N, D)`` features, where
+#: ``x`` are the images in the classifier's ``input_range`` (float) on its device.
+FeaturesFn = Callable[[nn.Module, Tensor], Tensor]
 
 #: The weights torch-fidelity downloads for ``inception-v3-compat`` (its release v0.2.0): the TensorFlow graph
 #: ``inception-2015-12-05`` converted to a PyTorch state dict.
@@ -146,6 +156,139 @@ def sha256_of_file(path: Union[str, os.PathLike]) -> str:
     return digest.hexdigest()
 
 
+def state_dict_sha256(module: nn.Module) -> str:
+    """The hex SHA-256 of a module's ``state_dict``: every entry's name, dtype, shape and bytes, in name order.
+
+    Two modules with the same weights give the same digest whatever their device; any changed value changes it.
+    This is the weights hash that protocol cards and FID cache keys use for networks that do not come from a file.
+
+    Example:
+        >>> import torch
+        >>> a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        >>> _ = b.load_state_dict(a.state_dict())
+        >>> state_dict_sha256(a) == state_dict_sha256(b)
+        True
+        >>> with torch.no_grad():
+        ...     _ = b.bias.add_(1.0)
+        >>> state_dict_sha256(a) == state_dict_sha256(b)
+        False
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    digest = hashlib.sha256()
+    state = module.state_dict()
+    for key in sorted(state):
+        value = state[key]
+        digest.update(key.encode("utf-8"))
+        if isinstance(value, Tensor):
+            tensor = value.detach().to("cpu").contiguous()
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode("utf-8"))
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _value_digest(value: Any, digest: "hashlib._Hash", depth: int = 0) -> None:
+    """Feeds a deterministic description of ``value`` to ``digest`` (tensors and modules by content)."""
+    if isinstance(value, Tensor):
+        tensor = value.detach().to("cpu").contiguous()
+        digest.update(f"tensor{tensor.dtype}{tuple(tensor.shape)}".encode("utf-8"))
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, nn.Module):
+        digest.update(f"module{type(value).__qualname__}{state_dict_sha256(value)}".encode("utf-8"))
+    elif hasattr(value, "__array__") and hasattr(value, "dtype") and hasattr(value, "shape"):
+        import numpy as np
+
+        array = np.ascontiguousarray(np.asarray(value))
+        digest.update(f"array{array.dtype}{array.shape}".encode("utf-8"))
+        digest.update(array.tobytes())
+    elif isinstance(value, types.CodeType):
+        digest.update(value.co_code)
+        digest.update(repr(value.co_names).encode("utf-8"))
+        for const in value.co_consts:
+            _value_digest(const, digest, depth + 1)
+    elif isinstance(value, (tuple, list)) and depth < 4:
+        digest.update(f"{type(value).__name__}{len(value)}".encode("utf-8"))
+        for item in value:
+            _value_digest(item, digest, depth + 1)
+    elif isinstance(value, (set, frozenset)):  # e.g. the constant of `x in {"a", "b"}`: order by repr, not by hash
+        digest.update(repr(sorted(repr(item) for item in value)).encode("utf-8"))
+    elif callable(value) and hasattr(value, "__code__"):
+        if depth < 4:
+            _callable_digest(value, digest, depth + 1)
+        else:  # deep (or self-referential) nesting: the name only
+            digest.update(_callable_name(value).encode("utf-8"))
+    elif type(value).__repr__ is object.__repr__:  # "<X object at 0x...>" would differ from run to run
+        digest.update(f"{type(value).__module__}.{type(value).__qualname__}".encode("utf-8"))
+        if depth < 4:
+            for attribute, item in sorted(getattr(value, "__dict__", {}).items()):
+                digest.update(attribute.encode("utf-8"))
+                _value_digest(item, digest, depth + 1)
+    else:
+        digest.update(repr(value).encode("utf-8"))
+
+
+def callable_fingerprint(fn: Callable[..., Any]) -> str:
+    """``"module.qualname sha256:<16 hex>"``: a name and a hash of what a function computes, for cache keys.
+
+    The hash covers the function's bytecode and constants, its default arguments and the values it closes over
+    (tensors, arrays and modules by content, other values by ``repr``); for a ``functools.partial``, its function
+    and arguments; for a callable object, its class's ``__call__`` and its attributes. It cannot see globals read,
+    so a features function that reads a global network hashes equal before and after that network changes: close
+    over the network (or pass it as the classifier) to have it in the key.
+
+    Example:
+        >>> import torch
+        >>> w1, w2 = torch.ones(2), torch.zeros(2)
+        >>> f1, f2 = (lambda net, x: x * w1), (lambda net, x: x * w2)
+        >>> callable_fingerprint(f1) == callable_fingerprint(f1), callable_fingerprint(f1) == callable_fingerprint(f2)
+        (True, False)
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    name = _callable_name(fn)
+    digest = hashlib.sha256()
+    _callable_digest(fn, digest, 0)
+    return f"{name} sha256:{digest.hexdigest()[:16]}"
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', None) or ''}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
+def _callable_digest(fn: Callable[..., Any], digest: "hashlib._Hash", depth: int) -> None:
+    """Feeds :func:`callable_fingerprint`'s description of ``fn`` to ``digest``; nesting stops at depth 4."""
+    digest.update(_callable_name(fn).encode("utf-8"))
+    if isinstance(fn, nn.Module):
+        _value_digest(fn, digest, depth)
+    code = getattr(fn, "__code__", None)
+    if isinstance(code, types.CodeType):
+        _value_digest(code, digest, depth)
+        _value_digest(tuple(getattr(fn, "__defaults__", None) or ()), digest, depth + 1)
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell
+                contents = None
+            _value_digest(contents, digest, depth + 1)
+    elif isinstance(fn, functools.partial):
+        if depth < 4:
+            _callable_digest(fn.func, digest, depth + 1)
+        _value_digest(tuple(fn.args), digest, depth + 1)
+        _value_digest(tuple(sorted(fn.keywords.items())), digest, depth + 1)
+    elif not isinstance(fn, nn.Module):
+        call = getattr(type(fn), "__call__", None)
+        call_code = getattr(call, "__code__", None)
+        if isinstance(call_code, types.CodeType):  # a callable object: its class's __call__ and its attributes
+            _value_digest(call_code, digest, depth)
+            for attribute, value in sorted(getattr(fn, "__dict__", {}).items()):
+                digest.update(attribute.encode("utf-8"))
+                _value_digest(value, digest, depth + 1)
+        else:
+            digest.update(repr(fn).encode("utf-8"))
+
+
 def _verify_sha256(path: Path, sha256: Optional[str]) -> None:
     if sha256 is None:
         return
@@ -221,13 +364,25 @@ class ImageExtractor(nn.Module):
     """Base class: a network that maps uint8 images ``(N, C, H, W)`` to float logits ``(N, num_logits)``.
 
     Subclasses set ``num_logits`` (``None`` if unknown in advance), ``num_features`` (the size of
-    :meth:`features`, ``None`` if not provided) and ``channels`` (the required C, ``None`` for any shape), and
-    implement :meth:`forward`.
+    :meth:`features`, ``None`` if not provided or unknown) and ``channels`` (the required C, ``None`` for any
+    shape), and implement :meth:`forward`; those that give FID features implement :meth:`features` too. For the
+    protocol card they may set ``resize`` (how they resize images) and ``weights_sha256`` (the SHA-256 of their
+    weights file; by default the hash of their ``state_dict``, :func:`state_dict_sha256`).
     """
 
     num_logits: Optional[int] = None
     num_features: Optional[int] = None
     channels: Optional[int] = 3
+    #: How the extractor resizes its input, for the protocol card.
+    resize: str = "unspecified"
+    #: True when :meth:`logits_and_features` costs one pass (so both outputs are computed whenever one is needed).
+    single_pass: bool = False
+
+    @property
+    def features_name(self) -> str:
+        """What :meth:`features` returns, for the protocol card and FID cache keys."""
+        cls = type(self)
+        return f"{cls.__module__}.{cls.__qualname__}.features"
 
     def check_images(self, images: Tensor, argument: str = "images") -> None:
         """Raises ``ValueError`` unless ``images`` has a shape this extractor accepts."""
@@ -241,13 +396,177 @@ class ImageExtractor(nn.Module):
                 f"{argument} must have shape (N, {self.channels}, H, W) with N >= 1, got {tuple(images.shape)}{hint}"
             )
 
+    @property
+    def provides_features(self) -> bool:
+        """Whether :meth:`features` is implemented (FID needs it)."""
+        return type(self).features is not ImageExtractor.features
+
     def features(self, images: Tensor) -> Tensor:
         """Pool features ``(N, num_features)`` for FID; not every extractor provides them."""
-        raise NotImplementedError(f"{type(self).__name__} provides no pool features")
+        raise NotImplementedError(
+            f"{type(self).__name__} provides no features for FID; implement features(images) -> (N, D) in the "
+            "subclass, or wrap a classifier as ClassifierExtractor(net, features_fn=lambda net, x: ...)"
+        )
 
     def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """Both outputs; extractors that get them from one pass override this."""
         return self(images), self.features(images)
+
+    @property
+    def network_name(self) -> str:
+        """The name on the protocol card."""
+        return type(self).__name__
+
+    @property
+    def weights_digest(self) -> str:
+        """SHA-256 of the weights: ``weights_sha256`` if the extractor set it (its file), else of its state dict."""
+        declared = getattr(self, "weights_sha256", None)
+        return declared if isinstance(declared, str) else state_dict_sha256(self)
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype the network computes in (of its first floating-point parameter or buffer)."""
+        dtype = getattr(self, "dtype", None)
+        if not isinstance(dtype, torch.dtype):
+            tensors = [t for t in list(self.parameters()) + list(self.buffers()) if t.is_floating_point()]
+            dtype = tensors[0].dtype if tensors else torch.float32
+        return str(dtype).replace("torch.", "")
+
+    def describe(self) -> Dict[str, Any]:
+        """``network``, ``weights_sha256``, ``resize`` and ``dtype``: the extractor's part of a protocol card."""
+        return {
+            "network": self.network_name,
+            "weights_sha256": self.weights_digest,
+            "resize": self.resize,
+            "dtype": self.dtype_name,
+            "features": self.features_name if self.provides_features else None,
+        }
+
+
+class _LastBatch:
+    """What an extractor computed for the last batch object it saw (see :func:`run_extractor`)."""
+
+    __slots__ = ("images", "version", "key", "uint8", "outputs")
+
+    def __init__(self, images: Tensor, version: int, key: Tuple[Any, ...], uint8: Tensor) -> None:
+        self.images = images  # a strong reference: its id cannot be reused while it is remembered
+        self.version = version
+        self.key = key
+        self.uint8 = uint8
+        self.outputs: Dict[str, Tensor] = {}
+
+
+def _tensor_version(images: Any) -> Optional[int]:
+    if not isinstance(images, Tensor):
+        return None
+    try:
+        return int(images._version)
+    except (RuntimeError, AttributeError):  # inference-mode tensors have no version counter
+        return None
+
+
+def forget_last_batch(extractor: nn.Module) -> None:
+    """Drops what :func:`run_extractor` remembers for ``extractor`` (frees the last batch's outputs)."""
+    extractor.__dict__.pop("_igan_last_batch", None)
+
+
+def run_extractor(
+    extractor: ImageExtractor,
+    images: Tensor,
+    *,
+    input_range: str,
+    output: str,
+    device: Union[str, torch.device],
+    allow_tf32: bool = False,
+    batch_size: Optional[int] = None,
+    argument: str = "images",
+) -> Tensor:
+    """Validates a batch, converts it to uint8 by rounding and runs the extractor; shared between metrics.
+
+    The result for the last batch *object* is remembered on the extractor: when an Inception Score and an FID
+    that share one extractor are attached to the same evaluator, they receive the same output tensor, and the
+    second metric gets the first one's result instead of running the network again. For extractors whose logits
+    and features come from one pass (:class:`TFInceptionV3`), both are computed whenever one is asked for. A batch
+    counts as the same only if it is the very same tensor object, unmodified (same version counter), with the same
+    input range, device, TF32 setting and chunk size.
+
+    Args:
+        extractor: the network.
+        images: the batch, in ``input_range``.
+        input_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"``.
+        output: ``"logits"`` or ``"features"``.
+        device: where the network runs (the uint8 images are moved there).
+        allow_tf32: allow TF32 during the pass (:func:`~ignite_igan.metrics.tf32_mode`).
+        batch_size: run the network on at most this many images at once (``None``: all).
+        argument: the name of ``images`` in error messages.
+
+    Returns:
+        ``(N, K)`` logits or ``(N, D)`` features, detached, on the extractor's output device.
+    """
+    if output not in ("logits", "features"):
+        raise ValueError(f"output must be 'logits' or 'features', got {output!r}")
+    if output == "features" and not extractor.provides_features:
+        raise NotImplementedError(_missing_features_message(extractor))
+    key = (_normalize_range(input_range), str(torch.device(device)), bool(allow_tf32), batch_size)
+    version = _tensor_version(images)
+    memo = extractor.__dict__.get("_igan_last_batch")
+    hit = memo is not None and version is not None and memo.images is images and memo.version == version
+    hit = hit and memo.key == key
+    if hit and output in memo.outputs:
+        return memo.outputs[output]
+    if hit:
+        uint8 = memo.uint8
+    else:
+        uint8 = to_uint8(images, input_range, argument=argument)
+        extractor.check_images(uint8, argument=argument)
+    both = extractor.single_pass and extractor.provides_features
+    wanted = ("logits", "features") if both else (output,)
+    chunks: Dict[str, list] = {name: [] for name in wanted}
+    n = uint8.shape[0]
+    step = batch_size or n
+    with torch.no_grad(), tf32_mode(bool(allow_tf32)):
+        for start in range(0, n, step):
+            chunk = uint8[start : start + step].to(device)
+            if both:
+                results = dict(zip(wanted, extractor.logits_and_features(chunk)))
+            elif output == "logits":
+                results = {"logits": extractor(chunk)}
+            else:
+                results = {"features": extractor.features(chunk)}
+            for name, value in results.items():
+                if isinstance(value, (tuple, list)) and name == "logits":
+                    value = value[0]
+                if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != chunk.shape[0]:
+                    shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                    letter = "K" if name == "logits" else "D"
+                    raise ValueError(
+                        f"the extractor must return {name} of shape (N, {letter}) with N={chunk.shape[0]}, got {shape}"
+                    )
+                chunks[name].append(value.detach())
+    outputs = {name: torch.cat(parts) for name, parts in chunks.items()}
+    if version is not None:
+        if not hit:
+            memo = _LastBatch(images, version, key, uint8)
+            extractor.__dict__["_igan_last_batch"] = memo
+        memo.outputs.update(outputs)
+    return outputs[output]
+
+
+def _missing_features_message(extractor: nn.Module) -> str:
+    name = type(extractor).__name__
+    if isinstance(extractor, ClassifierExtractor):
+        inner = type(extractor.classifier).__name__
+        return (
+            f"FID needs image features, and ClassifierExtractor({inner}) was built without features_fn. Pass "
+            f"features_fn=lambda net, x: ... returning (N, D) features, e.g. the penultimate layer: "
+            f"ClassifierExtractor(net, features_fn=lambda net, x: net.body(x).flatten(1)), or "
+            f"FID(extractor=net, features_fn=lambda net, x: net.body(x).flatten(1)); "
+            f"features_fn=lambda net, x: net(x) uses the logits as features"
+        )
+    return (
+        f"FID needs image features, and {name} provides none: implement {name}.features(images) -> (N, D), or wrap "
+        "a classifier as ClassifierExtractor(net, features_fn=lambda net, x: ...)"
+    )
 
 
 def _build_torch_fidelity_inception(state_dict: dict) -> nn.Module:
@@ -295,6 +614,10 @@ class TFInceptionV3(ImageExtractor):
     num_logits = 1008
     num_features = 2048
     channels = 3
+    resize = "TF1 bilinear to 299x299 (align_corners=False, no half-pixel centres; torch-fidelity)"
+    single_pass = True
+    network_name = "TFInceptionV3 (TF inception-2015-12-05 via torch-fidelity inception-v3-compat)"
+    features_name = "2048 pool_3 features"
 
     def __init__(
         self,
@@ -317,7 +640,9 @@ class TFInceptionV3(ImageExtractor):
         if not isinstance(state_dict, dict):
             raise ValueError(f"weights file {str(path)!r} does not hold a state dict, got {type(state_dict).__name__}")
         self.net = _build_torch_fidelity_inception(state_dict)
-        self.weights_sha256 = sha256
+        #: SHA-256 of the loaded file (checked against ``sha256``, or computed when that is ``None``).
+        self.weights_sha256 = sha256.lower() if sha256 is not None else sha256_of_file(path)
+        self.weights_path = path
         self.dtype = dtype
         if dtype == torch.float64:
             self.net.to(torch.float64)
@@ -381,6 +706,9 @@ class TorchvisionInceptionV3(ImageExtractor):
     num_logits = 1000
     num_features = 2048
     channels = 3
+    resize = "torch bilinear to 299x299 (align_corners=False), ImageNet normalization"
+    network_name = "TorchvisionInceptionV3 (torchvision IMAGENET1K_V1)"
+    features_name = "2048 avgpool features"
     _MEAN = (0.485, 0.456, 0.406)
     _STD = (0.229, 0.224, 0.225)
 
@@ -404,6 +732,7 @@ class TorchvisionInceptionV3(ImageExtractor):
             _verify_sha256(path, sha256)
             model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            weights_file = path
         else:
             weights = Inception_V3_Weights.IMAGENET1K_V1
             cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
@@ -419,6 +748,9 @@ class TorchvisionInceptionV3(ImageExtractor):
                     f"could not download torchvision's Inception weights ({error}); download {weights.url} on a "
                     "machine with internet access and pass weights_path='<file>'"
                 ) from error
+            weights_file = cached
+        #: SHA-256 of the weights file that was loaded.
+        self.weights_sha256 = sha256_of_file(weights_file) if weights_file.is_file() else state_dict_sha256(model)
         self.model = model.to(dtype).requires_grad_(False).eval()
         self.dtype = dtype
         self.register_buffer("mean", torch.tensor(self._MEAN, dtype=dtype).view(1, 3, 1, 1), persistent=False)
@@ -456,7 +788,7 @@ class TorchvisionInceptionV3(ImageExtractor):
 
 
 class ClassifierExtractor(ImageExtractor):
-    """Any classifier that returns logits, fed the images in the range it was trained on.
+    """Any classifier that returns logits (and, for FID, features), fed the images in the range it was trained on.
 
     The metric's uint8 images are mapped back to floats in ``input_range`` (the quantization to 256 levels is kept,
     as if the images had been saved to PNG), and the classifier runs in eval mode under ``torch.no_grad()``; its
@@ -466,18 +798,23 @@ class ClassifierExtractor(ImageExtractor):
         classifier: an ``nn.Module`` mapping images to logits ``(N, K)``.
         input_range: the range the classifier expects: ``"[-1,1]"``, ``"[0,1]"`` (default) or ``"uint8"``.
         num_logits: K, when known (checked at every call).
-        num_features: the size of ``features_fn``'s output, for FID.
-        features_fn: optional callable ``(classifier, x) -> (N, num_features)`` features for FID.
+        num_features: D, the size of ``features_fn``'s output, when known (checked at every call).
+        features_fn: ``features_fn(classifier, x) -> (N, D)``: the features FID compares, typically the
+            penultimate layer (``lambda net, x: net.body(x).flatten(1)``); ``x`` are the images as the classifier
+            takes them. Without it the extractor gives logits only (enough for the Inception Score).
 
     Example:
         >>> import torch
-        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-        >>> extractor = ClassifierExtractor(net, input_range="[0,1]")
-        >>> extractor(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape
-        torch.Size([2, 10])
+        >>> body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU())
+        >>> net = torch.nn.Sequential(body, torch.nn.Linear(32, 10))
+        >>> extractor = ClassifierExtractor(net, input_range="[0,1]", features_fn=lambda net, x: net[0](x))
+        >>> images = torch.zeros(2, 1, 8, 8, dtype=torch.uint8)
+        >>> extractor(images).shape, extractor.features(images).shape
+        (torch.Size([2, 10]), torch.Size([2, 32]))
     """
 
     channels = None
+    resize = "none"
 
     def __init__(
         self,
@@ -485,16 +822,53 @@ class ClassifierExtractor(ImageExtractor):
         input_range: str = "[0,1]",
         num_logits: Optional[int] = None,
         num_features: Optional[int] = None,
-        features_fn=None,
+        features_fn: Optional[FeaturesFn] = None,
     ) -> None:
         super().__init__()
         if not isinstance(classifier, nn.Module):
             raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
+        if isinstance(classifier, ImageExtractor):
+            raise TypeError(
+                f"classifier is already an ImageExtractor ({type(classifier).__name__}); pass it to the metric "
+                "directly instead of wrapping it in ClassifierExtractor"
+            )
+        for name, value in (("num_logits", num_logits), ("num_features", num_features)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if features_fn is not None and not callable(features_fn):
+            raise TypeError(
+                f"features_fn must be a callable (classifier, x) -> (N, D) features, got {type(features_fn).__name__}"
+            )
         self.classifier = classifier
         self.input_range = _normalize_range(input_range)
         self.num_logits = num_logits
         self.num_features = num_features
-        self._features_fn = features_fn
+        self.features_fn = features_fn
+
+    @property
+    def provides_features(self) -> bool:
+        return self.features_fn is not None
+
+    @property
+    def network_name(self) -> str:
+        return f"ClassifierExtractor({type(self.classifier).__name__}, input {self.input_range})"
+
+    @property
+    def features_name(self) -> str:
+        """``features_fn <module.qualname> sha256:<hash of its code and closure>`` (:func:`callable_fingerprint`)."""
+        if self.features_fn is None:
+            return "none"
+        return f"features_fn {callable_fingerprint(self.features_fn)}"
+
+    @property
+    def weights_digest(self) -> str:
+        """SHA-256 of the classifier's ``state_dict`` (computed on every call: the classifier may be trained)."""
+        return state_dict_sha256(self.classifier)
+
+    @property
+    def dtype_name(self) -> str:
+        parameter = next((p for p in self.classifier.parameters() if p.is_floating_point()), None)
+        return str(parameter.dtype if parameter is not None else torch.float32).replace("torch.", "")
 
     def _input(self, images: Tensor) -> Tensor:
         if not isinstance(images, Tensor) or images.dtype != torch.uint8:
@@ -504,40 +878,79 @@ class ClassifierExtractor(ImageExtractor):
         device = parameter.device if parameter is not None else images.device
         return _from_uint8(images.to(device), self.input_range, dtype)
 
+    @staticmethod
+    def _check(name: str, value: Any, n: int, size: Optional[int], argument: str) -> Tensor:
+        if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != n:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"{argument} must return {name} of shape (N, {'K' if name == 'logits' else 'D'}) "
+                             f"with N={n}, got {shape}")
+        if size is not None and value.shape[1] != size:
+            declared = "num_logits" if name == "logits" else "num_features"
+            raise ValueError(f"{argument} returned {value.shape[1]} {name}, but {declared}={size}")
+        return value
+
     def forward(self, images: Tensor) -> Tensor:
         x = self._input(images)
         with torch.no_grad(), evaluation_mode(self.classifier):
             logits = self.classifier(x)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
-        return logits
+        return self._check("logits", logits, images.shape[0], self.num_logits, "the classifier")
 
     def features(self, images: Tensor) -> Tensor:
-        if self._features_fn is None:
-            raise NotImplementedError("ClassifierExtractor was built without features_fn")
+        """``features_fn(classifier, x)`` on the images in the classifier's range, in eval mode, without grad."""
+        if self.features_fn is None:
+            raise NotImplementedError(_missing_features_message(self))
         x = self._input(images)
         with torch.no_grad(), evaluation_mode(self.classifier):
-            return self._features_fn(self.classifier, x)
+            features = self.features_fn(self.classifier, x)
+        return self._check("features", features, images.shape[0], self.num_features, "features_fn")
 
 
-def _as_extractor(extractor: Union[str, nn.Module, None], input_range: str) -> Tuple[Optional[ImageExtractor], str]:
-    """Resolves the ``extractor`` argument of the metrics: a name is kept for building on first use."""
+NAMED_EXTRACTORS = ("inception-v3-compat", "torchvision")
+
+# One network per (name, device), shared by every metric that asks for it by name: an Inception Score and an FID
+# built with the default network hold the same module, so one pass per batch serves both (run_extractor).
+_SHARED_EXTRACTORS: "weakref.WeakValueDictionary[Tuple[str, str], ImageExtractor]" = weakref.WeakValueDictionary()
+
+
+def _build_named_extractor(name: str, device: Union[str, torch.device] = "cpu") -> ImageExtractor:
+    """The network called ``name`` on ``device``, built (weights resolved and checked) now or shared if built."""
+    key = (name, str(torch.device(device)))
+    extractor = _SHARED_EXTRACTORS.get(key)
+    if extractor is None:
+        # torch-fidelity's constructor initializes its layers randomly before loading the weights; keep that away
+        # from the global random state that seeds the user's models.
+        with torch.random.fork_rng(devices=[]):
+            extractor = TFInceptionV3() if name == "inception-v3-compat" else TorchvisionInceptionV3()
+        extractor = extractor.to(device)
+        _SHARED_EXTRACTORS[key] = extractor
+    return extractor
+
+
+def _as_extractor(
+    extractor: Union[str, nn.Module, None],
+    input_range: str,
+    device: Union[str, torch.device] = "cpu",
+    features_fn: Optional[FeaturesFn] = None,
+) -> ImageExtractor:
+    """Resolves the ``extractor`` argument of the metrics; a name is built (and its weights checked) right away."""
+    if features_fn is not None and not (isinstance(extractor, nn.Module) and not isinstance(extractor, ImageExtractor)):
+        raise TypeError(
+            "features_fn is for a plain classifier nn.Module given as extractor, got extractor="
+            f"{extractor if isinstance(extractor, str) or extractor is None else type(extractor).__name__}; "
+            "give an ImageExtractor its features through its own features() method (ClassifierExtractor(net, "
+            "features_fn=...))"
+        )
     if extractor is None or isinstance(extractor, str):
         name = "inception-v3-compat" if extractor is None else extractor
-        if name not in ("inception-v3-compat", "torchvision"):
+        if name not in NAMED_EXTRACTORS:
             raise ValueError(
                 f"extractor must be an nn.Module, 'inception-v3-compat' or 'torchvision', got {extractor!r}"
             )
-        return None, name
+        return _build_named_extractor(name, device)
     if isinstance(extractor, ImageExtractor):
-        return extractor, type(extractor).__name__
+        return extractor
     if isinstance(extractor, nn.Module):
-        key = _normalize_range(input_range)
-        return ClassifierExtractor(extractor, key), type(extractor).__name__
+        return ClassifierExtractor(extractor, _normalize_range(input_range), features_fn=features_fn)
     raise TypeError(f"extractor must be an nn.Module or a name, got {type(extractor).__name__}")
-
-
-def _build_named_extractor(name: str) -> ImageExtractor:
-    if name == "inception-v3-compat":
-        return TFInceptionV3()
-    return TorchvisionInceptionV3()

@@ -1,9 +1,11 @@
-"""The Inception Score of the paper as an Ignite metric, and FID through the same network.
+"""The Inception Score of the paper as an Ignite metric.
 
 :class:`InceptionScore` follows the protocol of ``inception_score/model.py`` (spec §5): the 1008 unbiased logits of
 TensorFlow's 2015-12-05 Inception (through torch-fidelity's port), softmax over all of them, the samples cut **in
 order** into 10 contiguous splits, ``exp(mean KL)`` per split, and the mean and population std of the split scores,
-computed in float64 by :func:`ignite_igan.functional.inception_score`.
+computed in float64 by :func:`ignite_igan.functional.inception_score`. Its protocol card
+(:class:`~ignite_igan.metrics.Protocol`) is ``metric.protocol``. FID is :class:`ignite_igan.metrics.FID`
+(module :mod:`ignite_igan.metrics.fid`).
 """
 from __future__ import annotations
 
@@ -16,20 +18,21 @@ from torch import Tensor, nn
 import ignite.distributed as idist
 from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
-from ignite.metrics import FID as IgniteFID
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
 from ignite_igan.functional import inception_score
 from ignite_igan.metrics.extractors import (
     ImageExtractor,
+    TFInceptionV3,
     _as_extractor,
-    _build_named_extractor,
     _normalize_range,
-    to_uint8,
+    forget_last_batch,
+    run_extractor,
 )
+from ignite_igan.metrics.protocol import ROUNDING, Protocol, publish_protocol
 
-__all__ = ["InceptionScore", "FID", "gather_in_rank_order"]
+__all__ = ["InceptionScore", "gather_in_rank_order"]
 
 
 def gather_in_rank_order(local: Tensor) -> Tensor:
@@ -63,18 +66,27 @@ class InceptionScore(Metric):
     (``output_transform=lambda out: (out[0], out[1])``): the logits are then put back in index order and
     duplicated indices (``DistributedSampler``'s padding) are dropped.
 
+    The protocol card (:class:`~ignite_igan.metrics.Protocol`: network, weights SHA-256, resize, input range and
+    rounding, number of samples, splits and their order, dtype, TF32) is ``metric.protocol``; attached under
+    ``name``, the metric also puts it into ``engine.state.protocols[name]`` at every completion.
+
     Args:
-        extractor: the network: ``"inception-v3-compat"`` (default: the paper's network, :class:`TFInceptionV3`,
-            weights downloaded and checked on first use), ``"torchvision"`` (:class:`TorchvisionInceptionV3`, lower
-            scores), an :class:`~ignite_igan.metrics.ImageExtractor` instance (e.g.
+        extractor: the network: ``"inception-v3-compat"`` (default: the paper's network, :class:`TFInceptionV3`),
+            ``"torchvision"`` (:class:`TorchvisionInceptionV3`, lower scores), an
+            :class:`~ignite_igan.metrics.ImageExtractor` instance (e.g.
             ``TFInceptionV3(weights_path=..., dtype=torch.float64)``), or any classifier ``nn.Module`` returning
-            logits (wrapped in :class:`ClassifierExtractor`; it receives the images in ``input_range``).
+            logits (wrapped in :class:`ClassifierExtractor`; it receives the images in ``input_range``). A named
+            network is built when the metric is: its weights are found (downloaded on first use) and their SHA-256
+            checked right away, so a missing file fails here and not after an epoch of training. Metrics that name
+            the same network on the same device share one copy, and one pass per batch (with :class:`FID`).
         input_range: what the images are: ``"[-1,1]"`` (default, tanh generators), ``"[0,1]"`` or ``"uint8"``.
         splits: number of contiguous splits (10 in the paper).
         shuffle: shuffle the samples before splitting (off by default, as in the original code).
         seed: seed of the shuffle; ``np.random.RandomState(seed).permutation`` as torch-fidelity does, so
             ``shuffle=True, seed=2020`` reproduces torch-fidelity's default.
         extractor_batch_size: run the extractor on at most this many images at once (``None``: the whole batch).
+        allow_tf32: allow TF32 matmuls and convolutions in the network's pass (default ``False``: true float32 as
+            in the reference; see :func:`~ignite_igan.metrics.tf32_mode`). Only matters on Ampere or later GPUs.
         output_transform: maps the engine's output to ``images`` or ``(images, indices)``.
         device: where the extractor runs and the logits are kept.
 
@@ -88,6 +100,8 @@ class InceptionScore(Metric):
         >>> state = evaluator.run([torch.rand(4, 3, 8, 8) for _ in range(3)])
         >>> sorted(state.metrics)
         ['is', 'is_std']
+        >>> state.protocols["is"].n_samples, state.protocols["is"].splits
+        (12, 2)
     """
 
     required_output_keys = None
@@ -102,6 +116,7 @@ class InceptionScore(Metric):
         extractor_batch_size: Optional[int] = None,
         output_transform: Callable = lambda x: x,
         device: Union[str, torch.device] = torch.device("cpu"),
+        allow_tf32: bool = False,
     ) -> None:
         if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
             raise ValueError(f"splits must be a positive integer, got {splits!r}")
@@ -109,27 +124,57 @@ class InceptionScore(Metric):
             isinstance(extractor_batch_size, bool) or not isinstance(extractor_batch_size, int) or extractor_batch_size < 1
         ):
             raise ValueError(f"extractor_batch_size must be a positive integer or None, got {extractor_batch_size!r}")
+        if not isinstance(allow_tf32, bool):
+            raise TypeError(f"allow_tf32 must be True or False, got {allow_tf32!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
         self._input_range = _normalize_range(input_range)
-        self._extractor, self._extractor_name = _as_extractor(extractor, self._input_range)
         self._splits = splits
         self._shuffle = bool(shuffle)
         self._seed = seed
         self._extractor_batch_size = extractor_batch_size
+        self._allow_tf32 = allow_tf32
+        self._n_samples: Optional[int] = None
+        self._num_logits: Optional[int] = None
+        # The network first (reset() needs it): a named one is built, and its weights checked, right now.
+        self._extractor = _as_extractor(extractor, self._input_range, device=torch.device(device))
+        self._extractor.to(torch.device(device))
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
-        if self._extractor is not None:
-            self._extractor.to(self._device)
 
     @property
     def extractor(self) -> ImageExtractor:
-        """The network, built on first use when it was given by name."""
-        if self._extractor is None:
-            self._extractor = _build_named_extractor(self._extractor_name).to(self._device)
+        """The network."""
         return self._extractor
+
+    @property
+    def protocol(self) -> Protocol:
+        """The protocol card of this metric's numbers (``n_samples`` is that of the last ``compute``)."""
+        info = self._extractor.describe()
+        num_logits = self._extractor.num_logits or self._num_logits
+        output = f"softmax over {num_logits or 'K'} logits"
+        if isinstance(self._extractor, TFInceptionV3):
+            output += " without bias (pool_3 @ W)"
+        return Protocol(
+            metric="inception_score",
+            network=info["network"],
+            weights_sha256=info["weights_sha256"],
+            output=output,
+            resize=info["resize"],
+            input_range=self._input_range,
+            rounding=ROUNDING,
+            dtype=info["dtype"],
+            allow_tf32=self._allow_tf32,
+            n_samples=self._n_samples,
+            splits=self._splits,
+            split_order="contiguous, after a seeded shuffle" if self._shuffle else "contiguous, in sample order",
+            shuffle_seed=self._seed if self._shuffle else None,
+        )
 
     @reinit__is_reduced
     def reset(self) -> None:
         self._logits: List[Tensor] = []
         self._indices: List[Tensor] = []
+        forget_last_batch(self._extractor)
 
     def _split_output(self, output: Any) -> Tuple[Tensor, Optional[Tensor]]:
         if isinstance(output, (tuple, list)):
@@ -151,26 +196,21 @@ class InceptionScore(Metric):
     @reinit__is_reduced
     def update(self, output: Any) -> None:
         images, indices = self._split_output(output)
-        uint8 = to_uint8(images, self._input_range, argument="images")
-        extractor = self.extractor
-        extractor.check_images(uint8, argument="images")
-        n = uint8.shape[0]
-        if indices is not None and (indices.dim() != 1 or indices.shape[0] != n):
-            raise ValueError(f"indices must have shape ({n},) to match images, got {tuple(indices.shape)}")
+        if indices is not None and isinstance(images, Tensor) and indices.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"indices must have shape ({images.shape[0]},) to match images, got {tuple(indices.shape)}"
+            )
         if self._logits and (indices is not None) != bool(self._indices):
             raise ValueError("indices must be given with every batch or with none")
-        step = self._extractor_batch_size or n
-        chunks = []
-        with torch.no_grad():
-            for start in range(0, n, step):
-                logits = extractor(uint8[start : start + step].to(self._device))
-                if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != min(step, n - start):
-                    raise ValueError(
-                        f"the extractor must return logits of shape (N, K), got "
-                        f"{tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__}"
-                    )
-                chunks.append(logits.detach())
-        logits = torch.cat(chunks).to(self._device)
+        logits = run_extractor(
+            self._extractor,
+            images,
+            input_range=self._input_range,
+            output="logits",
+            device=self._device,
+            allow_tf32=self._allow_tf32,
+            batch_size=self._extractor_batch_size,
+        ).to(self._device)
         if self._logits and logits.shape[1] != self._logits[0].shape[1]:
             raise ValueError(f"the extractor returned {logits.shape[1]} logits, earlier {self._logits[0].shape[1]}")
         self._logits.append(logits)
@@ -210,6 +250,7 @@ class InceptionScore(Metric):
 
     def compute(self) -> Dict[str, float]:
         """Returns ``{"mean": float, "std": float}`` over all processes' samples."""
+        forget_last_batch(self._extractor)
         logits = self._gathered_logits()
         n = logits.shape[0]
         if n == 0:
@@ -223,66 +264,18 @@ class InceptionScore(Metric):
             permutation = np.random.RandomState(self._seed).permutation(n)
             logits = logits[torch.from_numpy(permutation).to(logits.device)]
         mean, std = inception_score(logits, splits=self._splits)
+        self._n_samples = int(n)
+        self._num_logits = int(logits.shape[1])
         return {"mean": mean, "std": std}
 
     def completed(self, engine: Engine, name: str) -> None:
-        """Writes ``name`` (the mean) and ``name + "_std"`` into ``engine.state.metrics``."""
+        """Writes ``name`` (the mean) and ``name + "_std"`` into ``engine.state.metrics``, and the protocol card
+        into ``engine.state.protocols[name]``."""
         result = self.compute()
         engine.state.metrics[name] = result["mean"]
         engine.state.metrics[f"{name}_std"] = result["std"]
+        publish_protocol(engine, name, self.protocol)
 
 
-class _PoolFeatures(nn.Module):
-    """Raw images -> validated uint8 -> the extractor's pool features; the feature extractor Ignite's FID calls."""
-
-    def __init__(self, extractor: Union[str, nn.Module, None], input_range: str) -> None:
-        super().__init__()
-        self.input_range = _normalize_range(input_range)
-        built, self._name = _as_extractor(extractor, self.input_range)
-        self.extractor = built
-
-    def forward(self, images: Tensor) -> Tensor:
-        if self.extractor is None:
-            device = images.device
-            self.extractor = _build_named_extractor(self._name).to(device)
-        uint8 = to_uint8(images, self.input_range, argument="images")
-        self.extractor.check_images(uint8, argument="images")
-        return self.extractor.features(uint8)
-
-
-class FID(IgniteFID):
-    """Fréchet Inception Distance on the pool features of the paper's network, computed by Ignite's ``FID``.
-
-    ``update((real, fake))`` takes equal-sized batches of real and generated images in ``input_range``; they are
-    converted to uint8 by rounding and passed through the extractor's 2048 ``pool_3`` features (for the default,
-    torch-fidelity's ``inception-v3-compat``, the features FID is usually reported with). Ignite's ``FID`` does the
-    running means/covariances (summed across processes) and the Fréchet distance.
-
-    Args:
-        extractor: as for :class:`InceptionScore`; a user module must be an :class:`ImageExtractor` with
-            ``features`` (e.g. ``ClassifierExtractor(net, features_fn=...)``).
-        input_range: ``"[-1,1]"`` (default), ``"[0,1]"`` or ``"uint8"``.
-        num_features: the feature size (default: the extractor's ``num_features``, 2048 for Inception).
-        output_transform: maps the engine's output to ``(real, fake)``.
-        device: where the statistics are kept and the extractor runs.
-    """
-
-    def __init__(
-        self,
-        extractor: Union[str, nn.Module, None] = "inception-v3-compat",
-        input_range: str = "[-1,1]",
-        num_features: Optional[int] = None,
-        output_transform: Callable = lambda x: x,
-        device: Union[str, torch.device] = torch.device("cpu"),
-    ) -> None:
-        features = _PoolFeatures(extractor, input_range)
-        if num_features is None:
-            if features.extractor is None:
-                num_features = 2048
-            else:
-                num_features = features.extractor.num_features
-        if num_features is None:
-            raise ValueError("num_features must be given for an extractor that does not declare num_features")
-        super().__init__(
-            num_features=num_features, feature_extractor=features, output_transform=output_transform, device=device
-        )
+# Backward compatibility: FID used to live here.
+from ignite_igan.metrics.fid import FID  # noqa: E402,F401

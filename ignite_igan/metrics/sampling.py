@@ -8,8 +8,7 @@ it happens inside :func:`evaluation_mode`.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -18,66 +17,11 @@ import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
 
+from ignite_igan.metrics.inception import InceptionScore
+from ignite_igan.metrics.modes import _module_device, evaluation_mode
+from ignite_igan.metrics.protocol import Protocol, published_protocols
+
 __all__ = ["evaluation_mode", "GeneratorEvaluator", "score_generator"]
-
-
-def _module_device(module: nn.Module) -> Optional[torch.device]:
-    devices = {t.device for t in list(module.parameters()) + list(module.buffers())}
-    if len(devices) > 1:
-        raise ValueError(
-            f"module has parameters on several devices ({sorted(str(d) for d in devices)}); evaluation_mode can only "
-            "move a module that lives on one device (pass device=None to leave it where it is)"
-        )
-    return devices.pop() if devices else None
-
-
-@contextlib.contextmanager
-def evaluation_mode(
-    module: nn.Module, mode: str = "eval", device: Optional[Union[str, torch.device]] = None
-) -> Iterator[nn.Module]:
-    """Puts ``module`` in eval (or train) mode, optionally on ``device``, and restores everything on exit.
-
-    On exit, every submodule gets back its own ``training`` flag (not just the top-level one), the module returns to
-    its original device, and with ``mode="train"`` the buffers (e.g. BatchNorm running statistics, which a
-    training-mode forward pass updates) are restored to their values on entry.
-
-    Args:
-        module: the network.
-        mode: ``"eval"`` (default) or ``"train"``. Use ``"train"`` for generators whose BatchNorm layers must use
-            the statistics of the current batch, as the reference's generators always do (spec §1.6, §7 item 17).
-        device: move the module there for the duration (``None``: leave it where it is).
-
-    Example:
-        >>> import torch
-        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
-        >>> with evaluation_mode(net):
-        ...     net.training
-        False
-        >>> net.training
-        True
-    """
-    if mode not in ("eval", "train"):
-        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
-    flags = [(m, m.training) for m in module.modules()]
-    original_device = _module_device(module) if device is not None else None
-    saved_buffers = None
-    if mode == "train":
-        saved_buffers = [(b, b.detach().clone()) for b in module.buffers()]
-    try:
-        if device is not None and original_device is not None and torch.device(device) != original_device:
-            module.to(device)
-        module.train(mode == "train")
-        yield module
-    finally:
-        if device is not None and original_device is not None:
-            module.to(original_device)
-        for m, flag in flags:
-            m.training = flag
-        if saved_buffers is not None:
-            with torch.no_grad():
-                for buffer, value in saved_buffers:
-                    buffer.copy_(value.to(buffer.device))
-
 
 NoiseFn = Callable[[int, torch.Generator], Tensor]
 
@@ -91,10 +35,16 @@ class GeneratorEvaluator:
     contiguous block of whole batches, so the metrics, which gather in rank order, see the samples in the same
     order and in the same batches as a single process does.
 
+    The metrics receive each generated batch, so an :class:`~ignite_igan.metrics.InceptionScore` and an
+    :class:`~ignite_igan.metrics.FID` built with ``real=`` (the real data set or its statistics) score the same
+    samples side by side; with the same network they share one pass per batch. Their protocol cards are in
+    :attr:`protocols` (and ``engine.state.protocols``) after each run.
+
     Args:
         generator: the generator ``nn.Module``; ``generator(z)`` must return the samples.
         metrics: Ignite metrics to attach to :attr:`engine` (their input is the generated batch, after
-            ``output_transform``).
+            ``output_transform``). An FID's real statistics are computed (or loaded from their cache) here, when
+            it is attached.
         n_samples: how many samples to score (50,000 in the paper).
         batch_size: samples per generator call (100 in the reference; it matters for batch-statistics generators).
         seed: seed of the noise.
@@ -109,10 +59,13 @@ class GeneratorEvaluator:
         engine: the Ignite ``Engine``; attach loggers, ``Checkpoint`` or more metrics to it.
 
     Example:
-        >>> from ignite_igan.metrics import GeneratorEvaluator, InceptionScore
-        >>> scorer = GeneratorEvaluator(generator, {"is": InceptionScore()})  # doctest: +SKIP
+        >>> from ignite_igan.metrics import FID, GeneratorEvaluator, InceptionScore
+        >>> fid = FID(real=train_set, real_name="cifar10", real_split="train")  # doctest: +SKIP
+        >>> scorer = GeneratorEvaluator(generator, {"is": InceptionScore(), "fid": fid})  # doctest: +SKIP
         >>> scorer.attach(trainer, Events.EPOCH_COMPLETED(every=10))  # doctest: +SKIP
-        >>> scorer.run()["is"]  # doctest: +SKIP
+        >>> scorer.run()  # doctest: +SKIP
+        {'is': 8.1, 'is_std': 0.07, 'fid': 31.2}
+        >>> print(scorer.protocols["fid"])  # doctest: +SKIP
     """
 
     def __init__(
@@ -208,6 +161,11 @@ class GeneratorEvaluator:
             self._noise = None
         return dict(self.engine.state.metrics)
 
+    @property
+    def protocols(self) -> Dict[str, Protocol]:
+        """The protocol cards of the last run's metrics: ``{name: Protocol}`` (``engine.state.protocols``)."""
+        return published_protocols(self.engine)
+
     def __call__(self, engine: Optional[Engine] = None) -> Dict[str, Any]:
         """Event-handler form of :meth:`run`."""
         return self.run()
@@ -240,7 +198,5 @@ def score_generator(
         The evaluator's ``state.metrics``, e.g. ``{"is": 8.1, "is_std": 0.07}``.
     """
     if metric is None:
-        from ignite_igan.metrics.inception import InceptionScore
-
         metric = InceptionScore()
     return GeneratorEvaluator(generator, {name: metric}, **kwargs).run()

@@ -16,7 +16,7 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
-from ignite_igan.metrics.sampling import evaluation_mode
+from ignite_igan.metrics.modes import evaluation_mode
 
 __all__ = ["SemiSupervisedError", "ErrorEvaluator"]
 

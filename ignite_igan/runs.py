@@ -1,0 +1,657 @@
+"""What a recipe does around its training step: seeds and device, the output folder, resume, progress, summary.
+
+A recipe builds its data, networks, optimizers, trainer and handlers from the package's parts; :class:`Run` does the
+rest, the same way for every recipe:
+
+1. :meth:`Run.start`: checks the output folder and takes its lock, seeds ``torch``/NumPy/Python with
+   ``seed + rank``, picks the device, and records the run's configuration in ``<output-dir>/run.json``.
+2. :meth:`Run.attach`: progress (a bar on a terminal, one line per epoch otherwise), a guard that stops training
+   at the first non-finite loss, a checkpoint every epoch (atomic, checksummed, the two newest kept, with every
+   process's random states), and, with ``--resume``, the newest usable checkpoint loaded.
+3. :meth:`Run.finish`: ``summary.json``, the record marked complete, a short report on stdout, the lock released.
+
+**The output folder** holds one run. Its record ``run.json`` says which experiment and configuration it holds and
+how far it got (``training``, then ``baseline`` for recipes with a second phase, then ``complete``):
+
+==========================================  ======================================================================
+command                                     what happens
+==========================================  ======================================================================
+a fresh run into an empty (or new) folder   starts
+a fresh run into a folder holding a run     refused: continue it with ``--resume``, or choose another folder
+                                            (a run that stopped before its first checkpoint holds nothing to
+                                            lose: a fresh run may start there)
+``--resume`` of an unfinished run           continues from the newest usable checkpoint, exactly where it was
+                                            (a run stopped in its second phase continues there, not in training)
+``--resume`` of a complete run              says so and exits 0 without touching a file
+``--resume --epochs N`` beyond the run's    refused, unless ``--extend`` says so: then training continues from
+                                            the last state to epoch N
+``--resume`` with a flag that changes the   refused, naming each flag with its recorded and its new value
+experiment (``--lr``, ``--seed``, ...)      (device, threads, workers, progress and paths may change)
+``--resume`` with another process count     refused (the random states are per process)
+a second run while one is writing there     refused: the first holds the folder's lock (a dead holder's lock is
+                                            free again: the operating system releases it with the process)
+==========================================  ======================================================================
+
+A corrupt newest checkpoint (truncated, empty, damaged: each has its SHA-256 beside it) is named in a warning and
+the previous one is used (:func:`ignite_igan.checkpointing.load_latest_checkpoint`). An unwritable folder or a disk
+without room for a checkpoint is an error that names the path before any training.
+
+Example:
+    >>> import argparse, tempfile, torch
+    >>> from ignite.engine import Engine
+    >>> args = argparse.Namespace(output_dir=tempfile.mkdtemp(), seed=1, device="cpu", threads=None, epochs=2,
+    ...                           resume=False, extend=False, no_progress=True, lr=0.1)
+    >>> run = Run(args, "demo")
+    >>> device = run.start()
+    >>> model = torch.nn.Linear(2, 1)
+    >>> trainer = Engine(lambda engine, batch: {"loss": model(batch).square().mean().item()})
+    >>> run.attach(trainer, {"model": model, "trainer": trainer}, output_names=["loss"])
+    >>> _ = trainer.run([torch.ones(1, 2)] * 3, max_epochs=args.epochs)
+    >>> path = run.finish({"loss": trainer.state.output["loss"]}, report=False)
+    >>> run.record["status"], sorted(p.name for p in run.checkpoint_dir.glob("*.pt"))
+    ('complete', ['checkpoint_1.pt', 'checkpoint_2.pt'])
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar
+from ignite.metrics import RunningAverage
+
+from ignite_igan.checkpointing import (
+    RandomStates,
+    attach_checkpointing,
+    clean_partial_writes,
+    list_checkpoints,
+    load_latest_checkpoint,
+    write_json_atomic,
+)
+
+__all__ = [
+    "Run",
+    "RunComplete",
+    "RunFolderError",
+    "NonFiniteLossError",
+    "RESUMABLE_FLAGS",
+    "attach_nonfinite_guard",
+    "attach_progress",
+    "History",
+]
+
+#: Flags that may differ on ``--resume``: they change where and how fast a run computes, not what it computes.
+#: ``epochs`` may grow only with ``--extend``.
+RESUMABLE_FLAGS = frozenset(
+    {
+        "config", "data_dir", "device", "download", "epochs", "extend", "no_progress", "num_workers", "output_dir",
+        "resume", "threads", "backend", "nproc_per_node",
+    }
+)
+RECORD_NAME = "run.json"
+LOCK_NAME = ".lock"
+SUMMARY_NAME = "summary.json"
+PHASES = ("training", "baseline", "complete")
+
+
+class RunFolderError(RuntimeError):
+    """The output folder cannot take this run: it holds another run, is in use, unwritable or full."""
+
+
+class RunComplete(Exception):
+    """``--resume`` of a run that has finished: nothing to do (recipes exit with status 0)."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or output of the training step is NaN or infinite; training stopped at that iteration."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The folder's lock
+# --------------------------------------------------------------------------------------------------------------
+class _FolderLock:
+    """An exclusive ``flock`` on ``<folder>/.lock``, holding the holder's pid, host and start time.
+
+    The operating system releases a ``flock`` when its process ends, however it ends, so a lock left by a killed
+    run is free again at once (no stale lock to clean up). The file itself stays (empty) after release.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip()
+            os.close(fd)
+            try:
+                info = json.loads(holder)
+                who = f"process {info['pid']} on {info['host']} (since {info['started']})"
+            except (ValueError, KeyError, TypeError):
+                who = "another process"
+            raise RunFolderError(
+                f"--output-dir {str(self.path.parent)!r} is in use by {who}: two runs in one folder would overwrite "
+                "each other's checkpoints. Wait for it to finish, or choose another --output-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        finally:
+            os.close(self._fd)  # releases the flock
+            self._fd = None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Progress and the non-finite guard
+# --------------------------------------------------------------------------------------------------------------
+def _picker(name: str):
+    def pick(output: Mapping[str, float]) -> float:
+        return output[name]
+
+    return pick
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def attach_progress(
+    trainer: Engine,
+    output_names: Iterable[str],
+    state_attributes: Sequence[str] = (),
+    stream: Any = None,
+    label: str = "epoch",
+) -> None:
+    """Progress of ``trainer``: a bar on a terminal, else one line per epoch (for log files).
+
+    Both show running averages (α = 0.98) of ``output_names`` (keys of the step's output dict) and the
+    ``engine.state`` attributes in ``state_attributes`` that exist (e.g. ``test_error``, set after evaluations).
+    Without a terminal, carriage-return bars would fill a log file with one ever-growing line; a line per epoch
+    (``epoch 3/20  iteration 1800  loss_labeled 0.113 ...  test_error 0.2312  71.3 s``) reads well in ``tail``.
+
+    Args:
+        trainer: the engine.
+        output_names: keys of the step's output to average and show.
+        state_attributes: ``engine.state`` attributes to show when set.
+        stream: where lines go (default ``sys.stderr``); a bar is used only if it is a terminal.
+        label: the word that starts each line.
+    """
+    stream = sys.stderr if stream is None else stream
+    names = list(output_names)
+    for name in names:
+        RunningAverage(output_transform=_picker(name), alpha=0.98).attach(trainer, name)
+    if getattr(stream, "isatty", lambda: False)():
+        ProgressBar(persist=False).attach(trainer, metric_names=names, state_attributes=list(state_attributes))
+        return
+    started = {"time": time.perf_counter()}
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def _mark(engine: Engine) -> None:
+        started["time"] = time.perf_counter()
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _line(engine: Engine) -> None:
+        state = engine.state
+        parts = [f"{label} {state.epoch}/{state.max_epochs}", f"iteration {state.iteration}"]
+        parts += [f"{name} {_format_value(state.metrics[name])}" for name in names if name in state.metrics]
+        parts += [
+            f"{name} {_format_value(getattr(state, name))}"
+            for name in state_attributes
+            if getattr(state, name, None) is not None
+        ]
+        parts.append(f"{time.perf_counter() - started['time']:.1f} s")
+        print("  ".join(parts), file=stream, flush=True)
+
+
+def attach_nonfinite_guard(trainer: Engine, where: str = "") -> None:
+    """Stops training with :class:`NonFiniteLossError` at the first iteration whose output holds NaN or inf.
+
+    Attach it right after creating the trainer, before other ``ITERATION_COMPLETED`` handlers (Ignite calls them
+    in order), so that no average takes the bad values in and no checkpoint is written after them: the newest
+    checkpoint stays the last good state. The error names the iteration, the epoch and each bad value.
+    """
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _check(engine: Engine) -> None:
+        output = engine.state.output
+        items = output.items() if isinstance(output, Mapping) else [("output", output)]
+        bad = []
+        for name, value in items:
+            if isinstance(value, torch.Tensor):
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    bad.append(f"{name} = {value.detach().flatten()[:4].tolist()}")
+            elif isinstance(value, float) and not math.isfinite(value):
+                bad.append(f"{name} = {value}")
+        if bad:
+            raise NonFiniteLossError(
+                f"{where}iteration {engine.state.iteration} (epoch {engine.state.epoch}) produced non-finite values: "
+                f"{', '.join(bad)}. Training stopped; the newest checkpoint is the last good state. Lower the "
+                "learning rate, or check the data for NaN"
+            )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------------------
+class Run:
+    """One recipe run in its output folder (``args.output_dir``); see the module documentation.
+
+    Args:
+        args: the parsed command line. Read: ``output_dir``, ``seed``, ``device``, ``threads``, ``epochs``,
+            ``resume``, ``extend``, ``no_progress``; every other attribute is part of the configuration that a
+            resume must match (except :data:`RESUMABLE_FLAGS`).
+        experiment: the recipe's name, recorded and checked on resume.
+        resumable_flags: flags that may differ on resume (default :data:`RESUMABLE_FLAGS`).
+    """
+
+    def __init__(self, args: argparse.Namespace, experiment: str, resumable_flags: Iterable[str] = RESUMABLE_FLAGS):
+        self.args = args
+        self.experiment = experiment
+        self.folder = Path(args.output_dir)
+        self.resumable_flags = frozenset(resumable_flags)
+        self.record: Dict[str, Any] = {}
+        self.resumed_from: Optional[Path] = None
+        self.started = time.time()
+        self._lock = _FolderLock(self.folder)
+        self._trainer: Optional[Engine] = None
+
+    # Paths ------------------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.folder / "checkpoints"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.folder / "tensorboard"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.folder / SUMMARY_NAME
+
+    @property
+    def phase(self) -> str:
+        """``"training"``, ``"baseline"`` or ``"complete"``: how far the run has got."""
+        return self.record.get("status", "training")
+
+    @property
+    def results(self) -> Dict[str, Any]:
+        """Results recorded by :meth:`enter_phase` (they survive a resume into a later phase)."""
+        return dict(self.record.get("results", {}))
+
+    def configuration(self) -> Dict[str, Any]:
+        """The flags that define the experiment: every argument except :attr:`resumable_flags`."""
+        return {
+            key: _jsonable(value) for key, value in sorted(vars(self.args).items()) if key not in self.resumable_flags
+        }
+
+    # Start ------------------------------------------------------------------------------------------------------
+    def _read_record(self) -> Optional[Dict[str, Any]]:
+        path = self.folder / RECORD_NAME
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except ValueError as error:
+            raise RunFolderError(f"{str(path)!r} is not valid JSON ({error}); the run's record is damaged") from None
+        if not isinstance(record, dict) or "config" not in record:
+            raise RunFolderError(f"{str(path)!r} is not a run record of this package")
+        return record
+
+    def _check_resume(self, record: Optional[Dict[str, Any]]) -> None:
+        """Every rule of a resume that can be checked from the folder alone (read-only, on every process)."""
+        folder = str(self.folder)
+        if record is None:
+            if list_checkpoints(self.checkpoint_dir):
+                raise RunFolderError(
+                    f"--resume: {folder!r} holds checkpoints but no run record ({RECORD_NAME}): they were written by "
+                    "an older version of ignite-igan, whose configuration cannot be checked. Start the run again "
+                    "into a new --output-dir"
+                )
+            raise RunFolderError(f"--resume: {folder!r} holds no run to resume; run once without --resume first")
+        if record.get("experiment") != self.experiment:
+            raise RunFolderError(
+                f"--resume: {folder!r} holds a {record.get('experiment')!r} run, not {self.experiment!r}"
+            )
+        recorded, now = record["config"], self.configuration()
+        changed = [
+            f"{_flag(key)}: {recorded.get(key)!r} in the run, {now.get(key)!r} now"
+            for key in sorted(set(recorded) | set(now))
+            if recorded.get(key) != now.get(key)
+        ]
+        if changed:
+            raise RunFolderError(
+                f"--resume: the flags differ from those the run in {folder!r} was started with, and the recorded ones "
+                f"are what its checkpoints hold: {'; '.join(changed)}. Resume with the recorded values, or start a "
+                "new run in another --output-dir"
+            )
+        if record.get("world_size") != idist.get_world_size():
+            raise RunFolderError(
+                f"--resume: the run in {folder!r} ran in {record.get('world_size')} process(es), this is "
+                f"{idist.get_world_size()}: every process's random state is checkpointed, so resume with the same "
+                "number of processes"
+            )
+        epochs = int(record["epochs"])
+        if self.args.epochs < epochs:
+            raise RunFolderError(
+                f"--epochs: the run in {folder!r} is set to {epochs} epochs; a run cannot be shortened on resume "
+                f"(got {self.args.epochs}). Resume with --epochs {epochs}"
+            )
+        if self.args.epochs > epochs and not getattr(self.args, "extend", False):
+            raise RunFolderError(
+                f"--epochs {self.args.epochs} is more than the {epochs} epochs the run in {folder!r} was started "
+                f"with; to train it further from its last state, add --extend"
+            )
+        if record.get("status") == "complete" and self.args.epochs == epochs:
+            raise RunComplete(
+                f"the run in {folder!r} is complete ({epochs} epochs; summary in "
+                f"{str(self.summary_path)!r}); nothing to do. To train it further, pass --extend with a larger --epochs"
+            )
+
+    def _check_fresh(self, record: Optional[Dict[str, Any]]) -> None:
+        # A record without checkpoints is a run that stopped before its first epoch ended: nothing to lose.
+        found = list_checkpoints(self.checkpoint_dir)
+        if found or (record is not None and record.get("status") != "training"):
+            what = (
+                f"a {record.get('experiment')!r} run ({record.get('status')}, {record.get('epochs')} epochs)"
+                if record is not None
+                else f"checkpoints ({', '.join(p.name for p in found[:3])})"
+            )
+            raise RunFolderError(
+                f"--output-dir {str(self.folder)!r} already holds {what}. Continue it with --resume, or choose "
+                "another --output-dir (a fresh run never writes over another run's checkpoints)"
+            )
+
+    def _check_writable(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"x")
+            probe.unlink()
+        except OSError as error:
+            raise RunFolderError(
+                f"--output-dir {str(self.folder)!r} is not writable ({error.strerror or error}); choose a folder you "
+                "can write to"
+            ) from None
+
+    def start(self) -> torch.device:
+        """Checks the folder and the flags, takes the lock, seeds, and returns the device; see the module docs.
+
+        Raises:
+            RunComplete: ``--resume`` of a complete run (nothing was touched).
+            RunFolderError: the folder cannot take the run (the message says why and what to do).
+        """
+        record = self._read_record()
+        # Read-only checks first (every process reads the same files, so all decide the same): a refused run
+        # touches nothing. The fresh-run check is repeated under the lock, where no other run can start.
+        if self.args.resume:
+            self._check_resume(record)
+        else:
+            self._check_fresh(record)
+        error = ""
+        if idist.get_rank() == 0:
+            try:
+                self._check_writable()
+                self._lock.acquire()
+                if not self.args.resume:
+                    record = self._read_record()
+                    self._check_fresh(record)
+                clean_partial_writes(self.checkpoint_dir)
+            except RunFolderError as failure:
+                self._lock.release()
+                error = str(failure)
+        if idist.get_world_size() > 1:
+            error = idist.broadcast(error, src=0, safe_mode=True)
+        if error:
+            raise RunFolderError(error)
+
+        rank = idist.get_rank()
+        torch.manual_seed(self.args.seed + rank)
+        np.random.seed(self.args.seed + rank)
+        random.seed(self.args.seed + rank)
+        device = self._device()
+        if device.type == "cpu":
+            # Decaying activations and Adam moments can run into slow denormal arithmetic on a CPU; flushing them
+            # to zero changes results by less than the smallest normal float32.
+            torch.set_flush_denormal(True)
+        if getattr(self.args, "threads", None):
+            torch.set_num_threads(self.args.threads)
+
+        if record is None or not self.args.resume:
+            record = {
+                "experiment": self.experiment,
+                "config": self.configuration(),
+                "world_size": idist.get_world_size(),
+                "epochs": self.args.epochs,
+                "status": "training",
+                "created": _now(),
+            }
+        elif self.args.epochs > int(record["epochs"]):  # --extend
+            record = dict(record, epochs=self.args.epochs, status="training", extended=_now())
+        self.record = record  # written when training starts (attach): a run that fails before leaves no record
+        return device
+
+    def _device(self) -> torch.device:
+        if getattr(self.args, "device", None) is not None:
+            device = torch.device(self.args.device)
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"--device: got {self.args.device!r}, but CUDA is not available on this machine")
+            if device.type == "cuda" and device.index is None and idist.get_world_size() > 1:
+                device = idist.device()
+            return device
+        return idist.device()
+
+    def _write_record(self) -> None:
+        if idist.get_rank() == 0:
+            self.record["updated"] = _now()
+            write_json_atomic(self.folder / RECORD_NAME, self.record)
+
+    # Training ---------------------------------------------------------------------------------------------------
+    def attach(
+        self,
+        trainer: Engine,
+        to_save: Mapping[str, Any],
+        output_names: Iterable[str],
+        state_attributes: Sequence[str] = ("test_error",),
+    ) -> Optional[Path]:
+        """Progress, checkpoints, the disk-space check and, with ``--resume``, the checkpoint; returns its path.
+
+        Call it after every handler whose state is in ``to_save`` is attached, and before ``trainer.run``; attach
+        :func:`attach_nonfinite_guard` right after creating the trainer. ``to_save`` gets the random states of
+        every process added. In a later phase (``baseline``) nothing is loaded: training is over.
+        """
+        to_save = dict(to_save)
+        to_save.setdefault("random_states", RandomStates())
+        self._trainer = trainer
+        if idist.get_rank() == 0 and not getattr(self.args, "no_progress", False):
+            attach_progress(trainer, output_names, state_attributes)
+        else:
+            for name in output_names:
+                RunningAverage(output_transform=_picker(name), alpha=0.98).attach(trainer, name)
+        self._check_space(to_save)
+        self._write_record()
+        attach_checkpointing(trainer, to_save, self.checkpoint_dir)
+        if self.args.resume and self.phase == "training":
+            self.resumed_from = load_latest_checkpoint(to_save, self.checkpoint_dir)
+        return self.resumed_from
+
+    @property
+    def training_done(self) -> bool:
+        """Whether the trainer has already run all its epochs (a run resumed after its last checkpoint)."""
+        if self.phase != "training":
+            return True
+        state = self._trainer.state if self._trainer is not None else None
+        return state is not None and state.epoch >= self.args.epochs
+
+    def _check_space(self, to_save: Mapping[str, Any]) -> None:
+        if idist.get_rank() != 0:
+            return
+        size = 0
+        for name, obj in to_save.items():
+            if isinstance(obj, RandomStates) or not hasattr(obj, "state_dict"):
+                continue
+            for leaf in _tensors(obj.state_dict()):
+                size += leaf.numel() * leaf.element_size()
+        try:
+            free = shutil.disk_usage(self.folder).free
+        except OSError:
+            return
+        needed = int(1.5 * size) + (16 << 20)  # one new checkpoint written beside the kept ones, and some slack
+        if free < needed:
+            raise RunFolderError(
+                f"--output-dir {str(self.folder)!r} has {free / 2**20:.0f} MiB free; a checkpoint of this run takes "
+                f"about {size / 2**20:.0f} MiB and {needed / 2**20:.0f} MiB are needed to write one safely. Free "
+                "some space or choose another --output-dir"
+            )
+
+    def enter_phase(self, phase: str, results: Optional[Mapping[str, Any]] = None) -> None:
+        """Records that the run has moved on to ``phase`` with ``results`` so far (a resume continues there)."""
+        if phase not in PHASES:
+            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        self.record["status"] = phase
+        if results is not None:
+            self.record["results"] = _jsonable(dict(results))
+        self._write_record()
+
+    # Finish -----------------------------------------------------------------------------------------------------
+    def finish(
+        self,
+        metrics: Mapping[str, Any],
+        extra: Optional[Mapping[str, Any]] = None,
+        report: bool = True,
+        headline: Sequence[str] = (),
+    ) -> Optional[Path]:
+        """Writes ``summary.json``, marks the run complete, prints the report and releases the lock.
+
+        Args:
+            metrics: the run's final numbers.
+            extra: more top-level entries of the summary (e.g. the paper's number).
+            report: print the report to stdout (rank 0).
+            headline: the report's first lines (the recipe's numbers in words); the paths follow.
+
+        Returns:
+            The summary's path on rank 0, else None.
+        """
+        path = None
+        if idist.get_rank() == 0:
+            config = {key: _jsonable(value) for key, value in vars(self.args).items()}
+            summary = {
+                "experiment": self.experiment,
+                "config": config,
+                "seeds": {key: config[key] for key in ("seed", "seed_data") if key in config},
+                "metrics": _jsonable(dict(metrics)),
+                "seconds": round(time.time() - self.started, 3),
+                "world_size": idist.get_world_size(),
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            }
+            summary.update(_jsonable(dict(extra or {})))
+            write_json_atomic(self.summary_path, summary)
+            path = self.summary_path
+        self.record["status"] = "complete"
+        self._write_record()
+        if report and idist.get_rank() == 0:
+            minutes, seconds = divmod(time.time() - self.started, 60)
+            lines = list(headline) + [
+                f"  wall time    {int(minutes)} min {seconds:.0f} s" + (" (this process, after the resume)" if
+                                                                      self.resumed_from else ""),
+                f"  summary      {self.summary_path}",
+                f"  checkpoints  {self.checkpoint_dir}",
+                f"  TensorBoard  tensorboard --logdir {self.tensorboard_dir}",
+            ]
+            print("\n".join(lines), flush=True)
+        self.close()
+        return path
+
+    def close(self) -> None:
+        """Releases the folder's lock (also done by :meth:`finish`; safe to call twice)."""
+        self._lock.release()
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()  # also when training fails: the folder is free again at once
+
+
+class History:
+    """A run's evaluations in order (e.g. the score after every few epochs), checkpointed with the run.
+
+    Put it in ``to_save``: a resumed run's summary then lists the evaluations of its earlier processes too.
+
+    Example:
+        >>> history = History()
+        >>> history.append(epoch=10, iteration=5000, score=6.2)
+        >>> History().load_state_dict(history.state_dict()) is None, history.last["score"]
+        (True, 6.2)
+    """
+
+    def __init__(self) -> None:
+        self.entries: List[Dict[str, Any]] = []
+
+    def append(self, **entry: Any) -> None:
+        self.entries.append(dict(entry))
+
+    @property
+    def last(self) -> Optional[Dict[str, Any]]:
+        return self.entries[-1] if self.entries else None
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"entries": [dict(entry) for entry in self.entries]}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("entries"), list):
+            raise ValueError(f"state_dict must be {{'entries': [...]}}, got {type(state_dict).__name__}")
+        self.entries = [dict(entry) for entry in state_dict["entries"]]
+
+
+def _tensors(value: Any) -> List[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []

@@ -1,0 +1,359 @@
+#!/usr/bin/env python
+"""Sample quality with the paper's techniques (paper §3-4, Table 3), read top to bottom.
+
+``python recipes/sample_quality.py EXPERIMENT [flags]``, or ``recipes/cifar10_samples.py`` /
+``recipes/digits_samples.py``. The default is the paper's "our methods" column of the Inception-score table
+(spec §6.4): every technique except feature matching and historical averaging. One switch per column:
+
+==================  ================================  =========================================================
+paper column        switch                            what changes
+==================  ================================  =========================================================
+Our methods         (none)                            minibatch features in D, VBN in G, one-sided label
+                                                      smoothing, the K+1 discriminator trained with the labels
+-VBN+BN             ``--batch-norm``                  G normalizes with batch statistics (the released code)
+-L+HA               ``--no-labels --historical-       no class labels (one real-vs-fake logit), historical
+                    averaging``                       averaging on both players
+-LS                 ``--no-label-smoothing``          the real target is 1
+-L                  ``--no-labels``                   no class labels
+-MBF                ``--no-minibatch-features``       no minibatch layer in D
+==================  ================================  =========================================================
+
+The rest is the reference's CIFAR-10 minibatch-discrimination script (spec §3.3): its discriminator and
+generator, the saturating minimax generator loss with 3 generator steps, the reference's Adam (β1 = 0.5), lr 3e-4
+with ``min(3 - epoch/400, 1)`` over 1200 epochs, batches of 100, data-dependent init on 500 training images. The
+Table-3 code was never released; where the released code is silent: label-smoothing target 0.9 (the paper's
+example), class-loss weight 2 (the CIFAR script's relative weights of ``CE + 0.5 (BCE_real + BCE_fake)``), a VBN
+reference batch of 100 noise vectors drawn once with ``--seed``, historical-averaging weight 1e-2.
+
+On digits (no download) the MNIST networks scaled to 8x8, with a minibatch layer on the last hidden layer, are
+scored with :class:`~ignite_igan.models.DigitsClassifier` in place of Inception.
+"""
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Optional, Sequence
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Events
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from ignite_igan import cli, models
+from ignite_igan.data import init_batch
+from ignite_igan.datasets import EXPECTED_LAYOUTS, DatasetNotFoundError, load_dataset_rank_zero_first
+from ignite_igan.engines import create_gan_trainer
+from ignite_igan.handlers import (
+    DataDependentInitialization, HistoricalAveraging, OneSidedLabelSmoothing, VirtualBatchReference,
+)
+from ignite_igan.logging import attach_tensorboard
+from ignite_igan.metrics import ClassifierExtractor, GeneratorEvaluator, InceptionScore, TFInceptionV3
+from ignite_igan.metrics import TorchvisionInceptionV3
+from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
+from ignite_igan.checkpointing import CheckpointError
+from ignite_igan.runs import History, NonFiniteLossError, Run, RunComplete, RunFolderError, attach_nonfinite_guard
+
+REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 500
+DIGITS_MINIBATCH_KERNELS = 32  # for the 64 features: the reference's 100 kernels for 192, in proportion
+
+#: The paper's Inception-table columns (spec §6.4) as switches, their names in the paper, and Table 3's scores
+#: (CIFAR-10, 50,000 samples; "our_methods", "no_labels_historical_averaging" and "real" verified in secondary
+#: sources, the others from one summary only).
+ABLATIONS = {"our_methods": [], "batch_norm": ["--batch-norm"],
+             "no_labels_historical_averaging": ["--no-labels", "--historical-averaging"],
+             "no_label_smoothing": ["--no-label-smoothing"], "no_labels": ["--no-labels"],
+             "no_minibatch_features": ["--no-minibatch-features"]}
+PAPER_COLUMNS = {"our_methods": "Our methods", "batch_norm": "-VBN+BN", "no_labels_historical_averaging": "-L+HA",
+                 "no_label_smoothing": "-LS", "no_labels": "-L", "no_minibatch_features": "-MBF"}
+PAPER_INCEPTION_SCORES = {"real": "11.24 ± .12", "our_methods": "8.09 ± .07", "batch_norm": "7.54",
+                          "no_labels_historical_averaging": "6.86 ± .06", "no_label_smoothing": "6.83",
+                          "no_labels": "4.36", "no_minibatch_features": "3.87"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    dataset: str
+    generator: Callable  # normalization ("virtual" or "batch") -> generator
+    discriminator: Callable  # (num_classes, minibatch features?) -> discriminator
+    epochs: int
+    lr: float
+    decay_epochs: int
+    init_generator: bool
+    image: tuple  # (shape of one sample, range of the generator's output and of the data)
+    score_samples: int
+    score_every: int
+    paper: Optional[str]
+
+
+SETTINGS = {
+    "cifar10_samples": Setting(
+        "cifar10", models.cifar10_generator,
+        lambda k, minibatch: models.cifar10_md_discriminator(k, minibatch_kernels=100 if minibatch else 0),
+        1200, 3e-4, 400, True, ((3, 32, 32), "[-1,1]"), 50_000, 20,
+        "Inception score 8.09 ± .07 on 50,000 samples (real data 11.24 ± .12)"),
+    # The CIFAR schedule's shape at the MNIST scripts' rate 3e-3 (720 steps fit a CPU minute).
+    "digits_samples": Setting(
+        "digits", lambda normalization: models.digits_generator(normalization=normalization),
+        lambda k, minibatch: models.digits_discriminator(k, minibatch_kernels=DIGITS_MINIBATCH_KERNELS if minibatch
+                                                         else 0),
+        60, 3e-3, 20, False, ((1, 8, 8), "[0,1]"), 5_000, 10, None),
+}
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    s = SETTINGS[name]
+    parser = cli.recipe_parser(
+        f"{name}: sample quality with the techniques of Salimans et al. (2016)" + (f"; paper: {s.paper}" if s.paper
+                                                                                  else ""),
+        epochs=s.epochs, labels_per_class=None, data_dir=None if s.dataset == "digits" else "data",
+        output_dir=f"runs/{name}", threads=1 if s.dataset == "digits" else None,
+    )
+    if s.dataset != "digits":
+        parser.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
+                            help="skip torchvision's MD5 check of the data files (re-packed or cut-down copies)")
+    t = parser.add_argument_group("techniques (default: the paper's 'our methods'; each switch is a table column)")
+    t.add_argument("--batch-norm", action="store_true", help="-VBN+BN: batch norm instead of VBN in the generator")
+    t.add_argument("--no-label-smoothing", action="store_true", help="-LS: real target 1")
+    t.add_argument("--real-target", type=cli.fraction, default=REAL_TARGET, help="the smoothed real target")
+    t.add_argument("--no-labels", action="store_true", help="-L: no class labels, a single real-vs-fake logit")
+    t.add_argument("--class-weight", type=cli.nonnegative_float, default=CLASS_WEIGHT,
+                   help="weight of the class loss next to BCE(real) + BCE(fake)")
+    t.add_argument("--historical-averaging", action="store_true", help="+HA on both players' costs")
+    t.add_argument("--historical-averaging-weight", type=cli.positive_float, default=HISTORICAL_WEIGHT,
+                   help="λ of historical averaging (the paper gives none)")
+    t.add_argument("--no-minibatch-features", action="store_true", help="-MBF: no minibatch layer in D")
+    g = parser.add_argument_group("training")
+    g.add_argument("--lr", type=cli.positive_float, default=s.lr, help="learning rate of D and G")
+    g.add_argument("--lr-decay-epochs", type=cli.nonnegative_int, default=s.decay_epochs,
+                   help="decay the learning rate linearly to 0 over the last N epochs (0: constant)")
+    g.add_argument("--generator-loss", choices=["minimax", "non_saturating"], default="minimax",
+                   help="the reference's saturating E[log(1 - D(G(z)))] or the non-saturating -E[log D(G(z))]")
+    g.add_argument("--generator-steps", type=cli.positive_int, default=3, help="generator steps per D step")
+    g.add_argument("--vbn-reference-size", type=cli.positive_int, default=None,
+                   help="noise vectors in the fixed VBN reference batch (default: the batch size)")
+    g.add_argument("--init-examples", type=cli.init_examples, default=INIT_EXAMPLES, help="data-dependent init batch")
+    g.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision")
+    g.add_argument("--compile", action="store_true", help="torch.compile the models")
+    g.add_argument("--log-every", type=cli.positive_int, default=10, help="iterations between TensorBoard scalars")
+    g.add_argument("--image-every", type=cli.positive_int, default=500, help="iterations between image grids")
+    e = parser.add_argument_group("score")
+    e.add_argument("--is-every", type=cli.nonnegative_int, default=s.score_every,
+                   help="epochs between scores (and after the last); 0: no score")
+    e.add_argument("--is-samples", type=cli.positive_int, default=s.score_samples, help="samples per score")
+    e.add_argument("--is-splits", type=cli.positive_int, default=10, help="contiguous splits (10 in the paper)")
+    e.add_argument("--is-seed", type=cli.seed_int, default=0, help="seed of the scored samples' noise")
+    if s.dataset == "digits":
+        e.add_argument("--is-classifier", type=Path, default=None,
+                       help="a DigitsClassifier state dict to score with (default: train one with seed 0, ~6 s)")
+    else:
+        e.add_argument("--is-network", choices=["inception-v3-compat", "torchvision"], default="inception-v3-compat",
+                       help="the paper's 2015 TensorFlow Inception, or torchvision's (lower scores; comparison only)")
+        e.add_argument("--inception-weights", type=Path, default=None,
+                       help="a local weights file of --is-network (offline machines); default: download once")
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, s: Setting) -> None:
+    """Flags that contradict each other, refused before anything runs."""
+    pairs = [(args.no_label_smoothing and args.real_target != REAL_TARGET, "--real-target", "--no-label-smoothing"),
+             (args.no_labels and args.class_weight != CLASS_WEIGHT, "--class-weight", "--no-labels"),
+             (args.batch_norm and args.vbn_reference_size is not None, "--vbn-reference-size", "--batch-norm")]
+    for conflict, flag, other in pairs:
+        if conflict:
+            parser.error(f"{flag} has no effect with {other}; give one of them")
+    if args.historical_averaging_weight != HISTORICAL_WEIGHT and not args.historical_averaging:
+        parser.error("--historical-averaging-weight needs --historical-averaging")
+    if args.batch_size < 2:
+        parser.error(f"--batch-size: expected at least 2 (batch statistics, minibatch features), got {args.batch_size}")
+    if args.is_every and args.is_samples < args.is_splits:
+        parser.error(f"--is-samples: expected at least --is-splits={args.is_splits} samples, got {args.is_samples}")
+    if args.is_every and args.batch_norm and args.is_samples % args.batch_size == 1:
+        parser.error(f"--is-samples: {args.is_samples} leaves a last batch of one sample, which batch norm cannot "
+                     f"normalize; use a count that is not 1 more than a multiple of --batch-size={args.batch_size}")
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None and not args.download and not data_dir.is_dir():
+        layout = EXPECTED_LAYOUTS[s.dataset].replace("<dir>", str(data_dir))
+        parser.error(f"--data-dir: {str(data_dir)!r} does not exist; expected the files {layout}. Pass --download "
+                     "to fetch them with torchvision, or point --data-dir at a copy")
+    weights = getattr(args, "inception_weights", None) or getattr(args, "is_classifier", None)
+    if args.is_every and weights is not None and not weights.is_file():
+        parser.error(f"{'--is-classifier' if s.dataset == 'digits' else '--inception-weights'}: no such file "
+                     f"{str(weights)!r}")
+
+
+def score_network(s: Setting, args: argparse.Namespace, device: torch.device):
+    """The score's network (resolved now: a run that cannot be scored fails before training) and its description."""
+    if s.dataset == "digits":
+        if args.is_classifier is not None:
+            classifier = models.load_digits_classifier(args.is_classifier, device)
+            info = {"file": str(args.is_classifier)}
+        else:
+            classifier, accuracy = models.train_digits_classifier(seed=0, device=device)
+            info = {"seed": 0, "test_accuracy": accuracy}
+        return ClassifierExtractor(classifier, input_range=s.image[1], num_logits=10), {"network": "DigitsClassifier",
+                                                                                          **info}
+    if idist.get_rank() > 0:  # rank 0 downloads or checks the weights first; the others find them cached
+        idist.barrier()
+    try:
+        network = TFInceptionV3 if args.is_network == "inception-v3-compat" else TorchvisionInceptionV3
+        extractor = network(weights_path=args.inception_weights)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        raise ValueError(f"the score's network ({args.is_network}) is not available: {error}. Pass "
+                         "--inception-weights FILE, or --is-every 0 to train without the score") from error
+    finally:
+        if idist.get_rank() == 0:
+            idist.barrier()
+    return extractor, {"network": args.is_network, "file": str(args.inception_weights or "") or None}
+
+
+def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device) -> SimpleNamespace:
+    """The data loader, networks, optimizers, trainer and technique handlers of one process, attached, not run."""
+    # Every epoch's order is a function of (seed, epoch), so a resumed run sees the same batches; the batch size is
+    # global and each process takes its share.
+    world, rank = idist.get_world_size(), idist.get_rank()
+    if args.batch_size % world:
+        raise ValueError(f"--batch-size must be divisible by the number of processes ({world}), got {args.batch_size}")
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
+    loader = DataLoader(train_set, batch_size=args.batch_size // world, sampler=sampler, drop_last=True,
+                        num_workers=args.num_workers, pin_memory=device.type == "cuda")
+    if len(loader) == 0:
+        raise ValueError(f"the training set has {len(sampler)} examples per process, fewer than one batch of "
+                         f"--batch-size={args.batch_size}")
+
+    conditional = not args.no_labels
+    generator = s.generator("batch" if args.batch_norm else "virtual").to(device)
+    discriminator = s.discriminator(10 if conditional else 1, not args.no_minibatch_features).to(device)
+    d_optimizer = ReferenceAdam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    g_optimizer = ReferenceAdam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    handlers = {}
+    if not args.batch_norm:  # attached first: a VBN generator cannot run without its reference batch
+        handlers["vbn_reference"] = VirtualBatchReference(generator, size=args.vbn_reference_size or args.batch_size,
+                                                          seed=args.seed)
+    if s.init_generator:
+        handlers["init_generator"] = DataDependentInitialization(
+            generator, lambda: generator.sample_noise(args.batch_size // world, device=device))
+    count = min(args.init_examples, len(train_set))
+    handlers["init_discriminator"] = DataDependentInitialization(discriminator, init_batch(train_set, count, args.seed))
+    trainer = create_gan_trainer(
+        idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
+        d_optimizer, g_optimizer, generator_loss=args.generator_loss, generator_steps=args.generator_steps,
+        conditional=conditional, class_weight=args.class_weight if conditional else 0.0,
+        noise_fn=lambda n: generator.sample_noise(n, device=device), device=device,
+        amp=False if args.amp == "off" else args.amp, compile=args.compile,
+    )
+    attach_nonfinite_guard(trainer)
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def new_epoch_order(engine):  # a fresh iterator over this epoch's permutation, also with short epochs
+        sampler.set_epoch(engine.state.epoch - 1)
+        engine.set_data(loader)
+
+    for handler in handlers.values():
+        handler.attach(trainer)
+    if not args.no_label_smoothing:
+        handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
+        handlers["label_smoothing"].attach(trainer)
+    if args.historical_averaging:
+        for player, model, optimizer in (("d", discriminator, d_optimizer), ("g", generator, g_optimizer)):
+            handlers[f"historical_averaging_{player}"] = HistoricalAveraging(
+                model, weight=args.historical_averaging_weight, optimizer=optimizer)
+            handlers[f"historical_averaging_{player}"].attach(trainer, name=f"historical_penalty_{player}")
+    if min(args.lr_decay_epochs, args.epochs) > 0:
+        total, decay = args.epochs, min(args.lr_decay_epochs, args.epochs)
+        handlers["lr_schedule"] = EpochLRScheduler([d_optimizer, g_optimizer],
+                                                   lambda e: linear_decay_factor(e, total, decay))
+        handlers["lr_schedule"].attach(trainer)
+    to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
+               "g_optimizer": g_optimizer, "trainer": trainer,
+               **{key: h for key, h in handlers.items() if hasattr(h, "state_dict")}}
+    for scaler in ("d_scaler", "g_scaler"):  # float16 loss scaling (--amp fp16) resumes with its scale
+        if getattr(trainer.state, scaler, None) is not None:
+            to_save[scaler] = getattr(trainer.state, scaler)
+    techniques = {"minibatch_features": not args.no_minibatch_features,
+                  "generator_normalization": "batch" if args.batch_norm else "virtual",
+                  "real_target": 1.0 if args.no_label_smoothing else args.real_target, "labels": conditional,
+                  "historical_averaging_weight": args.historical_averaging_weight if args.historical_averaging else 0.0}
+    return SimpleNamespace(generator=generator, discriminator=discriminator, d_optimizer=d_optimizer,
+                           g_optimizer=g_optimizer, trainer=trainer, loader=loader, conditional=conditional,
+                           handlers=handlers, to_save=to_save, techniques=techniques,
+                           epoch_length=min(len(loader), args.iterations_per_epoch or len(loader)))
+
+
+def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
+    s = SETTINGS[name]
+    with Run(args, name) as run:  # the folder's lock is released however the run ends
+        device = run.start()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the models' seed stays intact
+            extractor, network = score_network(s, args, device) if args.is_every else (None, None)
+        root = getattr(args, "data_dir", None) or "data"
+        options = {} if s.dataset == "digits" else {"verify_checksums": args.verify_checksums}
+        train_set = load_dataset_rank_zero_first(s.dataset, root, train=True, download=getattr(args, "download", False),
+                                                 **options)
+        experiment = build(s, args, train_set, device)
+        trainer, generator, to_save = experiment.trainer, experiment.generator, experiment.to_save
+
+        # The score every --is-every epochs and after the last (once), checkpointed as a history.
+        history, scorer = History(), None
+        if extractor is not None:
+            metric = InceptionScore(extractor, input_range=s.image[1], splits=args.is_splits, device=device)
+            scorer = GeneratorEvaluator(generator, {"is": metric}, n_samples=args.is_samples,
+                                        batch_size=args.batch_size, seed=args.is_seed, mode="eval")
+            when = Events.EPOCH_COMPLETED(event_filter=lambda e, epoch: epoch % args.is_every == 0
+                                          or epoch == e.state.max_epochs)
+            trainer.add_event_handler(when, lambda e: history.append(epoch=e.state.epoch, iteration=e.state.iteration,
+                                                                     **scorer.run()))
+            to_save["score_history"] = history
+
+        logger = attach_tensorboard(
+            str(run.tensorboard_dir), trainer, evaluators={"samples": scorer.engine} if scorer else None,
+            optimizers={"discriminator": experiment.d_optimizer, "generator": experiment.g_optimizer},
+            state_attributes=["real_target", "historical_penalty_d", "historical_penalty_g"], log_every=args.log_every,
+            generator=generator, image_every=args.image_every, image_range=s.image[1], image_shape=s.image[0],
+        )
+        outputs = ["loss_discriminator", "loss_generator", "D_x", "D_G_z"] + (["loss_labeled", "train_error"]
+                                                                              if experiment.conditional else [])
+        run.attach(trainer, to_save, outputs)
+        try:
+            if not run.training_done:
+                trainer.run(experiment.loader, max_epochs=args.epochs, epoch_length=experiment.epoch_length)
+        finally:
+            logger.close()
+        if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
+            run.close()
+            return
+
+        metrics = {"iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
+                   "final_train_outputs": trainer.state.output, "techniques": experiment.techniques}
+        headline = [f"{name}: {metrics['iterations']:,} iterations ({metrics['epochs']} epochs)"]
+        if history.last is not None:
+            metrics.update(inception_score=history.last["is"], inception_score_std=history.last["is_std"],
+                           inception_history=history.entries, score_samples=args.is_samples,
+                           score_splits=args.is_splits, score_network=network)
+            headline.append(f"  score        {history.last['is']:.3f} ± {history.last['is_std']:.3f} "
+                            f"({args.is_samples:,} samples, {network['network']})")
+        headline.append(f"  paper        {s.paper or 'no number for this setting'}")
+        run.finish(metrics, extra={"paper": s.paper}, headline=headline)
+
+
+def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
+    if name not in SETTINGS:
+        raise ValueError(f"name must be one of {sorted(SETTINGS)}, got {name!r}")
+    parser = build_parser(name)
+    args = cli.parse_args(parser, argv)
+    check_args(parser, args, SETTINGS[name])
+    try:
+        cli.launch(train, args, name)
+    except RunComplete as done:
+        print(f"{parser.prog}: {done}")
+    except (DatasetNotFoundError, RunFolderError, CheckpointError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except NonFiniteLossError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in SETTINGS:
+        sys.exit(f"usage: {sys.argv[0]} EXPERIMENT [flags]; EXPERIMENT is one of {', '.join(SETTINGS)}")
+    main(sys.argv[1], sys.argv[2:])
