@@ -28,7 +28,6 @@ next to it (same name, ``.md``), the PNG too (``.png``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import platform
@@ -44,16 +43,13 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
-    sys.path.insert(0, str(ROOT))
+from _harness import ROOT, command_line, cpu_model, utc_now, write_results  # benchmarks/ is on sys.path
+from ignite_igan.datasets import load_dataset
+from ignite_igan.metrics import ClassifierExtractor, InceptionScore
+from ignite_igan.models import train_digits_classifier
 
-from ignite_igan.datasets import load_dataset  # noqa: E402
 sys.path.insert(0, str(ROOT / "recipes"))
 import sample_quality as sq  # noqa: E402  (recipes/sample_quality.py)
-from ignite_igan.models import train_digits_classifier  # noqa: E402
-from ignite_igan.metrics import ClassifierExtractor, InceptionScore  # noqa: E402
-from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 SWITCH_TEXT = {name: " ".join(flags) or "(defaults)" for name, flags in sq.ABLATIONS.items()}
 
@@ -238,8 +234,8 @@ def main(argv=None) -> Dict[str, Any]:
     )
     result = {
         "benchmark": "digits_ablation",
-        "command": " ".join(["python", "benchmarks/digits_ablation.py", *(argv if argv is not None else sys.argv[1:])]),
-        "date": datetime.date.today().isoformat(),
+        "command": command_line(__file__, argv),
+        "date": utc_now("%Y-%m-%d"),
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
@@ -265,9 +261,8 @@ def main(argv=None) -> Dict[str, Any]:
         "wall_seconds": time.time() - started,
         "sample_grid": png.name if grid_runs else None,
     }
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
-    args.output.with_suffix(".md").write_text(table)
+    write_results(result, args.output, table, header=False)
     print(table)
     if args.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -35,13 +35,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import functools
-import json
 import math
 import multiprocessing
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -51,20 +47,19 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from _harness import (  # first: it puts the repository root on sys.path (benchmarks/ is there already)
+    ROOT, command_line, load_average, load_note, machine_info, utc_now, write_results,
+)
+from ignite_igan import cli
+from ignite_igan.data import balanced_labeled_subset, dataset_labels
+from ignite_igan.datasets import load_dataset
 
-from ignite_igan import cli  # noqa: E402
-from ignite_igan.data import balanced_labeled_subset, dataset_labels  # noqa: E402
-from ignite_igan.datasets import load_dataset  # noqa: E402
 sys.path.insert(0, str(ROOT / "recipes"))
 import semi_supervised  # noqa: E402  (recipes/semi_supervised.py)
 from semi_supervised import build_parser, train  # noqa: E402
-from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 NUM_CLASSES = 10
 MAX_ITER = 1000  # LabelSpreading's default of 30 iterations stops short of convergence for alpha 0.8
@@ -350,8 +345,8 @@ def markdown(result: Dict[str, Any]) -> str:
     lines += [
         "",
         f"Wall time {result['wall_seconds'] / 60:.1f} min with {config['workers']} worker processes of one thread; "
-        f"{result['machine']['cpu']}, {result['machine']['logical_cpus']} logical CPUs, 1-min load average "
-        f"{result['machine']['load_start']:.1f} at the start, {result['machine']['load_end']:.1f} at the end.",
+        f"{result['machine']['cpu']}, {result['machine']['logical_cpus']} logical CPUs, "
+        + load_note(result["machine"]["load_start"], result["machine"]["load_end"], False),
     ]
     return "\n".join(lines) + "\n"
 
@@ -421,7 +416,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args.output.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.time()
-    load_start = os.getloadavg()[0]
+    load_start = load_average()[0]
     jobs: List[Tuple[str, tuple]] = []
     with tempfile.TemporaryDirectory(prefix="digits_ssl_") as work:
         if "gan" in args.methods:  # the long runs first, most labels first
@@ -448,16 +443,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         gan_setup["mean_seconds"] = statistics.fmean(r["seconds"] for r in results["gan"])
     result = {
         "benchmark": "digits_ssl",
-        "command": "python benchmarks/digits_ssl.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(__file__, argv),
+        "date": utc_now(),
         "config": {
             "seeds": args.seeds, "labels": args.labels, "workers": args.workers, "recipe_args": recipe_args,
             "input_noise": args.input_noise, "hidden_noise": args.hidden_noise,
             "methods": args.methods, "label_spreading_grid": LS_GRID, "label_spreading_max_iter": MAX_ITER,
         },
         "machine": {
-            "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "load_start": load_start, "load_end": os.getloadavg()[0],
-            "python": platform.python_version(), "torch": torch.__version__,
+            **machine_info(), "load_start": load_start, "load_end": load_average()[0],
             "sklearn": __import__("sklearn").__version__,
         },
         "gan_setup": gan_setup,
@@ -465,9 +459,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "runs": {kind: sorted(records, key=lambda r: (r["per_class"], r["seed"])) for kind, records in results.items()},
         "wall_seconds": time.time() - started,
     }
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
     text = markdown(result)
-    args.output.with_suffix(".md").write_text(text)
+    write_results(result, args.output, text, header=False, indent=1)
     if not args.no_plot:
         plot(result, args.output.with_suffix(".png"))
     print(text)

@@ -44,6 +44,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
     sys.path.insert(0, str(ROOT))
@@ -334,6 +336,149 @@ def run_classical_jobs(args: argparse.Namespace) -> None:
                                 and "selected" in v}), flush=True)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Speed: threads, and how close the step is to the machine's matmul rate
+# --------------------------------------------------------------------------------------------------------------
+def build_step(data_dir: Path, seed: int = 1):
+    """The recipe's trainer and data (the paper's MNIST setting on Fashion-MNIST), without the run scaffolding."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import semi_supervised  # recipes/semi_supervised.py: its setting table is the recipe's configuration
+
+    from ignite_igan.data import SemiSupervisedLoader, balanced_labeled_subset, dataset_labels, init_batch
+    from ignite_igan.datasets import load_dataset
+    from ignite_igan.engines import create_semi_supervised_trainer
+    from ignite_igan.nn import data_dependent_init
+    from ignite_igan.optim import ReferenceAdam
+
+    setting = semi_supervised.SETTINGS["fashion_mnist_ssl"]
+    torch.manual_seed(seed)
+    train_set = load_dataset("fashion_mnist", data_dir, train=True)
+    labeled = balanced_labeled_subset(dataset_labels(train_set), 10, seed=seed)
+    loader = SemiSupervisedLoader(train_set, labeled, batch_size=100, seed=seed)
+    generator, discriminator = setting.generator(), setting.discriminator()
+    data_dependent_init(discriminator, init_batch(train_set, 500, seed))
+    d_opt = ReferenceAdam(discriminator.parameters(), lr=setting.lr, betas=(0.5, 0.999))
+    g_opt = ReferenceAdam(generator.parameters(), lr=setting.lr, betas=(0.5, 0.999))
+    trainer = create_semi_supervised_trainer(generator, discriminator, d_opt, g_opt,
+                                             feature_matching_distance=setting.fm_distance)
+    return trainer, loader
+
+
+def time_step(data_dir: Path, threads: int, iterations: int, warmup: int = 20) -> float:
+    """Seconds per training iteration of the recipe's step with ``threads`` torch threads (data loading included)."""
+    torch.set_num_threads(threads)
+    from ignite.engine import Events
+
+    trainer, loader = build_step(data_dir)
+    marks: Dict[str, float] = {}
+    # The clock starts after `warmup` iterations (first-call costs and cold caches), stops after the last.
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=warmup), lambda e: marks.update(start=time.perf_counter()))
+    trainer.run(loader, max_epochs=1, epoch_length=warmup + iterations)
+    return (time.perf_counter() - marks["start"]) / iterations
+
+
+def _competitor(data_dir: str, seconds: float) -> None:
+    """A second process doing the same work on one thread (the 'busy machine' condition)."""
+    torch.set_num_threads(1)
+    trainer, loader = build_step(Path(data_dir), seed=2)
+    batches, step, end = iter(loader), trainer._process_function, time.time() + seconds
+    while time.time() < end:
+        step(trainer, next(batches))
+
+
+def step_flops(data_dir: Path) -> Dict[str, Any]:
+    """Matmul FLOPs of one iteration (counted by torch's FlopCounterMode) and the matmul shapes it ran."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    shapes: List[tuple] = []
+
+    class Shapes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func.overloadpacket).split(".")[-1]
+            if name in ("mm", "addmm", "bmm"):
+                tensors = [a for a in args if isinstance(a, torch.Tensor)]
+                shapes.append((name, tuple(tuple(t.shape) for t in tensors)))
+            return func(*args, **(kwargs or {}))
+
+    torch.set_num_threads(1)
+    trainer, loader = build_step(data_dir)
+    batches, step = iter(loader), trainer._process_function
+    step(trainer, next(batches))
+    batch = next(batches)
+    with FlopCounterMode(display=False) as counter, Shapes():
+        step(trainer, batch)
+    return {"flops": int(counter.get_total_flops()), "matmuls": shapes}
+
+
+def matmul_rate(shapes: List[tuple], repeats: int = 20) -> Dict[str, float]:
+    """Single-thread FLOP/s of (a) the step's own matmuls replayed alone and (b) a 1024x1024x1024 product."""
+    torch.set_num_threads(1)
+    operands = []
+    flops = 0
+    for name, dims in shapes:
+        if name == "addmm":
+            dims = dims[1:]
+        a, b = torch.randn(*dims[0][-2:]), torch.randn(*dims[1][-2:])
+        operands.append((a, b))
+        flops += 2 * a.shape[0] * a.shape[1] * b.shape[1]
+    for a, b in operands:
+        a.mm(b)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for a, b in operands:
+            a.mm(b)
+    replay = (time.perf_counter() - started) / repeats
+    big = torch.randn(1024, 1024)
+    big.mm(big)
+    started = time.perf_counter()
+    for _ in range(5):
+        big.mm(big)
+    square = (time.perf_counter() - started) / 5
+    return {"step_matmuls_seconds": replay, "step_matmuls_flops": flops, "step_matmuls_flops_per_s": flops / replay,
+            "square_1024_flops_per_s": 2 * 1024**3 / square}
+
+
+def run_speed(args: argparse.Namespace) -> None:
+    import multiprocessing
+
+    result: Dict[str, Any] = {"iterations": args.speed_iterations}
+    for threads in (1, 2):
+        result[f"idle_{threads}_threads_s"] = time_step(args.data_dir, threads, args.speed_iterations)
+    context = multiprocessing.get_context("spawn")
+    for threads in (1, 2):
+        rival = context.Process(target=_competitor, args=(str(args.data_dir), 10_000.0))
+        rival.start()
+        time.sleep(8)  # the rival is loading data and warming up
+        try:
+            result[f"busy_{threads}_threads_s"] = time_step(args.data_dir, threads, args.speed_iterations)
+        finally:
+            rival.terminate()
+            rival.join()
+    counted = step_flops(args.data_dir)
+    result["step_flops"] = counted["flops"]
+    result["matmul_count"] = len(counted["matmuls"])
+    result.update(matmul_rate(counted["matmuls"]))
+    result["achieved_flops_per_s"] = counted["flops"] / result["idle_1_threads_s"]
+    result["fraction_of_square_matmul_rate"] = result["achieved_flops_per_s"] / result["square_1024_flops_per_s"]
+    result["fraction_of_own_matmul_rate"] = result["achieved_flops_per_s"] / result["step_matmuls_flops_per_s"]
+    result["machine"] = {"cpu": _cpu_model(), "load_average": os.getloadavg(), "torch": torch.__version__,
+                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    path = args.work_dir / "speed.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "matmuls"}, indent=1), flush=True)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -348,7 +493,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="unlabeled pool sizes of the regime study (the full 60,000 are the main runs)")
     parser.add_argument("--long-epochs", type=int, default=100, help="epochs of the one long run (0: none)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
-    parser.add_argument("--stage", choices=["gan", "classical", "report", "all"], default="all")
+    parser.add_argument("--stage", choices=["gan", "classical", "speed", "report", "all"], default="all")
+    parser.add_argument("--speed-iterations", type=int, default=100, help="timed iterations of the speed stage")
     return parser.parse_args(argv)
 
 
@@ -359,6 +505,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         run_gan_jobs(args)
     if args.stage in ("classical", "all"):
         run_classical_jobs(args)
+    if args.stage in ("speed", "all"):
+        run_speed(args)
 
 
 if __name__ == "__main__":

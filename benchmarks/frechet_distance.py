@@ -32,14 +32,10 @@ The JSON holds every raw time; the Markdown table is printed and written next to
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -67,17 +63,12 @@ import scipy.linalg  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import ignite  # noqa: E402
 from ignite.metrics.gan.fid import fid_score as ignite_fid_score  # noqa: E402
 
+from _harness import alternating, command_line, load_average, machine_info, utc_now, write_results  # noqa: E402
 from ignite_igan.functional import _covariance_factor, _frechet_from_factor, frechet_distance  # noqa: E402
 from ignite_igan.metrics import FID, ClassifierExtractor  # noqa: E402
-from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -151,16 +142,9 @@ def methods(stats: Tuple[torch.Tensor, ...]) -> Dict[str, Callable[[], float]]:
 
 
 def time_alternating(variants: Dict[str, Callable[[], Any]], repeats: int) -> Dict[str, Dict[str, Any]]:
-    results: Dict[str, Dict[str, Any]] = {name: {"seconds": [], "values": []} for name in variants}
-    for round_index in range(repeats):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            value = fn()
-            elapsed = time.perf_counter() - start
-            results[name]["seconds"].append(elapsed)
-            results[name]["values"].append(value)
-            print(f"round {round_index + 1}/{repeats} {name}: {elapsed:.3f} s", file=sys.stderr, flush=True)
-    return results
+    """Seconds and values of each method, in the same order every round (ABCD ABCD ...)."""
+    seconds, values = alternating(variants, repeats, mirror=False, progress=True)
+    return {name: {"seconds": seconds[name], "values": values[name]} for name in variants}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -267,7 +251,7 @@ def markdown(report: Dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> Dict[str, Any]:
     torch.set_num_threads(args.threads)
-    load_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_start = " ".join(f"{x:.2f}" for x in load_average())
     print("building statistics ...", file=sys.stderr, flush=True)
     stats = make_statistics(args)
     print("timing the Fréchet distance ...", file=sys.stderr, flush=True)
@@ -278,21 +262,18 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
     cache = measure_cache(args)
     report = {
         "meta": {
-            "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": cpu_model(),
-            "logical_cpus": os.cpu_count(),
+            "command": command_line(__file__),
+            "date": utc_now("%Y-%m-%d %H:%M UTC"),
+            **machine_info(),
             "threads": args.threads,
-            "torch": torch.__version__,
             "scipy": scipy.__version__,
             "numpy": np.__version__,
             "ignite": ignite.__version__,
-            "python": platform.python_version(),
             "dim": args.dim,
             "samples": args.samples,
             "repeats": args.repeats,
             "load_start": load_start,
-            "load_end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "load_end": " ".join(f"{x:.2f}" for x in load_average()),
         },
         "eigenvalues": stats["eigenvalues"],
         "realistic": realistic,
@@ -303,10 +284,8 @@ def main(args: argparse.Namespace) -> Dict[str, Any]:
         },
         "cache": cache,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
     text = markdown(report)
-    args.output.with_suffix(".md").write_text(text)
+    write_results(report, args.output, text, header=False)  # the Markdown has its own command and date
     print(text)
     return report
 

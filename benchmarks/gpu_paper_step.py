@@ -44,32 +44,26 @@ nothing. Results are written after every measurement, so a run cut short keeps w
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
-from unittest import mock
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
-    sys.path.insert(0, str(ROOT))
-
-from ignite_igan.engines import create_gan_trainer, create_semi_supervised_trainer  # noqa: E402
-from ignite_igan.functional import frechet_distance, inception_score  # noqa: E402
-from ignite_igan.metrics import GeneratorEvaluator, InceptionScore, TFInceptionV3, to_uint8  # noqa: E402
-from ignite_igan.models import cifar10_fm_discriminator, cifar10_generator, cifar10_md_discriminator  # noqa: E402
-from ignite_igan.nn import data_dependent_init  # noqa: E402
-from ignite_igan.optim import ReferenceAdam  # noqa: E402
-from _machine import cpu_model, synchronize  # noqa: E402 (benchmarks/ is on sys.path)
+from _harness import (  # first: it puts the repository root on sys.path (benchmarks/ is there already)
+    command_line, device_info, select_device, synchronize, utc_now, write_results,
+)
+from ignite_igan.engines import create_gan_trainer, create_semi_supervised_trainer
+from ignite_igan.functional import frechet_distance, inception_score
+from ignite_igan.metrics import GeneratorEvaluator, InceptionScore, TFInceptionV3, to_uint8
+from ignite_igan.models import cifar10_fm_discriminator, cifar10_generator, cifar10_md_discriminator
+from ignite_igan.nn import data_dependent_init
+from ignite_igan.optim import ReferenceAdam
+from inception_throughput import random_inception_state_dict  # benchmarks/inception_throughput.py
 
 PAPER_ITERATIONS = 600_000  # 1,200 epochs x 500 batches of 100 (CIFAR-10's 50,000 training images)
 MODES = {
@@ -179,31 +173,8 @@ def measure_step(step: str, mode: str, args: argparse.Namespace, device: torch.d
 # --------------------------------------------------------------------------------------------------------------
 def random_inception_weights(directory: Path, seed: int) -> Tuple[Path, str]:
     """A weights file with the shapes of the paper's network and random values, and its SHA-256."""
-    from torch_fidelity import feature_extractor_inceptionv3 as tf_module
-
-    with mock.patch.object(tf_module, "load_state_dict_from_url", lambda *a, **k: {}), mock.patch.object(
-        tf_module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None
-    ):
-        torch.manual_seed(seed)
-        net = tf_module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    rng = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in net.state_dict().items():
-        if not value.is_floating_point():
-            state[key] = value.clone()
-        elif key.endswith("running_var"):
-            state[key] = 1.0 + 0.1 * torch.rand(value.shape, generator=rng)
-        elif key.endswith("running_mean") or key.endswith(".bias"):
-            state[key] = 0.01 * torch.randn(value.shape, generator=rng)
-        elif key.endswith("bn.weight"):
-            state[key] = 1.0 + 0.05 * torch.randn(value.shape, generator=rng)
-        elif key == "fc.weight":  # logits with a spread of a few units, so that the score is not trivially 1
-            state[key] = 3.0 * torch.randn(value.shape, generator=rng) / value.shape[1] ** 0.5
-        else:  # convolutions: He initialization, so that the images' differences survive the 94 layers
-            fan_in = value[0].numel()
-            state[key] = torch.randn(value.shape, generator=rng) * (2.0 / fan_in) ** 0.5
     path = directory / "weights-inception-random.pth"
-    torch.save(state, path)
+    torch.save(random_inception_state_dict(seed), path)
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -313,12 +284,6 @@ def measure_is_and_fid(args: argparse.Namespace, device: torch.device) -> Dict[s
 # --------------------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------------------
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (host: {cpu_model()}, {os.cpu_count()} logical CPUs)"
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch thread(s)"
-
-
 def _hours(hours: float) -> str:
     return f"{hours * 60:.1f} min" if hours < 1 else f"{hours:.2f} h"
 
@@ -380,11 +345,7 @@ def markdown(report: Dict[str, Any]) -> str:
 
 def write(report: Dict[str, Any], output: Optional[Path]) -> str:
     table = markdown(report)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(report, indent=2) + "\n")
-        meta = report["meta"]
-        output.with_suffix(".md").write_text(f"Command: `{meta['command']}`  \nDate: {meta['date']}\n\n{table}")
+    write_results(report, output, table)
     return table
 
 
@@ -448,24 +409,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    device = select_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"), args.threads)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # as the recipes do on the CPU
     if args.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", os.path.relpath(__file__, ROOT)] + list(sys.argv[1:] if argv is None else argv)),
-        "device": describe_device(device),
-        "device_type": device.type,
-        "torch": torch.__version__,
+        "date": utc_now(),
+        "command": command_line(__file__, argv),
+        **device_info(device),
         "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
         "quick": args.quick,
         "batch_size": args.batch_size,
         "reference_size": args.reference_size,

@@ -34,28 +34,24 @@ The JSON holds every raw time; the Markdown table is printed and written next to
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 from unittest import mock
 
 import torch
 from torch.utils.data import Dataset
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
-    sys.path.insert(0, str(ROOT))
-
-from ignite_igan.metrics import InceptionScore, TFInceptionV3  # noqa: E402
-from _machine import cpu_model, synchronize  # noqa: E402 (benchmarks/ is on sys.path)
+from _harness import (  # first: it puts the repository root on sys.path (benchmarks/ is there already)
+    alternating, command_line, device_info, format_times, load_average, load_note, select_device, utc_now,
+    write_results,
+)
+from ignite_igan.metrics import InceptionScore, TFInceptionV3
 
 VARIANTS = ("ours", "ours (incl. build)", "torch-fidelity")
 
@@ -157,31 +153,6 @@ def score_theirs(images: torch.Tensor, weights: Tuple[Path, str], batch_size: in
     return float(result["inception_score_mean"])
 
 
-def time_alternating(
-    runs: Dict[str, Callable[[], float]], repeats: int, device: torch.device
-) -> Tuple[Dict[str, List[float]], Dict[str, List[float]]]:
-    names = list(runs)
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    scores: Dict[str, List[float]] = {name: [] for name in names}
-    for round_index in range(repeats):
-        order = names if round_index % 2 == 0 else list(reversed(names))
-        for name in order:
-            print(f"round {round_index + 1}/{repeats}: {name} ...", file=sys.stderr, flush=True)
-            synchronize(device)
-            start = time.perf_counter()
-            score = runs[name]()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-            scores[name].append(score)
-    return times, scores
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (host: {cpu_model()}, {os.cpu_count()} logical CPUs)"
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch thread(s)"
-
-
 def markdown(report: dict) -> str:
     meta = report["meta"]
     n = meta["n"]
@@ -190,10 +161,8 @@ def markdown(report: dict) -> str:
         f"{n} uint8 images of 3x32x32 (smooth random pictures), batch size {meta['batch_size']}, 10 splits, "
         "no shuffle; "
         f"Inception `inception-v3-compat` with random weights from one file; device: {meta['device']}; "
-        f"{meta['repeats']} alternating rounds; 1-min load average {meta['load_average_start'][0]:.1f} at the start "
-        f"and {meta['load_average_end'][0]:.1f} at the end"
-        + (" (the machine was shared with other jobs: compare ratios, not absolute times)."
-           if meta["device_type"] == "cpu" else ".")
+        f"{meta['repeats']} alternating rounds; "
+        + load_note(meta["load_average_start"][0], meta["load_average_end"][0], meta["device_type"] == "cpu")
         + f" Largest difference between the implementations: {meta['max_logit_difference']:.1e} in the logits of "
         f"the warm-up images, {meta['max_score_difference']:.1e} in the scores (IS {report['scores']['ours'][0]:.4f}).",
         "",
@@ -202,10 +171,7 @@ def markdown(report: dict) -> str:
     ]
     for name, values in report["times_s"].items():
         median = statistics.median(values)
-        lines.append(
-            f"| {name} | {median:.2f} s ({min(values):.2f}–{max(values):.2f}) | {n / median:.1f} | "
-            f"{median / base:.3f} |"
-        )
+        lines.append(f"| {name} | {format_times(values, 's', 2)} | {n / median:.1f} | {median / base:.3f} |")
     build = statistics.median(report["build_s"])
     lines += ["", f"Building the extractor alone (load + SHA-256 check), median: {build:.2f} s."]
     fixed = report.get("fixed_cost_times_s")
@@ -220,9 +186,7 @@ def markdown(report: dict) -> str:
         ]
         for name, values in fixed.items():
             median = statistics.median(values)
-            lines.append(
-                f"| {name} | {median:.2f} s ({min(values):.2f}–{max(values):.2f}) | {median - base:+.2f} s |"
-            )
+            lines.append(f"| {name} | {format_times(values, 's', 2)} | {median - base:+.2f} s |")
     return "\n".join(lines) + "\n"
 
 
@@ -257,29 +221,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    device = select_device(args.device, args.threads)
     import torch_fidelity
 
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", os.path.relpath(__file__, ROOT)] + list(sys.argv[1:] if argv is None else argv)),
-        "device": describe_device(device),
-        "device_type": device.type,
-        "torch": torch.__version__,
+        "date": utc_now(),
+        "command": command_line(__file__, argv),
+        **device_info(device),
         "torch_fidelity": torch_fidelity.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
         "n": args.n,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "fixed_n": args.fixed_n,
         "fixed_rounds": args.fixed_rounds,
         "torch_fidelity_dataloader_workers": min(4, 2 * os.cpu_count()),  # its rule with save_cpu_ram=False
-        "load_average_start": list(os.getloadavg()),
+        "load_average_start": load_average(),
     }
     images = smooth_random_images(args.n, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -305,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "ours (incl. build)": lambda: score_ours(images, None, weights, args.batch_size, device),
             "torch-fidelity": lambda: score_theirs(images, weights, args.batch_size, device),
         }
-        times, scores = time_alternating(runs, args.repeats, device)
+        times, scores = alternating(runs, args.repeats, device=device, progress=True)
         fixed_times, fixed_scores = None, None
         if args.fixed_rounds:
             few = images[: args.fixed_n]
@@ -314,25 +270,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "ours (incl. build)": lambda: score_ours(few, None, weights, args.fixed_n, device),
                 "torch-fidelity": lambda: score_theirs(few, weights, args.fixed_n, device),
             }
-            fixed_times, fixed_scores = time_alternating(fixed_runs, args.fixed_rounds, device)
+            fixed_times, fixed_scores = alternating(fixed_runs, args.fixed_rounds, device=device, progress=True)
 
     all_scores = [s for values in scores.values() for s in values]
     meta["max_score_difference"] = max(all_scores) - min(all_scores)
     if fixed_scores:
         few_scores = [s for values in fixed_scores.values() for s in values]
         meta["max_score_difference_fixed_n"] = max(few_scores) - min(few_scores)
-    meta["load_average_end"] = list(os.getloadavg())
+    meta["load_average_end"] = load_average()
     report = {"meta": meta, "times_s": times, "scores": scores, "build_s": build_times,
               "fixed_cost_times_s": fixed_times}
     table = markdown(report)
     print(table)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
-        args.output.with_suffix(".md").write_text(
-            f"Command: `{meta['command']}`  \nDate: {meta['date']}  \ntorch {meta['torch']}, torch-fidelity "
-            f"{meta['torch_fidelity']}\n\n{table}"
-        )
+    write_results(report, args.output, table,
+                  extra=f"torch {meta['torch']}, torch-fidelity {meta['torch_fidelity']}")
     if meta["max_score_difference"] > 1e-6 or meta["max_logit_difference"] > 1e-4:
         print("the implementations disagree on the logits or the score: they did not compute the same thing",
               file=sys.stderr)

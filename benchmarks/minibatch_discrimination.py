@@ -33,30 +33,27 @@ The JSON holds every raw number; the Markdown table is printed and written next 
 from __future__ import annotations
 
 import argparse
-import datetime
+import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
-    sys.path.insert(0, str(ROOT))
-
-from ignite_igan.functional import minibatch_features  # noqa: E402
-from _machine import cpu_model, synchronize  # noqa: E402 (benchmarks/ is on sys.path)
+from _harness import (  # first: it puts the repository root on sys.path (benchmarks/ is there already)
+    alternating, command_line, device_info, format_times, load_average, load_note, select_device, synchronize,
+    utc_now, write_results,
+)
+from ignite_igan.functional import minibatch_features
 
 try:
-    from ignite_igan.nn import MinibatchDiscrimination  # noqa: E402
+    from ignite_igan.nn import MinibatchDiscrimination
 except ImportError:  # the module is not there yet: benchmark the functional core on x @ T instead
     MinibatchDiscrimination = None
 
@@ -246,35 +243,16 @@ def time_alternating(
     n: int, impls: List[str], args: argparse.Namespace, device: torch.device
 ) -> Dict[str, List[float]]:
     """Times one step per implementation per round, alternating the order every round."""
-    prepared = {}
+    steps = {}
     for impl in impls:
         layer, x = setup(args, n, device)
-        prepared[impl] = (step_function(impl, layer), x)
-    for impl in impls:  # warm-up rounds, not recorded
-        for _ in range(args.warmup):
-            prepared[impl][0](prepared[impl][1])
-    times: Dict[str, List[float]] = {impl: [] for impl in impls}
-    for round_index in range(args.repeats):
-        order = impls if round_index % 2 == 0 else list(reversed(impls))
-        for impl in order:
-            step, x = prepared[impl]
-            synchronize(device)
-            start = time.perf_counter()
-            step(x)
-            synchronize(device)
-            times[impl].append(time.perf_counter() - start)
-    return times
+        steps[impl] = functools.partial(step_function(impl, layer), x)
+    return alternating(steps, args.repeats, warmup=args.warmup, device=device)[0]
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Reporting
 # --------------------------------------------------------------------------------------------------------------
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads"
-
-
 def _fmt_bytes(value: Optional[int]) -> str:
     if value is None:
         return "n/a"
@@ -282,10 +260,6 @@ def _fmt_bytes(value: Optional[int]) -> str:
         if value >= size:
             return f"{value / size:.2f} {unit}"
     return f"{value} B"
-
-
-def _fmt_time(values: List[float]) -> str:
-    return f"{statistics.median(values) * 1e3:.1f} ms ({min(values) * 1e3:.1f}–{max(values) * 1e3:.1f})"
 
 
 def markdown_table(report: dict) -> str:
@@ -306,7 +280,7 @@ def markdown_table(report: dict) -> str:
             ours_mem += f" (RSS +{_fmt_bytes(ours['peak_rss_growth_bytes'])})"
         if naive.get("skipped"):
             rows.append(
-                f"| {n} | {_fmt_time(ours['times_s'])} | skipped | – | {ours_mem} | "
+                f"| {n} | {format_times(ours['times_s'])} | skipped | – | {ours_mem} | "
                 f"skipped (est. {_fmt_bytes(naive['estimated_bytes'])}) | – |"
             )
             notes.append(f"N={n}: naive skipped, {naive['skipped']}.")
@@ -317,15 +291,15 @@ def markdown_table(report: dict) -> str:
         time_ratio = statistics.median(ours["times_s"]) / statistics.median(naive["times_s"])
         memory_ratio = ours["peak_bytes"] / naive["peak_bytes"]
         rows.append(
-            f"| {n} | {_fmt_time(ours['times_s'])} | {_fmt_time(naive['times_s'])} | {time_ratio:.2f} | "
+            f"| {n} | {format_times(ours['times_s'])} | {format_times(naive['times_s'])} | {time_ratio:.2f} | "
             f"{ours_mem} | {naive_mem} | {memory_ratio:.3f} |"
         )
     meta = report["meta"]
     header = (
         f"A={meta['in_features']}, B={meta['num_kernels']}, C={meta['kernel_dim']}, {meta['dtype']}, "
         f"{meta['repeats']} timed rounds after {meta['warmup']} warm-up, device: {meta['device']}; "
-        f"layer: {meta['layer']}; 1-min load average {meta['load_average_1_5_15min_at_start'][0]:.1f} at the "
-        f"start, {meta['load_average_1_5_15min_at_end'][0]:.1f} at the end."
+        f"layer: {meta['layer']}; "
+        + load_note(meta["load_average_1_5_15min_at_start"][0], meta["load_average_1_5_15min_at_end"][0], False)
     )
     return "\n".join([header, "", *rows, *([""] + notes if notes else [])]) + "\n"
 
@@ -369,26 +343,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    device = select_device(args.device, args.threads)
     if args.memory_worker:  # internal: one CPU memory measurement in a fresh process
         impl, n = args.memory_worker.split(":")
         print(json.dumps(cpu_peak_in_this_process(impl, int(n), args)))
         return 0
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
     max_naive = args.max_naive_bytes if args.max_naive_bytes is not None else default_max_naive_bytes(device)
     disagreement = check_agreement(args, device)
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", os.path.relpath(__file__, ROOT)] + list(sys.argv[1:] if argv is None else argv)),
-        "device": describe_device(device),
-        "device_type": device.type,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
+        "date": utc_now(),
+        "command": command_line(__file__, argv),
+        **device_info(device),
         "layer": "ignite_igan.nn.MinibatchDiscrimination" if MinibatchDiscrimination is not None
         else "functional.minibatch_features on x @ T (ignite_igan.nn.MinibatchDiscrimination not available)",
         "in_features": args.in_features,
@@ -402,7 +368,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else "torch.profiler peak of CPU-allocator bytes, one subprocess per configuration; RSS growth cross-check",
         "max_abs_difference_ours_vs_naive_float64_n64": disagreement,
     }
-    meta["load_average_1_5_15min_at_start"] = list(os.getloadavg())
+    meta["load_average_1_5_15min_at_start"] = load_average()
     results = []
     for n in args.sizes_list:
         estimate = naive_bytes_estimate(n, args)
@@ -421,16 +387,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             memory = cuda_peak(impl, n, args, device) if device.type == "cuda" else cpu_peak(impl, n, args)
             entry.update(times_s=times[impl], median_s=statistics.median(times[impl]), **memory)
             results.append(entry)
-    meta["load_average_1_5_15min_at_end"] = list(os.getloadavg())
+    meta["load_average_1_5_15min_at_end"] = load_average()
     report = {"meta": meta, "results": results}
     table = markdown_table(report)
     print(table)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
-        args.output.with_suffix(".md").write_text(
-            f"Command: `{meta['command']}`  \nDate: {meta['date']}  \ntorch {meta['torch']}\n\n{table}"
-        )
+    write_results(report, args.output, table, extra=f"torch {meta['torch']}")
     return 0
 
 

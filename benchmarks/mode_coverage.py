@@ -32,9 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
-import math
 import multiprocessing
 import os
 import platform
@@ -46,9 +43,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 
-from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
+from _harness import ROOT, command_line, cpu_model, load_average, utc_now, write_results  # benchmarks/ is on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+sys.path.insert(0, str(ROOT / "recipes"))
 from mixture import MIXTURES, MixtureConfig, build_mixture, create_experiment, data_scale, scatter_plot  # noqa: E402
 
 SETTINGS: Dict[str, Dict[str, Any]] = {
@@ -285,12 +282,12 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
     settings = args.settings + (["md_reference_init"] if args.diagnostic_mixtures else [])
     defaults = dataclasses.asdict(MixtureConfig(**overrides))
     result: Dict[str, Any] = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": "python " + " ".join([os.path.relpath(__file__)] + list(sys.argv[1:] if argv is None else argv)),
+        "date": utc_now(),
+        "command": command_line(__file__, argv),
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(),
+            "load_average_at_end": load_average(),
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
@@ -311,10 +308,8 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
         "paired": {m: {s: paired_comparison(runs, m, s) for s in settings if s != "vanilla"} for m in args.mixtures},
         "runs": [{k: v for k, v in r.items() if k != "samples"} for r in runs],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
     table = markdown(result)
-    args.output.with_suffix(".md").write_text(table + "\n")
+    write_results(result, args.output, table + "\n", header=False, indent=1)
     for mixture in args.mixtures:
         path = args.output.with_name(f"{args.output.stem}_{mixture}.png")
         plot(runs, mixture, settings, args.seeds, path, args.plot_dpi)

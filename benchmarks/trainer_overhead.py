@@ -55,32 +55,29 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
+import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
-    sys.path.insert(0, str(ROOT))
-
-from ignite_igan import functional as F  # noqa: E402
-from ignite_igan.data import SemiSupervisedLoader, balanced_labeled_subset, dataset_labels  # noqa: E402
-from ignite_igan.datasets import load_dataset  # noqa: E402
-from ignite_igan.engines import create_semi_supervised_trainer  # noqa: E402
-from ignite_igan.models import digits_discriminator, digits_generator  # noqa: E402
-from ignite_igan.nn import data_dependent_init  # noqa: E402
-from ignite_igan.optim import ReferenceAdam  # noqa: E402
-from _machine import cpu_model  # noqa: E402 (benchmarks/ is on sys.path)
+from _harness import (  # first: it puts the repository root on sys.path (benchmarks/ is there already)
+    alternating, command_line, load_average, load_note, machine_info, utc_now, write_results,
+)
+from ignite_igan import functional as F
+from ignite_igan.data import SemiSupervisedLoader, balanced_labeled_subset, dataset_labels
+from ignite_igan.datasets import load_dataset
+from ignite_igan.engines import create_semi_supervised_trainer
+from ignite_igan.models import digits_discriminator, digits_generator
+from ignite_igan.nn import data_dependent_init
+from ignite_igan.optim import ReferenceAdam
 
 OVERHEAD_VARIANTS = ("loop", "loop+outputs", "step_fn", "engine")
 LOADER_VARIANTS = ("loop/loader", "engine/loader")
@@ -254,17 +251,14 @@ def time_alternating(
 
     ``variants`` are labels; ``variant_of`` maps a label to the variant that runs (``before_run`` applies the rest).
     """
-    per_iteration: Dict[str, List[float]] = {v: [] for v in variants}
-    for round_index in range(rounds):
-        order = list(variants) if round_index % 2 == 0 else list(reversed(variants))
-        for variant in order:
-            if before_run is not None:
-                before_run(variant)
-            s.restore(snapshot, seed=1000 + round_index)
-            start = time.perf_counter()
-            iterations = run_variant(s, variant_of(variant), epochs)
-            per_iteration[variant].append((time.perf_counter() - start) / iterations)
-    return per_iteration
+    def before(variant: str, round_index: int) -> None:
+        if before_run is not None:
+            before_run(variant)
+        s.restore(snapshot, seed=1000 + round_index)
+
+    runs = {v: functools.partial(run_variant, s, variant_of(v), epochs) for v in variants}
+    seconds, iterations = alternating(runs, rounds, before=before)
+    return {v: [t / n for t, n in zip(seconds[v], iterations[v])] for v in variants}
 
 
 def paired_ratio(numerator: List[float], denominator: List[float], seed: int = 0) -> Dict[str, float]:
@@ -458,8 +452,7 @@ def markdown(report: Dict[str, Any]) -> str:
         f"Digits semi-supervised step (batches of {meta['batch_size']} labeled / {meta['batch_size']} unlabeled / "
         f"{meta['batch_size']} unlabeled, {meta['labels_per_class']} labels per class, feature matching, one generator "
         f"step); {meta['cpu']}, {meta['logical_cpus']} logical CPUs; torch {meta['torch']}, ignite {meta['ignite']}; "
-        f"1-min load average {meta['load_average_start'][0]:.1f} at the start and {meta['load_average_end'][0]:.1f} "
-        "at the end: the machine was shared with other jobs, so compare ratios, not absolute times.",
+        + load_note(meta["load_average_start"][0], meta["load_average_end"][0], True),
         "",
     ]
     if report.get("overhead"):
@@ -560,20 +553,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     import ignite
 
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", os.path.relpath(__file__, ROOT)] + list(sys.argv[1:] if argv is None else argv)),
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "torch": torch.__version__,
+        "date": utc_now(),
+        "command": command_line(__file__, argv),
+        **machine_info(),
         "ignite": ignite.__version__,
-        "python": platform.python_version(),
         "threads": torch.get_num_threads(),
         "flush": bool(args.flush),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         **{name: getattr(args, name) for name in (
             "epochs", "rounds", "small_batch_size", "small_iterations", "small_rounds", "loader_rounds",
             "settings_rounds", "settings_epochs", "train_iterations", "batch_size", "labels_per_class", "lr", "seed")},
-        "load_average_start": list(os.getloadavg()),
+        "load_average_start": load_average(),
     }
     report: Dict[str, Any] = {"meta": meta}
     s = Setup(args, args.batch_size)
@@ -611,15 +601,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.passive_omp and os.environ.get("OMP_WAIT_POLICY", "").lower() != "passive":
             report["cpu_settings_omp_passive"] = cpu_settings_subprocess(args, {"OMP_WAIT_POLICY": "passive"})
 
-    meta["load_average_end"] = list(os.getloadavg())
+    meta["load_average_end"] = load_average()
     table = markdown(report)
     print(table)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
-        args.output.with_suffix(".md").write_text(
-            f"Command: `{meta['command']}`  \nDate: {meta['date']}\n\n{table}"
-        )
+    write_results(report, args.output, table)
     return 0
 
 

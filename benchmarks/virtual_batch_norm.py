@@ -31,26 +31,20 @@ holds every raw time; the Markdown table is printed and written next to it (same
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
-    sys.path.insert(0, str(ROOT))
-
-from ignite_igan.models import CIFARGenerator, cifar10_generator  # noqa: E402
-from ignite_igan.nn import data_dependent_init  # noqa: E402
-from ignite_igan.optim import ReferenceAdam  # noqa: E402
-from _machine import cpu_model, synchronize  # noqa: E402 (benchmarks/ is on sys.path)
+from _harness import (  # first: it puts the repository root on sys.path (benchmarks/ is there already)
+    alternating, command_line, device_info, format_times, load_average, load_note, select_device, utc_now,
+    write_results,
+)
+from ignite_igan.models import CIFARGenerator, cifar10_generator
+from ignite_igan.nn import data_dependent_init
+from ignite_igan.optim import ReferenceAdam
 
 
 def build(normalization: str, reference_size: Optional[int], args: argparse.Namespace, device: torch.device):
@@ -104,33 +98,6 @@ def configurations(args: argparse.Namespace, device: torch.device) -> Dict[str, 
     return configs
 
 
-def time_alternating(configs: Dict[str, Callable[[], None]], args: argparse.Namespace, device: torch.device):
-    names = list(configs)
-    for name in names:  # warm-up, not recorded
-        for _ in range(args.warmup):
-            configs[name]()
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    for round_index in range(args.repeats):
-        order = names if round_index % 2 == 0 else list(reversed(names))
-        for name in order:
-            synchronize(device)
-            start = time.perf_counter()
-            configs[name]()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch thread(s)"
-
-
-def _ms(values: List[float]) -> str:
-    return f"{statistics.median(values) * 1e3:.1f} ms ({min(values) * 1e3:.1f}–{max(values) * 1e3:.1f})"
-
-
 def analysis(times: Dict[str, List[float]], args: argparse.Namespace) -> List[dict]:
     b = args.batch_size
     med = {name: statistics.median(values) for name, values in times.items()}
@@ -162,16 +129,14 @@ def markdown(report: dict) -> str:
     meta = report["meta"]
     lines = [
         f"CIFAR-10 generator, {meta['dtype']}, device: {meta['device']}; {meta['repeats']} alternating rounds after "
-        f"{meta['warmup']} warm-up run(s) each; 1-min load average {meta['load_average_start'][0]:.1f} at the start "
-        f"and {meta['load_average_end'][0]:.1f} at the end"
-        + (" (the machine was shared with other jobs: compare ratios, not absolute times)."
-           if meta["device_type"] == "cpu" else "."),
+        f"{meta['warmup']} warm-up run(s) each; "
+        + load_note(meta["load_average_start"][0], meta["load_average_end"][0], meta["device_type"] == "cpu"),
         "",
         "| configuration | time, median (min–max) |",
         "|---|---:|",
     ]
     for name, values in report["times_s"].items():
-        lines.append(f"| {name} | {_ms(values)} |")
+        lines.append(f"| {name} | {format_times(values)} |")
     lines += [
         "",
         "| B | R | VBN step / BN step | VBN step / BN step on B+R rows | extra time of the VBN step "
@@ -222,21 +187,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    device = select_device(args.device, args.threads)
     if device.type == "cpu":
         torch.set_flush_denormal(args.flush_denormal)
     meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", os.path.relpath(__file__, ROOT)] + list(sys.argv[1:] if argv is None else argv)),
-        "device": describe_device(device),
-        "device_type": device.type,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
+        "date": utc_now(),
+        "command": command_line(__file__, argv),
+        **device_info(device),
         "flush_denormal": bool(args.flush_denormal) if device.type == "cpu" else None,
         "dtype": "float32",
         "batch_size": args.batch_size,
@@ -244,21 +201,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         "repeats": args.repeats,
         "warmup": args.warmup,
         "loss": "mean(G(z)^2)",
-        "load_average_start": list(os.getloadavg()),
+        "load_average_start": load_average(),
     }
     configs = configurations(args, device)
     print(f"timing {len(configs)} configurations, {args.repeats} rounds ...", file=sys.stderr, flush=True)
-    times = time_alternating(configs, args, device)
-    meta["load_average_end"] = list(os.getloadavg())
+    times, _ = alternating(configs, args.repeats, warmup=args.warmup, device=device)
+    meta["load_average_end"] = load_average()
     report = {"meta": meta, "times_s": times, "analysis": analysis(times, args)}
     table = markdown(report)
     print(table)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
-        args.output.with_suffix(".md").write_text(
-            f"Command: `{meta['command']}`  \nDate: {meta['date']}  \ntorch {meta['torch']}\n\n{table}"
-        )
+    write_results(report, args.output, table, extra=f"torch {meta['torch']}")
     return 0
 
 

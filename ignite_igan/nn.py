@@ -338,13 +338,22 @@ class _WeightNorm(DataDependentInit, nn.Module):
             self.scale.fill_(1.0)
             self.bias.zero_()
 
+    def output_factor(self) -> Tensor:
+        """``g / sqrt(eps + sum V^2)`` per output unit, shape (out_units,): the effective weight is ``V`` times it.
+
+        The norm is one fused reduction over ``V`` (``torch.linalg.vector_norm``), without a squared copy of it.
+        """
+        reduce = [d for d in range(self.weight.dim()) if d != self._out_dim]
+        norm = torch.linalg.vector_norm(self.weight, dim=reduce)
+        if self.eps:
+            norm = (self.eps + norm.square()).sqrt()
+        return self.scale / norm
+
     def normalized_weight(self) -> Tensor:
         """The effective weight ``V * g / sqrt(eps + sum V^2)``, the sum over every axis but the output one."""
-        reduce = [d for d in range(self.weight.dim()) if d != self._out_dim]
         shape = [1] * self.weight.dim()
         shape[self._out_dim] = -1
-        norm = (self.eps + self.weight.square().sum(dim=reduce, keepdim=True)).sqrt()
-        return self.weight * (self.scale.view(shape) / norm)
+        return self.weight * self.output_factor().view(shape)
 
     def _check(self, x: object) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -354,7 +363,11 @@ class _WeightNorm(DataDependentInit, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._check(x)
-        t = self._transform(x, self.normalized_weight())
+        # Linear maps commute with a per-output-unit scale: x·(V·f)ᵀ = (x·Vᵀ)·f. Scaling the (N, out) output
+        # instead of the (out, in) weight saves a pass over the weight in every forward and backward pass (the
+        # weight is 7.8 times larger than a batch of 100 outputs in the MNIST network's first layer).
+        t = self._transform(x, self.weight)
+        t = t * _expand(self.output_factor(), t.dim())
         if self._take_data_init():
             # Spec §1.3: with t computed from the current W (bias ignored), b <- -m*inv and g <- g*inv make the
             # pre-activations zero-mean with std init_scale; the layer emits exactly those normalized values.

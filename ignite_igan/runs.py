@@ -459,6 +459,11 @@ class Run:
             torch.set_flush_denormal(True)
         if getattr(self.args, "threads", None):
             torch.set_num_threads(self.args.threads)
+        # True float32 on GPUs unless --allow-tf32: the reference ran full float32, and TF32 changes the numbers
+        # (PyTorch allows TF32 convolutions by default).
+        allow = bool(getattr(self.args, "allow_tf32", False))
+        torch.backends.cuda.matmul.allow_tf32 = allow
+        torch.backends.cudnn.allow_tf32 = allow
 
         if record is None or not self.args.resume:
             record = {

@@ -149,3 +149,72 @@ def test_bad_input_fails_early_and_clearly(tmp_path):
 
     with pytest.raises(ValueError, match="name must be one of .* got 'imagenet'"):
         main("imagenet", [])
+
+
+def _recording(monkeypatch, module, name, records):
+    """Replaces ``module.name`` (a class) by a subclass that records its constructor and attach arguments."""
+    base = getattr(module, name)
+
+    class Recording(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            records.append({"args": args, "kwargs": kwargs, "attach": None})
+
+        def attach(self, engine, *args, **kwargs):
+            records[-1]["attach"] = (args, kwargs)
+            return super().attach(engine, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, Recording)
+
+
+@pytest.mark.parametrize("recipe, writer", [("cifar10_ssl", write_cifar10), ("svhn_ssl_md", write_svhn),
+                                            ("mnist_ssl", write_mnist)])
+def test_the_discriminator_is_initialized_on_the_reference_scripts_batch(tmp_path, monkeypatch, recipe, writer):
+    """CIFAR-10 and SVHN scripts: 500 rows of the tiled, permuted labeled set; MNIST's: the whole training set."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import semi_supervised
+
+    from ignite_igan.data import balanced_labeled_subset, dataset_labels
+    from ignite_igan.datasets import load_dataset
+
+    writer(tmp_path / "data")
+    inits = []
+    _recording(monkeypatch, semi_supervised, "DataDependentInitialization", inits)
+    flags = ["--data-dir", str(tmp_path / "data"), "--labels-per-class", "2", "--epochs", "1",
+             "--iterations-per-epoch", "1", "--batch-size", "20", "--init-examples", "60", "--no-progress",
+             "--output-dir", str(tmp_path / "o")]
+    if recipe != "mnist_ssl":
+        flags.append("--no-verify-checksums")
+    semi_supervised.main(recipe, flags)
+    d_init = next(r["args"][1] for r in inits if torch.is_tensor(r["args"][1]))  # the generator's is a function
+    dataset = semi_supervised.SETTINGS[recipe].dataset
+    options = {} if dataset == "mnist" else {"verify_checksums": False}
+    train_set = load_dataset(dataset, tmp_path / "data", train=True, **options)
+    labeled = balanced_labeled_subset(dataset_labels(train_set), 2, seed=1)
+    assert d_init.shape[0] == 60
+    images = torch.stack([train_set[i][0] for i in range(len(train_set))]).flatten(1)
+    rows = [int((images == row.flatten()).all(dim=1).nonzero()[0]) for row in d_init]
+    if recipe == "mnist_ssl":
+        assert len(set(rows)) == len(rows)  # distinct training images, labeled or not
+        assert not set(rows) <= set(labeled.tolist())
+    else:
+        assert set(rows) == set(labeled.tolist())  # only labeled images, each of the 20 tiled 3 times
+        assert sorted(rows.count(i) for i in set(rows)) == [3] * 20
+
+
+def test_ema_reference_flag_gives_the_references_average(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import semi_supervised
+    from ignite.engine import Events
+
+    averages = []
+    _recording(monkeypatch, semi_supervised, "EvaluationAveraging", averages)
+    flags = ["--epochs", "1", "--iterations-per-epoch", "2", "--no-progress", "--no-baseline"]
+    semi_supervised.main("digits_ssl", flags + ["--output-dir", str(tmp_path / "default")])
+    semi_supervised.main("digits_ssl", flags + ["--ema-reference", "--output-dir", str(tmp_path / "reference")])
+    default, reference = averages
+    assert default["kwargs"]["bias_correction"] is True
+    assert default["attach"][1]["event"] == Events.ITERATION_COMPLETED
+    # The reference: zero start, no bias correction, the weights from before each step.
+    assert reference["kwargs"]["bias_correction"] is False
+    assert reference["attach"][1]["event"] == Events.ITERATION_STARTED

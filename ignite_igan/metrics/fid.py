@@ -472,6 +472,14 @@ class FID(Metric):
                         f"real is a shuffling DataLoader and real_samples={self._real_samples} takes a subset: the "
                         "first images would differ from run to run. Pass shuffle=False (or the Dataset)"
                     )
+            if isinstance(sampler, RandomSampler) and real.drop_last and real.batch_size:
+                size = _length(real.dataset)
+                if size is None or size % real.batch_size:
+                    raise ValueError(
+                        f"real is a shuffling DataLoader with drop_last=True, which leaves out other images on every "
+                        f"pass (batch_size={real.batch_size}, {size if size is not None else 'unknown'} images): the "
+                        "real statistics would differ from run to run. Pass the Dataset, or shuffle=False"
+                    )
             self._real_data = real
         elif isinstance(real, (Dataset, IterableDataset)) or (hasattr(real, "__getitem__") and hasattr(real, "__len__")):
             self._real_data = real
@@ -626,7 +634,8 @@ class FID(Metric):
                     yield images[:take]
                 offset += take
             if n is not None and offset < n:
-                raise ValueError(f"the real data gave {offset} images, fewer than real_samples={n}")
+                expected = f"real_samples={n}" if self._real_samples is not None else f"its length, {n}"
+                raise ValueError(f"the real data gave {offset} images, fewer than {expected}")
             return
         start, stop = rank * n // world_size, (rank + 1) * n // world_size
         if isinstance(data, Tensor):
@@ -784,10 +793,21 @@ class FID(Metric):
 
 
 def _length(data: Any) -> Optional[int]:
+    """The number of images one pass over ``data`` gives (``None`` if unknown); for a ``DataLoader``, its sampler's
+    length less the last partial batch when ``drop_last`` is set (as Ignite's ``examples/gan/dcgan.py`` loads)."""
     if data is None:
         return None
     if isinstance(data, DataLoader):
-        data = data.dataset
+        if data.batch_size is None or isinstance(data.dataset, IterableDataset):
+            count = _length(data.dataset)  # a custom batch_sampler, or no sampler: what the data set holds
+        else:
+            try:
+                count = len(data.sampler)  # type: ignore[arg-type]
+            except TypeError:
+                count = None
+        if count is not None and data.batch_size and data.drop_last:
+            count -= count % data.batch_size
+        return count
     if isinstance(data, IterableDataset):
         try:
             return len(data)  # type: ignore[arg-type]
