@@ -46,9 +46,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
-    sys.path.insert(0, str(ROOT))
+from _harness import ROOT, command_line, load_average, machine_info, utc_now, write_results  # noqa: E402
+
 RECIPE = ROOT / "recipes" / "fashion_mnist_ssl.py"
 ITERATIONS_PER_EPOCH = 600  # 60,000 training images in batches of 100
 
@@ -462,21 +461,192 @@ def run_speed(args: argparse.Namespace) -> None:
     result["achieved_flops_per_s"] = counted["flops"] / result["idle_1_threads_s"]
     result["fraction_of_square_matmul_rate"] = result["achieved_flops_per_s"] / result["square_1024_flops_per_s"]
     result["fraction_of_own_matmul_rate"] = result["achieved_flops_per_s"] / result["step_matmuls_flops_per_s"]
-    result["machine"] = {"cpu": _cpu_model(), "load_average": os.getloadavg(), "torch": torch.__version__,
-                         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    result["machine"] = dict(machine_info(), load_average=load_average(), date=utc_now())
     path = args.work_dir / "speed.json"
     path.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "matmuls"}, indent=1), flush=True)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+# --------------------------------------------------------------------------------------------------------------
+# Report: the table, the curves, the regime study
+# --------------------------------------------------------------------------------------------------------------
+def _curve(run_dir: Path) -> List[List[float]]:
+    """``[[iteration, test error], ...]`` of a run, from its TensorBoard events (also of a run still going)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    if "test/error" not in events.Tags().get("scalars", []):
+        return []
+    return sorted({int(e.step): float(e.value) for e in events.Scalars("test/error")}.items())
+
+
+def _stats(values: Sequence[float]) -> Dict[str, float]:
+    import statistics
+
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def collect(args: argparse.Namespace) -> Dict[str, Any]:
+    """Every finished run of the work folder in one report (runs still going contribute their curve so far)."""
+    work, iterations = args.work_dir, args.epochs * ITERATIONS_PER_EPOCH
+    report: Dict[str, Any] = {"seeds": {}, "regime": {}, "long": None, "speed": None, "iterations": iterations}
+    for seed in args.seeds:
+        run_dir = work / gan_run_name(seed, None, args.epochs)
+        classical = work / f"classical_seed{seed}_unlall.json"
+        if not (run_dir / "summary.json").is_file() or not classical.is_file():
+            continue
+        gan = json.loads((run_dir / "summary.json").read_text())["metrics"]
+        other = json.loads(classical.read_text())
+        row = {"gan": gan["test_error"], "labeled_only": gan.get("baseline_test_error"),
+               "label_spreading_knn": other["label_spreading_knn"]["selected"]["test_error"],
+               "label_spreading_knn_config": other["label_spreading_knn"]["selected"]["config"],
+               "label_spreading_rbf": other["label_spreading_rbf"]["selected"]["test_error"],
+               "label_spreading_rbf_config": other["label_spreading_rbf"]["selected"]["config"],
+               "logistic_regression": other["logistic_regression"]["selected"]["test_error"],
+               "logistic_regression_config": other["logistic_regression"]["selected"]["config"],
+               "curve": _curve(run_dir), "seconds": json.loads((run_dir / "summary.json").read_text())["seconds"]}
+        baselines = [row[k] for k in ("labeled_only", "label_spreading_knn", "label_spreading_rbf",
+                                      "logistic_regression") if row[k] is not None]
+        row["best_baseline"] = min(baselines)
+        row["gan_beats_every_baseline"] = row["gan"] < row["best_baseline"]
+        below = [step for step, error in row["curve"] if error < row["best_baseline"]]
+        row["first_iteration_below_every_baseline"] = below[0] if below else None
+        report["seeds"][str(seed)] = row
+    for size in list(args.regime_sizes) + [None]:
+        for seed in args.seeds[:2]:
+            if size is None:
+                run_dir = work / gan_run_name(seed, None, args.epochs)
+            else:
+                run_dir = work / gan_run_name(seed, size, iterations // (size // 100))
+            classical = work / f"classical_seed{seed}_unl{'all' if size is None else size}.json"
+            if not (run_dir / "summary.json").is_file() or not classical.is_file():
+                continue
+            gan = json.loads((run_dir / "summary.json").read_text())["metrics"]
+            ls = json.loads(classical.read_text())["label_spreading_knn"]["selected"]["test_error"]
+            curve = _curve(run_dir)
+            below = [step for step, error in curve if error < ls]
+            report["regime"].setdefault(str(size or 60000), {})[str(seed)] = {
+                "gan": gan["test_error"], "label_spreading_knn": ls, "curve": curve,
+                "first_iteration_below_label_spreading": below[0] if below else None}
+    long_dir = work / gan_run_name(args.seeds[0], None, args.long_epochs)
+    if args.long_epochs and long_dir.is_dir():
+        report["long"] = {"epochs_planned": args.long_epochs, "finished": (long_dir / "summary.json").is_file(),
+                          "curve": _curve(long_dir)}
+    if (work / "speed.json").is_file():
+        report["speed"] = json.loads((work / "speed.json").read_text())
+    rows = list(report["seeds"].values())
+    if rows:
+        report["summary"] = {key: _stats([r[key] for r in rows if r[key] is not None])
+                             for key in ("gan", "labeled_only", "label_spreading_knn", "label_spreading_rbf",
+                                         "logistic_regression")}
+        report["gan_beats_every_baseline_on_every_seed"] = all(r["gan_beats_every_baseline"] for r in rows)
+    return report
+
+
+def _pct(value: Optional[float]) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def markdown(report: Dict[str, Any], command: str) -> str:
+    lines = [f"Command: `{command}`  ", f"Date: {utc_now()}; {machine_info()['cpu']}; one torch thread per run.", "",
+             f"Test error (%) on the 10,000 test images, 100 labels, after {report['iterations']:,} iterations "
+             "(the GAN's averaged discriminator after its last epoch; never the best epoch).", "",
+             "| seed | GAN | labeled only | LabelSpreading knn | LabelSpreading rbf | logistic regression | GAN beats "
+             "all | first iteration below all |", "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for seed, r in report["seeds"].items():
+        lines.append(f"| {seed} | {_pct(r['gan'])} | {_pct(r['labeled_only'])} | {_pct(r['label_spreading_knn'])} | "
+                     f"{_pct(r['label_spreading_rbf'])} | {_pct(r['logistic_regression'])} | "
+                     f"{'yes' if r['gan_beats_every_baseline'] else 'no'} | "
+                     f"{r['first_iteration_below_every_baseline'] or '—'} |")
+    if report.get("summary"):
+        m = report["summary"]
+        lines.append("| mean ± std | " + " | ".join(
+            f"{100 * m[k]['mean']:.2f} ± {100 * m[k]['std']:.2f}" for k in
+            ("gan", "labeled_only", "label_spreading_knn", "label_spreading_rbf", "logistic_regression")) + " | "
+            f"{'yes, every seed' if report['gan_beats_every_baseline_on_every_seed'] else 'not on every seed'} | |")
+        lines += ["", "Settings chosen by cross-validation on the labeled images: " + "; ".join(
+            f"seed {seed}: knn {r['label_spreading_knn_config']}, rbf gamma x{r['label_spreading_rbf_config']['gamma_scale']:g} "
+            f"alpha {r['label_spreading_rbf_config']['alpha']}, logistic C {r['logistic_regression_config']['C']:g}"
+            for seed, r in report["seeds"].items()) + "."]
+    if report["regime"]:
+        lines += ["", f"Regime: test error (%) after {report['iterations']:,} iterations against the unlabeled "
+                  "pool (labeled images included), GAN vs LabelSpreading (knn, CV-selected), seeds 1 and 2:", "",
+                  "| unlabeled images | seed | GAN | LabelSpreading knn | GAN first below LabelSpreading at iteration |",
+                  "|---:|---:|---:|---:|---:|"]
+        for size in sorted(report["regime"], key=int):
+            for seed, r in report["regime"][size].items():
+                lines.append(f"| {int(size):,} | {seed} | {_pct(r['gan'])} | {_pct(r['label_spreading_knn'])} | "
+                             f"{r['first_iteration_below_label_spreading'] or 'not within the run'} |")
+    if report["long"] and report["long"]["curve"]:
+        step, error = report["long"]["curve"][-1]
+        lines += ["", f"The long run (seed {report.get('long_seed', 1)}, planned {report['long']['epochs_planned']} "
+                  f"epochs, {'finished' if report['long']['finished'] else 'still running when this was written'}): "
+                  f"{100 * error:.2f} % at iteration {step:,}."]
+    if report["speed"]:
+        sp = report["speed"]
+        lines += ["", "Speed of the recipe's training step (one iteration: D on 100 labeled + 100 unlabeled + 100 "
+                  "generated, then the G step), seconds per iteration:", "",
+                  "| | 1 thread | 2 threads |", "|---|---:|---:|",
+                  f"| idle machine | {sp['idle_1_threads_s']:.3f} | {sp['idle_2_threads_s']:.3f} |",
+                  f"| a second process busy | {sp['busy_1_threads_s']:.3f} | {sp['busy_2_threads_s']:.3f} |", "",
+                  f"One iteration is {sp['step_flops'] / 1e9:.2f} GFLOP of matrix products ({sp['matmul_count']} "
+                  f"products, counted by torch's FlopCounterMode): {sp['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s on "
+                  f"one thread, {100 * sp['fraction_of_own_matmul_rate']:.0f} % of the rate of the same products "
+                  f"run alone ({sp['step_matmuls_flops_per_s'] / 1e9:.1f} GFLOP/s) and "
+                  f"{100 * sp['fraction_of_square_matmul_rate']:.0f} % of a 1024x1024x1024 product's "
+                  f"({sp['square_1024_flops_per_s'] / 1e9:.1f} GFLOP/s). Load average during the measurement: "
+                  f"{sp['machine']['load_average'][0]:.1f}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (seed, r) in enumerate(report["seeds"].items()):
+        steps, errors = zip(*r["curve"]) if r["curve"] else ((), ())
+        left.plot(steps, [100 * e for e in errors], color=colors[i], label=f"GAN, seed {seed}")
+        for key, style in (("label_spreading_knn", "--"), ("logistic_regression", ":")):
+            left.axhline(100 * r[key], color=colors[i], linestyle=style, linewidth=0.8)
+    if report["long"] and report["long"]["curve"]:
+        steps, errors = zip(*report["long"]["curve"])
+        left.plot(steps, [100 * e for e in errors], color="black", linewidth=0.8, label="GAN, seed 1, long run")
+    left.set_xlabel("iteration")
+    left.set_ylabel("test error (%)")
+    left.set_title("Fashion-MNIST, 100 labels (dashed: LabelSpreading knn, dotted: logistic regression)", fontsize=8)
+    left.legend(fontsize=7)
+    for size in sorted(report["regime"], key=int):
+        for seed, r in report["regime"][size].items():
+            right.scatter(int(size), 100 * r["gan"], color=colors[0], marker="o")
+            right.scatter(int(size), 100 * r["label_spreading_knn"], color=colors[1], marker="s")
+    right.scatter([], [], color=colors[0], marker="o", label="GAN")
+    right.scatter([], [], color=colors[1], marker="s", label="LabelSpreading knn")
+    right.set_xscale("log")
+    right.set_xlabel("unlabeled images (labeled included)")
+    right.set_ylabel("test error (%)")
+    right.set_title(f"after {report['iterations']:,} iterations, seeds 1 and 2", fontsize=8)
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run_report(args: argparse.Namespace) -> None:
+    report = collect(args)
+    report["machine"] = machine_info()
+    command = command_line(__file__, sys.argv[1:])
+    text = markdown(report, command)
+    print(text)
+    if args.output is not None:
+        write_results(report, args.output, text, header=False)
+        if report["seeds"] or report["regime"]:
+            plot(report, args.output.with_suffix(".png"))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -507,6 +677,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         run_classical_jobs(args)
     if args.stage in ("speed", "all"):
         run_speed(args)
+    if args.stage in ("report", "all"):
+        run_report(args)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def attach_tensorboard(
     - ``training/<key>``: every scalar of the step's output (a dict of losses and statistics, or a single loss),
       every ``log_every`` iterations;
     - ``training/<name>``: the listed ``engine.state`` attributes that handlers maintain (e.g. ``"real_target"``,
-      ``"historical_average_penalty"``), skipped while not set;
+      ``"historical_penalty"``), skipped while not set;
     - ``<optimizer name>/lr/group_<i>``: the learning rates, every ``log_every`` iterations;
     - ``<evaluator name>/<metric>``: every metric of each evaluator whenever it completes a run;
     - ``<evaluator name>/<metric>/protocol`` (text): the protocol card of each metric that publishes one (the

@@ -331,8 +331,12 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
             metrics.update(inception_score=history.last["is"], inception_score_std=history.last["is_std"],
                            inception_history=history.entries, score_samples=args.is_samples,
                            score_splits=args.is_splits, score_network=network)
+            card = scorer.protocols.get("is")  # the protocol travels with the number (summary, TensorBoard, here)
+            metrics["inception_score_protocol"] = card.to_dict() if card is not None else None
             headline.append(f"  score        {history.last['is']:.3f} ± {history.last['is_std']:.3f} "
                             f"({args.is_samples:,} samples, {network['network']})")
+            if card is not None:
+                headline.append(f"  protocol     {card}")
         headline.append(f"  paper        {s.paper or 'no number for this setting'}")
         run.finish(metrics, extra={"paper": s.paper}, headline=headline)
 

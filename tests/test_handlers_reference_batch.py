@@ -83,15 +83,18 @@ def test_same_after_checkpoint_and_not_redrawn_on_resume(tmp_path):
 
 def test_state_dict_round_trip_and_bad_state():
     reference = VirtualBatchReference(make_generator(), size=SIZE, seed=0)
-    assert reference.state_dict() == {"reference": None}
+    assert reference.state_dict() == {"reference_noise": None}
     reference.setup()
     other = VirtualBatchReference(make_generator(), size=SIZE, seed=5)
     other.load_state_dict(reference.state_dict())
     assert torch.equal(other.reference, reference.reference)
-    with pytest.raises(ValueError, match=r"state_dict\['reference'\] must be a \(size=6, z_dim\) tensor.*\(4, 8\)"):
-        other.load_state_dict({"reference": torch.zeros(4, Z_DIM)})
-    with pytest.raises(ValueError, match=r"must have the key \['reference'\], got \['noise'\]"):
+    with pytest.raises(ValueError, match=r"state_dict\['reference_noise'\] must be a tensor of size=6 noise .*\(4, 8\)"):
+        other.load_state_dict({"reference_noise": torch.zeros(4, Z_DIM)})
+    with pytest.raises(ValueError, match=r"must have the key \['reference_noise'\], got \['noise'\]"):
         other.load_state_dict({"noise": None})
+    legacy = VirtualBatchReference(make_generator(), size=SIZE, seed=5)
+    legacy.load_state_dict({"reference": reference.reference})  # checkpoints written with the earlier key
+    assert torch.equal(legacy.reference, reference.reference)
 
 
 def test_bad_input():

@@ -218,3 +218,26 @@ def test_ema_reference_flag_gives_the_references_average(tmp_path, monkeypatch):
     # The reference: zero start, no bias correction, the weights from before each step.
     assert reference["kwargs"]["bias_correction"] is False
     assert reference["attach"][1]["event"] == Events.ITERATION_STARTED
+
+
+SHARED_FASHION = ROOT.parent / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.mark.skipif(not (SHARED_FASHION / "FashionMNIST" / "raw").is_dir(),
+                    reason="the real Fashion-MNIST files of ../shared/data are not beside this checkout")
+def test_fashion_mnist_recipe_on_the_real_data(tmp_path):
+    out = tmp_path / "fashion"
+    result = run_recipe("fashion_mnist_ssl", "--data-dir", SHARED_FASHION, "--epochs", "2", "--iterations-per-epoch",
+                        "3", "--baseline", "--output-dir", out)
+    metrics = summary(out)["metrics"]
+    assert metrics["test_examples"] == 10000 and metrics["labels"] == 100 and metrics["unlabeled_examples"] == 60000
+    assert metrics["iterations"] == 6 and 0 < metrics["test_error"] < 0.9 and 0 < metrics["baseline_test_error"] < 0.9
+    # The run reports itself: one line per epoch (no terminal here), the numbers and the paths at the end.
+    assert "epoch 1/2  iteration 3" in result.stderr and "test_error" in result.stderr
+    assert "\r" not in result.stderr
+    assert "baseline epoch 2/2" in result.stderr
+    assert f"fashion_mnist_ssl: test error {100 * metrics['test_error']:.2f} %" in result.stdout
+    assert str(out / "summary.json") in result.stdout and "tensorboard --logdir" in result.stdout
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("test/error")] == [3, 6]  # the last epoch is evaluated once

@@ -116,20 +116,27 @@ class VirtualBatchReference:
         return noise.detach().clone()
 
     def state_dict(self) -> Dict[str, Any]:
-        """``{"reference": the reference noise (CPU tensor) or None before it was drawn}``."""
-        return {"reference": self.reference}
+        """``{"reference_noise": the reference noise (CPU tensor) or None before it was drawn}``.
+
+        The key is not ``"reference"``: Ignite's ``Checkpoint.load_objects`` with a single object saved under the
+        name ``"reference"`` would take that key of the state for the object's own entry.
+        """
+        return {"reference_noise": self.reference}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the reference; it is set on the generator at the next ``event`` (or :meth:`setup`)."""
-        if not isinstance(state_dict, Mapping) or set(state_dict) != {"reference"}:
+        # "reference" is the key of checkpoints written before 0.1.0's last changes.
+        if not isinstance(state_dict, Mapping) or set(state_dict) not in ({"reference_noise"}, {"reference"}):
             got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-            raise ValueError(f"state_dict must have the key ['reference'], got {got}")
-        reference = state_dict["reference"]
+            raise ValueError(f"state_dict must have the key ['reference_noise'], got {got}")
+        reference = state_dict.get("reference_noise", state_dict.get("reference"))
         if reference is not None:
-            if not isinstance(reference, Tensor) or reference.dim() != 2 or reference.shape[0] != self.size:
+            # Any noise shape the generator draws, e.g. (size, z_dim) or dcgan.py's (size, nz, 1, 1).
+            if not isinstance(reference, Tensor) or reference.dim() < 2 or reference.shape[0] != self.size:
                 shape = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference).__name__
                 raise ValueError(
-                    f"state_dict['reference'] must be a (size={self.size}, z_dim) tensor or None, got {shape}"
+                    f"state_dict['reference_noise'] must be a tensor of size={self.size} noise vectors (size, ...) or "
+                    f"None, got {shape}"
                 )
             reference = reference.detach().cpu().clone()
         self.reference = reference
