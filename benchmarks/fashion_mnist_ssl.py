@@ -33,10 +33,8 @@ The JSON holds every raw number; the Markdown table goes next to it (``.md``) wi
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -269,7 +267,6 @@ def label_spreading_rbf(x, y, pool, labeled, x_test, y_test) -> Dict[str, Any]:
 
 def logistic_regression(x, y, labeled, x_test, y_test) -> Dict[str, Any]:
     """Multinomial logistic regression on the labeled images alone, C chosen by the same CV."""
-    import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     configs = [{"C": c} for c in LOGISTIC_C]

@@ -36,6 +36,7 @@ __all__ = [
     "recipe_parser",
     "parse_args",
     "launch",
+    "launch_recipe",
     "positive_int",
     "nonnegative_int",
     "positive_float",
@@ -290,3 +291,25 @@ def launch(main: Callable[..., Any], args: argparse.Namespace, *extra: Any) -> N
         kwargs["nproc_per_node"] = args.nproc_per_node
     with idist.Parallel(backend=backend, **kwargs) as parallel:
         parallel.run(main, args, *extra)
+
+
+def launch_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace, main: Callable[..., Any], *extra: Any) -> None:
+    """:func:`launch` with the errors a user can act on turned into messages instead of tracebacks.
+
+    - ``--resume`` of a complete run (:class:`~ignite_igan.runs.RunComplete`): the message, exit status 0.
+    - A missing or unreadable data set, a refused output folder, no usable checkpoint, a bad value: the message
+      after ``<prog>: error:``, exit status 2 (as argparse's own errors).
+    - A non-finite loss (:class:`~ignite_igan.runs.NonFiniteLossError`): the message, exit status 1.
+    """
+    from ignite_igan.checkpointing import CheckpointError
+    from ignite_igan.datasets import DatasetNotFoundError
+    from ignite_igan.runs import NonFiniteLossError, RunComplete, RunFolderError
+
+    try:
+        launch(main, args, *extra)
+    except RunComplete as done:
+        print(f"{parser.prog}: {done}")
+    except (DatasetNotFoundError, RunFolderError, CheckpointError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except NonFiniteLossError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")

@@ -38,8 +38,7 @@ from ignite_igan.metrics.sampling import GeneratorEvaluator
 from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
 from ignite_igan.nn import minibatch_batch_mean_init
 from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
-from ignite_igan.checkpointing import CheckpointError
-from ignite_igan.runs import NonFiniteLossError, Run, RunComplete, RunFolderError, attach_nonfinite_guard
+from ignite_igan.runs import Run, attach_nonfinite_guard
 
 MIXTURES = ("ring", "grid")
 MINIBATCH_INITS = ("none", "data", "batch_mean")
@@ -343,14 +342,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         config_from_args(args)  # every check before any process starts
     except (TypeError, ValueError) as error:
         parser.error(str(error))
-    try:
-        cli.launch(train, args)
-    except RunComplete as done:
-        print(f"{parser.prog}: {done}")
-    except (RunFolderError, CheckpointError, ValueError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except NonFiniteLossError as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    cli.launch_recipe(parser, args, train)
 
 
 if __name__ == "__main__":

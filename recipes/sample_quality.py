@@ -43,7 +43,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from ignite_igan import cli, models
 from ignite_igan.data import init_batch
-from ignite_igan.datasets import EXPECTED_LAYOUTS, DatasetNotFoundError, load_dataset_rank_zero_first
+from ignite_igan.datasets import EXPECTED_LAYOUTS, load_dataset_rank_zero_first
 from ignite_igan.engines import create_gan_trainer
 from ignite_igan.handlers import (
     DataDependentInitialization, HistoricalAveraging, OneSidedLabelSmoothing, VirtualBatchReference,
@@ -52,8 +52,7 @@ from ignite_igan.logging import attach_tensorboard
 from ignite_igan.metrics import ClassifierExtractor, GeneratorEvaluator, InceptionScore, TFInceptionV3
 from ignite_igan.metrics import TorchvisionInceptionV3
 from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
-from ignite_igan.checkpointing import CheckpointError
-from ignite_igan.runs import History, NonFiniteLossError, Run, RunComplete, RunFolderError, attach_nonfinite_guard
+from ignite_igan.runs import History, Run, attach_nonfinite_guard
 
 REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 500
 DIGITS_MINIBATCH_KERNELS = 32  # for the 64 features: the reference's 100 kernels for 192, in proportion
@@ -347,14 +346,7 @@ def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
     parser = build_parser(name)
     args = cli.parse_args(parser, argv)
     check_args(parser, args, SETTINGS[name])
-    try:
-        cli.launch(train, args, name)
-    except RunComplete as done:
-        print(f"{parser.prog}: {done}")
-    except (DatasetNotFoundError, RunFolderError, CheckpointError, ValueError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except NonFiniteLossError as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    cli.launch_recipe(parser, args, train, name)
 
 
 if __name__ == "__main__":

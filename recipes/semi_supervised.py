@@ -23,7 +23,6 @@ last; TensorBoard; checkpoints and resume (:class:`ignite_igan.runs.Run`); with 
 discriminator trained on the labeled images alone for as many steps; ``summary.json`` and a short report.
 """
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -36,16 +35,13 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from ignite_igan import cli, models
 from ignite_igan.data import SemiSupervisedLoader, balanced_labeled_subset, dataset_labels, init_batch, unlabeled_pool
-from ignite_igan.datasets import EXPECTED_LAYOUTS, DatasetNotFoundError, load_dataset_rank_zero_first
+from ignite_igan.datasets import EXPECTED_LAYOUTS, load_dataset_rank_zero_first
 from ignite_igan.engines import create_semi_supervised_trainer
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
 from ignite_igan.logging import attach_tensorboard
 from ignite_igan.metrics import ErrorEvaluator
 from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
-from ignite_igan.checkpointing import CheckpointError
-from ignite_igan.runs import (
-    NonFiniteLossError, Run, RunComplete, RunFolderError, attach_nonfinite_guard, attach_progress,
-)
+from ignite_igan.runs import Run, attach_nonfinite_guard, attach_progress
 
 
 @dataclass(frozen=True)
@@ -276,14 +272,7 @@ def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
         layout = EXPECTED_LAYOUTS[SETTINGS[name].dataset].replace("<dir>", str(data_dir))
         parser.error(f"--data-dir: {str(data_dir)!r} does not exist; expected the files {layout}. Pass --download "
                      "to fetch them with torchvision, or point --data-dir at a copy")
-    try:
-        cli.launch(train, args, name)
-    except RunComplete as done:
-        print(f"{parser.prog}: {done}")
-    except (DatasetNotFoundError, RunFolderError, CheckpointError, ValueError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    except NonFiniteLossError as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    cli.launch_recipe(parser, args, train, name)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from ignite_igan.metrics import (
     GeneratorEvaluator,
     ImageExtractor,
     InceptionScore,
-    Protocol,
 )
 from ignite_igan.metrics import extractors as extractors_module
 
@@ -266,6 +265,7 @@ def test_real_name_is_needed_for_caching_and_the_default_cache_dir(tmp_path, mon
         FID(net, features_fn=first_layer, real=real_images(), cache_dir=tmp_path)
     assert FID(net, features_fn=first_layer, real=real_images()).cache_path() is None  # no name, no cache
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # another test may have called torch.hub.set_dir
     fid = FID(net, features_fn=first_layer, real=real_images(), real_name="toy")
     assert fid.cache_path().parent == tmp_path / "torch_home" / "ignite_igan" / "fid_statistics"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 
 import ignite_igan.metrics
 from ignite_igan.metrics import (
@@ -22,7 +22,6 @@ from ignite_igan.metrics import (
     InceptionScore,
     Protocol,
     published_protocols,
-    tf32_mode,
 )
 from ignite_igan.metrics import extractors as extractors_module
 
@@ -100,7 +99,7 @@ def test_card_fields_string_equality_and_publication(tmp_path):
     fid = cards["fid"]
     assert fid.metric == "fid" and fid.n_samples == 40 and fid.splits is None
     key = metrics["fid"].real_statistics.key_digest
-    assert fid.real_statistics == f"toy/train, 64 images, key {key}" and f"real: toy/train" in str(fid)
+    assert fid.real_statistics == f"toy/train, 64 images, key {key}" and "real: toy/train" in str(fid)
     assert fid.output.startswith("features_fn ") and fid.output.endswith("(6 features)")
     assert hash(card) == hash(dataclasses.replace(card))  # frozen and hashable
     with pytest.raises(dataclasses.FrozenInstanceError):

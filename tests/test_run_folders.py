@@ -5,7 +5,6 @@ checks what is on disk afterwards: files, their hashes, the final parameters aga
 """
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler, Subset
-from torch.utils.data.dataloader import default_collate
 
 import ignite.distributed as idist
 from ignite.engine import Engine
