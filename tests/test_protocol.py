@@ -138,7 +138,7 @@ def test_card_of_the_paper_network_names_weights_and_resize(tmp_path):
 @pytest.fixture
 def offline(tmp_path):
     """An empty torch.hub directory and downloads that fail (as on a machine without internet)."""
-    old = torch.hub.get_dir()
+    old = torch.hub._hub_dir  # None unless set_dir was called: then TORCH_HOME decides, and must again after
     torch.hub.set_dir(str(tmp_path / "hub"))
     calls = []
 
@@ -152,7 +152,7 @@ def offline(tmp_path):
         ):
             yield calls
     finally:
-        torch.hub.set_dir(old)
+        torch.hub._hub_dir = old
 
 
 @pytest.mark.parametrize(

@@ -246,12 +246,14 @@ class Runs:
 
 @contextlib.contextmanager
 def working_directory_and_torch_home(path: Path) -> Iterator[None]:
-    saved_cwd, saved_home = os.getcwd(), os.environ.get("TORCH_HOME")
+    saved_cwd, saved_home, saved_hub = os.getcwd(), os.environ.get("TORCH_HOME"), torch.hub._hub_dir
     os.chdir(path)
     os.environ["TORCH_HOME"] = str(path / "torch_home")  # FID's default statistics cache goes there
+    torch.hub._hub_dir = None  # so that TORCH_HOME decides, whatever torch.hub.set_dir was called with before
     try:
         yield
     finally:
+        torch.hub._hub_dir = saved_hub
         os.chdir(saved_cwd)
         if saved_home is None:
             os.environ.pop("TORCH_HOME", None)
