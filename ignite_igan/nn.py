@@ -293,6 +293,33 @@ def _expand(per_channel: Tensor, ndim: int) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # Weight normalization (spec §1.3, §1.8)
 # --------------------------------------------------------------------------------------------------------------
+class _UnitNorm(torch.autograd.Function):
+    """``sqrt(eps + sum V^2)`` per output unit, with a backward pass of one multiplication over ``V``.
+
+    The gradient is ``V * (grad / norm)`` per unit. ``torch.linalg.vector_norm``'s own backward spends three passes
+    over ``V`` on it (a division, a multiplication and a mask for zero norms); ``V`` is the largest tensor of a
+    weight-normalized layer, and on the MNIST network's CPU step those passes were about a tenth of the time. A
+    zero direction has no defined gradient in any form (the reference's norm has no epsilon either).
+    """
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, out_dim: int, eps: float) -> Tensor:  # type: ignore[override]
+        reduce = [d for d in range(weight.dim()) if d != out_dim]
+        norm = torch.linalg.vector_norm(weight, dim=reduce)
+        if eps:
+            norm = (eps + norm.square()).sqrt()
+        ctx.out_dim = out_dim
+        ctx.save_for_backward(weight, norm)
+        return norm
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None, None]:  # type: ignore[override]
+        weight, norm = ctx.saved_tensors
+        shape = [1] * weight.dim()
+        shape[ctx.out_dim] = -1
+        return weight * (grad / norm).view(shape), None, None
+
+
 class _WeightNorm(DataDependentInit, nn.Module):
     """Shared parametrization of the weight-normalized layers.
 
@@ -341,13 +368,9 @@ class _WeightNorm(DataDependentInit, nn.Module):
     def output_factor(self) -> Tensor:
         """``g / sqrt(eps + sum V^2)`` per output unit, shape (out_units,): the effective weight is ``V`` times it.
 
-        The norm is one fused reduction over ``V`` (``torch.linalg.vector_norm``), without a squared copy of it.
+        The norm is one fused reduction over ``V`` (:class:`_UnitNorm`), without a squared copy of it.
         """
-        reduce = [d for d in range(self.weight.dim()) if d != self._out_dim]
-        norm = torch.linalg.vector_norm(self.weight, dim=reduce)
-        if self.eps:
-            norm = (self.eps + norm.square()).sqrt()
-        return self.scale / norm
+        return self.scale / _UnitNorm.apply(self.weight, self._out_dim, self.eps)
 
     def normalized_weight(self) -> Tensor:
         """The effective weight ``V * g / sqrt(eps + sum V^2)``, the sum over every axis but the output one."""

@@ -641,3 +641,16 @@ def test_gaussian_noise_has_no_dtype_and_keeps_the_input_s():
     for dtype in (torch.float64, torch.float16, torch.bfloat16, torch.float32):
         out = noise(torch.zeros(200, 10, dtype=dtype))
         assert out.dtype == dtype and out.float().std() > 0.4
+
+
+@pytest.mark.parametrize("shape, out_dim, eps", [((5, 7), 0, 0.0), ((5, 7), 0, 1e-6), ((3, 4, 2, 2), 1, 1e-6)])
+def test_unit_norm_and_its_gradient_against_the_formula(shape, out_dim, eps):
+    """The weight norm's own backward pass equals the gradient of sqrt(eps + sum V^2) (gradcheck, float64)."""
+    from ignite_igan.nn import _UnitNorm
+
+    torch.manual_seed(0)
+    weight = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    reduce = [d for d in range(len(shape)) if d != out_dim]
+    expected = (eps + weight.detach().square().sum(dim=reduce)).sqrt()
+    torch.testing.assert_close(_UnitNorm.apply(weight, out_dim, eps), expected, rtol=1e-12, atol=0)
+    assert torch.autograd.gradcheck(lambda w: _UnitNorm.apply(w, out_dim, eps), (weight,))
