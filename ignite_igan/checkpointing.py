@@ -152,7 +152,8 @@ def _write_atomic_bytes(path: Path, data: bytes) -> None:
         free = _free_bytes(path.parent)
         detail = f"; {free / 2**20:.0f} MiB free there" if free is not None else ""
         raise OSError(
-            error.errno, f"could not write {str(path)!r} ({len(data) / 2**20:.1f} MiB): {error.strerror or error}{detail}"
+            error.errno,
+            f"could not write {str(path)!r} ({len(data) / 2**20:.1f} MiB): {error.strerror or error}{detail}",
         ) from error
 
 

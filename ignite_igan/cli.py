@@ -148,7 +148,9 @@ def recipe_parser(
         group.add_argument("--seed-data", type=seed_int, default=1, help="seed of the labeled subset")
     group.add_argument("--seed", type=seed_int, default=1, help="seed of initialization, noise and shuffling")
     group.add_argument("--batch-size", type=positive_int, default=batch_size, help="batch size of each sub-batch")
-    group.add_argument("--device", type=device_name, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    group.add_argument(
+        "--device", type=device_name, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
     group.add_argument("--output-dir", type=Path, default=Path(output_dir or "runs/" + description.split()[0].lower()))
     group.add_argument(
         "--resume",
@@ -293,7 +295,9 @@ def launch(main: Callable[..., Any], args: argparse.Namespace, *extra: Any) -> N
         parallel.run(main, args, *extra)
 
 
-def launch_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace, main: Callable[..., Any], *extra: Any) -> None:
+def launch_recipe(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, main: Callable[..., Any], *extra: Any
+) -> None:
     """:func:`launch` with the errors a user can act on turned into messages instead of tracebacks.
 
     - ``--resume`` of a complete run (:class:`~ignite_igan.runs.RunComplete`): the message, exit status 0.

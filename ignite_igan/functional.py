@@ -606,7 +606,9 @@ def _check_statistics(name_mu: str, mu: object, name_sigma: str, sigma: object) 
         raise ValueError(f"{name_mu} must be a non-empty 1-D mean vector (D,), got shape {tuple(mu.shape)}")
     d = mu.shape[0]
     if tuple(sigma.shape) != (d, d):
-        raise ValueError(f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, got shape {tuple(sigma.shape)}")
+        raise ValueError(
+            f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, got shape {tuple(sigma.shape)}"
+        )
     for name, value in ((name_mu, mu), (name_sigma, sigma)):
         if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
             raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
