@@ -100,8 +100,9 @@ def sample_grid(run_dirs: Dict[str, Path], epochs: int, path: Path) -> None:
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
 
-    figure, axes = plt.subplots(1, len(run_dirs), figsize=(3.2 * len(run_dirs), 3.5))
-    for axis, (title, run_dir) in zip(axes, run_dirs.items()):
+    # squeeze=False: a single run still gives a row of axes to iterate over.
+    figure, axes = plt.subplots(1, len(run_dirs), figsize=(3.2 * len(run_dirs), 3.5), squeeze=False)
+    for axis, (title, run_dir) in zip(axes[0], run_dirs.items()):
         state = torch.load(run_dir / "checkpoints" / f"checkpoint_{epochs}.pt", weights_only=True)
         normalization = "virtual" if "reference_noise" in state["generator"] else "batch"
         generator = sq.SETTINGS["digits_samples"].generator(normalization)
