@@ -58,8 +58,7 @@ from _harness import (  # first: it puts the repository root on sys.path (benchm
     command_line, device_info, select_device, synchronize, utc_now, write_results,
 )
 from ignite_igan.engines import create_gan_trainer, create_semi_supervised_trainer
-from ignite_igan.functional import frechet_distance, inception_score
-from ignite_igan.metrics import GeneratorEvaluator, InceptionScore, TFInceptionV3, to_uint8
+from ignite_igan.metrics import FID, GeneratorEvaluator, InceptionScore, TFInceptionV3
 from ignite_igan.models import cifar10_fm_discriminator, cifar10_generator, cifar10_md_discriminator
 from ignite_igan.nn import data_dependent_init
 from ignite_igan.optim import ReferenceAdam
@@ -215,69 +214,45 @@ def measure_inception_score(args: argparse.Namespace, device: torch.device) -> D
 
 
 def measure_is_and_fid(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
-    """IS and FID of ``--is-samples`` generated images from one pass of the network, against cached real statistics.
+    """IS and FID of ``--is-samples`` generated images in one :class:`~ignite_igan.metrics.GeneratorEvaluator` run.
 
-    The generator makes the images batch by batch; each batch is rounded to uint8 and goes through the network
-    once for both outputs (1008 unbiased logits, 2048 pool features). The logits are kept for the split score,
-    the features are summed into float64 first and second moments on the device; the Fréchet distance to a
-    precomputed (here random, positive definite) set of real statistics is
-    :func:`~ignite_igan.functional.frechet_distance` on the device. Timed from the first noise vector to both
-    numbers.
+    What a user writes: :class:`~ignite_igan.metrics.InceptionScore` and :class:`~ignite_igan.metrics.FID` on the
+    same network (each generated batch goes through it once for both), FID against precomputed real statistics
+    (``real=(mu, sigma)``; here random, positive definite ones of the right size). Timed from the first noise vector
+    to both numbers.
     """
     torch.manual_seed(args.seed)
     generator = cifar10_generator("virtual").to(device)
     generator.set_reference(generator.sample_noise(args.reference_size, device=device))
     data_dependent_init(generator, generator.sample_noise(args.batch_size, device=device))
-    generator.eval()
     with tempfile.TemporaryDirectory() as tmp:
         path, digest = random_inception_weights(Path(tmp), args.seed)
         extractor = TFInceptionV3(weights_path=path, sha256=digest).to(device)
     rng = torch.Generator(device="cpu").manual_seed(args.seed + 1)
     a = torch.randn(2048, 2048, generator=rng, dtype=torch.float64)
-    real_mu, real_sigma = torch.randn(2048, generator=rng, dtype=torch.float64).to(device), (a @ a.T / 2048).to(device)
+    real = (torch.randn(2048, generator=rng, dtype=torch.float64), a @ a.T / 2048)
 
-    def evaluate(n: int) -> Tuple[float, float, float, Dict[str, float]]:
+    def evaluate(n: int) -> Tuple[Dict[str, Any], float]:
+        metrics = {"is": InceptionScore(extractor, input_range="[-1,1]", splits=10, device=device),
+                   "fid": FID(extractor, input_range="[-1,1]", real=real, device=device)}
+        scorer = GeneratorEvaluator(generator, metrics, n_samples=n, batch_size=args.is_batch_size, seed=0,
+                                    mode="eval")
         synchronize(device)
         begin = time.perf_counter()
-        noise_rng = torch.Generator().manual_seed(0)
-        logits, total, outer, count = [], torch.zeros(2048, dtype=torch.float64, device=device), None, 0
-        outer = torch.zeros(2048, 2048, dtype=torch.float64, device=device)
-        phases = {"generate_and_extract_s": 0.0}
-        with torch.no_grad():
-            for start in range(0, n, args.is_batch_size):
-                b = min(args.is_batch_size, n - start)
-                z = generator.sample_noise(b, generator=noise_rng, device="cpu").to(device)
-                images = to_uint8(generator(z), "[-1,1]")
-                batch_logits, features = extractor.logits_and_features(images)
-                logits.append(batch_logits)
-                f = features.double()
-                total += f.sum(dim=0)
-                outer += f.T @ f
-                count += b
+        result = scorer.run()
         synchronize(device)
-        phases["generate_and_extract_s"] = time.perf_counter() - begin
-        mark = time.perf_counter()
-        score, _ = inception_score(torch.cat(logits), splits=10)
-        phases["inception_score_s"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        mu = total / count
-        sigma = (outer - count * torch.outer(mu, mu)) / (count - 1)
-        fid = frechet_distance(mu, sigma, real_mu, real_sigma)
-        synchronize(device)
-        phases["frechet_distance_s"] = time.perf_counter() - mark
-        return score, fid, time.perf_counter() - begin, phases
+        return result, time.perf_counter() - begin
 
-    _, _, warmup_s, _ = evaluate(max(10, min(args.is_samples, 2 * args.is_batch_size)))
-    score, fid, elapsed, phases = evaluate(args.is_samples)
+    _, warmup_s = evaluate(max(10, min(args.is_samples, 2 * args.is_batch_size)))
+    result, elapsed = evaluate(args.is_samples)
     return {
         "n_samples": args.is_samples,
         "batch_size": args.is_batch_size,
         "seconds": elapsed,
         "images_per_second": args.is_samples / elapsed,
         "warmup_s": warmup_s,
-        "phases": phases,
-        "inception_score_random_weights": score,
-        "fid_random_weights": fid,
+        "inception_score_random_weights": result["is"],
+        "fid_random_weights": result["fid"],
     }
 
 
@@ -332,13 +307,10 @@ def markdown(report: Dict[str, Any]) -> str:
         if "error" in both:
             lines.append(f"IS and FID: failed: {both['error'].splitlines()[-1][:200]}")
         else:
-            phases = both["phases"]
             lines.append(
-                f"IS and FID of {both['n_samples']:,} generated 32x32 images from one pass of TFInceptionV3 (random "
-                f"weights), FID against cached real statistics: {both['seconds']:.1f} s (under a minute: "
-                f"{'yes' if both['seconds'] < 60 else 'no'}); generation and network {phases['generate_and_extract_s']:.1f} s, "
-                f"split score {phases['inception_score_s']:.2f} s, Fréchet distance on the device "
-                f"{phases['frechet_distance_s']:.2f} s."
+                f"IS and FID of {both['n_samples']:,} generated 32x32 images in one GeneratorEvaluator run "
+                f"(TFInceptionV3 with random weights, one pass per batch for both; FID against precomputed real "
+                f"statistics): {both['seconds']:.1f} s (under a minute: {'yes' if both['seconds'] < 60 else 'no'})."
             )
     return "\n".join(lines) + "\n"
 
