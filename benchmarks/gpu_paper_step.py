@@ -177,7 +177,14 @@ def random_inception_weights(directory: Path, seed: int) -> Tuple[Path, str]:
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def measure_inception_score(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+def measure_scores(args: argparse.Namespace, device: torch.device, with_fid: bool) -> Dict[str, Any]:
+    """IS (and with ``with_fid`` FID) of ``--is-samples`` generated images in one ``GeneratorEvaluator`` run.
+
+    What a user writes: :class:`~ignite_igan.metrics.InceptionScore` (and :class:`~ignite_igan.metrics.FID` on the
+    same network: each generated batch goes through it once for both, FID against precomputed real statistics,
+    ``real=(mu, sigma)``, here random positive definite ones of the right size). Timed from the first noise vector
+    to the numbers.
+    """
     torch.manual_seed(args.seed)
     generator = cifar10_generator("virtual").to(device)
     generator.set_reference(generator.sample_noise(args.reference_size, device=device))
@@ -188,53 +195,14 @@ def measure_inception_score(args: argparse.Namespace, device: torch.device) -> D
         extractor = TFInceptionV3(weights_path=path, sha256=digest).to(device)
         synchronize(device)
         build_s = time.perf_counter() - start
-
-    def evaluate(n: int) -> Tuple[Dict[str, Any], float]:
-        metric = InceptionScore(extractor, input_range="[-1,1]", splits=10, device=device)
-        scorer = GeneratorEvaluator(generator, {"is": metric}, n_samples=n, batch_size=args.is_batch_size, seed=0,
-                                    mode="eval")
-        synchronize(device)
-        begin = time.perf_counter()
-        result = scorer.run()
-        synchronize(device)
-        return result, time.perf_counter() - begin
-
-    _, warmup_s = evaluate(max(10, min(args.is_samples, 2 * args.is_batch_size)))
-    result, elapsed = evaluate(args.is_samples)
-    return {
-        "n_samples": args.is_samples,
-        "batch_size": args.is_batch_size,
-        "seconds": elapsed,
-        "images_per_second": args.is_samples / elapsed,
-        "extractor_build_s": build_s,
-        "warmup_s": warmup_s,
-        "inception_score_random_weights": result["is"],
-        "inception_score_std": result["is_std"],
-    }
-
-
-def measure_is_and_fid(args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
-    """IS and FID of ``--is-samples`` generated images in one :class:`~ignite_igan.metrics.GeneratorEvaluator` run.
-
-    What a user writes: :class:`~ignite_igan.metrics.InceptionScore` and :class:`~ignite_igan.metrics.FID` on the
-    same network (each generated batch goes through it once for both), FID against precomputed real statistics
-    (``real=(mu, sigma)``; here random, positive definite ones of the right size). Timed from the first noise vector
-    to both numbers.
-    """
-    torch.manual_seed(args.seed)
-    generator = cifar10_generator("virtual").to(device)
-    generator.set_reference(generator.sample_noise(args.reference_size, device=device))
-    data_dependent_init(generator, generator.sample_noise(args.batch_size, device=device))
-    with tempfile.TemporaryDirectory() as tmp:
-        path, digest = random_inception_weights(Path(tmp), args.seed)
-        extractor = TFInceptionV3(weights_path=path, sha256=digest).to(device)
     rng = torch.Generator(device="cpu").manual_seed(args.seed + 1)
     a = torch.randn(2048, 2048, generator=rng, dtype=torch.float64)
     real = (torch.randn(2048, generator=rng, dtype=torch.float64), a @ a.T / 2048)
 
     def evaluate(n: int) -> Tuple[Dict[str, Any], float]:
-        metrics = {"is": InceptionScore(extractor, input_range="[-1,1]", splits=10, device=device),
-                   "fid": FID(extractor, input_range="[-1,1]", real=real, device=device)}
+        metrics = {"is": InceptionScore(extractor, input_range="[-1,1]", splits=10, device=device)}
+        if with_fid:
+            metrics["fid"] = FID(extractor, input_range="[-1,1]", real=real, device=device)
         scorer = GeneratorEvaluator(generator, metrics, n_samples=n, batch_size=args.is_batch_size, seed=0,
                                     mode="eval")
         synchronize(device)
@@ -245,15 +213,19 @@ def measure_is_and_fid(args: argparse.Namespace, device: torch.device) -> Dict[s
 
     _, warmup_s = evaluate(max(10, min(args.is_samples, 2 * args.is_batch_size)))
     result, elapsed = evaluate(args.is_samples)
-    return {
+    report = {
         "n_samples": args.is_samples,
         "batch_size": args.is_batch_size,
         "seconds": elapsed,
         "images_per_second": args.is_samples / elapsed,
+        "extractor_build_s": build_s,
         "warmup_s": warmup_s,
         "inception_score_random_weights": result["is"],
-        "fid_random_weights": result["fid"],
+        "inception_score_std": result["is_std"],
     }
+    if with_fid:
+        report["fid_random_weights"] = result["fid"]
+    return report
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -419,14 +391,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.is_samples:
         print(f"Inception Score of {args.is_samples} samples ...", file=sys.stderr, flush=True)
         try:
-            report["inception_score"] = measure_inception_score(args, device)
+            report["inception_score"] = measure_scores(args, device, with_fid=False)
         except Exception:  # noqa: BLE001
             report["inception_score"] = {"error": traceback.format_exc()}
             print(report["inception_score"]["error"], file=sys.stderr)
         write(report, args.output)
         print("IS and FID of the same samples ...", file=sys.stderr, flush=True)
         try:
-            report["is_and_fid"] = measure_is_and_fid(args, device)
+            report["is_and_fid"] = measure_scores(args, device, with_fid=True)
         except Exception:  # noqa: BLE001
             report["is_and_fid"] = {"error": traceback.format_exc()}
             print(report["is_and_fid"]["error"], file=sys.stderr)
