@@ -707,15 +707,12 @@ class FID(Metric):
             real = self._real_description(self.real_key())
         dims = self._num_features or (self._real_stats.num_features if self._real_stats is not None else None)
         features = info["features"] or "features"
-        return Protocol(
-            metric="fid",
-            network=info["network"],
-            weights_sha256=info["weights_sha256"],
+        return Protocol.of_network(
+            "fid",
+            info,
             output=features if (dims is None or features.startswith(f"{dims} ")) else f"{features} ({dims} features)",
-            resize=info["resize"],
             input_range=self._input_range,
             rounding=ROUNDING,
-            dtype=info["dtype"],
             allow_tf32=self._allow_tf32,
             n_samples=self._n_samples,
             real_statistics=real

@@ -154,15 +154,12 @@ class InceptionScore(Metric):
         output = f"softmax over {num_logits or 'K'} logits"
         if isinstance(self._extractor, TFInceptionV3):
             output += " without bias (pool_3 @ W)"
-        return Protocol(
-            metric="inception_score",
-            network=info["network"],
-            weights_sha256=info["weights_sha256"],
+        return Protocol.of_network(
+            "inception_score",
+            info,
             output=output,
-            resize=info["resize"],
             input_range=self._input_range,
             rounding=ROUNDING,
-            dtype=info["dtype"],
             allow_tf32=self._allow_tf32,
             n_samples=self._n_samples,
             splits=self._splits,

@@ -18,7 +18,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Mapping, Any, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -78,6 +78,12 @@ class Protocol:
     split_order: Optional[str] = None
     shuffle_seed: Optional[int] = None
     real_statistics: Optional[str] = None
+
+    @classmethod
+    def of_network(cls, metric: str, network: Mapping[str, Any], **fields: Any) -> "Protocol":
+        """A card whose network fields (name, weights, resize, dtype) come from an extractor's ``describe()``."""
+        return cls(metric=metric, network=network["network"], weights_sha256=network["weights_sha256"],
+                   resize=network["resize"], dtype=network["dtype"], **fields)
 
     def to_dict(self) -> Dict[str, Any]:
         """All fields as a JSON-serializable dict (field order kept)."""
