@@ -133,7 +133,10 @@ def build_parser(name: str) -> argparse.ArgumentParser:
 def test_loader(test_set, args) -> DataLoader:
     # Each process scores every world_size-th image, without padding: the summed error counts are exact.
     shard = Subset(test_set, range(idist.get_rank(), len(test_set), idist.get_world_size()))
-    return DataLoader(shard, batch_size=EVAL_BATCH, shuffle=False, num_workers=args.num_workers)
+    # A DataLoader without a generator seeds each iteration from the global RNG, which the models' noise comes
+    # from: evaluating would then shift the training run. Its own generator keeps --eval-every out of training.
+    return DataLoader(shard, batch_size=EVAL_BATCH, shuffle=False, num_workers=args.num_workers,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict]:

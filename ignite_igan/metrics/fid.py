@@ -620,7 +620,10 @@ class FID(Metric):
         select = self._real_transform or _default_images
         n = self._real_count()
         if isinstance(data, DataLoader) or n is None:
-            loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=self._real_batch_size)
+            # A generator of its own: iterating a DataLoader otherwise draws from the global RNG (and so would
+            # shift a training run that computes the real statistics in the middle of it).
+            loader = data if isinstance(data, DataLoader) else DataLoader(
+                data, batch_size=self._real_batch_size, generator=torch.Generator())
             offset = 0
             for index, batch in enumerate(loader):
                 if n is not None and offset >= n:
@@ -641,7 +644,8 @@ class FID(Metric):
             for begin in range(start, stop, self._real_batch_size):
                 yield select(data[begin : min(begin + self._real_batch_size, stop)])
             return
-        loader = DataLoader(Subset(data, range(start, stop)), batch_size=self._real_batch_size, shuffle=False)
+        loader = DataLoader(Subset(data, range(start, stop)), batch_size=self._real_batch_size, shuffle=False,
+                            generator=torch.Generator())
         iterator = iter(loader)
         while True:
             try:
