@@ -311,16 +311,20 @@ class _SemiSupervisedBatchSampler(Sampler):
         self.generator_batch = generator_batch
         self.start_iteration = 0
 
-    def __iter__(self) -> Iterator[List[int]]:
-        epoch, t = divmod(self.start_iteration, self.epoch_length)
+    def rows(self, epoch: int) -> np.ndarray:
+        """This process's index lists of every iteration of ``epoch``, one row per iteration (E, L + U [+ U])."""
         lab = slice(self.rank * self.labeled_per_process, (self.rank + 1) * self.labeled_per_process)
         unl = slice(self.rank * self.unlabeled_per_process, (self.rank + 1) * self.unlabeled_per_process)
+        tables = self.epoch_indices(epoch)
+        parts = [tables["labeled"][:, lab], tables["unlabeled"][:, unl]]
+        if self.generator_batch:
+            parts.append(tables["unlabeled2"][:, unl])
+        return np.concatenate(parts, axis=1)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        epoch, t = divmod(self.start_iteration, self.epoch_length)
         while True:
-            tables = self.epoch_indices(epoch)
-            parts = [tables["labeled"][:, lab], tables["unlabeled"][:, unl]]
-            if self.generator_batch:
-                parts.append(tables["unlabeled2"][:, unl])
-            for row in np.concatenate(parts, axis=1)[t:]:
+            for row in self.rows(epoch)[t:]:
                 yield row.tolist()
             epoch, t = epoch + 1, 0
 

@@ -60,7 +60,7 @@ from torch.optim import Optimizer
 
 from ignite_igan import functional as F
 
-__all__ = ["create_semi_supervised_trainer", "create_gan_trainer", "outputs_to_floats"]
+__all__ = ["create_semi_supervised_trainer", "create_gan_trainer", "outputs_to_floats", "outputs_on_device"]
 
 SEMI_SUPERVISED_GENERATOR_LOSSES = ("feature_matching", "minimax")
 GAN_GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
@@ -75,10 +75,26 @@ AmpOption = Union[bool, str, torch.dtype, None]
 CompileOption = Union[bool, Mapping[str, Any]]
 
 
-def outputs_to_floats(outputs: Dict[str, Tensor]) -> Dict[str, float]:
-    """The trainers' default ``output_transform``: 0-d tensors to Python floats, in a single device transfer."""
-    values = torch.stack([value.detach().float() for value in outputs.values()]).tolist()
-    return dict(zip(outputs.keys(), values))
+def outputs_to_floats(outputs: Mapping[str, Any]) -> Dict[str, float]:
+    """The trainers' default ``output_transform``: 0-d tensors to Python floats, in a single device transfer.
+
+    Also converts a dict that :func:`outputs_on_device` left on the device (floats pass through), e.g. for a
+    summary at the end of a run.
+    """
+    if all(isinstance(value, (int, float)) for value in outputs.values()):
+        return {key: float(value) for key, value in outputs.items()}
+    values = torch.stack([torch.as_tensor(value).detach().float().reshape(()) for value in outputs.values()])
+    return dict(zip(outputs.keys(), values.tolist()))
+
+
+def outputs_on_device(outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """An ``output_transform`` that leaves the step's outputs where they are: detached 0-d tensors on the device.
+
+    The iteration then never waits for the device: on an accelerator the host queues the next step while this one
+    runs. Whatever reads ``engine.state.output`` waits instead, so read it rarely: :mod:`ignite_igan.logging` and
+    :mod:`ignite_igan.runs` do so every ``log_every`` iterations and at the end of each epoch.
+    """
+    return outputs
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -418,6 +434,7 @@ def create_semi_supervised_trainer(
     compile: CompileOption = False,
     prepare_batch: Callable[..., Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]] = _prepare_semi_supervised_batch,
     output_transform: Callable[[Dict[str, Tensor]], Any] = outputs_to_floats,
+    check_labels: bool = True,
 ) -> Engine:
     """An Ignite trainer whose iteration is the reference's semi-supervised GAN step (spec §2, §4.1).
 
@@ -469,7 +486,13 @@ def create_semi_supervised_trainer(
         compile: True, or a mapping of :func:`torch.compile` arguments, to compile the models' forward passes.
         prepare_batch: ``(batch, device, non_blocking) -> (x_labeled, y_labeled, x_unlabeled, x_unlabeled2)``.
         output_transform: maps the dict of detached 0-d tensors to the engine's output; the default converts them
-            to floats in one device transfer.
+            to floats in one device transfer (the iteration waits for the device); :func:`outputs_on_device`
+            keeps them on the device.
+        check_labels: check, at every iteration, that ``y_labeled`` holds class indices in [0, K) before the loss
+            uses them. Labels on an accelerator are read once per new tensor, which waits for the device: pass
+            False for labels checked beforehand, e.g. by
+            :class:`~ignite_igan.device_data.DeviceSemiSupervisedLoader` (an out-of-range label then fails inside
+            the loss, on a GPU as a device-side assert).
 
     Returns:
         An :class:`ignite.engine.Engine`.
@@ -499,7 +522,7 @@ def create_semi_supervised_trainer(
         # The labels' range is read from the batch as it came (on the CPU from the loaders) when the default
         # prepare_batch moved it: no device synchronization.
         host_labels = batch[1] if prepare_batch is _prepare_semi_supervised_batch else None
-        label_bounds = _label_bounds("y_labeled", y_lab, host_labels, label_cache)
+        label_bounds = _label_bounds("y_labeled", y_lab, host_labels, label_cache) if check_labels else None
         if feature_matching and x_unl2 is None:
             raise ValueError(
                 "feature matching needs the second unlabeled batch (x_unlabeled2), got None: create the "
@@ -599,6 +622,7 @@ def create_gan_trainer(
     compile: CompileOption = False,
     prepare_batch: Callable[..., Tuple[Tensor, Optional[Tensor]]] = _prepare_gan_batch,
     output_transform: Callable[[Dict[str, Tensor]], Any] = outputs_to_floats,
+    check_labels: bool = True,
 ) -> Engine:
     """An Ignite trainer for the GAN step of the sample-quality experiments (paper §3-4, spec §3.7).
 
@@ -631,8 +655,8 @@ def create_gan_trainer(
         real_target: the real target when ``engine.state`` has none, in (0, 1]; 1 = no smoothing.
         conditional: use the batch's labels (second element) for the class loss.
         class_weight: weight of the class loss, >= 0.
-        fake_batch_size, noise_fn, device, non_blocking, amp, compile, output_transform: as for
-            :func:`create_semi_supervised_trainer`.
+        fake_batch_size, noise_fn, device, non_blocking, amp, compile, output_transform, check_labels: as for
+            :func:`create_semi_supervised_trainer` (``check_labels`` applies with ``conditional=True``).
         prepare_batch: ``(batch, device, non_blocking) -> (x, y or None)``; the labels are moved to ``device`` by
             the step when ``conditional=True``.
 
@@ -675,7 +699,7 @@ def create_gan_trainer(
             if y_real is None:
                 raise ValueError("conditional=True needs batches (x, y, ...) with labels, got inputs only")
             # Read before the move: labels still on the CPU cost no device synchronization.
-            label_bounds = _label_bounds("y", y_real, cache=label_cache)
+            label_bounds = _label_bounds("y", y_real, cache=label_cache) if check_labels else None
             y_real = _move(y_real, device_, non_blocking)
         if not discriminator.training:
             discriminator.train()

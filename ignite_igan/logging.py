@@ -61,7 +61,13 @@ def output_scalars(output: Any) -> Dict[str, float]:
         return None
 
     if isinstance(output, Mapping):
-        items = {str(k): scalar(v) for k, v in output.items()}
+        # One transfer for all the one-element tensors (outputs left on an accelerator): one wait, not one each.
+        tensors = {str(k): v for k, v in output.items() if isinstance(v, Tensor) and v.numel() == 1}
+        read = {}
+        if tensors:
+            stacked = torch.stack([v.detach().reshape(()).double() for v in tensors.values()]).tolist()
+            read = dict(zip(tensors, stacked))
+        items = {str(k): read[str(k)] if str(k) in read else scalar(v) for k, v in output.items()}
         return {k: v for k, v in items.items() if v is not None}
     value = scalar(output)
     return {} if value is None else {"loss": value}

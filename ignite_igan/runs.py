@@ -71,7 +71,6 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
-from ignite.metrics import RunningAverage
 
 from ignite_igan.checkpointing import (
     RandomStates,
@@ -186,11 +185,50 @@ class _FolderLock:
 # --------------------------------------------------------------------------------------------------------------
 # Progress and the non-finite guard
 # --------------------------------------------------------------------------------------------------------------
-def _picker(name: str):
-    def pick(output: Mapping[str, float]) -> float:
-        return output[name]
+class _RunningAverages:
+    """Exponential running averages (``avg = α·avg + (1 - α)·value``, started at the first value, as Ignite's
+    ``RunningAverage``) of named outputs, published in ``engine.state.metrics`` as floats.
 
-    return pick
+    Float outputs are published at every iteration. Outputs left on an accelerator are averaged there and
+    published every ``publish_every`` iterations and at the end of every epoch: reading them is what makes the
+    host wait for the device.
+    """
+
+    def __init__(self, names: Sequence[str], alpha: float = 0.98, publish_every: int = 100) -> None:
+        self.names = list(names)
+        self.alpha = alpha
+        self.publish_every = publish_every
+        self.values: Dict[str, Any] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._publish)
+
+    def _reset(self, engine: Engine) -> None:
+        self.values = {}
+
+    def _update(self, engine: Engine) -> None:
+        output = engine.state.output
+        on_device = False
+        for name in self.names:
+            value = output[name]
+            if isinstance(value, torch.Tensor):
+                value = value.detach()
+                on_device = on_device or value.device.type != "cpu"
+            previous = self.values.get(name)
+            self.values[name] = value if previous is None else previous * self.alpha + (1.0 - self.alpha) * value
+        if not on_device or engine.state.iteration % self.publish_every == 0:
+            self._publish(engine)
+
+    def _publish(self, engine: Engine) -> None:
+        if not self.values:
+            return
+        if all(isinstance(value, (int, float)) for value in self.values.values()):
+            engine.state.metrics.update((name, float(self.values[name])) for name in self.names)
+            return
+        values = [torch.as_tensor(self.values[name]).detach().float().reshape(()) for name in self.names]
+        engine.state.metrics.update(zip(self.names, torch.stack(values).cpu().tolist()))
 
 
 def _format_value(value: Any) -> str:
@@ -222,8 +260,7 @@ def attach_progress(
     """
     stream = sys.stderr if stream is None else stream
     names = list(output_names)
-    for name in names:
-        RunningAverage(output_transform=_picker(name), alpha=0.98).attach(trainer, name)
+    _RunningAverages(names).attach(trainer)
     if getattr(stream, "isatty", lambda: False)():
         ProgressBar(persist=False).attach(trainer, metric_names=names, state_attributes=list(state_attributes))
         return
@@ -247,31 +284,78 @@ def attach_progress(
         print("  ".join(parts), file=stream, flush=True)
 
 
-def attach_nonfinite_guard(trainer: Engine, where: str = "") -> None:
+def _nonfinite_message(where: str, iteration: int, epoch: int, bad: Sequence[str]) -> str:
+    return (
+        f"{where}iteration {iteration} (epoch {epoch}) produced non-finite values: {', '.join(bad)}. Training "
+        "stopped; the newest checkpoint is the last good state. Lower the learning rate, or check the data for NaN"
+    )
+
+
+def attach_nonfinite_guard(trainer: Engine, where: str = "", check_every: int = 100) -> None:
     """Stops training with :class:`NonFiniteLossError` at the first iteration whose output holds NaN or inf.
 
-    Attach it right after creating the trainer, before other ``ITERATION_COMPLETED`` handlers (Ignite calls them
-    in order), so that no average takes the bad values in and no checkpoint is written after them: the newest
-    checkpoint stays the last good state. The error names the iteration, the epoch and each bad value.
+    Attach it right after creating the trainer, before other handlers (Ignite calls them in order), so that no
+    checkpoint is written after a bad iteration: the newest checkpoint stays the last good state. The error names
+    the iteration, the epoch and each bad value.
+
+    Outputs that are floats, or tensors on the CPU, are checked at every iteration. Outputs left on an accelerator
+    (:func:`~ignite_igan.engines.outputs_on_device`) are not read at every iteration, which would make the host
+    wait for the device: the device records the first bad iteration, and the host reads that record every
+    ``check_every`` iterations, at the end of every epoch (before the checkpoint of that epoch is written) and at
+    the end of the run. Training then stops at the next check, naming the first bad iteration; handlers between
+    the two (the evaluation average, logging) may have seen the bad values, no checkpoint has.
+
+    Args:
+        trainer: the engine.
+        where: a prefix for the message (e.g. ``"baseline: "``).
+        check_every: iterations between reads of the device's record, >= 1.
     """
+    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
+        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+    record: Dict[str, Any] = {"first_bad": None}  # a 0-d int64 tensor on the device: -1 or the first bad iteration
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _check(engine: Engine) -> None:
         output = engine.state.output
-        items = output.items() if isinstance(output, Mapping) else [("output", output)]
+        items = list(output.items()) if isinstance(output, Mapping) else [("output", output)]
+        deferred = []
         bad = []
         for name, value in items:
             if isinstance(value, torch.Tensor):
-                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                if not value.is_floating_point():
+                    continue
+                if value.device.type != "cpu":
+                    deferred.append(value.detach())
+                elif not bool(torch.isfinite(value).all()):
                     bad.append(f"{name} = {value.detach().flatten()[:4].tolist()}")
             elif isinstance(value, float) and not math.isfinite(value):
                 bad.append(f"{name} = {value}")
         if bad:
-            raise NonFiniteLossError(
-                f"{where}iteration {engine.state.iteration} (epoch {engine.state.epoch}) produced non-finite values: "
-                f"{', '.join(bad)}. Training stopped; the newest checkpoint is the last good state. Lower the "
-                "learning rate, or check the data for NaN"
-            )
+            raise NonFiniteLossError(_nonfinite_message(where, engine.state.iteration, engine.state.epoch, bad))
+        if deferred:
+            finite = torch.stack([torch.isfinite(v).all() for v in deferred]).all()
+            first = record["first_bad"]
+            if first is None:
+                first = record["first_bad"] = torch.full((), -1, dtype=torch.int64, device=finite.device)
+            # Queued on the device; nothing here waits for it.
+            record["first_bad"] = torch.where(~finite & (first < 0), engine.state.iteration, first)
+            if engine.state.iteration % check_every == 0:
+                _read(engine)
+
+    def _read(engine: Engine) -> None:
+        if record["first_bad"] is None:
+            return
+        first = int(record["first_bad"])
+        if first >= 0:
+            output = engine.state.output
+            values = output.items() if isinstance(output, Mapping) else [("output", output)]
+            now = ", ".join(f"{name} = {torch.as_tensor(v).detach().flatten()[:4].tolist()}" for name, v in values)
+            epoch = (first - 1) // max(engine.state.epoch_length or 1, 1) + 1
+            raise NonFiniteLossError(_nonfinite_message(where, first, epoch, [f"(at iteration "
+                                                                               f"{engine.state.iteration}: {now})"]))
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, _read)
+    trainer.add_event_handler(Events.COMPLETED, _read)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -514,8 +598,7 @@ class Run:
         if idist.get_rank() == 0 and not getattr(self.args, "no_progress", False):
             attach_progress(trainer, output_names, state_attributes)
         else:
-            for name in output_names:
-                RunningAverage(output_transform=_picker(name), alpha=0.98).attach(trainer, name)
+            _RunningAverages(list(output_names)).attach(trainer)
         self._check_space(to_save)
         self._write_record()
         attach_checkpointing(trainer, to_save, self.checkpoint_dir)
