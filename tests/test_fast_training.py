@@ -35,3 +35,32 @@ def test_device_data_trains_the_same_weights_as_the_host_loader(tmp_path):
     summaries = [json.loads((tmp_path / name / "summary.json").read_text())["metrics"] for name in ("device", "host")]
     assert summaries[0]["final_train_outputs"] == summaries[1]["final_train_outputs"]
     assert summaries[0]["test_error"] == summaries[1]["test_error"]
+
+
+def test_a_seed_of_a_multi_seed_run_is_the_run_that_seed_gets_alone(tmp_path):
+    common = ["--epochs", "2", "--iterations-per-epoch", "2", "--no-baseline", "--no-progress"]
+    many = run_recipe("digits_ssl", *common, "--seeds", "1-2", "--jobs", "2", "--output-dir", tmp_path / "many")
+    run_recipe("digits_ssl", *common, "--seed", "2", "--seed-data", "2", "--output-dir", tmp_path / "alone")
+    inside, alone = _weights(tmp_path / "many" / "seed2", 2), _weights(tmp_path / "alone", 2)
+    for key in alone:
+        assert torch.equal(inside[key], alone[key]), key
+    table = json.loads((tmp_path / "many" / "seeds.json").read_text())
+    errors = [table["per_seed"][str(seed)]["test_error"] for seed in (1, 2)]
+    assert table["test_error"]["mean"] == sum(errors) / 2 and table["seeds"] == [1, 2]
+    assert errors[1] == json.loads((tmp_path / "alone" / "summary.json").read_text())["metrics"]["test_error"]
+    assert "mean ± std" in many.stdout and "seed 2" in many.stdout
+
+    # Resuming a complete multi-seed run touches no file of its seeds and prints the same table.
+    checkpoint = tmp_path / "many" / "seed1" / "checkpoints" / "checkpoint_2.pt"
+    before = checkpoint.stat().st_mtime_ns
+    again = run_recipe("digits_ssl", *common, "--seeds", "1-2", "--resume", "--output-dir", tmp_path / "many")
+    assert checkpoint.stat().st_mtime_ns == before
+    assert json.loads((tmp_path / "many" / "seeds.json").read_text())["per_seed"] == table["per_seed"]
+    assert again.stdout.splitlines()[-5:-1] == many.stdout.splitlines()[-5:-1]
+
+
+def test_multi_seed_flags_are_checked(tmp_path):
+    bad = run_recipe("digits_ssl", "--seeds", "3-1", "--output-dir", tmp_path / "x", check=False)
+    assert bad.returncode == 2 and "--seeds" in bad.stderr and "1-10" in bad.stderr
+    twice = run_recipe("digits_ssl", "--seeds", "1,1", "--output-dir", tmp_path / "x", check=False)
+    assert twice.returncode == 2 and "each once" in twice.stderr

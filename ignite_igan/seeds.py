@@ -1,0 +1,192 @@
+"""Several seeds of one recipe in one command, each seed's run being exactly the run that seed gets alone.
+
+The paper reports every semi-supervised number as the mean and spread over 10 seeds (spec §4.2: each run gets its
+own ``seed`` and ``seed_data``). :func:`run_seeds` starts one process per seed, the recipe's own command with
+``--seed k --seed-data k --output-dir <output-dir>/seed<k>``, at most ``jobs`` at a time, and gathers the seeds'
+``summary.json`` into ``<output-dir>/seeds.json``. Each seed's folder is an ordinary run folder (its own record,
+lock, checkpoints, TensorBoard log and summary), so:
+
+- a seed's run is the run that seed gets alone: same labeled subset, data order, initialization and noise;
+- ``--resume`` resumes every seed that has started (a complete one is left as it is) and starts the others;
+- the seeds' processes share the machine as separate jobs do: on a 2-core CPU two seeds run side by side on one
+  thread each; on a GPU the processes fill each other's idle time (the small networks leave most of it idle).
+
+Processes rather than one process with the seeds' parameters stacked: stacking would change every kernel a seed
+runs (a seed's numbers would then depend on how many seeds run beside it), and a process per seed needs nothing from
+the techniques, handlers or checkpoints. ``docs/RESULTS.md`` has the measured wall times.
+
+Example:
+    >>> parse_seeds("1-3,7")
+    [1, 2, 3, 7]
+    >>> without_flags(["--epochs", "5", "--seeds=1-3", "--jobs", "2"], ("--seeds", "--jobs"))
+    ['--epochs', '5']
+    >>> summarize({1: 0.25, 2: 0.35})["mean"]
+    0.3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+__all__ = ["parse_seeds", "without_flags", "summarize", "run_seeds", "seed_folder", "default_jobs", "SeedsFailed"]
+
+_MAX_SEED = 2**32 - 1 - 1024  # as ignite_igan.cli.MAX_SEED (seed + rank must fit NumPy's 32-bit seeds)
+
+
+class SeedsFailed(RuntimeError):
+    """One or more seeds' runs ended with an error; the message names each with its log."""
+
+
+def parse_seeds(text: str) -> List[int]:
+    """``--seeds``: comma-separated seeds and inclusive ranges (``"1-10"``, ``"1,3,5-7"``), each once.
+
+    Raises:
+        argparse.ArgumentTypeError: for anything else, naming what was expected.
+    """
+    expected = "seeds such as 1-10 or 1,3,5-7 (integers in [0, %d], each once)" % _MAX_SEED
+    if not isinstance(text, str) or not text.strip():
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    seeds: List[int] = []
+    for part in text.split(","):
+        bounds = part.strip().split("-")
+        try:
+            if len(bounds) == 1:
+                values = [int(bounds[0])]
+            elif len(bounds) == 2:
+                low, high = int(bounds[0]), int(bounds[1])
+                if low > high:
+                    raise ValueError
+                values = list(range(low, high + 1))
+            else:
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        seeds.extend(values)
+    if any(not 0 <= seed <= _MAX_SEED for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return seeds
+
+
+def without_flags(argv: Sequence[str], flags: Sequence[str]) -> List[str]:
+    """``argv`` without the given value-taking flags (``--flag value`` or ``--flag=value``)."""
+    out: List[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item in flags:
+            skip = True
+            continue
+        if any(item.startswith(flag + "=") for flag in flags):
+            continue
+        out.append(item)
+    return out
+
+
+def seed_folder(output_dir: Path, seed: int) -> Path:
+    """Where seed ``seed`` of a multi-seed run lives: ``<output_dir>/seed<seed>``."""
+    return Path(output_dir) / f"seed{seed}"
+
+
+def summarize(values: Mapping[int, float]) -> Dict[str, Any]:
+    """Mean and sample standard deviation (n - 1, as a spread over seeds is usually reported) of per-seed values."""
+    numbers = [float(values[seed]) for seed in sorted(values)]
+    if not numbers or not all(math.isfinite(v) for v in numbers):
+        raise ValueError(f"values must be finite numbers, one per seed, got {dict(values)!r}")
+    return {"seeds": sorted(values), "count": len(numbers), "mean": statistics.fmean(numbers),
+            "std": statistics.stdev(numbers) if len(numbers) > 1 else 0.0}
+
+
+def run_seeds(
+    command: Sequence[str],
+    seeds: Sequence[int],
+    output_dir: Path,
+    *,
+    jobs: int,
+    resume: bool = False,
+    stream: Any = None,
+) -> Dict[int, Dict[str, Any]]:
+    """Runs ``command`` once per seed, at most ``jobs`` processes at a time, and returns each seed's summary.
+
+    Args:
+        command: the recipe's command for one run, without ``--seed``, ``--seed-data``, ``--output-dir`` or
+            ``--resume`` (added per seed).
+        seeds: the seeds; seed ``k`` runs with ``--seed k --seed-data k`` in :func:`seed_folder`.
+        output_dir: the multi-seed run's folder.
+        jobs: processes at a time, >= 1.
+        resume: resume each seed's folder that holds a run (complete ones exit at once); start the others.
+        stream: where the per-seed progress lines go (``sys.stdout`` by default).
+
+    Returns:
+        ``{seed: summary}`` of the seeds' ``summary.json``.
+
+    Raises:
+        SeedsFailed: if a seed's process exits with an error (the others are finished first); the message names
+            each failed seed, its exit status and its log, ``<output_dir>/seed<k>.log``.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    stream = sys.stdout if stream is None else stream
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pending, running, failed = list(seeds), {}, []
+    started = time.perf_counter()
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                seed = pending.pop(0)
+                folder = seed_folder(output_dir, seed)
+                extra = ["--seed", str(seed), "--seed-data", str(seed), "--output-dir", str(folder)]
+                if resume and (folder / "run.json").is_file():
+                    extra.append("--resume")
+                log = open(output_dir / f"seed{seed}.log", "a")
+                process = subprocess.Popen([*command, *extra], stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL)
+                running[seed] = (process, log)
+            time.sleep(0.2)
+            for seed, (process, log) in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                log.close()
+                del running[seed]
+                elapsed = time.perf_counter() - started
+                if code != 0:
+                    failed.append((seed, code))
+                    print(f"seed {seed}: failed (exit status {code}) after {elapsed:.0f} s; see "
+                          f"{output_dir / f'seed{seed}.log'}", file=stream, flush=True)
+                else:
+                    print(f"seed {seed}: done after {elapsed:.0f} s", file=stream, flush=True)
+    finally:  # interrupted: the seeds' processes stop with it (each resumes from its newest checkpoint)
+        for process, log in running.values():
+            process.terminate()
+        for process, log in running.values():
+            process.wait()
+            log.close()
+    if failed:
+        raise SeedsFailed("; ".join(f"seed {seed} exited with status {code} (log: {output_dir / f'seed{seed}.log'})"
+                                    for seed, code in failed))
+    summaries = {}
+    for seed in seeds:
+        path = seed_folder(output_dir, seed) / "summary.json"
+        if not path.is_file():
+            raise SeedsFailed(f"seed {seed} ended without a summary ({path}); see {output_dir / f'seed{seed}.log'}")
+        summaries[seed] = json.loads(path.read_text())
+    return summaries
+
+
+def default_jobs(seeds: int, threads: Optional[int], accelerator: bool) -> int:
+    """As many processes as seeds, up to one per ``threads`` CPU cores (each process drives its device from one
+    core, on a GPU too)."""
+    cores = os.cpu_count() or 1
+    per_job = 1 if accelerator else max(1, threads or 1)
+    return max(1, min(seeds, cores // per_job))
