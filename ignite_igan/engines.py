@@ -253,6 +253,95 @@ def _check_weight(name: str, value: Any) -> float:
     return float(value)
 
 
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_hooks(name: str, hooks: Any) -> Tuple[Callable[[], None], ...]:
+    if callable(hooks) or not isinstance(hooks, (list, tuple)) or not all(callable(h) for h in hooks):
+        raise TypeError(f"{name} must be a list of zero-argument callables, got {hooks!r}")
+    return tuple(hooks)
+
+
+def _check_graphable(model: nn.Module, device: Optional[torch.device], optimizers: Sequence[Tuple[str, Optimizer]],
+                     amp: AmpOption) -> None:
+    where = device or _model_device(model)
+    if where.type != "cuda":
+        raise ValueError(f"cuda_graph=True needs the models on a CUDA device, got {where}; use cuda_graph=False")
+    if _amp_dtype(amp) == torch.float16:
+        raise ValueError("cuda_graph=True does not combine with amp='fp16' (its loss scaling reads the gradients "
+                         "on the host); use amp='bf16' or amp=False")
+    for name, optimizer in optimizers:
+        capturable = getattr(optimizer, "capturable", None)
+        if capturable is None:
+            capturable = all(group.get("capturable", False) for group in optimizer.param_groups)
+        if not capturable:
+            raise ValueError(f"cuda_graph=True needs {name} to be capturable, got {type(optimizer).__name__} "
+                             "without it: use ReferenceAdam(..., capturable=True) (or a torch optimizer made with "
+                             "capturable=True)")
+
+
+class _GraphedIteration:
+    """Runs ``iteration(*tensors, target, label_bounds)`` eagerly for a few calls, then captures it in a CUDA graph
+    and replays it; a new capture when the tensors' shapes or the target change."""
+
+    WARMUP = 3  # eager iterations before the capture: lazy initialization (cuBLAS, autograd, compilation) happens
+
+    def __init__(self, iteration: Callable[..., Dict[str, Tensor]], optimizers: Sequence[Optimizer]) -> None:
+        self.iteration = iteration
+        self.optimizers = list(optimizers)
+        self.calls = 0
+        self.graph: Optional["torch.cuda.CUDAGraph"] = None
+        self.key: Any = None
+        self.static_inputs: List[Optional[Tensor]] = []
+        self.static_outputs: Dict[str, Tensor] = {}
+        self.capture_seconds: List[float] = []
+
+    def _refresh(self) -> None:
+        for optimizer in self.optimizers:
+            refresh = getattr(optimizer, "refresh_hyperparameters", None)
+            if callable(refresh):
+                refresh()
+
+    def __call__(self, *args: Any) -> Dict[str, Tensor]:
+        *tensors, target, label_bounds = args
+        key = (tuple(None if t is None else (t.shape, t.dtype, t.device) for t in tensors), target)
+        self.calls += 1
+        self._refresh()
+        if self.graph is None and self.calls <= self.WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                outputs = self.iteration(*tensors, target, label_bounds)
+            torch.cuda.current_stream().wait_stream(side)
+            return outputs
+        if self.graph is None or key != self.key:
+            self._capture(tensors, target, label_bounds, key)
+        for static, tensor in zip(self.static_inputs, tensors):
+            if static is not None:
+                static.copy_(tensor, non_blocking=True)
+        self.graph.replay()  # type: ignore[union-attr]
+        return self.static_outputs
+
+    def _capture(self, tensors: Sequence[Optional[Tensor]], target: Any, label_bounds: Any, key: Any) -> None:
+        import time
+
+        started = time.perf_counter()
+        self.graph = None  # frees the previous graph's memory first
+        torch.cuda.synchronize()
+        self.static_inputs = [None if t is None else t.clone() for t in tensors]
+        for optimizer in self.optimizers:  # the graph allocates the gradients it writes
+            optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.static_outputs = self.iteration(*self.static_inputs, target, label_bounds)
+        self.graph, self.key = graph, key
+        torch.cuda.synchronize()
+        self.capture_seconds.append(time.perf_counter() - started)
+
+
 def _check_target(name: str, value: Any) -> float:
     if isinstance(value, Tensor) and value.numel() == 1:
         value = float(value)
@@ -389,10 +478,12 @@ def _setup(
     )
 
 
-def _finish_engine(engine: Engine, setup: Dict[str, Any]) -> Engine:
+def _finish_engine(engine: Engine, setup: Dict[str, Any], graphed: Optional[_GraphedIteration] = None) -> Engine:
     # As ignite's create_supervised_trainer does with its scaler: visible for checkpointing.
     engine.state.d_scaler = setup["d_player"].scaler  # type: ignore[attr-defined]
     engine.state.g_scaler = setup["g_player"].scaler  # type: ignore[attr-defined]
+    if graphed is not None:  # seconds of each CUDA graph capture (warm-up not included), for reports
+        engine.state.graph_capture_seconds = graphed.capture_seconds  # type: ignore[attr-defined]
     return engine
 
 
@@ -435,6 +526,9 @@ def create_semi_supervised_trainer(
     prepare_batch: Callable[..., Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]] = _prepare_semi_supervised_batch,
     output_transform: Callable[[Dict[str, Tensor]], Any] = outputs_to_floats,
     check_labels: bool = True,
+    before_step: Sequence[Callable[[], None]] = (),
+    after_step: Sequence[Callable[[], None]] = (),
+    cuda_graph: bool = False,
 ) -> Engine:
     """An Ignite trainer whose iteration is the reference's semi-supervised GAN step (spec §2, §4.1).
 
@@ -493,6 +587,19 @@ def create_semi_supervised_trainer(
             False for labels checked beforehand, e.g. by
             :class:`~ignite_igan.device_data.DeviceSemiSupervisedLoader` (an out-of-range label then fails inside
             the loss, on a GPU as a device-side assert).
+        before_step, after_step: zero-argument callables of device work run at the start and at the end of every
+            iteration's step, inside it (compiled and captured with it): e.g. ``[averaging.step_update]`` of
+            :class:`~ignite_igan.handlers.EvaluationAveraging` (after the step as the handler attached at
+            ``ITERATION_COMPLETED``; before it as the reference's average at ``ITERATION_STARTED``).
+        cuda_graph: capture the whole iteration (both players' steps with their optimizers, ``before_step`` and
+            ``after_step``) in a CUDA graph and replay it: one launch per iteration instead of about a thousand.
+            The first 3 iterations run eagerly (warm-up), the fourth is captured; a change of batch shapes or of
+            the real target captures again. The models must be on a CUDA device and the optimizers capturable
+            (:class:`~ignite_igan.optim.ReferenceAdam` with ``capturable=True``, or a torch optimizer made with
+            ``capturable=True``); float16 autocast (loss scaling) is refused. The noise and dropout layers draw
+            from torch's CUDA generator, which graphs advance at every replay. The outputs are the graph's own
+            tensors, overwritten by the next iteration: read them at ``ITERATION_COMPLETED`` (as handlers do), or
+            copy them. The labels are checked on the host before every replay while ``check_labels`` is True.
 
     Returns:
         An :class:`ignite.engine.Engine`.
@@ -516,23 +623,19 @@ def create_semi_supervised_trainer(
     g_sample = s["g_raw_call"] or g_call
     feature_matching = generator_loss == "feature_matching"
     label_cache = _LabelBoundsCache()
+    check_labels = _check_bool("check_labels", check_labels)
+    before_step, after_step = _check_hooks("before_step", before_step), _check_hooks("after_step", after_step)
+    if _check_bool("cuda_graph", cuda_graph):
+        _check_graphable(discriminator, device_, [("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)], amp)
 
-    def step(engine: Engine, batch: Any) -> Any:
-        x_lab, y_lab, x_unl, x_unl2 = prepare_batch(batch, device_, non_blocking)
-        # The labels' range is read from the batch as it came (on the CPU from the loaders) when the default
-        # prepare_batch moved it: no device synchronization.
-        host_labels = batch[1] if prepare_batch is _prepare_semi_supervised_batch else None
-        label_bounds = _label_bounds("y_labeled", y_lab, host_labels, label_cache) if check_labels else None
-        if feature_matching and x_unl2 is None:
-            raise ValueError(
-                "feature matching needs the second unlabeled batch (x_unlabeled2), got None: create the "
-                "SemiSupervisedLoader with generator_batch=True"
-            )
-        if not discriminator.training:
-            discriminator.train()
-        if not generator.training:
-            generator.train()
-        target = getattr(engine.state, "real_target", default_target)
+    classes: List[int] = []  # K, once the discriminator has shown it
+
+    def iteration(
+        x_lab: Tensor, y_lab: Tensor, x_unl: Tensor, x_unl2: Optional[Tensor], target: float, label_bounds: Any
+    ) -> Dict[str, Tensor]:
+        """Both players' steps on one batch: device work only, so that it can be captured in a CUDA graph."""
+        for hook in before_step:
+            hook()
         n_fake = x_unl.shape[0] if fake_batch_size is None else fake_batch_size
 
         # Discriminator step: three separate passes; the samples are constants.
@@ -544,7 +647,8 @@ def create_semi_supervised_trainer(
             logits_fake = d_call(x_fake)
         logits_lab, logits_unl, logits_fake = logits_lab.float(), logits_unl.float(), logits_fake.float()
         if logits_lab.dim() == 2:  # other shapes: semi_supervised_losses says what it expects
-            _check_label_bounds("y_labeled", label_bounds, logits_lab.shape[1])
+            classes[:] = [logits_lab.shape[1]]
+            _check_label_bounds("y_labeled", label_bounds, classes[0])
         # The range was checked above on the host; the functional check would synchronize again.
         loss_lab, loss_unl = F.semi_supervised_losses(
             logits_lab, y_lab, logits_unl, logits_fake, real_target=target, check_labels=False
@@ -571,9 +675,11 @@ def create_semi_supervised_trainer(
                 loss_g = F.minimax_generator_loss(logits_gen.float())
             g_player.step(loss_g)
             g_losses.append(loss_g.detach())
+        for hook in after_step:
+            hook()
 
         with torch.no_grad():
-            outputs = {
+            return {
                 "loss_labeled": loss_lab.detach(),
                 "loss_unlabeled": loss_unl.detach(),
                 "loss_discriminator": loss_d.detach(),
@@ -582,9 +688,32 @@ def create_semi_supervised_trainer(
                 "D_x": torch.sigmoid(F.gan_logit(logits_unl)).mean(),
                 "D_G_z": torch.sigmoid(F.gan_logit(logits_fake)).mean(),
             }
-        return output_transform(outputs)
 
-    return _finish_engine(Engine(step), s)
+    graphed = _GraphedIteration(iteration, [d_optimizer, g_optimizer]) if cuda_graph else None
+
+    def step(engine: Engine, batch: Any) -> Any:
+        x_lab, y_lab, x_unl, x_unl2 = prepare_batch(batch, device_, non_blocking)
+        # The labels' range is read from the batch as it came (on the CPU from the loaders) when the default
+        # prepare_batch moved it: no device synchronization.
+        host_labels = batch[1] if prepare_batch is _prepare_semi_supervised_batch else None
+        label_bounds = _label_bounds("y_labeled", y_lab, host_labels, label_cache) if check_labels else None
+        if feature_matching and x_unl2 is None:
+            raise ValueError(
+                "feature matching needs the second unlabeled batch (x_unlabeled2), got None: create the "
+                "SemiSupervisedLoader with generator_batch=True"
+            )
+        if not discriminator.training:
+            discriminator.train()
+        if not generator.training:
+            generator.train()
+        target = getattr(engine.state, "real_target", default_target)
+        if graphed is None:
+            return output_transform(iteration(x_lab, y_lab, x_unl, x_unl2, target, label_bounds))
+        if classes:  # a replay runs no Python: the labels are checked here
+            _check_label_bounds("y_labeled", label_bounds, classes[0])
+        return output_transform(graphed(x_lab, y_lab, x_unl, x_unl2, target, label_bounds))
+
+    return _finish_engine(Engine(step), s, graphed)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -82,6 +82,13 @@ class ReferenceAdam(Optimizer):
         lr: learning rate (3e-4 on CIFAR-10/SVHN, 3e-3 on MNIST in the reference).
         betas: ``(β1, β2)``, each in [0, 1).
         eps: added to the bias-corrected second moment *inside* the square root (1e-8 in the reference).
+        capturable: keep the step counts and the learning rate as tensors on the parameters' device and compute the
+            bias corrections there, so that a step can be captured in a CUDA graph (or compiled without
+            recompiling at every step). The arithmetic is the same, in float64 for the corrections as on the host;
+            the last bit of an update can differ where the device fuses a multiply-add. The learning rate of each
+            group is read from ``param_groups`` at every step outside a graph capture, so schedulers work; a
+            captured graph reads the tensor, which :meth:`refresh_hyperparameters` updates (call it before each
+            replay). All parameters must be on one device and receive a gradient at every step.
 
     Example:
         >>> import torch
@@ -99,8 +106,13 @@ class ReferenceAdam(Optimizer):
         lr: float = 1e-3,
         betas: Tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        capturable: bool = False,
     ) -> None:
         lr = _check_number("lr", lr, 0.0, math.inf, False, True)
+        if not isinstance(capturable, bool):
+            raise TypeError(f"capturable must be a bool, got {type(capturable).__name__} {capturable!r}")
+        self.capturable = capturable
+        self._lr_tensors: Dict[int, Tuple[float, Tensor]] = {}  # group index -> (value, its tensor on the device)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         beta1 = _check_number("betas[0]", betas[0], 0.0, 1.0, False, True)
@@ -123,6 +135,9 @@ class ReferenceAdam(Optimizer):
             with torch.enable_grad():
                 loss = closure()
 
+        if self.capturable:
+            self._capturable_step()
+            return loss
         for group in self.param_groups:
             lr = group["lr"]
             beta1, beta2 = group["betas"]
@@ -164,6 +179,67 @@ class ReferenceAdam(Optimizer):
                 torch._foreach_sqrt_(denominators)
                 torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / bias_correction1)
         return loss
+
+    def refresh_hyperparameters(self) -> None:
+        """Copies each group's ``lr`` into the tensor a captured step reads (``capturable=True``); a no-op for
+        values that have not changed, and nothing waits for the device."""
+        for index, group in enumerate(self.param_groups):
+            value = float(group["lr"])
+            held = self._lr_tensors.get(index)
+            if held is None:
+                device = next((p.device for p in group["params"]), torch.device("cpu"))
+                self._lr_tensors[index] = (value, torch.full((), value, dtype=torch.float64, device=device))
+            elif held[0] != value:
+                held[1].fill_(value)
+                self._lr_tensors[index] = (value, held[1])
+
+    def _capturable_step(self) -> None:
+        capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+        if not capturing:  # inside a capture, fills would be frozen into the graph: refresh before each replay
+            self.refresh_hyperparameters()
+        for index, group in enumerate(self.param_groups):
+            beta1, beta2 = group["betas"]
+            eps = group["eps"]
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if len(params) != sum(p.requires_grad for p in group["params"]):  # frozen tensors never step
+                raise RuntimeError("ReferenceAdam(capturable=True) needs a gradient for every trainable parameter at "
+                                   "every step")
+            for p in params:
+                if p.grad.is_sparse or torch.is_complex(p):
+                    raise RuntimeError("ReferenceAdam does not support sparse gradients or complex parameters")
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                elif not torch.is_tensor(state["step"]) or state["step"].device != p.device:
+                    # A state saved by the host-side optimizer, or loaded onto another device.
+                    state["step"] = torch.full((), float(state["step"]), dtype=torch.float64, device=p.device)
+            states = [self.state[p] for p in params]
+            steps = [state["step"] for state in states]
+            # One count for the group: the parameters step together (checked above).
+            step = steps[0]
+            step.add_(1)
+            for other in steps[1:]:
+                other.copy_(step)
+            grads = [p.grad for p in params]
+            exp_avgs = [state["exp_avg"] for state in states]
+            exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+            bias_correction1 = 1.0 - torch.pow(beta1, step)
+            bias_correction2 = 1.0 - torch.pow(beta2, step)
+            torch._foreach_mul_(exp_avgs, beta1)
+            torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+            denominators = torch._foreach_div(exp_avg_sqs, bias_correction2.to(exp_avg_sqs[0].dtype))
+            torch._foreach_add_(denominators, eps)
+            torch._foreach_sqrt_(denominators)
+            updates = torch._foreach_div(exp_avgs, denominators)
+            step_size = (-self._lr_tensors[index][1] / bias_correction1).to(params[0].dtype)
+            torch._foreach_mul_(updates, step_size)
+            torch._foreach_add_(params, updates)
 
 
 def linear_decay_factor(epoch: int, total_epochs: int, decay_epochs: int) -> float:

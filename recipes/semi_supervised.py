@@ -131,6 +131,9 @@ def build_parser(name: str) -> argparse.ArgumentParser:
                        help="also train the discriminator on the labeled images alone and report its test error")
     group.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision")
     group.add_argument("--compile", action="store_true", help="torch.compile the models")
+    group.add_argument("--cuda-graph", action="store_true",
+                       help="capture the whole iteration (both players, both optimizers, the evaluation average) in "
+                       "a CUDA graph: the same arithmetic to float rounding, one launch per iteration (CUDA only)")
     group.add_argument("--device-data", action=argparse.BooleanOptionalAction, default=None,
                        help="keep the training set on the device and draw the batches there (same batches as the "
                        "host loader); default: where it takes at most a quarter of the free memory")
@@ -176,8 +179,10 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
 
         # Networks and optimizers; the data-dependent init runs when training starts, before data parallelism wraps.
         generator, discriminator = s.generator().to(device), s.discriminator().to(device)
-        d_optimizer = ReferenceAdam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
-        g_optimizer = ReferenceAdam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
+        graph = args.cuda_graph  # the optimizers then keep their counts and learning rates on the device
+        d_optimizer = ReferenceAdam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
+        g_optimizer = ReferenceAdam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
+        averaging = EvaluationAveraging(discriminator, rate=args.ema_rate, bias_correction=not args.ema_reference)
         # The init batch: 500 labeled images in the CIFAR/SVHN scripts, 500 of all (unlabeled) images in MNIST's.
         init_pool = labeled if s.init_on_labeled else pool
         available = len(train_set) if init_pool is None else len(init_pool)
@@ -195,13 +200,17 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
             device=device, amp=False if args.amp == "off" else args.amp, compile=args.compile,
             # Outputs stay on the device until logged; labels were checked once by the device loader.
             output_transform=outputs_on_device if on_device else outputs_to_floats, check_labels=not on_device,
+            # With a CUDA graph the average is part of the captured step (before it, for the reference's average).
+            before_step=[averaging.step_update] if graph and args.ema_reference else [],
+            after_step=[averaging.step_update] if graph and not args.ema_reference else [], cuda_graph=graph,
         )
         attach_nonfinite_guard(trainer)
         if init_g is not None:
             init_g.attach(trainer)  # STARTED handlers run in order: the generator first, then D, then the average
         init_d.attach(trainer)
-        averaging = EvaluationAveraging(discriminator, rate=args.ema_rate, bias_correction=not args.ema_reference)
-        averaging.attach(trainer, event=Events.ITERATION_STARTED if args.ema_reference else Events.ITERATION_COMPLETED)
+        if not graph:
+            averaging.attach(trainer, event=Events.ITERATION_STARTED if args.ema_reference else
+                             Events.ITERATION_COMPLETED)
         if min(args.lr_decay_epochs, args.epochs) > 0:
             total, decay = args.epochs, min(args.lr_decay_epochs, args.epochs)
             EpochLRScheduler([d_optimizer, g_optimizer], lambda e: linear_decay_factor(e, total, decay)).attach(trainer)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from typing import Any, Dict, Mapping, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
@@ -123,7 +123,9 @@ class EvaluationAveraging:
         self.bias_correction = bias_correction
         self.ema_handler = EMAHandler(model, momentum=self.rate, handle_buffers="copy")
         self.model: nn.Module = self.ema_handler.model
-        self.num_updates = 0
+        self._num_updates = 0
+        self._device_count: Optional[torch.Tensor] = None  # the count on the device, once step_update is used
+        self._on_engine = False
         self._registrations = Registrations(
             "EvaluationAveraging",
             "update the average twice per event",
@@ -137,6 +139,58 @@ class EvaluationAveraging:
                         ema_param.zero_()
 
     # ------------------------------------------------------------------------------------------------------
+    @property
+    def num_updates(self) -> int:
+        """Updates of the average so far (read from the device after :meth:`step_update`: that waits for it)."""
+        if self._device_count is not None:
+            return int(self._device_count)
+        return self._num_updates
+
+    @num_updates.setter
+    def num_updates(self, value: int) -> None:
+        self._num_updates = value
+        if self._device_count is not None:
+            self._device_count.fill_(value)
+
+    def step_update(self) -> None:
+        """One update of the average made of device operations only, for a trainer's fused step.
+
+        Pass it to the trainer (``after_step=[averaging.step_update]`` in
+        :func:`~ignite_igan.engines.create_semi_supervised_trainer`, or ``before_step`` for the reference's
+        pre-step average) instead of attaching the handler: it then runs inside the step, compiled or captured in
+        a CUDA graph with it. The count and the momentum live on the device (float64, the host's formula), so
+        nothing waits for the device; the update is EMAHandler's ``ema ← (1 - m)·ema + m·θ``, equal to the
+        attached handler's to float rounding. It does not check the weights for NaN (that would wait for the
+        device): the trainer's non-finite guard stops a diverged run before its next checkpoint.
+
+        Raises:
+            RuntimeError: if the handler is also attached to an engine (the average would be updated twice).
+        """
+        if self._on_engine:
+            raise RuntimeError("EvaluationAveraging is attached to an engine already; step_update would average "
+                               "twice per iteration. Use one of the two")
+        ema_model = self.ema_handler.ema_model
+        pairs = list(zip(ema_model.parameters(), self.model.parameters()))
+        if self._device_count is None:
+            self._follow_device()
+            device = pairs[0][1].device
+            self._device_count = torch.full((), float(self._num_updates), dtype=torch.float64, device=device)
+        count = self._device_count
+        count.add_(1)
+        if self.bias_correction:  # rate / (1 - (1 - rate)^n), as momentum() computes it on the host
+            momentum = (self.rate / -torch.expm1(count * math.log1p(-self.rate))).clamp(max=1.0)
+        else:
+            momentum = torch.full((), self.rate, dtype=torch.float64, device=count.device)
+        with torch.no_grad():
+            trained = [(e, p) for e, p in pairs if p.requires_grad]
+            frozen = [(e, p) for e, p in pairs if not p.requires_grad]
+            emas, params = [e for e, _ in trained], [p.detach() for _, p in trained]
+            dtype = emas[0].dtype
+            torch._foreach_mul_(emas, (1.0 - momentum).to(dtype))
+            torch._foreach_add_(emas, torch._foreach_mul(params, momentum.to(dtype)))
+            for ema_param, param in frozen:
+                ema_param.copy_(param.detach())
+
     def momentum(self, update: int) -> float:
         """The EMAHandler momentum of the ``update``-th update (1-based)."""
         if not self.bias_correction:
@@ -174,6 +228,10 @@ class EvaluationAveraging:
         if not isinstance(name, str) or not name.isidentifier():
             raise ValueError(f"name must be a valid attribute name, got {name!r}")
         self._registrations.before_attach(self, engine)
+        if self._device_count is not None:
+            raise RuntimeError("EvaluationAveraging updates inside a trainer's step (step_update); attaching it to "
+                               "an engine too would average twice per iteration")
+        self._on_engine = True
         engine.add_event_handler(Events.STARTED, self._on_started)
         # Handlers of one event run in the order they were added: check and set the momentum, let EMAHandler
         # average, then restore the frozen tensors it averaged too.
@@ -189,6 +247,7 @@ class EvaluationAveraging:
         model's device at every call.
         """
         self._registrations.on_call(engine)
+        self._on_engine = True
         self._follow_device()
         # The same three steps, in the same order, as the handlers attach() registers.
         self._before_update(engine, _DEFAULT_NAME)
