@@ -73,6 +73,14 @@ MODES = {
     # float32 without the per-iteration copy of the step's numbers to the host (no host-device synchronization):
     # what that copy costs.
     "fp32-nosync": dict(amp=False, compile=False, output_transform=lambda outputs: outputs),
+    # The whole iteration captured in a CUDA graph (semi-supervised step only; capturable ReferenceAdam, outputs
+    # left on the device), alone and with TF32 matrix products, bf16 autocast or compiled models.
+    "graph": dict(amp=False, compile=False, cuda_graph=True, output_transform=lambda outputs: outputs),
+    "graph+tf32": dict(amp=False, compile=False, cuda_graph=True, tf32=True, output_transform=lambda outputs: outputs),
+    "graph+bf16": dict(amp="bf16", compile=False, cuda_graph=True, output_transform=lambda outputs: outputs),
+    "graph+compile": dict(amp=False, compile=True, cuda_graph=True, output_transform=lambda outputs: outputs),
+    "graph+compile+tf32": dict(amp=False, compile=True, cuda_graph=True, tf32=True,
+                               output_transform=lambda outputs: outputs),
 }
 STEPS = ("semi-supervised", "sample-quality")
 
@@ -93,14 +101,18 @@ def build_step(step: str, mode: str, args: argparse.Namespace, device: torch.dev
     torch.manual_seed(args.seed)
     data_rng = torch.Generator().manual_seed(args.seed)
     b = args.batch_size
-    options = MODES[mode]
+    options = dict(MODES[mode])
+    options.pop("tf32", None)  # set around the measurement
+    graph = options.get("cuda_graph", False)
+    if graph and step != "semi-supervised":
+        raise ValueError("cuda_graph is an option of the semi-supervised trainer only")
     if step == "semi-supervised":
         generator = cifar10_generator("batch").to(device)
         discriminator = cifar10_fm_discriminator().to(device)
         data_dependent_init(generator, generator.sample_noise(b, device=device))
         data_dependent_init(discriminator, images(b, device, data_rng))
-        d_opt = ReferenceAdam(discriminator.parameters(), lr=3e-4, betas=(0.5, 0.999))
-        g_opt = ReferenceAdam(generator.parameters(), lr=3e-4, betas=(0.5, 0.999))
+        d_opt = ReferenceAdam(discriminator.parameters(), lr=3e-4, betas=(0.5, 0.999), capturable=graph)
+        g_opt = ReferenceAdam(generator.parameters(), lr=3e-4, betas=(0.5, 0.999), capturable=graph)
         trainer = create_semi_supervised_trainer(
             generator, discriminator, d_opt, g_opt, feature_matching_distance="mean_absolute", device=device,
             **options,
@@ -131,6 +143,17 @@ def _dynamo_counts() -> Dict[str, int]:
 
 
 def measure_step(step: str, mode: str, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
+    tf32 = MODES[mode].get("tf32", False)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    if tf32:  # other modes keep the settings the script runs with (recorded in the JSON)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        return _measure_step(step, mode, args, device)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _measure_step(step: str, mode: str, args: argparse.Namespace, device: torch.device) -> Dict[str, Any]:
     trainer, data = build_step(step, mode, args, device)
     before = _dynamo_counts()
     if device.type == "cuda":

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Everything this project measures on a GPU, in one command that fits a short lease of one GPU machine:
+# Everything this project measures on a GPU (issue 15's goals 1-3 and the paper's 10-seed table), in one command
+# that fits a short lease of one GPU machine:
 #
 #   OUT=gpu-results DATA=/path/with/FashionMNIST BUDGET_S=540 bash benchmarks/gpu_session.sh
 #
-# 1. the CUDA tests (minibatch features on the GPU, bf16 autocast, torch.compile, handlers moved between devices,
-#    the generator evaluator's device restore);
-# 2. benchmarks/gpu_paper_step.py: the paper's CIFAR-10 steps (fp32, bf16, compile) and IS / IS+FID of 50,000
-#    generated images;
-# 3. the Fashion-MNIST recipe (the paper's MNIST setting), three seeds side by side, for as many of its 300
-#    epochs as the rest of BUDGET_S allows (a two-epoch probe measures the speed first; the learning rate is
-#    constant in this setting, so the first E epochs of a 300-epoch run are exactly an E-epoch run).
+# 1. the CUDA tests (graph-captured step against eager, capturable ReferenceAdam, device-resident data, the older
+#    GPU paths);
+# 2. benchmarks/fast_step.py: the MNIST-setting step (goal 1) from the host loader to the graph-captured step,
+#    with kernels per iteration;
+# 3. benchmarks/gpu_paper_step.py: the paper's CIFAR-10 semi-supervised step (goal 3) in float32, graph-captured,
+#    and graph-captured with TF32 or bf16;
+# 4. the Fashion-MNIST recipe (the paper's MNIST setting) on 10 seeds in one command (--seeds 1-10 --cuda-graph),
+#    300 epochs asked, for whatever the budget leaves: each seed evaluates and checkpoints every epoch, so the
+#    curves of the epochs reached come back (the learning rate is constant in this setting: the first E epochs of a
+#    300-epoch run are exactly an E-epoch run). A resume on another lease continues it.
 #
-# Results land in $OUT: logs, gpu_paper_step.{json,md}, and fashion_mnist_gpu.tar.gz (each run's summary.json and
-# TensorBoard events; no checkpoints). Read them with benchmarks/fashion_mnist_ssl.py --gpu-runs.
+# Results land in $OUT (at most 8 files): device.txt, cuda_tests.log, fast_step.{json,md},
+# gpu_paper_step.{json,md}, fashion_seeds.tar.gz (each seed's log, run record, TensorBoard events and summary if it
+# finished; no checkpoints) and session.log.
 set -u
 OUT=${OUT:-gpu-results}
 DATA=${DATA:-data}
@@ -21,34 +26,31 @@ START=$(date +%s)
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
+exec > >(tee -a "$OUT/session.log") 2>&1
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/device.txt" 2>&1
 python -c "import torch, ignite; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'ignite', ignite.__version__)" >> "$OUT/device.txt" 2>&1
+cat "$OUT/device.txt"
 
 echo "== CUDA tests ($(left) s left)"
-timeout 150 python -m pytest -q -p no:cacheprovider tests/test_cuda.py "tests/test_inception.py::test_generator_scoring_restores_device" \
-  2>&1 | tail -25 | tee "$OUT/cuda_tests.log"
+timeout 110 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_fused_step.py \
+  tests/test_optim_capturable.py tests/test_device_data.py > "$OUT/cuda_tests.log" 2>&1
+tail -15 "$OUT/cuda_tests.log"
 
-echo "== paper steps and IS/FID ($(left) s left)"
-timeout 200 python benchmarks/gpu_paper_step.py --modes fp32,bf16,compile --iterations 100 --warmup 10 \
-  --output "$OUT/gpu_paper_step.json" > "$OUT/gpu_paper_step.log" 2>&1
-tail -20 "$OUT/gpu_paper_step.log"
+echo "== MNIST-setting step ($(left) s left)"
+timeout 130 python benchmarks/fast_step.py --device cuda --data-dir "$DATA" --iterations 100 --rounds 3 \
+  --variants host,device,graph,bare,graph+compile --output "$OUT/fast_step.json"
 
-echo "== Fashion-MNIST ($(left) s left)"
-runs=fm_runs; rm -rf "$runs"; mkdir -p "$runs"
-common=(--data-dir "$DATA" --device cuda --no-progress --threads 1 --eval-every 1 --image-every 100000)
-probe_start=$(date +%s)
-python recipes/fashion_mnist_ssl.py "${common[@]}" --epochs 2 --seed 1 --seed-data 1 --output-dir "$runs/probe" \
-  > "$OUT/fashion_probe.log" 2>&1
-probe=$(( $(date +%s) - probe_start ))
-remaining=$(( $(left) - 25 ))
-# Two epochs took $probe s, startup included; three processes side by side run each a little slower.
-epochs=$(python -c "print(max(1, int(($remaining - 15) / (1.5 * max($probe - 8, 1) / 2))))")
-echo "probe: 2 epochs in ${probe} s; running 3 seeds for $epochs epochs" | tee -a "$OUT/fashion_probe.log"
-for seed in 1 2 3; do
-  timeout $(( remaining > 30 ? remaining : 30 )) python recipes/fashion_mnist_ssl.py "${common[@]}" \
-    --epochs "$epochs" --seed "$seed" --seed-data "$seed" --output-dir "$runs/seed$seed" > "$OUT/fashion_seed$seed.log" 2>&1 &
-done
-wait
-tar czf "$OUT/fashion_mnist_gpu.tar.gz" --exclude=checkpoints "$runs"
+echo "== CIFAR-10 semi-supervised step ($(left) s left)"
+timeout 100 python benchmarks/gpu_paper_step.py --steps semi-supervised --modes fp32,graph,graph+tf32,graph+bf16 \
+  --iterations 50 --warmup 5 --is-samples 0 --output "$OUT/gpu_paper_step.json" 2>&1 | tail -12
+
+echo "== Fashion-MNIST, 10 seeds ($(left) s left)"
+runs=fm_seeds; rm -rf "$runs"
+remaining=$(( $(left) - 20 ))
+timeout --signal=INT $(( remaining > 30 ? remaining : 30 )) python recipes/fashion_mnist_ssl.py --seeds 1-10 \
+  --cuda-graph --device cuda --data-dir "$DATA" --epochs 300 --image-every 1000000 --output-dir "$runs"
+sleep 3
+tail -n 3 "$runs"/seed*.log
+tar czf "$OUT/fashion_seeds.tar.gz" --exclude=checkpoints "$runs"
 echo "== done in $(( $(date +%s) - START )) s"

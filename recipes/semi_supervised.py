@@ -317,7 +317,7 @@ def several_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace, nam
         parser.error("--seeds runs one process per seed; it does not combine with --nproc-per-node")
     command = [sys.executable, __file__, name] + [
         a for a in without_flags(argv, ("--seeds", "--jobs", "--output-dir", "--seed", "--seed-data"))
-        if a != "--resume"] + ["--no-progress"]
+        if a != "--resume"]  # each seed's log gets a line per epoch (no terminal: no progress bar)
     accelerator = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
     jobs = args.jobs or default_jobs(len(args.seeds), args.threads, accelerator)
     print(f"{name}: {len(args.seeds)} seeds, {jobs} at a time, in {args.output_dir}", flush=True)
