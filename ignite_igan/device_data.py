@@ -133,7 +133,10 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
                 f"shape {tuple(self.labels.shape)}"
             )
         if isinstance(dataset, ScaledImages):
-            self._offset, self._scale, self._flatten = dataset.offset, dataset.scale, dataset.flatten
+            # The scale as a tensor on the device: CUDA divides by a host scalar as a multiplication by its
+            # reciprocal, which rounds differently from the host's division; by a device tensor it divides.
+            scale = torch.tensor(dataset.scale, dtype=torch.float32, device=self.device)
+            self._offset, self._scale, self._flatten = dataset.offset, scale, dataset.flatten
         else:
             self._offset, self._scale, self._flatten = None, None, False
         self._check_labels(num_classes)
