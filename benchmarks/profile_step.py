@@ -154,10 +154,20 @@ def build_compile_models(ctx: Context) -> Built:
     return _recipe_trainer(ctx, compile=True)
 
 
+def build_compile_models_eager_rng(ctx: Context) -> Built:
+    """``compile_models`` with Inductor's ``fallback_random``: the noise layers draw from torch's own generator.
+
+    Inductor otherwise replaces ``randn_like`` by its own generator, a different stream, and on the CPU a much slower
+    one (the compiled step was 1.7x slower than eager mainly because of it).
+    """
+    return _recipe_trainer(ctx, compile={"options": {"fallback_random": True}})
+
+
 #: name -> builder(Context) -> Built. Add an entry to profile another version of the step beside ``eager``.
 VARIANTS: Dict[str, Callable[[Context], Built]] = {
     "eager": build_eager,
     "compile_models": build_compile_models,
+    "compile_models_eager_rng": build_compile_models_eager_rng,
 }
 
 
@@ -438,7 +448,8 @@ def run_speed(ctx: Context, names: Sequence[str], rounds: int, iterations: int, 
 # --------------------------------------------------------------------------------------------------------------
 def markdown(report: Dict[str, Any]) -> str:
     meta = report["meta"]
-    lines = [f"Device: {meta['device']['device']}; torch {meta['device']['torch']}; data: {meta['data']}; "
+    lines = [f"Device: {meta['device']['device']}; torch {meta['device']['torch']}; data: {meta['data']}, "
+             f"batches of {meta['batch_size']}; "
              f"{meta['iterations']} profiled iterations after {meta['warmup']} warm-up iterations.", "",
              "Milliseconds per iteration (data, both players' steps, the evaluation average), by category "
              "(self time of the operations; gaps: time covered by no operation):", ""]
@@ -485,6 +496,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--speed-rounds", type=int, default=0, help="alternating rounds of the speed part (0: skip)")
     parser.add_argument("--speed-iterations", type=int, default=10, help="iterations per round of the speed part")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--synthetic-size", type=int, default=2000, help="random images when there is no data set")
     parser.add_argument("--output", type=Path, default=None, help="JSON results (Markdown next to it)")
     return parser.parse_args(argv)
 
@@ -497,7 +510,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
     device = select_device(args.device, args.threads)
     load_start = load_average()
-    ctx = make_context(None if args.synthetic else args.data_dir, device, seed=args.seed)
+    ctx = make_context(None if args.synthetic else args.data_dir, device, seed=args.seed, batch_size=args.batch_size,
+                       synthetic_size=args.synthetic_size)
     report: Dict[str, Any] = {"profiles": {}, "meta": {}}
     for name in names:
         built = VARIANTS[name](ctx)
@@ -506,7 +520,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.speed_rounds > 0:
         report["speed"] = run_speed(ctx, names, args.speed_rounds, args.speed_iterations, args.warmup)
     report["meta"] = dict(command=command_line(__file__, argv), date=utc_now(), device=device_info(device),
-                          data=ctx.data_name, warmup=args.warmup, iterations=args.iterations,
+                          data=ctx.data_name, batch_size=args.batch_size, warmup=args.warmup, iterations=args.iterations,
                           load_average_start=load_start, load_average_end=load_average())
     text = markdown(report)
     print(text)
