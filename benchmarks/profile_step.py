@@ -110,6 +110,7 @@ class Built:
     data: Iterable[Any]
     average: Optional[Callable[[Any], None]] = None  # engine -> None, called after every iteration when profiled
     models: Dict[str, torch.nn.Module] = field(default_factory=dict)
+    optimizers: Dict[str, Any] = field(default_factory=dict)
     note: str = ""
 
 
@@ -141,7 +142,8 @@ def _recipe_trainer(ctx: Context, **trainer_options: Any) -> Built:
         noise_fn=lambda n: generator.sample_noise(n, device=ctx.device), device=ctx.device, **trainer_options,
     )
     averaging = EvaluationAveraging(discriminator, rate=ctx.ema_rate)
-    return Built(trainer, loader, averaging, {"generator": generator, "discriminator": discriminator})
+    return Built(trainer, loader, averaging, {"generator": generator, "discriminator": discriminator},
+                 {"generator": g_opt, "discriminator": d_opt})
 
 
 def build_eager(ctx: Context) -> Built:
@@ -163,11 +165,69 @@ def build_compile_models_eager_rng(ctx: Context) -> Built:
     return _recipe_trainer(ctx, compile={"options": {"fallback_random": True}})
 
 
+def _compiled_adam_update():
+    """ReferenceAdam's update of one parameter list as one compiled function (one fused loop per parameter).
+
+    The step count enters as a 0-d tensor, so that the bias corrections do not recompile the function each step.
+    """
+
+    def update(params, grads, exp_avgs, exp_avg_sqs, step, lr: float, beta1: float, beta2: float, eps: float):
+        bias_correction1 = 1.0 - beta1**step
+        bias_correction2 = 1.0 - beta2**step
+        for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+            m.mul_(beta1).add_(g, alpha=1.0 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            p.addcdiv_(m, ((v / bias_correction2) + eps).sqrt(), value=-lr / bias_correction1)
+
+    return torch.compile(update, options={"fallback_random": True})
+
+
+class CompiledUpdateAdam:
+    """Wraps a ReferenceAdam so that ``step()`` runs :func:`_compiled_adam_update` (benchmark-only experiment)."""
+
+    @staticmethod
+    def install(optimizer: Any) -> None:
+        update = _compiled_adam_update()
+        step_tensor = torch.zeros((), dtype=torch.float64)
+
+        @torch.no_grad()
+        def step(closure=None):
+            with torch.profiler.record_function("Optimizer.step#CompiledUpdateAdam.step"):
+                run_step()
+
+        def run_step():
+            group = optimizer.param_groups[0]
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                state = optimizer.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+            step_tensor.fill_(optimizer.state[params[0]]["step"])
+            beta1, beta2 = group["betas"]
+            update(params, [p.grad for p in params], [optimizer.state[p]["exp_avg"] for p in params],
+                   [optimizer.state[p]["exp_avg_sq"] for p in params], step_tensor, group["lr"], beta1, beta2,
+                   group["eps"])
+
+        optimizer.step = step
+
+
+def build_compile_all(ctx: Context) -> Built:
+    """``compile_models_eager_rng`` and both optimizers' updates compiled (:class:`CompiledUpdateAdam`)."""
+    built = build_compile_models_eager_rng(ctx)
+    for optimizer in built.optimizers.values():
+        CompiledUpdateAdam.install(optimizer)
+    return built
+
+
 #: name -> builder(Context) -> Built. Add an entry to profile another version of the step beside ``eager``.
 VARIANTS: Dict[str, Callable[[Context], Built]] = {
     "eager": build_eager,
     "compile_models": build_compile_models,
     "compile_models_eager_rng": build_compile_models_eager_rng,
+    "compile_all": build_compile_all,
 }
 
 
