@@ -71,3 +71,11 @@ def test_main_with_an_added_variant(profile_step, tmp_path, monkeypatch):
     assert "| matmul |" in output.with_suffix(".md").read_text()
     with pytest.raises(SystemExit):
         profile_step.main(["--synthetic", "--variants", "no_such_variant"])
+
+
+def test_speed_part(profile_step, context):
+    result = profile_step.run_speed(context, ["eager"], rounds=2, iterations=1, warmup=1)
+    assert result["flops_per_iteration"] > 0 and result["matmul_count"] > 0
+    eager = result["variants"]["eager"]
+    assert 0 < eager["fraction_of_matmul_rate"] < 1.5 and 0 < eager["fraction_of_fastest"] < 1.5
+    assert len(result["seconds_per_iteration"]["eager"]) == 2
