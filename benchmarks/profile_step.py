@@ -38,8 +38,10 @@ evaluation average (what ``benchmarks/fashion_mnist_ssl.py --stage speed`` times
 matrix-product rate is ``replay time / step time`` per iteration, medians over the rounds.
 
 Variants (``--variants``, comma-separated) are entries of :data:`VARIANTS`, ``name -> builder(context) -> Built``;
-``eager`` is the trainer exactly as the recipe builds it. To compare a change, add a builder and run both in one
-command. From the repository root::
+``eager`` is the trainer exactly as the recipe builds it; ``compile_models`` is its ``compile=True``;
+``compile_models_eager_rng`` the same with Inductor's ``fallback_random`` (the noise from torch's generator: the
+eager stream, and on the CPU about ten times faster than Inductor's own); ``compile_all`` adds a compiled
+ReferenceAdam update. To compare a change, add a builder and run both in one command. From the repository root::
 
     python benchmarks/profile_step.py --variants eager --threads 1 --output docs/results/profile_step.json
     python benchmarks/profile_step.py --variants eager --device cuda --output docs/results/profile_step_cuda.json
@@ -47,9 +49,7 @@ command. From the repository root::
 from __future__ import annotations
 
 import argparse
-import bisect
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -453,7 +453,8 @@ def step_matmuls(built: Built) -> Tuple[int, List[Tuple[str, Tuple[Tuple[int, ..
     return int(counter.get_total_flops()), shapes
 
 
-def matmul_replay(shapes: Sequence[Tuple[str, Tuple[Tuple[int, ...], ...]]], device: torch.device) -> Callable[[], None]:
+def matmul_replay(shapes: Sequence[Tuple[str, Tuple[Tuple[int, ...], ...]]],
+                  device: torch.device) -> Callable[[], None]:
     """A callable that runs the recorded products once each, on fresh operands of the same shapes."""
     operands = []
     for name, dims in shapes:
@@ -590,7 +591,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.speed_rounds > 0:
         report["speed"] = run_speed(ctx, names, args.speed_rounds, args.speed_iterations, args.warmup)
     report["meta"] = dict(command=command_line(__file__, argv), date=utc_now(), device=device_info(device),
-                          data=ctx.data_name, batch_size=args.batch_size, warmup=args.warmup, iterations=args.iterations,
+                          data=ctx.data_name, batch_size=args.batch_size, warmup=args.warmup,
+                          iterations=args.iterations,
                           load_average_start=load_start, load_average_end=load_average())
     text = markdown(report)
     print(text)

@@ -673,3 +673,15 @@ def test_weight_norm_forward_compiles_once():
     # Armed layers still initialize once, compiled or not.
     data_dependent_init(layer, torch.randn(50, 6))
     assert "_data_init_armed" in vars(layer) and not layer._data_init_armed
+
+
+def test_weight_norm_default_path_is_the_formula_bit_for_bit():
+    """The float32 eager forward is ``linear(x, V) * (g / ||V||) + b`` exactly, before and after data init."""
+    torch.manual_seed(3)
+    layer = WeightNormLinear(7, 5, train_scale=True, eps=0.0, weight_std=0.1)
+    x = torch.randn(9, 7)
+    data_dependent_init(layer, torch.randn(40, 7))
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(layer.weight, dim=[1])
+        expected = torch.nn.functional.linear(x, layer.weight) * (layer.scale / norm).view(1, -1) + layer.bias
+    assert torch.equal(layer(x), expected)
