@@ -516,7 +516,8 @@ def markdown(report: Dict[str, Any]) -> str:
              f"batches of {meta['batch_size']}; "
              f"{meta['iterations']} profiled iterations after {meta['warmup']} warm-up iterations.", "",
              "Milliseconds per iteration (data, both players' steps, the evaluation average), by category "
-             "(self time of the operations; gaps: time covered by no operation):", ""]
+             "(self time of the operations; gaps: time covered by no operation). The variants are profiled one after "
+             "another, not alternating: on a shared machine compare the shares within a column.", ""]
     names = list(report["profiles"])
     if not names:
         lines = lines[:1]
