@@ -170,9 +170,13 @@ class DataDependentInit:
     _data_init_armed: bool = False
 
     def _take_data_init(self) -> bool:
-        armed = self._data_init_armed
+        # Written only when armed: an unconditional write would be an attribute mutation in every forward pass,
+        # which torch.compile replays after each call and guards on (the first write adds the attribute to the
+        # instance, so the second call recompiled the whole forward).
+        if not self._data_init_armed:
+            return False
         self._data_init_armed = False
-        return armed
+        return True
 
 
 def _capture_modes(model: nn.Module) -> List[Tuple[nn.Module, bool]]:

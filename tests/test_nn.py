@@ -654,3 +654,34 @@ def test_unit_norm_and_its_gradient_against_the_formula(shape, out_dim, eps):
     expected = (eps + weight.detach().square().sum(dim=reduce)).sqrt()
     torch.testing.assert_close(_UnitNorm.apply(weight, out_dim, eps), expected, rtol=1e-12, atol=0)
     assert torch.autograd.gradcheck(lambda w: _UnitNorm.apply(w, out_dim, eps), (weight,))
+
+
+def test_weight_norm_forward_compiles_once():
+    """The data-init flag is only written when armed: a compiled forward is not recompiled on its second call.
+
+    (Writing it unconditionally added the attribute to the instance on the first call, a guard failure on the
+    second, and a mutation replayed after every call.)
+    """
+    torch._dynamo.reset()
+    layer = WeightNormLinear(6, 4, train_scale=True)
+    compiled = torch.compile(layer, backend="eager")
+    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for _ in range(3):
+        compiled(torch.randn(5, 6)).sum().backward()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - frames == 1
+    assert "_data_init_armed" not in vars(layer)
+    # Armed layers still initialize once, compiled or not.
+    data_dependent_init(layer, torch.randn(50, 6))
+    assert "_data_init_armed" in vars(layer) and not layer._data_init_armed
+
+
+def test_weight_norm_default_path_is_the_formula_bit_for_bit():
+    """The float32 eager forward is ``linear(x, V) * (g / ||V||) + b`` exactly, before and after data init."""
+    torch.manual_seed(3)
+    layer = WeightNormLinear(7, 5, train_scale=True, eps=0.0, weight_std=0.1)
+    x = torch.randn(9, 7)
+    data_dependent_init(layer, torch.randn(40, 7))
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(layer.weight, dim=[1])
+        expected = torch.nn.functional.linear(x, layer.weight) * (layer.scale / norm).view(1, -1) + layer.bias
+    assert torch.equal(layer(x), expected)
