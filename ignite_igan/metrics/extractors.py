@@ -322,13 +322,18 @@ def _load_state_dict_file(path: Path, expected: str) -> Dict[str, Tensor]:
     return dict(state_dict)
 
 
+def _one_line(error: Exception, limit: int = 300) -> str:
+    """``error``'s message on one line, shortened (load_state_dict lists every key on its own line)."""
+    return " ".join(str(error).split())[:limit]
+
+
 def _load_into(model: nn.Module, state_dict: Mapping[str, Tensor], path: Path, expected: str) -> None:
     """``model.load_state_dict(state_dict)``, its error naming the file it came from."""
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:
         raise ValueError(
-            f"weights file {str(path)!r} does not hold {expected}: {str(error).splitlines()[0][:300]}"
+            f"weights file {str(path)!r} does not hold {expected}: {_one_line(error)}"
         ) from None
 
 
@@ -674,7 +679,7 @@ class TFInceptionV3(ImageExtractor):
             self.net = _build_torch_fidelity_inception(state_dict)
         except RuntimeError as error:  # strict load_state_dict of another network's weights
             raise ValueError(
-                f"weights file {str(path)!r} does not hold {expected}: {str(error).splitlines()[0][:300]}"
+                f"weights file {str(path)!r} does not hold {expected}: {_one_line(error)}"
             ) from None
         #: SHA-256 of the loaded file (checked against ``sha256``, or computed when that is ``None``).
         self.weights_sha256 = sha256.lower() if sha256 is not None else sha256_of_file(path)
