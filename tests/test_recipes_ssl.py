@@ -1,11 +1,9 @@
 """The semi-supervised recipes, run end to end as a user runs them."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.datafiles import write_cifar10, write_fashion_mnist, write_mnist, write_svhn
+from tests.hold_after_checkpoint import kill_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for a CPU in seconds, large enough to run every part of a real run.
@@ -86,26 +85,18 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     run_recipe("digits_ssl", *args, "--output-dir", straight)
 
     killed = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "recipes" / "digits_ssl.py"), *args, "--output-dir", str(killed)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
-    )
-    deadline = time.time() + 240
-    while not (killed / "checkpoints" / "checkpoint_1.pt").exists():
-        assert process.poll() is None, "the run ended before its first checkpoint"
-        assert time.time() < deadline, "no checkpoint after 240 s"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    kill_after_checkpoint(ROOT / "recipes" / "digits_ssl.py", [*args, "--output-dir", killed], epoch=1,
+                          marker=tmp_path / "held", env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=ROOT)
+    assert (killed / "checkpoints" / "checkpoint_1.pt").is_file() and not (killed / "summary.json").exists()
+    assert json.loads((killed / "run.json").read_text())["status"] == "training"
 
     run_recipe("digits_ssl", *args, "--output-dir", killed, "--resume")
     expected, resumed = _final_parameters(straight, 4), _final_parameters(killed, 4)
     assert expected.keys() == resumed.keys()
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
-    assert summary(killed)["metrics"]["test_error"] == summary(straight)["metrics"]["test_error"]
+    assert summary(killed)["metrics"] == summary(straight)["metrics"]
+    assert summary(killed)["resumed_from"].endswith("checkpoint_1.pt")
 
 
 def _free_port():
