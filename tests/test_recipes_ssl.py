@@ -40,8 +40,11 @@ def test_digits_ssl_runs_for_real_and_reports_both_errors(tmp_path):
     metrics = result["metrics"]
     assert metrics["labels"] == 100 and metrics["test_examples"] == 500
     assert metrics["iterations"] == 3 * (1297 // 100)
+    # Measured: 0.216 and 0.216 with these seeds (0.12 to 0.22 with seeds 2 and 3). Chance is 0.9, and a model
+    # that learned nothing scores near it: with the evaluation average never updated, 0.884 and 0.894 (which
+    # passed a "< 0.9" check).
     for key in ("test_error", "baseline_test_error"):
-        assert 0.0 <= metrics[key] < 0.9  # better than chance after three epochs
+        assert 0.0 < metrics[key] < 0.4, key
     assert metrics["test_error_count"] == round(metrics["test_error"] * 500)
     assert result["seeds"] == {"seed": 1, "seed_data": 1} and result["config"]["epochs"] == 3
     assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
@@ -222,7 +225,9 @@ def test_fashion_mnist_recipe_on_the_real_data(tmp_path):
                         "3", "--baseline", "--output-dir", out)
     metrics = summary(out)["metrics"]
     assert metrics["test_examples"] == 10000 and metrics["labels"] == 100 and metrics["unlabeled_examples"] == 60000
-    assert metrics["iterations"] == 6 and 0 < metrics["test_error"] < 0.9 and 0 < metrics["baseline_test_error"] < 0.9
+    # Measured after these 6 iterations: 0.477 and 0.472 (0.558 and 0.583 with seed 2); with the evaluation average
+    # never updated, 0.894 and 0.936, which passed the former "< 0.9" on the GAN's error.
+    assert metrics["iterations"] == 6 and 0 < metrics["test_error"] < 0.7 and 0 < metrics["baseline_test_error"] < 0.7
     # The run reports itself: one line per epoch (no terminal here), the numbers and the paths at the end.
     assert "epoch 1/2  iteration 3" in result.stderr and "test_error" in result.stderr
     assert "\r" not in result.stderr
