@@ -156,8 +156,8 @@ class RunIdentity:
         >>> identity = RunIdentity("demo", "run-a", {"lr": 0.1})
         >>> identity.mismatch(RunIdentity("demo", "run-a", {"lr": 0.1}).state_dict()) is None
         True
-        >>> identity.mismatch(RunIdentity("demo", "run-b", {"lr": 0.2}).state_dict())
-        'belongs to another run (run id run-b, not run-a) with another configuration (flags hash ...)'
+        >>> print(identity.mismatch(RunIdentity("demo", "run-b", {"lr": 0.2}).state_dict()))
+        belongs to another run (run id run-b, not run-a) with another configuration (flags hash ...)
     """
 
     def __init__(
