@@ -11,9 +11,12 @@ Ignite's :class:`~ignite.handlers.Checkpoint` decides *what* is saved and *when*
   After every save only the ``keep`` newest checkpoints of the folder remain (also those of earlier processes
   of a resumed run), and a write that fails (a full disk) removes its partial file and names the path, leaving
   the previous checkpoints as they were.
+- :class:`RunIdentity`, saved in every checkpoint: the experiment, the run's id and a hash of its configuration.
 - :func:`load_latest_checkpoint` checks the newest checkpoint against its checksum before loading it: a
-  truncated, empty, overwritten or bit-flipped file is named in a warning and the previous one is used; if none
-  is usable, :class:`CheckpointError` names every file and what was wrong with it.
+  truncated, empty, overwritten or bit-flipped file is named in a warning and the previous one is used, and so is
+  a checkpoint of another run or configuration (a file copied from another run folder, checksum and all); if none
+  is usable, :class:`CheckpointError` names every file and what was wrong with it. Optimizer states are checked
+  against their parameters before anything is loaded, and any failure to load names the file.
 
 :func:`attach_checkpointing` keeps the two newest checkpoints: Ignite deletes the oldest file *before* it writes
 the new one, so with a single file a run killed between the two steps would have none.
@@ -53,8 +56,11 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, global_step_from_engine
 from ignite.handlers.checkpoint import BaseSaveHandler
 
+from ignite_igan.validation import check_optimizer_state
+
 __all__ = [
     "RandomStates",
+    "RunIdentity",
     "CheckpointError",
     "ChecksummedSaver",
     "attach_checkpointing",
@@ -124,6 +130,72 @@ class RandomStates:
 
 class CheckpointError(RuntimeError):
     """No checkpoint of a folder can be used, or one could not be written."""
+
+
+def config_sha256(config: Mapping[str, Any]) -> str:
+    """SHA-256 of a configuration, as canonical JSON (sorted keys), so equal configurations hash alike."""
+    text = json.dumps(dict(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class RunIdentity:
+    """The run a checkpoint belongs to: its experiment, its id and its configuration's hash.
+
+    Put it in ``to_save`` (:class:`ignite_igan.runs.Run` does): every checkpoint then says whose it is, and
+    :func:`load_latest_checkpoint` skips, naming it, a checkpoint of another run or configuration (a file copied
+    from another run folder with its checksum), falling back to the newest one of this run.
+
+    Args:
+        experiment: the experiment's name.
+        run_id: an id unique to the run (drawn when it starts, kept in its record).
+        config: the configuration that defines the experiment (flags that change results).
+        accept_unmarked: also accept checkpoints that carry no identity (written by a version before identities;
+            only for a run started by that version).
+
+    Example:
+        >>> identity = RunIdentity("demo", "run-a", {"lr": 0.1})
+        >>> identity.mismatch(RunIdentity("demo", "run-a", {"lr": 0.1}).state_dict()) is None
+        True
+        >>> print(identity.mismatch(RunIdentity("demo", "run-b", {"lr": 0.2}).state_dict()))
+        belongs to another run (run id run-b, not run-a) with another configuration (flags hash ...)
+    """
+
+    def __init__(
+        self, experiment: str, run_id: str, config: Mapping[str, Any], accept_unmarked: bool = False
+    ) -> None:
+        self.experiment = str(experiment)
+        self.run_id = str(run_id)
+        self.config_sha256 = config_sha256(config)
+        self.accept_unmarked = bool(accept_unmarked)
+
+    def state_dict(self) -> Dict[str, str]:
+        return {"experiment": self.experiment, "run_id": self.run_id, "config_sha256": self.config_sha256}
+
+    def mismatch(self, state: Any) -> Optional[str]:
+        """Why the identity ``state`` (from a checkpoint) is not this run's, or None if it is."""
+        if not isinstance(state, Mapping) or not {"experiment", "run_id", "config_sha256"} <= set(state):
+            return "holds no valid run identity"
+        problems = []
+        if state["experiment"] != self.experiment:
+            problems.append(f"of the experiment {state['experiment']!r}, not {self.experiment!r}")
+        if state["run_id"] != self.run_id:
+            problems.append(f"belongs to another run (run id {state['run_id']}, not {self.run_id})")
+        if state["config_sha256"] != self.config_sha256:
+            problems.append(
+                f"another configuration (flags hash {str(state['config_sha256'])[:12]}, this run's "
+                f"{self.config_sha256[:12]})"
+            )
+        return " with ".join(problems) if problems else None
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Checks ``state_dict`` against this run (nothing to restore).
+
+        Raises:
+            CheckpointError: the state is another run's.
+        """
+        problem = self.mismatch(state_dict)
+        if problem is not None:
+            raise CheckpointError(f"the checkpoint {problem}")
 
 
 CHECKSUM_SUFFIX = ".sha256"
@@ -309,13 +381,17 @@ def latest_checkpoint(output_dir: Union[str, os.PathLike]) -> Optional[Path]:
 def load_latest_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os.PathLike]) -> Optional[Path]:
     """Loads the newest *usable* checkpoint of ``output_dir`` into ``to_load``; returns its path (None: no files).
 
-    Each candidate, newest first, is checked against its checksum and must unpickle with
-    ``torch.load(weights_only=True)``; a bad one is skipped with a ``UserWarning`` that names it and says what is
-    wrong, and the next older one is tried. The skipped files stay where they are (a later save of the same epoch
-    replaces them).
+    Each candidate, newest first, is checked against its checksum, must unpickle with
+    ``torch.load(weights_only=True)`` and, when ``to_load`` holds a :class:`RunIdentity`, must belong to that run
+    and configuration; a bad one is skipped with a ``UserWarning`` that names it and says what is wrong, and the
+    next older one is tried. The skipped files stay where they are (a later save of the same epoch replaces them).
+    The identity itself is checked, not loaded; an entry whose object has ``optional_in_checkpoint = True`` may be
+    missing from the checkpoint (state added by a later version). Optimizer states are checked against their
+    parameters (count and shapes) before anything is loaded.
 
     Raises:
-        CheckpointError: there are checkpoints, but none is usable; the message lists each file and its problem.
+        CheckpointError: there are checkpoints, but none is usable (the message lists each file and its problem),
+            or the chosen one does not fit the objects of ``to_load`` (the message names the file and the entry).
     """
     candidates = list_checkpoints(output_dir)
     if not candidates:
@@ -329,6 +405,10 @@ def load_latest_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as error:  # noqa: BLE001 - any failure to unpickle means an unusable file
                 problem = f"cannot be loaded ({type(error).__name__}: {str(error)[:200]})"
+        if state is not None:
+            problem = _identity_problem(to_load, state)
+            if problem is not None:
+                state = None
         if state is None:
             problems.append(f"{path.name}: {problem}")
             continue
@@ -340,12 +420,55 @@ def load_latest_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os
                 f"{path.name} instead",
                 UserWarning,
             )
-        Checkpoint.load_objects(to_load=dict(to_load), checkpoint=state)
+        _load_objects(to_load, state, path)
         return path
     raise CheckpointError(
         f"no usable checkpoint in {str(output_dir)!r}: {'; '.join(problems)}. Start the run again (without "
         "--resume, into another --output-dir), or restore the files from a backup"
     )
+
+
+def _identity_problem(to_load: Mapping[str, Any], state: Mapping[str, Any]) -> Optional[str]:
+    """Why ``state`` belongs to another run than the :class:`RunIdentity` entries of ``to_load``, or None."""
+    for key, obj in to_load.items():
+        if not isinstance(obj, RunIdentity):
+            continue
+        if key not in state:
+            if obj.accept_unmarked:
+                continue
+            return "records no run identity, so it cannot be shown to belong to this run (not resumed from)"
+        mismatch = obj.mismatch(state[key])
+        if mismatch is not None:
+            return f"{mismatch}; not resumed from"
+    return None
+
+
+def _load_objects(to_load: Mapping[str, Any], state: Mapping[str, Any], path: Path) -> None:
+    """Loads ``state`` into ``to_load`` after checking what can be checked first; errors name ``path``."""
+    objects = {
+        key: obj
+        for key, obj in to_load.items()
+        if not isinstance(obj, RunIdentity) and (key in state or not getattr(obj, "optional_in_checkpoint", False))
+    }
+    missing = sorted(key for key in objects if key not in state)
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} lacks {missing} (it holds {sorted(state)}); it was written by another "
+            "script or version"
+        )
+    # Before anything is loaded: another model's optimizer state would otherwise load and fail at the first step.
+    for key, obj in objects.items():
+        if isinstance(obj, torch.optim.Optimizer):
+            try:
+                check_optimizer_state(f"checkpoint {str(path)!r}, entry {key!r}", obj, state[key])
+            except ValueError as error:
+                raise CheckpointError(str(error)) from None
+    try:
+        Checkpoint.load_objects(to_load=objects, checkpoint=dict(state))
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not fit this run's objects: {type(error).__name__}: {error}"
+        ) from error
 
 
 def resume_from_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os.PathLike]) -> Optional[Path]:

@@ -41,6 +41,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data._utils.collate import default_collate
 
+from ignite_igan.validation import check_int
+
 __all__ = [
     "balanced_labeled_subset",
     "unlabeled_pool",
@@ -55,11 +57,7 @@ IndexLike = Union[Tensor, np.ndarray, Sequence[int]]
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    return check_int(name, value, minimum=minimum)
 
 
 def _as_index_array(name: str, values: IndexLike) -> np.ndarray:
@@ -164,8 +162,7 @@ def unlabeled_pool(num_examples: int, labeled_indices: IndexLike, size: int, see
     size = _check_int("size", size, 1)
     if not len(labeled) <= size <= n:
         raise ValueError(f"size must be between the number of labeled examples ({len(labeled)}) and {n}, got {size}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    seed = check_int("seed", seed, minimum=0, maximum=2**32 - 1)
     order = np.random.RandomState(seed).permutation(n)
     others = order[~np.isin(order, labeled)][: size - len(labeled)]
     return torch.from_numpy(np.sort(np.concatenate([labeled, others])).astype(np.int64))

@@ -46,7 +46,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -59,6 +58,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from ignite_igan import functional as F
+from ignite_igan.validation import check_int, check_real
 
 __all__ = ["create_semi_supervised_trainer", "create_gan_trainer", "outputs_to_floats", "outputs_on_device"]
 
@@ -238,19 +238,11 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 
 def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
+    return check_int(name, value, minimum=1)
 
 
 def _check_weight(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
+    return check_real(name, value, minimum=0.0)
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -343,11 +335,7 @@ class _GraphedIteration:
 
 
 def _check_target(name: str, value: Any) -> float:
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-        raise ValueError(f"{name} must be a real target in (0, 1], got {value!r}")
-    return float(value)
+    return check_real(name, value, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
 
 
 def _amp_dtype(amp: AmpOption) -> Optional[torch.dtype]:

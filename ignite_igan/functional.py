@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
@@ -28,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
+
+from ignite_igan.validation import check_int, check_real
 
 __all__ = [
     "minibatch_l1_distances",
@@ -277,8 +278,8 @@ def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tenso
             f"got {tuple(reference.shape)}"
         )
     _check_nonempty("reference", reference)
-    if not eps > 0:  # eps = 0 would turn a constant channel into 0/0
-        raise ValueError(f"eps must be > 0, got {eps}")
+    # eps = 0 would turn a constant channel into 0/0, eps = inf every output into 0.
+    eps = check_real("eps", eps, minimum=0.0, low_open=True)
     r = reference.shape[0]
     # Per-channel moments: reduce over the batch and the spatial dimensions for the reference, over the
     # spatial dimensions alone for each live example.
@@ -441,11 +442,7 @@ def semi_supervised_losses(
 
 
 def _check_real_target(real_target: object) -> float:
-    if isinstance(real_target, Tensor) and real_target.numel() == 1:
-        real_target = float(real_target)
-    if isinstance(real_target, bool) or not isinstance(real_target, numbers.Real) or not 0.0 < real_target <= 1.0:
-        raise ValueError(f"real_target must be in (0, 1], got {real_target!r}")
-    return float(real_target)
+    return check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
 
 
 def minimax_generator_loss(logits_fake: Tensor) -> Tensor:
@@ -535,6 +532,24 @@ def historical_average_penalty(params: Sequence[Tensor], averages: Sequence[Tens
 # --------------------------------------------------------------------------------------------------------------
 # Inception Score (paper §4, spec §5)
 # --------------------------------------------------------------------------------------------------------------
+def _warn_if_probabilities(logits: Tensor) -> None:
+    """Warns when ``logits`` look like probabilities (every row non-negative and summing to 1).
+
+    softmax of probabilities is nearly uniform, so the score comes out close to 1 whatever the samples: a number
+    with no meaning. Only a warning, since such logits can be intended (though that is very unlikely with K > 1).
+    """
+    if logits.shape[1] < 2 or bool((logits < 0).any()):
+        return
+    if bool(torch.allclose(logits.sum(dim=1), torch.ones((), dtype=logits.dtype), rtol=0.0, atol=1e-3)):
+        warnings.warn(
+            "inception_score: logits look like probabilities (every row is non-negative and sums to 1); pass the "
+            "logits (or log-probabilities) instead: softmax of probabilities is nearly uniform and the score "
+            "means nothing",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tuple[float, float]:
     """The Inception Score by the paper's protocol (spec §5).
 
@@ -545,7 +560,8 @@ def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tupl
 
     The arithmetic is float64 and goes through ``log_softmax``, so exact zeros in p give ``0·log 0 = 0``
     instead of the original's NaN (pitfall 8). Log-probabilities (``log p``, ``-inf`` allowed) can be passed
-    in place of logits: ``log_softmax(log p) = log p``.
+    in place of logits: ``log_softmax(log p) = log p``. Probabilities cannot: logits whose rows are all
+    non-negative and sum to 1 give a ``UserWarning``.
 
     Args:
         logits: (N, K) class logits, e.g. the 1008 unbiased logits of the 2015 Inception network.
@@ -566,8 +582,7 @@ def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tupl
     _check_ndim("logits", logits, (2,), "2-D (N samples, K classes)")
     if not logits.is_floating_point():
         raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
-    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
-        raise ValueError(f"splits must be a positive integer, got {splits!r}")
+    splits = check_int("splits", splits, minimum=1)
     n = logits.shape[0]
     if n < splits:
         raise ValueError(f"logits must hold at least splits={splits} samples, got {n}")
@@ -576,6 +591,7 @@ def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tupl
     logits = logits.detach().to(device="cpu", dtype=torch.float64)
     if torch.isnan(logits).any() or torch.isposinf(logits).any():
         raise ValueError("logits must not contain NaN or +inf")
+    _warn_if_probabilities(logits)
     log_p = torch.log_softmax(logits, dim=1)
     if torch.isnan(log_p).any():
         raise ValueError("logits has a row whose entries are all -inf (a distribution with no mass)")

@@ -33,11 +33,13 @@ import numbers
 import warnings
 from typing import Any, Iterator, List, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as torch_F
 from torch import Tensor, nn
 
 from ignite_igan.functional import minibatch_features, minibatch_l1_distances, virtual_batch_norm
+from ignite_igan.validation import ArgumentTypeError, check_bool, check_int, check_real, describe
 
 __all__ = [
     "DataDependentInit",
@@ -115,32 +117,21 @@ def _check_size(name: str, got: int, expected: int, x: Tensor, what: str) -> Non
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
+    return check_int(name, value, minimum=1)
 
 
 def _nonnegative_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
+    return check_real(name, value, minimum=0.0)
 
 
 def _positive_float(name: str, value: object) -> float:
-    value = _nonnegative_float(name, value)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    return value
+    return check_real(name, value, minimum=0.0, low_open=True)
 
 
 def _pair(name: str, value: _IntPair, minimum: int) -> Tuple[int, int]:
     pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) for v in pair):
+        raise ArgumentTypeError(f"{name} must be an int or a pair of ints, got {describe(value)}")
     if any(v < minimum for v in pair):
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return int(pair[0]), int(pair[1])
@@ -344,10 +335,8 @@ class _WeightNorm(DataDependentInit, nn.Module):
         data_init: bool,
     ) -> None:
         super().__init__()
-        if not isinstance(train_scale, bool):
-            raise TypeError(f"train_scale must be a bool, got {type(train_scale).__name__}")
-        if not isinstance(data_init, bool):
-            raise TypeError(f"data_init must be a bool, got {type(data_init).__name__}")
+        train_scale = check_bool("train_scale", train_scale)
+        data_init = check_bool("data_init", data_init)
         self.init_scale = _positive_float("init_scale", init_scale)
         self.eps = _nonnegative_float("eps", eps)
         self.weight_std = _positive_float("weight_std", weight_std)
@@ -776,8 +765,7 @@ class VirtualBatchNorm(nn.Module):
             self.weight.dtype,
         )
         _check_size("input", x.shape[1], self.num_features, x, "features/channels (dim 1)")
-        if isinstance(reference_size, bool) or not isinstance(reference_size, numbers.Integral):
-            raise TypeError(f"reference_size must be an int, got {type(reference_size).__name__}")
+        reference_size = check_int("reference_size", reference_size)
         if not 1 <= reference_size <= x.shape[0]:
             raise ValueError(
                 f"reference_size must be between 1 and the batch size {x.shape[0]} (the first reference_size "

@@ -36,6 +36,8 @@ from ignite.engine import CallableEventWithFilter, Engine, Events
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ignite_igan.validation import check_int, check_optimizer_state, check_real
+
 __all__ = [
     "ReferenceAdam",
     "linear_decay_factor",
@@ -46,15 +48,10 @@ __all__ = [
 
 
 def _check_number(name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    below = value <= low if low_open else value < low
-    above = value >= high if high_open else value > high
-    if math.isnan(value) or below or above:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value!r}")
-    return value
+    # An infinite upper bound means none: infinite values themselves are refused (lr=inf, eps=inf).
+    return check_real(
+        name, value, minimum=low, maximum=None if math.isinf(high) else high, low_open=low_open, high_open=high_open
+    )
 
 
 class ReferenceAdam(Optimizer):
@@ -119,6 +116,15 @@ class ReferenceAdam(Optimizer):
         beta2 = _check_number("betas[1]", betas[1], 0.0, 1.0, False, True)
         eps = _check_number("eps", eps, 0.0, math.inf, False, True)
         super().__init__(params, dict(lr=lr, betas=(beta1, beta2), eps=eps))
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Loads a state after checking that it belongs to these parameters (their number and shapes).
+
+        :class:`torch.optim.Optimizer` checks only the number of parameters per group: another model's state with
+        as many parameters would load and fail at the first step. Here it is refused at once, naming the parameter.
+        """
+        check_optimizer_state("ReferenceAdam.load_state_dict", self, state_dict)
+        super().load_state_dict(state_dict)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:  # type: ignore[override]
@@ -257,9 +263,10 @@ def linear_decay_factor(epoch: int, total_epochs: int, decay_epochs: int) -> flo
     Returns:
         The factor, in [0, 1] for ``epoch <= total_epochs``.
     """
-    for name, value in (("epoch", epoch), ("total_epochs", total_epochs), ("decay_epochs", decay_epochs)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    epoch, total_epochs, decay_epochs = (
+        check_int(name, value) for name, value in (("epoch", epoch), ("total_epochs", total_epochs),
+                                                   ("decay_epochs", decay_epochs))
+    )
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0 (0-based), got {epoch}")
     if not 0 < decay_epochs <= total_epochs:

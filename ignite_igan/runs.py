@@ -63,6 +63,7 @@ import shutil
 import socket
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -74,6 +75,7 @@ from ignite.handlers import ProgressBar
 
 from ignite_igan.checkpointing import (
     RandomStates,
+    RunIdentity,
     attach_checkpointing,
     clean_partial_writes,
     list_checkpoints,
@@ -552,6 +554,7 @@ class Run:
         if record is None or not self.args.resume:
             record = {
                 "experiment": self.experiment,
+                "run_id": uuid.uuid4().hex,  # saved in every checkpoint: a resume loads only this run's
                 "config": self.configuration(),
                 "world_size": idist.get_world_size(),
                 "epochs": self.args.epochs,
@@ -594,6 +597,13 @@ class Run:
         """
         to_save = dict(to_save)
         to_save.setdefault("random_states", RandomStates())
+        to_save.setdefault("trainer_output", _TrainerOutput(trainer))
+        # A record written before run ids (an older version) gets one now; its old checkpoints carry none.
+        legacy = "run_id" not in self.record
+        self.record.setdefault("run_id", uuid.uuid4().hex)
+        to_save["run_identity"] = RunIdentity(
+            self.experiment, self.record["run_id"], self.record["config"], accept_unmarked=legacy
+        )
         self._trainer = trainer
         if idist.get_rank() == 0 and not getattr(self.args, "no_progress", False):
             attach_progress(trainer, output_names, state_attributes)
@@ -702,6 +712,43 @@ class Run:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()  # also when training fails: the folder is free again at once
+
+
+class _TrainerOutput:
+    """The trainer's last output (``engine.state.output``) in the checkpoint.
+
+    Ignite's ``Engine.state_dict`` leaves the output out, so a run resumed after its last checkpoint but before its
+    summary would report none (``final_train_outputs: null``). Only tensors (moved to the CPU), numbers, strings
+    and containers of them are kept, so that the checkpoint still loads with ``torch.load(weights_only=True)``.
+    """
+
+    #: Checkpoints written before this entry existed lack it: they still load (the output stays unknown).
+    optional_in_checkpoint = True
+
+    def __init__(self, trainer: Engine) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"output": _plain(self.trainer.state.output)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if not isinstance(state_dict, Mapping) or "output" not in state_dict:
+            raise ValueError(f"state_dict must be {{'output': ...}}, got {type(state_dict).__name__}")
+        self.trainer.state.output = state_dict["output"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return None  # anything else would make the checkpoint unloadable with weights_only=True
 
 
 class History:

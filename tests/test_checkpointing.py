@@ -10,10 +10,12 @@ from ignite.engine import Engine, Events
 
 from ignite_igan.checkpointing import (
     CheckpointError,
+    ChecksummedSaver,
     RandomStates,
     attach_checkpointing,
     clean_partial_writes,
     latest_checkpoint,
+    list_checkpoints,
     load_latest_checkpoint,
     resume_from_checkpoint,
     verify_checkpoint,
@@ -59,6 +61,66 @@ def test_killed_run_resumes_bitwise(tmp_path):
     trainer.run(range(5), max_epochs=4)
     for a, b in zip(model_straight.parameters(), model_resumed.parameters()):
         assert torch.equal(a, b)
+
+
+class _Epoch:
+    """A stand-in for a run's state: which epoch's checkpoint was loaded."""
+
+    def __init__(self):
+        self.epoch = None
+
+    def state_dict(self):
+        return {"epoch": torch.tensor(self.epoch)}
+
+    def load_state_dict(self, state):
+        self.epoch = int(state["epoch"])
+
+
+def _names(folder):
+    return [p.name for p in list_checkpoints(folder)]
+
+
+@pytest.mark.parametrize("epochs", [[9, 10], [99, 100], [2, 9, 10, 11, 99, 100, 101]])
+def test_checkpoints_are_ordered_by_epoch_number_not_by_file_name(tmp_path, epochs):
+    # Files written directly (in a shuffled order): a run of 100 epochs takes no time to test.
+    saver = ChecksummedSaver(tmp_path, keep=len(epochs))
+    for epoch in random.Random(0).sample(epochs, len(epochs)):
+        saver({"state": {"epoch": torch.tensor(epoch)}}, f"checkpoint_{epoch}.pt")
+    newest_first = sorted(epochs, reverse=True)
+    assert _names(tmp_path) == [f"checkpoint_{e}.pt" for e in newest_first]
+    assert latest_checkpoint(tmp_path).name == f"checkpoint_{newest_first[0]}.pt"
+    state = _Epoch()
+    assert load_latest_checkpoint({"state": state}, tmp_path).name == f"checkpoint_{newest_first[0]}.pt"
+    assert state.epoch == newest_first[0]  # a long run resumes from its last epoch, not from epoch 9 or 99
+
+
+@pytest.mark.parametrize("first, last", [(8, 12), (98, 102)])
+def test_pruning_across_epoch_10_and_100_deletes_the_oldest(tmp_path, first, last):
+    saver = ChecksummedSaver(tmp_path, keep=2)
+    for epoch in range(first, last + 1):
+        saver({"state": {"epoch": torch.tensor(epoch)}}, f"checkpoint_{epoch}.pt")
+        kept = [epoch, epoch - 1] if epoch > first else [epoch]
+        assert _names(tmp_path) == [f"checkpoint_{e}.pt" for e in kept], epoch
+        assert sorted(p.name for p in tmp_path.glob("*.sha256")) == sorted(f"checkpoint_{e}.pt.sha256" for e in kept)
+
+
+def test_a_run_past_epochs_10_and_100_keeps_and_resumes_from_its_newest_checkpoints(tmp_path):
+    def training():
+        trainer = Engine(lambda engine, batch: None)
+        to_save = {"model": torch.nn.Linear(1, 1), "trainer": trainer}
+        attach_checkpointing(trainer, to_save, tmp_path)
+        return trainer, to_save
+
+    trainer, _ = training()
+    trainer.run([0], max_epochs=10)  # killed after epoch 10
+    assert _names(tmp_path) == ["checkpoint_10.pt", "checkpoint_9.pt"]
+    trainer, to_save = training()
+    assert load_latest_checkpoint(to_save, tmp_path).name == "checkpoint_10.pt"
+    assert trainer.state.epoch == 10
+    trainer.run([0], max_epochs=101)
+    assert _names(tmp_path) == ["checkpoint_101.pt", "checkpoint_100.pt"]
+    trainer, to_save = training()
+    assert load_latest_checkpoint(to_save, tmp_path).name == "checkpoint_101.pt" and trainer.state.epoch == 101
 
 
 def test_two_newest_checkpoints_are_kept(tmp_path):

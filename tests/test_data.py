@@ -301,5 +301,5 @@ def test_unlabeled_pool_bad_input():
         unlabeled_pool(100, [1, 2, 3], size=101, seed=0)
     with pytest.raises(ValueError, match=r"labeled_indices must lie in \[0, 100\)"):
         unlabeled_pool(100, [1, 200], size=10, seed=0)
-    with pytest.raises(ValueError, match="seed must be an int"):
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 4294967295\], got -1"):
         unlabeled_pool(100, [1], size=10, seed=-1)

@@ -468,7 +468,7 @@ def test_fid_errors_name_the_argument():
         FID(net, features_fn=first_layer, real=3)
     with pytest.raises(ValueError, match=r"real as a tuple or list must be \(mu, sigma\), got 3 items; stack"):
         FID(net, features_fn=first_layer, real=(1, 2, 3))
-    with pytest.raises(ValueError, match="real_samples must be a positive integer or None, got 0"):
+    with pytest.raises(ValueError, match="real_samples must be >= 1 or None, got 0"):
         FID(net, features_fn=first_layer, real=real, real_samples=0)
     nan_net = make_net()
     with torch.no_grad():

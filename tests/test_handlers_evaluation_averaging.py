@@ -167,7 +167,7 @@ def test_bad_input():
     for rate in (0.0, 1.0, -1e-4):
         with pytest.raises(ValueError, match=rf"rate must be in \(0, 1\).*got {rate!r}"):
             EvaluationAveraging(nn.Linear(2, 2), rate=rate)
-    with pytest.raises(TypeError, match="rate must be a float"):
+    with pytest.raises(TypeError, match="rate must be a real number, got str"):
         EvaluationAveraging(nn.Linear(2, 2), rate="1e-4")
     with pytest.raises(TypeError, match="bias_correction must be a bool"):
         EvaluationAveraging(nn.Linear(2, 2), bias_correction="no")

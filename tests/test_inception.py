@@ -191,7 +191,7 @@ def test_bad_images_give_clear_errors(small_metric):
         uint8_metric.update(torch.zeros(2, 3, 2, 2))
     with pytest.raises(ValueError, match=r"input_range must be one of .*got '0-255'"):
         InceptionScore(extractor=LookupExtractor(random_logits(n=5, k=3)), input_range="0-255")
-    with pytest.raises(ValueError, match="splits must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="splits must be >= 1, got 0"):
         InceptionScore(extractor=LookupExtractor(random_logits(n=5, k=3)), splits=0)
 
 
@@ -510,7 +510,7 @@ def test_score_generator_and_generator_errors():
     assert set(result) == {"is", "is_std"}
     with pytest.raises(TypeError, match="sample_noise"):
         GeneratorEvaluator(nn.Linear(2, 2), {})
-    with pytest.raises(ValueError, match="n_samples must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="n_samples must be >= 1, got 0"):
         GeneratorEvaluator(generator, {}, n_samples=0)
 
 

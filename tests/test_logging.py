@@ -154,9 +154,22 @@ def test_output_scalars_and_argument_errors(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written by failed calls
 
 
-def test_inactive_logger_closes():
-    with InactiveLogger() as logger:
-        logger.close()
+def test_processes_other_than_rank_0_write_nothing_and_attach_nothing(tmp_path, monkeypatch):
+    import ignite.distributed as idist
+
+    trainer, evaluator, generator, discriminator, opt_d, opt_g = _training_setup()
+    handlers_before = {event: len(handlers) for event, handlers in trainer._event_handlers.items() if handlers}
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    with attach_tensorboard(
+        str(tmp_path / "tb"), trainer, evaluators={"test": evaluator}, optimizers={"d": opt_d}, generator=generator,
+        models={"discriminator": discriminator}, grad_norms=True, weight_histograms=True, image_every=1,
+    ) as logger:
+        assert isinstance(logger, InactiveLogger)
+        trainer.run([0, 1], max_epochs=2)
+        logger.close()  # closing twice (here and on leaving the block) is harmless
+    assert not (tmp_path / "tb").exists()  # no event file, not even the folder
+    handlers_after = {event: len(handlers) for event, handlers in trainer._event_handlers.items() if handlers}
+    assert handlers_after == handlers_before  # no logging handler left behind on the trainer
 
 
 def test_protocol_cards_are_logged_as_text_once_per_evaluator_and_metric(tmp_path):

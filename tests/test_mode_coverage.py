@@ -147,9 +147,9 @@ def test_bad_input_errors():
         mode_coverage(torch.full((2, 2), float("nan")), centers, 0.05)
     with pytest.raises(TypeError, match="samples must be a torch.Tensor"):
         mode_coverage([[0.0, 0.0]], centers, 0.05)
-    with pytest.raises(ValueError, match="std must be positive, got 0"):
+    with pytest.raises(ValueError, match="std must be > 0, got 0"):
         mode_coverage(torch.zeros(2, 2), centers, 0)
-    with pytest.raises(ValueError, match="min_count must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="min_count must be >= 1, got 0"):
         mode_coverage(torch.zeros(2, 2), centers, 0.05, min_count=0)
     with pytest.raises(ValueError, match=r"centers must have shape \(K, 2\)"):
         GaussianMixture2D(torch.zeros(3), 0.1)

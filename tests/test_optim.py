@@ -146,12 +146,12 @@ def test_parameters_without_gradient_are_skipped_with_their_own_counters():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(lr=-1e-3), "lr must be in"),
-        (dict(betas=(1.0, 0.999)), r"betas\[0\] must be in \[0.0, 1.0\)"),
+        (dict(lr=-1e-3), "lr must be >= 0"),
+        (dict(betas=(1.0, 0.999)), r"betas\[0\] must be in \[0, 1\)"),
         (dict(betas=(0.5, -0.1)), r"betas\[1\]"),
         (dict(betas=0.5), "betas must be a pair"),
-        (dict(eps=-1.0), "eps must be in"),
-        (dict(lr=float("nan")), "lr must be in"),
+        (dict(eps=-1.0), "eps must be >= 0"),
+        (dict(lr=float("nan")), "lr must be >= 0"),
     ],
 )
 def test_bad_hyper_parameters(kwargs, match):

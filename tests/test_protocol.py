@@ -231,7 +231,7 @@ def test_metrics_turn_tf32_off_around_the_network_and_restore_the_flags(tf32_on)
     with pytest.raises(RuntimeError, match="boom"):
         failing.update(images)
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
-    with pytest.raises(TypeError, match="allow_tf32 must be True or False, got 'no'"):
+    with pytest.raises(TypeError, match=r"allow_tf32 must be a bool \(True or False\), got str 'no'"):
         InceptionScore(FlagSpy(), allow_tf32="no")
 
 

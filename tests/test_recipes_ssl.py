@@ -1,11 +1,9 @@
 """The semi-supervised recipes, run end to end as a user runs them."""
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.datafiles import write_cifar10, write_fashion_mnist, write_mnist, write_svhn
+from tests.hold_after_checkpoint import kill_after_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough for a CPU in seconds, large enough to run every part of a real run.
@@ -41,8 +40,11 @@ def test_digits_ssl_runs_for_real_and_reports_both_errors(tmp_path):
     metrics = result["metrics"]
     assert metrics["labels"] == 100 and metrics["test_examples"] == 500
     assert metrics["iterations"] == 3 * (1297 // 100)
+    # Measured: 0.216 and 0.216 with these seeds (0.12 to 0.22 with seeds 2 and 3). Chance is 0.9, and a model
+    # that learned nothing scores near it: with the evaluation average never updated, 0.884 and 0.894 (which
+    # passed a "< 0.9" check).
     for key in ("test_error", "baseline_test_error"):
-        assert 0.0 <= metrics[key] < 0.9  # better than chance after three epochs
+        assert 0.0 < metrics[key] < 0.4, key
     assert metrics["test_error_count"] == round(metrics["test_error"] * 500)
     assert result["seeds"] == {"seed": 1, "seed_data": 1} and result["config"]["epochs"] == 3
     assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
@@ -86,26 +88,18 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     run_recipe("digits_ssl", *args, "--output-dir", straight)
 
     killed = tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "recipes" / "digits_ssl.py"), *args, "--output-dir", str(killed)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT,
-    )
-    deadline = time.time() + 240
-    while not (killed / "checkpoints" / "checkpoint_1.pt").exists():
-        assert process.poll() is None, "the run ended before its first checkpoint"
-        assert time.time() < deadline, "no checkpoint after 240 s"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    kill_after_checkpoint(ROOT / "recipes" / "digits_ssl.py", [*args, "--output-dir", killed], epoch=1,
+                          marker=tmp_path / "held", env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=ROOT)
+    assert (killed / "checkpoints" / "checkpoint_1.pt").is_file() and not (killed / "summary.json").exists()
+    assert json.loads((killed / "run.json").read_text())["status"] == "training"
 
     run_recipe("digits_ssl", *args, "--output-dir", killed, "--resume")
     expected, resumed = _final_parameters(straight, 4), _final_parameters(killed, 4)
     assert expected.keys() == resumed.keys()
     for key in expected:
         assert torch.equal(expected[key], resumed[key]), key
-    assert summary(killed)["metrics"]["test_error"] == summary(straight)["metrics"]["test_error"]
+    assert summary(killed)["metrics"] == summary(straight)["metrics"]
+    assert summary(killed)["resumed_from"].endswith("checkpoint_1.pt")
 
 
 def _free_port():
@@ -231,7 +225,9 @@ def test_fashion_mnist_recipe_on_the_real_data(tmp_path):
                         "3", "--baseline", "--output-dir", out)
     metrics = summary(out)["metrics"]
     assert metrics["test_examples"] == 10000 and metrics["labels"] == 100 and metrics["unlabeled_examples"] == 60000
-    assert metrics["iterations"] == 6 and 0 < metrics["test_error"] < 0.9 and 0 < metrics["baseline_test_error"] < 0.9
+    # Measured after these 6 iterations: 0.477 and 0.472 (0.558 and 0.583 with seed 2); with the evaluation average
+    # never updated, 0.894 and 0.936, which passed the former "< 0.9" on the GAN's error.
+    assert metrics["iterations"] == 6 and 0 < metrics["test_error"] < 0.7 and 0 < metrics["baseline_test_error"] < 0.7
     # The run reports itself: one line per epoch (no terminal here), the numbers and the paths at the end.
     assert "epoch 1/2  iteration 3" in result.stderr and "test_error" in result.stderr
     assert "\r" not in result.stderr

@@ -303,3 +303,71 @@ def test_a_nan_loss_stops_training_and_the_last_good_checkpoint_stays_newest(tmp
     assert all(torch.isfinite(v).all() for v in state["evaluation_average"]["averaged_model"].values()
                if v.is_floating_point())
     assert json.loads((out / "run.json").read_text())["status"] == "training"  # --resume continues from epoch 2
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints belong to their run
+# --------------------------------------------------------------------------------------------------------------
+def _plant(checkpoint, folder):
+    """Copies ``checkpoint`` with its checksum into ``folder``, as a user copying run folders around would."""
+    for suffix in ("", ".sha256"):
+        source = Path(str(checkpoint) + suffix)
+        (Path(folder) / source.name).write_bytes(source.read_bytes())
+
+
+def test_a_checkpoint_of_another_configuration_is_named_and_never_trained_on(straight, tmp_path, monkeypatch):
+    other = tmp_path / "other"
+    assert run(other, "--epochs", "3", "--labels-per-class", "5") == 0
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 1)
+        assert run(out, "--epochs", "3") == 0
+    _plant(other / "checkpoints" / "checkpoint_2.pt", out / "checkpoints")  # newer than ours, checksum valid
+    with pytest.warns(UserWarning, match=r"checkpoint_2\.pt: belongs to another run .* with another configuration "
+                                         r".*Resuming from checkpoint_1\.pt"):
+        assert run(out, "--epochs", "3", "--resume") == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_from"].endswith("checkpoint_1.pt")
+    assert_same_parameters(final_parameters(out, 3), final_parameters(straight, 3))
+    assert json.loads((out / "summary.json").read_text())["metrics"]["labels"] == 100  # not the other run's 50
+
+
+def test_a_checkpoint_of_another_run_with_the_same_flags_is_refused(straight, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 1)
+        assert run(out, "--epochs", "3") == 0
+    for ours in (out / "checkpoints").glob("checkpoint_1.pt*"):
+        ours.unlink()
+    _plant(straight / "checkpoints" / "checkpoint_3.pt", out / "checkpoints")
+    before = snapshot(out / "checkpoints")
+    assert run(out, "--epochs", "3", "--resume") == 2
+    error = capsys.readouterr().err
+    assert "no usable checkpoint" in error and "checkpoint_3.pt: belongs to another run (run id" in error
+    assert "another configuration" not in error  # same flags: only the run id tells them apart
+    assert snapshot(out / "checkpoints") == before
+
+
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_uninterrupted_summary(straight, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        def killed(self, *args, **kwargs):  # the last checkpoint is written; the summary never is
+            raise KeyboardInterrupt
+
+        patch.setattr(semi_supervised.Run, "finish", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(out, "--epochs", "3")
+    assert (out / "checkpoints" / "checkpoint_3.pt").is_file() and not (out / "summary.json").exists()
+    assert run(out, "--epochs", "3", "--resume") == 0
+    resumed = json.loads((out / "summary.json").read_text())
+    expected = json.loads((straight / "summary.json").read_text())
+    # What describes the process rather than the run may differ: its wall time, the checkpoint it started from,
+    # the --resume flag it was given, and the folder (the two runs cannot share one).
+    assert resumed.pop("resumed_from").endswith("checkpoint_3.pt") and expected.pop("resumed_from") is None
+    resumed.pop("seconds"), expected.pop("seconds")
+    assert resumed["config"].pop("resume") is True and expected["config"].pop("resume") is False
+    assert resumed["config"].pop("output_dir") == str(out) and expected["config"].pop("output_dir") == str(straight)
+    assert resumed.keys() == expected.keys()
+    for key in expected:
+        assert resumed[key] == expected[key], key
+    outputs = resumed["metrics"]["final_train_outputs"]
+    assert set(outputs) >= {"loss_labeled", "loss_unlabeled", "loss_generator"}  # not lost to the resume

@@ -5,7 +5,6 @@ A thin layer around :class:`ignite.handlers.EMAHandler`, which does the averagin
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -15,6 +14,8 @@ from ignite.handlers import EMAHandler
 from torch import nn
 
 from ignite_igan.handlers._common import Registrations, first_non_finite
+
+from ignite_igan.validation import check_bool, check_finite_state, check_int, check_real
 
 __all__ = ["EvaluationAveraging"]
 
@@ -104,10 +105,10 @@ class EvaluationAveraging:
                 f"model must have at least one trainable parameter (requires_grad=True) to average, "
                 f"got {type(model).__name__} with none"
             )
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-            raise TypeError(f"rate must be a float in (0, 1), got {type(rate).__name__} {rate!r}")
-        if not 0.0 < float(rate) < 1.0:
-            raise ValueError(f"rate must be in (0, 1) (the reference uses 1e-4, i.e. decay 0.9999), got {rate!r}")
+        rate = check_real(
+            "rate", rate, minimum=0.0, maximum=1.0, low_open=True, high_open=True,
+            hint="the reference uses 1e-4, i.e. decay 0.9999",
+        )
         if float(rate) > 0.5:
             # Other EMA code takes the decay (0.9999): passed here it would make the "average" the live weights.
             warnings.warn(
@@ -117,8 +118,7 @@ class EvaluationAveraging:
                 UserWarning,
                 stacklevel=2,
             )
-        if not isinstance(bias_correction, bool):
-            raise TypeError(f"bias_correction must be a bool, got {type(bias_correction).__name__}")
+        bias_correction = check_bool("bias_correction", bias_correction)
         self.rate = float(rate)
         self.bias_correction = bias_correction
         self.ema_handler = EMAHandler(model, momentum=self.rate, handle_buffers="copy")
@@ -293,7 +293,10 @@ class EvaluationAveraging:
             got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
             raise ValueError(f"state_dict must have the keys ['averaged_model', 'num_updates'], got {got}")
         num_updates = state_dict["num_updates"]
-        if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < 0:
-            raise ValueError(f"state_dict['num_updates'] must be an int >= 0, got {num_updates!r}")
+        num_updates = check_int("state_dict['num_updates']", num_updates, minimum=0)
+        # Refused here, not at the first evaluation: NaN averaged weights would score as a broken model.
+        check_finite_state(
+            "EvaluationAveraging.load_state_dict", "state_dict['averaged_model']", state_dict["averaged_model"]
+        )
         self.ema_handler.ema_model.load_state_dict(state_dict["averaged_model"])
         self.num_updates = num_updates

@@ -8,8 +8,6 @@ never as a separate "pull towards the average" step of its own.
 """
 from __future__ import annotations
 
-import math
-import numbers
 import weakref
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Union
@@ -21,6 +19,8 @@ from torch.optim import Optimizer
 
 from ignite_igan.functional import historical_average_penalty
 from ignite_igan.handlers._common import Registrations, first_non_finite
+
+from ignite_igan.validation import check_finite_state, check_int, check_real
 
 __all__ = ["HistoricalAveraging"]
 
@@ -130,9 +130,7 @@ class HistoricalAveraging:
             )
         if average not in ("uniform", "exponential"):
             raise ValueError(f"average must be 'uniform' or 'exponential', got {average!r}")
-        if average == "exponential":
-            if isinstance(decay, bool) or not isinstance(decay, numbers.Real) or not 0.0 < float(decay) < 1.0:
-                raise ValueError(f"decay must be a float in (0, 1), got {decay!r}")
+        decay = check_real("decay", decay, minimum=0.0, maximum=1.0, low_open=True, high_open=True)
         if optimizer is not None:
             if not isinstance(optimizer, Optimizer):
                 raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
@@ -171,11 +169,8 @@ class HistoricalAveraging:
 
     @weight.setter
     def weight(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"weight must be a real number >= 0, got {type(value).__name__} {value!r}")
-        if not math.isfinite(float(value)) or float(value) < 0.0:
-            raise ValueError(f"weight must be a finite number >= 0 (the penalty's λ), got {value!r}")
-        self._weight = float(value)
+        # A float even for an int λ: the penalty must stay a float computation.
+        self._weight = check_real("weight", value, minimum=0.0, hint="the penalty's λ")
 
     @property
     def averages(self) -> "OrderedDict[str, Tensor]":
@@ -372,8 +367,7 @@ class HistoricalAveraging:
             raise ValueError(f"state_dict must have the keys ['averages', 'num_updates'], got {got}")
         num_updates = state_dict["num_updates"]
         averages = state_dict["averages"]
-        if isinstance(num_updates, bool) or not isinstance(num_updates, int) or num_updates < 0:
-            raise ValueError(f"state_dict['num_updates'] must be an int >= 0, got {num_updates!r}")
+        num_updates = check_int("state_dict['num_updates']", num_updates, minimum=0)
         if averages is None:
             if num_updates != 0:
                 raise ValueError(f"state_dict['averages'] is None but num_updates is {num_updates}")
@@ -383,6 +377,8 @@ class HistoricalAveraging:
         if not isinstance(averages, Mapping) or list(averages) != self._names:
             got = list(averages) if isinstance(averages, Mapping) else type(averages).__name__
             raise ValueError(f"state_dict['averages'] must hold the parameters {self._names}, got {got}")
+        # Refused here, not at the first step: a NaN average would stop training later, blaming divergence.
+        check_finite_state("HistoricalAveraging.load_state_dict", "state_dict['averages']", dict(averages))
         restored = []
         for name, param in zip(self._names, self._params):
             value = averages[name]

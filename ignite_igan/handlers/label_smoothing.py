@@ -1,7 +1,6 @@
 """One-sided label smoothing (Salimans et al., 2016, §3.4) as an Ignite handler."""
 from __future__ import annotations
 
-import math
 import numbers
 import weakref
 from typing import Any, Dict, Mapping, Optional, Union
@@ -10,6 +9,8 @@ import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 
 from ignite_igan.handlers._common import Registrations
+
+from ignite_igan.validation import ArgumentTypeError, check_real, describe
 
 __all__ = ["OneSidedLabelSmoothing"]
 
@@ -28,14 +29,10 @@ _TWO_SIDED_REASON = (
 def _as_target(name: str, value: Any) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number in (0, 1], got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or not 0.0 < value <= 1.0:
-        raise ValueError(
-            f"{name} must be in (0, 1] (1 = no smoothing; the paper's ImageNet code used 0.75), got {value!r}"
-        )
-    return value
+    return check_real(
+        name, value, minimum=0.0, maximum=1.0, low_open=True,
+        hint="1 = no smoothing; the paper's ImageNet code used 0.75",
+    )
 
 
 class OneSidedLabelSmoothing:
@@ -91,7 +88,7 @@ class OneSidedLabelSmoothing:
         if isinstance(fake_target, torch.Tensor) and fake_target.numel() == 1:
             fake_target = fake_target.item()
         if isinstance(fake_target, bool) or not isinstance(fake_target, numbers.Real):
-            raise TypeError(f"fake_target must be 0, got {type(fake_target).__name__} {fake_target!r}")
+            raise ArgumentTypeError(f"fake_target must be 0, got {describe(fake_target)}")
         if float(fake_target) != 0.0:
             raise ValueError(f"fake_target must be 0, got {fake_target!r}: {_TWO_SIDED_REASON}")
         self._real_target = _as_target("real_target", real_target)

@@ -1,7 +1,6 @@
 """The fixed reference batch of virtual batch normalization (Salimans et al., 2016, §3.4), as an Ignite handler."""
 from __future__ import annotations
 
-import numbers
 from typing import Any, Dict, Mapping, Optional, Union
 
 import ignite.distributed as idist
@@ -10,6 +9,8 @@ from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from torch import Tensor, nn
 
 from ignite_igan.handlers._common import Registrations
+
+from ignite_igan.validation import check_finite_state, check_int
 
 __all__ = ["VirtualBatchReference"]
 
@@ -75,13 +76,9 @@ class VirtualBatchReference:
                     f"generator must have a {method}() method (e.g. ignite_igan.models.CIFARGenerator("
                     f"normalization='virtual')), got {type(generator).__name__} without one"
                 )
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
-            raise ValueError(f"size must be a positive int (the reference batch size), got {size!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}")
         self.generator = generator
-        self.size = int(size)
-        self.seed = None if seed is None else int(seed)
+        self.size = check_int("size", size, minimum=1, hint="the reference batch size")
+        self.seed = check_int("seed", seed, allow_none=True)
         self.reference: Optional[Tensor] = None
         self._registrations = Registrations("VirtualBatchReference", "set the reference twice")
 
@@ -138,5 +135,7 @@ class VirtualBatchReference:
                     f"state_dict['reference_noise'] must be a tensor of size={self.size} noise vectors (size, ...) or "
                     f"None, got {shape}"
                 )
+            # Refused here: a NaN reference would make every VBN output NaN, blamed later on divergence.
+            check_finite_state("VirtualBatchReference.load_state_dict", "state_dict['reference_noise']", reference)
             reference = reference.detach().cpu().clone()
         self.reference = reference

@@ -22,7 +22,7 @@ import os
 import types
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from unittest import mock
 from urllib.error import URLError
 
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import tf32_mode
+from ignite_igan.validation import check_int
 
 __all__ = [
     "INPUT_RANGES",
@@ -298,6 +299,42 @@ def _verify_sha256(path: Path, sha256: Optional[str]) -> None:
             f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is corrupt or a "
             "different one (delete it to download again, or pass sha256=None to trust a file of your own)"
         )
+
+
+def _load_state_dict_file(path: Path, expected: str) -> Dict[str, Tensor]:
+    """The state dict saved in ``path``, or an error naming the file and what it should have held.
+
+    ``torch.load``'s own messages (an unpickling error for random bytes) name neither the file nor what was
+    expected. Loaded with ``weights_only=True``: a weights file is a plain mapping of tensors (pitfall 20).
+    """
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure here means the file is not a weights file
+        raise ValueError(
+            f"weights file {str(path)!r} could not be read as {expected} ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200] if str(error) else ''}); the file is damaged or not a weights file"
+        ) from None
+    if not isinstance(state_dict, Mapping) or not state_dict or not all(
+        isinstance(key, str) and isinstance(value, Tensor) for key, value in state_dict.items()
+    ):
+        got = type(state_dict).__name__ if not isinstance(state_dict, Mapping) else "a mapping that is not name -> tensor"
+        raise ValueError(f"weights file {str(path)!r} must hold {expected} (a mapping name -> tensor), got {got}")
+    return dict(state_dict)
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+    """``error``'s message on one line, shortened (load_state_dict lists every key on its own line)."""
+    return " ".join(str(error).split())[:limit]
+
+
+def _load_into(model: nn.Module, state_dict: Mapping[str, Tensor], path: Path, expected: str) -> None:
+    """``model.load_state_dict(state_dict)``, its error naming the file it came from."""
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as error:
+        raise ValueError(
+            f"weights file {str(path)!r} does not hold {expected}: {_one_line(error)}"
+        ) from None
 
 
 def resolve_tf_inception_weights(
@@ -636,10 +673,14 @@ class TFInceptionV3(ImageExtractor):
         path = resolve_tf_inception_weights(
             weights_path, sha256=sha256, url=url, cache_dir=cache_dir, download=download, progress=progress
         )
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state_dict, dict):
-            raise ValueError(f"weights file {str(path)!r} does not hold a state dict, got {type(state_dict).__name__}")
-        self.net = _build_torch_fidelity_inception(state_dict)
+        expected = "the state dict of torch-fidelity's inception-v3-compat network (TF Inception 2015-12-05)"
+        state_dict = _load_state_dict_file(path, expected)
+        try:
+            self.net = _build_torch_fidelity_inception(state_dict)
+        except RuntimeError as error:  # strict load_state_dict of another network's weights
+            raise ValueError(
+                f"weights file {str(path)!r} does not hold {expected}: {_one_line(error)}"
+            ) from None
         #: SHA-256 of the loaded file (checked against ``sha256``, or computed when that is ``None``).
         self.weights_sha256 = sha256.lower() if sha256 is not None else sha256_of_file(path)
         self.weights_path = path
@@ -731,7 +772,8 @@ class TorchvisionInceptionV3(ImageExtractor):
                 raise FileNotFoundError(f"weights_path {str(weights_path)!r} is not a file")
             _verify_sha256(path, sha256)
             model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            expected = "the state dict of torchvision's inception_v3"
+            _load_into(model, _load_state_dict_file(path, expected), path, expected)
             weights_file = path
         else:
             weights = Inception_V3_Weights.IMAGENET1K_V1
@@ -833,8 +875,9 @@ class ClassifierExtractor(ImageExtractor):
                 "directly instead of wrapping it in ClassifierExtractor"
             )
         for name, value in (("num_logits", num_logits), ("num_features", num_features)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+            check_int(name, value, minimum=1, allow_none=True)
+        num_logits = None if num_logits is None else int(num_logits)
+        num_features = None if num_features is None else int(num_features)
         if features_fn is not None and not callable(features_fn):
             raise TypeError(
                 f"features_fn must be a callable (classifier, x) -> (N, D) features, got {type(features_fn).__name__}"

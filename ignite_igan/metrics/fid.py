@@ -54,6 +54,8 @@ from ignite_igan.metrics.extractors import (
 )
 from ignite_igan.metrics.protocol import ROUNDING, Protocol, publish_protocol
 
+from ignite_igan.validation import check_bool, check_int
+
 __all__ = ["FID", "FeatureStatistics", "default_statistics_dir"]
 
 #: Version of the cache key's layout; bumped whenever the way statistics are computed changes.
@@ -102,9 +104,7 @@ class FeatureStatistics:
         mu, sigma = _check_statistics("mu", mu, "sigma", sigma)
         self.mu = mu.detach().to(torch.float64)
         self.sigma = sigma.detach().to(torch.float64)
-        if count is not None and (isinstance(count, bool) or int(count) != count or count < 1):
-            raise ValueError(f"count must be a positive integer or None, got {count!r}")
-        self.count = int(count) if count is not None else None
+        self.count = check_int("count", count, minimum=1, allow_none=True)
         self.key = dict(key) if key is not None else None
         self.source = source
         self._factor: Optional[Tensor] = None
@@ -376,12 +376,12 @@ class FID(Metric):
             ("real_samples", real_samples),
             ("extractor_batch_size", extractor_batch_size),
         ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        if isinstance(real_batch_size, bool) or not isinstance(real_batch_size, int) or real_batch_size < 1:
-            raise ValueError(f"real_batch_size must be a positive integer, got {real_batch_size!r}")
-        if not isinstance(allow_tf32, bool):
-            raise TypeError(f"allow_tf32 must be True or False, got {allow_tf32!r}")
+            check_int(name, value, minimum=1, allow_none=True)
+        num_features, real_samples, extractor_batch_size = (
+            None if v is None else int(v) for v in (num_features, real_samples, extractor_batch_size)
+        )
+        real_batch_size = check_int("real_batch_size", real_batch_size, minimum=1)
+        allow_tf32 = check_bool("allow_tf32", allow_tf32)
         for name, value in (("real_name", real_name), ("real_split", real_split)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")

@@ -31,6 +31,7 @@ from ignite_igan.metrics.extractors import (
     run_extractor,
 )
 from ignite_igan.metrics.protocol import ROUNDING, Protocol, publish_protocol
+from ignite_igan.validation import check_bool, check_int
 
 __all__ = ["InceptionScore", "gather_in_rank_order"]
 
@@ -118,16 +119,11 @@ class InceptionScore(Metric):
         device: Union[str, torch.device] = torch.device("cpu"),
         allow_tf32: bool = False,
     ) -> None:
-        if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
-            raise ValueError(f"splits must be a positive integer, got {splits!r}")
-        if extractor_batch_size is not None and (
-            isinstance(extractor_batch_size, bool) or not isinstance(extractor_batch_size, int) or extractor_batch_size < 1
-        ):
-            raise ValueError(f"extractor_batch_size must be a positive integer or None, got {extractor_batch_size!r}")
-        if not isinstance(allow_tf32, bool):
-            raise TypeError(f"allow_tf32 must be True or False, got {allow_tf32!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
+        splits = check_int("splits", splits, minimum=1)
+        extractor_batch_size = check_int("extractor_batch_size", extractor_batch_size, minimum=1, allow_none=True)
+        allow_tf32 = check_bool("allow_tf32", allow_tf32)
+        shuffle = check_bool("shuffle", shuffle)
+        seed = check_int("seed", seed)
         self._input_range = _normalize_range(input_range)
         self._splits = splits
         self._shuffle = bool(shuffle)

@@ -32,6 +32,8 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
+from ignite_igan.validation import check_int, check_real
+
 __all__ = [
     "ring_centers",
     "grid_centers",
@@ -46,10 +48,8 @@ __all__ = [
 
 def ring_centers(num_modes: int = 8, radius: float = 2.0) -> Tensor:
     """``num_modes`` centres evenly spaced on a circle of ``radius``, the first at angle 0: ``(num_modes, 2)``."""
-    if isinstance(num_modes, bool) or not isinstance(num_modes, int) or num_modes < 1:
-        raise ValueError(f"num_modes must be a positive integer, got {num_modes!r}")
-    if not radius > 0:
-        raise ValueError(f"radius must be positive, got {radius!r}")
+    num_modes = check_int("num_modes", num_modes, minimum=1)
+    radius = check_real("radius", radius, minimum=0.0, low_open=True)
     angles = torch.arange(num_modes, dtype=torch.float64) * (2 * math.pi / num_modes)
     return torch.stack([radius * torch.cos(angles), radius * torch.sin(angles)], dim=1)
 
@@ -59,10 +59,8 @@ def grid_centers(size: int = 5, spacing: float = 2.0) -> Tensor:
 
     The defaults give the usual grid {-4, -2, 0, 2, 4}^2.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive integer, got {size!r}")
-    if not spacing > 0:
-        raise ValueError(f"spacing must be positive, got {spacing!r}")
+    size = check_int("size", size, minimum=1)
+    spacing = check_real("spacing", spacing, minimum=0.0, low_open=True)
     ticks = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2) * spacing
     ys, xs = torch.meshgrid(ticks, ticks, indexing="ij")
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
@@ -86,8 +84,7 @@ class GaussianMixture2D:
         centers = torch.as_tensor(centers, dtype=torch.float64)
         if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
             raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
-        if not std > 0:
-            raise ValueError(f"std must be positive, got {std!r}")
+        std = check_real("std", std, minimum=0.0, low_open=True)
         self.centers = centers
         self.std = float(std)
 
@@ -103,8 +100,7 @@ class GaussianMixture2D:
         return_modes: bool = False,
     ) -> Union[Tensor, tuple]:
         """Draws ``n`` samples ``(n, 2)`` (each mode with probability 1/K); with ``return_modes`` also their modes."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        n = check_int("n", n, minimum=0)
         modes = torch.randint(self.num_modes, (n,), generator=generator)
         noise = torch.randn(n, 2, generator=generator, dtype=torch.float64)
         samples = (self.centers[modes] + self.std * noise).to(dtype)
@@ -196,14 +192,12 @@ def mode_coverage(
     centers = torch.as_tensor(centers, dtype=torch.float64)
     if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
         raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
-    if not std > 0:
-        raise ValueError(f"std must be positive, got {std!r}")
+    std = check_real("std", std, minimum=0.0, low_open=True)
     n = samples.shape[0]
     if n == 0:
         raise ValueError("samples must hold at least one sample, got 0")
     min_count = default_min_count(n) if min_count is None else min_count
-    if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-        raise ValueError(f"min_count must be a positive integer, got {min_count!r}")
+    min_count = check_int("min_count", min_count, minimum=1)
     nearest, high_quality = _assign(samples, centers, std)
     counts = torch.bincount(nearest[high_quality], minlength=centers.shape[0])
     return _summary(counts, n, min_count)
@@ -245,10 +239,8 @@ class ModeCoverage(Metric):
         centers = torch.as_tensor(centers, dtype=torch.float64)
         if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
             raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
-        if not std > 0:
-            raise ValueError(f"std must be positive, got {std!r}")
-        if min_count is not None and (isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1):
-            raise ValueError(f"min_count must be a positive integer or None, got {min_count!r}")
+        std = check_real("std", std, minimum=0.0, low_open=True)
+        min_count = check_int("min_count", min_count, minimum=1, allow_none=True)
         self._centers = centers
         self._std = float(std)
         self._min_count = min_count

@@ -20,6 +20,7 @@ from ignite.metrics import Metric
 from ignite_igan.metrics.inception import InceptionScore
 from ignite_igan.metrics.modes import _module_device, evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, published_protocols
+from ignite_igan.validation import check_int
 
 __all__ = ["evaluation_mode", "GeneratorEvaluator", "score_generator"]
 
@@ -82,9 +83,9 @@ class GeneratorEvaluator:
     ) -> None:
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
-        for name, value in (("n_samples", n_samples), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        n_samples = check_int("n_samples", n_samples, minimum=1)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        seed = check_int("seed", seed)
         if mode not in ("eval", "train"):
             raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
         if noise_fn is None:
@@ -145,7 +146,19 @@ class GeneratorEvaluator:
         z = self._noise[start:stop]
         if run_device is not None:
             z = z.to(run_device)
-        samples = self.generator(z)
+        try:
+            samples = self.generator(z)
+        except (ValueError, RuntimeError) as error:
+            if stop - start != 1:
+                raise
+            # A batch of one is a frequent cause (batch statistics need two examples), and one that the
+            # generator's own message cannot trace back to this evaluator's arguments.
+            raise ValueError(
+                f"the generator failed on a batch of one sample (samples [{start}, {stop}) of "
+                f"n_samples={self.n_samples} in batches of batch_size={self.batch_size}): {error}. Choose n_samples "
+                "and batch_size so that no batch holds a single sample (n_samples a multiple of batch_size, or "
+                "n_samples % batch_size >= 2)"
+            ) from error
         if self._output_transform is not None:
             samples = self._output_transform(samples)
         return samples
