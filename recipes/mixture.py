@@ -32,7 +32,7 @@ from ignite_igan import cli
 from ignite_igan.data import MixtureStream
 from ignite_igan.engines import create_gan_trainer
 from ignite_igan.handlers import DataDependentInitialization, HistoricalAveraging, OneSidedLabelSmoothing
-from ignite_igan.logging import attach_tensorboard
+from ignite_igan.logging import attach_tensorboard, hparams_from_config, log_run_hparams
 from ignite_igan.metrics.mode_coverage import GaussianMixture2D, ModeCoverage, grid_mixture, mode_coverage, ring_mixture
 from ignite_igan.metrics.sampling import GeneratorEvaluator
 from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
@@ -332,6 +332,9 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
         metrics = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl", "counts", "min_count")}
         extra = {"techniques": config.techniques, "iterations": trainer.state.iteration,
                  "scatter_plot": str(plot_path) if plot_path is not None else None}
+        final = {key: metrics[key] for key in ("modes", "modes_any", "high_quality", "kl")}
+        log_run_hparams(run, {**final, "iterations": trainer.state.iteration}, step=trainer.state.iteration,
+                        hparams=hparams_from_config(dataclasses.asdict(config)))  # the resolved switches too
         run.finish(metrics, extra=extra, headline=[f"mixture {describe(config, result, ': ')}"])
 
 
