@@ -192,8 +192,14 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
                                       or epoch == e.state.max_epochs)
         evaluator.attach(trainer, when)
         # The live discriminator beside it, for TensorBoard only: is the average lagging? (the report stays averaged)
+        # Its loader draws a seed from torch's generator; a forked one keeps the training's noise as it was.
         live = ErrorEvaluator(discriminator, test_loader(test_set, args), name="error", device=device)
-        live.attach(trainer, when)
+
+        def score_live(engine):
+            with torch.random.fork_rng(devices=[]):
+                live.run()
+
+        trainer.add_event_handler(when, score_live)
         publish = lambda e: setattr(e.state, "test_error", evaluator.engine.state.metrics["error"])  # noqa: E731
         trainer.add_event_handler(when, publish)  # shown by the progress bar or line
 
