@@ -6,6 +6,9 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 
 
+DOCS = ["sphinx>=7.2", "myst-parser>=2.0"]
+
+
 def _version() -> str:
     for line in (HERE / "ignite_igan" / "__init__.py").read_text().splitlines():
         if line.startswith("__version__"):
@@ -45,7 +48,9 @@ setup(
     extras_require={
         "digits": ["scikit-learn>=1.1"],  # the bundled digits data set of the digits recipes
         "plot": ["matplotlib>=3.5"],  # the mixture recipe's scatter plots
-        "test": ["pytest>=7", "scikit-learn>=1.1", "matplotlib>=3.5"],
+        # the documentation site in docs/ (tests/test_docs.py builds it with warnings as errors)
+        "docs": DOCS,
+        "test": ["pytest>=7", "scikit-learn>=1.1", "matplotlib>=3.5", *DOCS],
     },
     classifiers=[
         "Development Status :: 3 - Alpha",

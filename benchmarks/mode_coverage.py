@@ -46,7 +46,9 @@ import torch
 from _harness import ROOT, command_line, cpu_model, load_average, utc_now, write_results  # benchmarks/ is on sys.path
 
 sys.path.insert(0, str(ROOT / "recipes"))
-from mixture import MIXTURES, MixtureConfig, build_mixture, create_experiment, data_scale, scatter_plot  # noqa: E402
+from mixture import MIXTURES, MixtureConfig, create_experiment, data_scale  # noqa: E402
+
+from ignite_igan.metrics.mode_coverage import benchmark_mixture  # noqa: E402
 
 SETTINGS: Dict[str, Dict[str, Any]] = {
     "vanilla": {},
@@ -232,7 +234,7 @@ def plot(runs: List[Dict[str, Any]], mixture: str, settings: Sequence[str], seed
 
     rows = [s for s in settings if any(r["mixture"] == mixture and r["setting"] == s for r in runs)]
     figure, axes = plt.subplots(len(rows), len(seeds), figsize=(1.9 * len(seeds), 2.0 * len(rows)), squeeze=False)
-    target = build_mixture(mixture)
+    target = benchmark_mixture(mixture)
     for i, setting in enumerate(rows):
         for j, seed in enumerate(seeds):
             ax = axes[i][j]
@@ -242,7 +244,7 @@ def plot(runs: List[Dict[str, Any]], mixture: str, settings: Sequence[str], seed
                 continue
             r = found[0]
             title = f"{r['modes']}/{r['modes_any']} modes, {100 * r['high_quality']:.0f}% HQ"
-            scatter_plot(torch.tensor(r["samples"]), target, ax=ax, title=title)
+            target.plot(torch.tensor(r["samples"]), ax=ax, title=title)
             if j == 0:
                 ax.set_ylabel(setting.replace("_", "\n"), fontsize=8)
     figure.suptitle(f"{mixture}: rows = settings, columns = seeds {list(seeds)}; red circles = 3 std", fontsize=9)
@@ -300,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> Dict[str, Any]:
             "threads_per_worker": 1,
             "settings": {name: SETTINGS[name] for name in settings},
             "resolved_data_scale": {
-                m: data_scale(MixtureConfig(mixture=m, **overrides), build_mixture(m)) for m in args.mixtures
+                m: data_scale(MixtureConfig(mixture=m, **overrides), benchmark_mixture(m)) for m in args.mixtures
             },
         },
         "goal": {"modes": GOAL, "min_count": 20, "high_quality": GOAL_HIGH_QUALITY},

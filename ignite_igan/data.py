@@ -369,7 +369,7 @@ class SemiSupervisedLoader:
     ``pin_memory`` and a dataset's ``__getitems__`` work as usual. The DataLoader iterator is kept from one epoch
     to the next, so workers keep prefetching across epoch boundaries.
 
-    **Resuming.** Iterating yields the rest of the current epoch and advances :attr:`iteration`, the number of
+    **Resuming.** Iterating yields the rest of the current epoch and advances ``iteration``, the number of
     batches handed out. :meth:`state_dict` holds it with the seed and the labeled indices, so
     ``ignite.handlers.Checkpoint`` with the loader in ``to_save`` restores the exact position: with Ignite's
     ``Engine``, which calls ``iter()`` once per epoch, the resumed run sees the batches an uninterrupted run would.
@@ -552,7 +552,7 @@ class SemiSupervisedLoader:
         return self._tables(_check_int("epoch", epoch, 0))
 
     def __iter__(self) -> Iterator[SemiSupervisedBatch]:
-        """Yields the batches from :attr:`iteration` to the end of its epoch."""
+        """Yields the batches from ``iteration`` to the end of its epoch."""
         end = (self.epoch + 1) * self.epoch_length
         while self.iteration < end:
             if self._stream is None or self._stream_position != self.iteration:

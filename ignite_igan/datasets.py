@@ -1,17 +1,17 @@
 """The data sets of the paper's experiments, loaded through torchvision and scaled as the reference code scales them.
 
-===========  ============================================  ==========================  ============================
-data set     source                                        scaling (spec §4)           shape of one example
-===========  ============================================  ==========================  ============================
-``mnist``    ``torchvision.datasets.MNIST`` (60k / 10k)    pixels / 255, in [0, 1]     (784,) (permutation-invariant)
-``fashion_   ``torchvision.datasets.FashionMNIST``          pixels / 255, in [0, 1]     (784,) (as MNIST)
-mnist``      (60k / 10k)
-``cifar10``  ``torchvision.datasets.CIFAR10`` (50k / 10k)  (x − 127.5) / 128           (3, 32, 32)
-``svhn``     ``torchvision.datasets.SVHN`` (73,257 train,  (x − 127.5) / 127.5         (3, 32, 32)
-             26,032 test; no "extra" split)
-``digits``   scikit-learn's bundled 8×8 digits (1,797),    pixels / 16, in [0, 1]      (64,)
-             a fixed stratified 1,297 / 500 split
-===========  ============================================  ==========================  ============================
+=================  ============================================  ==========================  ============================
+data set           source                                        scaling (spec §4)           shape of one example
+=================  ============================================  ==========================  ============================
+``mnist``          ``torchvision.datasets.MNIST`` (60k / 10k)    pixels / 255, in [0, 1]     (784,) (permutation-invariant)
+``fashion_mnist``  ``torchvision.datasets.FashionMNIST``          pixels / 255, in [0, 1]     (784,) (as MNIST)
+                   (60k / 10k)
+``cifar10``        ``torchvision.datasets.CIFAR10`` (50k / 10k)  (x − 127.5) / 128           (3, 32, 32)
+``svhn``           ``torchvision.datasets.SVHN`` (73,257 train,  (x − 127.5) / 127.5         (3, 32, 32)
+                   26,032 test; no "extra" split)
+``digits``         scikit-learn's bundled 8×8 digits (1,797),    pixels / 16, in [0, 1]      (64,)
+                   a fixed stratified 1,297 / 500 split
+=================  ============================================  ==========================  ============================
 
 Images are kept as uint8 and scaled when they are read, so a data set costs its size on disk in memory, and
 every process of a distributed run can hold it. :class:`ScaledImages` implements ``__getitems__``, so a
@@ -301,6 +301,7 @@ def load_digits(root: PathLike = None, train: bool = True, download: bool = Fals
     )
 
 
+#: The loader of each data set by name (what :func:`load_dataset` dispatches on).
 DATASETS: Dict[str, Callable[..., ScaledImages]] = {
     "mnist": load_mnist,
     "fashion_mnist": load_fashion_mnist,

@@ -593,7 +593,7 @@ def create_semi_supervised_trainer(
         An :class:`ignite.engine.Engine`.
 
     Raises:
-        ValueError / TypeError: for an unknown loss or distance, a negative weight, a non-positive step count, a
+        ValueError: (or TypeError) for an unknown loss or distance, a negative weight, a non-positive step count, a
             generator without ``sample_noise`` and no ``noise_fn``, the same optimizer for both players, or an
             optimizer holding parameters of the other player (swapped) or of neither model. While running: labels
             ``y_labeled`` that are not integer class indices in [0, K).
@@ -781,7 +781,7 @@ def create_gan_trainer(
         An :class:`ignite.engine.Engine`.
 
     Raises:
-        ValueError / TypeError: as :func:`create_semi_supervised_trainer` for the models, optimizers and options.
+        ValueError: (or TypeError) as :func:`create_semi_supervised_trainer` for the models, optimizers and options.
             While running with ``conditional=True``: batches without labels, or labels ``y`` that are not integer
             class indices in [0, K).
 

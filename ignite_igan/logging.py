@@ -1,11 +1,18 @@
-"""One call that attaches the usual GAN monitoring to a trainer through Ignite's ``TensorboardLogger``.
+"""One call that attaches the usual GAN monitoring to a trainer through Ignite's ``TensorboardLogger``, and one that
+records a run's configuration and final numbers in TensorBoard's HParams dashboard.
 
 Everything is logged against the trainer's iteration, so training losses, handler values, evaluation metrics and
-image grids share one x-axis in TensorBoard. Under ``ignite.distributed`` only rank 0 writes.
+image grids share one x-axis in TensorBoard. :func:`log_hparams` puts a run's configuration (experiment, seeds,
+labels, learning rate, epochs, ...) beside its final metrics, so that the HParams dashboard lists runs side by side
+and filters or sorts them by any of those values. Under ``ignite.distributed`` only rank 0 writes.
 """
 from __future__ import annotations
 
+import math
 import numbers
+import os
+import time
+from pathlib import PurePath
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -28,7 +35,8 @@ from ignite_igan.metrics.extractors import _normalize_range
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import published_protocols
 
-__all__ = ["attach_tensorboard", "InactiveLogger", "output_scalars"]
+__all__ = ["attach_tensorboard", "InactiveLogger", "output_scalars", "log_hparams", "hparams_from_config", "read_hparams",
+           "log_run_hparams"]
 
 
 class InactiveLogger:
@@ -296,3 +304,203 @@ def attach_tensorboard(
         if weight_histograms:
             logger.attach(trainer, WeightsHistHandler(model, tag=name), Events.EPOCH_COMPLETED(every=histogram_every))
     return logger
+
+
+#: The value types TensorBoard's HParams plugin stores (``bool`` is kept as a bool, not an int).
+_HPARAM_TYPES = (bool, int, float, str)
+
+
+def hparams_from_config(config: Mapping[str, Any]) -> Dict[str, Union[bool, int, float, str]]:
+    """The entries of a run's configuration that the HParams dashboard can show: numbers, bools and strings as they
+    are, paths as strings; ``None`` (a default left to the recipe) and containers are left out, since the dashboard
+    has no column type for them.
+
+    Args:
+        config: e.g. ``vars(args)`` or :meth:`ignite_igan.runs.Run.configuration`.
+
+    Returns:
+        ``{name: value}`` in the order of ``config``.
+
+    Example:
+        >>> from pathlib import Path
+        >>> hparams_from_config({"lr": 3e-3, "seed": 1, "baseline": True, "data_dir": Path("data"),
+        ...                      "unlabeled_examples": None, "milestones": [1, 2]})
+        {'lr': 0.003, 'seed': 1, 'baseline': True, 'data_dir': 'data'}
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping of names to values, got {type(config).__name__}")
+    result: Dict[str, Union[bool, int, float, str]] = {}
+    for key, value in config.items():
+        if isinstance(value, PurePath):
+            result[str(key)] = str(value)
+        elif isinstance(value, _HPARAM_TYPES):
+            result[str(key)] = value
+    return result
+
+
+def _summary_writer(target: Any) -> Tuple[Any, bool]:
+    """``(writer, owned)``: a torch ``SummaryWriter`` for ``target`` and whether this module must close it."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    if isinstance(target, (str, os.PathLike)):
+        return SummaryWriter(log_dir=os.fspath(target)), True
+    if isinstance(target, SummaryWriter):
+        return target, False
+    inner = getattr(target, "writer", None)  # Ignite's TensorboardLogger holds its SummaryWriter as .writer
+    if isinstance(inner, SummaryWriter):
+        return inner, False
+    raise TypeError("log_dir_or_writer must be a directory, a torch.utils.tensorboard.SummaryWriter or an Ignite "
+                    f"TensorboardLogger, got {type(target).__name__}")
+
+
+def log_hparams(
+    log_dir_or_writer: Union[str, "os.PathLike[str]", Any],
+    hparams: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    *,
+    step: int = 0,
+) -> None:
+    """Writes a run's configuration and final numbers to TensorBoard's HParams dashboard, in the run's own folder.
+
+    The metrics are also written as scalars with the same tags at ``step`` (the dashboard reads a metric's value
+    from the scalar of its tag in the same run). Unlike ``SummaryWriter.add_hparams``, which starts a new run in a
+    time-stamped subfolder, everything goes into ``log_dir_or_writer`` itself, so the run's training curves, image
+    grids and HParams row are one run in TensorBoard. On processes other than rank 0 this does nothing.
+
+    Args:
+        log_dir_or_writer: the run's TensorBoard folder, a ``SummaryWriter``, or the ``TensorboardLogger`` that
+            :func:`attach_tensorboard` returned (its writer is used and left open).
+        hparams: ``{name: value}`` with values bool, int, float, str or a path (see :func:`hparams_from_config`).
+        metrics: ``{tag: number}``, e.g. ``{"final/test_error": 0.042}``; each must be a real number.
+        step: the scalars' step (e.g. the run's last iteration).
+
+    Example:
+        >>> import tempfile
+        >>> from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        >>> log_dir = tempfile.mkdtemp()
+        >>> log_hparams(log_dir, {"experiment": "digits_ssl", "seed": 1, "lr": 3e-3},
+        ...             {"final/test_error": 0.042}, step=2400)
+        >>> events = EventAccumulator(log_dir); _ = events.Reload()
+        >>> [(s.step, round(s.value, 3)) for s in events.Scalars("final/test_error")]
+        [(2400, 0.042)]
+        >>> read_hparams(log_dir)
+        {'experiment': 'digits_ssl', 'lr': 0.003, 'seed': 1.0}
+    """
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    if not isinstance(hparams, Mapping) or not hparams:
+        raise ValueError(f"hparams must be a non-empty mapping of names to values, got {hparams!r}")
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise ValueError(f"metrics must be a non-empty mapping of tags to numbers, got {metrics!r}")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be a non-negative integer, got {step!r}")
+    values: Dict[str, Union[bool, int, float, str]] = {}
+    for key, value in hparams.items():
+        if isinstance(value, PurePath):
+            value = str(value)
+        if not isinstance(value, _HPARAM_TYPES):
+            raise TypeError(f"hparams[{key!r}] must be a bool, int, float, str or path, got "
+                            f"{type(value).__name__} {value!r}")
+        values[str(key)] = value
+    numbers_: Dict[str, float] = {}
+    for tag, value in metrics.items():
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"metrics[{tag!r}] must be a real number, got {type(value).__name__} {value!r}")
+        numbers_[str(tag)] = float(value)
+    if idist.get_rank() != 0:
+        return
+    writer, owned = _summary_writer(log_dir_or_writer)
+    try:
+        # The summaries carry the metric tags only as names; their values come from the scalars below.
+        experiment, session_start, session_end = hparams_summaries(values, {tag: math.nan for tag in numbers_})
+        file_writer = writer._get_file_writer()
+        for summary in (experiment, session_start, session_end):
+            file_writer.add_summary(summary, step)
+        for tag, value in numbers_.items():
+            writer.add_scalar(tag, value, step)
+        writer.flush()
+    finally:
+        if owned:
+            writer.close()
+
+
+def read_hparams(log_dir: Union[str, "os.PathLike[str]"]) -> Dict[str, Union[float, str, bool]]:
+    """The hyperparameters that :func:`log_hparams` wrote into the event files of ``log_dir`` (numbers come back as
+    floats: TensorBoard stores every number as a double).
+
+    Args:
+        log_dir: a run's TensorBoard folder (the event files directly in it, not in subfolders).
+
+    Returns:
+        ``{name: value}`` sorted by name; empty when the folder holds no HParams record.
+
+    Example:
+        >>> import tempfile
+        >>> log_dir = tempfile.mkdtemp()
+        >>> log_hparams(log_dir, {"experiment": "mixture", "epochs": 20}, {"final/modes": 8})
+        >>> read_hparams(log_dir)["epochs"]
+        20.0
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    if not isinstance(log_dir, (str, os.PathLike)) or not os.path.isdir(log_dir):
+        raise ValueError(f"log_dir must be an existing directory, got {log_dir!r}")
+    events = EventAccumulator(os.fspath(log_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    result: Dict[str, Union[float, str, bool]] = {}
+    try:
+        contents = events.PluginTagToContent("hparams")
+    except KeyError:  # no summary of the HParams plugin in these event files
+        contents = {}
+    for content in contents.values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            for name, value in data.session_start_info.hparams.items():
+                kind = value.WhichOneof("kind")
+                result[name] = getattr(value, kind) if kind else None
+    return dict(sorted(result.items()))  # the protobuf map has no order of its own
+
+
+def log_run_hparams(
+    run: Any,
+    metrics: Mapping[str, Any],
+    *,
+    step: int,
+    hparams: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """The HParams record of a recipe's run: :func:`log_hparams` into the run's TensorBoard folder with the
+    experiment's name, every configuration flag TensorBoard can show (:func:`hparams_from_config` of
+    :meth:`Run.configuration <ignite_igan.runs.Run.configuration>`), the epochs, and ``hparams``; the metrics are
+    tagged ``final/<name>`` and ``final/wall_time_s`` (this process's seconds since :class:`~ignite_igan.runs.Run`
+    was made, so a resumed run counts from its resume, as its report does) is added.
+
+    Args:
+        run: the recipe's :class:`ignite_igan.runs.Run`.
+        metrics: ``{name: number}``, the run's final numbers (e.g. ``{"test_error": 0.2, "iterations": 2400}``).
+        step: the scalars' step, the run's last iteration.
+        hparams: more hyperparameters (e.g. the number of labels), added to the configuration's.
+
+    Example:
+        >>> import argparse, tempfile
+        >>> from ignite_igan.runs import Run
+        >>> args = argparse.Namespace(output_dir=tempfile.mkdtemp(), seed=1, device="cpu", threads=None, epochs=2,
+        ...                           resume=False, extend=False, no_progress=True, lr=0.1)
+        >>> run = Run(args, "demo")
+        >>> log_run_hparams(run, {"test_error": 0.25}, step=10, hparams={"labels": 100})
+        >>> hparams = read_hparams(run.tensorboard_dir)
+        >>> hparams["experiment"], hparams["lr"], hparams["epochs"], hparams["labels"]
+        ('demo', 0.1, 2.0, 100.0)
+    """
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a mapping of names to numbers, got {type(metrics).__name__}")
+    values = {"experiment": run.experiment, **hparams_from_config(run.configuration())}
+    epochs = getattr(run.args, "epochs", None)
+    if epochs is not None:  # a resumable flag (--extend may raise it), so not in the configuration
+        values["epochs"] = epochs
+    values.update(hparams or {})
+    final = {f"final/{name}": value for name, value in metrics.items()}
+    final["final/wall_time_s"] = time.time() - run.started
+    log_hparams(run.tensorboard_dir, values, final, step=step)

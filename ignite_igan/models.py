@@ -181,7 +181,7 @@ class _ReferenceNoiseGenerator(_NoiseSampler):
     """What a generator with ``normalization="batch"`` or ``"virtual"`` needs besides its layers.
 
     With ``"virtual"``, the generator owns the fixed reference noise batch of virtual batch norm (paper §3.4) as
-    the buffer ``reference_noise``: set once with :meth:`set_reference`, saved in ``state_dict`` and loaded
+    the buffer ``reference_noise``: set once with ``set_reference()``, saved in ``state_dict`` and loaded
     from checkpoints of any reference size. :meth:`_generate` runs ``[reference_noise; z]`` through the network
     in one pass, every :class:`~ignite_igan.nn.VirtualBatchNorm` told how many leading rows are the reference,
     and returns the rows of ``z``. With ``"batch"``, it runs ``z`` alone, every norm layer on its batch.
@@ -274,7 +274,7 @@ class MNISTGenerator(_ReferenceNoiseGenerator, nn.Module):
       :class:`ValueError`.
     * ``"virtual"`` (paper §3.4; not in the released MNIST code, which has no VBN):
       :class:`~ignite_igan.nn.VirtualBatchNorm` at the same places, with a fixed reference noise batch (the buffer
-      ``reference_noise``, set once with :meth:`set_reference`, saved in ``state_dict``) run through the network
+      ``reference_noise``, set once with ``set_reference()``, saved in ``state_dict``) run through the network
       with every ``z``, exactly as :class:`CIFARGenerator` does. Each sample is independent of the rest of its
       batch; a batch of one is fine.
 
@@ -483,7 +483,7 @@ class CIFARGenerator(_ReferenceNoiseGenerator, nn.Module):
       (also when sampling), no scale. Samples depend on their batch; a batch of one raises a ValueError.
     * ``"virtual"`` (paper §3.4, the sample-quality experiments): :class:`~ignite_igan.nn.VirtualBatchNorm` at
       the same places (per unit after the dense layer, per channel after the deconvolutions). The generator
-      owns a fixed reference noise batch, the buffer ``reference_noise``, set once with :meth:`set_reference`
+      owns a fixed reference noise batch, the buffer ``reference_noise``, set once with ``set_reference()``
       and saved in ``state_dict``. ``forward(z)`` runs ``[reference_noise; z]`` through the network in one pass,
       so the reference statistics come from the current weights and carry gradients, and returns only the rows
       of ``z``. Each sample is then independent of the rest of its batch.
@@ -559,20 +559,20 @@ INPUT_CORRUPTIONS = ("dropout", "noise")
 class CIFARDiscriminator(_ModelMixin, nn.Module):
     """The CIFAR-10/SVHN discriminator of the reference scripts (spec §3.2-§3.5).
 
-    ====  ====================================================================  =========================
-    #     layer (WN = weight-normalized, frozen gain, LeakyReLU 0.2 after each)  output (32x32 input)
-    ====  ====================================================================  =========================
-    0     input corruption: Dropout(0.2) (FM) or GaussianNoise(0.2) (MD)          C x 32 x 32
-    1-3   WN conv 3x3 pad 1: w1, w1, w1 stride 2                                  w1 x 16 x 16
-    4     Dropout(0.5)
-    5-7   WN conv 3x3 pad 1: w2, w2, w2 stride 2                                  w2 x 8 x 8
-    8     Dropout(0.5)
-    9     WN conv 3x3 pad 0: w2                                                   w2 x 6 x 6
-    10-11 WN 1x1 conv (NIN): w2, w2                                               w2 x 6 x 6
-    12    global average pool  <- feature-matching features                       w2
-    (13)  MinibatchDiscrimination(w2, B, C) when ``minibatch_kernels > 0``          w2 + B
-    14    WN dense to num_classes, trainable gain, init std 0.1                   num_classes
-    ====  ====================================================================  =========================
+    =====  =====================================================================  ====================
+    #      layer (WN = weight-normalized, frozen gain, LeakyReLU 0.2 after each)  output (32x32 input)
+    =====  =====================================================================  ====================
+    0      input corruption: Dropout(0.2) (FM) or GaussianNoise(0.2) (MD)         C x 32 x 32
+    1-3    WN conv 3x3 pad 1: w1, w1, w1 stride 2                                 w1 x 16 x 16
+    4      Dropout(0.5)
+    5-7    WN conv 3x3 pad 1: w2, w2, w2 stride 2                                 w2 x 8 x 8
+    8      Dropout(0.5)
+    9      WN conv 3x3 pad 0: w2                                                  w2 x 6 x 6
+    10-11  WN 1x1 conv (NIN): w2, w2                                              w2 x 6 x 6
+    12     global average pool  <- feature-matching features                      w2
+    (13)   MinibatchDiscrimination(w2, B, C) when ``minibatch_kernels > 0``       w2 + B
+    14     WN dense to num_classes, trainable gain, init std 0.1                  num_classes
+    =====  =====================================================================  ====================
 
     (w1, w2) = ``widths``: (96, 192) for CIFAR-10 and SVHN-MD, (64, 128) for SVHN-FM. All directions ~ N(0, 0.05),
     eps 1e-6, data-dependent init to std 1 (0.1 for the output layer). The features returned with

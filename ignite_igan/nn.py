@@ -147,7 +147,7 @@ class DataDependentInit:
     (and the minibatch layer) computes its pre-activations, sets its gain and bias so that they have zero mean
     and a target standard deviation, and passes the *re-normalized* output on to the next layer (spec §4.4).
     Here a layer takes part in that pass by mixing in this class and, at the top of its ``forward``, calling
-    :meth:`_take_data_init`: when it returns True the layer re-initializes itself from this call's input and
+    ``_take_data_init()``: when it returns True the layer re-initializes itself from this call's input and
     returns the re-normalized output. :func:`data_init_mode` arms every such layer of a model for one pass; a
     layer disarms itself when it has been initialized, so a layer called twice in the pass is initialized once,
     from its first call.
@@ -727,7 +727,7 @@ class VirtualBatchNorm(nn.Module):
 
     The affine parameters are named ``weight`` (gamma) and ``bias`` (beta) like PyTorch's batch norms, so generic
     init code that matches "BatchNorm" in class names finds them (pitfall 4). gamma starts at N(1, 0.02) and
-    beta at 0, as in the reference; :meth:`reset_parameters` re-draws them.
+    beta at 0, as in the reference; ``reset_parameters()`` re-draws them.
 
     Args:
         num_features: C, normalized per unit for (N, C) inputs and per channel for (N, C, H, W) inputs.

@@ -2,7 +2,7 @@
 
 :class:`ReferenceAdam` is the Adam of ``mnist_svhn_cifar10/nn.py`` (spec §1.2): the epsilon sits *inside* the
 square root, ``p ← p - lr · m̂ / sqrt(v̂ + 1e-8)``, where :class:`torch.optim.Adam` computes
-``m̂ / (sqrt(v̂) + eps)``. The two differ when gradients are small (|g| ≲ 1e-4), which is common late in GAN training,
+``m̂ / (sqrt(v̂) + eps)``. The two differ when gradients are small (``|g| ≲ 1e-4``), which is common late in GAN training,
 and no choice of ``eps`` makes :class:`torch.optim.Adam` equal to it.
 
 The schedules are the reference's per-epoch learning-rate factors (spec §4): constant, then a linear decay to zero

@@ -409,7 +409,7 @@ class Run:
         return dict(self.record.get("results", {}))
 
     def configuration(self) -> Dict[str, Any]:
-        """The flags that define the experiment: every argument except :attr:`resumable_flags`."""
+        """The flags that define the experiment: every argument except ``resumable_flags``."""
         return {
             key: _jsonable(value) for key, value in sorted(vars(self.args).items()) if key not in self.resumable_flags
         }

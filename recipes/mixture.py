@@ -32,8 +32,8 @@ from ignite_igan import cli
 from ignite_igan.data import MixtureStream
 from ignite_igan.engines import create_gan_trainer
 from ignite_igan.handlers import DataDependentInitialization, HistoricalAveraging, OneSidedLabelSmoothing
-from ignite_igan.logging import attach_tensorboard
-from ignite_igan.metrics.mode_coverage import GaussianMixture2D, ModeCoverage, grid_mixture, mode_coverage, ring_mixture
+from ignite_igan.logging import attach_tensorboard, hparams_from_config, log_run_hparams
+from ignite_igan.metrics.mode_coverage import GaussianMixture2D, ModeCoverage, benchmark_mixture, mode_coverage
 from ignite_igan.metrics.sampling import GeneratorEvaluator
 from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
 from ignite_igan.nn import minibatch_batch_mean_init
@@ -45,13 +45,6 @@ MINIBATCH_INITS = ("none", "data", "batch_mean")
 GENERATOR_LOSSES = ("non_saturating", "minimax")
 SWITCHES = ("minibatch_discrimination", "feature_matching", "label_smoothing", "historical_averaging")
 OUTPUTS = ["loss_discriminator", "loss_generator", "D_x", "D_G_z"]
-
-
-def build_mixture(name: str) -> GaussianMixture2D:
-    """The benchmark mixture ``name``: ``"ring"`` (8 modes, std 0.02) or ``"grid"`` (25 modes, std 0.05)."""
-    if name not in MIXTURES:
-        raise ValueError(f"mixture must be one of {MIXTURES}, got {name!r}")
-    return ring_mixture() if name == "ring" else grid_mixture()
 
 
 @dataclasses.dataclass
@@ -167,7 +160,7 @@ def create_experiment(config: MixtureConfig, device: Optional[Union[str, torch.d
     if not isinstance(config, MixtureConfig):
         raise TypeError(f"config must be a MixtureConfig, got {type(config).__name__}")
     device = idist.device() if device is None else torch.device(device)
-    mixture = build_mixture(config.mixture)
+    mixture = benchmark_mixture(config.mixture)
     scale = data_scale(config, mixture)
     generator = MixtureGenerator(config.z_dim, config.generator_hidden, config.generator_layers, scale).to(device)
     kernels = config.minibatch_kernels if config.minibatch_discrimination else 0
@@ -209,31 +202,6 @@ def create_experiment(config: MixtureConfig, device: Optional[Union[str, torch.d
                "g_optimizer": g_optimizer, "trainer": trainer, "data": data, **handlers}
     return MixtureExperiment(config, mixture, generator, discriminator, d_optimizer, g_optimizer, trainer, data,
                              handlers, to_save)
-
-
-def scatter_plot(samples: Tensor, mixture: GaussianMixture2D, ax: Any = None, title: Optional[str] = None) -> Any:
-    """Draws ``samples`` ``(N, 2)`` over the mixture's modes (circles of 3 std: the high-quality zone) on ``ax``
-    (default: a new 4x4-inch figure, with matplotlib's Agg backend); returns the figure."""
-    import matplotlib
-
-    if ax is None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle
-
-    if not isinstance(samples, Tensor) or samples.dim() != 2 or samples.shape[1] != 2:
-        shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
-        raise ValueError(f"samples must have shape (N, 2), got {shape}")
-    figure, ax = plt.subplots(figsize=(4, 4)) if ax is None else (ax.figure, ax)
-    points, centers = samples.detach().cpu().double().numpy(), mixture.centers.numpy()
-    for center in centers:
-        ax.add_patch(Circle(tuple(center), 3 * mixture.std, fill=False, color="tab:red", lw=0.6))
-    ax.scatter(points[:, 0], points[:, 1], s=1.5, alpha=0.35, color="tab:blue", linewidths=0)
-    extent = float(abs(centers).max()) + 1.0
-    ax.set(xlim=(-extent, extent), ylim=(-extent, extent), aspect="equal", xticks=[], yticks=[])
-    if title is not None:
-        ax.set_title(title, fontsize=8)
-    return figure
 
 
 def describe(config: MixtureConfig, result: Dict[str, Any], separator: str) -> str:
@@ -323,7 +291,7 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
             result = experiment.evaluate()
             plot_path = None
             if idist.get_rank() == 0:
-                figure = scatter_plot(experiment.samples(), experiment.mixture, title=describe(config, result, "\n"))
+                figure = experiment.mixture.plot(experiment.samples(), title=describe(config, result, "\n"))
                 plot_path = Path(args.output_dir) / "samples.png"
                 figure.savefig(plot_path, dpi=100, bbox_inches="tight")
                 logger.writer.add_figure("samples", figure, global_step=trainer.state.iteration)  # and closes it
@@ -332,6 +300,9 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
         metrics = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl", "counts", "min_count")}
         extra = {"techniques": config.techniques, "iterations": trainer.state.iteration,
                  "scatter_plot": str(plot_path) if plot_path is not None else None}
+        final = {key: metrics[key] for key in ("modes", "modes_any", "high_quality", "kl")}
+        log_run_hparams(run, {**final, "iterations": trainer.state.iteration}, step=trainer.state.iteration,
+                        hparams=hparams_from_config(dataclasses.asdict(config)))  # the resolved switches too
         run.finish(metrics, extra=extra, headline=[f"mixture {describe(config, result, ': ')}"])
 
 

@@ -48,7 +48,7 @@ from ignite_igan.engines import create_gan_trainer
 from ignite_igan.handlers import (
     DataDependentInitialization, HistoricalAveraging, OneSidedLabelSmoothing, VirtualBatchReference,
 )
-from ignite_igan.logging import attach_tensorboard
+from ignite_igan.logging import attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import ClassifierExtractor, GeneratorEvaluator, InceptionScore, TFInceptionV3
 from ignite_igan.metrics import TorchvisionInceptionV3
 from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
@@ -337,6 +337,10 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
             if card is not None:
                 headline.append(f"  protocol     {card}")
         headline.append(f"  paper        {s.paper or 'no number for this setting'}")
+        final = {"iterations": metrics["iterations"]}
+        if history.last is not None:
+            final.update(inception_score=history.last["is"], inception_score_std=history.last["is_std"])
+        log_run_hparams(run, final, step=metrics["iterations"], hparams=experiment.techniques)
         run.finish(metrics, extra={"paper": s.paper}, headline=headline)
 
 

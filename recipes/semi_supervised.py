@@ -42,7 +42,7 @@ from ignite_igan.datasets import EXPECTED_LAYOUTS, load_dataset_rank_zero_first
 from ignite_igan.device_data import DeviceSemiSupervisedLoader, fits_on_device
 from ignite_igan.engines import create_semi_supervised_trainer, outputs_on_device, outputs_to_floats
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
-from ignite_igan.logging import attach_tensorboard
+from ignite_igan.logging import attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import ErrorEvaluator
 from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
 from ignite_igan.runs import Run, attach_nonfinite_guard, attach_progress
@@ -221,6 +221,15 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         when = Events.EPOCH_COMPLETED(event_filter=lambda e, epoch: epoch % args.eval_every == 0
                                       or epoch == e.state.max_epochs)
         evaluator.attach(trainer, when)
+        # The live discriminator beside it, for TensorBoard only: is the average lagging? (the report stays averaged)
+        # Its loader draws a seed from torch's generator; a forked one keeps the training's noise as it was.
+        live = ErrorEvaluator(discriminator, test_loader(test_set, args), name="error", device=device)
+
+        def score_live(engine):
+            with torch.random.fork_rng(devices=[]):
+                live.run()
+
+        trainer.add_event_handler(when, score_live)
         publish = lambda e: setattr(e.state, "test_error", evaluator.engine.state.metrics["error"])  # noqa: E731
         trainer.add_event_handler(when, publish)  # shown by the progress bar or line
 
@@ -230,7 +239,7 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         if init_g is not None:
             to_save["init_generator"] = init_g
         logger = attach_tensorboard(
-            str(run.tensorboard_dir), trainer, evaluators={"test": evaluator.engine},
+            str(run.tensorboard_dir), trainer, evaluators={"test": evaluator.engine, "test_live": live.engine},
             optimizers={"discriminator": d_optimizer, "generator": g_optimizer}, state_attributes=["ema_momentum"],
             log_every=10 if device.type == "cpu" else 100, generator=generator, image_every=args.image_every,
             image_range=s.image[1],
@@ -264,6 +273,8 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         if args.baseline:
             headline.append(f"  labeled-only baseline  {100 * results['baseline_test_error']:.2f} %")
         headline.append(f"  paper        {s.paper or 'no number for this setting'}")
+        final = {k: results[k] for k in ("test_error", "baseline_test_error", "iterations") if k in results}
+        log_run_hparams(run, final, step=results["iterations"], hparams={"labels": results["labels"]})
         run.finish(results, extra={"paper": s.paper}, headline=headline)
         return results
 

@@ -215,3 +215,84 @@ def test_protocol_cards_are_logged_as_text_once_per_evaluator_and_metric(tmp_pat
     values = [e.value for e in events.Scalars("samples/is")]
     assert len(values) == 4 and values[0] == values[1] == values[2]  # the score itself is logged every time
     assert "samples/fid" in events.Tags()["scalars"] and not any("protocol" in t for t in events.Tags()["scalars"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HParams: a run's configuration and final numbers, in the run's own folder
+# ---------------------------------------------------------------------------------------------------------------
+def _hparams_plugin_records(log_dir):
+    """``{tag: which}`` of the HParams plugin's summaries, parsed with the plugin's own protobuf."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = read_events(log_dir)
+    return {tag: plugin_data_pb2.HParamsPluginData.FromString(content).WhichOneof("data")
+            for tag, content in events.PluginTagToContent("hparams").items()}
+
+
+def test_log_hparams_writes_the_plugins_records_and_the_metric_scalars_into_the_run_folder(tmp_path):
+    from ignite_igan.logging import log_hparams, read_hparams
+
+    log_hparams(tmp_path, {"experiment": "digits_ssl", "seed": 3, "lr": 3e-3, "baseline": True,
+                           "data_dir": tmp_path / "data"}, {"final/test_error": 0.25, "final/iterations": 2400},
+                step=2400)
+    assert [p.parent for p in tmp_path.rglob("events.out.tfevents.*")] == [tmp_path]  # no time-stamped subfolder
+    assert _hparams_plugin_records(tmp_path) == {"_hparams_/experiment": "experiment",
+                                                 "_hparams_/session_start_info": "session_start_info",
+                                                 "_hparams_/session_end_info": "session_end_info"}
+    events = read_events(tmp_path)
+    assert [(e.step, e.value) for e in events.Scalars("final/test_error")] == [(2400, 0.25)]
+    assert read_hparams(tmp_path) == {"baseline": 1.0, "data_dir": str(tmp_path / "data"), "experiment": "digits_ssl",
+                                      "lr": pytest.approx(3e-3), "seed": 3.0}
+
+
+def test_log_hparams_into_an_open_writer_or_ignite_logger(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from ignite_igan.logging import log_hparams, read_hparams
+
+    trainer, *_ = _training_setup()
+    logger = attach_tensorboard(str(tmp_path / "logger"), trainer)
+    trainer.run([0, 1], max_epochs=1)
+    log_hparams(logger, {"seed": 1}, {"final/loss": torch.tensor(0.5)}, step=2)
+    logger.writer.add_scalar("after", 1.0, 3)  # the logger's writer stays open
+    logger.close()
+    writer = SummaryWriter(str(tmp_path / "writer"))
+    log_hparams(writer, {"seed": 2}, {"final/loss": 0.5})
+    writer.close()
+    assert read_hparams(tmp_path / "logger") == {"seed": 1.0} and read_hparams(tmp_path / "writer") == {"seed": 2.0}
+    assert {"training/loss_d", "final/loss", "after"} <= set(read_events(tmp_path / "logger").Tags()["scalars"])
+
+
+def test_log_hparams_refuses_what_tensorboard_cannot_store_naming_the_entry(tmp_path):
+    from ignite_igan.logging import hparams_from_config, log_hparams, log_run_hparams, read_hparams
+
+    with pytest.raises(TypeError, match=r"hparams\['milestones'\] must be a bool, int, float, str or path, got list"):
+        log_hparams(tmp_path, {"milestones": [1, 2]}, {"final/x": 1.0})
+    with pytest.raises(TypeError, match=r"metrics\['final/error'\] must be a real number, got str"):
+        log_hparams(tmp_path, {"seed": 1}, {"final/error": "0.2"})
+    with pytest.raises(ValueError, match="hparams must be a non-empty mapping"):
+        log_hparams(tmp_path, {}, {"final/x": 1.0})
+    with pytest.raises(ValueError, match="metrics must be a non-empty mapping"):
+        log_hparams(tmp_path, {"seed": 1}, {})
+    with pytest.raises(ValueError, match="step must be a non-negative integer, got -1"):
+        log_hparams(tmp_path, {"seed": 1}, {"final/x": 1.0}, step=-1)
+    with pytest.raises(TypeError, match="log_dir_or_writer must be a directory, a .*SummaryWriter.* got int"):
+        log_hparams(3, {"seed": 1}, {"final/x": 1.0})
+    with pytest.raises(TypeError, match="config must be a mapping"):
+        hparams_from_config(["lr"])
+    with pytest.raises(TypeError, match="metrics must be a mapping"):
+        log_run_hparams(object(), [0.2], step=0)
+    with pytest.raises(ValueError, match="log_dir must be an existing directory"):
+        read_hparams(tmp_path / "missing")
+    assert not list(tmp_path.iterdir())  # nothing written by failed calls
+    assert read_hparams(tmp_path) == {}
+
+
+def test_log_hparams_writes_nothing_off_rank_zero(tmp_path, monkeypatch):
+    import ignite.distributed as idist
+
+    from ignite_igan.logging import log_hparams
+
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    log_hparams(tmp_path, {"seed": 1}, {"final/x": 1.0})
+    assert not list(tmp_path.iterdir())

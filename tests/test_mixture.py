@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import numpy as np
 
 from ignite_igan.data import MixtureStream
+from ignite_igan.logging import read_hparams
 from ignite_igan.metrics.mode_coverage import grid_mixture, mode_coverage, ring_mixture
 from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
 from ignite_igan.nn import MinibatchDiscrimination, data_dependent_init, minibatch_batch_mean_init
@@ -109,6 +110,14 @@ def test_recipe_runs_for_real_and_writes_everything(straight):
     # The learning rate decays linearly over the last two epochs: 1, 1, then 1/2.
     lrs = {e.step: e.value for e in events.Scalars("d_optimizer/lr/group_0")}
     assert lrs[40] == pytest.approx(1e-3) and lrs[120] == pytest.approx(5e-4)
+    # the HParams row: the resolved switches and the final coverage (also as scalars at the last iteration)
+    for key in ("modes", "modes_any", "high_quality", "kl"):
+        (event,) = events.Scalars(f"final/{key}")
+        assert event.step == 120 and event.value == pytest.approx(metrics[key]), key
+    hparams = read_hparams(out / "tensorboard")
+    assert hparams["experiment"] == "mixture" and hparams["mixture"] == "ring" and hparams["epochs"] == 3
+    assert hparams["feature_matching"] == 1 and hparams["decay_epochs"] == 2 and hparams["seed"] == 1
+    assert "data_scale" not in hparams  # None (the mixture's extent) has no HParams type
 
 
 def test_killed_run_resumes_to_the_same_parameters(straight, tmp_path):

@@ -155,3 +155,20 @@ def test_bad_input_errors():
         GaussianMixture2D(torch.zeros(3), 0.1)
     with pytest.raises(ValueError, match="samples must hold at least one sample"):
         mode_coverage(torch.zeros(0, 2), centers, 0.05)
+
+
+def test_benchmark_mixtures_by_name_and_their_plot():
+    from ignite_igan.metrics import benchmark_mixture
+
+    ring = benchmark_mixture("ring")
+    assert ring.num_modes == 8 and ring.std == 0.02 and benchmark_mixture("grid").num_modes == 25
+    with pytest.raises(ValueError, match=r"mixture must be one of \('ring', 'grid'\), got 'spiral'"):
+        benchmark_mixture("spiral")
+    samples = ring.sample(50, generator=torch.Generator().manual_seed(0))
+    figure = ring.plot(samples, title="ring")
+    ax = figure.axes[0]
+    assert ax.get_title() == "ring" and len(ax.patches) == 8  # one 3-std circle per mode
+    assert ax.collections[0].get_offsets().shape == (50, 2)  # every sample drawn
+    assert [patch.radius for patch in ax.patches] == [pytest.approx(0.06)] * 8
+    with pytest.raises(ValueError, match=r"samples must have shape \(N, 2\), got \(50, 3\)"):
+        ring.plot(torch.zeros(50, 3))

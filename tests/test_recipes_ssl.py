@@ -10,6 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from ignite_igan.logging import read_hparams
 from tests.datafiles import write_cifar10, write_fashion_mnist, write_mnist, write_svhn
 from tests.hold_after_checkpoint import kill_after_checkpoint
 
@@ -53,6 +54,20 @@ def test_digits_ssl_runs_for_real_and_reports_both_errors(tmp_path):
     tags = events.Tags()
     assert {"training/loss_labeled", "training/loss_generator", "test/error"} <= set(tags["scalars"])
     assert tags["images"], "no image grid in the TensorBoard log"
+    # the live discriminator beside the averaged one, at the same evaluations; the summary keeps the averaged one
+    averaged, live = events.Scalars("test/error"), events.Scalars("test_live/error")
+    assert [e.step for e in live] == [e.step for e in averaged] == [12, 24, 36]
+    assert averaged[-1].value == pytest.approx(metrics["test_error"])
+    # the run's row in the HParams dashboard: its configuration and its final numbers, also as scalars
+    for tag, key in (("final/test_error", "test_error"), ("final/baseline_test_error", "baseline_test_error"),
+                     ("final/iterations", "iterations")):
+        (event,) = events.Scalars(tag)
+        assert event.step == 36 and event.value == pytest.approx(metrics[key]), tag
+    assert events.Scalars("final/wall_time_s")[0].value > 0
+    hparams = read_hparams(out / "tensorboard")
+    assert {k: hparams[k] for k in ("experiment", "seed", "seed_data", "labels_per_class", "labels", "lr", "epochs")} \
+        == {"experiment": "digits_ssl", "seed": 1, "seed_data": 1, "labels_per_class": 10, "labels": 100,
+            "lr": pytest.approx(3e-3), "epochs": 3}
 
 
 @pytest.mark.parametrize(

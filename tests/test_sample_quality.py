@@ -24,6 +24,7 @@ from torch.utils.data import TensorDataset
 
 from ignite_igan import models
 from ignite_igan.datasets import load_dataset
+from ignite_igan.logging import read_hparams
 from ignite_igan.nn import GaussianNoise, MinibatchDiscrimination, ScaleFreeBatchNorm, VirtualBatchNorm
 from tests.datafiles import write_cifar10
 
@@ -131,6 +132,13 @@ def test_digits_run_scores_its_generator_as_a_numpy_oracle_does(tmp_path, classi
     assert metrics["inception_score_std"] == pytest.approx(std, rel=1e-2)
     events = _events(out / "tensorboard")
     assert events.Scalars("samples/is")[-1].value == pytest.approx(mean, rel=1e-5)
+    # the HParams row: configuration, techniques and the final score (also as scalars at the last iteration)
+    assert events.Scalars("final/inception_score")[0].value == pytest.approx(metrics["inception_score"], rel=1e-6)
+    assert [e.step for e in events.Scalars("final/iterations")] == [4]
+    hparams = read_hparams(out / "tensorboard")
+    assert hparams["experiment"] == "digits_samples" and hparams["epochs"] == 2 and hparams["seed"] == 1
+    assert hparams["lr"] == pytest.approx(3e-3) and hparams["generator_normalization"] == "virtual"
+    assert hparams["is_samples"] == 250 and hparams["minibatch_features"] == 1  # TensorBoard stores bools as 0/1
 
 
 def test_two_processes_under_torchrun_train_and_score_as_one_scorer(tmp_path, classifier_file):

@@ -28,7 +28,7 @@ class DataDependentInitialization:
     ``lambda: gen.sample_noise(100)``).
 
     At ``event`` (default :attr:`Events.STARTED`) the handler runs the initialization pass unless it has already
-    run (:attr:`done`, kept in :meth:`state_dict`, so a run resumed with ``ignite.handlers.Checkpoint`` does not
+    run (``done``, kept in :meth:`state_dict`, so a run resumed with ``ignite.handlers.Checkpoint`` does not
     re-initialize trained weights). If the engine is already past iteration 0 at that point although ``done`` is
     False (a resumed run whose checkpoint lacks this handler), it skips the pass with a warning rather than
     overwrite trained weights. Under :mod:`ignite.distributed` the parameters and buffers computed by rank 0 are
@@ -121,7 +121,7 @@ class DataDependentInitialization:
         self.run()
 
     def run(self) -> Any:
-        """Run the initialization pass now (whatever :attr:`done` says) and return the model's output."""
+        """Run the initialization pass now (whatever ``done`` says) and return the model's output."""
         args, kwargs = self._resolve_inputs()
         output = data_dependent_init(self.model, *args, **kwargs)
         if idist.get_world_size() > 1:
@@ -155,7 +155,7 @@ class DataDependentInitialization:
         return {"done": self.done}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore :attr:`done`."""
+        """Restore ``done``."""
         if not isinstance(state_dict, Mapping) or set(state_dict) != {"done"}:
             got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
             raise ValueError(f"state_dict must have the key ['done'], got {got}")

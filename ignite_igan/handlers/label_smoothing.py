@@ -103,12 +103,12 @@ class OneSidedLabelSmoothing:
 
     @property
     def fake_target(self) -> float:
-        """Always 0: the fake targets are never smoothed."""
+        """Always 0, since the fake targets are never smoothed."""
         return 0.0
 
     @property
     def real_target(self) -> float:
-        """The real target in force: the engine's value while attached, else the handler's own."""
+        """The real target in force, the engine's value while attached, else the handler's own."""
         engine = self._engine() if self._engine is not None else None
         if engine is not None and self._name is not None:
             value = getattr(engine.state, self._name, None)

@@ -24,6 +24,7 @@ from ignite_igan.metrics.fid import FID, FeatureStatistics, default_statistics_d
 from ignite_igan.metrics.inception import InceptionScore, gather_in_rank_order
 from ignite_igan.metrics.mode_coverage import (
     GaussianMixture2D,
+    benchmark_mixture,
     ModeCoverage,
     default_min_count,
     grid_centers,
@@ -56,6 +57,7 @@ __all__ = [
     "InceptionScore",
     "gather_in_rank_order",
     "GaussianMixture2D",
+    "benchmark_mixture",
     "ModeCoverage",
     "default_min_count",
     "grid_centers",

@@ -402,7 +402,7 @@ class ImageExtractor(nn.Module):
 
     Subclasses set ``num_logits`` (``None`` if unknown in advance), ``num_features`` (the size of
     :meth:`features`, ``None`` if not provided or unknown) and ``channels`` (the required C, ``None`` for any
-    shape), and implement :meth:`forward`; those that give FID features implement :meth:`features` too. For the
+    shape), and implement ``forward``; those that give FID features implement :meth:`features` too. For the
     protocol card they may set ``resize`` (how they resize images) and ``weights_sha256`` (the SHA-256 of their
     weights file; by default the hash of their ``state_dict``, :func:`state_dict_sha256`).
     """
@@ -456,7 +456,7 @@ class ImageExtractor(nn.Module):
 
     @property
     def weights_digest(self) -> str:
-        """SHA-256 of the weights: ``weights_sha256`` if the extractor set it (its file), else of its state dict."""
+        """SHA-256 of the weights, ``weights_sha256`` if the extractor set it (its file), else of its state dict."""
         declared = getattr(self, "weights_sha256", None)
         return declared if isinstance(declared, str) else state_dict_sha256(self)
 

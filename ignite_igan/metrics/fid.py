@@ -562,7 +562,7 @@ class FID(Metric):
 
     @property
     def real_statistics(self) -> FeatureStatistics:
-        """The real side: given, loaded from the cache, or computed now (collective under ``ignite.distributed``).
+        """The real side, given, loaded from the cache, or computed now (collective under ``ignite.distributed``).
 
         In data mode the key is checked on every access: if anything in it changed (e.g. the weights of a user
         classifier), the statistics are recomputed.

@@ -35,6 +35,7 @@ from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from ignite_igan.validation import check_int, check_real
 
 __all__ = [
+    "benchmark_mixture",
     "ring_centers",
     "grid_centers",
     "GaussianMixture2D",
@@ -110,6 +111,38 @@ class GaussianMixture2D:
         """:func:`mode_coverage` of ``samples`` against this mixture."""
         return mode_coverage(samples, self.centers, self.std, min_count=min_count)
 
+    def plot(self, samples: Tensor, ax: Any = None, title: Optional[str] = None) -> Any:
+        """Draws ``samples`` ``(N, 2)`` over the modes, each mode's high-quality zone (3 std) as a circle, on ``ax``
+        (default: a new 4x4-inch figure with matplotlib's Agg backend, which needs no display); returns the figure.
+
+        Example:
+            >>> import torch
+            >>> mixture = ring_mixture()
+            >>> figure = mixture.plot(mixture.sample(100, generator=torch.Generator().manual_seed(0)), title="ring")
+            >>> figure.axes[0].get_title(), len(figure.axes[0].patches)
+            ('ring', 8)
+        """
+        import matplotlib
+
+        if ax is None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Circle
+
+        if not isinstance(samples, Tensor) or samples.dim() != 2 or samples.shape[1] != 2:
+            shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
+            raise ValueError(f"samples must have shape (N, 2), got {shape}")
+        figure, ax = plt.subplots(figsize=(4, 4)) if ax is None else (ax.figure, ax)
+        points, centers = samples.detach().cpu().double().numpy(), self.centers.numpy()
+        for center in centers:
+            ax.add_patch(Circle(tuple(center), 3 * self.std, fill=False, color="tab:red", lw=0.6))
+        ax.scatter(points[:, 0], points[:, 1], s=1.5, alpha=0.35, color="tab:blue", linewidths=0)
+        extent = float(abs(centers).max()) + 1.0
+        ax.set(xlim=(-extent, extent), ylim=(-extent, extent), aspect="equal", xticks=[], yticks=[])
+        if title is not None:
+            ax.set_title(title, fontsize=8)
+        return figure
+
 
 def ring_mixture(num_modes: int = 8, radius: float = 2.0, std: float = 0.02) -> GaussianMixture2D:
     """The ring benchmark: 8 Gaussians on a circle of radius 2 with std 0.02 (Unrolled GAN's setting)."""
@@ -119,6 +152,21 @@ def ring_mixture(num_modes: int = 8, radius: float = 2.0, std: float = 0.02) -> 
 def grid_mixture(size: int = 5, spacing: float = 2.0, std: float = 0.05) -> GaussianMixture2D:
     """The grid benchmark: 25 Gaussians at {-4, -2, 0, 2, 4}^2 with std 0.05 (VEEGAN/PacGAN's setting)."""
     return GaussianMixture2D(grid_centers(size, spacing), std)
+
+
+_BENCHMARKS = {"ring": ring_mixture, "grid": grid_mixture}
+
+
+def benchmark_mixture(name: str) -> GaussianMixture2D:
+    """The benchmark mixture ``name``: ``"ring"`` (8 modes, std 0.02) or ``"grid"`` (25 modes, std 0.05).
+
+    Example:
+        >>> benchmark_mixture("grid").num_modes
+        25
+    """
+    if name not in _BENCHMARKS:
+        raise ValueError(f"mixture must be one of {tuple(_BENCHMARKS)}, got {name!r}")
+    return _BENCHMARKS[name]()
 
 
 def default_min_count(n_samples: int) -> int:

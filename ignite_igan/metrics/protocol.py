@@ -91,7 +91,7 @@ class Protocol:
 
     @property
     def digest(self) -> str:
-        """The first 12 hex digits of the SHA-256 of all fields: equal cards, equal digests."""
+        """The first 12 hex digits of the SHA-256 of all fields (equal cards, equal digests)."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 

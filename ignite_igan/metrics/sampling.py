@@ -43,7 +43,7 @@ class GeneratorEvaluator:
 
     Args:
         generator: the generator ``nn.Module``; ``generator(z)`` must return the samples.
-        metrics: Ignite metrics to attach to :attr:`engine` (their input is the generated batch, after
+        metrics: Ignite metrics to attach to ``engine`` (their input is the generated batch, after
             ``output_transform``). An FID's real statistics are computed (or loaded from their cache) here, when
             it is attached.
         n_samples: how many samples to score (50,000 in the paper).
@@ -176,7 +176,7 @@ class GeneratorEvaluator:
 
     @property
     def protocols(self) -> Dict[str, Protocol]:
-        """The protocol cards of the last run's metrics: ``{name: Protocol}`` (``engine.state.protocols``)."""
+        """The protocol cards of the last run's metrics, ``{name: Protocol}`` (``engine.state.protocols``)."""
         return published_protocols(self.engine)
 
     def __call__(self, engine: Optional[Engine] = None) -> Dict[str, Any]:

@@ -1,20 +1,23 @@
-"""The README is tested (issue 10, item 6): its Python snippets run, and every ``engine.state`` attribute, TensorBoard
-tag and argument name it shows is checked against what the code publishes.
+"""The guides' snippets are tested (they were the README's, issue 10 item 6; issue 17 moved them into the guides with
+their checks): their Python snippets run, and every ``engine.state`` attribute, TensorBoard tag and argument name
+they show is checked against what the code publishes.
 
-The sections covered are "Attach to your own engine", "Metrics and monitoring" and "A complete example". Their
-snippets run in order: the first section's in one namespace, the metrics section's continuing it (blocks preceded by
-the ``CHECK_ONLY`` marker need the paper network's weights and are checked, not run), the complete example in its
-own. The names checked are parsed from the README text, so a README edit that names something the code does not
-publish fails here:
+The guides covered are ``docs/guides/attach.md`` ("Attach to your own engine"), ``docs/guides/metrics.md``
+("Metrics and monitoring") and ``docs/guides/dcgan.md`` ("A complete example"). Their snippets run in order: the
+first guide's in one namespace, the metrics guide's continuing it (blocks preceded by the ``CHECK_ONLY`` marker need
+the paper network's weights and are checked, not run), the complete example in its own. The names checked are
+parsed from the guides' text, so an edit that names something the code does not publish fails here:
 
 - ``engine.state.X`` / ``trainer.state.X``, ``state.metrics["k"]``, ``state.protocols["k"]`` and
-  ``.protocols["k"]`` anywhere in those sections must exist on one of the engines the snippets ran;
+  ``.protocols["k"]`` anywhere in those guides must exist on one of the engines the snippets ran;
 - TensorBoard tags (backticked ``a/b`` tokens, and tokens marked ``(image)`` or ``(text)``) must be in the event
-  files the snippets wrote; the TensorBoard subsection's list must be exactly what its snippet logs;
+  files the snippets wrote; the TensorBoard section's list must be exactly what its snippet logs;
 - every keyword argument of a call in a snippet or in inline code must be a parameter of the function it calls
   (resolved through the snippets' imports and objects); a bare ``name=`` in the prose must be a parameter of a
-  callable of the same subsection;
+  callable of the same section;
 - the handler table of "Attach to your own engine" (event, published attributes, refusals) is replayed.
+
+The other guides' Python blocks run in ``tests/test_docs.py``.
 """
 from __future__ import annotations
 
@@ -38,17 +41,18 @@ from ignite.engine import Engine, Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-README_PATH = REPO_ROOT / "README.md"
-SECTION_HEADING = "## Attach to your own engine"
-ATTACH = SECTION_HEADING
-METRICS = "## Metrics and monitoring"
-EXAMPLE = "## A complete example: DCGAN with IS and FID every epoch"
-TENSORBOARD = "### TensorBoard"
+GUIDES_DIR = REPO_ROOT / "docs" / "guides"
+ATTACH = "# Attach to your own engine"
+METRICS = "# Metrics and monitoring"
+EXAMPLE = "# A complete example: DCGAN with IS and FID every epoch"
+TENSORBOARD = "## TensorBoard"
+#: Each checked guide, by its title (the page's first line).
+GUIDES = {ATTACH: GUIDES_DIR / "attach.md", METRICS: GUIDES_DIR / "metrics.md", EXAMPLE: GUIDES_DIR / "dcgan.md"}
 CHECKED_SECTIONS = (ATTACH, METRICS, EXAMPLE)
 #: A line just before a ```python fence that marks the block as checked but not run.
-CHECK_ONLY = "<!-- tests/test_readme_snippets.py checks this block's names and arguments but does not run it"
+CHECK_ONLY = "<!-- tests/test_guide_snippets.py checks this block's names and arguments but does not run it"
 
-#: Where a README name without an import comes from (inline code such as `InceptionScore(extractor=...)`).
+#: Where a name in a guide without an import comes from (inline code such as `InceptionScore(extractor=...)`).
 PUBLIC_MODULES = (
     "ignite_igan.metrics", "ignite_igan.handlers", "ignite_igan.logging", "ignite_igan.functional", "ignite_igan.nn",
     "ignite_igan.models", "ignite.handlers", "ignite.engine", "torch.utils.data",
@@ -61,7 +65,7 @@ KEYWORD_MENTION = re.compile(r"(?<![=!<>\w.])([A-Za-z_]\w*)=(?!=)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Parsing the README
+# Parsing the guides
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class Block:
@@ -75,7 +79,7 @@ def _section_lines(text: str, heading: str) -> List[str]:
     try:
         start = next(i for i, line in enumerate(lines) if line.strip() == heading)
     except StopIteration:
-        raise AssertionError(f"{README_PATH} has no line {heading!r}") from None
+        raise AssertionError(f"no guide has the line {heading!r}") from None
     level = len(heading) - len(heading.lstrip("#"))
     end = len(lines)
     in_code = False
@@ -121,17 +125,18 @@ def section_blocks(text: str, heading: str) -> List[Block]:
 
 
 def subsections(text: str, heading: str) -> Dict[str, str]:
-    """``{heading: prose}`` of the section and of each of its ``###`` subsections, code blocks removed."""
+    """``{heading: prose}`` of the section and of each of its subsections (one level down), code blocks removed."""
     result: Dict[str, List[str]] = {heading: []}
     current = heading
     in_code = False
+    below = "#" * (len(heading) - len(heading.lstrip("#")) + 1)
     for line in _section_lines(text, heading)[1:]:
         if line.startswith("```"):
             in_code = not in_code
             continue
         if in_code:
             continue
-        if re.match(r"^###\s", line):
+        if re.match(rf"^{below}\s", line):
             current = line.strip()
             result[current] = []
             continue
@@ -164,8 +169,9 @@ def tags_named(prose: str) -> Set[Tuple[str, str]]:
     return tags
 
 
-def readme() -> str:
-    return README_PATH.read_text(encoding="utf-8")
+def guides() -> str:
+    """The checked guides, one after the other: each starts with its title, which ends the previous section."""
+    return "\n".join(path.read_text(encoding="utf-8") for path in GUIDES.values())
 
 
 def test_section_parser_stops_at_the_next_heading():
@@ -194,7 +200,7 @@ def run_blocks(blocks: List[Block], namespace: Dict[str, Any], label: str) -> No
     for index, block in enumerate(blocks):
         if not block.runnable:
             continue
-        code = compile(block.code, f"{README_PATH.name}[{label} python block {index}]", "exec")
+        code = compile(block.code, f"{GUIDES[label].name}[python block {index}]", "exec")
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 exec(code, namespace)
@@ -263,8 +269,8 @@ def working_directory_and_torch_home(path: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Runs:
-    tmp = tmp_path_factory.mktemp("readme")
-    text = readme()
+    tmp = tmp_path_factory.mktemp("guides")
+    text = guides()
     with working_directory_and_torch_home(tmp):
         attach: Dict[str, Any] = {"__name__": "readme_snippets"}
         run_blocks(section_blocks(text, ATTACH), attach, ATTACH)
@@ -287,7 +293,7 @@ def runs(tmp_path_factory) -> Runs:
         # "To resume, a new process builds the same objects and, before trainer.run, calls Checkpoint.load_objects"
         resumed: Dict[str, Any] = {"__name__": "readme_example"}  # a new process of the same script
         (setup,) = [block.code for block in example_blocks if block.runnable]
-        exec(compile(split_before_run(setup), "README.md[complete example, set-up]", "exec"), resumed)
+        exec(compile(split_before_run(setup), "dcgan.md[set-up]", "exec"), resumed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             resumed["Checkpoint"].load_objects(to_load=resumed["to_save"],
@@ -314,7 +320,7 @@ def runs(tmp_path_factory) -> Runs:
 # 1. The snippets run and do what the prose says
 # ---------------------------------------------------------------------------------------------------------------
 def test_attach_snippets_run(runs):
-    assert len(section_blocks(readme(), ATTACH)) >= 6, "expected the engine and one snippet per handler"
+    assert len(section_blocks(guides(), ATTACH)) >= 6, "expected the engine and one snippet per handler"
     state = runs.after_attach
     assert state["epoch"] == 3 and state["iteration"] == 12
     assert 0.9 <= state["real_target"] <= 1.0
@@ -361,7 +367,7 @@ def run_handler_table(text: str) -> Tuple[Engine, List[Dict[str, Any]]]:
     rows = handler_table(text)
     namespace: Dict[str, Any] = {"__name__": "readme_callables"}
     first = section_blocks(text, ATTACH)[0]
-    exec(compile(first.code, "README.md[Attach, python block 0]", "exec"), namespace)
+    exec(compile(first.code, "attach.md[python block 0]", "exec"), namespace)
     trainer: Engine = namespace["trainer"]
     for row in rows:
         handler = make_handler(row["class"], namespace)
@@ -404,7 +410,7 @@ def make_handler(name: str, ns: Dict[str, Any]) -> Any:
 
 
 def test_handlers_registered_as_callables_do_what_the_table_says(runs):
-    text = readme()
+    text = guides()
     trainer, rows = runs.callables, runs.rows
     assert {row["class"] for row in rows} == {
         "OneSidedLabelSmoothing", "HistoricalAveraging", "EvaluationAveraging", "VirtualBatchReference",
@@ -430,7 +436,7 @@ def test_handlers_registered_as_callables_do_what_the_table_says(runs):
     several = {t for s in sentences if "may serve several engines" in s for t in re.findall(r"`(\w+)`", s)}
     assert one_engine | several == {row["class"] for row in rows} and not one_engine & several
     namespace: Dict[str, Any] = {}
-    exec(compile(section_blocks(text, ATTACH)[0].code, "README.md[Attach, python block 0]", "exec"), namespace)
+    exec(compile(section_blocks(text, ATTACH)[0].code, "attach.md[python block 0]", "exec"), namespace)
     for name in one_engine | several:
         handler = make_handler(name, namespace)
         engine, other = Engine(lambda e, b: None), Engine(lambda e, b: None)
@@ -445,22 +451,22 @@ def test_handlers_registered_as_callables_do_what_the_table_says(runs):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 2. Every state attribute and TensorBoard tag the README names is published
+# 2. Every state attribute and TensorBoard tag the guides name is published
 # ---------------------------------------------------------------------------------------------------------------
-def test_state_attributes_and_metric_names_in_the_readme_exist(runs):
-    text = "\n".join(section_text(readme(), heading) for heading in CHECKED_SECTIONS)
+def test_state_attributes_and_metric_names_in_the_guides_exist(runs):
+    text = "\n".join(section_text(guides(), heading) for heading in CHECKED_SECTIONS)
     attributes = set(STATE_ATTRIBUTE.findall(text))
     keys = set(STATE_KEY.findall(text))
     assert {"real_target", "historical_penalty", "ema_momentum", "metrics", "protocols"} <= attributes  # the parser works
     assert ("metrics", "is_std") in keys and ("protocols", "fid") in keys
     published = set().union(*(vars(engine.state) for engine in runs.engines))
     missing = sorted(attributes - published)
-    assert not missing, f"the README names engine.state attributes that no engine of its snippets has: {missing}"
+    assert not missing, f"the guides name engine.state attributes that no engine of its snippets has: {missing}"
     for kind, key in sorted(keys):
         assert any(key in (getattr(engine.state, kind, None) or {}) for engine in runs.engines), (kind, key)
     # state_attributes=[...] of every attach_tensorboard call: on the trainer that call logs
     for heading, namespace in ((ATTACH, runs.attach), (METRICS, runs.attach), (EXAMPLE, runs.example)):
-        for block in section_blocks(readme(), heading):
+        for block in section_blocks(guides(), heading):
             for node in ast.walk(ast.parse(block.code)):
                 for keyword in getattr(node, "keywords", []):
                     if keyword.arg == "state_attributes":
@@ -468,8 +474,8 @@ def test_state_attributes_and_metric_names_in_the_readme_exist(runs):
                             assert hasattr(namespace["trainer"].state, name), (heading, name)
 
 
-def test_tensorboard_tags_in_the_readme_are_logged(runs):
-    text = readme()
+def test_tensorboard_tags_in_the_guides_are_logged(runs):
+    text = guides()
     logged = runs.tags[METRICS]
     listed = tags_named(subsections(text, METRICS)[TENSORBOARD])
     # the TensorBoard subsection lists exactly what its snippet logs
@@ -487,7 +493,7 @@ def test_tensorboard_tags_in_the_readme_are_logged(runs):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 3. Every argument name the README shows exists
+# 3. Every argument name the guides show exists
 # ---------------------------------------------------------------------------------------------------------------
 def public_names() -> Dict[str, Any]:
     names: Dict[str, Any] = {}
@@ -593,8 +599,8 @@ def check_calls(tree: ast.AST, resolver: Resolver, where: str, strict: bool) -> 
     return known, unresolved
 
 
-def test_keyword_arguments_in_the_readme_exist(runs):
-    text = readme()
+def test_keyword_arguments_in_the_guides_exist(runs):
+    text = guides()
     namespaces = {ATTACH: runs.attach, METRICS: runs.attach, EXAMPLE: runs.example}
     checked = 0
     for heading in CHECKED_SECTIONS:
@@ -627,5 +633,5 @@ def test_keyword_arguments_in_the_readme_exist(runs):
                 else:
                     mentions |= set(KEYWORD_MENTION.findall(span))
             unknown = sorted(mentions - known)
-            assert not unknown, f"{subsection}: the README names arguments no callable of it has: {unknown}"
+            assert not unknown, f"{subsection}: the guides name arguments no callable of it has: {unknown}"
     assert checked >= 12
