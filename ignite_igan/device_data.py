@@ -94,11 +94,12 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
     per-batch label check (``check_labels=False`` in :mod:`ignite_igan.engines`), which on an accelerator would
     wait for the device at every iteration.
 
+    ``labeled_indices``, ``batch_size``, ``seed``, ``labeled_batch_size``, ``unlabeled_indices``,
+    ``generator_batch``, ``world_size`` and ``rank`` are those of :class:`~ignite_igan.data.SemiSupervisedLoader`.
+
     Args:
         dataset: a map-style dataset of ``(input, label, ...)`` items;
             :class:`~ignite_igan.datasets.ScaledImages` is stored as its integer pixels.
-        labeled_indices, batch_size, seed, labeled_batch_size, unlabeled_indices, generator_batch, world_size,
-            rank: as for :class:`~ignite_igan.data.SemiSupervisedLoader`.
         device: where the data and the batches live.
         num_classes: the number of classes K, to check the labeled subset's labels against.
 
@@ -181,5 +182,6 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
             yield SemiSupervisedBatch(parts[0], labels, parts[1], parts[2] if self.generator_batch else None)
 
     def load_state_dict(self, state_dict: Any) -> None:
+        """Restores a position saved by this loader or by the host loader (the two states are the same)."""
         super().load_state_dict(state_dict)
         self._rows = None  # the seed or labeled subset may have changed the tables

@@ -363,14 +363,20 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _maybe_compile(model: nn.Module, option: CompileOption) -> Callable[..., Any]:
+def _maybe_compile(model: nn.Module, option: CompileOption, device_type: str = "cpu") -> Callable[..., Any]:
     if option is False or option is None:
         return model
-    if option is True:
-        return torch.compile(model)
-    if isinstance(option, Mapping):
-        return torch.compile(model, **dict(option))
-    raise TypeError(f"compile must be a bool or a mapping of torch.compile arguments, got {type(option).__name__}")
+    if option is not True and not isinstance(option, Mapping):
+        raise TypeError(
+            f"compile must be a bool or a mapping of torch.compile arguments, got {type(option).__name__}"
+        )
+    kwargs = {} if option is True else dict(option)
+    # On the CPU, Inductor's own random numbers (the noise and dropout layers) are a different stream from eager's
+    # and about 10x slower to draw (benchmarks/profile_step.py): compiled models keep eager's RNG there. torch.compile
+    # takes no `options` beside a `mode`, so a given mode is left as it is.
+    if device_type == "cpu" and kwargs.get("backend", "inductor") == "inductor" and "mode" not in kwargs:
+        kwargs["options"] = {"fallback_random": True, **kwargs.get("options", {})}
+    return torch.compile(model, **kwargs)
 
 
 def _default_noise(generator: nn.Module, device: Optional[torch.device]) -> Callable[[int], Tensor]:
@@ -449,7 +455,7 @@ def _setup(
     elif not callable(noise_fn):
         raise TypeError(f"noise_fn must be callable (n -> noise batch), got {type(noise_fn).__name__}")
     d_raw, g_raw = _unwrap(discriminator), _unwrap(generator)
-    d_call = _maybe_compile(discriminator, compile)
+    d_call = _maybe_compile(discriminator, compile, device_type)
     return dict(
         device=device,
         autocast=autocast,
@@ -460,9 +466,9 @@ def _setup(
         # and the discriminator inside the generator's step go through the unwrapped modules, so that DDP neither
         # waits for gradients that are never computed nor reduces ones that are thrown away.
         d_call=d_call,
-        d_raw_call=d_call if d_raw is discriminator else _maybe_compile(d_raw, compile),
-        g_call=_maybe_compile(generator, compile),
-        g_raw_call=_maybe_compile(g_raw, compile) if g_raw is not generator else None,
+        d_raw_call=d_call if d_raw is discriminator else _maybe_compile(d_raw, compile, device_type),
+        g_call=_maybe_compile(generator, compile, device_type),
+        g_raw_call=_maybe_compile(g_raw, compile, device_type) if g_raw is not generator else None,
     )
 
 
@@ -565,7 +571,9 @@ def create_semi_supervised_trainer(
         amp: mixed precision: False, True or ``"bf16"`` (bfloat16 autocast), ``"fp16"`` (float16 autocast with a
             :class:`torch.amp.GradScaler` per player, exposed as ``engine.state.d_scaler`` and
             ``engine.state.g_scaler`` for checkpointing). Losses are computed in float32.
-        compile: True, or a mapping of :func:`torch.compile` arguments, to compile the models' forward passes.
+        compile: True, or a mapping of :func:`torch.compile` arguments, to compile the models' forward passes. On
+            the CPU the compiled models draw eager's random numbers (Inductor's ``fallback_random``; its own are a
+            different stream and about 10x slower there), unless the mapping names a ``mode``.
         prepare_batch: ``(batch, device, non_blocking) -> (x_labeled, y_labeled, x_unlabeled, x_unlabeled2)``.
         output_transform: maps the dict of detached 0-d tensors to the engine's output; the default converts them
             to floats in one device transfer (the iteration waits for the device); :func:`outputs_on_device`

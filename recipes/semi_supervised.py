@@ -182,7 +182,10 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         graph = args.cuda_graph  # the optimizers then keep their counts and learning rates on the device
         d_optimizer = ReferenceAdam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
         g_optimizer = ReferenceAdam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
-        averaging = EvaluationAveraging(discriminator, rate=args.ema_rate, bias_correction=not args.ema_reference)
+        # The non-finite guard, attached first, stops training before a NaN reaches the average: the average need
+        # not read every weight again at every update.
+        averaging = EvaluationAveraging(discriminator, rate=args.ema_rate, bias_correction=not args.ema_reference,
+                                        check_finite=False)
         # The init batch: 500 labeled images in the CIFAR/SVHN scripts, 500 of all (unlabeled) images in MNIST's.
         init_pool = labeled if s.init_on_labeled else pool
         available = len(train_set) if init_pool is None else len(init_pool)

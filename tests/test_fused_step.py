@@ -116,7 +116,21 @@ def test_cuda_graph_step_equals_the_eager_step_over_100_iterations():
 
 @pytest.mark.slow
 def test_compiled_step_equals_the_eager_step_over_100_iterations_on_the_cpu():
-    import torch._inductor.config as inductor_config
+    # compile=True on the CPU: the compiled noise layers draw eager's random numbers by default.
+    _assert_within_float_rounding(compile=True)
 
-    with inductor_config.patch(fallback_random=True):  # the compiled noise layers draw eager's random numbers
-        _assert_within_float_rounding(compile=True)
+
+def test_the_average_can_leave_the_finite_check_to_a_guard():
+    from ignite.engine import Engine
+
+    model = torch.nn.Linear(2, 2)
+    checked, unchecked = EvaluationAveraging(model), EvaluationAveraging(model, check_finite=False)
+    engine = Engine(lambda e, b: None)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="refusing to take it into the average"):
+        checked(engine)
+    unchecked(engine)  # no read of the weights: the recipes' guard stops training before this
+    assert unchecked.num_updates == 1 and checked.num_updates == 0
+    with pytest.raises(TypeError, match="check_finite"):
+        EvaluationAveraging(model, check_finite="no")

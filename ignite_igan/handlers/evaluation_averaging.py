@@ -81,6 +81,10 @@ class EvaluationAveraging:
             the convention: many EMA implementations take the *decay* (0.9999) instead; a ``rate`` above 0.5 warns,
             as it makes the "average" follow the live weights.
         bias_correction: see above; ``False`` reproduces the reference.
+        check_finite: before every update, check that the model's weights are finite and refuse the update
+            otherwise (a NaN would stay in the average for good). The check reads every weight, which on a CPU
+            costs several times the update itself: pass False where a guard that runs first already stops training
+            at the first non-finite loss (:func:`ignite_igan.runs.attach_nonfinite_guard`, as the recipes do).
 
     Example:
         >>> import torch
@@ -97,7 +101,9 @@ class EvaluationAveraging:
         >>> _ = trainer.add_event_handler(Events.ITERATION_COMPLETED, as_callable)  # same as attach(trainer)
     """
 
-    def __init__(self, model: nn.Module, rate: float = 1e-4, bias_correction: bool = True) -> None:
+    def __init__(
+        self, model: nn.Module, rate: float = 1e-4, bias_correction: bool = True, check_finite: bool = True
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not any(p.requires_grad for p in model.parameters()):
@@ -119,8 +125,10 @@ class EvaluationAveraging:
                 stacklevel=2,
             )
         bias_correction = check_bool("bias_correction", bias_correction)
+        check_finite = check_bool("check_finite", check_finite)
         self.rate = float(rate)
         self.bias_correction = bias_correction
+        self.check_finite = check_finite
         self.ema_handler = EMAHandler(model, momentum=self.rate, handle_buffers="copy")
         self.model: nn.Module = self.ema_handler.model
         self._num_updates = 0
@@ -259,7 +267,9 @@ class EvaluationAveraging:
 
     def _before_update(self, engine: Engine, name: str) -> None:
         # Checked before the count moves, so a refused update leaves the handler's state as it was.
-        bad = first_non_finite([(n, p) for n, p in self.model.named_parameters() if p.requires_grad])
+        bad = None
+        if self.check_finite:
+            bad = first_non_finite([(n, p) for n, p in self.model.named_parameters() if p.requires_grad])
         if bad is not None:
             param_name, value, count = bad
             raise ValueError(
