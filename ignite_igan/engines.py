@@ -318,8 +318,6 @@ class _GraphedIteration:
         return self.static_outputs
 
     def _capture(self, tensors: Sequence[Optional[Tensor]], target: Any, label_bounds: Any, key: Any) -> None:
-        import time
-
         started = time.perf_counter()
         self.graph = None  # frees the previous graph's memory first
         torch.cuda.synchronize()

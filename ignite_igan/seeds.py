@@ -36,9 +36,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ignite_igan.cli import MAX_SEED
+
 __all__ = ["parse_seeds", "without_flags", "summarize", "run_seeds", "seed_folder", "default_jobs", "SeedsFailed"]
 
-_MAX_SEED = 2**32 - 1 - 1024  # as ignite_igan.cli.MAX_SEED (seed + rank must fit NumPy's 32-bit seeds)
 
 
 class SeedsFailed(RuntimeError):
@@ -51,7 +52,7 @@ def parse_seeds(text: str) -> List[int]:
     Raises:
         argparse.ArgumentTypeError: for anything else, naming what was expected.
     """
-    expected = "seeds such as 1-10 or 1,3,5-7 (integers in [0, %d], each once)" % _MAX_SEED
+    expected = "seeds such as 1-10 or 1,3,5-7 (integers in [0, %d], each once)" % MAX_SEED
     if not isinstance(text, str) or not text.strip():
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     seeds: List[int] = []
@@ -70,7 +71,7 @@ def parse_seeds(text: str) -> List[int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
         seeds.extend(values)
-    if any(not 0 <= seed <= _MAX_SEED for seed in seeds) or len(set(seeds)) != len(seeds):
+    if any(not 0 <= seed <= MAX_SEED for seed in seeds) or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return seeds
 
