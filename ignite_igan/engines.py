@@ -46,6 +46,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
