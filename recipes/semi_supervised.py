@@ -225,14 +225,8 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
                                       or epoch == e.state.max_epochs)
         evaluator.attach(trainer, when)
         # The live discriminator beside it, for TensorBoard only: is the average lagging? (the report stays averaged)
-        # Its loader draws a seed from torch's generator; a forked one keeps the training's noise as it was.
         live = ErrorEvaluator(discriminator, test_loader(test_set, args), name="error", device=device)
-
-        def score_live(engine):
-            with torch.random.fork_rng(devices=[]):
-                live.run()
-
-        trainer.add_event_handler(when, score_live)
+        trainer.add_event_handler(when, lambda engine: live.run())
         publish = lambda e: setattr(e.state, "test_error", evaluator.engine.state.metrics["error"])  # noqa: E731
         trainer.add_event_handler(when, publish)  # shown by the progress bar or line
 
@@ -244,9 +238,10 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         logger = attach_tensorboard(
             str(run.tensorboard_dir), trainer, evaluators={"test": evaluator.engine, "test_live": live.engine},
             optimizers={"discriminator": d_optimizer, "generator": g_optimizer}, state_attributes=["ema_momentum"],
+            # Logging reads the outputs from the device: rarely where that waits for it.
             log_every=10 if device.type == "cpu" else 100, generator=generator, image_every=args.image_every,
-            image_range=s.image[1],
-            image_shape=s.image[0], generator_mode="train",  # the reference's generators always use batch statistics
+            image_range=s.image[1], image_shape=s.image[0],
+            generator_mode="train",  # the reference's generators always use batch statistics
         )
         run.attach(trainer, to_save, OUTPUTS)
         epoch_length = min(len(loader), args.iterations_per_epoch or len(loader))
@@ -329,9 +324,10 @@ def several_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace, nam
         parser.error("--config: give --seeds and --jobs on the command line (each seed's run reads the config too)")
     if args.nproc_per_node:
         parser.error("--seeds runs one process per seed; it does not combine with --nproc-per-node")
-    command = [sys.executable, __file__, name] + [
-        a for a in without_flags(argv, ("--seeds", "--jobs", "--output-dir", "--seed", "--seed-data"))
-        if a != "--resume"]  # each seed's log gets a line per epoch (no terminal: no progress bar)
+    # Each seed's command: this one without the flags run_seeds sets per seed. Its output goes to a log file, so
+    # it shows a line per epoch (no terminal, no progress bar).
+    own = without_flags(argv, ("--seeds", "--jobs", "--output-dir", "--seed", "--seed-data"))
+    command = [sys.executable, __file__, name] + [a for a in own if a != "--resume"]
     accelerator = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
     jobs = args.jobs or default_jobs(len(args.seeds), args.threads, accelerator)
     print(f"{name}: {len(args.seeds)} seeds, {jobs} at a time, in {args.output_dir}", flush=True)
