@@ -100,7 +100,7 @@ def test_state_dict_round_trip_and_bad_state():
 def test_bad_input():
     with pytest.raises(TypeError, match=r"generator must have a sample_noise\(\) method.*Linear"):
         VirtualBatchReference(nn.Linear(2, 2), size=4)
-    with pytest.raises(ValueError, match="size must be >= 1 \(the reference batch size\), got 0"):
+    with pytest.raises(ValueError, match=r"size must be >= 1 \(the reference batch size\), got 0"):
         VirtualBatchReference(make_generator(), size=0)
     with pytest.raises(ValueError, match="size must be an int, got float 2.5"):
         VirtualBatchReference(make_generator(), size=2.5)
