@@ -41,7 +41,8 @@ Variants (``--variants``, comma-separated) are entries of :data:`VARIANTS`, ``na
 ``eager`` is the trainer exactly as the recipe builds it; ``compile_models`` is its ``compile=True``;
 ``compile_models_eager_rng`` the same with Inductor's ``fallback_random`` (the noise from torch's generator: the
 eager stream, and on the CPU about ten times faster than Inductor's own); ``compile_all`` adds a compiled
-ReferenceAdam update. To compare a change, add a builder and run both in one command. From the repository root::
+ReferenceAdam update. Since ``compile=True`` keeps eager's random numbers on the CPU by default, the two compiled
+variants are the same there (``docs/results/profile_step.json`` was measured before that change). To compare a change, add a builder and run both in one command. From the repository root::
 
     python benchmarks/profile_step.py --variants eager --threads 1 --output docs/results/profile_step.json
     python benchmarks/profile_step.py --variants eager --device cuda --output docs/results/profile_step_cuda.json
