@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -39,6 +40,7 @@ __all__ = [
     "launch_recipe",
     "add_score_arguments",
     "check_data_dir",
+    "dataclass_from_args",
     "positive_int",
     "nonnegative_int",
     "positive_float",
@@ -332,6 +334,24 @@ def check_data_dir(parser: argparse.ArgumentParser, args: argparse.Namespace, da
         layout = EXPECTED_LAYOUTS[dataset].replace("<dir>", str(data_dir))
         parser.error(f"--data-dir: {str(data_dir)!r} does not exist; expected the files {layout}. Pass --download "
                      "to fetch them with torchvision, or point --data-dir at a copy")
+
+
+def dataclass_from_args(cls: Any, args: argparse.Namespace, **overrides: Any) -> Any:
+    """An instance of the dataclass ``cls`` whose fields are the parsed flags of the same names; ``overrides`` (the
+    values a recipe resolves itself, e.g. a default that depends on another flag) win.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class Config:
+        ...     epochs: int = 1
+        ...     seed: int = 0
+        >>> parser = recipe_parser("demo", epochs=10, labels_per_class=None, data_dir=None)
+        >>> dataclass_from_args(Config, parse_args(parser, ["--epochs", "3"]), seed=7)
+        Config(epochs=3, seed=7)
+    """
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in overrides}
+    return cls(**values, **overrides)
 
 
 def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

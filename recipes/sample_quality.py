@@ -42,11 +42,11 @@ from ignite_igan.data import attach_epoch_order, epoch_loader, init_batch
 from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.engines import create_gan_trainer
 from ignite_igan.handlers import (
-    DataDependentInitialization, HistoricalAveraging, OneSidedLabelSmoothing, VirtualBatchReference,
+    DataDependentInitialization, OneSidedLabelSmoothing, VirtualBatchReference, attach_historical_averaging,
 )
 from ignite_igan.logging import attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import GeneratorEvaluator, InceptionScore
-from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
+from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
 from ignite_igan.runs import History, Run, attach_nonfinite_guard
 from ignite_igan.scoring import attach_periodic_score, inception_report, score_network
 
@@ -195,14 +195,11 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
         handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
         handlers["label_smoothing"].attach(trainer)
     if args.historical_averaging:
-        for player, model, optimizer in (("d", discriminator, d_optimizer), ("g", generator, g_optimizer)):
-            handlers[f"historical_averaging_{player}"] = HistoricalAveraging(
-                model, weight=args.historical_averaging_weight, optimizer=optimizer)
-            handlers[f"historical_averaging_{player}"].attach(trainer, name=f"historical_penalty_{player}")
+        players = {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}
+        handlers.update(attach_historical_averaging(trainer, players, args.historical_averaging_weight))
     if min(args.lr_decay_epochs, args.epochs) > 0:
-        total, decay = args.epochs, min(args.lr_decay_epochs, args.epochs)
-        handlers["lr_schedule"] = EpochLRScheduler([d_optimizer, g_optimizer],
-                                                   lambda e: linear_decay_factor(e, total, decay))
+        decay = min(args.lr_decay_epochs, args.epochs)
+        handlers["lr_schedule"] = linear_decay_scheduler([d_optimizer, g_optimizer], args.epochs, decay)
         handlers["lr_schedule"].attach(trainer)
     to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
                "g_optimizer": g_optimizer, "trainer": trainer,
