@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -37,6 +38,9 @@ __all__ = [
     "parse_args",
     "launch",
     "launch_recipe",
+    "add_score_arguments",
+    "check_data_dir",
+    "dataclass_from_args",
     "positive_int",
     "nonnegative_int",
     "positive_float",
@@ -265,6 +269,89 @@ def _config_value(parser: argparse.ArgumentParser, action: argparse.Action, key:
     if action.choices is not None and converted not in action.choices:
         parser.error(f"{where} must be one of {list(action.choices)}, got {value!r}")
     return converted
+
+
+def add_score_arguments(parser: argparse.ArgumentParser, every: int, samples: int, digits: bool = False) -> Any:
+    """Adds the group of flags that score a generator with the Inception score while it trains.
+
+    ``--is-every`` (epochs between scores, and after the last; 0: none), ``--is-samples``, ``--is-splits`` (10 in
+    the paper) and ``--is-seed`` (the scored samples' noise); then the network: for 8x8 digits
+    ``--is-classifier`` (a :class:`~ignite_igan.models.DigitsClassifier` state dict; default: train one), else
+    ``--is-network`` (the paper's TensorFlow Inception or torchvision's) and ``--inception-weights`` (a local
+    weights file). They are what :func:`ignite_igan.scoring.score_network` and
+    :func:`ignite_igan.scoring.attach_periodic_score` take.
+
+    Args:
+        parser: the recipe's parser.
+        every: the default of ``--is-every``.
+        samples: the default of ``--is-samples``.
+        digits: score with a digits classifier instead of an Inception network.
+
+    Returns:
+        The argument group.
+
+    Example:
+        >>> parser = recipe_parser("demo", epochs=10, labels_per_class=None, data_dir=None)
+        >>> _ = add_score_arguments(parser, every=5, samples=1000, digits=True)
+        >>> args = parse_args(parser, ["--is-every", "2"])
+        >>> args.is_every, args.is_samples, args.is_splits, args.is_seed, args.is_classifier
+        (2, 1000, 10, 0, None)
+    """
+    e = parser.add_argument_group("score")
+    e.add_argument("--is-every", type=nonnegative_int, default=every,
+                   help="epochs between scores (and after the last); 0: no score")
+    e.add_argument("--is-samples", type=positive_int, default=samples, help="samples per score")
+    e.add_argument("--is-splits", type=positive_int, default=10, help="contiguous splits (10 in the paper)")
+    e.add_argument("--is-seed", type=seed_int, default=0, help="seed of the scored samples' noise")
+    if digits:
+        e.add_argument("--is-classifier", type=Path, default=None,
+                       help="a DigitsClassifier state dict to score with (default: train one with seed 0, ~6 s)")
+    else:
+        e.add_argument("--is-network", choices=["inception-v3-compat", "torchvision"], default="inception-v3-compat",
+                       help="the paper's 2015 TensorFlow Inception, or torchvision's (lower scores; comparison only)")
+        e.add_argument("--inception-weights", type=Path, default=None,
+                       help="a local weights file of --is-network (offline machines); default: download once")
+    return e
+
+
+def check_data_dir(parser: argparse.ArgumentParser, args: argparse.Namespace, dataset: str) -> None:
+    """Refuses a ``--data-dir`` that does not exist (unless ``--download``), naming the files ``dataset`` needs.
+
+    A parser without ``--data-dir`` (a data set that needs no files) passes.
+
+    Example:
+        >>> parser = recipe_parser("demo", epochs=1, labels_per_class=None, data_dir="data")
+        >>> args = parse_args(parser, ["--data-dir", "/no/such/dir"])
+        >>> check_data_dir(parser, args, "cifar10")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
+    """
+    from ignite_igan.datasets import EXPECTED_LAYOUTS
+
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is not None and not args.download and not data_dir.is_dir():
+        layout = EXPECTED_LAYOUTS[dataset].replace("<dir>", str(data_dir))
+        parser.error(f"--data-dir: {str(data_dir)!r} does not exist; expected the files {layout}. Pass --download "
+                     "to fetch them with torchvision, or point --data-dir at a copy")
+
+
+def dataclass_from_args(cls: Any, args: argparse.Namespace, **overrides: Any) -> Any:
+    """An instance of the dataclass ``cls`` whose fields are the parsed flags of the same names; ``overrides`` (the
+    values a recipe resolves itself, e.g. a default that depends on another flag) win.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class Config:
+        ...     epochs: int = 1
+        ...     seed: int = 0
+        >>> parser = recipe_parser("demo", epochs=10, labels_per_class=None, data_dir=None)
+        >>> dataclass_from_args(Config, parse_args(parser, ["--epochs", "3"]), seed=7)
+        Config(epochs=3, seed=7)
+    """
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in overrides}
+    return cls(**values, **overrides)
 
 
 def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -8,6 +8,9 @@
   is tiled and each copy re-permuted, both unlabeled streams are re-permuted, and an epoch is
   ``unlabeled_count // batch_size`` iterations (the remainder is dropped). The labeled examples stay in the
   unlabeled set, as in the reference; no other example's label ever leaves the loader.
+- :func:`epoch_loader` and :func:`attach_epoch_order` are the plain (fully labeled or unlabeled) loader of the
+  sample-quality recipes: shuffled per epoch as a function of ``(seed, epoch)``, the global batch shared out over
+  the processes.
 - :class:`MixtureStream` is the endless, seeded stream of fresh batches of a 2-D Gaussian mixture (the
   mode-coverage experiment), resumable through its ``state_dict``.
 
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
 from ignite_igan.validation import check_int
@@ -51,6 +55,8 @@ __all__ = [
     "SemiSupervisedBatch",
     "SemiSupervisedLoader",
     "MixtureStream",
+    "epoch_loader",
+    "attach_epoch_order",
 ]
 
 IndexLike = Union[Tensor, np.ndarray, Sequence[int]]
@@ -664,3 +670,75 @@ class MixtureStream:
             got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
             raise ValueError(f"state_dict must have the key ['generator'], got {got}")
         self.generator.set_state(state_dict["generator"])
+
+
+def epoch_loader(
+    dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, pin_memory: bool = False
+) -> DataLoader:
+    """A shuffled loader whose every epoch's order is a function of ``(seed, epoch)`` only.
+
+    ``batch_size`` is global: under :mod:`ignite.distributed` each process takes its share (``batch_size`` must be
+    divisible by the number of processes) of the examples of a ``DistributedSampler``; the last incomplete batch is
+    dropped. Attach it with :func:`attach_epoch_order`, which sets the sampler's epoch, so a resumed run sees the
+    same batches as an uninterrupted one.
+
+    Args:
+        dataset: the training set.
+        batch_size: the global batch size.
+        seed: the seed of the order.
+        num_workers: the ``DataLoader``'s worker processes.
+        pin_memory: the ``DataLoader``'s ``pin_memory`` (for CUDA).
+
+    Raises:
+        ValueError: ``batch_size`` not divisible by the number of processes, or fewer examples per process than one
+            batch; the messages name ``--batch-size``.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> loader = epoch_loader(TensorDataset(torch.arange(10)), batch_size=4, seed=1)
+        >>> len(loader), [batch[0].tolist() for batch in loader]
+        (2, [[5, 6, 1, 2], [0, 8, 9, 3]])
+    """
+    world, rank = idist.get_world_size(), idist.get_rank()
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    if batch_size % world:
+        raise ValueError(f"--batch-size must be divisible by the number of processes ({world}), got {batch_size}")
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=batch_size // world, sampler=sampler, drop_last=True,
+                        num_workers=num_workers, pin_memory=pin_memory)
+    if len(loader) == 0:
+        raise ValueError(f"the training set has {len(sampler)} examples per process, fewer than one batch of "
+                         f"--batch-size={batch_size}")
+    return loader
+
+
+def attach_epoch_order(trainer: Any, loader: DataLoader) -> None:
+    """At every epoch's start, sets the epoch of ``loader``'s sampler and gives ``trainer`` a fresh iterator over it.
+
+    A fresh iterator also with short epochs (``epoch_length`` below ``len(loader)``): every epoch starts at the
+    beginning of its own permutation, as :func:`epoch_loader` promises.
+
+    Example:
+        >>> import torch
+        >>> from ignite.engine import Engine
+        >>> from torch.utils.data import TensorDataset
+        >>> loader = epoch_loader(TensorDataset(torch.arange(10)), batch_size=4, seed=1)
+        >>> seen = []
+        >>> trainer = Engine(lambda engine, batch: seen.append(batch[0].tolist()))
+        >>> attach_epoch_order(trainer, loader)
+        >>> _ = trainer.run(loader, max_epochs=2, epoch_length=1)
+        >>> seen  # the first batch of epoch 0's order, then of epoch 1's
+        [[5, 6, 1, 2], [8, 7, 1, 5]]
+    """
+    from ignite.engine import Events
+
+    sampler = loader.sampler
+    if not callable(getattr(sampler, "set_epoch", None)):
+        raise TypeError(f"loader's sampler must have set_epoch(epoch), got {type(sampler).__name__}")
+
+    def new_epoch_order(engine: Any) -> None:
+        sampler.set_epoch(engine.state.epoch - 1)
+        engine.set_data(loader)
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, new_epoch_order)

@@ -36,7 +36,7 @@ from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import published_protocols
 
 __all__ = ["attach_tensorboard", "InactiveLogger", "output_scalars", "log_hparams", "hparams_from_config", "read_hparams",
-           "log_run_hparams"]
+           "log_run_hparams", "log_figure"]
 
 
 class InactiveLogger:
@@ -504,3 +504,35 @@ def log_run_hparams(
     final = {f"final/{name}": value for name, value in metrics.items()}
     final["final/wall_time_s"] = time.time() - run.started
     log_hparams(run.tensorboard_dir, values, final, step=step)
+
+
+def log_figure(
+    logger: Any, tag: str, figure: Any, step: int, path: Optional[Union[str, "os.PathLike[str]"]] = None, dpi: int = 100
+) -> Optional[str]:
+    """Adds a matplotlib ``figure`` to TensorBoard under ``tag`` at ``step`` (which closes it), saving it first to
+    ``path`` (e.g. ``samples.png``, cropped to its content) if given; returns ``path`` as a string, or ``None``.
+
+    Args:
+        logger: an Ignite ``TensorboardLogger`` (e.g. of :func:`attach_tensorboard`) or a ``SummaryWriter``.
+        tag: the figure's tag.
+        figure: the ``matplotlib.figure.Figure``.
+        step: the global step.
+        path: where to save it as an image as well.
+        dpi: the image's resolution.
+
+    Example:
+        >>> import tempfile, os
+        >>> from ignite_igan.metrics import ring_mixture
+        >>> from torch.utils.tensorboard import SummaryWriter
+        >>> folder = tempfile.mkdtemp()
+        >>> figure = ring_mixture().plot(ring_mixture().sample(100))
+        >>> with SummaryWriter(folder) as writer:
+        ...     saved = log_figure(writer, "samples", figure, 10, path=os.path.join(folder, "samples.png"))
+        >>> os.path.isfile(saved)
+        True
+    """
+    writer = getattr(logger, "writer", logger)
+    if path is not None:
+        figure.savefig(path, dpi=dpi, bbox_inches="tight")
+    writer.add_figure(tag, figure, global_step=step)
+    return str(path) if path is not None else None

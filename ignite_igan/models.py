@@ -50,6 +50,7 @@ from ignite_igan.nn import (
     WeightNormConvTranspose2d,
     WeightNormLinear,
     _WeightNorm,
+    minibatch_batch_mean_init,
 )
 
 __all__ = [
@@ -844,6 +845,19 @@ class MixtureDiscriminator(nn.Module):
             features = self.minibatch(features)
         logits = self.out(features).squeeze(1)
         return (logits, features) if return_features else logits
+
+    @torch.no_grad()
+    def init_minibatch_batch_mean(self, x: Tensor, target: float = 2.0) -> Tensor:
+        """:func:`~ignite_igan.nn.minibatch_batch_mean_init` of the minibatch layer on the features of ``x`` that
+        feed it (mean pairwise distance ``target``); returns the per-kernel mean distances before the scaling.
+
+        Example:
+            >>> d = MixtureDiscriminator(minibatch_kernels=5)
+            >>> _ = d.init_minibatch_batch_mean(torch.randn(100, 2))
+        """
+        if self.minibatch is None:
+            raise ValueError("this discriminator has no minibatch layer (minibatch_kernels=0)")
+        return minibatch_batch_mean_init(self.minibatch, self.body(x / self.scale), target=target)
 
 
 # --------------------------------------------------------------------------------------------------------------

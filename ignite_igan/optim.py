@@ -44,6 +44,7 @@ __all__ = [
     "cifar10_lr_factor",
     "svhn_lr_factor",
     "EpochLRScheduler",
+    "linear_decay_scheduler",
 ]
 
 
@@ -358,3 +359,25 @@ class EpochLRScheduler:
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
+
+
+def linear_decay_scheduler(
+    optimizers: Union[Optimizer, Sequence[Optimizer]], total_epochs: int, decay_epochs: int
+) -> EpochLRScheduler:
+    """An :class:`EpochLRScheduler` of :func:`linear_decay_factor`: the rates stay, then decay linearly to 0 over
+    the last ``decay_epochs`` of ``total_epochs`` epochs (the reference's schedule); attach it to the trainer.
+
+    Example:
+        >>> import torch
+        >>> from ignite.engine import Engine
+        >>> d_opt = ReferenceAdam(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+        >>> trainer = Engine(lambda engine, batch: None)
+        >>> linear_decay_scheduler(d_opt, total_epochs=4, decay_epochs=2).attach(trainer)
+        >>> _ = trainer.run([0], max_epochs=4)
+        >>> d_opt.param_groups[0]["lr"]  # epoch 3 of 0..3
+        0.5
+    """
+    total_epochs, decay_epochs = check_int("total_epochs", total_epochs), check_int("decay_epochs", decay_epochs)
+    if not 0 < decay_epochs <= total_epochs:
+        raise ValueError(f"decay_epochs must be in (0, total_epochs={total_epochs}], got {decay_epochs}")
+    return EpochLRScheduler(optimizers, lambda epoch: linear_decay_factor(epoch, total_epochs, decay_epochs))

@@ -18,6 +18,8 @@ numeric arguments through this module, so that a wrong one gets the same kind of
 :func:`check_finite_state` is the check of tensors loaded from outside (a handler's ``load_state_dict``): NaN or
 infinity there is refused at load time, naming the entry, rather than surfacing later as a diverging run.
 
+:func:`check_fields` checks every field of a configuration dataclass against its annotation at once.
+
 Example:
     >>> import numpy as np
     >>> check_int("splits", np.int64(2), minimum=1)
@@ -31,9 +33,11 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from typing import Any, Iterable, Mapping, Optional, Tuple
+import typing
+from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,6 +45,7 @@ import torch
 __all__ = [
     "ArgumentTypeError",
     "check_bool",
+    "check_fields",
     "check_finite_state",
     "check_int",
     "check_optimizer_state",
@@ -270,3 +275,64 @@ def check_finite_state(owner: str, name: str, value: Any) -> None:
             + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             + "; it comes from a diverged or damaged run. Load a state saved before the divergence"
         )
+
+
+_KINDS = {bool: "a bool", int: "an int", float: "a real number", str: "a string"}
+
+
+def check_fields(
+    config: Any,
+    minimums: Optional[Mapping[str, int]] = None,
+    choices: Optional[Mapping[str, Sequence[Any]]] = None,
+    ranges: Optional[Mapping[str, Tuple[float, float, bool]]] = None,
+    default_minimum: int = 1,
+) -> None:
+    """Checks the fields of a dataclass instance (a run's configuration), in this order, at the first wrong one:
+
+    1. every field annotated ``bool``, ``int``, ``float`` or ``str`` holds a value of that kind (a ``float`` field
+       takes an ``int`` too; no field but a ``bool`` one takes a ``bool``): else a ``TypeError``;
+    2. every ``int`` field is at least its minimum (``minimums[name]``, else ``default_minimum``);
+    3. every field of ``choices`` is one of its choices;
+    4. every field of ``ranges``, ``name: (low, high, low_closed)``, is ``None`` or in ``(low, high)`` (``[low,
+       high)`` if ``low_closed``); NaN is refused.
+
+    Fields are checked in their declaration order; other annotations (``Optional[float]``) are checked by 3 and 4
+    only. Raises ``ValueError`` (``TypeError`` for 1) naming the field: ``"lr must be in (0.0, inf), got -1.0"``.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class Config:
+        ...     mixture: str = "ring"
+        ...     batch_size: int = 100
+        ...     lr: float = 1e-3
+        ...     def __post_init__(self):
+        ...         check_fields(self, minimums={"batch_size": 2}, choices={"mixture": ("ring", "grid")},
+        ...                      ranges={"lr": (0.0, math.inf, False)})
+        >>> Config(batch_size=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size must be >= 2, got 1
+        >>> Config(lr=True)
+        Traceback (most recent call last):
+        ...
+        TypeError: lr must be a real number, got bool True
+    """
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
+    minimums, choices, ranges = minimums or {}, choices or {}, ranges or {}
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        annotation = hints.get(field.name, field.type)
+        value, kind = getattr(config, field.name), {float: (int, float)}.get(annotation, annotation)
+        if annotation in _KINDS and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            raise TypeError(f"{field.name} must be {_KINDS[annotation]}, got {type(value).__name__} {value!r}")
+        if kind is int and value < minimums.get(field.name, default_minimum):
+            raise ValueError(f"{field.name} must be >= {minimums.get(field.name, default_minimum)}, got {value}")
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(config, name)!r}")
+    for name, (low, high, closed) in ranges.items():
+        value = getattr(config, name)
+        if value is not None and not (low < value < high or (closed and value == low)):
+            raise ValueError(f"{name} must be in {'[' if closed else '('}{low}, {high}), got {value!r}")

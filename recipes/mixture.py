@@ -31,14 +31,14 @@ from torch import Tensor, nn
 from ignite_igan import cli
 from ignite_igan.data import MixtureStream
 from ignite_igan.engines import create_gan_trainer
-from ignite_igan.handlers import DataDependentInitialization, HistoricalAveraging, OneSidedLabelSmoothing
-from ignite_igan.logging import attach_tensorboard, hparams_from_config, log_run_hparams
+from ignite_igan.handlers import DataDependentInitialization, OneSidedLabelSmoothing, attach_historical_averaging
+from ignite_igan.logging import attach_tensorboard, hparams_from_config, log_figure, log_run_hparams
 from ignite_igan.metrics.mode_coverage import GaussianMixture2D, ModeCoverage, benchmark_mixture, mode_coverage
-from ignite_igan.metrics.sampling import GeneratorEvaluator
+from ignite_igan.metrics.sampling import GeneratorEvaluator, generate_samples
 from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
-from ignite_igan.nn import minibatch_batch_mean_init
-from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
+from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
 from ignite_igan.runs import Run, attach_nonfinite_guard
+from ignite_igan.validation import check_fields
 
 MIXTURES = ("ring", "grid")
 MINIBATCH_INITS = ("none", "data", "batch_mean")
@@ -80,23 +80,10 @@ class MixtureConfig:
     seed: int = 1  # of the real data; the models and the noise use torch's global generator (seed it first)
 
     def __post_init__(self) -> None:
-        minimums = dict(init_samples=2, batch_size=2, decay_epochs=0, eval_seed=0, seed=0)  # the other ints: 1
-        kinds = {bool: "a bool", int: "an int", float: "a real number", str: "a string"}  # all but data_scale
-        for field in dataclasses.fields(self):
-            value, kind = getattr(self, field.name), {float: (int, float)}.get(field.type, field.type)
-            if field.type in kinds and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
-                raise TypeError(f"{field.name} must be {kinds[field.type]}, got {type(value).__name__} {value!r}")
-            if kind is int and value < minimums.get(field.name, 1):
-                raise ValueError(f"{field.name} must be >= {minimums.get(field.name, 1)}, got {value}")
-        for name, allowed in (("mixture", MIXTURES), ("generator_loss", GENERATOR_LOSSES),
-                              ("minibatch_init", MINIBATCH_INITS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name, closed, high in (("real_target", False, 1.0), ("historical_weight", True, math.inf),
-                                   ("lr", False, math.inf), ("data_scale", False, math.inf)):
-            value = getattr(self, name)
-            if value is not None and not (0.0 < value < high or (closed and value == 0.0)):
-                raise ValueError(f"{name} must be in {'[' if closed else '('}0.0, {high}), got {value!r}")
+        check_fields(self, minimums=dict(init_samples=2, batch_size=2, decay_epochs=0, eval_seed=0, seed=0),
+                     choices=dict(mixture=MIXTURES, generator_loss=GENERATOR_LOSSES, minibatch_init=MINIBATCH_INITS),
+                     ranges=dict(real_target=(0.0, 1.0, False), historical_weight=(0.0, math.inf, True),
+                                 lr=(0.0, math.inf, False), data_scale=(0.0, math.inf, False)))  # the other ints: >= 1
         if self.decay_epochs > self.epochs:
             raise ValueError(f"decay_epochs must be <= epochs ({self.epochs}): the decay happens over the last epochs "
                              f"of the run, got {self.decay_epochs}")
@@ -134,13 +121,8 @@ class MixtureExperiment:
 
     def samples(self, num_samples: Optional[int] = None, seed: Optional[int] = None) -> Tensor:
         """Generated points ``(N, 2)`` on the CPU; the defaults are the per-epoch evaluation's samples."""
-        num_samples = self.config.eval_samples if num_samples is None else num_samples
-        seed = self.config.eval_seed if seed is None else seed
-        generator = getattr(self.generator, "module", self.generator)
-        noise = generator.sample_noise(num_samples, generator=torch.Generator().manual_seed(seed), device="cpu")
-        with torch.no_grad():
-            device = next(generator.parameters()).device
-            return torch.cat([generator(chunk.to(device)).cpu() for chunk in noise.split(self.config.batch_size)])
+        return generate_samples(self.generator, self.config.eval_samples if num_samples is None else num_samples,
+                                self.config.batch_size, self.config.eval_seed if seed is None else seed)
 
     def evaluate(self, num_samples: Optional[int] = None, seed: Optional[int] = None) -> Dict[str, Any]:
         """Mode coverage of :meth:`samples`, with the count of every mode."""
@@ -184,20 +166,15 @@ def create_experiment(config: MixtureConfig, device: Optional[Union[str, torch.d
             handlers["minibatch_init"] = DataDependentInitialization(discriminator, init_x)
             handlers["minibatch_init"].attach(trainer)
         else:  # mean pairwise distance 2 on what feeds the layer, now
-            d = getattr(discriminator, "module", discriminator)
-            with torch.no_grad():
-                minibatch_batch_mean_init(d.minibatch, d.body(init_x.to(device) / d.scale))
+            getattr(discriminator, "module", discriminator).init_minibatch_batch_mean(init_x.to(device))
     if config.label_smoothing:
         handlers["label_smoothing"] = OneSidedLabelSmoothing(real_target=config.real_target)
         handlers["label_smoothing"].attach(trainer)
     if config.historical_averaging:
-        for player, model, optimizer in (("d", discriminator, d_optimizer), ("g", generator, g_optimizer)):
-            handler = HistoricalAveraging(model, weight=config.historical_weight, optimizer=optimizer)
-            handler.attach(trainer, name=f"historical_penalty_{player}")
-            handlers[f"historical_averaging_{player}"] = handler
+        handlers.update(attach_historical_averaging(
+            trainer, {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}, config.historical_weight))
     if config.decay_epochs:
-        total, decay = config.epochs, config.decay_epochs
-        EpochLRScheduler([d_optimizer, g_optimizer], lambda e: linear_decay_factor(e, total, decay)).attach(trainer)
+        linear_decay_scheduler([d_optimizer, g_optimizer], config.epochs, config.decay_epochs).attach(trainer)
     to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
                "g_optimizer": g_optimizer, "trainer": trainer, "data": data, **handlers}
     return MixtureExperiment(config, mixture, generator, discriminator, d_optimizer, g_optimizer, trainer, data,
@@ -256,9 +233,8 @@ def config_from_args(args: argparse.Namespace) -> MixtureConfig:
     decay_epochs = args.epochs // 2 if args.decay_epochs is None else args.decay_epochs
     if decay_epochs > args.epochs:
         raise ValueError(f"--decay-epochs must be <= --epochs ({args.epochs}), got {decay_epochs}")
-    named = {f.name for f in dataclasses.fields(MixtureConfig)} - {*SWITCHES, "generator_loss", "decay_epochs"}
-    return MixtureConfig(**switches, generator_loss=args.generator_loss or MixtureConfig.generator_loss,
-                         decay_epochs=decay_epochs, **{name: getattr(args, name) for name in named})
+    return cli.dataclass_from_args(MixtureConfig, args, **switches, decay_epochs=decay_epochs,
+                                   generator_loss=args.generator_loss or MixtureConfig.generator_loss)
 
 
 def train(local_rank: int, args: argparse.Namespace) -> None:
@@ -272,15 +248,11 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
 
         # Mode coverage of the same samples after every epoch, before the checkpoint (a resume re-scores nothing).
         evaluator = experiment.evaluator()
-        evaluator.attach(trainer, Events.EPOCH_COMPLETED)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED,
-                                  lambda e: setattr(e.state, "modes", evaluator.engine.state.metrics["coverage"]))
-        state_attributes = ["real_target"] if config.label_smoothing else []
-        if config.historical_averaging:
-            state_attributes += ["historical_penalty_d", "historical_penalty_g"]
-        logger = attach_tensorboard(
-            str(run.tensorboard_dir), trainer, evaluators={"coverage": evaluator.engine}, state_attributes=state_attributes,
-            optimizers={"d_optimizer": experiment.d_optimizer, "g_optimizer": experiment.g_optimizer}, log_every=10,
+        evaluator.attach(trainer, Events.EPOCH_COMPLETED, state_attributes={"modes": "coverage"})
+        logger = attach_tensorboard(  # an attribute that is not set (its technique is off) is not logged
+            str(run.tensorboard_dir), trainer, evaluators={"coverage": evaluator.engine}, log_every=10,
+            optimizers={"d_optimizer": experiment.d_optimizer, "g_optimizer": experiment.g_optimizer},
+            state_attributes=["real_target", "historical_penalty_d", "historical_penalty_g"],
         )
         run.attach(trainer, experiment.to_save, OUTPUTS, state_attributes=["modes"])
         try:
@@ -292,14 +264,13 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
             plot_path = None
             if idist.get_rank() == 0:
                 figure = experiment.mixture.plot(experiment.samples(), title=describe(config, result, "\n"))
-                plot_path = Path(args.output_dir) / "samples.png"
-                figure.savefig(plot_path, dpi=100, bbox_inches="tight")
-                logger.writer.add_figure("samples", figure, global_step=trainer.state.iteration)  # and closes it
+                plot_path = log_figure(logger, "samples", figure, trainer.state.iteration,  # and closes it
+                                       path=Path(args.output_dir) / "samples.png")
         finally:
             logger.close()
         metrics = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl", "counts", "min_count")}
         extra = {"techniques": config.techniques, "iterations": trainer.state.iteration,
-                 "scatter_plot": str(plot_path) if plot_path is not None else None}
+                 "scatter_plot": plot_path}
         final = {key: metrics[key] for key in ("modes", "modes_any", "high_quality", "kl")}
         log_run_hparams(run, {**final, "iterations": trainer.state.iteration}, step=trainer.state.iteration,
                         hparams=hparams_from_config(dataclasses.asdict(config)))  # the resolved switches too

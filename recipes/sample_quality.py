@@ -31,28 +31,24 @@ scored with :class:`~ignite_igan.models.DigitsClassifier` in place of Inception.
 import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import Events
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from ignite_igan import cli, models
-from ignite_igan.data import init_batch
-from ignite_igan.datasets import EXPECTED_LAYOUTS, load_dataset_rank_zero_first
+from ignite_igan.data import attach_epoch_order, epoch_loader, init_batch
+from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.engines import create_gan_trainer
 from ignite_igan.handlers import (
-    DataDependentInitialization, HistoricalAveraging, OneSidedLabelSmoothing, VirtualBatchReference,
+    DataDependentInitialization, OneSidedLabelSmoothing, VirtualBatchReference, attach_historical_averaging,
 )
 from ignite_igan.logging import attach_tensorboard, log_run_hparams
-from ignite_igan.metrics import ClassifierExtractor, GeneratorEvaluator, InceptionScore, TFInceptionV3
-from ignite_igan.metrics import TorchvisionInceptionV3
-from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
+from ignite_igan.metrics import GeneratorEvaluator, InceptionScore
+from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
 from ignite_igan.runs import History, Run, attach_nonfinite_guard
+from ignite_igan.scoring import attach_periodic_score, inception_report, score_network
 
 REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 500
 DIGITS_MINIBATCH_KERNELS = 32  # for the 64 features: the reference's 100 kernels for 192, in proportion
@@ -137,20 +133,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true", help="torch.compile the models")
     g.add_argument("--log-every", type=cli.positive_int, default=10, help="iterations between TensorBoard scalars")
     g.add_argument("--image-every", type=cli.positive_int, default=500, help="iterations between image grids")
-    e = parser.add_argument_group("score")
-    e.add_argument("--is-every", type=cli.nonnegative_int, default=s.score_every,
-                   help="epochs between scores (and after the last); 0: no score")
-    e.add_argument("--is-samples", type=cli.positive_int, default=s.score_samples, help="samples per score")
-    e.add_argument("--is-splits", type=cli.positive_int, default=10, help="contiguous splits (10 in the paper)")
-    e.add_argument("--is-seed", type=cli.seed_int, default=0, help="seed of the scored samples' noise")
-    if s.dataset == "digits":
-        e.add_argument("--is-classifier", type=Path, default=None,
-                       help="a DigitsClassifier state dict to score with (default: train one with seed 0, ~6 s)")
-    else:
-        e.add_argument("--is-network", choices=["inception-v3-compat", "torchvision"], default="inception-v3-compat",
-                       help="the paper's 2015 TensorFlow Inception, or torchvision's (lower scores; comparison only)")
-        e.add_argument("--inception-weights", type=Path, default=None,
-                       help="a local weights file of --is-network (offline machines); default: download once")
+    cli.add_score_arguments(parser, every=s.score_every, samples=s.score_samples, digits=s.dataset == "digits")
     return parser
 
 
@@ -171,55 +154,17 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, s: Set
     if args.is_every and args.batch_norm and args.is_samples % args.batch_size == 1:
         parser.error(f"--is-samples: {args.is_samples} leaves a last batch of one sample, which batch norm cannot "
                      f"normalize; use a count that is not 1 more than a multiple of --batch-size={args.batch_size}")
-    data_dir = getattr(args, "data_dir", None)
-    if data_dir is not None and not args.download and not data_dir.is_dir():
-        layout = EXPECTED_LAYOUTS[s.dataset].replace("<dir>", str(data_dir))
-        parser.error(f"--data-dir: {str(data_dir)!r} does not exist; expected the files {layout}. Pass --download "
-                     "to fetch them with torchvision, or point --data-dir at a copy")
+    cli.check_data_dir(parser, args, s.dataset)
     weights = getattr(args, "inception_weights", None) or getattr(args, "is_classifier", None)
     if args.is_every and weights is not None and not weights.is_file():
         parser.error(f"{'--is-classifier' if s.dataset == 'digits' else '--inception-weights'}: no such file "
                      f"{str(weights)!r}")
 
 
-def score_network(s: Setting, args: argparse.Namespace, device: torch.device):
-    """The score's network (resolved now: a run that cannot be scored fails before training) and its description."""
-    if s.dataset == "digits":
-        if args.is_classifier is not None:
-            classifier = models.load_digits_classifier(args.is_classifier, device)
-            info = {"file": str(args.is_classifier)}
-        else:
-            classifier, accuracy = models.train_digits_classifier(seed=0, device=device)
-            info = {"seed": 0, "test_accuracy": accuracy}
-        return ClassifierExtractor(classifier, input_range=s.image[1], num_logits=10), {"network": "DigitsClassifier",
-                                                                                          **info}
-    if idist.get_rank() > 0:  # rank 0 downloads or checks the weights first; the others find them cached
-        idist.barrier()
-    try:
-        network = TFInceptionV3 if args.is_network == "inception-v3-compat" else TorchvisionInceptionV3
-        extractor = network(weights_path=args.inception_weights)
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
-        raise ValueError(f"the score's network ({args.is_network}) is not available: {error}. Pass "
-                         "--inception-weights FILE, or --is-every 0 to train without the score") from error
-    finally:
-        if idist.get_rank() == 0:
-            idist.barrier()
-    return extractor, {"network": args.is_network, "file": str(args.inception_weights or "") or None}
-
-
 def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device) -> SimpleNamespace:
     """The data loader, networks, optimizers, trainer and technique handlers of one process, attached, not run."""
-    # Every epoch's order is a function of (seed, epoch), so a resumed run sees the same batches; the batch size is
-    # global and each process takes its share.
-    world, rank = idist.get_world_size(), idist.get_rank()
-    if args.batch_size % world:
-        raise ValueError(f"--batch-size must be divisible by the number of processes ({world}), got {args.batch_size}")
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed, drop_last=True)
-    loader = DataLoader(train_set, batch_size=args.batch_size // world, sampler=sampler, drop_last=True,
-                        num_workers=args.num_workers, pin_memory=device.type == "cuda")
-    if len(loader) == 0:
-        raise ValueError(f"the training set has {len(sampler)} examples per process, fewer than one batch of "
-                         f"--batch-size={args.batch_size}")
+    # Every epoch's order is a function of (seed, epoch); the batch size is global, each process takes its share.
+    loader = epoch_loader(train_set, args.batch_size, args.seed, args.num_workers, pin_memory=device.type == "cuda")
 
     conditional = not args.no_labels
     generator = s.generator("batch" if args.batch_norm else "virtual").to(device)
@@ -232,7 +177,7 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
                                                           seed=args.seed)
     if s.init_generator:
         handlers["init_generator"] = DataDependentInitialization(
-            generator, lambda: generator.sample_noise(args.batch_size // world, device=device))
+            generator, lambda: generator.sample_noise(loader.batch_size, device=device))
     count = min(args.init_examples, len(train_set))
     handlers["init_discriminator"] = DataDependentInitialization(discriminator, init_batch(train_set, count, args.seed))
     trainer = create_gan_trainer(
@@ -243,26 +188,18 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
         amp=False if args.amp == "off" else args.amp, compile=args.compile,
     )
     attach_nonfinite_guard(trainer)
-
-    @trainer.on(Events.EPOCH_STARTED)
-    def new_epoch_order(engine):  # a fresh iterator over this epoch's permutation, also with short epochs
-        sampler.set_epoch(engine.state.epoch - 1)
-        engine.set_data(loader)
-
+    attach_epoch_order(trainer, loader)  # a fresh iterator over this epoch's permutation, also with short epochs
     for handler in handlers.values():
         handler.attach(trainer)
     if not args.no_label_smoothing:
         handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
         handlers["label_smoothing"].attach(trainer)
     if args.historical_averaging:
-        for player, model, optimizer in (("d", discriminator, d_optimizer), ("g", generator, g_optimizer)):
-            handlers[f"historical_averaging_{player}"] = HistoricalAveraging(
-                model, weight=args.historical_averaging_weight, optimizer=optimizer)
-            handlers[f"historical_averaging_{player}"].attach(trainer, name=f"historical_penalty_{player}")
+        players = {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}
+        handlers.update(attach_historical_averaging(trainer, players, args.historical_averaging_weight))
     if min(args.lr_decay_epochs, args.epochs) > 0:
-        total, decay = args.epochs, min(args.lr_decay_epochs, args.epochs)
-        handlers["lr_schedule"] = EpochLRScheduler([d_optimizer, g_optimizer],
-                                                   lambda e: linear_decay_factor(e, total, decay))
+        decay = min(args.lr_decay_epochs, args.epochs)
+        handlers["lr_schedule"] = linear_decay_scheduler([d_optimizer, g_optimizer], args.epochs, decay)
         handlers["lr_schedule"].attach(trainer)
     to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
                "g_optimizer": g_optimizer, "trainer": trainer,
@@ -285,7 +222,9 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
     with Run(args, name) as run:  # the folder's lock is released however the run ends
         device = run.start()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the models' seed stays intact
-            extractor, network = score_network(s, args, device) if args.is_every else (None, None)
+            weights = getattr(args, "is_classifier", None) or getattr(args, "inception_weights", None)
+            extractor, network = (score_network(getattr(args, "is_network", "digits"), weights, device, s.image[1])
+                                  if args.is_every else (None, None))
         root = getattr(args, "data_dir", None) or "data"
         options = {} if s.dataset == "digits" else {"verify_checksums": args.verify_checksums}
         train_set = load_dataset_rank_zero_first(s.dataset, root, train=True, download=getattr(args, "download", False),
@@ -299,11 +238,7 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
             metric = InceptionScore(extractor, input_range=s.image[1], splits=args.is_splits, device=device)
             scorer = GeneratorEvaluator(generator, {"is": metric}, n_samples=args.is_samples,
                                         batch_size=args.batch_size, seed=args.is_seed, mode="eval")
-            when = Events.EPOCH_COMPLETED(event_filter=lambda e, epoch: epoch % args.is_every == 0
-                                          or epoch == e.state.max_epochs)
-            trainer.add_event_handler(when, lambda e: history.append(epoch=e.state.epoch, iteration=e.state.iteration,
-                                                                     **scorer.run()))
-            to_save["score_history"] = history
+            to_save["score_history"] = attach_periodic_score(trainer, scorer, args.is_every, history)
 
         logger = attach_tensorboard(
             str(run.tensorboard_dir), trainer, evaluators={"samples": scorer.engine} if scorer else None,
@@ -326,20 +261,13 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
         metrics = {"iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
                    "final_train_outputs": trainer.state.output, "techniques": experiment.techniques}
         headline = [f"{name}: {metrics['iterations']:,} iterations ({metrics['epochs']} epochs)"]
-        if history.last is not None:
-            metrics.update(inception_score=history.last["is"], inception_score_std=history.last["is_std"],
-                           inception_history=history.entries, score_samples=args.is_samples,
-                           score_splits=args.is_splits, score_network=network)
-            card = scorer.protocols.get("is")  # the protocol travels with the number (summary, TensorBoard, here)
-            metrics["inception_score_protocol"] = card.to_dict() if card is not None else None
-            headline.append(f"  score        {history.last['is']:.3f} ± {history.last['is_std']:.3f} "
-                            f"({args.is_samples:,} samples, {network['network']})")
-            if card is not None:
-                headline.append(f"  protocol     {card}")
-        headline.append(f"  paper        {s.paper or 'no number for this setting'}")
         final = {"iterations": metrics["iterations"]}
-        if history.last is not None:
-            final.update(inception_score=history.last["is"], inception_score_std=history.last["is_std"])
+        if history.last is not None:  # the protocol card travels with the number (summary, TensorBoard, here)
+            report, lines = inception_report(history, scorer, args.is_samples, args.is_splits, network)
+            metrics.update(report)
+            final.update(inception_score=report["inception_score"], inception_score_std=report["inception_score_std"])
+            headline += lines
+        headline.append(f"  paper        {s.paper or 'no number for this setting'}")
         log_run_hparams(run, final, step=metrics["iterations"], hparams=experiment.techniques)
         run.finish(metrics, extra={"paper": s.paper}, headline=headline)
 

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from ignite_igan import cli, models
 from ignite_igan.checkpointing import write_json_atomic
 from ignite_igan.data import SemiSupervisedLoader, balanced_labeled_subset, dataset_labels, init_batch, unlabeled_pool
-from ignite_igan.datasets import EXPECTED_LAYOUTS, load_dataset_rank_zero_first
+from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.device_data import DeviceSemiSupervisedLoader, fits_on_device
 from ignite_igan.engines import create_semi_supervised_trainer, outputs_on_device, outputs_to_floats
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
@@ -307,11 +307,7 @@ def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
         raise ValueError(f"name must be one of {sorted(SETTINGS)}, got {name!r}")
     parser = build_parser(name)
     args = cli.parse_args(parser, argv)
-    data_dir = getattr(args, "data_dir", None)
-    if data_dir is not None and not args.download and not data_dir.is_dir():
-        layout = EXPECTED_LAYOUTS[SETTINGS[name].dataset].replace("<dir>", str(data_dir))
-        parser.error(f"--data-dir: {str(data_dir)!r} does not exist; expected the files {layout}. Pass --download "
-                     "to fetch them with torchvision, or point --data-dir at a copy")
+    cli.check_data_dir(parser, args, SETTINGS[name].dataset)
     if args.seeds is not None:
         several_seeds(parser, args, name, list(sys.argv[1:] if argv is None else argv))
         return

@@ -5,7 +5,8 @@ handler with ``engine.add_event_handler(event, handler)`` (each class says what 
 callable), and keeps what a resumed run needs in ``state_dict()``/``load_state_dict()``, so that
 :class:`ignite.handlers.Checkpoint` saves it. Registering a handler twice with one engine raises a ``ValueError``:
 
-- :class:`HistoricalAveraging` (paper §3.3): ``λ||θ - θ̄||²`` for a player, through an optimizer step hook.
+- :class:`HistoricalAveraging` (paper §3.3): ``λ||θ - θ̄||²`` for a player, through an optimizer step hook;
+  :func:`attach_historical_averaging` puts it on both players.
 - :class:`OneSidedLabelSmoothing` (paper §3.4): the discriminator's real target in ``engine.state``.
 - :class:`EvaluationAveraging` (spec §4.5): the reference's averaged discriminator for evaluation, around
   :class:`ignite.handlers.EMAHandler`.
@@ -14,7 +15,7 @@ callable), and keeps what a resumed run needs in ``state_dict()``/``load_state_d
 """
 from ignite_igan.handlers.data_init import DataDependentInitialization
 from ignite_igan.handlers.evaluation_averaging import EvaluationAveraging
-from ignite_igan.handlers.historical_averaging import HistoricalAveraging
+from ignite_igan.handlers.historical_averaging import HistoricalAveraging, attach_historical_averaging
 from ignite_igan.handlers.label_smoothing import OneSidedLabelSmoothing
 from ignite_igan.handlers.reference_batch import VirtualBatchReference
 
@@ -24,4 +25,5 @@ __all__ = [
     "HistoricalAveraging",
     "OneSidedLabelSmoothing",
     "VirtualBatchReference",
+    "attach_historical_averaging",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
@@ -22,7 +22,7 @@ from ignite_igan.handlers._common import Registrations, first_non_finite
 
 from ignite_igan.validation import check_finite_state, check_int, check_real
 
-__all__ = ["HistoricalAveraging"]
+__all__ = ["HistoricalAveraging", "attach_historical_averaging"]
 
 _DEFAULT_NAME = "historical_penalty"
 
@@ -390,3 +390,38 @@ class HistoricalAveraging:
             restored.append(value.detach().to(device=param.device, dtype=param.dtype).clone())
         self._averages = restored
         self.num_updates = num_updates
+
+
+def attach_historical_averaging(
+    engine: Engine, players: Mapping[str, Tuple[nn.Module, Optimizer]], weight: float
+) -> Dict[str, HistoricalAveraging]:
+    """Historical averaging on the cost of each player, with its optimizer, attached to ``engine``.
+
+    Player ``p``'s penalty is in ``engine.state.historical_penalty_<p>``. The handlers are created and attached in
+    the order of ``players``.
+
+    Args:
+        engine: the trainer.
+        players: ``{name: (model, optimizer)}``, e.g. ``{"d": (discriminator, d_opt), "g": (generator, g_opt)}``.
+        weight: λ of every player's penalty.
+
+    Returns:
+        ``{"historical_averaging_<name>": handler}``, to put in a checkpoint's ``to_save``.
+
+    Example:
+        >>> import torch
+        >>> from ignite.engine import Engine
+        >>> d, g = torch.nn.Linear(2, 1), torch.nn.Linear(2, 2)
+        >>> players = {"d": (d, torch.optim.SGD(d.parameters(), lr=0.1)), "g": (g, torch.optim.SGD(g.parameters(), lr=0.1))}
+        >>> handlers = attach_historical_averaging(Engine(lambda engine, batch: None), players, weight=1e-2)
+        >>> sorted(handlers)
+        ['historical_averaging_d', 'historical_averaging_g']
+    """
+    if not isinstance(players, Mapping):
+        raise TypeError(f"players must be a mapping name -> (model, optimizer), got {type(players).__name__}")
+    handlers: Dict[str, HistoricalAveraging] = {}
+    for player, (model, optimizer) in players.items():
+        handler = HistoricalAveraging(model, weight=weight, optimizer=optimizer)
+        handler.attach(engine, name=f"{_DEFAULT_NAME}_{player}")
+        handlers[f"historical_averaging_{player}"] = handler
+    return handlers

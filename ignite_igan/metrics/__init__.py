@@ -35,7 +35,7 @@ from ignite_igan.metrics.mode_coverage import (
 )
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, publish_protocol, published_protocols, tf32_mode
-from ignite_igan.metrics.sampling import GeneratorEvaluator, score_generator
+from ignite_igan.metrics.sampling import GeneratorEvaluator, generate_samples, score_generator
 from ignite_igan.metrics.ssl_error import ErrorEvaluator, SemiSupervisedError
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "GeneratorEvaluator",
     "evaluation_mode",
     "score_generator",
+    "generate_samples",
     "ErrorEvaluator",
     "SemiSupervisedError",
 ]

@@ -22,7 +22,7 @@ from ignite_igan.metrics.modes import _module_device, evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, published_protocols
 from ignite_igan.validation import check_int
 
-__all__ = ["evaluation_mode", "GeneratorEvaluator", "score_generator"]
+__all__ = ["evaluation_mode", "GeneratorEvaluator", "score_generator", "generate_samples"]
 
 NoiseFn = Callable[[int, torch.Generator], Tensor]
 
@@ -183,12 +183,33 @@ class GeneratorEvaluator:
         """Event-handler form of :meth:`run`."""
         return self.run()
 
-    def attach(self, trainer: Engine, event: Any = Events.EPOCH_COMPLETED) -> Any:
+    def attach(
+        self, trainer: Engine, event: Any = Events.EPOCH_COMPLETED, state_attributes: Optional[Mapping[str, str]] = None
+    ) -> Any:
         """Runs the evaluation on ``trainer``'s ``event`` (e.g. ``Events.EPOCH_COMPLETED(every=10)``).
 
-        Returns the ``RemovableEventHandle``.
+        With ``state_attributes`` ``{attribute: metric name}``, every evaluation's metric values are also set on
+        ``trainer.state`` (after it, at the same event), where a checkpoint or a run's summary can read them, e.g.
+        ``{"modes": "coverage"}``.
+
+        Returns the ``RemovableEventHandle`` of the evaluation.
+
+        Example:
+            >>> generator = torch.nn.Linear(2, 2)
+            >>> from ignite.metrics import Average
+            >>> scorer = GeneratorEvaluator(generator, {"mean": Average(lambda x: x.mean())}, n_samples=4,
+            ...                             batch_size=2, noise_fn=lambda n, rng: torch.randn(n, 2, generator=rng))
+            >>> trainer = Engine(lambda engine, batch: None)
+            >>> _ = scorer.attach(trainer, state_attributes={"sample_mean": "mean"})
+            >>> _ = trainer.run([0], max_epochs=1)
+            >>> trainer.state.sample_mean == scorer.engine.state.metrics["mean"]
+            True
         """
-        return trainer.add_event_handler(event, self)
+        handle = trainer.add_event_handler(event, self)
+        for attribute, metric in dict(state_attributes or {}).items():
+            trainer.add_event_handler(event, lambda e, a=attribute, m=metric: setattr(e.state, a,
+                                                                                    self.engine.state.metrics[m]))
+        return handle
 
 
 def score_generator(
@@ -213,3 +234,28 @@ def score_generator(
     if metric is None:
         metric = InceptionScore()
     return GeneratorEvaluator(generator, {name: metric}, **kwargs).run()
+
+
+def generate_samples(generator: nn.Module, n_samples: int, batch_size: int = 100, seed: int = 0) -> Tensor:
+    """``n_samples`` samples of ``generator`` on the CPU, from the noise a :class:`GeneratorEvaluator` with ``seed``
+    draws (``generator.sample_noise`` with a seeded CPU ``torch.Generator``), generated in batches without gradients.
+
+    The generator runs where its parameters are, in the mode it is in (use :func:`evaluation_mode` to choose); a
+    ``DistributedDataParallel``-wrapped generator is unwrapped. What :class:`GeneratorEvaluator` scores and what
+    this returns are the same samples when the modes agree, e.g. to plot the scored samples.
+
+    Example:
+        >>> from ignite_igan.models import MixtureGenerator
+        >>> generator = MixtureGenerator()
+        >>> points = generate_samples(generator, 250, batch_size=100, seed=0)
+        >>> points.shape, torch.equal(points, generate_samples(generator, 250, batch_size=50, seed=0))
+        (torch.Size([250, 2]), True)
+    """
+    generator = getattr(generator, "module", generator)
+    n_samples = check_int("n_samples", n_samples, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    noise = generator.sample_noise(n_samples, generator=torch.Generator().manual_seed(check_int("seed", seed)),
+                                   device="cpu")
+    with torch.no_grad():
+        device = next(generator.parameters()).device
+        return torch.cat([generator(chunk.to(device)).cpu() for chunk in noise.split(batch_size)])
