@@ -36,9 +36,15 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import torch
+
+from ignite_igan.checkpointing import write_json_atomic
 from ignite_igan.cli import MAX_SEED
 
-__all__ = ["parse_seeds", "without_flags", "summarize", "run_seeds", "seed_folder", "default_jobs", "SeedsFailed"]
+__all__ = [
+    "parse_seeds", "without_flags", "summarize", "run_seeds", "seed_folder", "default_jobs", "seed_table",
+    "report_lines", "seeds_command", "SeedsFailed",
+]
 
 
 
@@ -191,3 +197,99 @@ def default_jobs(seeds: int, threads: Optional[int], accelerator: bool) -> int:
     cores = os.cpu_count() or 1
     per_job = 1 if accelerator else max(1, threads or 1)
     return max(1, min(seeds, cores // per_job))
+
+
+def seed_table(
+    experiment: str,
+    summaries: Mapping[int, Mapping[str, Any]],
+    *,
+    paper: Optional[str],
+    jobs: int,
+    wall_seconds: float,
+    command: Sequence[str],
+) -> Dict[str, Any]:
+    """The multi-seed run's table (``seeds.json``): each seed's metrics and, for the test error, its count and the
+    labeled-only baseline's error where every seed has them, the mean and std over the seeds (:func:`summarize`).
+
+    Example:
+        >>> runs = {1: {"metrics": {"test_error": 0.2, "test_error_count": 20, "test_examples": 100}},
+        ...         2: {"metrics": {"test_error": 0.3, "test_error_count": 30, "test_examples": 100}}}
+        >>> table = seed_table("demo", runs, paper=None, jobs=2, wall_seconds=1.0, command=["python", "demo.py"])
+        >>> round(table["test_error"]["mean"], 6), table["test_error_count"]["std"] > 0
+        (0.25, True)
+    """
+    per_seed = {seed: dict(summary["metrics"]) for seed, summary in summaries.items()}
+    table: Dict[str, Any] = {"experiment": experiment, "seeds": list(per_seed), "jobs": jobs,
+                             "wall_seconds": round(float(wall_seconds), 1), "paper": paper, "per_seed": per_seed,
+                             "command": list(command)}
+    for key in ("test_error", "test_error_count", "baseline_test_error"):
+        if all(key in metrics for metrics in per_seed.values()):
+            table[key] = summarize({seed: metrics[key] for seed, metrics in per_seed.items()})
+    return table
+
+
+def report_lines(table: Mapping[str, Any], path: Optional[Path] = None) -> List[str]:
+    """The printed report of :func:`seed_table`: a line per seed, the mean ± std, the paper's number, the time."""
+    per_seed = table["per_seed"]
+    examples = next(iter(per_seed.values()))["test_examples"]
+    lines = [f"{table['experiment']}: test error of the averaged discriminator after the last epoch, "
+             f"{len(per_seed)} seeds"]
+    for seed, metrics in per_seed.items():
+        baseline = metrics.get("baseline_test_error")
+        lines.append(f"  seed {seed:<4} {100 * metrics['test_error']:6.2f} %  ({metrics['test_error_count']:,} of "
+                     f"{examples:,})" + (f"   labeled-only {100 * baseline:.2f} %" if baseline is not None else ""))
+    error, count = table["test_error"], table["test_error_count"]
+    lines.append(f"  mean ± std  {100 * error['mean']:.2f} ± {100 * error['std']:.2f} %  ({count['mean']:,.1f} ± "
+                 f"{count['std']:,.1f} errors of {examples:,}; std with n - 1)")
+    if "baseline_test_error" in table:
+        base = table["baseline_test_error"]
+        lines.append(f"  labeled-only {100 * base['mean']:.2f} ± {100 * base['std']:.2f} %")
+    lines.append(f"  paper       {table['paper'] or 'no number for this setting'}")
+    lines.append(f"  wall time   {table['wall_seconds']:.0f} s" + (f"; table {path}" if path is not None else ""))
+    return lines
+
+
+def seeds_command(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    program: Sequence[str],
+    argv: Sequence[str],
+    *,
+    experiment: str,
+    paper: Optional[str],
+) -> Dict[str, Any]:
+    """A recipe's ``--seeds``: runs ``program`` once per seed (:func:`run_seeds`), writes ``seeds.json`` and prints
+    the table; errors end in ``parser.error`` / ``parser.exit``.
+
+    Args:
+        parser, args: the recipe's parser and parsed flags (``seeds``, ``jobs``, ``output_dir``, ``resume``,
+            ``device``, ``threads``, ``config``, ``nproc_per_node``).
+        program: the command that runs the recipe, e.g. ``[sys.executable, __file__, name]``.
+        argv: the recipe's command-line arguments; the per-seed flags are replaced.
+        experiment, paper: the experiment's name and the paper's number, for the table.
+
+    Returns:
+        The table written to ``<output_dir>/seeds.json``.
+    """
+    if args.config is not None and {"seeds", "jobs"} & set(json.loads(Path(args.config).read_text())):
+        parser.error("--config: give --seeds and --jobs on the command line (each seed's run reads the config too)")
+    if getattr(args, "nproc_per_node", None):
+        parser.error("--seeds runs one process per seed; it does not combine with --nproc-per-node")
+    # Each seed's command: this one without the flags run_seeds sets per seed. Its output goes to a log file, so
+    # the recipe shows a line per epoch there (no terminal, no progress bar).
+    own = without_flags(argv, ("--seeds", "--jobs", "--output-dir", "--seed", "--seed-data"))
+    command = [*program, *(a for a in own if a != "--resume")]
+    accelerator = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
+    jobs = args.jobs or default_jobs(len(args.seeds), args.threads, accelerator)
+    print(f"{experiment}: {len(args.seeds)} seeds, {jobs} at a time, in {args.output_dir}", flush=True)
+    started = time.time()
+    try:
+        summaries = run_seeds(command, args.seeds, args.output_dir, jobs=jobs, resume=args.resume)
+    except SeedsFailed as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    table = seed_table(experiment, summaries, paper=paper, jobs=jobs, wall_seconds=time.time() - started,
+                       command=command)
+    path = Path(args.output_dir) / "seeds.json"
+    write_json_atomic(path, table)
+    print("\n".join(report_lines(table, path)), flush=True)
+    return table

@@ -23,9 +23,7 @@ last; TensorBoard; checkpoints and resume (:class:`ignite_igan.runs.Run`); with 
 discriminator trained on the labeled images alone for as many steps; ``summary.json`` and a short report.
 """
 import argparse
-import json
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -36,7 +34,6 @@ from ignite.engine import Events, create_supervised_trainer
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from ignite_igan import cli, models
-from ignite_igan.checkpointing import write_json_atomic
 from ignite_igan.data import SemiSupervisedLoader, balanced_labeled_subset, dataset_labels, init_batch, unlabeled_pool
 from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.device_data import DeviceSemiSupervisedLoader, fits_on_device
@@ -46,7 +43,7 @@ from ignite_igan.logging import attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import ErrorEvaluator
 from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
 from ignite_igan.runs import Run, attach_nonfinite_guard, attach_progress
-from ignite_igan.seeds import SeedsFailed, default_jobs, parse_seeds, run_seeds, summarize, without_flags
+from ignite_igan.seeds import parse_seeds, seeds_command
 
 
 @dataclass(frozen=True)
@@ -308,53 +305,11 @@ def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
     parser = build_parser(name)
     args = cli.parse_args(parser, argv)
     cli.check_data_dir(parser, args, SETTINGS[name].dataset)
-    if args.seeds is not None:
-        several_seeds(parser, args, name, list(sys.argv[1:] if argv is None else argv))
+    if args.seeds is not None:  # one process per seed, each this recipe alone, then the table
+        seeds_command(parser, args, [sys.executable, __file__, name], list(sys.argv[1:] if argv is None else argv),
+                      experiment=name, paper=SETTINGS[name].paper)
         return
     cli.launch_recipe(parser, args, train, name)
-
-
-def several_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str, argv: list) -> None:
-    """``--seeds``: one process per seed running this recipe alone, then the table of the seeds' test errors."""
-    if args.config is not None and {"seeds", "jobs"} & set(json.loads(args.config.read_text())):
-        parser.error("--config: give --seeds and --jobs on the command line (each seed's run reads the config too)")
-    if args.nproc_per_node:
-        parser.error("--seeds runs one process per seed; it does not combine with --nproc-per-node")
-    # Each seed's command: this one without the flags run_seeds sets per seed. Its output goes to a log file, so
-    # it shows a line per epoch (no terminal, no progress bar).
-    own = without_flags(argv, ("--seeds", "--jobs", "--output-dir", "--seed", "--seed-data"))
-    command = [sys.executable, __file__, name] + [a for a in own if a != "--resume"]
-    accelerator = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
-    jobs = args.jobs or default_jobs(len(args.seeds), args.threads, accelerator)
-    print(f"{name}: {len(args.seeds)} seeds, {jobs} at a time, in {args.output_dir}", flush=True)
-    started = time.time()
-    try:
-        summaries = run_seeds(command, args.seeds, args.output_dir, jobs=jobs, resume=args.resume)
-    except SeedsFailed as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
-    per_seed = {seed: summary["metrics"] for seed, summary in summaries.items()}
-    report = {"experiment": name, "seeds": args.seeds, "jobs": jobs, "wall_seconds": round(time.time() - started, 1),
-              "paper": SETTINGS[name].paper, "per_seed": per_seed, "command": [sys.executable] + command[1:]}
-    for key in ("test_error", "test_error_count", "baseline_test_error"):
-        if all(key in metrics for metrics in per_seed.values()):
-            report[key] = summarize({seed: metrics[key] for seed, metrics in per_seed.items()})
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.output_dir / "seeds.json", report)
-    examples = next(iter(per_seed.values()))["test_examples"]
-    lines = [f"{name}: test error of the averaged discriminator after the last epoch, {len(per_seed)} seeds"]
-    for seed, metrics in per_seed.items():
-        lines.append(f"  seed {seed:<4} {100 * metrics['test_error']:6.2f} %  ({metrics['test_error_count']:,} of "
-                     f"{examples:,})" + (f"   labeled-only {100 * metrics['baseline_test_error']:.2f} %"
-                                         if "baseline_test_error" in metrics else ""))
-    error, count = report["test_error"], report["test_error_count"]
-    lines.append(f"  mean ± std  {100 * error['mean']:.2f} ± {100 * error['std']:.2f} %  ({count['mean']:,.1f} ± "
-                 f"{count['std']:,.1f} errors of {examples:,}; std with n - 1)")
-    if "baseline_test_error" in report:
-        base = report["baseline_test_error"]
-        lines.append(f"  labeled-only {100 * base['mean']:.2f} ± {100 * base['std']:.2f} %")
-    lines.append(f"  paper       {SETTINGS[name].paper or 'no number for this setting'}")
-    lines.append(f"  wall time   {report['wall_seconds']:.0f} s; table {args.output_dir / 'seeds.json'}")
-    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":
