@@ -25,6 +25,7 @@ Without ``--data-dir`` the images are random bytes of Fashion-MNIST's shapes (th
 from __future__ import annotations
 
 import argparse
+import io
 import statistics
 import sys
 import time
@@ -42,7 +43,7 @@ from ignite_igan.handlers import EvaluationAveraging
 from ignite_igan.models import mnist_discriminator, mnist_generator
 from ignite_igan.nn import data_dependent_init
 from ignite_igan.optim import ReferenceAdam
-from ignite_igan.runs import _RunningAverages, attach_nonfinite_guard
+from ignite_igan.runs import attach_nonfinite_guard, attach_progress
 
 VARIANTS = ("host", "device", "graph", "graph+compile", "bare")
 OUTPUTS = ["loss_labeled", "loss_unlabeled", "loss_generator", "train_error"]
@@ -79,7 +80,7 @@ def build(variant: str, train_set: ScaledImages, device: torch.device):
     attach_nonfinite_guard(trainer)
     if not graph:
         averaging.attach(trainer)
-    _RunningAverages(OUTPUTS).attach(trainer)
+    attach_progress(trainer, OUTPUTS, stream=io.StringIO())  # the recipes' running averages; lines unread
     return trainer, loader
 
 

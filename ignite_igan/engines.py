@@ -59,7 +59,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from ignite_igan import functional as F
-from ignite_igan.validation import check_int, check_real
+from ignite_igan.validation import check_bool, check_int, check_real
 
 __all__ = ["create_semi_supervised_trainer", "create_gan_trainer", "outputs_to_floats", "outputs_on_device"]
 
@@ -244,12 +244,6 @@ def _check_positive_int(name: str, value: Any) -> int:
 
 def _check_weight(name: str, value: Any) -> float:
     return check_real(name, value, minimum=0.0)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return value
 
 
 def _check_hooks(name: str, hooks: Any) -> Tuple[Callable[[], None], ...]:
@@ -618,9 +612,9 @@ def create_semi_supervised_trainer(
     g_sample = s["g_raw_call"] or g_call
     feature_matching = generator_loss == "feature_matching"
     label_cache = _LabelBoundsCache()
-    check_labels = _check_bool("check_labels", check_labels)
+    check_labels = check_bool("check_labels", check_labels)
     before_step, after_step = _check_hooks("before_step", before_step), _check_hooks("after_step", after_step)
-    if _check_bool("cuda_graph", cuda_graph):
+    if check_bool("cuda_graph", cuda_graph):
         _check_graphable(discriminator, device_, [("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)], amp)
 
     classes: List[int] = []  # K, once the discriminator has shown it

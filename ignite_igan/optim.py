@@ -176,14 +176,7 @@ class ReferenceAdam(Optimizer):
             for (_, _, step), (params, grads, exp_avgs, exp_avg_sqs) in buckets.items():
                 bias_correction1 = 1.0 - beta1**step
                 bias_correction2 = 1.0 - beta2**step
-                torch._foreach_mul_(exp_avgs, beta1)
-                torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
-                torch._foreach_mul_(exp_avg_sqs, beta2)
-                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-                # sqrt(v / (1 - β2^t) + eps): the epsilon is inside the root, as in the reference.
-                denominators = torch._foreach_div(exp_avg_sqs, bias_correction2)
-                torch._foreach_add_(denominators, eps)
-                torch._foreach_sqrt_(denominators)
+                denominators = _moments(grads, exp_avgs, exp_avg_sqs, beta1, beta2, eps, bias_correction2)
                 torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / bias_correction1)
         return loss
 
@@ -225,28 +218,50 @@ class ReferenceAdam(Optimizer):
                     # A state saved by the host-side optimizer, or loaded onto another device.
                     state["step"] = torch.full((), float(state["step"]), dtype=torch.float64, device=p.device)
             states = [self.state[p] for p in params]
-            steps = [state["step"] for state in states]
-            # One count for the group: the parameters step together (checked above).
-            step = steps[0]
+            step = states[0]["step"]
+            if any(state["step"] is not step for state in states):
+                # Fresh or loaded states hold a count each: the group's parameters step together (checked above),
+                # so they share one tensor, and a step adds 1 once. Read once, before any capture (warm-up).
+                if not bool(torch.stack([state["step"] for state in states]).eq(step).all()):
+                    raise RuntimeError("ReferenceAdam(capturable=True) needs every parameter of a group at the same "
+                                       "step count; the loaded state has different ones")
+                for state in states:
+                    state["step"] = step
             step.add_(1)
-            for other in steps[1:]:
-                other.copy_(step)
             grads = [p.grad for p in params]
             exp_avgs = [state["exp_avg"] for state in states]
             exp_avg_sqs = [state["exp_avg_sq"] for state in states]
             bias_correction1 = 1.0 - torch.pow(beta1, step)
-            bias_correction2 = 1.0 - torch.pow(beta2, step)
-            torch._foreach_mul_(exp_avgs, beta1)
-            torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
-            denominators = torch._foreach_div(exp_avg_sqs, bias_correction2.to(exp_avg_sqs[0].dtype))
-            torch._foreach_add_(denominators, eps)
-            torch._foreach_sqrt_(denominators)
+            bias_correction2 = (1.0 - torch.pow(beta2, step)).to(exp_avg_sqs[0].dtype)
+            denominators = _moments(grads, exp_avgs, exp_avg_sqs, beta1, beta2, eps, bias_correction2)
             updates = torch._foreach_div(exp_avgs, denominators)
             step_size = (-self._lr_tensors[index][1] / bias_correction1).to(params[0].dtype)
             torch._foreach_mul_(updates, step_size)
             torch._foreach_add_(params, updates)
+
+
+def _moments(
+    grads: List[Tensor],
+    exp_avgs: List[Tensor],
+    exp_avg_sqs: List[Tensor],
+    beta1: float,
+    beta2: float,
+    eps: float,
+    bias_correction2: Union[float, Tensor],
+) -> List[Tensor]:
+    """Updates the moments in place and returns ``sqrt(v / (1 - β2^t) + eps)`` per parameter.
+
+    The epsilon is inside the root, as in the reference. ``bias_correction2`` is a float (the host-side step) or a
+    0-d tensor on the device (the capturable step).
+    """
+    torch._foreach_mul_(exp_avgs, beta1)
+    torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+    denominators = torch._foreach_div(exp_avg_sqs, bias_correction2)
+    torch._foreach_add_(denominators, eps)
+    torch._foreach_sqrt_(denominators)
+    return denominators
 
 
 def linear_decay_factor(epoch: int, total_epochs: int, decay_epochs: int) -> float:

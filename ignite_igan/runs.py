@@ -200,7 +200,7 @@ class _RunningAverages:
         self.names = list(names)
         self.alpha = alpha
         self.publish_every = publish_every
-        self.values: Dict[str, Any] = {}
+        self.average: Any = None  # a list of floats, or one tensor of all the averages on the outputs' device
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._reset)
@@ -208,29 +208,28 @@ class _RunningAverages:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._publish)
 
     def _reset(self, engine: Engine) -> None:
-        self.values = {}
+        self.average = None
 
     def _update(self, engine: Engine) -> None:
-        output = engine.state.output
-        on_device = False
-        for name in self.names:
-            value = output[name]
-            if isinstance(value, torch.Tensor):
-                value = value.detach()
-                on_device = on_device or value.device.type != "cpu"
-            previous = self.values.get(name)
-            self.values[name] = value if previous is None else previous * self.alpha + (1.0 - self.alpha) * value
-        if not on_device or engine.state.iteration % self.publish_every == 0:
+        values = [engine.state.output[name] for name in self.names]
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        if not tensors:  # numbers, as Ignite's RunningAverage averages them
+            self.average = values if self.average is None else [
+                a * self.alpha + (1.0 - self.alpha) * v for a, v in zip(self.average, values)]
+            self._publish(engine)
+            return
+        device = tensors[0].device
+        new = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(()) for v in values])
+        # All the averages in one vector: a few operations per iteration, whatever the number of outputs.
+        self.average = new if self.average is None else torch.lerp(self.average, new, 1.0 - self.alpha)
+        if device.type == "cpu" or engine.state.iteration % self.publish_every == 0:
             self._publish(engine)
 
     def _publish(self, engine: Engine) -> None:
-        if not self.values:
+        if self.average is None:
             return
-        if all(isinstance(value, (int, float)) for value in self.values.values()):
-            engine.state.metrics.update((name, float(self.values[name])) for name in self.names)
-            return
-        values = [torch.as_tensor(self.values[name]).detach().float().reshape(()) for name in self.names]
-        engine.state.metrics.update(zip(self.names, torch.stack(values).cpu().tolist()))
+        values = self.average if isinstance(self.average, list) else self.average.tolist()
+        engine.state.metrics.update(zip(self.names, map(float, values)))
 
 
 def _format_value(value: Any) -> str:
@@ -293,7 +292,9 @@ def _nonfinite_message(where: str, iteration: int, epoch: int, bad: Sequence[str
     )
 
 
-def attach_nonfinite_guard(trainer: Engine, where: str = "", check_every: int = 100) -> None:
+def attach_nonfinite_guard(
+    trainer: Engine, where: str = "", check_every: int = 100, defer: Optional[bool] = None
+) -> None:
     """Stops training with :class:`NonFiniteLossError` at the first iteration whose output holds NaN or inf.
 
     Attach it right after creating the trainer, before other handlers (Ignite calls them in order), so that no
@@ -311,6 +312,8 @@ def attach_nonfinite_guard(trainer: Engine, where: str = "", check_every: int = 
         trainer: the engine.
         where: a prefix for the message (e.g. ``"baseline: "``).
         check_every: iterations between reads of the device's record, >= 1.
+        defer: record on the device and read every ``check_every`` iterations (True), or read every iteration
+            (False); by default, deferred for tensors on an accelerator only.
     """
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
@@ -326,7 +329,7 @@ def attach_nonfinite_guard(trainer: Engine, where: str = "", check_every: int = 
             if isinstance(value, torch.Tensor):
                 if not value.is_floating_point():
                     continue
-                if value.device.type != "cpu":
+                if defer or (defer is None and value.device.type != "cpu"):
                     deferred.append(value.detach())
                 elif not bool(torch.isfinite(value).all()):
                     bad.append(f"{name} = {value.detach().flatten()[:4].tolist()}")
@@ -335,12 +338,12 @@ def attach_nonfinite_guard(trainer: Engine, where: str = "", check_every: int = 
         if bad:
             raise NonFiniteLossError(_nonfinite_message(where, engine.state.iteration, engine.state.epoch, bad))
         if deferred:
-            finite = torch.stack([torch.isfinite(v).all() for v in deferred]).all()
+            finite = torch.isfinite(torch.cat([v.reshape(-1) for v in deferred])).all()
             first = record["first_bad"]
             if first is None:
                 first = record["first_bad"] = torch.full((), -1, dtype=torch.int64, device=finite.device)
-            # Queued on the device; nothing here waits for it.
-            record["first_bad"] = torch.where(~finite & (first < 0), engine.state.iteration, first)
+            # Queued on the device; nothing here waits for it. The first bad iteration is kept.
+            record["first_bad"] = torch.where(finite | (first >= 0), first, engine.state.iteration)
             if engine.state.iteration % check_every == 0:
                 _read(engine)
 

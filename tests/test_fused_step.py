@@ -134,3 +134,29 @@ def test_the_average_can_leave_the_finite_check_to_a_guard():
     assert unchecked.num_updates == 1 and checked.num_updates == 0
     with pytest.raises(TypeError, match="check_finite"):
         EvaluationAveraging(model, check_finite="no")
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_step_update_is_the_weighted_average_of_the_formulas(bias_correction):
+    """Spec §4.5 in NumPy: a_n = Σ_k r(1 - r)^(n-k) θ_k, from zero (the reference), or divided by 1 - (1 - r)^n
+    (bias-corrected: the average of the weights seen so far, weighted as the EMA weighs them)."""
+    import numpy as np
+
+    rate, steps = 0.1, 12
+    model = torch.nn.Linear(3, 2).double()
+    averaging = EvaluationAveraging(model, rate=rate, bias_correction=bias_correction)
+    history = []
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(steps):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64))
+        history.append([p.detach().numpy().copy() for p in model.parameters()])
+        averaging.step_update()
+    weights = np.array([rate * (1 - rate) ** (steps - k) for k in range(1, steps + 1)])
+    if bias_correction:
+        weights = weights / (1 - (1 - rate) ** steps)
+    for index, averaged in enumerate(averaging.averaged_model.parameters()):
+        expected = sum(w * h[index] for w, h in zip(weights, history))
+        np.testing.assert_allclose(averaged.detach().numpy(), expected, rtol=1e-12, atol=1e-14)
+    assert averaging.num_updates == steps

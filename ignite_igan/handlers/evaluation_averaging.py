@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
@@ -133,6 +133,7 @@ class EvaluationAveraging:
         self.model: nn.Module = self.ema_handler.model
         self._num_updates = 0
         self._device_count: Optional[torch.Tensor] = None  # the count on the device, once step_update is used
+        self._step_tensors: Tuple[List[torch.Tensor], ...] = ()  # step_update's averaged, live, frozen tensors
         self._on_engine = False
         self._registrations = Registrations(
             "EvaluationAveraging",
@@ -177,27 +178,26 @@ class EvaluationAveraging:
         if self._on_engine:
             raise RuntimeError("EvaluationAveraging is attached to an engine already; step_update would average "
                                "twice per iteration. Use one of the two")
-        ema_model = self.ema_handler.ema_model
-        pairs = list(zip(ema_model.parameters(), self.model.parameters()))
-        if self._device_count is None:
+        if self._device_count is None:  # the first call: the count moves to the device, the pairs are kept
             self._follow_device()
-            device = pairs[0][1].device
-            self._device_count = torch.full((), float(self._num_updates), dtype=torch.float64, device=device)
-        count = self._device_count
-        count.add_(1)
-        if self.bias_correction:  # rate / (1 - (1 - rate)^n), as momentum() computes it on the host
-            momentum = (self.rate / -torch.expm1(count * math.log1p(-self.rate))).clamp(max=1.0)
-        else:
-            momentum = torch.full((), self.rate, dtype=torch.float64, device=count.device)
+            pairs = list(zip(self.ema_handler.ema_model.parameters(), self.model.parameters()))
+            trained = [(e, p.detach()) for e, p in pairs if p.requires_grad]
+            frozen = [(e, p.detach()) for e, p in pairs if not p.requires_grad]
+            self._step_tensors = tuple([t[i] for t in group] for group in (trained, frozen) for i in (0, 1))
+            self._device_count = torch.full((), float(self._num_updates), dtype=torch.float64,
+                                            device=pairs[0][1].device)
+        emas, params, frozen_emas, frozen_params = self._step_tensors
+        self._device_count.add_(1)
         with torch.no_grad():
-            trained = [(e, p) for e, p in pairs if p.requires_grad]
-            frozen = [(e, p) for e, p in pairs if not p.requires_grad]
-            emas, params = [e for e, _ in trained], [p.detach() for _, p in trained]
-            dtype = emas[0].dtype
-            torch._foreach_mul_(emas, (1.0 - momentum).to(dtype))
-            torch._foreach_add_(emas, torch._foreach_mul(params, momentum.to(dtype)))
-            for ema_param, param in frozen:
-                ema_param.copy_(param.detach())
+            if self.bias_correction:  # rate / (1 - (1 - rate)^n), as momentum() computes it on the host
+                momentum = (self.rate / -torch.expm1(self._device_count * math.log1p(-self.rate))).clamp(max=1.0)
+                torch._foreach_mul_(emas, (1.0 - momentum).to(emas[0].dtype))
+                torch._foreach_add_(emas, torch._foreach_mul(params, momentum.to(emas[0].dtype)))
+            else:  # a constant momentum: EMAHandler's own arithmetic, ema·(1 - rate) + rate·θ
+                torch._foreach_mul_(emas, 1.0 - self.rate)
+                torch._foreach_add_(emas, params, alpha=self.rate)
+            if frozen_emas:  # as the attached handler does after each update
+                torch._foreach_copy_(frozen_emas, frozen_params)
 
     def momentum(self, update: int) -> float:
         """The EMAHandler momentum of the ``update``-th update (1-based)."""
