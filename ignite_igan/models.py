@@ -630,8 +630,8 @@ def cifar10_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100
     input corruption.
 
     Example:
-        >>> cifar10_md_discriminator().classifier.in_features, cifar10_md_discriminator(0).classifier.in_features
-        (292, 192)
+        >>> cifar10_md_discriminator().classifier.in_features  # 192 pooled + 100 minibatch features
+        292
     """
     return CIFARDiscriminator(
         num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=minibatch_kernels,
