@@ -150,10 +150,7 @@ class _Generator(_Network):
             z_ref: (R, z_dim) latent vectors, typically ``sample_noise(R)``; the reference used R = 16 on ImageNet.
         """
         if self.normalization != "virtual":
-            raise ValueError(
-                f"set_reference needs normalization='virtual', got a generator with normalization="
-                f"{self.normalization!r}"
-            )
+            raise ValueError(f"set_reference needs normalization='virtual', got normalization={self.normalization!r}")
         if not (isinstance(z_ref, Tensor) and z_ref.is_floating_point() and z_ref.dim() == 2 and len(z_ref) > 0
                 and z_ref.shape[1] == self.z_dim):
             got = f"{z_ref.dtype} of shape {tuple(z_ref.shape)}" if isinstance(z_ref, Tensor) else describe(z_ref)
@@ -178,10 +175,8 @@ class _Generator(_Network):
         if self.normalization == "batch":
             return z, ()
         if len(self.reference_noise) == 0:
-            raise RuntimeError(
-                "this generator uses virtual batch norm and has no reference batch yet: call "
-                "set_reference(gen.sample_noise(R)) once before the first forward pass"
-            )
+            raise RuntimeError("this generator uses virtual batch norm and has no reference batch yet: call "
+                               "set_reference(gen.sample_noise(R)) once before the first forward pass")
         return torch.cat([self.reference_noise, z]), (len(self.reference_noise),)
 
 
@@ -296,7 +291,7 @@ class MNISTDiscriminator(_Network):
         input_noise: float = 0.3, hidden_noise: float = 0.5, minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5,
     ) -> None:
         super().__init__()
-        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.in_features = in_features  # checked by the first layer
         self.num_classes = check_int("num_classes", num_classes, minimum=1)
         self.hidden = check_int_tuple("hidden", hidden, minimum=1)
         minibatch_kernels = check_int("minibatch_kernels", minibatch_kernels, minimum=0, hint=_MINIBATCH_HINT)
@@ -323,10 +318,8 @@ class MNISTDiscriminator(_Network):
         # The one check of the forward pass: a 1-D x would pass through every dense layer as a single example, and
         # the input noise would fail on integer pixels with an error that does not name x.
         if x.dim() < 2 or len(x) == 0 or math.prod(x.shape[1:]) != self.in_features or not x.is_floating_point():
-            raise ValueError(
-                f"x must be a non-empty floating-point batch (N, in_features={self.in_features}) or (N, ...) "
-                f"flattening to it, got {x.dtype} of shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must be a non-empty floating-point batch (N, in_features={self.in_features}) or "
+                             f"(N, ...) flattening to it, got {x.dtype} of shape {tuple(x.shape)}")
         h = self.input_noise(x.flatten(1))
         for block, noise in zip(self.blocks, self.hidden_noise):
             features = block(h)
@@ -379,9 +372,7 @@ def digits_generator(z_dim: int = 100, normalization: str = "batch") -> MNISTGen
         >>> gen(gen.sample_noise(1)).shape
         torch.Size([1, 64])
     """
-    return MNISTGenerator(
-        z_dim=z_dim, hidden=DIGITS_GENERATOR_HIDDEN, out_features=64, normalization=normalization
-    )
+    return MNISTGenerator(z_dim=z_dim, hidden=DIGITS_GENERATOR_HIDDEN, out_features=64, normalization=normalization)
 
 
 def digits_discriminator(num_classes: int = 10, minibatch_kernels: int = 0) -> MNISTDiscriminator:
@@ -528,7 +519,7 @@ class CIFARDiscriminator(_Network):
         input_corruption_level: float = 0.2, dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.in_channels = in_channels  # checked by the first layer
         self.num_classes = check_int("num_classes", num_classes, minimum=1)
         w1, w2 = self.widths = check_int_tuple("widths", widths, minimum=1, length=2)
         if input_corruption not in INPUT_CORRUPTIONS:
@@ -580,10 +571,8 @@ class CIFARDiscriminator(_Network):
         # fails three layers down with a kernel-size error, and input dropout fails on integer pixels with a cast
         # error: none of them says what the network needs.
         if x.dim() != 4 or len(x) == 0 or min(x.shape[2:]) < 9 or not x.is_floating_point():
-            raise ValueError(
-                f"x must be a non-empty floating-point batch (N, C={self.in_channels}, H, W) with H, W >= 9 (two "
-                f"stride-2 convs and a 3x3 valid conv), got {x.dtype} of shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must be a non-empty floating-point batch (N, C={self.in_channels}, H, W) with H, W "
+                             f">= 9 (two stride-2 convs and a 3x3 valid conv), got {x.dtype} of shape {tuple(x.shape)}")
         features = self.trunk(x)
         h = features if self.minibatch is None else self.minibatch(features)
         logits = self.classifier(h)

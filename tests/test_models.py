@@ -694,6 +694,15 @@ def test_bad_input(make, x, error, pattern):
         (lambda: MNISTDiscriminator(hidden=(10, 0)), ValueError, r"hidden\[1\] must be >= 1, got 0"),
         (lambda: MNISTGenerator(z_dim=1.5), TypeError, r"z_dim must be an int, got float"),
         (lambda: MNISTDiscriminator(input_noise=-1), ValueError, r"sigma must be (a finite number )?>= 0, got -1"),
+        # Sizes that a layer takes under the same name are checked by that layer.
+        (lambda: MNISTDiscriminator(in_features=0), ValueError, r"in_features must be >= 1, got 0"),
+        (lambda: MNISTGenerator(out_features=0), ValueError, r"out_features must be >= 1, got 0"),
+        (lambda: CIFARDiscriminator(in_channels=0), ValueError, r"in_channels must be >= 1, got 0"),
+        (lambda: CIFARGenerator(out_channels=0), ValueError, r"out_channels must be >= 1, got 0"),
+        (lambda: CIFARDiscriminator(num_classes=0), ValueError, r"num_classes must be >= 1, got 0"),
+        (lambda: CIFARDiscriminator(input_corruption_level=1.0), ValueError, r"input_corruption_level must be in \[0, 1\)"),
+        (lambda: CIFARGenerator(widths=(8, "4")), TypeError, r"widths\[1\] must be an int, got str '4'"),
+        (lambda: CIFARGenerator(z_dim=4).sample_noise(2.0), TypeError, r"n must be an int, got float 2.0"),
     ],
 )
 def test_bad_constructor_arguments(make, error, pattern):
