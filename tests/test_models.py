@@ -713,3 +713,15 @@ def test_bad_constructor_arguments(make, error, pattern):
 def test_public_api():
     for name in models.__all__:
         assert hasattr(models, name)
+
+
+def test_sizes_are_python_ints_whatever_kind_of_integer_was_passed():
+    gen = MNISTGenerator(z_dim=np.int64(4), hidden=np.int64(7), out_features=np.int32(3))
+    assert gen.hidden == (7, 7) and all(type(h) is int for h in gen.hidden)
+    assert type(gen.z_dim) is int and type(gen.out_features) is int
+    cifar = CIFARGenerator(z_dim=4, out_channels=np.int64(1), widths=[np.int64(8), 4, 2])
+    assert cifar.widths == (8, 4, 2) and all(type(w) is int for w in cifar.widths) and type(cifar.out_channels) is int
+    with pytest.raises(TypeError, match=r"widths must be a sequence of ints, got str '96'"):
+        CIFARDiscriminator(widths="96")
+    with pytest.raises(TypeError, match=r"hidden must be a sequence of ints, got float 2.5"):
+        MNISTGenerator(hidden=2.5)
