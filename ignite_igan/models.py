@@ -11,6 +11,10 @@
 * :class:`MixtureGenerator`, :class:`MixtureDiscriminator`: the small MLPs of the 2-D Gaussian-mixture
   (mode-coverage) experiment, in units of the data's scale; the discriminator has an optional minibatch layer.
 
+The digits classifier of the digits "Inception" score (:class:`DigitsClassifier`, :func:`train_digits_classifier`,
+:func:`load_digits_classifier`), a scoring tool rather than a paper network, lives in
+:mod:`ignite_igan.digits_classifier` and is importable from here too.
+
 Both generators with ``normalization="virtual"`` own their reference noise batch the same way (the buffer
 ``reference_noise``, ``set_reference``, checkpoints of any reference size), so
 :class:`~ignite_igan.handlers.VirtualBatchReference` works with either.
@@ -34,13 +38,15 @@ Example:
 """
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as torch_F
 from torch import Tensor, nn
 
+from ignite_igan.digits_classifier import DigitsClassifier, load_digits_classifier, train_digits_classifier
 from ignite_igan.nn import (
     GaussianNoise,
     MinibatchDiscrimination,
@@ -49,9 +55,9 @@ from ignite_igan.nn import (
     WeightNormConv2d,
     WeightNormConvTranspose2d,
     WeightNormLinear,
-    _WeightNorm,
     minibatch_batch_mean_init,
 )
+from ignite_igan.validation import check_int, check_int_tuple, check_real, describe
 
 __all__ = [
     "MNISTGenerator",
@@ -76,60 +82,15 @@ __all__ = [
 ]
 
 LEAKY_SLOPE = 0.2  # spec §1.1: lrelu slope at HEAD (0.1 in the paper-era commits)
+NORMALIZATIONS = ("batch", "virtual")
+INPUT_CORRUPTIONS = ("dropout", "noise")
+_WEIGHT_NORM_LAYERS = (WeightNormLinear, WeightNormConv2d, WeightNormConvTranspose2d)
+_MINIBATCH_HINT = "0 = no minibatch discrimination"
+_Device = Optional[Union[torch.device, str]]
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Checks. Messages name the argument, what it got and what was expected.
-# --------------------------------------------------------------------------------------------------------------
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _minibatch_kernels(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"minibatch_kernels must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"minibatch_kernels must be >= 0 (0 = no minibatch discrimination), got {value}")
-    return int(value)
-
-
-def _probability(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return float(value)
-
-
-def _widths(name: str, value: object, count: Optional[int] = None) -> Tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"{name} must be a sequence of ints, got {type(value).__name__}")
-    widths = tuple(_positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
-    if count is not None and len(widths) != count:
-        raise ValueError(f"{name} must have {count} entries, got {len(widths)}: {widths}")
-    if not widths:
-        raise ValueError(f"{name} must not be empty, got {value!r}")
-    return widths
-
-
-def _check_batch(name: str, x: object, ndim: int, layout: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.dim() != ndim:
-        raise ValueError(f"{name} must be {layout}, got a tensor of shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one example, got an empty batch of shape {tuple(x.shape)}")
-    return x
-
-
-class _ModelMixin:
-    """What every network here shares: the list of trainable-gain layers and the parameters' device/dtype."""
+class _Network(nn.Module):
+    """A network of the paper: it can name the weight-normalized layers whose gain is trained."""
 
     def trainable_scale_layers(self) -> Dict[str, nn.Module]:
         """The weight-normalized layers whose gain ``scale`` is trained, by qualified name.
@@ -139,23 +100,34 @@ class _ModelMixin:
         """
         return {
             name: module
-            for name, module in self.named_modules()  # type: ignore[attr-defined]
-            if isinstance(module, _WeightNorm) and module.train_scale
+            for name, module in self.named_modules()
+            if isinstance(module, _WEIGHT_NORM_LAYERS) and module.train_scale
         }
 
-    def _parameter(self) -> Tensor:
-        return next(self.parameters())  # type: ignore[attr-defined]
 
+class _Generator(_Network):
+    """What both paper generators own besides their layers: their noise and the reference batch of virtual BN.
 
-class _NoiseSampler(_ModelMixin):
-    z_dim: int
+    With ``normalization="virtual"`` the generator owns the fixed reference noise batch of virtual batch norm
+    (paper §3.4) as the buffer ``reference_noise``: set once with :meth:`set_reference`, saved in ``state_dict``
+    and loaded from checkpoints of any reference size. A subclass's ``forward`` runs the rows that
+    :meth:`_with_reference` gives (``[reference_noise; z]``) through its layers, passes the extra argument it
+    gives (the reference size R) to every :class:`~ignite_igan.nn.VirtualBatchNorm`, and returns the last
+    ``len(z)`` rows. With ``"batch"`` the rows are ``z`` alone and the norm layers take no extra argument.
+    """
 
-    def sample_noise(
-        self,
-        n: int,
-        generator: Optional[torch.Generator] = None,
-        device: Optional[Union[torch.device, str]] = None,
-    ) -> Tensor:
+    reference_noise: Tensor
+
+    def __init__(self, z_dim: int, normalization: str) -> None:
+        super().__init__()
+        self.z_dim = check_int("z_dim", z_dim, minimum=1)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        self.normalization = str(normalization)
+        if self.normalization == "virtual":
+            self.register_buffer("reference_noise", torch.empty(0, self.z_dim))
+
+    def sample_noise(self, n: int, generator: Optional[torch.Generator] = None, device: _Device = None) -> Tensor:
         """Draws ``n`` latent vectors z ~ U[0, 1)^z_dim, the reference's noise (spec §7.8).
 
         Args:
@@ -166,43 +138,10 @@ class _NoiseSampler(_ModelMixin):
         Returns:
             (n, z_dim) tensor with the dtype of the model's parameters.
         """
-        n = _positive_int("n", n)
-        parameter = self._parameter()
+        n = check_int("n", n, minimum=1)
+        parameter = next(self.parameters())
         device = parameter.device if device is None else device
         return torch.rand(n, self.z_dim, generator=generator, device=device, dtype=parameter.dtype)
-
-
-NORMALIZATIONS = ("batch", "virtual")
-
-#: ``normalize(norm_layer, h)``: how a generator's hidden norm layers are called in one forward pass.
-_Normalize = Callable[[nn.Module, Tensor], Tensor]
-
-
-class _ReferenceNoiseGenerator(_NoiseSampler):
-    """What a generator with ``normalization="batch"`` or ``"virtual"`` needs besides its layers.
-
-    With ``"virtual"``, the generator owns the fixed reference noise batch of virtual batch norm (paper §3.4) as
-    the buffer ``reference_noise``: set once with ``set_reference()``, saved in ``state_dict`` and loaded
-    from checkpoints of any reference size. :meth:`_generate` runs ``[reference_noise; z]`` through the network
-    in one pass, every :class:`~ignite_igan.nn.VirtualBatchNorm` told how many leading rows are the reference,
-    and returns the rows of ``z``. With ``"batch"``, it runs ``z`` alone, every norm layer on its batch.
-
-    A subclass calls :meth:`_init_normalization` in its constructor and implements ``_run(z, normalize)``, which
-    calls ``normalize(norm_layer, h)`` at each hidden norm layer.
-    """
-
-    normalization: str
-    reference_noise: Tensor
-
-    def _init_normalization(self, normalization: object) -> type:
-        """Checks ``normalization``, registers the reference buffer if it is ``"virtual"``; returns the norm class."""
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        self.normalization = str(normalization)
-        if self.normalization == "batch":
-            return ScaleFreeBatchNorm
-        self.register_buffer("reference_noise", torch.empty(0, self.z_dim))  # type: ignore[attr-defined]
-        return VirtualBatchNorm
 
     def set_reference(self, z_ref: Tensor) -> None:
         """Fixes the reference noise batch of a ``"virtual"`` generator (paper §3.4: chosen once, kept fixed).
@@ -211,54 +150,40 @@ class _ReferenceNoiseGenerator(_NoiseSampler):
             z_ref: (R, z_dim) latent vectors, typically ``sample_noise(R)``; the reference used R = 16 on ImageNet.
         """
         if self.normalization != "virtual":
-            raise ValueError(
-                f"set_reference needs normalization='virtual', got a generator with normalization="
-                f"{self.normalization!r}"
-            )
-        z_ref = _check_batch("z_ref", z_ref, 2, f"2-D (R, z_dim={self.z_dim})")
-        if z_ref.shape[1] != self.z_dim:
-            raise ValueError(f"z_ref must have z_dim={self.z_dim} columns, got shape {tuple(z_ref.shape)}")
-        parameter = self._parameter()
+            raise ValueError(f"set_reference needs normalization='virtual', got normalization={self.normalization!r}")
+        if not (isinstance(z_ref, Tensor) and z_ref.is_floating_point() and z_ref.dim() == 2 and len(z_ref) > 0
+                and z_ref.shape[1] == self.z_dim):
+            got = f"{z_ref.dtype} of shape {tuple(z_ref.shape)}" if isinstance(z_ref, Tensor) else describe(z_ref)
+            raise ValueError(f"z_ref must be a non-empty floating-point (R, z_dim={self.z_dim}) batch, got {got}")
+        parameter = next(self.parameters())
         self.reference_noise = z_ref.detach().to(device=parameter.device, dtype=parameter.dtype).clone()
 
-    def _load_from_state_dict(
-        self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool, missing_keys: Any,
-        unexpected_keys: Any, error_msgs: Any,
-    ) -> None:
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
         # The reference batch size is only known from the checkpoint: resize the buffer before it is copied.
-        key = prefix + "reference_noise"
-        if self.normalization == "virtual" and key in state_dict:
-            incoming = state_dict[key]
-            if isinstance(incoming, Tensor) and incoming.dim() == 2:
-                self.reference_noise = torch.empty_like(incoming, device=self.reference_noise.device,
-                                                        dtype=self.reference_noise.dtype)
-        super()._load_from_state_dict(  # type: ignore[misc]
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        incoming = state_dict.get(prefix + "reference_noise")
+        if self.normalization == "virtual" and isinstance(incoming, Tensor) and incoming.dim() == 2:
+            self.reference_noise = torch.empty_like(incoming, device=self.reference_noise.device,
+                                                    dtype=self.reference_noise.dtype)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
-    def _generate(self, z: Tensor) -> Tensor:
-        z = _check_batch("z", z, 2, f"2-D (N, z_dim={self.z_dim})")
-        if z.shape[1] != self.z_dim:
-            raise ValueError(f"z must have z_dim={self.z_dim} columns, got shape {tuple(z.shape)}")
+    def _with_reference(self, z: Tensor) -> Tuple[Tensor, Tuple[int, ...]]:
+        """The rows to run and the norm layers' extra arguments: ``([reference_noise; z], (R,))`` with virtual
+        batch norm, ``(z, ())`` with batch norm."""
+        # The one check of the forward pass: a 1-D z would pass through the dense layer as a single example.
+        if z.dim() != 2 or z.shape[1] != self.z_dim or len(z) == 0:
+            raise ValueError(f"z must be a non-empty batch (N, z_dim={self.z_dim}), got shape {tuple(z.shape)}")
         if self.normalization == "batch":
-            return self._run(z, lambda norm, h: norm(h))
-        reference_size = self.reference_noise.shape[0]
-        if reference_size == 0:
-            raise RuntimeError(
-                "this generator uses virtual batch norm and has no reference batch yet: call "
-                "set_reference(gen.sample_noise(R)) once before the first forward pass"
-            )
-        out = self._run(torch.cat([self.reference_noise, z]), lambda norm, h: norm(h, reference_size))
-        return out[reference_size:]
-
-    def _run(self, z: Tensor, normalize: _Normalize) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+            return z, ()
+        if len(self.reference_noise) == 0:
+            raise RuntimeError("this generator uses virtual batch norm and has no reference batch yet: call "
+                               "set_reference(gen.sample_noise(R)) once before the first forward pass")
+        return torch.cat([self.reference_noise, z]), (len(self.reference_noise),)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # MNIST (spec §3.1)
 # --------------------------------------------------------------------------------------------------------------
-class MNISTGenerator(_ReferenceNoiseGenerator, nn.Module):
+class MNISTGenerator(_Generator):
     """The MNIST feature-matching generator (spec §3.1), any width, with batch or virtual batch norm.
 
     ``z -> [Dense (no bias, Glorot-uniform) -> norm (per unit) -> softplus] x len(hidden) -> Dense with weight
@@ -296,19 +221,14 @@ class MNISTGenerator(_ReferenceNoiseGenerator, nn.Module):
     """
 
     def __init__(
-        self,
-        z_dim: int = 100,
-        hidden: Union[int, Sequence[int]] = 500,
-        out_features: int = 784,
+        self, z_dim: int = 100, hidden: Union[int, Sequence[int]] = 500, out_features: int = 784,
         normalization: str = "batch",
     ) -> None:
-        super().__init__()
-        self.z_dim = _positive_int("z_dim", z_dim)
-        self.out_features = _positive_int("out_features", out_features)
+        super().__init__(z_dim, normalization)
         if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
-            hidden = (int(hidden), int(hidden))
-        self.hidden = _widths("hidden", hidden)
-        norm = self._init_normalization(normalization)
+            hidden = (hidden, hidden)
+        self.hidden = check_int_tuple("hidden", hidden, minimum=1)
+        norm = VirtualBatchNorm if self.normalization == "virtual" else ScaleFreeBatchNorm
         dense, norms = [], []
         width = self.z_dim
         for h in self.hidden:
@@ -319,22 +239,20 @@ class MNISTGenerator(_ReferenceNoiseGenerator, nn.Module):
             width = h
         self.dense = nn.ModuleList(dense)
         self.norms = nn.ModuleList(norms)
-        self.output = WeightNormLinear(width, self.out_features, train_scale=True, eps=1e-6, data_init=False)
+        self.output = WeightNormLinear(width, out_features, train_scale=True, eps=1e-6, data_init=False)
+        self.out_features = self.output.out_features
         with torch.no_grad():
             nn.init.xavier_uniform_(self.output.weight)
 
     def forward(self, z: Tensor) -> Tensor:
         """Maps z (N, z_dim) to samples (N, out_features) in (0, 1)."""
-        return self._generate(z)
-
-    def _run(self, z: Tensor, normalize: _Normalize) -> Tensor:
-        h = z
+        h, reference = self._with_reference(z)
         for dense, norm in zip(self.dense, self.norms):
-            h = torch_F.softplus(normalize(norm, dense(h)))
-        return torch.sigmoid(self.output(h))
+            h = torch_F.softplus(norm(dense(h), *reference))
+        return torch.sigmoid(self.output(h))[-len(z) :]  # the rows of z: the reference rows come first
 
 
-class MNISTDiscriminator(_ModelMixin, nn.Module):
+class MNISTDiscriminator(_Network):
     """The MNIST discriminator (spec §3.1): five weight-normalized ReLU layers with Gaussian noise.
 
     ``GaussianNoise(input_noise) -> [WN dense -> ReLU -> GaussianNoise(hidden_noise)] x 5 -> WN dense (trainable
@@ -369,20 +287,14 @@ class MNISTDiscriminator(_ModelMixin, nn.Module):
     """
 
     def __init__(
-        self,
-        in_features: int = 784,
-        num_classes: int = 10,
-        hidden: Sequence[int] = (1000, 500, 250, 250, 250),
-        input_noise: float = 0.3,
-        hidden_noise: float = 0.5,
-        minibatch_kernels: int = 0,
-        minibatch_kernel_dim: int = 5,
+        self, in_features: int = 784, num_classes: int = 10, hidden: Sequence[int] = (1000, 500, 250, 250, 250),
+        input_noise: float = 0.3, hidden_noise: float = 0.5, minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5,
     ) -> None:
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.num_classes = _positive_int("num_classes", num_classes)
-        self.hidden = _widths("hidden", hidden)
-        minibatch_kernels = _minibatch_kernels(minibatch_kernels)
+        self.in_features = in_features  # checked by the first layer
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        self.hidden = check_int_tuple("hidden", hidden, minimum=1)
+        minibatch_kernels = check_int("minibatch_kernels", minibatch_kernels, minimum=0, hint=_MINIBATCH_HINT)
         self.input_noise = GaussianNoise(input_noise)
         blocks = []
         width = self.in_features
@@ -403,17 +315,12 @@ class MNISTDiscriminator(_ModelMixin, nn.Module):
 
     def forward(self, x: Tensor, return_features: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Class logits (N, num_classes), and with ``return_features`` also the features (N, hidden[-1])."""
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() >= 2:
-            x = x.flatten(1)
-        x = _check_batch("x", x, 2, f"(N, in_features={self.in_features}) or (N, ...) flattening to it")
-        if x.shape[1] != self.in_features:
-            raise ValueError(
-                f"x must have in_features={self.in_features} values per example, got {x.shape[1]} "
-                f"(flattened shape {tuple(x.shape)})"
-            )
-        h = self.input_noise(x)
+        # The one check of the forward pass: a 1-D x would pass through every dense layer as a single example, and
+        # the input noise would fail on integer pixels with an error that does not name x.
+        if x.dim() < 2 or len(x) == 0 or math.prod(x.shape[1:]) != self.in_features or not x.is_floating_point():
+            raise ValueError(f"x must be a non-empty floating-point batch (N, in_features={self.in_features}) or "
+                             f"(N, ...) flattening to it, got {x.dtype} of shape {tuple(x.shape)}")
+        h = self.input_noise(x.flatten(1))
         for block, noise in zip(self.blocks, self.hidden_noise):
             features = block(h)
             h = noise(features)
@@ -426,12 +333,23 @@ class MNISTDiscriminator(_ModelMixin, nn.Module):
 
 
 def mnist_generator() -> MNISTGenerator:
-    """The reference MNIST generator: 100 -> 500 -> 500 -> 784 (spec §3.1)."""
+    """The reference MNIST generator: 100 -> 500 -> 500 -> 784 (spec §3.1).
+
+    Example:
+        >>> gen = mnist_generator()
+        >>> gen(gen.sample_noise(2)).shape
+        torch.Size([2, 784])
+    """
     return MNISTGenerator(z_dim=100, hidden=500, out_features=784)
 
 
 def mnist_discriminator() -> MNISTDiscriminator:
-    """The reference MNIST discriminator: 784 -> 1000-500-250-250-250 -> 10, noise 0.3/0.5 (spec §3.1)."""
+    """The reference MNIST discriminator: 784 -> 1000-500-250-250-250 -> 10, noise 0.3/0.5 (spec §3.1).
+
+    Example:
+        >>> mnist_discriminator()(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
     return MNISTDiscriminator()
 
 
@@ -447,10 +365,14 @@ def digits_generator(z_dim: int = 100, normalization: str = "batch") -> MNISTGen
     draw; 128 (twice the output) keeps the generator expressive and still trains in minutes on a CPU. The
     latent stays U[0, 1)^100 by default. ``normalization="virtual"`` swaps the batch norm for virtual batch norm
     (see :class:`MNISTGenerator`); call ``set_reference`` before the first forward pass.
+
+    Example:
+        >>> gen = digits_generator(normalization="virtual")
+        >>> gen.set_reference(gen.sample_noise(16))
+        >>> gen(gen.sample_noise(1)).shape
+        torch.Size([1, 64])
     """
-    return MNISTGenerator(
-        z_dim=z_dim, hidden=DIGITS_GENERATOR_HIDDEN, out_features=64, normalization=normalization
-    )
+    return MNISTGenerator(z_dim=z_dim, hidden=DIGITS_GENERATOR_HIDDEN, out_features=64, normalization=normalization)
 
 
 def digits_discriminator(num_classes: int = 10, minibatch_kernels: int = 0) -> MNISTDiscriminator:
@@ -460,6 +382,11 @@ def digits_discriminator(num_classes: int = 10, minibatch_kernels: int = 0) -> M
     first layer still widens the 64-pixel input fourfold; the noise levels are kept because the pixels are in
     [0, 1] as in MNIST. Feature matching uses the 64-d last hidden layer. ``minibatch_kernels > 0`` adds that
     many minibatch-discrimination kernels of 5 dimensions on those 64 features (see :class:`MNISTDiscriminator`).
+
+    Example:
+        >>> logits, features = digits_discriminator(minibatch_kernels=8)(torch.rand(3, 64), return_features=True)
+        >>> logits.shape, features.shape
+        (torch.Size([3, 10]), torch.Size([3, 64]))
     """
     return MNISTDiscriminator(
         in_features=64, num_classes=num_classes, hidden=DIGITS_DISCRIMINATOR_HIDDEN,
@@ -470,7 +397,7 @@ def digits_discriminator(num_classes: int = 10, minibatch_kernels: int = 0) -> M
 # --------------------------------------------------------------------------------------------------------------
 # CIFAR-10 / SVHN (spec §3.2-§3.5)
 # --------------------------------------------------------------------------------------------------------------
-class CIFARGenerator(_ReferenceNoiseGenerator, nn.Module):
+class CIFARGenerator(_Generator):
     """The CIFAR-10/SVHN generator (spec §3.2), with batch or virtual batch norm.
 
     ``z (U[0,1)^100) -> Dense 100 -> 512*4*4 (no bias, N(0, 0.05)) -> norm (per unit over the 8192 outputs) ->
@@ -507,19 +434,13 @@ class CIFARGenerator(_ReferenceNoiseGenerator, nn.Module):
     """
 
     def __init__(
-        self,
-        z_dim: int = 100,
-        out_channels: int = 3,
-        normalization: str = "batch",
+        self, z_dim: int = 100, out_channels: int = 3, normalization: str = "batch",
         widths: Sequence[int] = (512, 256, 128),
     ) -> None:
-        super().__init__()
-        self.z_dim = _positive_int("z_dim", z_dim)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.widths = _widths("widths", widths)
+        super().__init__(z_dim, normalization)
+        self.widths = check_int_tuple("widths", widths, minimum=1)
         self.base_size = 4
-        norm = self._init_normalization(normalization)
-
+        norm = VirtualBatchNorm if self.normalization == "virtual" else ScaleFreeBatchNorm
         first = self.widths[0] * self.base_size**2
         self.dense = nn.Linear(self.z_dim, first, bias=False)
         self.dense_norm = norm(first)
@@ -533,9 +454,9 @@ class CIFARGenerator(_ReferenceNoiseGenerator, nn.Module):
             for layer in [self.dense, *self.deconvs]:
                 layer.weight.normal_(0.0, 0.05)
         self.output = WeightNormConvTranspose2d(
-            self.widths[-1], self.out_channels, 5, stride=2, padding=2, output_padding=1, train_scale=True,
-            init_scale=0.1,
+            self.widths[-1], out_channels, 5, stride=2, padding=2, output_padding=1, train_scale=True, init_scale=0.1
         )
+        self.out_channels = self.output.out_channels
 
     @property
     def image_size(self) -> int:
@@ -543,21 +464,15 @@ class CIFARGenerator(_ReferenceNoiseGenerator, nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Maps z (N, z_dim) to images (N, out_channels, 32, 32) in (-1, 1)."""
-        return self._generate(z)
-
-    def _run(self, z: Tensor, normalize: _Normalize) -> Tensor:
-        h = self.dense(z)
-        h = torch.relu(normalize(self.dense_norm, h))
+        h, reference = self._with_reference(z)
+        h = torch.relu(self.dense_norm(self.dense(h), *reference))
         h = h.view(-1, self.widths[0], self.base_size, self.base_size)
         for deconv, norm in zip(self.deconvs, self.norms):
-            h = torch.relu(normalize(norm, deconv(h)))
-        return torch.tanh(self.output(h))
+            h = torch.relu(norm(deconv(h), *reference))
+        return torch.tanh(self.output(h))[-len(z) :]  # the rows of z: the reference rows come first
 
 
-INPUT_CORRUPTIONS = ("dropout", "noise")
-
-
-class CIFARDiscriminator(_ModelMixin, nn.Module):
+class CIFARDiscriminator(_Network):
     """The CIFAR-10/SVHN discriminator of the reference scripts (spec §3.2-§3.5).
 
     =====  =====================================================================  ====================
@@ -599,29 +514,24 @@ class CIFARDiscriminator(_ModelMixin, nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int = 3,
-        num_classes: int = 10,
-        widths: Sequence[int] = (96, 192),
-        input_corruption: str = "dropout",
-        minibatch_kernels: int = 0,
-        minibatch_kernel_dim: int = 5,
-        input_corruption_level: float = 0.2,
-        dropout: float = 0.5,
+        self, in_channels: int = 3, num_classes: int = 10, widths: Sequence[int] = (96, 192),
+        input_corruption: str = "dropout", minibatch_kernels: int = 0, minibatch_kernel_dim: int = 5,
+        input_corruption_level: float = 0.2, dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.num_classes = _positive_int("num_classes", num_classes)
-        w1, w2 = self.widths = _widths("widths", widths, count=2)
+        self.in_channels = in_channels  # checked by the first layer
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        w1, w2 = self.widths = check_int_tuple("widths", widths, minimum=1, length=2)
         if input_corruption not in INPUT_CORRUPTIONS:
             raise ValueError(f"input_corruption must be one of {INPUT_CORRUPTIONS}, got {input_corruption!r}")
         self.input_corruption = input_corruption
         if input_corruption == "dropout":
-            corruption: nn.Module = nn.Dropout(_probability("input_corruption_level", input_corruption_level))
+            level = check_real("input_corruption_level", input_corruption_level, minimum=0, maximum=1, high_open=True)
+            corruption: nn.Module = nn.Dropout(level)
         else:
             corruption = GaussianNoise(input_corruption_level)
-        dropout = _probability("dropout", dropout)
-        minibatch_kernels = _minibatch_kernels(minibatch_kernels)
+        dropout = check_real("dropout", dropout, minimum=0, maximum=1, high_open=True)
+        minibatch_kernels = check_int("minibatch_kernels", minibatch_kernels, minimum=0, hint=_MINIBATCH_HINT)
 
         def conv(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 1) -> nn.Sequential:
             return nn.Sequential(
@@ -657,11 +567,12 @@ class CIFARDiscriminator(_ModelMixin, nn.Module):
 
     def forward(self, x: Tensor, return_features: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Class logits (N, num_classes), and with ``return_features`` also the pooled features (N, w2)."""
-        x = _check_batch("x", x, 4, f"4-D (N, C={self.in_channels}, H, W)")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have in_channels={self.in_channels} channels, got shape {tuple(x.shape)}")
-        if min(x.shape[2:]) < 9:
-            raise ValueError(f"x must be at least 9x9 (two stride-2 convs and a 3x3 valid conv), got {tuple(x.shape)}")
+        # The one check of the forward pass: convolutions take a 3-D x as one unbatched image, a side under 9
+        # fails three layers down with a kernel-size error, and input dropout fails on integer pixels with a cast
+        # error: none of them says what the network needs.
+        if x.dim() != 4 or len(x) == 0 or min(x.shape[2:]) < 9 or not x.is_floating_point():
+            raise ValueError(f"x must be a non-empty floating-point batch (N, C={self.in_channels}, H, W) with H, W "
+                             f">= 9 (two stride-2 convs and a 3x3 valid conv), got {x.dtype} of shape {tuple(x.shape)}")
         features = self.trunk(x)
         h = features if self.minibatch is None else self.minibatch(features)
         logits = self.classifier(h)
@@ -669,17 +580,33 @@ class CIFARDiscriminator(_ModelMixin, nn.Module):
 
 
 def cifar10_generator(normalization: str = "batch") -> CIFARGenerator:
-    """The CIFAR-10 generator (spec §3.2); ``normalization="virtual"`` for virtual batch norm (paper §3.4)."""
+    """The CIFAR-10 generator (spec §3.2); ``normalization="virtual"`` for virtual batch norm (paper §3.4).
+
+    Example:
+        >>> gen = cifar10_generator()
+        >>> gen(gen.sample_noise(2)).shape
+        torch.Size([2, 3, 32, 32])
+    """
     return CIFARGenerator(z_dim=100, out_channels=3, normalization=normalization)
 
 
 def svhn_generator(normalization: str = "batch") -> CIFARGenerator:
-    """The SVHN generator: identical to CIFAR-10's (spec §3.4)."""
+    """The SVHN generator: identical to CIFAR-10's (spec §3.4).
+
+    Example:
+        >>> svhn_generator("virtual").normalization
+        'virtual'
+    """
     return CIFARGenerator(z_dim=100, out_channels=3, normalization=normalization)
 
 
 def cifar10_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
-    """CIFAR-10 feature matching (spec §3.2): 96/192, input dropout 0.2, no minibatch features."""
+    """CIFAR-10 feature matching (spec §3.2): 96/192, input dropout 0.2, no minibatch features.
+
+    Example:
+        >>> cifar10_fm_discriminator().feature_dim
+        192
+    """
     return CIFARDiscriminator(num_classes=num_classes, widths=(96, 192), input_corruption="dropout")
 
 
@@ -690,6 +617,10 @@ def cifar10_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100
     the minibatch layer (input noise 0.2, the output layer on the 192 pooled features): the "-MBF" ablation of
     the paper's Inception-score table (spec §6.4), which differs from :func:`cifar10_fm_discriminator` in its
     input corruption.
+
+    Example:
+        >>> cifar10_md_discriminator().classifier.in_features  # 192 pooled + 100 minibatch features
+        292
     """
     return CIFARDiscriminator(
         num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=minibatch_kernels,
@@ -698,7 +629,12 @@ def cifar10_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100
 
 
 def svhn_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
-    """SVHN feature matching (spec §3.4): narrower 64/128, input dropout 0.2; 128-d features."""
+    """SVHN feature matching (spec §3.4): narrower 64/128, input dropout 0.2; 128-d features.
+
+    Example:
+        >>> svhn_fm_discriminator().feature_dim
+        128
+    """
     return CIFARDiscriminator(num_classes=num_classes, widths=(64, 128), input_corruption="dropout")
 
 
@@ -706,6 +642,10 @@ def svhn_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100) -
     """SVHN minibatch discrimination (spec §3.5): 96/192 like CIFAR, input noise 0.2, 100 kernels of 5 dims.
 
     ``minibatch_kernels`` as in :func:`cifar10_md_discriminator` (0: no minibatch layer).
+
+    Example:
+        >>> svhn_md_discriminator().minibatch.num_kernels
+        100
     """
     return CIFARDiscriminator(
         num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=minibatch_kernels,
@@ -716,14 +656,6 @@ def svhn_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100) -
 # --------------------------------------------------------------------------------------------------------------
 # The 2-D Gaussian-mixture networks (the mode-coverage experiment, recipes/mixture.py)
 # --------------------------------------------------------------------------------------------------------------
-def _mixture_scale(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"scale must be a real number, got {type(value).__name__} {value!r}")
-    if not 0.0 < value < float("inf"):
-        raise ValueError(f"scale must be in (0.0, inf), got {value!r}")
-    return float(value)
-
-
 class MixtureGenerator(nn.Module):
     """An MLP from z ~ N(0, I) to 2-D points: ``layers`` hidden ReLU layers of ``hidden`` units and a linear output
     multiplied by ``scale``.
@@ -747,9 +679,9 @@ class MixtureGenerator(nn.Module):
 
     def __init__(self, z_dim: int = 16, hidden: int = 256, layers: int = 3, scale: float = 1.0) -> None:
         super().__init__()
-        self.z_dim = _positive_int("z_dim", z_dim)
-        hidden, layers = _positive_int("hidden", hidden), _positive_int("layers", layers)
-        self.scale = _mixture_scale(scale)
+        self.z_dim = check_int("z_dim", z_dim, minimum=1)
+        hidden, layers = check_int("hidden", hidden, minimum=1), check_int("layers", layers, minimum=1)
+        self.scale = check_real("scale", scale, minimum=0, low_open=True)
         blocks = []
         width = self.z_dim
         for _ in range(layers):
@@ -758,18 +690,13 @@ class MixtureGenerator(nn.Module):
         blocks.append(nn.Linear(width, 2))
         self.net = nn.Sequential(*blocks)
 
-    def sample_noise(
-        self,
-        n: int,
-        generator: Optional[torch.Generator] = None,
-        device: Optional[Union[str, torch.device]] = None,
-    ) -> Tensor:
+    def sample_noise(self, n: int, generator: Optional[torch.Generator] = None, device: _Device = None) -> Tensor:
         """``n`` noise vectors z ~ N(0, I) of ``z_dim`` dimensions, on ``device`` (default: the model's).
 
         A CPU ``generator`` with another ``device`` draws on the CPU and moves the noise, so a seeded generator
         gives the same noise on every device.
         """
-        n = _positive_int("n", n)
+        n = check_int("n", n, minimum=1)
         parameter = next(self.parameters())
         device = parameter.device if device is None else device
         if generator is not None and torch.device(device).type != generator.device.type:
@@ -777,9 +704,9 @@ class MixtureGenerator(nn.Module):
         return torch.randn(n, self.z_dim, generator=generator, device=device, dtype=parameter.dtype)
 
     def forward(self, z: Tensor) -> Tensor:
-        if not isinstance(z, Tensor) or z.dim() != 2 or z.shape[1] != self.z_dim:
-            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
-            raise ValueError(f"z must have shape (N, {self.z_dim}), got {shape}")
+        # The one check: a 1-D z would pass through the MLP as a single example.
+        if z.dim() != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"z must have shape (N, {self.z_dim}), got {tuple(z.shape)}")
         return self.net(z) * self.scale
 
 
@@ -813,18 +740,13 @@ class MixtureDiscriminator(nn.Module):
     """
 
     def __init__(
-        self,
-        hidden: int = 256,
-        layers: int = 2,
-        minibatch_kernels: int = 0,
-        minibatch_kernel_dim: int = 3,
+        self, hidden: int = 256, layers: int = 2, minibatch_kernels: int = 0, minibatch_kernel_dim: int = 3,
         scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.scale = _mixture_scale(scale)
-        hidden, layers = _positive_int("hidden", hidden), _positive_int("layers", layers)
-        minibatch_kernel_dim = _positive_int("minibatch_kernel_dim", minibatch_kernel_dim)
-        minibatch_kernels = _minibatch_kernels(minibatch_kernels)
+        self.scale = check_real("scale", scale, minimum=0, low_open=True)
+        hidden, layers = check_int("hidden", hidden, minimum=1), check_int("layers", layers, minimum=1)
+        minibatch_kernels = check_int("minibatch_kernels", minibatch_kernels, minimum=0, hint=_MINIBATCH_HINT)
         blocks = []
         width = 2
         for _ in range(layers):
@@ -837,9 +759,9 @@ class MixtureDiscriminator(nn.Module):
         self.out = nn.Linear(width + minibatch_kernels, 1)
 
     def forward(self, x: Tensor, return_features: bool = False) -> Any:
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != 2:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (N, 2), got {shape}")
+        # The one check: a 1-D x would pass through the MLP as a single example.
+        if x.dim() != 2 or x.shape[1] != 2:
+            raise ValueError(f"x must have shape (N, 2), got {tuple(x.shape)}")
         features = self.body(x / self.scale)
         if self.minibatch is not None:
             features = self.minibatch(features)
@@ -858,98 +780,3 @@ class MixtureDiscriminator(nn.Module):
         if self.minibatch is None:
             raise ValueError("this discriminator has no minibatch layer (minibatch_kernels=0)")
         return minibatch_batch_mean_init(self.minibatch, self.body(x / self.scale), target=target)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# A classifier for scoring digits samples (the network of the digits "Inception" score)
-# --------------------------------------------------------------------------------------------------------------
-class DigitsClassifier(nn.Module):
-    """A small CNN for 8x8 digits: the network of the Inception-Score protocol on scikit-learn's digits.
-
-    ``(N, 64)`` or ``(N, 1, 8, 8)`` pixels in [0, 1] -> conv 3x3 32 -> ReLU -> conv 3x3 32 -> ReLU -> max-pool 2 ->
-    dense 128 -> ReLU -> dropout 0.5 -> 10 logits. :func:`train_digits_classifier` trains one (~98.5 % test
-    accuracy); ``ignite_igan.metrics.ClassifierExtractor(classifier, input_range="[0,1]", num_logits=10)`` turns it
-    into the network of an :class:`~ignite_igan.metrics.InceptionScore`.
-
-    Example:
-        >>> DigitsClassifier()(torch.rand(5, 64)).shape
-        torch.Size([5, 10])
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(32 * 4 * 4, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x.reshape(-1, 1, 8, 8)))
-
-
-def train_digits_classifier(
-    seed: int = 0, epochs: int = 30, device: Union[str, torch.device] = "cpu"
-) -> Tuple[DigitsClassifier, float]:
-    """Trains :class:`DigitsClassifier` on the 1,297 training digits; returns it (eval mode) and its test accuracy.
-
-    Adam (lr 2e-3), batches of 64, ``epochs`` epochs, dropout on. Initialization and shuffling use their own
-    random streams seeded with ``seed``, so the result depends only on ``seed`` (on a given machine and thread
-    count), and the global random state is left untouched. About 6 s on one CPU core; test accuracy ~98.5 %.
-
-    Example:
-        >>> model, accuracy = train_digits_classifier(epochs=1)  # doctest: +SKIP
-    """
-    from torch.utils.data import DataLoader
-
-    from ignite_igan.datasets import load_dataset
-
-    def whole(train: bool) -> Tuple[Tensor, Tensor]:
-        dataset = load_dataset("digits", train=train)
-        x, y = next(iter(DataLoader(dataset, batch_size=len(dataset))))
-        return x.to(device), y.to(device)
-
-    device = torch.device(device)
-    (x, y), (x_test, y_test) = whole(True), whole(False)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        model = DigitsClassifier().to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-        order = torch.Generator().manual_seed(seed)
-        model.train()
-        for _ in range(epochs):
-            permutation = torch.randperm(len(x), generator=order).to(device)
-            for start in range(0, len(x) - 63, 64):
-                batch = permutation[start : start + 64]
-                loss = torch_F.cross_entropy(model(x[batch]), y[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = float((model(x_test).argmax(dim=1) == y_test).float().mean())
-    return model, accuracy
-
-
-def load_digits_classifier(path: Any, device: Union[str, torch.device] = "cpu") -> DigitsClassifier:
-    """A :class:`DigitsClassifier` from a state dict saved with ``torch.save(model.state_dict(), path)``.
-
-    Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a :class:`DigitsClassifier` state dict (the message names it).
-    """
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path: no such file {str(path)!r}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model = DigitsClassifier()
-        model.load_state_dict(state)
-    except Exception as error:  # noqa: BLE001 - unpickling and key errors both mean "not such a file"
-        raise ValueError(
-            f"path: {str(path)!r} is not a DigitsClassifier state dict ({type(error).__name__}: {error})"
-        ) from error
-    return model.to(device).eval()

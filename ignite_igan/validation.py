@@ -48,6 +48,7 @@ __all__ = [
     "check_fields",
     "check_finite_state",
     "check_int",
+    "check_int_tuple",
     "check_optimizer_state",
     "check_real",
     "describe",
@@ -336,3 +337,35 @@ def check_fields(
         value = getattr(config, name)
         if value is not None and not (low < value < high or (closed and value == low)):
             raise ValueError(f"{name} must be in {'[' if closed else '('}{low}, {high}), got {value!r}")
+
+
+# --- added by models ---
+def check_int_tuple(
+    name: str, value: Any, *, minimum: Optional[int] = None, length: Optional[int] = None
+) -> Tuple[int, ...]:
+    """``value``, a non-empty sequence (layer widths, say), as a tuple of Python ints checked by :func:`check_int`.
+
+    Args:
+        name: the argument's name; an entry is named ``name[i]`` in the message.
+        value: what was passed: a list or tuple of Python or NumPy integers.
+        minimum: lower bound of every entry (inclusive), or None.
+        length: the number of entries required, or None for any number of at least one.
+
+    Raises:
+        ArgumentTypeError: not a sequence (a string is not one), or an entry that is not an int.
+        ValueError: empty, not of ``length`` entries, or an entry below ``minimum``.
+
+    Example:
+        >>> check_int_tuple("widths", [96, np.int64(192)], minimum=1, length=2)
+        (96, 192)
+        >>> check_int_tuple("hidden", (500, 0), minimum=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: hidden[1] must be >= 1, got 0
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ArgumentTypeError(f"{name} must be a sequence of ints, got {describe(value)}")
+    if len(value) == 0 or (length is not None and len(value) != length):
+        expected = "at least one entry" if length is None else f"{length} entries"
+        raise ValueError(f"{name} must have {expected}, got {len(value)}: {tuple(value)!r}")
+    return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))

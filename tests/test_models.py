@@ -514,16 +514,23 @@ def test_sample_noise_is_uniform_01_reproducible_and_follows_dtype():
         gen.sample_noise(0)
 
 
+Z_REF = r"z_ref must be a non-empty floating-point \(R, z_dim=100\) batch, "
+
+
 def test_virtual_generator_needs_a_reference():
     gen = cifar10_generator(normalization="virtual")
     with pytest.raises(RuntimeError, match=r"no reference batch yet: call set_reference"):
         gen(gen.sample_noise(4))
     with pytest.raises(ValueError, match=r"set_reference needs normalization='virtual', got .*'batch'"):
         cifar10_generator().set_reference(torch.rand(4, 100))
-    with pytest.raises(ValueError, match=r"z_ref must have z_dim=100 columns, got shape \(4, 10\)"):
+    with pytest.raises(ValueError, match=Z_REF + r"got torch.float32 of shape \(4, 10\)"):
         gen.set_reference(torch.rand(4, 10))
-    with pytest.raises(ValueError, match=r"z_ref must hold at least one example"):
+    with pytest.raises(ValueError, match=Z_REF + r"got torch.float32 of shape \(0, 100\)"):
         gen.set_reference(torch.rand(0, 100))
+    with pytest.raises(ValueError, match=Z_REF + r"got torch.int64 of shape \(4, 100\)"):
+        gen.set_reference(torch.ones(4, 100, dtype=torch.int64))
+    with pytest.raises(ValueError, match=Z_REF + r"got list \[0.5\]"):
+        gen.set_reference([0.5])
 
 
 def test_virtual_generator_samples_are_independent_of_their_batch():
@@ -558,9 +565,9 @@ def test_virtual_generator_reference_gets_gradients_through_statistics():
 def test_virtual_generators_share_the_reference_machinery(name):
     make, _ = VIRTUAL_GENERATORS[name]
     gen = make()
-    assert isinstance(gen, models._ReferenceNoiseGenerator)
-    assert type(gen).set_reference is models._ReferenceNoiseGenerator.set_reference
-    assert type(gen)._load_from_state_dict is models._ReferenceNoiseGenerator._load_from_state_dict
+    assert isinstance(gen, models._Generator)
+    assert type(gen).set_reference is models._Generator.set_reference
+    assert type(gen)._load_from_state_dict is models._Generator._load_from_state_dict
 
 
 @pytest.mark.parametrize("name", list(VIRTUAL_GENERATORS))
@@ -569,7 +576,7 @@ def test_virtual_generators_need_a_reference(name):
     gen = make()
     with pytest.raises(RuntimeError, match=r"no reference batch yet: call set_reference"):
         gen(gen.sample_noise(4))
-    with pytest.raises(ValueError, match=r"z_ref must have z_dim=100 columns, got shape \(4, 10\)"):
+    with pytest.raises(ValueError, match=Z_REF + r"got torch.float32 of shape \(4, 10\)"):
         gen.set_reference(torch.rand(4, 10))
     with pytest.raises(ValueError, match=r"set_reference needs normalization='virtual', got .*'batch'"):
         digits_generator().set_reference(torch.rand(4, 100))
@@ -639,21 +646,30 @@ def test_virtual_generator_reference_survives_state_dict_round_trip():
 # ----------------------------------------------------------------------------------------------------------------
 # Bad input and arguments
 # ----------------------------------------------------------------------------------------------------------------
+CIFAR_X = r"x must be a non-empty floating-point batch \(N, C=3, H, W\) with H, W >= 9 .*got torch\."
+MNIST_X = r"x must be a non-empty floating-point batch \(N, in_features=784\) or \(N, \.\.\.\) flattening to it, got "
+MNIST_X += r"torch\."
+Z = r"z must be a non-empty batch \(N, z_dim=100\), "
+
+
 @pytest.mark.parametrize(
     "make, x, error, pattern",
     [
-        (cifar10_fm_discriminator, torch.rand(2, 32, 32), ValueError, r"x must be 4-D \(N, C=3, H, W\), got a tensor of shape \(2, 32, 32\)"),
-        (cifar10_fm_discriminator, torch.rand(2, 1, 32, 32), ValueError, r"x must have in_channels=3 channels, got shape \(2, 1, 32, 32\)"),
-        (cifar10_md_discriminator, torch.rand(0, 3, 32, 32), ValueError, r"x must hold at least one example, got an empty batch"),
-        (cifar10_fm_discriminator, torch.rand(2, 3, 8, 8), ValueError, r"x must be at least 9x9.*\(2, 3, 8, 8\)"),
-        (cifar10_fm_discriminator, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), TypeError, r"x must be a floating-point tensor, got dtype torch.uint8"),
-        (mnist_discriminator, torch.rand(2, 700), ValueError, r"x must have in_features=784 values per example, got 700"),
-        (mnist_discriminator, torch.rand(784), ValueError, r"x must be \(N, in_features=784\).*got a tensor of shape \(784,\)"),
-        (mnist_discriminator, torch.rand(0, 784), ValueError, r"x must hold at least one example"),
-        (mnist_generator, torch.rand(4, 50), ValueError, r"z must have z_dim=100 columns, got shape \(4, 50\)"),
-        (mnist_generator, torch.rand(4, 100, 1), ValueError, r"z must be 2-D \(N, z_dim=100\), got a tensor of shape \(4, 100, 1\)"),
-        (cifar10_generator, torch.rand(0, 100), ValueError, r"z must hold at least one example"),
-        (cifar10_generator, "noise", TypeError, r"z must be a torch.Tensor, got str"),
+        (cifar10_fm_discriminator, torch.rand(2, 32, 32), ValueError, CIFAR_X + r"float32 of shape \(2, 32, 32\)"),
+        # The channel count is left to the first convolution, whose error names both counts.
+        (cifar10_fm_discriminator, torch.rand(2, 1, 32, 32), (ValueError, RuntimeError), r"have 3 channels.* got 1"),
+        (cifar10_md_discriminator, torch.rand(0, 3, 32, 32), ValueError, CIFAR_X + r"float32 of shape \(0, 3, 32, 32"),
+        (cifar10_fm_discriminator, torch.rand(2, 3, 8, 8), ValueError, CIFAR_X + r"float32 of shape \(2, 3, 8, 8\)"),
+        (cifar10_fm_discriminator, torch.zeros(2, 3, 32, 32, dtype=torch.uint8), ValueError, CIFAR_X + r"uint8"),
+        (mnist_discriminator, torch.rand(2, 700), ValueError, MNIST_X + r"float32 of shape \(2, 700\)"),
+        (mnist_discriminator, torch.rand(784), ValueError, MNIST_X + r"float32 of shape \(784,\)"),
+        (mnist_discriminator, torch.rand(0, 784), ValueError, MNIST_X + r"float32 of shape \(0, 784\)"),
+        (mnist_discriminator, torch.zeros(2, 784, dtype=torch.uint8), ValueError, MNIST_X + r"uint8"),
+        (mnist_generator, torch.rand(4, 50), ValueError, Z + r"got shape \(4, 50\)"),
+        (mnist_generator, torch.rand(4, 100, 1), ValueError, Z + r"got shape \(4, 100, 1\)"),
+        (mnist_generator, torch.rand(100), ValueError, Z + r"got shape \(100,\)"),
+        (cifar10_generator, torch.rand(0, 100), ValueError, Z + r"got shape \(0, 100\)"),
+        (cifar10_generator, "noise", AttributeError, r"'str' object has no attribute 'dim'"),
     ],
 )
 def test_bad_input(make, x, error, pattern):
@@ -674,10 +690,19 @@ def test_bad_input(make, x, error, pattern):
         (lambda: MNISTDiscriminator(minibatch_kernels=3, minibatch_kernel_dim=0), ValueError, r"kernel_dim must be >= 1, got 0"),
         (lambda: MNISTGenerator(normalization="layer"), ValueError, r"normalization must be one of \('batch', 'virtual'\), got 'layer'"),
         (lambda: digits_generator(normalization=None), ValueError, r"normalization must be one of .*got None"),
-        (lambda: MNISTDiscriminator(hidden=()), ValueError, r"hidden must not be empty"),
+        (lambda: MNISTDiscriminator(hidden=()), ValueError, r"hidden must have at least one entry, got 0"),
         (lambda: MNISTDiscriminator(hidden=(10, 0)), ValueError, r"hidden\[1\] must be >= 1, got 0"),
         (lambda: MNISTGenerator(z_dim=1.5), TypeError, r"z_dim must be an int, got float"),
         (lambda: MNISTDiscriminator(input_noise=-1), ValueError, r"sigma must be (a finite number )?>= 0, got -1"),
+        # Sizes that a layer takes under the same name are checked by that layer.
+        (lambda: MNISTDiscriminator(in_features=0), ValueError, r"in_features must be >= 1, got 0"),
+        (lambda: MNISTGenerator(out_features=0), ValueError, r"out_features must be >= 1, got 0"),
+        (lambda: CIFARDiscriminator(in_channels=0), ValueError, r"in_channels must be >= 1, got 0"),
+        (lambda: CIFARGenerator(out_channels=0), ValueError, r"out_channels must be >= 1, got 0"),
+        (lambda: CIFARDiscriminator(num_classes=0), ValueError, r"num_classes must be >= 1, got 0"),
+        (lambda: CIFARDiscriminator(input_corruption_level=1.0), ValueError, r"input_corruption_level must be in \[0, 1\)"),
+        (lambda: CIFARGenerator(widths=(8, "4")), TypeError, r"widths\[1\] must be an int, got str '4'"),
+        (lambda: CIFARGenerator(z_dim=4).sample_noise(2.0), TypeError, r"n must be an int, got float 2.0"),
     ],
 )
 def test_bad_constructor_arguments(make, error, pattern):
@@ -688,3 +713,15 @@ def test_bad_constructor_arguments(make, error, pattern):
 def test_public_api():
     for name in models.__all__:
         assert hasattr(models, name)
+
+
+def test_sizes_are_python_ints_whatever_kind_of_integer_was_passed():
+    gen = MNISTGenerator(z_dim=np.int64(4), hidden=np.int64(7), out_features=np.int32(3))
+    assert gen.hidden == (7, 7) and all(type(h) is int for h in gen.hidden)
+    assert type(gen.z_dim) is int and type(gen.out_features) is int
+    cifar = CIFARGenerator(z_dim=4, out_channels=np.int64(1), widths=[np.int64(8), 4, 2])
+    assert cifar.widths == (8, 4, 2) and all(type(w) is int for w in cifar.widths) and type(cifar.out_channels) is int
+    with pytest.raises(TypeError, match=r"widths must be a sequence of ints, got str '96'"):
+        CIFARDiscriminator(widths="96")
+    with pytest.raises(TypeError, match=r"hidden must be a sequence of ints, got float 2.5"):
+        MNISTGenerator(hidden=2.5)
