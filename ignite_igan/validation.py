@@ -37,7 +37,7 @@ import dataclasses
 import math
 import numbers
 import typing
-from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -336,3 +336,86 @@ def check_fields(
         value = getattr(config, name)
         if value is not None and not (low < value < high or (closed and value == low)):
             raise ValueError(f"{name} must be in {'[' if closed else '('}{low}, {high}), got {value!r}")
+
+
+# --- added by handlers ---
+def check_instance(name: str, value: Any, kind: Any, expected: str) -> Any:
+    """``value`` itself, checked to be an instance of ``kind`` (a type or a tuple of types).
+
+    Raises:
+        ArgumentTypeError: ``"{name} must be {expected}, got {type}"``.
+    """
+    if not isinstance(value, kind):
+        raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` itself, checked to be one of ``choices``: ``"average must be 'uniform' or 'exponential', got 'x'"``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be {' or '.join(repr(choice) for choice in choices)}, got {value!r}")
+    return value
+
+
+def check_identifier(name: str, value: Any) -> str:
+    """``value``, checked to be a valid attribute name (for ``engine.state.<value>``)."""
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ValueError(f"{name} must be a valid attribute name, got {value!r}")
+    return value
+
+
+def check_trainable(name: str, model: torch.nn.Module, purpose: str = "") -> List[Tuple[str, torch.Tensor]]:
+    """The ``(name, parameter)`` pairs of ``model`` with ``requires_grad=True``, checked to be at least one.
+
+    Raises:
+        ValueError: none is trainable (the message ends with ``purpose``, e.g. ``" to average"``).
+    """
+    named = [(key, param) for key, param in model.named_parameters() if param.requires_grad]
+    if not named:
+        raise ValueError(
+            f"{name} must have at least one trainable parameter (requires_grad=True){purpose}, "
+            f"got {type(model).__name__} with none"
+        )
+    return named
+
+
+def check_state_keys(state_dict: Any, keys: Sequence[str]) -> Mapping[str, Any]:
+    """``state_dict``, checked to be a mapping with exactly ``keys`` (what a ``load_state_dict`` is given)."""
+    if not isinstance(state_dict, Mapping) or set(state_dict) != set(keys):
+        got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+        raise ValueError(f"state_dict must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
+    return state_dict
+
+
+def check_finite_parameters(owner: str, named_tensors: Sequence[Tuple[str, torch.Tensor]], when: str) -> None:
+    """Refuses NaN or infinity in tensors about to be averaged (an average would keep it for good).
+
+    The common case (all finite) costs one ``isfinite().all()`` per tensor and one host transfer per device: the
+    per-tensor flags are reduced on their device before being read.
+
+    Args:
+        owner: who averages, for the message (e.g. ``"HistoricalAveraging"``).
+        named_tensors: ``(name, tensor)`` pairs, e.g. a model's trainable parameters.
+        when: when, for the message (e.g. ``"iteration 3"``).
+
+    Raises:
+        ValueError: naming the first tensor with a non-finite value, the value and how many there are.
+    """
+    flags: dict = {}
+    for _, tensor in named_tensors:
+        flags.setdefault(tensor.device, []).append(torch.isfinite(tensor.detach()).all())
+    if all(bool(torch.stack(group).all()) for group in flags.values()):
+        return
+    for key, tensor in named_tensors:
+        bad = ~torch.isfinite(tensor.detach())
+        if bool(bad.any()):
+            count = int(bad.sum())
+            raise ValueError(
+                f"{owner}: parameter {key!r} holds {float(tensor.detach()[bad].flatten()[0])} ({count} non-finite "
+                f"entr{'y' if count == 1 else 'ies'}) at {when}; refusing to take it into the average, which would "
+                f"stay non-finite for good. The training diverged before this update"
+            )
+
+
+__all__ += ["check_choice", "check_finite_parameters", "check_identifier", "check_instance", "check_state_keys",
+            "check_trainable"]

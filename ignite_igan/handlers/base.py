@@ -1,0 +1,162 @@
+"""The registration protocol every handler of :mod:`ignite_igan.handlers` shares, written once.
+
+A handler is attached with ``handler.attach(engine, event)`` or registered like any Ignite handler with
+``engine.add_event_handler(event, handler)``: both run the same event logic, so they train alike. The callable's
+first call from an engine does the set-up ``attach`` does at once (an ``engine.state`` attribute, an optimizer
+hook), under the class's default ``engine.state`` name. A handler acts once per event: registering it twice with
+one engine is refused, and so is a second engine for a handler whose state belongs to one run.
+
+Example:
+    >>> from ignite.engine import Engine, Events
+    >>> class Count(Handler):
+    ...     default_event, twice = Events.ITERATION_COMPLETED, "count twice"
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.count = 0
+    ...     def _on_event(self, engine):
+    ...         self.count += 1
+    >>> counter, trainer = Count(), Engine(lambda engine, batch: None)
+    >>> counter.attach(trainer)
+    >>> _ = trainer.run([0, 1, 2])
+    >>> counter.count
+    3
+    >>> counter(trainer)
+    Traceback (most recent call last):
+    ...
+    ValueError: engine already has this Count attached with attach(); registering it as an event handler as well would count twice
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
+from ignite.engine.events import RemovableEventHandle
+
+from ignite_igan.validation import check_identifier, check_instance, check_state_keys
+
+__all__ = ["EventType", "Handler"]
+
+EventType = Union[str, Events, CallableEventWithFilter, EventsList]
+
+
+class Handler:
+    """Base of the package's handlers: ``attach``, the callable form, ``detach`` and the checked state.
+
+    A subclass gives its event logic (:meth:`_on_event`), optionally the set-up that precedes it
+    (:meth:`_set_up`, :meth:`_tear_down`), its state (:meth:`state_dict`, :meth:`_load_state` and
+    :attr:`state_keys`), and these class attributes:
+
+    Attributes:
+        default_event: the event ``attach`` uses when given none.
+        default_name: the ``engine.state`` attribute the handler publishes by default; None if it publishes none.
+        twice: what acting twice per event would do, completing "... would ...".
+        one_engine: why the handler serves one engine only (its state belongs to one run); "" if several engines
+            may share it.
+        state_keys: the keys of :meth:`state_dict`.
+    """
+
+    default_event: EventType = Events.ITERATION_COMPLETED
+    default_name: Optional[str] = None
+    twice: str = "act twice per event"
+    one_engine: str = ""
+    state_keys: Sequence[str] = ()
+
+    def __init__(self) -> None:
+        # engine -> (how it was registered, the handles attach added); weak, so a finished trainer can go
+        self._engines: "weakref.WeakKeyDictionary[Engine, Tuple[str, List[RemovableEventHandle]]]" = (
+            weakref.WeakKeyDictionary()
+        )
+        self.state_name: Optional[str] = None  # the engine.state attribute in use, once registered
+
+    # ------------------------------------------------------------------------------------------------------
+    def attach(self, engine: Engine, event: Optional[EventType] = None, name: Optional[str] = None) -> None:
+        """Run the handler at ``event`` (filtered events allowed), after the set-up of the class.
+
+        Args:
+            engine: the trainer (or evaluator).
+            event: when the handler acts; the class's :attr:`default_event` if None.
+            name: the ``engine.state`` attribute the handler publishes, for the handlers that publish one (its
+                :attr:`default_name` if None); give each of two such handlers on one engine its own.
+        """
+        check_instance("engine", engine, Engine, "an ignite.engine.Engine")
+        owner = type(self).__name__
+        if self._engines.get(engine, ("",))[0] == "attach":
+            raise ValueError(f"engine already has this {owner} attached; attaching it twice would {self.twice}")
+        if engine in self._engines or engine.has_event_handler(self):
+            raise ValueError(
+                f"engine already has this {owner} registered as an event handler (engine.add_event_handler(event, "
+                f"handler)); use attach() or the callable, not both, or it would {self.twice}"
+            )
+        if name is not None and self.default_name is None:
+            raise TypeError(f"{owner} publishes nothing in engine.state: attach takes no name")
+        self._refuse_other_engine(engine)
+        name = self.default_name if name is None else check_identifier("name", name)
+        handles = self._set_up(engine, name, True)
+        handles.append(engine.add_event_handler(self.default_event if event is None else event, self._on_event))
+        self._engines[engine], self.state_name = ("attach", handles), name
+
+    def __call__(self, engine: Engine) -> None:
+        """Act at the event it was registered for (``engine.add_event_handler(event, handler)``); the first call
+        from an engine does ``attach``'s set-up with the default ``engine.state`` name."""
+        how = self._engines.get(engine, ("",))[0] if isinstance(engine, Engine) else ""
+        if how == "attach":
+            raise ValueError(
+                f"engine already has this {type(self).__name__} attached with attach(); registering it as an event "
+                f"handler as well would {self.twice}"
+            )
+        if not how:  # the first call from this engine
+            check_instance("engine", engine, Engine, "an ignite.engine.Engine")
+            self._refuse_other_engine(engine)
+            self._set_up(engine, self.default_name, False)
+            self._engines[engine], self.state_name = ("call", []), self.default_name
+        self._on_event(engine)
+
+    def detach(self, engine: Engine) -> None:
+        """Undo :meth:`attach` (or the callable's set-up: the callable itself is removed with
+        ``engine.remove_event_handler(handler, event)``)."""
+        _, handles = self._engines.pop(engine, ("", []))
+        for handle in handles:
+            handle.remove()
+        if self.state_name is not None and hasattr(engine.state, self.state_name):
+            delattr(engine.state, self.state_name)
+        self._tear_down(engine)
+        self.state_name = None
+
+    @property
+    def engine(self) -> Optional[Engine]:
+        """The engine the handler serves (a live one, for the handlers that serve one engine), else None."""
+        return next(iter(self._engines.keys()), None)
+
+    def _refuse_other_engine(self, engine: Engine) -> None:
+        if self.one_engine and any(other is not engine for other in self._engines.keys()):
+            owner = type(self).__name__
+            raise ValueError(
+                f"engine is not the engine this {owner} is registered with, and it serves one engine only: "
+                f"{self.one_engine}. Build one {owner} per engine"
+            )
+
+    # --- what a subclass gives ---------------------------------------------------------------------------------
+    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[RemovableEventHandle]:
+        """Before the first event, with the ``engine.state`` name to publish: ``attach`` calls it at once
+        (``attached=True``; the handles of the handlers it adds are returned, for :meth:`detach`), the callable
+        at its first call."""
+        return []
+
+    def _on_event(self, engine: Engine) -> None:
+        raise NotImplementedError
+
+    def _tear_down(self, engine: Engine) -> None:
+        """Undo what :meth:`_set_up` did besides the ``engine.state`` attribute."""
+
+    # --- state -------------------------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """What a resumed run needs, for :class:`ignite.handlers.Checkpoint`."""
+        return {}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (its keys are checked, then each value)."""
+        self._load_state(check_state_keys(state_dict, self.state_keys))
+
+    def _load_state(self, state_dict: Mapping[str, Any]) -> None:
+        raise NotImplementedError
