@@ -417,5 +417,45 @@ def check_finite_parameters(owner: str, named_tensors: Sequence[Tuple[str, torch
             )
 
 
-__all__ += ["check_choice", "check_finite_parameters", "check_identifier", "check_instance", "check_state_keys",
-            "check_trainable"]
+def check_methods(name: str, value: Any, methods: Sequence[str], example: str) -> Any:
+    """``value`` itself, checked to have each of ``methods`` (``example`` names a class that has them)."""
+    for method in methods:
+        if not callable(getattr(value, method, None)):
+            raise ArgumentTypeError(
+                f"{name} must have a {method}() method (e.g. {example}), got {type(value).__name__} without one"
+            )
+    return value
+
+
+def check_tensor_shape(name: str, value: Any, shape: Sequence[int]) -> torch.Tensor:
+    """``value``, checked to be a tensor of ``shape`` (a tensor loaded from outside)."""
+    if not isinstance(value, torch.Tensor) or value.shape != tuple(shape):
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{name} must be a tensor of shape {tuple(shape)}, got {got}")
+    return value
+
+
+def check_same_trainable(owner: str, model: torch.nn.Module, tracked: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    """Refuses a model whose trainable parameters are no longer exactly ``tracked`` (``(name, parameter)`` pairs
+    taken when ``owner``, an averaging handler, was built): a parameter frozen since would keep being pulled, one
+    unfrozen or added since would be silently left out.
+
+    Raises:
+        ValueError: naming the parameters no longer trainable and those trainable but not tracked.
+    """
+    current = [(key, param) for key, param in model.named_parameters() if param.requires_grad]
+    if len(current) == len(tracked) and all(p is q for (_, p), (_, q) in zip(current, tracked)):
+        return
+    current_ids, tracked_ids = {id(p) for _, p in current}, {id(p) for _, p in tracked}
+    raise ValueError(
+        f"model: its trainable parameters changed since this {owner} was built; no longer trainable (frozen with "
+        f"requires_grad=False, or removed): {[key for key, p in tracked if id(p) not in current_ids]}; trainable "
+        f"but not averaged (unfrozen or added after the handler was built): "
+        f"{[key for key, p in current if id(p) not in tracked_ids]}. The handler averages exactly the parameters "
+        f"that were trainable when it was built: build a new {owner} (detach this one) after changing which "
+        f"parameters train"
+    )
+
+
+__all__ += ["check_choice", "check_finite_parameters", "check_identifier", "check_instance", "check_methods",
+            "check_same_trainable", "check_state_keys", "check_tensor_shape", "check_trainable"]

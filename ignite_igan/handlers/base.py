@@ -28,6 +28,7 @@ Example:
 from __future__ import annotations
 
 import weakref
+from abc import ABC, abstractmethod
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
@@ -39,8 +40,16 @@ __all__ = ["EventType", "Handler"]
 
 EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 
+# What registering a handler again says, by (how it is registered, how again); each ends "... would <twice>".
+_TWICE = {
+    ("attach", "attach"): "attached; attaching it twice",
+    ("attach", "call"): "attached with attach(); registering it as an event handler as well",
+    ("call", "attach"): "registered as an event handler (engine.add_event_handler(event, handler)); use attach() or "
+                        "the callable, not both, or it",
+}
 
-class Handler:
+
+class Handler(ABC):
     """Base of the package's handlers: ``attach``, the callable form, ``detach`` and the checked state.
 
     A subclass gives its event logic (:meth:`_on_event`), optionally the set-up that precedes it
@@ -79,18 +88,9 @@ class Handler:
             name: the ``engine.state`` attribute the handler publishes, for the handlers that publish one (its
                 :attr:`default_name` if None); give each of two such handlers on one engine its own.
         """
-        check_instance("engine", engine, Engine, "an ignite.engine.Engine")
-        owner = type(self).__name__
-        if self._engines.get(engine, ("",))[0] == "attach":
-            raise ValueError(f"engine already has this {owner} attached; attaching it twice would {self.twice}")
-        if engine in self._engines or engine.has_event_handler(self):
-            raise ValueError(
-                f"engine already has this {owner} registered as an event handler (engine.add_event_handler(event, "
-                f"handler)); use attach() or the callable, not both, or it would {self.twice}"
-            )
+        self._refuse_twice(engine, "attach")
         if name is not None and self.default_name is None:
-            raise TypeError(f"{owner} publishes nothing in engine.state: attach takes no name")
-        self._refuse_other_engine(engine)
+            raise TypeError(f"{type(self).__name__} publishes nothing in engine.state: attach takes no name")
         name = self.default_name if name is None else check_identifier("name", name)
         handles = self._set_up(engine, name, True)
         handles.append(engine.add_event_handler(self.default_event if event is None else event, self._on_event))
@@ -99,17 +99,12 @@ class Handler:
     def __call__(self, engine: Engine) -> None:
         """Act at the event it was registered for (``engine.add_event_handler(event, handler)``); the first call
         from an engine does ``attach``'s set-up with the default ``engine.state`` name."""
-        how = self._engines.get(engine, ("",))[0] if isinstance(engine, Engine) else ""
-        if how == "attach":
-            raise ValueError(
-                f"engine already has this {type(self).__name__} attached with attach(); registering it as an event "
-                f"handler as well would {self.twice}"
-            )
-        if not how:  # the first call from this engine
-            check_instance("engine", engine, Engine, "an ignite.engine.Engine")
-            self._refuse_other_engine(engine)
+        if engine not in self._engines:  # the first call from this engine
+            self._refuse_twice(engine, "call")
             self._set_up(engine, self.default_name, False)
             self._engines[engine], self.state_name = ("call", []), self.default_name
+        elif self._engines[engine][0] == "attach":
+            self._refuse_twice(engine, "call")
         self._on_event(engine)
 
     def detach(self, engine: Engine) -> None:
@@ -128,9 +123,16 @@ class Handler:
         """The engine the handler serves (a live one, for the handlers that serve one engine), else None."""
         return next(iter(self._engines.keys()), None)
 
-    def _refuse_other_engine(self, engine: Engine) -> None:
+    def _refuse_twice(self, engine: Engine, how: str) -> None:
+        # how: "attach" or "call", the registration about to be made
+        check_instance("engine", engine, Engine, "an ignite.engine.Engine")
+        registered = self._engines.get(engine, ("",))[0]
+        if how == "attach" and engine.has_event_handler(self):  # registered as a callable, not yet called
+            registered = registered or "call"
+        owner = type(self).__name__
+        if registered:
+            raise ValueError(f"engine already has this {owner} {_TWICE[registered, how]} would {self.twice}")
         if self.one_engine and any(other is not engine for other in self._engines.keys()):
-            owner = type(self).__name__
             raise ValueError(
                 f"engine is not the engine this {owner} is registered with, and it serves one engine only: "
                 f"{self.one_engine}. Build one {owner} per engine"
@@ -143,8 +145,9 @@ class Handler:
         at its first call."""
         return []
 
+    @abstractmethod
     def _on_event(self, engine: Engine) -> None:
-        raise NotImplementedError
+        """What the handler does at its event."""
 
     def _tear_down(self, engine: Engine) -> None:
         """Undo what :meth:`_set_up` did besides the ``engine.state`` attribute."""
@@ -158,5 +161,6 @@ class Handler:
         """Restore what :meth:`state_dict` returned (its keys are checked, then each value)."""
         self._load_state(check_state_keys(state_dict, self.state_keys))
 
+    @abstractmethod
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+        """Restore a state whose keys were checked (each value is the subclass's to check)."""

@@ -20,7 +20,8 @@ from torch.optim import Optimizer
 from ignite_igan.functional import historical_average_penalty
 from ignite_igan.handlers.base import Handler
 from ignite_igan.validation import (
-    check_choice, check_finite_parameters, check_finite_state, check_instance, check_int, check_real, check_trainable,
+    check_choice, check_finite_parameters, check_finite_state, check_instance, check_int, check_real,
+    check_same_trainable, check_tensor_shape, check_trainable,
 )
 
 __all__ = ["HistoricalAveraging", "attach_historical_averaging"]
@@ -135,6 +136,7 @@ class HistoricalAveraging(Handler):
         self.weight = weight  # validated by the property setter
         self.average = check_choice("average", average, ("uniform", "exponential"))
         self.decay = check_real("decay", decay, minimum=0.0, maximum=1.0, low_open=True, high_open=True)
+        self._tracked = named  # (name, parameter) of the trainable parameters, as they were at construction
         self._names: List[str] = [name for name, _ in named]
         self._params: List[Tensor] = [p for _, p in named]
         self._averages: Optional[List[Tensor]] = None
@@ -177,23 +179,6 @@ class HistoricalAveraging(Handler):
     def _on_event(self, engine: Engine) -> None:
         self.update(iteration=engine.state.iteration)
 
-    def _check_tracked(self) -> None:
-        """Raise if the model's trainable parameters are no longer exactly the ones this handler averages: a frozen
-        one would keep being pulled, a new one silently left out."""
-        current = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
-        if len(current) == len(self._params) and all(p is q for (_, p), q in zip(current, self._params)):
-            return
-        current_ids, tracked_ids = {id(p) for _, p in current}, {id(p) for p in self._params}
-        raise ValueError(
-            f"model: its trainable parameters changed since this HistoricalAveraging was built; no longer trainable "
-            f"(frozen with requires_grad=False, or removed): "
-            f"{[name for name, p in zip(self._names, self._params) if id(p) not in current_ids]}; trainable but not "
-            f"averaged (unfrozen or added after the handler was built): "
-            f"{[name for name, p in current if id(p) not in tracked_ids]}. The handler averages exactly the "
-            f"parameters that were trainable when it was built: build a new HistoricalAveraging (detach this one) "
-            f"after changing which parameters train"
-        )
-
     # ------------------------------------------------------------------------------------------------------
     def update(self, iteration: Optional[int] = None) -> None:
         """Add the current parameter values to the average (what ``event`` triggers).
@@ -205,9 +190,9 @@ class HistoricalAveraging(Handler):
             ValueError: a parameter holds NaN or infinity (the average would keep it for good), or the model's
                 trainable parameters are no longer those the handler was built with.
         """
-        self._check_tracked()
+        check_same_trainable("HistoricalAveraging", self.model, self._tracked)
         when = f"iteration {iteration}" if iteration is not None else f"update {self.num_updates + 1}"
-        check_finite_parameters("HistoricalAveraging", list(zip(self._names, self._params)), when)
+        check_finite_parameters("HistoricalAveraging", self._tracked, when)
         self.num_updates += 1
         with torch.no_grad():
             if self._averages is None:
@@ -225,7 +210,7 @@ class HistoricalAveraging(Handler):
         For process functions that add the term to the loss themselves (build the handler without an optimizer,
         or the penalty is counted twice).
         """
-        self._check_tracked()
+        check_same_trainable("HistoricalAveraging", self.model, self._tracked)
         if self._averages is None:
             value = torch.zeros((), dtype=self._params[0].dtype, device=self._params[0].device)
         else:
@@ -240,7 +225,7 @@ class HistoricalAveraging(Handler):
             setattr(self.engine.state, self.state_name, value)
 
     def _step_pre_hook(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        self._check_tracked()
+        check_same_trainable("HistoricalAveraging", self.model, self._tracked)
         if self._averages is None:
             return None
         # autograd of λ·Σ(θ - θ̄)² gives λ·(2·(θ - θ̄)); doubling is exact, so (2λ)·(θ - θ̄) below is bitwise the
@@ -285,12 +270,7 @@ class HistoricalAveraging(Handler):
         check_finite_state("HistoricalAveraging.load_state_dict", "state_dict['averages']", dict(averages))
         restored = []
         for name, param in zip(self._names, self._params):
-            value = averages[name]
-            if not isinstance(value, Tensor) or value.shape != param.shape:
-                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(
-                    f"state_dict['averages'][{name!r}] must be a tensor of shape {tuple(param.shape)}, got {shape}"
-                )
+            value = check_tensor_shape(f"state_dict['averages'][{name!r}]", averages[name], param.shape)
             restored.append(value.detach().to(device=param.device, dtype=param.dtype).clone())
         self._averages = restored
         self.num_updates = num_updates

@@ -9,7 +9,7 @@ from ignite.engine import Engine, Events
 from torch import Tensor, nn
 
 from ignite_igan.handlers.base import Handler
-from ignite_igan.validation import check_finite_state, check_instance, check_int
+from ignite_igan.validation import check_finite_state, check_instance, check_int, check_methods
 
 __all__ = ["VirtualBatchReference"]
 
@@ -70,12 +70,8 @@ class VirtualBatchReference(Handler):
         check_instance("generator", generator, nn.Module, "a torch.nn.Module")
         if isinstance(generator, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             generator = generator.module
-        for method in ("sample_noise", "set_reference"):
-            if not callable(getattr(generator, method, None)):
-                raise TypeError(
-                    f"generator must have a {method}() method (e.g. ignite_igan.models.CIFARGenerator("
-                    f"normalization='virtual')), got {type(generator).__name__} without one"
-                )
+        check_methods("generator", generator, ("sample_noise", "set_reference"),
+                      "ignite_igan.models.CIFARGenerator(normalization='virtual')")
         self.generator = generator
         self.size = check_int("size", size, minimum=1, hint="the reference batch size")
         self.seed = check_int("seed", seed, allow_none=True)
