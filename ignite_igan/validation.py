@@ -379,11 +379,11 @@ def check_trainable(name: str, model: torch.nn.Module, purpose: str = "") -> Lis
     return named
 
 
-def check_state_keys(state_dict: Any, keys: Sequence[str]) -> Mapping[str, Any]:
+def check_state_keys(state_dict: Any, keys: Sequence[str], name: str = "state_dict") -> Mapping[str, Any]:
     """``state_dict``, checked to be a mapping with exactly ``keys`` (what a ``load_state_dict`` is given)."""
     if not isinstance(state_dict, Mapping) or set(state_dict) != set(keys):
         got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-        raise ValueError(f"state_dict must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
+        raise ValueError(f"{name} must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
     return state_dict
 
 

@@ -75,19 +75,15 @@ class DataDependentInitialization(Handler):
             model = model.module
         if next(iter(model.parameters()), None) is None:
             raise ValueError(f"model must have parameters to initialize, got {type(model).__name__} with none")
-        if not (callable(inputs) or isinstance(inputs, (Tensor, Sequence, Mapping))) or isinstance(inputs, str):
-            raise TypeError(
-                f"inputs must be a tensor, a sequence of positional inputs, a mapping of keyword inputs or a "
-                f"callable returning one, got {type(inputs).__name__}"
-            )
+        if not callable(inputs):
+            _arguments(inputs, "inputs must be", ", or a callable returning one")
         if not any(isinstance(m, DataDependentInit) and m.data_init for m in model.modules()):
             # Harmless but almost certainly not what the caller meant: say so instead of reporting done=True.
             warnings.warn(
                 f"model ({type(model).__name__}) has no layer with a data-dependent initialization (no "
                 f"ignite_igan.nn.DataDependentInit layer with data_init=True, such as WeightNormLinear, "
                 f"WeightNormConv2d or MinibatchDiscrimination): the initialization pass will leave it unchanged",
-                UserWarning,
-                stacklevel=2,
+                UserWarning, stacklevel=2,
             )
         self.model = model
         self.inputs = inputs
@@ -109,33 +105,19 @@ class DataDependentInitialization(Handler):
 
     def run(self) -> Any:
         """Run the initialization pass now (whatever ``done`` says) and return the model's output."""
-        args, kwargs = self._resolve_inputs()
+        inputs = self.inputs() if callable(self.inputs) else self.inputs
+        args, kwargs = _arguments(inputs, "inputs() must return")
+        device = next(iter(self.model.parameters())).device
+        args = [value.to(device) if isinstance(value, Tensor) else value for value in args]
+        kwargs = {key: value.to(device) if isinstance(value, Tensor) else value for key, value in kwargs.items()}
         output = data_dependent_init(self.model, *args, **kwargs)
-        if idist.get_world_size() > 1:
+        if idist.get_world_size() > 1:  # rank 0's initialization for all
             with torch.no_grad():
                 for tensor in list(self.model.parameters()) + list(self.model.buffers()):
-                    if tensor.numel() == 0:
-                        continue
-                    tensor.copy_(idist.broadcast(tensor.detach().contiguous(), src=0))
+                    if tensor.numel() > 0:
+                        tensor.copy_(idist.broadcast(tensor.detach().contiguous(), src=0))
         self.done = True
         return output
-
-    def _resolve_inputs(self) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
-        inputs = self.inputs() if callable(self.inputs) else self.inputs
-        device = next(iter(self.model.parameters())).device
-
-        def move(value: Any) -> Any:
-            return value.to(device) if isinstance(value, Tensor) else value
-
-        if isinstance(inputs, Tensor):
-            return (move(inputs),), {}
-        if isinstance(inputs, Mapping):
-            return (), {key: move(value) for key, value in inputs.items()}
-        if isinstance(inputs, Sequence) and not isinstance(inputs, str):
-            return tuple(move(value) for value in inputs), {}
-        raise TypeError(
-            f"inputs() must return a tensor, a sequence or a mapping of inputs, got {type(inputs).__name__}"
-        )
 
     def state_dict(self) -> Dict[str, Any]:
         """``{"done": whether the initialization pass has run}``."""
@@ -143,3 +125,14 @@ class DataDependentInitialization(Handler):
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         self.done = check_bool("state_dict['done']", state_dict["done"])
+
+
+def _arguments(inputs: Any, what: str, also: str = "") -> Tuple[Sequence[Any], Mapping[str, Any]]:
+    """``inputs`` as positional and keyword arguments; ``what`` (and ``also``) begin the error's message."""
+    if isinstance(inputs, Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, Mapping):
+        return (), inputs
+    if isinstance(inputs, Sequence) and not isinstance(inputs, str):
+        return inputs, {}
+    raise TypeError(f"{what} a tensor, a sequence or a mapping of inputs{also}, got {type(inputs).__name__}")

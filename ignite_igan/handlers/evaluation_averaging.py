@@ -110,18 +110,15 @@ class EvaluationAveraging(Handler):
     ) -> None:
         super().__init__()
         check_trainable("model", check_instance("model", model, nn.Module, "a torch.nn.Module"), " to average")
-        self.rate = check_real(
-            "rate", rate, minimum=0.0, maximum=1.0, low_open=True, high_open=True,
-            hint="the reference uses 1e-4, i.e. decay 0.9999",
-        )
+        self.rate = check_real("rate", rate, minimum=0.0, maximum=1.0, low_open=True, high_open=True,
+                               hint="the reference uses 1e-4, i.e. decay 0.9999")
         if self.rate > 0.5:
             # Other EMA code takes the decay (0.9999): passed here it would make the "average" the live weights.
             warnings.warn(
                 f"rate={self.rate!r} is the weight of the NEW value in each update, ema <- (1 - rate)·ema + rate·θ (the "
                 f"reference uses rate=1e-4, i.e. decay 0.9999); above 0.5 the average mostly follows the live "
                 f"weights. If you meant a decay of {self.rate!r}, pass rate={1.0 - self.rate:.6g}",
-                UserWarning,
-                stacklevel=2,
+                UserWarning, stacklevel=2,
             )
         self.bias_correction = check_bool("bias_correction", bias_correction)
         self.check_finite = check_bool("check_finite", check_finite)
@@ -165,8 +162,7 @@ class EvaluationAveraging(Handler):
     # ------------------------------------------------------------------------------------------------------
     def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[RemovableEventHandle]:
         if self._device_count is not None:
-            raise RuntimeError("EvaluationAveraging updates inside a trainer's step (step_update); registering it "
-                               "with an engine too would average twice per iteration")
+            raise RuntimeError("EvaluationAveraging updates inside a trainer's step (step_update): not at an event too")
         if not hasattr(engine.state, name):  # readable before the first update, as EMAHandler.attach makes it
             setattr(engine.state, name, self.rate)
         return []
@@ -201,8 +197,7 @@ class EvaluationAveraging(Handler):
             RuntimeError: if the handler is also registered with an engine (the average would be updated twice).
         """
         if self.engine is not None:
-            raise RuntimeError("EvaluationAveraging is attached to an engine already; step_update would average "
-                               "twice per iteration. Use one of the two")
+            raise RuntimeError("EvaluationAveraging is attached to an engine already: step_update would average twice")
         if self._device_count is None:  # the first call: the count moves to the device, the tensors are kept
             self._follow_device()
             pairs = self._pairs()
@@ -248,10 +243,9 @@ class EvaluationAveraging(Handler):
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         num_updates = check_int("state_dict['num_updates']", state_dict["num_updates"], minimum=0)
         # Refused here, not at the first evaluation: NaN averaged weights would score as a broken model.
-        check_finite_state(
-            "EvaluationAveraging.load_state_dict", "state_dict['averaged_model']", state_dict["averaged_model"]
-        )
-        self.ema_handler.ema_model.load_state_dict(state_dict["averaged_model"])
+        averaged = state_dict["averaged_model"]
+        check_finite_state("EvaluationAveraging.load_state_dict", "state_dict['averaged_model']", averaged)
+        self.ema_handler.ema_model.load_state_dict(averaged)
         self.num_updates = num_updates
 
 

@@ -21,7 +21,7 @@ from ignite_igan.functional import historical_average_penalty
 from ignite_igan.handlers.base import Handler
 from ignite_igan.validation import (
     check_choice, check_finite_parameters, check_finite_state, check_instance, check_int, check_real,
-    check_same_trainable, check_tensor_shape, check_trainable,
+    check_same_trainable, check_state_keys, check_tensor_shape, check_trainable,
 )
 
 __all__ = ["HistoricalAveraging", "attach_historical_averaging"]
@@ -263,9 +263,7 @@ class HistoricalAveraging(Handler):
                 raise ValueError(f"state_dict['averages'] is None but num_updates is {num_updates}")
             self._averages, self.num_updates = None, 0
             return
-        if not isinstance(averages, Mapping) or list(averages) != self._names:
-            got = list(averages) if isinstance(averages, Mapping) else type(averages).__name__
-            raise ValueError(f"state_dict['averages'] must hold the parameters {self._names}, got {got}")
+        check_state_keys(averages, self._names, "state_dict['averages']")
         # Refused here, not at the first step: a NaN average would stop training later, blaming divergence.
         check_finite_state("HistoricalAveraging.load_state_dict", "state_dict['averages']", dict(averages))
         restored = []
