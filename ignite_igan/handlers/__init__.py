@@ -3,8 +3,8 @@
 Each handler is attached to a user's own trainer with ``attach(engine, event=...)``, or registered like any Ignite
 handler with ``engine.add_event_handler(event, handler)`` (each class says what ``attach`` adds beyond the
 callable), and keeps what a resumed run needs in ``state_dict()``/``load_state_dict()``, so that
-:class:`ignite.handlers.Checkpoint` saves it. That protocol is written once, in :class:`~ignite_igan.handlers.base.Handler`;
-registering a handler twice with one engine raises a ``ValueError``:
+:class:`ignite.handlers.Checkpoint` saves it. That protocol is written once, in :class:`Handler` (subclass it
+for a handler of your own); registering a handler twice with one engine raises a ``ValueError``:
 
 - :class:`HistoricalAveraging` (paper §3.3): ``λ||θ - θ̄||²`` for a player, through an optimizer step hook;
   :func:`attach_historical_averaging` puts it on both players.

@@ -9,21 +9,25 @@ one engine is refused, and so is a second engine for a handler whose state belon
 Example:
     >>> from ignite.engine import Engine, Events
     >>> class Count(Handler):
-    ...     default_event, twice = Events.ITERATION_COMPLETED, "count twice"
+    ...     twice, state_keys = "count twice", ("count",)
     ...     def __init__(self):
     ...         super().__init__()
     ...         self.count = 0
-    ...     def _on_event(self, engine):
+    ...     def _on_event(self, engine):  # the event logic
     ...         self.count += 1
+    ...     def state_dict(self):
+    ...         return {"count": self.count}
+    ...     def _load_state(self, state_dict):
+    ...         self.count = state_dict["count"]
     >>> counter, trainer = Count(), Engine(lambda engine, batch: None)
     >>> counter.attach(trainer)
     >>> _ = trainer.run([0, 1, 2])
-    >>> counter.count
-    3
+    >>> counter.state_dict()
+    {'count': 3}
     >>> counter(trainer)
     Traceback (most recent call last):
     ...
-    ValueError: engine already has this Count attached with attach(); registering it as an event handler as well would count twice
+    ValueError: engine already has this Count attached with attach(); registering it as an event handler as well ...
 """
 from __future__ import annotations
 
@@ -33,10 +37,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.engine.events import RemovableEventHandle
+from torch import nn
 
 from ignite_igan.validation import check_identifier, check_instance, check_state_keys
 
-__all__ = ["EventType", "Handler"]
+__all__ = ["EventType", "Handler", "unwrap"]
 
 EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 
@@ -164,3 +169,8 @@ class Handler(ABC):
     @abstractmethod
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a state whose keys were checked (each value is the subclass's to check)."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside ``DistributedDataParallel``/``DataParallel``, else ``model``: what a handler acts on."""
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model

@@ -9,7 +9,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import Tensor, nn
 
-from ignite_igan.handlers.base import Handler
+from ignite_igan.handlers.base import Handler, unwrap
 from ignite_igan.nn import DataDependentInit, data_dependent_init
 from ignite_igan.validation import check_bool, check_instance
 
@@ -70,9 +70,7 @@ class DataDependentInitialization(Handler):
 
     def __init__(self, model: nn.Module, inputs: Union[Inputs, Callable[[], Inputs]]) -> None:
         super().__init__()
-        check_instance("model", model, nn.Module, "a torch.nn.Module")
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
+        model = unwrap(check_instance("model", model, nn.Module, "a torch.nn.Module"))
         if next(iter(model.parameters()), None) is None:
             raise ValueError(f"model must have parameters to initialize, got {type(model).__name__} with none")
         if not callable(inputs):

@@ -115,8 +115,8 @@ class EvaluationAveraging(Handler):
         if self.rate > 0.5:
             # Other EMA code takes the decay (0.9999): passed here it would make the "average" the live weights.
             warnings.warn(
-                f"rate={self.rate!r} is the weight of the NEW value in each update, ema <- (1 - rate)·ema + rate·θ (the "
-                f"reference uses rate=1e-4, i.e. decay 0.9999); above 0.5 the average mostly follows the live "
+                f"rate={self.rate!r} is the weight of the NEW value in each update, ema <- (1 - rate)·ema + rate·θ "
+                f"(the reference uses rate=1e-4, i.e. decay 0.9999); above 0.5 the average mostly follows the live "
                 f"weights. If you meant a decay of {self.rate!r}, pass rate={1.0 - self.rate:.6g}",
                 UserWarning, stacklevel=2,
             )

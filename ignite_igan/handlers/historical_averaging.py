@@ -9,7 +9,7 @@ never as a separate "pull towards the average" step of its own.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from ignite.engine import Engine, Events
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ignite_igan.functional import historical_average_penalty
-from ignite_igan.handlers.base import Handler
+from ignite_igan.handlers.base import Handler, unwrap
 from ignite_igan.validation import (
     check_choice, check_finite_parameters, check_finite_state, check_instance, check_int, check_real,
     check_same_trainable, check_state_keys, check_tensor_shape, check_trainable,
@@ -121,16 +121,16 @@ class HistoricalAveraging(Handler):
         decay: float = 0.999,
     ) -> None:
         super().__init__()
-        check_instance("model", model, nn.Module, "a torch.nn.Module")
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
+        model = unwrap(check_instance("model", model, nn.Module, "a torch.nn.Module"))
         named = check_trainable("model", model, " to average")
         if optimizer is not None:
             check_instance("optimizer", optimizer, Optimizer, "a torch.optim.Optimizer or None")
             stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
             missing = [name for name, p in named if id(p) not in stepped]
             if missing:
-                raise ValueError(f"optimizer must step every trainable parameter of model, but it does not hold {missing}")
+                raise ValueError(
+                    f"optimizer must step every trainable parameter of model, but it does not hold {missing}"
+                )
         self.model = model
         self.optimizer = optimizer
         self.weight = weight  # validated by the property setter
@@ -141,7 +141,6 @@ class HistoricalAveraging(Handler):
         self._params: List[Tensor] = [p for _, p in named]
         self._averages: Optional[List[Tensor]] = None
         self.num_updates = 0
-        self._last_penalty: Union[Tensor, float] = 0.0
         self._hook_handle: Optional[Any] = None
 
     @property
@@ -215,12 +214,11 @@ class HistoricalAveraging(Handler):
             value = torch.zeros((), dtype=self._params[0].dtype, device=self._params[0].device)
         else:
             value = self._weight * historical_average_penalty(self._params, self._averages)
-        self._set_last_penalty(value.detach())
+        self._publish(value.detach())
         return value
 
-    def _set_last_penalty(self, value: Tensor) -> None:
+    def _publish(self, value: Tensor) -> None:
         # Published at once rather than by a handler of its own, so readers need not be registered after one.
-        self._last_penalty = value
         if self.engine is not None and self.state_name is not None:
             setattr(self.engine.state, self.state_name, value)
 
@@ -243,7 +241,7 @@ class HistoricalAveraging(Handler):
                 term = diff.square().sum()
                 total = term if total is None else total + term
             assert total is not None
-            self._set_last_penalty(total * self._weight)
+            self._publish(total * self._weight)
         return None
 
     # ------------------------------------------------------------------------------------------------------

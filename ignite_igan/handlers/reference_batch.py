@@ -8,7 +8,7 @@ import torch
 from ignite.engine import Engine, Events
 from torch import Tensor, nn
 
-from ignite_igan.handlers.base import Handler
+from ignite_igan.handlers.base import Handler, unwrap
 from ignite_igan.validation import check_finite_state, check_instance, check_int, check_methods
 
 __all__ = ["VirtualBatchReference"]
@@ -67,9 +67,7 @@ class VirtualBatchReference(Handler):
 
     def __init__(self, generator: nn.Module, size: int, seed: Optional[int] = None) -> None:
         super().__init__()
-        check_instance("generator", generator, nn.Module, "a torch.nn.Module")
-        if isinstance(generator, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            generator = generator.module
+        generator = unwrap(check_instance("generator", generator, nn.Module, "a torch.nn.Module"))
         check_methods("generator", generator, ("sample_noise", "set_reference"),
                       "ignite_igan.models.CIFARGenerator(normalization='virtual')")
         self.generator = generator
