@@ -176,10 +176,7 @@ class EvaluationAveraging(Handler):
         setattr(engine.state, self.state_name, momentum)
         self._follow_device()
         self._updates.fire_event(_UPDATE)  # EMAHandler: ema <- (1 - momentum)·ema + momentum·θ, every parameter
-        with torch.no_grad():  # the frozen tensors are used as they are, not averaged
-            for ema_param, param in self._pairs():
-                if not param.requires_grad:
-                    ema_param.copy_(param.detach())
+        self._copy_from_model(trained=False)
 
     def step_update(self) -> None:
         """One update of the average made of device operations only, for a trainer's fused step.
@@ -221,13 +218,17 @@ class EvaluationAveraging(Handler):
         """The averaged copy, in eval mode, on the model's device, with the model's frozen tensors."""
         ema_model = self.ema_handler.ema_model
         self._follow_device()
+        self._copy_from_model(trained=self.bias_correction and self.num_updates == 0)  # bias-corrected, no update
+        for ema_buffer, buffer in zip(ema_model.buffers(), self.model.buffers()):
+            ema_buffer.data = buffer.data
+        return ema_model.eval()
+
+    def _copy_from_model(self, trained: bool) -> None:
+        # The frozen tensors are used as they are, not averaged (with `trained`, the trainable ones too).
         with torch.no_grad():
             for ema_param, param in self._pairs():
-                if not param.requires_grad or (self.bias_correction and self.num_updates == 0):
+                if trained or not param.requires_grad:
                     ema_param.copy_(param.detach())
-            for ema_buffer, buffer in zip(ema_model.buffers(), self.model.buffers()):
-                ema_buffer.data = buffer.data
-        return ema_model.eval()
 
     def _follow_device(self) -> None:
         device = next(iter(self.model.parameters())).device
