@@ -34,8 +34,9 @@ class EvaluationAveraging(Handler):
 
     **Mapping onto EMAHandler's momentum.** In Ignite 0.5.x ``EMAHandler`` updates
     ``ema ← (1 - momentum)·ema + momentum·param`` at each event, so ``momentum`` is the weight of the *new* value:
-    the reference's rate 1e-4 (its decay 0.9999) is ``momentum=1e-4``, not 0.9999. This class passes ``rate``
-    through and writes the momentum of each update to ``engine.state.<name>`` (EMAHandler reads it from there).
+    the reference's rate 1e-4 (its decay 0.9999) is ``momentum=1e-4``, not 0.9999. The rate has one name, ``rate``,
+    from the recipes' ``--ema-rate`` to :attr:`rate`; the momentum is the weight of one update (the rate, or more
+    with the bias correction below), published as ``engine.state.<name>`` as EMAHandler publishes it.
 
     **Start and bias correction.**
 
