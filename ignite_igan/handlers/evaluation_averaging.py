@@ -194,9 +194,10 @@ class EvaluationAveraging(Handler):
         Raises:
             RuntimeError: if the handler is also registered with an engine (the average would be updated twice).
         """
-        if self.engine is not None:
-            raise RuntimeError("EvaluationAveraging is attached to an engine already: step_update would average twice")
         if self._device_count is None:  # the first call: the count moves to the device, the tensors are kept
+            if self.engine is not None:  # (later, _set_up refuses an engine)
+                raise RuntimeError("EvaluationAveraging is attached to an engine already: step_update would average "
+                                   "twice")
             self._follow_device()
             pairs = self._pairs()
             trained = [(e, p.detach()) for e, p in pairs if p.requires_grad]
