@@ -37,7 +37,7 @@ import dataclasses
 import math
 import numbers
 import typing
-from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -369,3 +369,126 @@ def check_int_tuple(
         expected = "at least one entry" if length is None else f"{length} entries"
         raise ValueError(f"{name} must have {expected}, got {len(value)}: {tuple(value)!r}")
     return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
+
+
+# --- added by handlers ---
+def check_instance(name: str, value: Any, kind: Any, expected: str) -> Any:
+    """``value`` itself, checked to be an instance of ``kind`` (a type or a tuple of types).
+
+    Raises:
+        ArgumentTypeError: ``"{name} must be {expected}, got {type}"``.
+    """
+    if not isinstance(value, kind):
+        raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` itself, checked to be one of ``choices``: ``"average must be 'uniform' or 'exponential', got 'x'"``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be {' or '.join(repr(choice) for choice in choices)}, got {value!r}")
+    return value
+
+
+def check_identifier(name: str, value: Any) -> str:
+    """``value``, checked to be a valid attribute name (for ``engine.state.<value>``)."""
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ValueError(f"{name} must be a valid attribute name, got {value!r}")
+    return value
+
+
+def check_trainable(name: str, model: torch.nn.Module, purpose: str = "") -> List[Tuple[str, torch.Tensor]]:
+    """The ``(name, parameter)`` pairs of ``model`` with ``requires_grad=True``, checked to be at least one.
+
+    Raises:
+        ValueError: none is trainable (the message ends with ``purpose``, e.g. ``" to average"``).
+    """
+    named = [(key, param) for key, param in model.named_parameters() if param.requires_grad]
+    if not named:
+        raise ValueError(
+            f"{name} must have at least one trainable parameter (requires_grad=True){purpose}, "
+            f"got {type(model).__name__} with none"
+        )
+    return named
+
+
+def check_state_keys(state_dict: Any, keys: Sequence[str], name: str = "state_dict") -> Mapping[str, Any]:
+    """``state_dict``, checked to be a mapping with exactly ``keys`` (what a ``load_state_dict`` is given)."""
+    if not isinstance(state_dict, Mapping) or set(state_dict) != set(keys):
+        got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+        raise ValueError(f"{name} must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
+    return state_dict
+
+
+def check_finite_parameters(owner: str, named_tensors: Sequence[Tuple[str, torch.Tensor]], when: str) -> None:
+    """Refuses NaN or infinity in tensors about to be averaged (an average would keep it for good).
+
+    The common case (all finite) costs one ``isfinite().all()`` per tensor and one host transfer per device: the
+    per-tensor flags are reduced on their device before being read.
+
+    Args:
+        owner: who averages, for the message (e.g. ``"HistoricalAveraging"``).
+        named_tensors: ``(name, tensor)`` pairs, e.g. a model's trainable parameters.
+        when: when, for the message (e.g. ``"iteration 3"``).
+
+    Raises:
+        ValueError: naming the first tensor with a non-finite value, the value and how many there are.
+    """
+    flags: dict = {}
+    for _, tensor in named_tensors:
+        flags.setdefault(tensor.device, []).append(torch.isfinite(tensor.detach()).all())
+    if all(bool(torch.stack(group).all()) for group in flags.values()):
+        return
+    for key, tensor in named_tensors:
+        bad = ~torch.isfinite(tensor.detach())
+        if bool(bad.any()):
+            count = int(bad.sum())
+            raise ValueError(
+                f"{owner}: parameter {key!r} holds {float(tensor.detach()[bad].flatten()[0])} ({count} non-finite "
+                f"entr{'y' if count == 1 else 'ies'}) at {when}; refusing to take it into the average, which would "
+                f"stay non-finite for good. The training diverged before this update"
+            )
+
+
+def check_methods(name: str, value: Any, methods: Sequence[str], example: str) -> Any:
+    """``value`` itself, checked to have each of ``methods`` (``example`` names a class that has them)."""
+    for method in methods:
+        if not callable(getattr(value, method, None)):
+            raise ArgumentTypeError(
+                f"{name} must have a {method}() method (e.g. {example}), got {type(value).__name__} without one"
+            )
+    return value
+
+
+def check_tensor_shape(name: str, value: Any, shape: Sequence[int]) -> torch.Tensor:
+    """``value``, checked to be a tensor of ``shape`` (a tensor loaded from outside)."""
+    if not isinstance(value, torch.Tensor) or value.shape != tuple(shape):
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{name} must be a tensor of shape {tuple(shape)}, got {got}")
+    return value
+
+
+def check_same_trainable(owner: str, model: torch.nn.Module, tracked: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    """Refuses a model whose trainable parameters are no longer exactly ``tracked`` (``(name, parameter)`` pairs
+    taken when ``owner``, an averaging handler, was built): a parameter frozen since would keep being pulled, one
+    unfrozen or added since would be silently left out.
+
+    Raises:
+        ValueError: naming the parameters no longer trainable and those trainable but not tracked.
+    """
+    current = [(key, param) for key, param in model.named_parameters() if param.requires_grad]
+    if len(current) == len(tracked) and all(p is q for (_, p), (_, q) in zip(current, tracked)):
+        return
+    current_ids, tracked_ids = {id(p) for _, p in current}, {id(p) for _, p in tracked}
+    raise ValueError(
+        f"model: its trainable parameters changed since this {owner} was built; no longer trainable (frozen with "
+        f"requires_grad=False, or removed): {[key for key, p in tracked if id(p) not in current_ids]}; trainable "
+        f"but not averaged (unfrozen or added after the handler was built): "
+        f"{[key for key, p in current if id(p) not in tracked_ids]}. The handler averages exactly the parameters "
+        f"that were trainable when it was built: build a new {owner} (detach this one) after changing which "
+        f"parameters train"
+    )
+
+
+__all__ += ["check_choice", "check_finite_parameters", "check_identifier", "check_instance", "check_methods",
+            "check_same_trainable", "check_state_keys", "check_tensor_shape", "check_trainable"]

@@ -165,7 +165,7 @@ def test_state_dict_and_bad_input():
     assert init.state_dict() == {"done": False}
     init.load_state_dict({"done": True})
     assert init.done
-    with pytest.raises(ValueError, match=r"state_dict\['done'\] must be a bool, got 1"):
+    with pytest.raises(ValueError, match=r"state_dict\['done'\] must be a bool \(True or False\), got int 1"):
         init.load_state_dict({"done": 1})
     with pytest.raises(ValueError, match=r"must have the key \['done'\], got \['finished'\]"):
         init.load_state_dict({"finished": True})

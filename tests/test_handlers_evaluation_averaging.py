@@ -251,7 +251,7 @@ def test_non_finite_weights_are_refused_with_iteration_parameter_and_value(bad):
             model.linear.bias[1] = bad
 
     averaging.attach(trainer)  # after `diverge`: it sees the bad weight at iteration 3
-    with pytest.raises(ValueError, match=rf"parameter 'linear.bias' of the model holds {bad} \(1 non-finite entry\) at iteration 3"):
+    with pytest.raises(ValueError, match=rf"parameter 'linear.bias' holds {bad} \(1 non-finite entry\) at iteration 3"):
         trainer.run(batches, max_epochs=1)
     assert averaging.num_updates == 2
     assert torch.isfinite(averaging.ema_handler.ema_model.linear.bias).all()  # the average was not touched

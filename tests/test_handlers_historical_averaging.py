@@ -217,7 +217,7 @@ def test_one_instance_per_player_and_unique_state_names():
     ha_d.attach(trainer, name="historical_penalty_D")
     with pytest.raises(ValueError, match="historical_penalty_D"):
         HistoricalAveraging(disc, weight=0.2).attach(trainer, name="historical_penalty_D")
-    with pytest.raises(ValueError, match="already attached"):
+    with pytest.raises(ValueError, match="engine is not the engine this HistoricalAveraging is registered with"):
         ha_g.attach(Engine(lambda engine, batch: None), name="other")
     trainer.run([0, 1], max_epochs=1)
     assert ha_g.num_updates == ha_d.num_updates == 2
@@ -331,7 +331,7 @@ def test_registered_twice_or_with_two_engines_is_refused():
     handler = HistoricalAveraging(model, weight=WEIGHT, optimizer=OPTIMIZERS["sgd"](trainable(model)))
     trainer = Engine(lambda engine, batch: None)
     handler.attach(trainer)
-    with pytest.raises(ValueError, match=r"engine: this HistoricalAveraging is already attached.*detach\(engine\)"):
+    with pytest.raises(ValueError, match=r"engine already has this HistoricalAveraging attached; attaching it twice"):
         handler.attach(trainer, name="other_name")
     with pytest.raises(ValueError, match=r"engine already has this HistoricalAveraging attached with attach\(\)"):
         handler(trainer)

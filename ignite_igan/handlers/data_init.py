@@ -6,19 +6,19 @@ from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Union
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
+from ignite.engine import Engine, Events
 from torch import Tensor, nn
 
-from ignite_igan.handlers._common import Registrations
+from ignite_igan.handlers.base import Handler, unwrap
 from ignite_igan.nn import DataDependentInit, data_dependent_init
+from ignite_igan.validation import check_bool, check_instance
 
 __all__ = ["DataDependentInitialization"]
 
-EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 Inputs = Union[Tensor, Sequence[Any], Mapping[str, Any]]
 
 
-class DataDependentInitialization:
+class DataDependentInitialization(Handler):
     """Runs :func:`ignite_igan.nn.data_dependent_init` on one batch when training starts, and never again.
 
     The reference initializes every weight-normalized layer with one extra forward pass over the first 500
@@ -38,10 +38,9 @@ class DataDependentInitialization:
     layer with ``data_init=True``, e.g. a plain ``torch.nn`` network, or the MNIST generator whose only such layer
     has ``data_init=False``) gets a :class:`UserWarning` at construction: the pass would leave it unchanged.
 
-    **attach or callable.** ``engine.add_event_handler(Events.STARTED, init)`` does exactly what
-    ``attach(engine)`` does (``attach`` registers nothing else). Registering the handler twice with the same
-    engine (two ``attach`` calls, or ``attach`` and the callable) raises a :class:`ValueError`; several engines may
-    share it, since the pass runs once whichever fires first.
+    Registered as a callable (``engine.add_event_handler(Events.STARTED, init)``) it does what ``attach(engine)``
+    does. Several engines may share it (the pass runs once, whichever starts first); registering it twice with one
+    engine raises a :class:`ValueError`.
 
     Args:
         model: the network (``DistributedDataParallel``/``DataParallel`` are unwrapped).
@@ -65,46 +64,28 @@ class DataDependentInitialization:
         >>> _ = trainer.add_event_handler(Events.STARTED, again)  # the same as again.attach(trainer)
     """
 
+    default_event = Events.STARTED
+    twice = "register the initialization twice"
+    state_keys = ("done",)
+
     def __init__(self, model: nn.Module, inputs: Union[Inputs, Callable[[], Inputs]]) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
+        super().__init__()
+        model = unwrap(check_instance("model", model, nn.Module, "a torch.nn.Module"))
         if next(iter(model.parameters()), None) is None:
-            raise ValueError(
-                f"model must have parameters to initialize, got {type(model).__name__} with none"
-            )
-        if not (callable(inputs) or isinstance(inputs, (Tensor, Sequence, Mapping))) or isinstance(inputs, str):
-            raise TypeError(
-                f"inputs must be a tensor, a sequence of positional inputs, a mapping of keyword inputs or a "
-                f"callable returning one, got {type(inputs).__name__}"
-            )
+            raise ValueError(f"model must have parameters to initialize, got {type(model).__name__} with none")
+        if not callable(inputs):
+            _arguments(inputs, "inputs must be", ", or a callable returning one")
         if not any(isinstance(m, DataDependentInit) and m.data_init for m in model.modules()):
             # Harmless but almost certainly not what the caller meant: say so instead of reporting done=True.
             warnings.warn(
                 f"model ({type(model).__name__}) has no layer with a data-dependent initialization (no "
                 f"ignite_igan.nn.DataDependentInit layer with data_init=True, such as WeightNormLinear, "
                 f"WeightNormConv2d or MinibatchDiscrimination): the initialization pass will leave it unchanged",
-                UserWarning,
-                stacklevel=2,
+                UserWarning, stacklevel=2,
             )
         self.model = model
         self.inputs = inputs
         self.done = False
-        self._registrations = Registrations("DataDependentInitialization", "register the initialization twice")
-
-    def attach(self, engine: Engine, event: EventType = Events.STARTED) -> None:
-        """Run the initialization pass at ``event`` unless it has run already."""
-        if not isinstance(engine, Engine):
-            raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
-        self._registrations.before_attach(self, engine)
-        engine.add_event_handler(event, self._on_event)
-        self._registrations.attached(engine)
-
-    def __call__(self, engine: Engine) -> None:
-        """Run the initialization pass unless it has run already (``engine.add_event_handler(event, init)``)."""
-        self._registrations.on_call(engine)
-        self._on_event(engine)
 
     def _on_event(self, engine: Engine) -> None:
         if self.done:
@@ -122,43 +103,34 @@ class DataDependentInitialization:
 
     def run(self) -> Any:
         """Run the initialization pass now (whatever ``done`` says) and return the model's output."""
-        args, kwargs = self._resolve_inputs()
+        inputs = self.inputs() if callable(self.inputs) else self.inputs
+        args, kwargs = _arguments(inputs, "inputs() must return")
+        device = next(iter(self.model.parameters())).device
+        args = [value.to(device) if isinstance(value, Tensor) else value for value in args]
+        kwargs = {key: value.to(device) if isinstance(value, Tensor) else value for key, value in kwargs.items()}
         output = data_dependent_init(self.model, *args, **kwargs)
-        if idist.get_world_size() > 1:
+        if idist.get_world_size() > 1:  # rank 0's initialization for all
             with torch.no_grad():
                 for tensor in list(self.model.parameters()) + list(self.model.buffers()):
-                    if tensor.numel() == 0:
-                        continue
-                    tensor.copy_(idist.broadcast(tensor.detach().contiguous(), src=0))
+                    if tensor.numel() > 0:
+                        tensor.copy_(idist.broadcast(tensor.detach().contiguous(), src=0))
         self.done = True
         return output
-
-    def _resolve_inputs(self) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
-        inputs = self.inputs() if callable(self.inputs) else self.inputs
-        device = next(iter(self.model.parameters())).device
-
-        def move(value: Any) -> Any:
-            return value.to(device) if isinstance(value, Tensor) else value
-
-        if isinstance(inputs, Tensor):
-            return (move(inputs),), {}
-        if isinstance(inputs, Mapping):
-            return (), {key: move(value) for key, value in inputs.items()}
-        if isinstance(inputs, Sequence) and not isinstance(inputs, str):
-            return tuple(move(value) for value in inputs), {}
-        raise TypeError(
-            f"inputs() must return a tensor, a sequence or a mapping of inputs, got {type(inputs).__name__}"
-        )
 
     def state_dict(self) -> Dict[str, Any]:
         """``{"done": whether the initialization pass has run}``."""
         return {"done": self.done}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore ``done``."""
-        if not isinstance(state_dict, Mapping) or set(state_dict) != {"done"}:
-            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-            raise ValueError(f"state_dict must have the key ['done'], got {got}")
-        if not isinstance(state_dict["done"], bool):
-            raise ValueError(f"state_dict['done'] must be a bool, got {state_dict['done']!r}")
-        self.done = state_dict["done"]
+    def _load_state(self, state_dict: Mapping[str, Any]) -> None:
+        self.done = check_bool("state_dict['done']", state_dict["done"])
+
+
+def _arguments(inputs: Any, what: str, also: str = "") -> Tuple[Sequence[Any], Mapping[str, Any]]:
+    """``inputs`` as positional and keyword arguments; ``what`` (and ``also``) begin the error's message."""
+    if isinstance(inputs, Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, Mapping):
+        return (), inputs
+    if isinstance(inputs, Sequence) and not isinstance(inputs, str):
+        return inputs, {}
+    raise TypeError(f"{what} a tensor, a sequence or a mapping of inputs{also}, got {type(inputs).__name__}")

@@ -1,6 +1,7 @@
 """Test-time parameter averaging of the discriminator (the reference's ``disc_param_avg``, spec §4.5).
 
-A thin layer around :class:`ignite.handlers.EMAHandler`, which does the averaging itself.
+A thin layer around :class:`ignite.handlers.EMAHandler`, which does the averaging itself: this module adds the
+reference's zero start, the optional bias correction, the frozen tensors and an update for a captured step.
 """
 from __future__ import annotations
 
@@ -9,22 +10,22 @@ import warnings
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
-from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
+from ignite.engine import Engine, Events
+from ignite.engine.events import RemovableEventHandle
 from ignite.handlers import EMAHandler
-from torch import nn
+from torch import Tensor, nn
 
-from ignite_igan.handlers._common import Registrations, first_non_finite
-
-from ignite_igan.validation import check_bool, check_finite_state, check_int, check_real
+from ignite_igan.handlers.base import Handler
+from ignite_igan.validation import (
+    check_bool, check_finite_parameters, check_finite_state, check_instance, check_int, check_real, check_trainable,
+)
 
 __all__ = ["EvaluationAveraging"]
 
-_DEFAULT_NAME = "ema_momentum"
-
-EventType = Union[str, Events, CallableEventWithFilter, EventsList]
+_UPDATE = Events.ITERATION_COMPLETED  # the private engine's event at which EMAHandler updates
 
 
-class EvaluationAveraging:
+class EvaluationAveraging(Handler):
     """An exponential moving average of a model's weights to evaluate with (spec §4.5).
 
     The reference evaluates the classifier with ``a ← a + 1e-4·(p - a)`` per discriminator step, for every
@@ -33,8 +34,9 @@ class EvaluationAveraging:
 
     **Mapping onto EMAHandler's momentum.** In Ignite 0.5.x ``EMAHandler`` updates
     ``ema ← (1 - momentum)·ema + momentum·param`` at each event, so ``momentum`` is the weight of the *new* value:
-    the reference's rate 1e-4 (its decay 0.9999) is ``momentum=1e-4``, not 0.9999. This class passes ``rate``
-    through and writes the momentum of each update to ``engine.state.<name>`` (EMAHandler reads it from there).
+    the reference's rate 1e-4 (its decay 0.9999) is ``momentum=1e-4``, not 0.9999. The rate has one name, ``rate``,
+    from the recipes' ``--ema-rate`` to :attr:`rate`; the momentum is the weight of one update (the rate, or more
+    with the bias correction below), published as ``engine.state.<name>`` as EMAHandler publishes it.
 
     **Start and bias correction.**
 
@@ -58,8 +60,8 @@ class EvaluationAveraging:
     (Ignite's convention; the average then includes the final weights). ``event=Events.ITERATION_STARTED``
     reproduces the reference exactly when the iteration makes one discriminator step.
 
-    **Device and checkpoint.** The averaged copy is moved to the model's device at :attr:`Events.STARTED` and
-    whenever :attr:`averaged_model` is read. :meth:`state_dict` holds the averaged weights and the update count,
+    **Device and checkpoint.** The averaged copy is moved to the model's device at every update and whenever
+    :attr:`averaged_model` is read. :meth:`state_dict` holds the averaged weights and the update count,
     so ``ignite.handlers.Checkpoint`` saves and restores them.
 
     **Non-finite weights are refused.** Before each update every trainable parameter is checked (one
@@ -67,12 +69,9 @@ class EvaluationAveraging:
     that names the iteration, the parameter and the value, instead of poisoning the average for good.
 
     **attach or callable.** ``attach(engine, event)`` and ``engine.add_event_handler(event, averaging)`` give the
-    same average: each call of the handler is one update. ``attach`` adds only the choice of the ``engine.state``
-    attribute that receives the momentum (the callable writes ``engine.state.ema_momentum``) and moves the copy
-    to the model's device at :attr:`Events.STARTED` (the callable does that at every call). A handler serves one
-    engine, once: attaching it twice, attaching it and registering it as a callable with the same engine, or
-    using it with a second engine raises a :class:`ValueError` (the average would be updated twice per event, or
-    mix two runs).
+    same average: each event is one update. ``attach`` adds only the choice of the ``engine.state`` attribute that
+    receives the momentum (the callable writes ``engine.state.ema_momentum``). A handler serves one engine, once
+    (one average fed by two engines would mix their updates).
 
     Args:
         model: the model to average, usually the discriminator/classifier (``DistributedDataParallel`` is
@@ -101,103 +100,57 @@ class EvaluationAveraging:
         >>> _ = trainer.add_event_handler(Events.ITERATION_COMPLETED, as_callable)  # same as attach(trainer)
     """
 
+    default_event = Events.ITERATION_COMPLETED
+    default_name = "ema_momentum"
+    twice = "update the average twice per event"
+    one_engine = "one average fed by two engines would mix their updates"
+    state_keys = ("averaged_model", "num_updates")
+
     def __init__(
         self, model: nn.Module, rate: float = 1e-4, bias_correction: bool = True, check_finite: bool = True
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError(
-                f"model must have at least one trainable parameter (requires_grad=True) to average, "
-                f"got {type(model).__name__} with none"
-            )
-        rate = check_real(
-            "rate", rate, minimum=0.0, maximum=1.0, low_open=True, high_open=True,
-            hint="the reference uses 1e-4, i.e. decay 0.9999",
-        )
-        if float(rate) > 0.5:
+        super().__init__()
+        check_trainable("model", check_instance("model", model, nn.Module, "a torch.nn.Module"), " to average")
+        self.rate = check_real("rate", rate, minimum=0.0, maximum=1.0, low_open=True, high_open=True,
+                               hint="the reference uses 1e-4, i.e. decay 0.9999")
+        if self.rate > 0.5:
             # Other EMA code takes the decay (0.9999): passed here it would make the "average" the live weights.
             warnings.warn(
-                f"rate={rate!r} is the weight of the NEW value in each update, ema <- (1 - rate)·ema + rate·θ (the "
-                f"reference uses rate=1e-4, i.e. decay 0.9999); above 0.5 the average mostly follows the live "
-                f"weights. If you meant a decay of {rate!r}, pass rate={1.0 - float(rate):.6g}",
-                UserWarning,
-                stacklevel=2,
+                f"rate={self.rate!r} is the weight of the NEW value in each update, ema <- (1 - rate)·ema + rate·θ "
+                f"(the reference uses rate=1e-4, i.e. decay 0.9999); above 0.5 the average mostly follows the live "
+                f"weights. If you meant a decay of {self.rate!r}, pass rate={1.0 - self.rate:.6g}",
+                UserWarning, stacklevel=2,
             )
-        bias_correction = check_bool("bias_correction", bias_correction)
-        check_finite = check_bool("check_finite", check_finite)
-        self.rate = float(rate)
-        self.bias_correction = bias_correction
-        self.check_finite = check_finite
+        self.bias_correction = check_bool("bias_correction", bias_correction)
+        self.check_finite = check_bool("check_finite", check_finite)
         self.ema_handler = EMAHandler(model, momentum=self.rate, handle_buffers="copy")
         self.model: nn.Module = self.ema_handler.model
+        # EMAHandler updates its copy at an event of the engine it is attached to: attached to a private engine
+        # whose event this handler fires once per update, it serves attach and the callable alike.
+        self._updates = Engine(lambda engine, batch: None)
+        self.ema_handler.attach(self._updates, name="momentum", event=_UPDATE)
         self._num_updates = 0
-        self._device_count: Optional[torch.Tensor] = None  # the count on the device, once step_update is used
-        self._step_tensors: Tuple[List[torch.Tensor], ...] = ()  # step_update's averaged, live, frozen tensors
-        self._on_engine = False
-        self._registrations = Registrations(
-            "EvaluationAveraging",
-            "update the average twice per event",
-            one_engine=True,
-            one_engine_reason="one average fed by two engines would mix their updates",
-        )
-        if not bias_correction:
+        self._device_count: Optional[Tensor] = None  # the count on the device, once step_update is used
+        self._step_tensors: Tuple[List[Tensor], ...] = ()  # step_update's averaged, live, frozen tensors
+        if not self.bias_correction:  # the reference's zero start, for the trainable parameters (spec §4.5)
             with torch.no_grad():
-                for ema_param, param in zip(self.ema_handler.ema_model.parameters(), self.model.parameters()):
+                for ema_param, param in self._pairs():
                     if param.requires_grad:
                         ema_param.zero_()
 
-    # ------------------------------------------------------------------------------------------------------
+    def _pairs(self) -> List[Tuple[Tensor, Tensor]]:
+        return list(zip(self.ema_handler.ema_model.parameters(), self.model.parameters()))
+
     @property
     def num_updates(self) -> int:
         """Updates of the average so far (read from the device after :meth:`step_update`: that waits for it)."""
-        if self._device_count is not None:
-            return int(self._device_count)
-        return self._num_updates
+        return self._num_updates if self._device_count is None else int(self._device_count)
 
     @num_updates.setter
     def num_updates(self, value: int) -> None:
         self._num_updates = value
         if self._device_count is not None:
             self._device_count.fill_(value)
-
-    def step_update(self) -> None:
-        """One update of the average made of device operations only, for a trainer's fused step.
-
-        Pass it to the trainer (``after_step=[averaging.step_update]`` in
-        :func:`~ignite_igan.engines.create_semi_supervised_trainer`, or ``before_step`` for the reference's
-        pre-step average) instead of attaching the handler: it then runs inside the step, compiled or captured in
-        a CUDA graph with it. The count and the momentum live on the device (float64, the host's formula), so
-        nothing waits for the device; the update is EMAHandler's ``ema ← (1 - m)·ema + m·θ``, equal to the
-        attached handler's to float rounding. It does not check the weights for NaN (that would wait for the
-        device): the trainer's non-finite guard stops a diverged run before its next checkpoint.
-
-        Raises:
-            RuntimeError: if the handler is also attached to an engine (the average would be updated twice).
-        """
-        if self._on_engine:
-            raise RuntimeError("EvaluationAveraging is attached to an engine already; step_update would average "
-                               "twice per iteration. Use one of the two")
-        if self._device_count is None:  # the first call: the count moves to the device, the pairs are kept
-            self._follow_device()
-            pairs = list(zip(self.ema_handler.ema_model.parameters(), self.model.parameters()))
-            trained = [(e, p.detach()) for e, p in pairs if p.requires_grad]
-            frozen = [(e, p.detach()) for e, p in pairs if not p.requires_grad]
-            self._step_tensors = tuple([t[i] for t in group] for group in (trained, frozen) for i in (0, 1))
-            self._device_count = torch.full((), float(self._num_updates), dtype=torch.float64,
-                                            device=pairs[0][1].device)
-        emas, params, frozen_emas, frozen_params = self._step_tensors
-        self._device_count.add_(1)
-        with torch.no_grad():
-            if self.bias_correction:  # rate / (1 - (1 - rate)^n), as momentum() computes it on the host
-                momentum = (self.rate / -torch.expm1(self._device_count * math.log1p(-self.rate))).clamp(max=1.0)
-                torch._foreach_mul_(emas, (1.0 - momentum).to(emas[0].dtype))
-                torch._foreach_add_(emas, torch._foreach_mul(params, momentum.to(emas[0].dtype)))
-            else:  # a constant momentum: EMAHandler's own arithmetic, ema·(1 - rate) + rate·θ
-                torch._foreach_mul_(emas, 1.0 - self.rate)
-                torch._foreach_add_(emas, params, alpha=self.rate)
-            if frozen_emas:  # as the attached handler does after each update
-                torch._foreach_copy_(frozen_emas, frozen_params)
 
     def momentum(self, update: int) -> float:
         """The EMAHandler momentum of the ``update``-th update (1-based)."""
@@ -207,106 +160,110 @@ class EvaluationAveraging:
         total_weight = -math.expm1(update * math.log1p(-self.rate))
         return min(1.0, self.rate / total_weight)
 
+    # ------------------------------------------------------------------------------------------------------
+    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[RemovableEventHandle]:
+        if self._device_count is not None:
+            raise RuntimeError("EvaluationAveraging updates inside a trainer's step (step_update): not at an event too")
+        if not hasattr(engine.state, name):  # readable before the first update, as EMAHandler.attach makes it
+            setattr(engine.state, name, self.rate)
+        return []
+
+    def _on_event(self, engine: Engine) -> None:
+        if self.check_finite:  # before the count moves, so a refused update leaves the handler's state as it was
+            trained = [(key, p) for key, p in self.model.named_parameters() if p.requires_grad]
+            check_finite_parameters("EvaluationAveraging", trained, f"iteration {engine.state.iteration}")
+        self.num_updates += 1
+        momentum = self._updates.state.momentum = self.momentum(self.num_updates)
+        setattr(engine.state, self.state_name, momentum)
+        self._follow_device()
+        self._updates.fire_event(_UPDATE)  # EMAHandler: ema <- (1 - momentum)·ema + momentum·θ, every parameter
+        self._copy_from_model(trained=False)
+
+    def step_update(self) -> None:
+        """One update of the average made of device operations only, for a trainer's fused step.
+
+        Pass it to the trainer (``after_step=[averaging.step_update]`` in
+        :func:`~ignite_igan.engines.create_semi_supervised_trainer`, or ``before_step`` for the reference's
+        pre-step average) instead of attaching the handler: it then runs inside the step, compiled or captured in
+        a CUDA graph with it. The count and the momentum live on the device (float64, the host's formula), so
+        nothing waits for the device; the update is EMAHandler's ``ema ← (1 - m)·ema + m·θ``
+        (:func:`_ema_update_`), equal to the attached handler's to float rounding. It does not check the weights
+        for NaN (that would wait for the device): the trainer's non-finite guard stops a diverged run before its
+        next checkpoint.
+
+        Raises:
+            RuntimeError: if the handler is also registered with an engine (the average would be updated twice).
+        """
+        if self._device_count is None:  # the first call: the count moves to the device, the tensors are kept
+            if self.engine is not None:  # (later, _set_up refuses an engine)
+                raise RuntimeError("EvaluationAveraging is attached to an engine already: step_update would average "
+                                   "twice")
+            self._follow_device()
+            pairs = self._pairs()
+            trained = [(e, p.detach()) for e, p in pairs if p.requires_grad]
+            frozen = [(e, p.detach()) for e, p in pairs if not p.requires_grad]
+            self._step_tensors = tuple([t[i] for t in group] for group in (trained, frozen) for i in (0, 1))
+            self._device_count = torch.full((), float(self._num_updates), dtype=torch.float64,
+                                            device=pairs[0][1].device)
+        emas, params, frozen_emas, frozen_params = self._step_tensors
+        self._device_count.add_(1)
+        with torch.no_grad():
+            momentum: Union[float, Tensor] = self.rate
+            if self.bias_correction:  # rate / (1 - (1 - rate)^n), as momentum() computes it on the host
+                momentum = (self.rate / -torch.expm1(self._device_count * math.log1p(-self.rate))).clamp(max=1.0)
+            _ema_update_(emas, params, momentum)
+            if frozen_emas:  # as the attached handler does after each update
+                torch._foreach_copy_(frozen_emas, frozen_params)
+
     @property
     def averaged_model(self) -> nn.Module:
         """The averaged copy, in eval mode, on the model's device, with the model's frozen tensors."""
         ema_model = self.ema_handler.ema_model
         self._follow_device()
-        with torch.no_grad():
-            for ema_param, param in zip(ema_model.parameters(), self.model.parameters()):
-                if not param.requires_grad or (self.bias_correction and self.num_updates == 0):
-                    ema_param.copy_(param.detach())
-            for ema_buffer, buffer in zip(ema_model.buffers(), self.model.buffers()):
-                ema_buffer.data = buffer.data
+        self._copy_from_model(trained=self.bias_correction and self.num_updates == 0)  # bias-corrected, no update
+        for ema_buffer, buffer in zip(ema_model.buffers(), self.model.buffers()):
+            ema_buffer.data = buffer.data
         return ema_model.eval()
 
-    # ------------------------------------------------------------------------------------------------------
-    def attach(
-        self, engine: Engine, event: EventType = Events.ITERATION_COMPLETED, name: str = _DEFAULT_NAME
-    ) -> None:
-        """Update the average at ``event`` (filtered events allowed).
-
-        Args:
-            engine: the trainer.
-            event: when to average; one update per discriminator step reproduces the reference's rate.
-            name: the ``engine.state`` attribute holding the momentum of the latest update.
-        """
-        if not isinstance(engine, Engine):
-            raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"name must be a valid attribute name, got {name!r}")
-        self._registrations.before_attach(self, engine)
-        if self._device_count is not None:
-            raise RuntimeError("EvaluationAveraging updates inside a trainer's step (step_update); attaching it to "
-                               "an engine too would average twice per iteration")
-        self._on_engine = True
-        engine.add_event_handler(Events.STARTED, self._on_started)
-        # Handlers of one event run in the order they were added: check and set the momentum, let EMAHandler
-        # average, then restore the frozen tensors it averaged too.
-        engine.add_event_handler(event, self._before_update, name)
-        self.ema_handler.attach(engine, name=name, event=event)
-        engine.add_event_handler(event, self._after_update)
-        self._registrations.attached(engine)
-
-    def __call__(self, engine: Engine) -> None:
-        """One update of the average: ``engine.add_event_handler(event, averaging)`` does what ``attach`` does.
-
-        The momentum of the update is written to ``engine.state.ema_momentum``; the averaged copy follows the
-        model's device at every call.
-        """
-        self._registrations.on_call(engine)
-        self._on_engine = True
-        self._follow_device()
-        # The same three steps, in the same order, as the handlers attach() registers.
-        self._before_update(engine, _DEFAULT_NAME)
-        self.ema_handler._update_ema_model(engine, _DEFAULT_NAME)
-        self._after_update(engine)
-
-    def _on_started(self, engine: Engine) -> None:
-        self._follow_device()
-
-    def _before_update(self, engine: Engine, name: str) -> None:
-        # Checked before the count moves, so a refused update leaves the handler's state as it was.
-        bad = None
-        if self.check_finite:
-            bad = first_non_finite([(n, p) for n, p in self.model.named_parameters() if p.requires_grad])
-        if bad is not None:
-            param_name, value, count = bad
-            raise ValueError(
-                f"EvaluationAveraging: parameter {param_name!r} of the model holds {value} ({count} non-finite "
-                f"entr{'y' if count == 1 else 'ies'}) at iteration {engine.state.iteration}; refusing to take it "
-                f"into the average, which would stay non-finite for good. The training diverged before this update"
-            )
-        self.num_updates += 1
-        setattr(engine.state, name, self.momentum(self.num_updates))
-
-    def _after_update(self, engine: Engine) -> None:
+    def _copy_from_model(self, trained: bool) -> None:
+        # The frozen tensors are used as they are, not averaged (with `trained`, the trainable ones too).
         with torch.no_grad():
-            for ema_param, param in zip(self.ema_handler.ema_model.parameters(), self.model.parameters()):
-                if not param.requires_grad:
+            for ema_param, param in self._pairs():
+                if trained or not param.requires_grad:
                     ema_param.copy_(param.detach())
 
     def _follow_device(self) -> None:
-        reference = next(iter(self.model.parameters()))
-        ema_reference = next(iter(self.ema_handler.ema_model.parameters()))
-        if ema_reference.device != reference.device:
-            self.ema_handler.ema_model.to(reference.device)
+        device = next(iter(self.model.parameters())).device
+        if next(iter(self.ema_handler.ema_model.parameters())).device != device:
+            self.ema_handler.ema_model.to(device)
 
     # ------------------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        """The averaged weights (``averaged_model``'s state dict) and the number of updates so far."""
+        """The averaged weights (``averaged_model``'s state dict, the frozen tensors as last copied) and the number
+        of updates so far."""
         return {"averaged_model": self.ema_handler.ema_model.state_dict(), "num_updates": self.num_updates}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        if not isinstance(state_dict, Mapping) or set(state_dict) != {"averaged_model", "num_updates"}:
-            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-            raise ValueError(f"state_dict must have the keys ['averaged_model', 'num_updates'], got {got}")
-        num_updates = state_dict["num_updates"]
-        num_updates = check_int("state_dict['num_updates']", num_updates, minimum=0)
+    def _load_state(self, state_dict: Mapping[str, Any]) -> None:
+        num_updates = check_int("state_dict['num_updates']", state_dict["num_updates"], minimum=0)
         # Refused here, not at the first evaluation: NaN averaged weights would score as a broken model.
-        check_finite_state(
-            "EvaluationAveraging.load_state_dict", "state_dict['averaged_model']", state_dict["averaged_model"]
-        )
-        self.ema_handler.ema_model.load_state_dict(state_dict["averaged_model"])
+        averaged = state_dict["averaged_model"]
+        check_finite_state("EvaluationAveraging.load_state_dict", "state_dict['averaged_model']", averaged)
+        self.ema_handler.ema_model.load_state_dict(averaged)
         self.num_updates = num_updates
+
+
+def _ema_update_(averages: List[Tensor], params: List[Tensor], momentum: Union[float, Tensor]) -> None:
+    """EMAHandler's update ``ema ← (1 - m)·ema + m·θ`` on lists of tensors, in device operations only (for
+    :meth:`EvaluationAveraging.step_update`, inside a compiled or captured step).
+
+    A float ``m`` gets EMAHandler's own arithmetic (``mul_(1 - m)`` then ``add_(θ, alpha=m)``), bit for bit. A 0-d
+    tensor ``m`` (the bias-corrected momentum, computed on the device in float64) cannot be an ``alpha``: ``m·θ`` is
+    rounded before the sum, which agrees with EMAHandler's to float rounding.
+    """
+    if isinstance(momentum, Tensor):
+        dtype = averages[0].dtype
+        torch._foreach_mul_(averages, (1.0 - momentum).to(dtype))
+        torch._foreach_add_(averages, torch._foreach_mul(params, momentum.to(dtype)))
+    else:
+        torch._foreach_mul_(averages, 1.0 - momentum)
+        torch._foreach_add_(averages, params, alpha=momentum)

@@ -8,28 +8,26 @@ never as a separate "pull towards the average" step of its own.
 """
 from __future__ import annotations
 
-import weakref
 from collections import OrderedDict
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
-from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
+from ignite.engine import Engine, Events
+from ignite.engine.events import RemovableEventHandle
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ignite_igan.functional import historical_average_penalty
-from ignite_igan.handlers._common import Registrations, first_non_finite
-
-from ignite_igan.validation import check_finite_state, check_int, check_real
+from ignite_igan.handlers.base import Handler, unwrap
+from ignite_igan.validation import (
+    check_choice, check_finite_parameters, check_finite_state, check_instance, check_int, check_real,
+    check_same_trainable, check_state_keys, check_tensor_shape, check_trainable,
+)
 
 __all__ = ["HistoricalAveraging", "attach_historical_averaging"]
 
-_DEFAULT_NAME = "historical_penalty"
 
-EventType = Union[str, Events, CallableEventWithFilter, EventsList]
-
-
-class HistoricalAveraging:
+class HistoricalAveraging(Handler):
     """Pulls a player's parameters towards the average of their past values (paper §3.3).
 
     **What is averaged, and when.** Every time ``event`` fires (default :attr:`Events.ITERATION_STARTED`, i.e.
@@ -67,11 +65,9 @@ class HistoricalAveraging:
     ``attach(engine, event)``; its first call also does the rest of ``attach``'s set-up (the optimizer's step
     pre-hook and the publication of the penalty as ``engine.state.historical_penalty``), so both give the same
     training and the same published values. What only ``attach`` adds: the hook and the ``engine.state``
-    attribute exist from the moment it is called (the callable sets them up at its first event), and the
-    attribute's name can be chosen (needed for a second player's handler on the same engine). A handler serves one
-    engine, once: a second ``attach``, ``attach`` plus the callable on the same engine, or a second engine
-    raises a :class:`ValueError` (the parameters would be recorded and the penalty's gradient added twice).
-    :meth:`detach` undoes the set-up; a handler registered as a callable is removed with
+    attribute exist from the moment it is called, and the attribute's name can be chosen (needed for a second
+    player's handler on the same engine). A handler serves one engine, once (its average and its optimizer hook
+    belong to one run). :meth:`detach` undoes the set-up; a handler registered as a callable is removed with
     ``engine.remove_event_handler(ha, event)``.
 
     Args:
@@ -110,6 +106,12 @@ class HistoricalAveraging:
         (7, True)
     """
 
+    default_event = Events.ITERATION_STARTED
+    default_name = "historical_penalty"
+    twice = "record the parameters and add the penalty's gradient twice"
+    one_engine = "its average and its optimizer hook belong to one run"
+    state_keys = ("num_updates", "averages")
+
     def __init__(
         self,
         model: nn.Module,
@@ -118,22 +120,11 @@ class HistoricalAveraging:
         average: str = "uniform",
         decay: float = 0.999,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-        if not named:
-            raise ValueError(
-                f"model must have at least one trainable parameter (requires_grad=True) to average, "
-                f"got {type(model).__name__} with none"
-            )
-        if average not in ("uniform", "exponential"):
-            raise ValueError(f"average must be 'uniform' or 'exponential', got {average!r}")
-        decay = check_real("decay", decay, minimum=0.0, maximum=1.0, low_open=True, high_open=True)
+        super().__init__()
+        model = unwrap(check_instance("model", model, nn.Module, "a torch.nn.Module"))
+        named = check_trainable("model", model, " to average")
         if optimizer is not None:
-            if not isinstance(optimizer, Optimizer):
-                raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+            check_instance("optimizer", optimizer, Optimizer, "a torch.optim.Optimizer or None")
             stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
             missing = [name for name, p in named if id(p) not in stepped]
             if missing:
@@ -143,25 +134,15 @@ class HistoricalAveraging:
         self.model = model
         self.optimizer = optimizer
         self.weight = weight  # validated by the property setter
-        self.average = average
-        self.decay = float(decay)
+        self.average = check_choice("average", average, ("uniform", "exponential"))
+        self.decay = check_real("decay", decay, minimum=0.0, maximum=1.0, low_open=True, high_open=True)
+        self._tracked = named  # (name, parameter) of the trainable parameters, as they were at construction
         self._names: List[str] = [name for name, _ in named]
         self._params: List[Tensor] = [p for _, p in named]
         self._averages: Optional[List[Tensor]] = None
         self.num_updates = 0
-        self._last_penalty: Union[Tensor, float] = 0.0
         self._hook_handle: Optional[Any] = None
-        self._engine_handlers: List[Any] = []
-        self._state_name: Optional[str] = None
-        self._engine: Optional["weakref.ReferenceType[Engine]"] = None
-        self._registrations = Registrations(
-            "HistoricalAveraging",
-            "record the parameters and add the penalty's gradient twice",
-            one_engine=True,
-            one_engine_reason="its average and its optimizer hook belong to one run",
-        )
 
-    # ------------------------------------------------------------------------------------------------------
     @property
     def weight(self) -> float:
         """λ, the weight of the penalty (may be changed between steps)."""
@@ -175,100 +156,27 @@ class HistoricalAveraging:
     @property
     def averages(self) -> "OrderedDict[str, Tensor]":
         """The current averages θ̄ by parameter name (empty before the first update)."""
-        if self._averages is None:
-            return OrderedDict()
-        return OrderedDict(zip(self._names, self._averages))
+        return OrderedDict(zip(self._names, self._averages or []))
 
     # ------------------------------------------------------------------------------------------------------
-    def attach(
-        self, engine: Engine, event: EventType = Events.ITERATION_STARTED, name: str = _DEFAULT_NAME
-    ) -> None:
-        """Record the parameters at ``event`` and, with an optimizer, add the penalty's gradient before each step.
-
-        Args:
-            engine: the trainer.
-            event: when the current parameters are added to the average (filtered events allowed).
-            name: the ``engine.state`` attribute that receives the last penalty; give each player its own name.
-        """
-        if not isinstance(engine, Engine):
-            raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"name must be a valid attribute name, got {name!r}")
-        if self._hook_handle is not None or self._engine_handlers:
-            raise ValueError(
-                "engine: this HistoricalAveraging is already attached (or registered as an event handler); "
-                "attaching it again would record the parameters and add the penalty's gradient twice: call "
-                "detach(engine) first"
-            )
-        self._registrations.before_attach(self, engine)
-        self._check_state_name(engine, name)
-        self._engine_handlers = [(event, engine.add_event_handler(event, self._on_update))]
-        self._set_up(engine, name)
-        self._registrations.attached(engine)
-
-    def __call__(self, engine: Engine) -> None:
-        """Record the parameters (``engine.add_event_handler(event, ha)``); the first call also does the rest of
-        :meth:`attach`'s set-up, with the ``engine.state`` name ``historical_penalty``."""
-        if self._registrations.on_call(engine):
-            try:
-                self._check_state_name(engine, _DEFAULT_NAME, "register it with attach(engine, name=...) instead")
-            except ValueError:
-                self._registrations.remove(engine)
-                raise
-            self._set_up(engine, _DEFAULT_NAME)
-        self.update(iteration=engine.state.iteration)
-
-    @staticmethod
-    def _check_state_name(engine: Engine, name: str, advice: str = "") -> None:
+    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[RemovableEventHandle]:
+        # Besides recording at `event`: the published penalty and the optimizer hook.
         if hasattr(engine.state, name):
-            raise ValueError(
-                f"engine.state already has an attribute {name!r} (another handler's?); "
-                + (advice or f"pass a different name, e.g. name='{name}_generator'")
-            )
-
-    def _set_up(self, engine: Engine, name: str) -> None:
-        # Everything attach() does besides recording at `event`: the published penalty and the optimizer hook.
+            advice = f"pass a different name, e.g. name='{name}_generator'"
+            raise ValueError(f"engine.state already has an attribute {name!r} (another handler's?); "
+                             + (advice if attached else "register it with attach(engine, name=...) instead"))
         setattr(engine.state, name, 0.0)
-        self._state_name = name
-        self._engine = weakref.ref(engine)
         if self.optimizer is not None:
             self._hook_handle = self.optimizer.register_step_pre_hook(self._step_pre_hook)
+        return []
 
-    def detach(self, engine: Engine) -> None:
-        """Remove the engine handlers, the ``engine.state`` attribute and the optimizer hook of :meth:`attach` (or
-        of the callable's first call; the callable itself is removed with ``engine.remove_event_handler``)."""
-        for _, handle in self._engine_handlers:
-            handle.remove()
-        self._engine_handlers = []
-        if self._state_name is not None and hasattr(engine.state, self._state_name):
-            delattr(engine.state, self._state_name)
-        self._state_name = None
-        self._engine = None
+    def _tear_down(self, engine: Engine) -> None:
         if self._hook_handle is not None:
             self._hook_handle.remove()
             self._hook_handle = None
-        self._registrations.remove(engine)
 
-    def _check_tracked(self) -> None:
-        """Raise if the model's trainable parameters are no longer exactly the ones this handler averages."""
-        current = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
-        if len(current) == len(self._params) and all(p is q for (_, p), q in zip(current, self._params)):
-            return
-        current_ids = {id(p) for _, p in current}
-        tracked_ids = {id(p) for p in self._params}
-        dropped = [name for name, p in zip(self._names, self._params) if id(p) not in current_ids]
-        added = [name for name, p in current if id(p) not in tracked_ids]
-        changes = []
-        if dropped:
-            changes.append(f"no longer trainable (frozen with requires_grad=False, or removed): {dropped}")
-        if added:
-            changes.append(f"trainable but not averaged (unfrozen or added after the handler was built): {added}")
-        raise ValueError(
-            f"model: its trainable parameters changed since this HistoricalAveraging was built; "
-            f"{'; '.join(changes) or 'their order changed'}. The handler averages exactly the parameters that were "
-            f"trainable when it was built and neither drops nor adds one silently: build a new HistoricalAveraging "
-            f"(detach this one) after changing which parameters train"
-        )
+    def _on_event(self, engine: Engine) -> None:
+        self.update(iteration=engine.state.iteration)
 
     # ------------------------------------------------------------------------------------------------------
     def update(self, iteration: Optional[int] = None) -> None:
@@ -281,29 +189,19 @@ class HistoricalAveraging:
             ValueError: a parameter holds NaN or infinity (the average would keep it for good), or the model's
                 trainable parameters are no longer those the handler was built with.
         """
-        self._check_tracked()
-        bad = first_non_finite(list(zip(self._names, self._params)))
-        if bad is not None:
-            name, value, count = bad
-            when = f"iteration {iteration}" if iteration is not None else f"update {self.num_updates + 1}"
-            raise ValueError(
-                f"HistoricalAveraging: parameter {name!r} holds {value} ({count} non-finite "
-                f"entr{'y' if count == 1 else 'ies'}) at {when}; refusing to take it into the average, which would "
-                f"stay non-finite for good. The training diverged before this update"
-            )
+        check_same_trainable("HistoricalAveraging", self.model, self._tracked)
+        when = f"iteration {iteration}" if iteration is not None else f"update {self.num_updates + 1}"
+        check_finite_parameters("HistoricalAveraging", self._tracked, when)
         self.num_updates += 1
         with torch.no_grad():
             if self._averages is None:
                 self._averages = [p.detach().clone() for p in self._params]
                 return
-            if self.average == "uniform":
-                fraction = 1.0 / self.num_updates
-            else:
-                fraction = 1.0 - self.decay
+            fraction = 1.0 / self.num_updates if self.average == "uniform" else 1.0 - self.decay
             for index, (avg, param) in enumerate(zip(self._averages, self._params)):
                 if avg.device != param.device or avg.dtype != param.dtype:
                     avg = self._averages[index] = avg.to(device=param.device, dtype=param.dtype)
-                avg.lerp_(param.detach(), fraction)
+                avg.lerp_(param.detach(), fraction)  # θ̄ + fraction·(θ - θ̄)
 
     def penalty(self) -> Tensor:
         """``λ Σ ||θ - θ̄||²`` with the gradient flowing into θ only; zero before the first update.
@@ -311,27 +209,21 @@ class HistoricalAveraging:
         For process functions that add the term to the loss themselves (build the handler without an optimizer,
         or the penalty is counted twice).
         """
-        self._check_tracked()
+        check_same_trainable("HistoricalAveraging", self.model, self._tracked)
         if self._averages is None:
             value = torch.zeros((), dtype=self._params[0].dtype, device=self._params[0].device)
         else:
             value = self._weight * historical_average_penalty(self._params, self._averages)
-        self._set_last_penalty(value.detach())
+        self._publish(value.detach())
         return value
 
-    # ------------------------------------------------------------------------------------------------------
-    def _on_update(self, engine: Engine) -> None:
-        self.update(iteration=engine.state.iteration)
-
-    def _set_last_penalty(self, value: Tensor) -> None:
+    def _publish(self, value: Tensor) -> None:
         # Published at once rather than by a handler of its own, so readers need not be registered after one.
-        self._last_penalty = value
-        engine = self._engine() if self._engine is not None else None
-        if engine is not None and self._state_name is not None:
-            setattr(engine.state, self._state_name, value)
+        if self.engine is not None and self.state_name is not None:
+            setattr(self.engine.state, self.state_name, value)
 
     def _step_pre_hook(self, optimizer: Optimizer, args: Any, kwargs: Any) -> None:
-        self._check_tracked()
+        check_same_trainable("HistoricalAveraging", self.model, self._tracked)
         if self._averages is None:
             return None
         # autograd of λ·Σ(θ - θ̄)² gives λ·(2·(θ - θ̄)); doubling is exact, so (2λ)·(θ - θ̄) below is bitwise the
@@ -349,7 +241,7 @@ class HistoricalAveraging:
                 term = diff.square().sum()
                 total = term if total is None else total + term
             assert total is not None
-            self._set_last_penalty(total * self._weight)
+            self._publish(total * self._weight)
         return None
 
     # ------------------------------------------------------------------------------------------------------
@@ -360,33 +252,21 @@ class HistoricalAveraging:
             averages = OrderedDict((name, avg.detach()) for name, avg in zip(self._names, self._averages))
         return {"num_updates": self.num_updates, "averages": averages}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (the averages move to the parameters' devices)."""
-        if not isinstance(state_dict, Mapping) or set(state_dict) != {"num_updates", "averages"}:
-            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-            raise ValueError(f"state_dict must have the keys ['averages', 'num_updates'], got {got}")
-        num_updates = state_dict["num_updates"]
+    def _load_state(self, state_dict: Mapping[str, Any]) -> None:
+        # the averages move to the parameters' devices
+        num_updates = check_int("state_dict['num_updates']", state_dict["num_updates"], minimum=0)
         averages = state_dict["averages"]
-        num_updates = check_int("state_dict['num_updates']", num_updates, minimum=0)
         if averages is None:
             if num_updates != 0:
                 raise ValueError(f"state_dict['averages'] is None but num_updates is {num_updates}")
-            self._averages = None
-            self.num_updates = 0
+            self._averages, self.num_updates = None, 0
             return
-        if not isinstance(averages, Mapping) or list(averages) != self._names:
-            got = list(averages) if isinstance(averages, Mapping) else type(averages).__name__
-            raise ValueError(f"state_dict['averages'] must hold the parameters {self._names}, got {got}")
+        check_state_keys(averages, self._names, "state_dict['averages']")
         # Refused here, not at the first step: a NaN average would stop training later, blaming divergence.
         check_finite_state("HistoricalAveraging.load_state_dict", "state_dict['averages']", dict(averages))
         restored = []
         for name, param in zip(self._names, self._params):
-            value = averages[name]
-            if not isinstance(value, Tensor) or value.shape != param.shape:
-                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(
-                    f"state_dict['averages'][{name!r}] must be a tensor of shape {tuple(param.shape)}, got {shape}"
-                )
+            value = check_tensor_shape(f"state_dict['averages'][{name!r}]", averages[name], param.shape)
             restored.append(value.detach().to(device=param.device, dtype=param.dtype).clone())
         self._averages = restored
         self.num_updates = num_updates
@@ -417,11 +297,10 @@ def attach_historical_averaging(
         >>> sorted(handlers)
         ['historical_averaging_d', 'historical_averaging_g']
     """
-    if not isinstance(players, Mapping):
-        raise TypeError(f"players must be a mapping name -> (model, optimizer), got {type(players).__name__}")
+    check_instance("players", players, Mapping, "a mapping name -> (model, optimizer)")
     handlers: Dict[str, HistoricalAveraging] = {}
     for player, (model, optimizer) in players.items():
         handler = HistoricalAveraging(model, weight=weight, optimizer=optimizer)
-        handler.attach(engine, name=f"{_DEFAULT_NAME}_{player}")
+        handler.attach(engine, name=f"{HistoricalAveraging.default_name}_{player}")
         handlers[f"historical_averaging_{player}"] = handler
     return handlers

@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import numbers
-import weakref
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
-from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
+from ignite.engine import Engine, Events
+from ignite.engine.events import RemovableEventHandle
 
-from ignite_igan.handlers._common import Registrations
-
+from ignite_igan.handlers.base import Handler
 from ignite_igan.validation import ArgumentTypeError, check_real, describe
 
 __all__ = ["OneSidedLabelSmoothing"]
-
-_DEFAULT_NAME = "real_target"
-
-EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 
 _TWO_SIDED_REASON = (
     "two-sided label smoothing is refused: with real targets α and fake targets β the optimal discriminator is "
@@ -27,15 +22,13 @@ _TWO_SIDED_REASON = (
 
 
 def _as_target(name: str, value: Any) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
     return check_real(
-        name, value, minimum=0.0, maximum=1.0, low_open=True,
+        name, value, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True,
         hint="1 = no smoothing; the paper's ImageNet code used 0.75",
     )
 
 
-class OneSidedLabelSmoothing:
+class OneSidedLabelSmoothing(Handler):
     """Owns the discriminator's target for real data; fake data keeps the target 0 (paper §3.4).
 
     :meth:`attach` writes the target to ``engine.state.<name>`` (default ``engine.state.real_target``) at once and
@@ -60,9 +53,8 @@ class OneSidedLabelSmoothing:
     handler's target unless the attribute already holds a value (e.g. written by a state scheduler that fired
     first). What only ``attach`` adds: the target is readable in ``engine.state`` as soon as it is attached
     (before the run), it is re-published at every :attr:`Events.STARTED` (a second run starts from the value the
-    handler holds), and the attribute's name can be chosen. A handler serves one engine, once: attaching it
-    twice, attaching it and registering it as a callable with the same engine, or using it with a second engine
-    raises a :class:`ValueError` (its :attr:`real_target` is read back from one engine's state).
+    handler holds), and the attribute's name can be chosen. A handler serves one engine, once (its
+    :attr:`real_target` is read back from one engine's state).
 
     Args:
         real_target: the discriminator's target for real data, in (0, 1]; 1 means no smoothing.
@@ -84,7 +76,14 @@ class OneSidedLabelSmoothing:
         0.8
     """
 
+    default_event = Events.ITERATION_STARTED
+    default_name = "real_target"
+    twice = "publish and check the target twice"
+    one_engine = "its real_target is read back from one engine's state"
+    state_keys = ("real_target",)
+
     def __init__(self, real_target: float = 0.9, fake_target: float = 0.0) -> None:
+        super().__init__()
         if isinstance(fake_target, torch.Tensor) and fake_target.numel() == 1:
             fake_target = fake_target.item()
         if isinstance(fake_target, bool) or not isinstance(fake_target, numbers.Real):
@@ -92,14 +91,6 @@ class OneSidedLabelSmoothing:
         if float(fake_target) != 0.0:
             raise ValueError(f"fake_target must be 0, got {fake_target!r}: {_TWO_SIDED_REASON}")
         self._real_target = _as_target("real_target", real_target)
-        self._name: Optional[str] = None
-        self._engine: Optional["weakref.ReferenceType[Engine]"] = None
-        self._registrations = Registrations(
-            "OneSidedLabelSmoothing",
-            "publish and check the target twice",
-            one_engine=True,
-            one_engine_reason="its real_target is read back from one engine's state",
-        )
 
     @property
     def fake_target(self) -> float:
@@ -109,53 +100,24 @@ class OneSidedLabelSmoothing:
     @property
     def real_target(self) -> float:
         """The real target in force, the engine's value while attached, else the handler's own."""
-        engine = self._engine() if self._engine is not None else None
-        if engine is not None and self._name is not None:
-            value = getattr(engine.state, self._name, None)
-            if value is not None:
-                return _as_target(f"engine.state.{self._name}", value)
-        return self._real_target
+        value = getattr(self.engine.state, self.state_name, None) if self.engine and self.state_name else None
+        return self._real_target if value is None else _as_target(f"engine.state.{self.state_name}", value)
 
-    def attach(self, engine: Engine, event: EventType = Events.ITERATION_STARTED, name: str = _DEFAULT_NAME) -> None:
-        """Publish the target as ``engine.state.<name>`` and validate it at ``event``.
-
-        Args:
-            engine: the trainer whose process function reads the target.
-            event: when the (possibly scheduled) value is read back and checked.
-            name: the ``engine.state`` attribute.
-        """
-        if not isinstance(engine, Engine):
-            raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"name must be a valid attribute name, got {name!r}")
-        self._registrations.before_attach(self, engine)
-        self._name = name
-        self._engine = weakref.ref(engine)
-        setattr(engine.state, name, self._real_target)
-        engine.add_event_handler(Events.STARTED, self._publish)
-        engine.add_event_handler(event, self._check)
-        self._registrations.attached(engine)
-
-    def __call__(self, engine: Engine) -> None:
-        """Read back and check ``engine.state.real_target`` (``engine.add_event_handler(event, smoothing)``); the
-        first call publishes the handler's target there unless the attribute already holds one."""
-        if self._registrations.on_call(engine):
-            self._name = _DEFAULT_NAME
-            self._engine = weakref.ref(engine)
-            # A state scheduler attached before this handler may already have written this event's value.
-            if getattr(engine.state, self._name, None) is None:
-                self._publish(engine)
-        self._check(engine)
+    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[RemovableEventHandle]:
+        # The callable leaves a value in place: a state scheduler registered before it may have written this
+        # event's value already.
+        if attached or getattr(engine.state, name, None) is None:
+            setattr(engine.state, name, self._real_target)
+        return [engine.add_event_handler(Events.STARTED, self._publish)] if attached else []
 
     def _publish(self, engine: Engine) -> None:
-        assert self._name is not None
-        setattr(engine.state, self._name, self._real_target)
+        setattr(engine.state, self.state_name, self._real_target)
 
-    def _check(self, engine: Engine) -> None:
-        assert self._name is not None
-        value = getattr(engine.state, self._name, None)
+    def _on_event(self, engine: Engine) -> None:
+        # Read back and checked at every event: a scheduler out of (0, 1] would train on it silently.
+        value = getattr(engine.state, self.state_name, None)
         try:
-            self._real_target = _as_target(f"engine.state.{self._name}", value)
+            self._real_target = _as_target(f"engine.state.{self.state_name}", value)
         except (TypeError, ValueError) as error:
             raise type(error)(
                 f"{error} at iteration {engine.state.iteration} (is a state parameter scheduler driving it out of "
@@ -166,12 +128,8 @@ class OneSidedLabelSmoothing:
         """``{"real_target": value in force}``."""
         return {"real_target": self.real_target}
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore the target (and write it to ``engine.state`` if attached)."""
-        if not isinstance(state_dict, Mapping) or set(state_dict) != {"real_target"}:
-            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-            raise ValueError(f"state_dict must have the key ['real_target'], got {got}")
+    def _load_state(self, state_dict: Mapping[str, Any]) -> None:
+        # written to engine.state at once if registered
         self._real_target = _as_target("state_dict['real_target']", state_dict["real_target"])
-        engine = self._engine() if self._engine is not None else None
-        if engine is not None:
-            self._publish(engine)
+        if self.engine is not None:
+            self._publish(self.engine)

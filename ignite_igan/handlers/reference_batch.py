@@ -1,23 +1,20 @@
 """The fixed reference batch of virtual batch normalization (Salimans et al., 2016, §3.4), as an Ignite handler."""
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
+from ignite.engine import Engine, Events
 from torch import Tensor, nn
 
-from ignite_igan.handlers._common import Registrations
-
-from ignite_igan.validation import check_finite_state, check_int
+from ignite_igan.handlers.base import Handler, unwrap
+from ignite_igan.validation import check_finite_state, check_instance, check_int, check_methods
 
 __all__ = ["VirtualBatchReference"]
 
-EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 
-
-class VirtualBatchReference:
+class VirtualBatchReference(Handler):
     """Draws a generator's VBN reference noise once, keeps it through checkpoints, and shares it across processes.
 
     Virtual batch norm normalizes each example with the statistics of a reference batch "chosen once and fixed at
@@ -38,10 +35,9 @@ class VirtualBatchReference:
     redraws it. Attach this handler before a :class:`DataDependentInitialization` of the same generator: a VBN
     generator cannot run without its reference.
 
-    **attach or callable.** ``engine.add_event_handler(Events.STARTED, reference)`` does exactly what
-    ``attach(engine)`` does (``attach`` registers nothing else). Registering the handler twice with the same
-    engine (two ``attach`` calls, or ``attach`` and the callable) raises a :class:`ValueError`; several engines
-    (e.g. a trainer and an evaluator) may share it: they all set the same reference.
+    Registered as a callable (``engine.add_event_handler(Events.STARTED, reference)``) it does what
+    ``attach(engine)`` does. Several engines (e.g. a trainer and an evaluator) may share it: they all set the same
+    reference; registering it twice with one engine raises a :class:`ValueError`.
 
     Args:
         generator: the generator (``DistributedDataParallel``/``DataParallel`` are unwrapped).
@@ -65,35 +61,19 @@ class VirtualBatchReference:
         >>> _ = evaluator.add_event_handler(Events.STARTED, reference)  # the same as reference.attach(evaluator)
     """
 
+    default_event = Events.STARTED
+    twice = "set the reference twice"
+    state_keys = ("reference_noise",)
+
     def __init__(self, generator: nn.Module, size: int, seed: Optional[int] = None) -> None:
-        if not isinstance(generator, nn.Module):
-            raise TypeError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
-        if isinstance(generator, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            generator = generator.module
-        for method in ("sample_noise", "set_reference"):
-            if not callable(getattr(generator, method, None)):
-                raise TypeError(
-                    f"generator must have a {method}() method (e.g. ignite_igan.models.CIFARGenerator("
-                    f"normalization='virtual')), got {type(generator).__name__} without one"
-                )
+        super().__init__()
+        generator = unwrap(check_instance("generator", generator, nn.Module, "a torch.nn.Module"))
+        check_methods("generator", generator, ("sample_noise", "set_reference"),
+                      "ignite_igan.models.CIFARGenerator(normalization='virtual')")
         self.generator = generator
         self.size = check_int("size", size, minimum=1, hint="the reference batch size")
         self.seed = check_int("seed", seed, allow_none=True)
         self.reference: Optional[Tensor] = None
-        self._registrations = Registrations("VirtualBatchReference", "set the reference twice")
-
-    def attach(self, engine: Engine, event: EventType = Events.STARTED) -> None:
-        """Draw (fresh run) or restore (resumed run) the reference and set it on the generator at ``event``."""
-        if not isinstance(engine, Engine):
-            raise TypeError(f"engine must be an ignite.engine.Engine, got {type(engine).__name__}")
-        self._registrations.before_attach(self, engine)
-        engine.add_event_handler(event, self._on_event)
-        self._registrations.attached(engine)
-
-    def __call__(self, engine: Engine) -> None:
-        """Draw or restore the reference and set it on the generator (``engine.add_event_handler(event, ref)``)."""
-        self._registrations.on_call(engine)
-        self.setup()
 
     def _on_event(self, engine: Engine) -> None:
         self.setup()
@@ -122,11 +102,12 @@ class VirtualBatchReference:
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the reference; it is set on the generator at the next ``event`` (or :meth:`setup`)."""
-        # "reference" is the key of checkpoints written before 0.1.0's last changes.
-        if not isinstance(state_dict, Mapping) or set(state_dict) not in ({"reference_noise"}, {"reference"}):
-            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-            raise ValueError(f"state_dict must have the key ['reference_noise'], got {got}")
-        reference = state_dict.get("reference_noise", state_dict.get("reference"))
+        if isinstance(state_dict, Mapping) and set(state_dict) == {"reference"}:  # checkpoints before 0.1.0's end
+            state_dict = {"reference_noise": state_dict["reference"]}
+        super().load_state_dict(state_dict)
+
+    def _load_state(self, state_dict: Mapping[str, Any]) -> None:
+        reference = state_dict["reference_noise"]
         if reference is not None:
             # Any noise shape the generator draws, e.g. (size, z_dim) or dcgan.py's (size, nz, 1, 1).
             if not isinstance(reference, Tensor) or reference.dim() < 2 or reference.shape[0] != self.size:
