@@ -191,7 +191,7 @@ def feature_matching_loss(real_features: Tensor, fake_features: Tensor, distance
         raise ValueError(f"distance must be one of {FEATURE_MATCHING_DISTANCES}, got {distance!r}")
     # Means of F features and of 1 would broadcast, and an empty batch has a NaN mean: both silently.
     real, fake = real_features.shape, fake_features.shape
-    if len(real) < 2 or len(fake) < 2 or 0 in (real[0], fake[0]) or real[1:].numel() != fake[1:].numel():
+    if len(real) < 2 or len(fake) < 2 or 0 in (real[0], fake[0]) or math.prod(real[1:]) != math.prod(fake[1:]):
         raise ValueError(
             "real_features and fake_features must be non-empty batches (N, F) and (M, F) of the same number of "
             f"features (more dimensions are flattened), got shapes {tuple(real)} and {tuple(fake)}"
