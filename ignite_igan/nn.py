@@ -643,7 +643,7 @@ class VirtualBatchNorm(nn.Module):
         check_input_dtype(x, self.weight.dtype)  # a float64 input would silently give a float64 output
         # A slice would silently take what there is (x[:6] of 5 rows), or nothing (NaN statistics).
         reference_size = check_int(
-            "reference_size", reference_size, minimum=1, maximum=len(x), hint="the first rows of the input"
+            "reference_size", reference_size, minimum=1, maximum=len(x), hint="the number of leading rows of the input that are the reference batch"
         )
         reference, live = x[:reference_size], x[reference_size:]
         dims = (0,) if x.dim() == 2 else (0, 2, 3)
@@ -720,12 +720,8 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
         return self.theta * (self.log_weight_scale.exp() / self.theta.square().sum(dim=0).sqrt())
 
     def forward(self, x: Tensor) -> Tensor:
-        # flatten(1) fails obscurely on a 1-D input, and the features of an empty batch fail in tiling.
-        if x.dim() < 2 or len(x) == 0:
-            raise ValueError(
-                f"input must be (N, in_features={self.in_features}) or (N, ...) flattening to it, with N >= 1, got a "
-                f"tensor of shape {tuple(x.shape)}"
-            )
+        # Inside autocast, an input of the other low-precision dtype would fail in torch.cat with an obscure error.
+        check_input_dtype(x, self.theta.dtype)
         x = x.flatten(1)
         m = (x @ self.projection().flatten(1)).view(-1, self.num_kernels, self.kernel_dim)
         if self._take_data_init():
