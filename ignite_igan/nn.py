@@ -540,8 +540,9 @@ class ScaleFreeBatchNorm(nn.Module):
         if x.dim() not in (2, 4) or x.numel() // x.shape[1] < 2:
             raise ValueError(
                 f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W) and give at "
-                f"least 2 values per channel for batch statistics, got a tensor of shape {tuple(x.shape)}; pass "
-                "several examples at once or use VirtualBatchNorm"
+                f"least 2 values per channel for batch statistics, got a tensor of shape {tuple(x.shape)}; a batch of "
+                "one has no batch statistics (every example would map to the bias): pass several examples at once or "
+                "use VirtualBatchNorm"
             )
         dims = (0,) if x.dim() == 2 else (0, 2, 3)
         var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
