@@ -69,10 +69,7 @@ def minibatch_l1_distances(m: Tensor) -> Tensor:
     """
     # A 4-D m would broadcast into features of another shape, an empty one into empty features: both silently.
     if m.dim() != 3 or 0 in m.shape:
-        raise ValueError(
-            f"m must be a non-empty 3-D tensor of shape (N examples, B kernels, C kernel dimensions), got a tensor "
-            f"of shape {tuple(m.shape)}"
-        )
+        raise ValueError(f"m must be non-empty (N examples, B kernels, C kernel dims), got shape {tuple(m.shape)}")
     return (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(dim=3)
 
 
@@ -140,10 +137,8 @@ def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tenso
     """
     # Moments of another width would broadcast, and an empty reference has NaN moments: both silently.
     if x.dim() not in (2, 4) or reference.shape[1:] != x.shape[1:] or len(reference) == 0:
-        raise ValueError(
-            f"x must be 2-D (N, C) or 4-D (N, C, H, W) and reference a non-empty batch of the same (C, H, W), got x "
-            f"of shape {tuple(x.shape)} and reference of shape {tuple(reference.shape)}"
-        )
+        shapes = f"got x of shape {tuple(x.shape)} and reference of shape {tuple(reference.shape)}"
+        raise ValueError(f"x must be (N, C) or (N, C, H, W) and reference a non-empty (R, ...) alike, {shapes}")
     # eps = 0 would turn a constant channel into 0/0, eps = inf every output into 0.
     eps = check_real("eps", eps, minimum=0.0, low_open=True)
     r = reference.shape[0]
@@ -192,10 +187,8 @@ def feature_matching_loss(real_features: Tensor, fake_features: Tensor, distance
     # Means of F features and of 1 would broadcast, and an empty batch has a NaN mean: both silently.
     real, fake = real_features.shape, fake_features.shape
     if len(real) < 2 or len(fake) < 2 or 0 in (real[0], fake[0]) or math.prod(real[1:]) != math.prod(fake[1:]):
-        raise ValueError(
-            "real_features and fake_features must be non-empty batches (N, F) and (M, F) of the same number of "
-            f"features (more dimensions are flattened), got shapes {tuple(real)} and {tuple(fake)}"
-        )
+        shapes = f"got shapes {tuple(real)} and {tuple(fake)}"
+        raise ValueError(f"real_features and fake_features must be non-empty (N, F) and (M, F) batches, {shapes}")
     difference = fake_features.flatten(1).mean(dim=0) - real_features.detach().flatten(1).mean(dim=0)
     if distance == "squared_l2":
         return difference.square().sum()
@@ -272,8 +265,10 @@ def semi_supervised_losses(
         )
     # Labels out of range fail in cross_entropy on the CPU, but as a device-side assert on a GPU. The check reads
     # their range back to the host, a synchronization that check_labels=False skips.
-    if check_labels and not 0 <= int(labels.min()) <= int(labels.max()) < num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in [{int(labels.min())}, {int(labels.max())}]")
+    if check_labels:
+        low, high = int(labels.min()), int(labels.max())
+        if not 0 <= low <= high < num_classes:
+            raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in [{low}, {high}]")
     real_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
 
     loss_labeled = torch_F.cross_entropy(logits_labeled, labels.long())
@@ -301,7 +296,7 @@ def minimax_generator_loss(logits_fake: Tensor) -> Tensor:
     """
     # The mean over an empty batch is a silent NaN; logsumexp over dim 1 of a 3-D tensor keeps the third dimension.
     if logits_fake.dim() != 2 or len(logits_fake) == 0:
-        raise ValueError(f"logits_fake must be a non-empty (N, K) batch, got a tensor of shape {tuple(logits_fake.shape)}")
+        raise ValueError(f"logits_fake must be a non-empty (N, K) batch, got shape {tuple(logits_fake.shape)}")
     return -torch_F.softplus(torch.logsumexp(logits_fake, dim=1)).mean()
 
 
@@ -328,10 +323,8 @@ def one_sided_label_smoothing_loss(real_logits: Tensor, fake_logits: Tensor, rea
     real_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
     # The mean over no logits is a silent NaN.
     if real_logits.numel() == 0 or fake_logits.numel() == 0:
-        raise ValueError(
-            f"real_logits and fake_logits must hold at least one logit each, got shapes {tuple(real_logits.shape)} "
-            f"and {tuple(fake_logits.shape)}"
-        )
+        shapes = f"got shapes {tuple(real_logits.shape)} and {tuple(fake_logits.shape)}"
+        raise ValueError(f"real_logits and fake_logits must hold at least one logit each, {shapes}")
     real_loss = torch_F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_target))
     fake_loss = torch_F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     return real_loss + fake_loss
@@ -357,10 +350,8 @@ def historical_average_penalty(params: Sequence[Tensor], averages: Sequence[Tens
     # zip would drop the parameters without an average, and a broadcast would hide an average of another shape.
     shapes = [tuple(param.shape) for param in params], [tuple(average.shape) for average in averages]
     if not params or shapes[0] != shapes[1]:
-        raise ValueError(
-            f"params must hold at least one tensor and averages one of the same shape per parameter, got params of "
-            f"shapes {shapes[0]} and {len(averages)} averages of shapes {shapes[1]}"
-        )
+        got = f"got params of shapes {shapes[0]} and {len(averages)} averages of shapes {shapes[1]}"
+        raise ValueError(f"params must hold at least one tensor and averages one of each parameter's shape, {got}")
     total = (params[0] - averages[0].detach()).square().sum()
     for param, average in zip(params[1:], averages[1:]):
         total = total + (param - average.detach()).square().sum()
@@ -453,7 +444,8 @@ def _check_statistics(name_mu: str, mu: object, name_sigma: str, sigma: object) 
     """A mean and a covariance from outside (``frechet_distance``, ``FID``), NumPy arrays accepted, checked."""
     mu, sigma = (torch.as_tensor(value) if isinstance(value, np.ndarray) else value for value in (mu, sigma))
     for name, value in ((name_mu, mu), (name_sigma, sigma)):
-        if not isinstance(value, Tensor) or not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+        real = isinstance(value, Tensor) and (value.is_floating_point() or value.dtype in (torch.int32, torch.int64))
+        if not real:
             raise TypeError(f"{name} must be a torch.Tensor (or a NumPy array) of real numbers, got {describe(value)}")
         if not torch.isfinite(value).all():
             raise ValueError(f"{name} must be finite, got NaN or inf")

@@ -13,9 +13,12 @@ Every layer computes what the reference code (``openai/improved-gan``, ``mnist_s
 * :func:`data_dependent_init`: the one-pass data-dependent initialization of a whole model (spec §4.4), run by
   every layer that mixes in :class:`DataDependentInit`.
 
-Every layer with parameters refuses an input whose dtype is not its parameters' with a ``TypeError`` that names
-``input``, the dtype it got and the one expected, except for the mixes that :func:`torch.autocast` makes by design:
-inside autocast for the input's device type, float32 and autocast's dtype (bfloat16 or float16) may meet.
+A layer's ``forward`` checks its input only where torch would be silent or obscure: an input of another dtype or
+width fails in the products and convolutions with torch's own error, which names both. The normalization layers
+and the minibatch layer, where another dtype would silently promote the output or fail obscurely under autocast,
+refuse it with a ``TypeError`` that names ``input``, the dtype it got and the one expected, except for the mixes
+that :func:`torch.autocast` makes by design: inside autocast for the input's device type, float32 and autocast's
+dtype (bfloat16 or float16) may meet.
 
 Example:
     >>> import torch
@@ -154,12 +157,8 @@ def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
         for module, training in modes:
             module.training = training
     if missed:
-        warnings.warn(
-            f"data-dependent init: {len(missed)} init-capable layer(s) were not reached by the forward pass and "
-            f"keep their previous parameters: {', '.join(missed)}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        message = f"{len(missed)} init-capable layer(s) were not reached by the forward pass and keep their parameters"
+        warnings.warn(f"data-dependent init: {message}: {', '.join(missed)}", RuntimeWarning, stacklevel=3)
 
 
 def data_dependent_init(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
@@ -354,7 +353,8 @@ class WeightNormLinear(_WeightNorm):
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         # linear takes (N, ..., in_features) too; the per-unit scale and the data-dependent init expect (N, out).
         if x.dim() != 2:
-            raise ValueError(f"input must be 2-D (N, in_features={self.in_features}), got a tensor of shape {tuple(x.shape)}")
+            shape = tuple(x.shape)
+            raise ValueError(f"input must be 2-D (N, in_features={self.in_features}), got a tensor of shape {shape}")
         return torch_F.linear(x, weight)
 
     def extra_repr(self) -> str:
@@ -643,9 +643,8 @@ class VirtualBatchNorm(nn.Module):
     def forward(self, x: Tensor, reference_size: int) -> Tensor:
         check_input_dtype(x, self.weight.dtype)  # a float64 input would silently give a float64 output
         # A slice would silently take what there is (x[:6] of 5 rows), or nothing (NaN statistics).
-        reference_size = check_int(
-            "reference_size", reference_size, minimum=1, maximum=len(x), hint="the number of leading rows of the input that are the reference batch"
-        )
+        hint = "the number of leading rows of the input that are the reference batch"
+        reference_size = check_int("reference_size", reference_size, minimum=1, maximum=len(x), hint=hint)
         reference, live = x[:reference_size], x[reference_size:]
         dims = (0,) if x.dim() == 2 else (0, 2, 3)
         var, mean = torch.var_mean(reference, dim=dims, correction=0, keepdim=True)
@@ -730,21 +729,16 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
         return torch.cat([x, _minibatch_features(m) + self.bias], dim=1)
 
     def _initialize_from(self, x: Tensor, m: Tensor) -> Tensor:
-        if x.shape[0] < 2:
-            raise ValueError(
-                f"data-dependent init of MinibatchDiscrimination needs at least 2 examples (nearest-neighbour "
-                f"distances), got input of shape {tuple(x.shape)}"
-            )
+        name = "data-dependent init of MinibatchDiscrimination"
+        if x.shape[0] < 2:  # nearest-neighbour distances
+            raise ValueError(f"{name} needs at least 2 examples, got input of shape {tuple(x.shape)}")
         distances = _minibatch_l1_distances(m)  # (N, N, B), zero diagonal
         distances.diagonal(dim1=0, dim2=1).fill_(math.inf)
         mmd = 0.5 * distances.min(dim=1).values.mean(dim=0)  # (B,)
         del distances
         if not bool((mmd > 0).all()):
             dead = torch.nonzero(mmd <= 0).flatten().tolist()
-            raise ValueError(
-                f"data-dependent init of MinibatchDiscrimination: kernel(s) {dead[:10]} see identical examples "
-                f"(mean nearest-neighbour distance 0), expected a batch of distinct examples"
-            )
+            raise ValueError(f"{name}: kernel(s) {dead[:10]} see identical examples")
         with torch.no_grad():
             self.log_weight_scale.sub_(mmd.log().unsqueeze(1))
         # T is linear in exp(log_weight_scale), so the rescaled projection is M / mmd: the distances become
@@ -806,7 +800,7 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
     if not isinstance(layer, MinibatchDiscrimination):
         raise TypeError(f"layer must be a MinibatchDiscrimination, got {type(layer).__name__}")
     if features.dim() < 2 or features.shape[0] < 2:
-        raise ValueError(f"features must be a batch of at least 2 examples, got a tensor of shape {tuple(features.shape)}")
+        raise ValueError(f"features must be a batch of at least 2 examples, got shape {tuple(features.shape)}")
     x = features.flatten(1)
     if x.shape[1] != layer.in_features:
         raise ValueError(f"features must have {layer.in_features} features after flattening, got {x.shape[1]}")
@@ -818,9 +812,7 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
         mean = distances.sum(dim=(0, 1)) / (n * (n - 1))  # (B,)
         if not bool((mean > 0).all()):
             dead = torch.nonzero(mean <= 0).flatten().tolist()
-            raise ValueError(
-                f"minibatch_batch_mean_init: kernel(s) {dead[:10]} see identical examples (mean pairwise distance 0)"
-            )
+            raise ValueError(f"minibatch_batch_mean_init: kernel(s) {dead[:10]} see identical examples")
         layer.log_weight_scale.sub_((mean / target).log().unsqueeze(1))
         o = (-distances / (mean / target)).exp().sum(dim=1) - 1.0  # self excluded, as the layer does
         layer.bias.copy_(-o.mean(dim=0))
