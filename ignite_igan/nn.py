@@ -112,10 +112,6 @@ class DataDependentInit:
         return True
 
 
-def _capture_modes(model: nn.Module) -> List[Tuple[nn.Module, bool]]:
-    return [(module, module.training) for module in model.modules()]
-
-
 @contextlib.contextmanager
 def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
     """Context in which the next forward pass of ``model`` initializes every init-capable layer from data.
@@ -143,7 +139,7 @@ def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     layers = [m for m in model.modules() if isinstance(m, DataDependentInit) and m.data_init]
-    modes = _capture_modes(model)
+    modes = [(module, module.training) for module in model.modules()]
     model.train()
     for layer in layers:
         layer._data_init_armed = True
@@ -190,25 +186,6 @@ def data_dependent_init(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
     """
     with data_init_mode(model):
         return model(*inputs, **kwargs)
-
-
-def _per_channel_init(layer: nn.Module, t: Tensor, init_scale: float) -> Tuple[Tensor, Tensor]:
-    """Mean and ``inv = init_scale / std`` of pre-activations ``t`` per unit (2-D) or channel (4-D)."""
-    dims = (0,) if t.dim() == 2 else (0, 2, 3)
-    name = f"data-dependent init of {type(layer).__name__}"
-    if t.numel() // t.shape[1] < 2:
-        raise ValueError(
-            f"{name} needs at least 2 values per output channel, got pre-activations of shape {tuple(t.shape)}; use "
-            "a batch of several examples (the reference uses 500)"
-        )
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name}: the pre-activations contain NaN or infinity, expected finite values")
-    mean = t.mean(dim=dims)
-    std = (t - _expand(mean, t.dim())).square().mean(dim=dims).sqrt()
-    if not bool((std > 0).all()):
-        dead = torch.nonzero(std <= 0).flatten().tolist()
-        raise ValueError(f"{name}: the pre-activations of output channel(s) {dead[:10]} are constant on this batch")
-    return mean, init_scale / std
 
 
 def _expand(per_channel: Tensor, ndim: int) -> Tensor:
@@ -282,14 +259,32 @@ class _WeightNorm(DataDependentInit, nn.Module):
         t = self._transform(x, self.weight)
         t = t * _expand(self.output_factor(), t.dim())
         if self._take_data_init():
-            # Spec §1.3: with t computed from the current W (bias ignored), b <- -m*inv and g <- g*inv make the
-            # pre-activations zero-mean with std init_scale; the layer emits exactly those normalized values.
-            mean, inv = _per_channel_init(self, t, self.init_scale)
-            with torch.no_grad():
-                self.scale.mul_(inv)
-                self.bias.copy_(-mean * inv)
-            return (t - _expand(mean, t.dim())) * _expand(inv, t.dim())
+            return self._initialize_from(t)
         return t + _expand(self.bias, t.dim())
+
+    def _initialize_from(self, t: Tensor) -> Tensor:
+        # Spec §1.3: with t computed from the current W (bias ignored), b <- -m*inv and g <- g*inv with
+        # inv = init_scale / std make the pre-activations zero-mean with std init_scale, per unit (2-D) or channel
+        # (4-D); the layer emits exactly those normalized values.
+        dims = (0,) if t.dim() == 2 else (0, 2, 3)
+        name = f"data-dependent init of {type(self).__name__}"
+        if t.numel() // t.shape[1] < 2:
+            raise ValueError(
+                f"{name} needs at least 2 values per output channel, got pre-activations of shape {tuple(t.shape)}; "
+                "use a batch of several examples (the reference uses 500)"
+            )
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: the pre-activations contain NaN or infinity, expected finite values")
+        mean = t.mean(dim=dims)
+        std = (t - _expand(mean, t.dim())).square().mean(dim=dims).sqrt()
+        if not bool((std > 0).all()):
+            dead = torch.nonzero(std <= 0).flatten().tolist()
+            raise ValueError(f"{name}: the pre-activations of output channel(s) {dead[:10]} are constant on this batch")
+        inv = self.init_scale / std
+        with torch.no_grad():
+            self.scale.mul_(inv)
+            self.bias.copy_(-mean * inv)
+        return (t - _expand(mean, t.dim())) * _expand(inv, t.dim())
 
     def extra_repr(self) -> str:
         return f"train_scale={self.train_scale}, init_scale={self.init_scale}, eps={self.eps}"
