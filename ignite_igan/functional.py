@@ -256,13 +256,10 @@ def semi_supervised_losses(
     num_classes = shapes["logits_labeled"][-1]
     # Torch would be silent on logits of another class count (nothing compares them), on an empty batch (a NaN
     # mean) and on float labels (.long() truncates them).
-    if labels.is_floating_point() or tuple(labels.shape) != shapes["logits_labeled"][:1] or any(
-        len(shape) != 2 or shape[0] == 0 or shape[1] != num_classes for shape in shapes.values()
-    ):
-        raise ArgumentTypeError(
-            f"the logits must be non-empty (N, K) batches with one K and labels an integer tensor (N_lab,), got "
-            f"shapes {shapes} and labels of shape {tuple(labels.shape)} and dtype {labels.dtype}"
-        )
+    wrong = [name for name, shape in shapes.items() if len(shape) != 2 or shape[0] == 0 or shape[1] != num_classes]
+    if wrong or labels.is_floating_point() or tuple(labels.shape) != shapes["logits_labeled"][:1]:
+        got = f"got shapes {shapes} and labels of shape {tuple(labels.shape)} and dtype {labels.dtype}"
+        raise ArgumentTypeError(f"the logits must be non-empty (N, K) batches of one K, labels ints (N_lab,); {got}")
     # Labels out of range fail in cross_entropy on the CPU, but as a device-side assert on a GPU. The check reads
     # their range back to the host, a synchronization that check_labels=False skips.
     if check_labels:

@@ -533,10 +533,10 @@ class ScaleFreeBatchNorm(nn.Module):
         check_input_dtype(x, self.bias.dtype)  # a float64 input would silently give a float64 output
         # A single value per channel has no batch statistics: every example would silently map to the bias.
         if x.dim() not in (2, 4) or x.numel() // x.shape[1] < 2:
+            why = "a batch of one has no batch statistics (every example would map to the bias)"
             raise ValueError(
-                f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W) and give at "
-                f"least 2 values per channel for batch statistics, got a tensor of shape {tuple(x.shape)}; a batch of "
-                "one has no batch statistics (every example would map to the bias): pass several examples at once or "
+                f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W) with at least 2 "
+                f"values per channel, got a tensor of shape {tuple(x.shape)}; {why}: pass several examples at once or "
                 "use VirtualBatchNorm"
             )
         dims = (0,) if x.dim() == 2 else (0, 2, 3)

@@ -540,7 +540,7 @@ def test_minibatch_discrimination_batch_of_one_and_bad_input():
         (WeightNormConvTranspose2d(3, 4, 3), torch.randn(2, 4, 5, 5), RuntimeError, r"expected input\[2, 4, 5, 5\] to have 3 channels, but got 4 channels instead"),
         (ScaleFreeBatchNorm(4), torch.randn(2, 4, 3), ValueError, r"input must be 2-D \(N, C=4\) or 4-D .*got a tensor of shape \(2, 4, 3\)"),
         (ScaleFreeBatchNorm(4), torch.randn(2, 3), RuntimeError, r"The size of tensor a \(3\) must match the size of tensor b \(4\) at non-singleton dimension 1"),
-        (ScaleFreeBatchNorm(4), torch.randn(0, 4, 2, 2), ValueError, r"at least 2 values per channel .*got a tensor of shape \(0, 4, 2, 2\)"),
+        (ScaleFreeBatchNorm(4), torch.randn(0, 4, 2, 2), ValueError, r"at least 2 values per channel.*got a tensor of shape \(0, 4, 2, 2\)"),
         (GaussianNoise(0.1), torch.ones(2, dtype=torch.long), TypeError, r"input must be a floating-point tensor, got dtype torch.int64"),
     ],
 )
