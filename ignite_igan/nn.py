@@ -531,7 +531,8 @@ class ScaleFreeBatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input_dtype(x, self.bias.dtype)  # a float64 input would silently give a float64 output
-        # A single value per channel has no batch statistics: every example would silently map to the bias.
+        # A 3-D input would fail obscurely in var_mean, and a single value per channel (a batch of one) has no batch
+        # statistics: every example would silently map to the bias.
         if x.dim() not in (2, 4) or x.numel() // x.shape[1] < 2:
             why = "a batch of one has no batch statistics (every example would map to the bias)"
             raise ValueError(
