@@ -4,9 +4,10 @@ Issue 2, section 5. For each batch size N the script runs, in one process and al
 training step (forward, ``sum()`` of the output, backward into the input and every parameter) of
 
 * ``ours``: :class:`ignite_igan.nn.MinibatchDiscrimination` (A=192, B=100, C=5 by default), whose features
-  come from :func:`ignite_igan.functional.minibatch_features` and never build an (N, N, B, C) tensor;
-* ``naive``: the same layer, same parameters, with the features computed the textbook way,
-  ``exp(-(|M[:, None] - M[None]|.sum(-1) + 1e6 I)).sum(1)``, which materializes (N, N, B, C) differences.
+  come from the memory-tiled ``ignite_igan._fast_paths.minibatch_features`` and never build an (N, N, B, C) tensor;
+* ``naive``: the same layer, same parameters, with the features of the readable formula
+  :func:`ignite_igan.functional.minibatch_features`, ``exp(-(|M[:, None] - M[None]|.sum(-1) + 1e6 I)).sum(1)``,
+  which materializes (N, N, B, C) differences.
 
 Before measuring, both are checked to give the same output and gradients.
 
@@ -51,11 +52,7 @@ from _harness import (  # first: it puts the repository root on sys.path (benchm
     utc_now, write_results,
 )
 from ignite_igan.functional import minibatch_features
-
-try:
-    from ignite_igan.nn import MinibatchDiscrimination
-except ImportError:  # the module is not there yet: benchmark the functional core on x @ T instead
-    MinibatchDiscrimination = None
+from ignite_igan.nn import MinibatchDiscrimination
 
 IMPLEMENTATIONS = ("ours", "naive")
 
@@ -63,37 +60,14 @@ IMPLEMENTATIONS = ("ours", "naive")
 # --------------------------------------------------------------------------------------------------------------
 # The two implementations, sharing one set of parameters
 # --------------------------------------------------------------------------------------------------------------
-class _FunctionalLayer(nn.Module):
-    """Stand-in with the reference parametrization, used only when ``ignite_igan.nn`` has no layer yet."""
-
-    def __init__(self, in_features: int, num_kernels: int, kernel_dim: int) -> None:
-        super().__init__()
-        self.in_features, self.num_kernels, self.kernel_dim = in_features, num_kernels, kernel_dim
-        self.theta = nn.Parameter(torch.randn(in_features, num_kernels, kernel_dim) * 0.05)
-        self.log_weight_scale = nn.Parameter(torch.zeros(num_kernels, kernel_dim))
-        self.bias = nn.Parameter(torch.full((num_kernels,), -1.0))
-
-    def projection(self) -> Tensor:
-        return self.theta * (self.log_weight_scale.exp() / self.theta.square().sum(dim=0).sqrt())
-
-    def forward(self, x: Tensor) -> Tensor:
-        m = (x @ self.projection().flatten(1)).view(-1, self.num_kernels, self.kernel_dim)
-        return torch.cat([x, minibatch_features(m) + self.bias], dim=1)
-
-
 def make_layer(in_features: int, num_kernels: int, kernel_dim: int) -> nn.Module:
-    if MinibatchDiscrimination is not None:
-        return MinibatchDiscrimination(in_features, num_kernels=num_kernels, kernel_dim=kernel_dim)
-    return _FunctionalLayer(in_features, num_kernels, kernel_dim)
+    return MinibatchDiscrimination(in_features, num_kernels=num_kernels, kernel_dim=kernel_dim)
 
 
 def naive_forward(layer: nn.Module, x: Tensor) -> Tensor:
-    """The layer's computation with broadcast differences: an (N, N, B, C) tensor, as in the Theano reference."""
+    """The layer's computation with the readable formula: (N, N, B, C) differences, as in the Theano reference."""
     m = (x @ layer.projection().flatten(1)).view(-1, layer.num_kernels, layer.kernel_dim)
-    distances = (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(dim=3)  # (N, N, B)
-    self_mask = 1e6 * torch.eye(m.shape[0], dtype=m.dtype, device=m.device).unsqueeze(2)
-    features = torch.exp(-(distances + self_mask)).sum(dim=1)
-    return torch.cat([x, features + layer.bias], dim=1)
+    return torch.cat([x, minibatch_features(m) + layer.bias], dim=1)
 
 
 def step_function(impl: str, layer: nn.Module) -> Callable[[Tensor], None]:
@@ -355,8 +329,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "date": utc_now(),
         "command": command_line(__file__, argv),
         **device_info(device),
-        "layer": "ignite_igan.nn.MinibatchDiscrimination" if MinibatchDiscrimination is not None
-        else "functional.minibatch_features on x @ T (ignite_igan.nn.MinibatchDiscrimination not available)",
+        "layer": "ignite_igan.nn.MinibatchDiscrimination",
         "in_features": args.in_features,
         "num_kernels": args.num_kernels,
         "kernel_dim": args.kernel_dim,

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
-from ignite_igan.validation import check_int, check_real
+from ignite_igan.validation import ArgumentTypeError, check_int, check_real, describe
 
 __all__ = [
     "minibatch_l1_distances",
@@ -48,164 +48,29 @@ FEATURE_MATCHING_DISTANCES = ("squared_l2", "mean_squared", "mean_absolute")
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Input checks shared by the functions below. Messages name the argument, what it got and what was expected.
-# --------------------------------------------------------------------------------------------------------------
-def _check_tensor(name: str, value: object) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    return value
-
-
-def _check_floating(name: str, value: Tensor) -> None:
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-
-
-def _check_ndim(name: str, value: Tensor, allowed: Sequence[int], what: str) -> None:
-    if value.dim() not in allowed:
-        raise ValueError(f"{name} must be {what}, got a tensor of shape {tuple(value.shape)}")
-
-
-def _check_nonempty(name: str, value: Tensor) -> None:
-    if value.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one example, got an empty batch of shape {tuple(value.shape)}")
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Minibatch discrimination (paper §3.2, spec §1.5)
 # --------------------------------------------------------------------------------------------------------------
 def minibatch_l1_distances(m: Tensor) -> Tensor:
     """Pairwise L1 distances between the rows of every kernel: ``d[i, j, b] = ||m[i, b] - m[j, b]||_1``.
 
-    Without autograd (under :func:`torch.no_grad`, or for an ``m`` that does not require a gradient) the
-    distances are accumulated tile by tile and the peak memory is the result, O(N²·B), never the O(N²·B·C) of a
-    broadcast ``(N, N, B, C)`` difference. With autograd, autograd keeps one (N, N, B) tensor per kernel
-    dimension, so prefer :func:`minibatch_features` for the differentiable path.
+    The broadcast formula: it builds the (N, N, B, C) differences. :class:`ignite_igan.nn.MinibatchDiscrimination`
+    computes the same distances in O(N²·B) memory (``ignite_igan._fast_paths``).
 
     Args:
         m: the projected features, shape (N, B, C): N examples, B kernels of C dimensions each.
 
     Returns:
-        The distances, shape (N, N, B), with zeros on the diagonal (self-distances are not masked here). Without
-        autograd this is a (non-contiguous) view of a (B, N, N) tensor.
+        The distances, shape (N, N, B), with zeros on the diagonal (self-distances are not masked here).
+
+    Example:
+        >>> import torch
+        >>> minibatch_l1_distances(torch.tensor([[[0.0, 1.0]], [[2.0, -1.0]]]))[0, 1].tolist()  # |0-2| + |1+1|
+        [4.0]
     """
-    _check_minibatch_input(m)
-    if torch.is_grad_enabled() and m.requires_grad:  # autograd needs the out-of-place form
-        return sum((m[:, None, :, k] - m[None, :, :, k]).abs() for k in range(m.shape[2]))
-    columns = _kernel_columns(m)
-    distances = m.new_empty(m.shape[1], m.shape[0], m.shape[0])
-    scratch = None
-    for kernels, rows in _tiles(distances):
-        scratch = _tile_l1_distances(columns, kernels, rows, distances[kernels, rows], scratch)
-    return distances.permute(1, 2, 0)
-
-
-# The (B, N, N) tensors below are processed in tiles of about this size on the CPU: every pass over a tile (one
-# per kernel dimension and operation) then runs in the core's cache instead of streaming N²·B values from memory
-# each time. 512 KiB measured fastest at N = 100 and N = 1024 (benchmarks/minibatch_discrimination.py); smaller
-# tiles pay the per-operation overhead of more, smaller operations.
-_CPU_TILE_BYTES = 512 * 1024
-
-
-def _kernel_columns(m: Tensor) -> Tensor:
-    """``m`` (N, B, C) as contiguous rows ``columns[c, b] = m[:, b, c]``, shape (C, B, N), without autograd."""
-    return m.detach().permute(2, 1, 0).contiguous()
-
-
-def _tiles(square: Tensor) -> Iterator[Tuple[slice, slice]]:
-    """(kernels, rows) tiles of a (B, N, N) tensor, each about ``_CPU_TILE_BYTES`` on the CPU, one tile elsewhere."""
-    b, n, _ = square.shape
-    if square.device.type != "cpu":  # a GPU gains nothing from tiling and would pay one launch per operation
-        yield slice(0, b), slice(0, n)
-        return
-    elements = max(1, _CPU_TILE_BYTES // square.element_size())
-    if n * n <= elements:  # whole (N, N) squares, several kernels at a time
-        step = elements // (n * n)
-        for start in range(0, b, step):
-            yield slice(start, min(b, start + step)), slice(0, n)
-    else:  # one kernel at a time, a band of rows
-        step = max(1, elements // n)
-        for kernel in range(b):
-            for start in range(0, n, step):
-                yield slice(kernel, kernel + 1), slice(start, min(n, start + step))
-
-
-def _tile_l1_distances(
-    columns: Tensor, kernels: slice, rows: slice, out: Tensor, scratch: Optional[Tensor]
-) -> Optional[Tensor]:
-    """Writes ``d[b, i, j]`` for b in ``kernels``, i in ``rows``, every j into ``out``, one kernel dimension at a
-    time; ``scratch`` is a buffer of at least ``out.numel()`` elements (or None), returned for the next tile."""
-    if columns.shape[0] > 1 and (scratch is None or scratch.numel() < out.numel()):
-        scratch = columns.new_empty(out.numel())
-    for k in range(columns.shape[0]):
-        column = columns[k, kernels]  # (b, N)
-        target = out if k == 0 else scratch[: out.numel()].view(out.shape)
-        torch.sub(column[:, rows].unsqueeze(2), column.unsqueeze(1), out=target).abs_()
-        if k:
-            out.add_(target)
-    return scratch
-
-
-def _check_minibatch_input(m: object) -> None:
-    m = _check_tensor("m", m)
-    _check_floating("m", m)
-    _check_ndim("m", m, (3,), "3-D of shape (N examples, B kernels, C kernel dimensions)")
-    _check_nonempty("m", m)
-    if m.shape[1] == 0 or m.shape[2] == 0:
-        raise ValueError(f"m must have at least one kernel and one kernel dimension, got shape {tuple(m.shape)}")
-
-
-class _MinibatchFeatures(torch.autograd.Function):
-    """``o[i, b] = Σ_{j≠i} exp(-d[i, j, b])`` with a hand-written backward pass.
-
-    Autograd through the plain expression would save one (N, N, B) tensor per kernel dimension for the backward
-    pass, O(N²·B·C) in all. Here only ``s = exp(-d)`` is kept, as one (B, N, N) tensor, and both passes work
-    through it tile by tile (see :func:`_tiles`): the forward pass accumulates a tile's distances one kernel
-    dimension at a time and turns them into ``s`` while the tile is in cache, the backward pass recomputes the
-    signs of the differences the same way. Beyond ``s``, each pass needs one tile of scratch space.
-    """
-
-    @staticmethod
-    def forward(ctx, m: Tensor) -> Tensor:  # type: ignore[override]
-        columns = _kernel_columns(m)  # (C, B, N)
-        _, b, n = columns.shape
-        similarity = m.new_empty(b, n, n)
-        features = m.new_empty(b, n)
-        scratch = None
-        for kernels, rows in _tiles(similarity):
-            tile = similarity[kernels, rows]
-            scratch = _tile_l1_distances(columns, kernels, rows, tile, scratch)
-            tile.neg_().exp_()
-            # The reference adds 1e6 to the self-distance before exp(-d); exp(-1e6) is exactly 0 in float32 and
-            # float64, so zeroing the diagonal is the same computation without the large constant.
-            tile.diagonal(offset=rows.start, dim1=1, dim2=2).zero_()
-            features[kernels, rows] = tile.sum(dim=2)
-        ctx.save_for_backward(columns, similarity)
-        return features.t().contiguous()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output: Tensor) -> Tensor:  # type: ignore[override]
-        columns, similarity = ctx.saved_tensors
-        c, b, n = columns.shape
-        # With g = grad_output and a[b, i, j] = sign(m[i, b, k] - m[j, b, k]) s[b, i, j] for one dimension k,
-        # dL/dm[i, b, k] = -Σ_j a[b, i, j] (g[i, b] + g[j, b]): the i-th row of d[b, i, j] = Σ_k |...| gets the
-        # gradient g[i, b], the j-th row by the symmetry of d. One batched product gives both sums over j.
-        g = grad_output.t()  # (B, N)
-        ones_and_g = torch.stack([torch.ones_like(g), g], dim=2)  # (B, N, 2)
-        grad = columns.new_empty(c, b, n)
-        scratch = None
-        for kernels, rows in _tiles(similarity):
-            tile = similarity[kernels, rows]
-            if scratch is None or scratch.numel() < tile.numel():
-                scratch = similarity.new_empty(tile.numel())
-            signed = scratch[: tile.numel()].view(tile.shape)
-            for k in range(c):
-                column = columns[k, kernels]
-                torch.sub(column[:, rows].unsqueeze(2), column.unsqueeze(1), out=signed).sign_().mul_(tile)
-                sums = torch.bmm(signed, ones_and_g[kernels])  # (b, rows, 2): Σ_j a and Σ_j a g[j]
-                grad[k, kernels, rows] = torch.addcmul(sums[..., 1], sums[..., 0], g[kernels, rows])
-        return grad.neg_().permute(2, 1, 0)
+    # A 4-D m would broadcast into features of another shape, an empty one into empty features: both silently.
+    if m.dim() != 3 or 0 in m.shape:
+        raise ValueError(f"m must be non-empty (N examples, B kernels, C kernel dims), got shape {tuple(m.shape)}")
+    return (m.unsqueeze(1) - m.unsqueeze(0)).abs().sum(dim=3)
 
 
 def minibatch_features(m: Tensor) -> Tensor:
@@ -218,7 +83,9 @@ def minibatch_features(m: Tensor) -> Tensor:
     self-distance, spec §1.5), which only removes a constant 1, and so do we. The per-kernel bias of the
     reference layer is a parameter and lives in :class:`ignite_igan.nn.MinibatchDiscrimination`.
 
-    Peak memory is O(N²·B) in the forward and backward pass: no (N, N, B, C) tensor is ever built.
+    This is the formula as written, with O(N²·B·C) memory for the differences. The layer computes the same
+    features in O(N²·B) memory, forward and backward (``ignite_igan._fast_paths``, chosen in :mod:`ignite_igan.nn`;
+    ``benchmarks/minibatch_discrimination.py`` measures both).
 
     Args:
         m: the input projected through the layer's tensor T, shape (N, B, C).
@@ -233,8 +100,9 @@ def minibatch_features(m: Tensor) -> Tensor:
         >>> o.tolist()[0]
         [3.0, 3.0, 3.0]
     """
-    _check_minibatch_input(m)
-    return _MinibatchFeatures.apply(m)
+    distances = minibatch_l1_distances(m)  # (N, N, B)
+    self_distance = 1e6 * torch.eye(m.shape[0], dtype=m.dtype, device=m.device).unsqueeze(2)  # exp(-1e6) = 0
+    return torch.exp(-(distances + self_distance)).sum(dim=1)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -267,17 +135,10 @@ def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tenso
     Returns:
         The normalized ``x``, same shape.
     """
-    x = _check_tensor("x", x)
-    reference = _check_tensor("reference", reference)
-    _check_floating("x", x)
-    _check_floating("reference", reference)
-    _check_ndim("x", x, (2, 4), "2-D (N, C) or 4-D (N, C, H, W)")
-    if reference.dim() != x.dim() or reference.shape[1:] != x.shape[1:]:
-        raise ValueError(
-            f"reference must have the shape of x apart from the batch size, i.e. (R, {', '.join(map(str, x.shape[1:]))}), "
-            f"got {tuple(reference.shape)}"
-        )
-    _check_nonempty("reference", reference)
+    # Moments of another width would broadcast, and an empty reference has NaN moments: both silently.
+    if x.dim() not in (2, 4) or reference.shape[1:] != x.shape[1:] or len(reference) == 0:
+        shapes = f"got x of shape {tuple(x.shape)} and reference of shape {tuple(reference.shape)}"
+        raise ValueError(f"x must be (N, C) or (N, C, H, W) and reference a non-empty (R, ...) alike, {shapes}")
     # eps = 0 would turn a constant channel into 0/0, eps = inf every output into 0.
     eps = check_real("eps", eps, minimum=0.0, low_open=True)
     r = reference.shape[0]
@@ -321,24 +182,14 @@ def feature_matching_loss(real_features: Tensor, fake_features: Tensor, distance
     Returns:
         A scalar tensor.
     """
-    real_features = _check_tensor("real_features", real_features)
-    fake_features = _check_tensor("fake_features", fake_features)
-    _check_floating("real_features", real_features)
-    _check_floating("fake_features", fake_features)
     if distance not in FEATURE_MATCHING_DISTANCES:
         raise ValueError(f"distance must be one of {FEATURE_MATCHING_DISTANCES}, got {distance!r}")
-    for name, value in (("real_features", real_features), ("fake_features", fake_features)):
-        if value.dim() < 2:
-            raise ValueError(f"{name} must be at least 2-D (N, F), got shape {tuple(value.shape)}")
-        _check_nonempty(name, value)
-    real_mean = real_features.detach().flatten(1).mean(dim=0)
-    fake_mean = fake_features.flatten(1).mean(dim=0)
-    if real_mean.shape != fake_mean.shape:
-        raise ValueError(
-            "real_features and fake_features must have the same number of features, got "
-            f"{tuple(real_features.shape)} and {tuple(fake_features.shape)}"
-        )
-    difference = fake_mean - real_mean
+    # Means of F features and of 1 would broadcast, and an empty batch has a NaN mean: both silently.
+    real, fake = real_features.shape, fake_features.shape
+    if len(real) < 2 or len(fake) < 2 or 0 in (real[0], fake[0]) or math.prod(real[1:]) != math.prod(fake[1:]):
+        shapes = f"got shapes {tuple(real)} and {tuple(fake)}"
+        raise ValueError(f"real_features and fake_features must be non-empty (N, F) and (M, F) batches, {shapes}")
+    difference = fake_features.flatten(1).mean(dim=0) - real_features.detach().flatten(1).mean(dim=0)
     if distance == "squared_l2":
         return difference.square().sum()
     if distance == "mean_squared":
@@ -361,23 +212,10 @@ def gan_logit(logits: Tensor) -> Tensor:
     Returns:
         (N,) logits of D(x).
     """
-    logits = _check_tensor("logits", logits)
-    _check_floating("logits", logits)
-    _check_ndim("logits", logits, (2,), "2-D (N, K classes)")
+    # logsumexp over dim 1 of a 3-D tensor would silently keep the third dimension.
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be 2-D (N, K classes), got a tensor of shape {tuple(logits.shape)}")
     return torch.logsumexp(logits, dim=1)
-
-
-def _check_logits(name: str, logits: object, num_classes: Union[int, None]) -> Tensor:
-    logits = _check_tensor(name, logits)
-    _check_floating(name, logits)
-    _check_ndim(name, logits, (2,), "2-D (N, K classes)")
-    _check_nonempty(name, logits)
-    if num_classes is not None and logits.shape[1] != num_classes:
-        raise ValueError(
-            f"{name} must have the same number of classes as logits_labeled ({num_classes}), "
-            f"got shape {tuple(logits.shape)}"
-        )
-    return logits
 
 
 def semi_supervised_losses(
@@ -413,22 +251,22 @@ def semi_supervised_losses(
     Returns:
         ``(loss_labeled, loss_unlabeled)``, scalar tensors.
     """
-    logits_labeled = _check_logits("logits_labeled", logits_labeled, None)
-    num_classes = logits_labeled.shape[1]
-    logits_unlabeled = _check_logits("logits_unlabeled", logits_unlabeled, num_classes)
-    logits_fake = _check_logits("logits_fake", logits_fake, num_classes)
-    labels = _check_tensor("labels", labels)
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"labels must be an integer tensor, got dtype {labels.dtype}")
-    if labels.shape != (logits_labeled.shape[0],):
-        raise ValueError(
-            f"labels must have shape ({logits_labeled.shape[0]},) to match logits_labeled, got {tuple(labels.shape)}"
-        )
+    logits = {"logits_labeled": logits_labeled, "logits_unlabeled": logits_unlabeled, "logits_fake": logits_fake}
+    shapes = {name: tuple(value.shape) for name, value in logits.items()}
+    num_classes = shapes["logits_labeled"][-1]
+    # Torch would be silent on logits of another class count (nothing compares them), on an empty batch (a NaN
+    # mean) and on float labels (.long() truncates them).
+    wrong = [name for name, shape in shapes.items() if len(shape) != 2 or shape[0] == 0 or shape[1] != num_classes]
+    if wrong or labels.is_floating_point() or tuple(labels.shape) != shapes["logits_labeled"][:1]:
+        got = f"got shapes {shapes} and labels of shape {tuple(labels.shape)} and dtype {labels.dtype}"
+        raise ArgumentTypeError(f"the logits must be non-empty (N, K) batches of one K, labels ints (N_lab,); {got}")
+    # Labels out of range fail in cross_entropy on the CPU, but as a device-side assert on a GPU. The check reads
+    # their range back to the host, a synchronization that check_labels=False skips.
     if check_labels:
         low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= num_classes:
+        if not 0 <= low <= high < num_classes:
             raise ValueError(f"labels must lie in [0, {num_classes - 1}], got values in [{low}, {high}]")
-    real_target = _check_real_target(real_target)
+    real_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
 
     loss_labeled = torch_F.cross_entropy(logits_labeled, labels.long())
     lse_unlabeled = torch.logsumexp(logits_unlabeled, dim=1)
@@ -439,10 +277,6 @@ def semi_supervised_losses(
         real_term = torch_F.binary_cross_entropy_with_logits(lse_unlabeled, torch.full_like(lse_unlabeled, real_target))
     loss_unlabeled = 0.5 * real_term + 0.5 * torch_F.softplus(lse_fake).mean()
     return loss_labeled, loss_unlabeled
-
-
-def _check_real_target(real_target: object) -> float:
-    return check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
 
 
 def minimax_generator_loss(logits_fake: Tensor) -> Tensor:
@@ -457,7 +291,9 @@ def minimax_generator_loss(logits_fake: Tensor) -> Tensor:
     Returns:
         A scalar tensor.
     """
-    logits_fake = _check_logits("logits_fake", logits_fake, None)
+    # The mean over an empty batch is a silent NaN; logsumexp over dim 1 of a 3-D tensor keeps the third dimension.
+    if logits_fake.dim() != 2 or len(logits_fake) == 0:
+        raise ValueError(f"logits_fake must be a non-empty (N, K) batch, got shape {tuple(logits_fake.shape)}")
     return -torch_F.softplus(torch.logsumexp(logits_fake, dim=1)).mean()
 
 
@@ -481,14 +317,11 @@ def one_sided_label_smoothing_loss(real_logits: Tensor, fake_logits: Tensor, rea
     Returns:
         A scalar tensor.
     """
-    real_logits = _check_tensor("real_logits", real_logits)
-    fake_logits = _check_tensor("fake_logits", fake_logits)
-    _check_floating("real_logits", real_logits)
-    _check_floating("fake_logits", fake_logits)
-    real_target = _check_real_target(real_target)
-    for name, value in (("real_logits", real_logits), ("fake_logits", fake_logits)):
-        if value.numel() == 0:
-            raise ValueError(f"{name} must hold at least one logit, got shape {tuple(value.shape)}")
+    real_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
+    # The mean over no logits is a silent NaN.
+    if real_logits.numel() == 0 or fake_logits.numel() == 0:
+        shapes = f"got shapes {tuple(real_logits.shape)} and {tuple(fake_logits.shape)}"
+        raise ValueError(f"real_logits and fake_logits must hold at least one logit each, {shapes}")
     real_loss = torch_F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_target))
     fake_loss = torch_F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     return real_loss + fake_loss
@@ -511,21 +344,14 @@ def historical_average_penalty(params: Sequence[Tensor], averages: Sequence[Tens
         A scalar tensor.
     """
     params, averages = list(params), list(averages)
-    if not params:
-        raise ValueError("params must hold at least one tensor, got an empty sequence")
-    if len(params) != len(averages):
-        raise ValueError(f"averages must hold one tensor per parameter ({len(params)}), got {len(averages)}")
-    total = None
-    for index, (param, average) in enumerate(zip(params, averages)):
-        _check_tensor(f"params[{index}]", param)
-        _check_tensor(f"averages[{index}]", average)
-        if param.shape != average.shape:
-            raise ValueError(
-                f"averages[{index}] must have the shape of params[{index}] {tuple(param.shape)}, "
-                f"got {tuple(average.shape)}"
-            )
-        term = (param - average.detach()).square().sum()
-        total = term if total is None else total + term
+    # zip would drop the parameters without an average, and a broadcast would hide an average of another shape.
+    shapes = [tuple(param.shape) for param in params], [tuple(average.shape) for average in averages]
+    if not params or shapes[0] != shapes[1]:
+        got = f"got params of shapes {shapes[0]} and {len(averages)} averages of shapes {shapes[1]}"
+        raise ValueError(f"params must hold at least one tensor and averages one of each parameter's shape, {got}")
+    total = (params[0] - averages[0].detach()).square().sum()
+    for param, average in zip(params[1:], averages[1:]):
+        total = total + (param - average.detach()).square().sum()
     return total
 
 
@@ -576,18 +402,14 @@ def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tupl
         >>> round(inception_score(perfect, splits=10)[0], 6)
         10.0
     """
-    if isinstance(logits, np.ndarray):
-        logits = torch.from_numpy(logits)
-    logits = _check_tensor("logits", logits)
-    _check_ndim("logits", logits, (2,), "2-D (N samples, K classes)")
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+    logits = torch.as_tensor(logits)
     splits = check_int("splits", splits, minimum=1)
-    n = logits.shape[0]
-    if n < splits:
-        raise ValueError(f"logits must hold at least splits={splits} samples, got {n}")
-    if logits.shape[1] < 1:
-        raise ValueError(f"logits must have at least one class, got shape {tuple(logits.shape)}")
+    n = logits.shape[0] if logits.dim() else 0
+    if logits.dim() != 2 or not logits.is_floating_point() or logits.shape[1] == 0 or n < splits:
+        raise ArgumentTypeError(
+            f"logits must be a floating-point (N samples, K classes) tensor with K >= 1 and at least splits={splits} "
+            f"samples, got dtype {logits.dtype} and shape {tuple(logits.shape)}"
+        )
     logits = logits.detach().to(device="cpu", dtype=torch.float64)
     if torch.isnan(logits).any() or torch.isposinf(logits).any():
         raise ValueError("logits must not contain NaN or +inf")
@@ -616,8 +438,14 @@ PSD_TOLERANCE = 1e-6
 
 
 def _check_statistics(name_mu: str, mu: object, name_sigma: str, sigma: object) -> Tuple[Tensor, Tensor]:
-    mu = torch.as_tensor(mu) if isinstance(mu, np.ndarray) else _check_tensor(name_mu, mu)
-    sigma = torch.as_tensor(sigma) if isinstance(sigma, np.ndarray) else _check_tensor(name_sigma, sigma)
+    """A mean and a covariance from outside (``frechet_distance``, ``FID``), NumPy arrays accepted, checked."""
+    mu, sigma = (torch.as_tensor(value) if isinstance(value, np.ndarray) else value for value in (mu, sigma))
+    for name, value in ((name_mu, mu), (name_sigma, sigma)):
+        real = isinstance(value, Tensor) and (value.is_floating_point() or value.dtype in (torch.int32, torch.int64))
+        if not real:
+            raise TypeError(f"{name} must be a torch.Tensor (or a NumPy array) of real numbers, got {describe(value)}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} must be finite, got NaN or inf")
     if mu.ndim != 1 or mu.shape[0] < 1:
         raise ValueError(f"{name_mu} must be a non-empty 1-D mean vector (D,), got shape {tuple(mu.shape)}")
     d = mu.shape[0]
@@ -625,11 +453,6 @@ def _check_statistics(name_mu: str, mu: object, name_sigma: str, sigma: object) 
         raise ValueError(
             f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, got shape {tuple(sigma.shape)}"
         )
-    for name, value in ((name_mu, mu), (name_sigma, sigma)):
-        if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
-            raise TypeError(f"{name} must be a real tensor, got dtype {value.dtype}")
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{name} must be finite, got NaN or inf")
     return mu, sigma
 
 

@@ -13,9 +13,12 @@ Every layer computes what the reference code (``openai/improved-gan``, ``mnist_s
 * :func:`data_dependent_init`: the one-pass data-dependent initialization of a whole model (spec §4.4), run by
   every layer that mixes in :class:`DataDependentInit`.
 
-Every layer with parameters refuses an input whose dtype is not its parameters' with a ``TypeError`` that names
-``input``, the dtype it got and the one expected, except for the mixes that :func:`torch.autocast` makes by design:
-inside autocast for the input's device type, float32 and autocast's dtype (bfloat16 or float16) may meet.
+A layer's ``forward`` checks its input only where torch would be silent or obscure: an input of another dtype or
+width fails in the products and convolutions with torch's own error, which names both. The normalization layers
+and the minibatch layer, where another dtype would silently promote the output or fail obscurely under autocast,
+refuse it with a ``TypeError`` that names ``input``, the dtype it got and the one expected, except for the mixes
+that :func:`torch.autocast` makes by design: inside autocast for the input's device type, float32 and autocast's
+dtype (bfloat16 or float16) may meet.
 
 Example:
     >>> import torch
@@ -29,17 +32,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import warnings
-from typing import Any, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Tuple, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as torch_F
 from torch import Tensor, nn
 
-from ignite_igan.functional import minibatch_features, minibatch_l1_distances, virtual_batch_norm
-from ignite_igan.validation import ArgumentTypeError, check_bool, check_int, check_real, describe
+from ignite_igan import _fast_paths
+from ignite_igan.functional import minibatch_l1_distances, virtual_batch_norm
+from ignite_igan.validation import check_bool, check_input_dtype, check_int, check_int_pair, check_real
 
 __all__ = [
     "DataDependentInit",
@@ -58,83 +60,23 @@ __all__ = [
 _IntPair = Union[int, Tuple[int, int]]
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Argument and input checks. Messages name the argument, what it got and what was expected.
-# --------------------------------------------------------------------------------------------------------------
-def _shape(x: Tensor) -> Tuple[int, ...]:
-    return tuple(x.shape)
+def _unit_norm(weight: Tensor, out_dim: int, eps: float) -> Tensor:
+    """The weight norm ``sqrt(eps + Σ V²)`` per output unit, the sum over every axis of ``V`` but ``out_dim``."""
+    reduce = [d for d in range(weight.dim()) if d != out_dim]
+    return (eps + weight.square().sum(dim=reduce)).sqrt()
 
 
-def _autocast_dtype(device_type: str) -> Union[torch.dtype, None]:
-    """The low-precision dtype of the ``torch.autocast`` region active for ``device_type``, or None outside one."""
-    try:
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return torch.get_autocast_dtype(device_type)
-    except (RuntimeError, TypeError, ValueError):  # a device type autocast does not know
-        return None
-
-
-def _check_dtype(name: str, x: Tensor, expected: torch.dtype) -> None:
-    """Refuse an input whose dtype is not the layer's (its parameters'), except the mixes of ``torch.autocast``.
-
-    Outside autocast a mismatch either fails deep inside torch ("expected scalar type ...") or silently promotes
-    the output to another dtype. Inside autocast for the input's device type, activations in autocast's dtype
-    (bfloat16 or float16) meet float32 weights by design (autocast casts at each op), so float32 and that dtype
-    may meet in any combination; float64, and the other low-precision dtype, never mix.
-    """
-    if x.dtype == expected:
-        return
-    low = _autocast_dtype(x.device.type)
-    if low is not None and {x.dtype, expected} <= {torch.float32, low}:
-        return
-    raise TypeError(
-        f"{name} must have the layer's dtype {expected} (the dtype of its parameters), got dtype {x.dtype}; convert "
-        f"the input with .to({expected}) or the layer with .to({x.dtype}) (inside torch.autocast, inputs in its "
-        f"dtype are accepted by a float32 layer)"
-    )
-
-
-def _check_input(
-    name: str, x: object, ndims: Sequence[int], layout: str, dtype: Union[torch.dtype, None] = None
-) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if dtype is not None:
-        _check_dtype(name, x, dtype)
-    if x.dim() not in ndims:
-        raise ValueError(f"{name} must be {layout}, got a tensor of shape {_shape(x)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one example, got an empty batch of shape {_shape(x)}")
-    return x
-
-
-def _check_size(name: str, got: int, expected: int, x: Tensor, what: str) -> None:
-    if got != expected:
-        raise ValueError(f"{name} must have {expected} {what}, got {got} (shape {_shape(x)})")
-
-
-def _positive_int(name: str, value: object) -> int:
-    return check_int(name, value, minimum=1)
-
-
-def _nonnegative_float(name: str, value: object) -> float:
-    return check_real(name, value, minimum=0.0)
-
-
-def _positive_float(name: str, value: object) -> float:
-    return check_real(name, value, minimum=0.0, low_open=True)
-
-
-def _pair(name: str, value: _IntPair, minimum: int) -> Tuple[int, int]:
-    pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
-    if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) for v in pair):
-        raise ArgumentTypeError(f"{name} must be an int or a pair of ints, got {describe(value)}")
-    if any(v < minimum for v in pair):
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
+# The layers compute two formulas with faster equivalents from ignite_igan._fast_paths, tested equal to the formulas
+# (forward and gradients, float64) in tests/test_functional.py and tests/test_nn.py. To change a formula, change it
+# (ignite_igan.functional.minibatch_features, _unit_norm above) and point these names at it.
+# - Minibatch features, and the distances of their data-dependent init: same result; O(N²B) memory instead of
+#   O(N²BC): benchmarks/minibatch_discrimination.py.
+# - The weight norm: one fused norm over V instead of a squared copy of it, and a backward pass of one multiplication
+#   over V instead of autograd's three. Same numbers to rounding; with _unit_norm the MNIST discriminator's CPU
+#   training step (batch 100, one thread) took 1.26 times as long, paired, and its last bits differ.
+_minibatch_features = _fast_paths.minibatch_features
+_minibatch_l1_distances = _fast_paths.minibatch_l1_distances
+_weight_norm = _fast_paths.unit_norm
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -170,10 +112,6 @@ class DataDependentInit:
         return True
 
 
-def _capture_modes(model: nn.Module) -> List[Tuple[nn.Module, bool]]:
-    return [(module, module.training) for module in model.modules()]
-
-
 @contextlib.contextmanager
 def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
     """Context in which the next forward pass of ``model`` initializes every init-capable layer from data.
@@ -201,7 +139,7 @@ def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     layers = [m for m in model.modules() if isinstance(m, DataDependentInit) and m.data_init]
-    modes = _capture_modes(model)
+    modes = [(module, module.training) for module in model.modules()]
     model.train()
     for layer in layers:
         layer._data_init_armed = True
@@ -215,12 +153,8 @@ def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
         for module, training in modes:
             module.training = training
     if missed:
-        warnings.warn(
-            f"data-dependent init: {len(missed)} init-capable layer(s) were not reached by the forward pass and "
-            f"keep their previous parameters: {', '.join(missed)}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        message = f"{len(missed)} init-capable layer(s) were not reached by the forward pass and keep their parameters"
+        warnings.warn(f"data-dependent init: {message}: {', '.join(missed)}", RuntimeWarning, stacklevel=3)
 
 
 def data_dependent_init(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
@@ -254,32 +188,6 @@ def data_dependent_init(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
         return model(*inputs, **kwargs)
 
 
-def _per_channel_init(layer: nn.Module, t: Tensor, init_scale: float) -> Tuple[Tensor, Tensor, Tensor]:
-    """Mean, std and ``inv = init_scale / std`` of pre-activations ``t`` per unit (2-D) or channel (4-D)."""
-    dims = (0,) if t.dim() == 2 else (0, 2, 3)
-    count = t.numel() // t.shape[1]
-    if count < 2:
-        raise ValueError(
-            f"data-dependent init of {type(layer).__name__} needs at least 2 values per output channel, got "
-            f"pre-activations of shape {_shape(t)}; use a batch of several examples (the reference uses 500)"
-        )
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(
-            f"data-dependent init of {type(layer).__name__}: the pre-activations contain NaN or infinity, expected "
-            "finite values (check the init batch)"
-        )
-    mean = t.mean(dim=dims)
-    centered = t - _expand(mean, t.dim())
-    std = centered.square().mean(dim=dims).sqrt()
-    if not bool((std > 0).all()):
-        dead = torch.nonzero(std <= 0).flatten().tolist()
-        raise ValueError(
-            f"data-dependent init of {type(layer).__name__}: the pre-activations of output channel(s) {dead[:10]} "
-            f"are constant on this batch (std 0), expected a batch on which every channel varies"
-        )
-    return mean, std, init_scale / std
-
-
 def _expand(per_channel: Tensor, ndim: int) -> Tensor:
     """Reshapes a (C,) tensor to broadcast over (N, C) or (N, C, H, W)."""
     return per_channel.view(1, -1) if ndim == 2 else per_channel.view(1, -1, 1, 1)
@@ -288,38 +196,11 @@ def _expand(per_channel: Tensor, ndim: int) -> Tensor:
 # --------------------------------------------------------------------------------------------------------------
 # Weight normalization (spec §1.3, §1.8)
 # --------------------------------------------------------------------------------------------------------------
-class _UnitNorm(torch.autograd.Function):
-    """``sqrt(eps + sum V^2)`` per output unit, with a backward pass of one multiplication over ``V``.
-
-    The gradient is ``V * (grad / norm)`` per unit. ``torch.linalg.vector_norm``'s own backward spends three passes
-    over ``V`` on it (a division, a multiplication and a mask for zero norms); ``V`` is the largest tensor of a
-    weight-normalized layer, and on the MNIST network's CPU step those passes were about a tenth of the time. A
-    zero direction has no defined gradient in any form (the reference's norm has no epsilon either).
-    """
-
-    @staticmethod
-    def forward(ctx, weight: Tensor, out_dim: int, eps: float) -> Tensor:  # type: ignore[override]
-        reduce = [d for d in range(weight.dim()) if d != out_dim]
-        norm = torch.linalg.vector_norm(weight, dim=reduce)
-        if eps:
-            norm = (eps + norm.square()).sqrt()
-        ctx.out_dim = out_dim
-        ctx.save_for_backward(weight, norm)
-        return norm
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tuple[Tensor, None, None]:  # type: ignore[override]
-        weight, norm = ctx.saved_tensors
-        shape = [1] * weight.dim()
-        shape[ctx.out_dim] = -1
-        return weight * (grad / norm).view(shape), None, None
-
-
 class _WeightNorm(DataDependentInit, nn.Module):
     """Shared parametrization of the weight-normalized layers.
 
-    Subclasses set ``_out_dim`` (the weight axis that indexes output units) and implement ``_check`` and
-    ``_transform``; this class owns the parameters, the normalized weight and the data-dependent init.
+    Subclasses set ``_out_dim`` (the weight axis that indexes output units) and implement ``_transform``; this
+    class owns the parameters, the normalized weight and the data-dependent init.
     """
 
     _out_dim = 0
@@ -337,9 +218,9 @@ class _WeightNorm(DataDependentInit, nn.Module):
         super().__init__()
         train_scale = check_bool("train_scale", train_scale)
         data_init = check_bool("data_init", data_init)
-        self.init_scale = _positive_float("init_scale", init_scale)
-        self.eps = _nonnegative_float("eps", eps)
-        self.weight_std = _positive_float("weight_std", weight_std)
+        self.init_scale = check_real("init_scale", init_scale, minimum=0.0, low_open=True)
+        self.eps = check_real("eps", eps, minimum=0.0)
+        self.weight_std = check_real("weight_std", weight_std, minimum=0.0, low_open=True)
         self.data_init = data_init
         self.weight = nn.Parameter(torch.empty(weight_shape))
         self.scale = nn.Parameter(torch.empty(out_units), requires_grad=train_scale)
@@ -359,11 +240,8 @@ class _WeightNorm(DataDependentInit, nn.Module):
             self.bias.zero_()
 
     def output_factor(self) -> Tensor:
-        """``g / sqrt(eps + sum V^2)`` per output unit, shape (out_units,): the effective weight is ``V`` times it.
-
-        The norm is one fused reduction over ``V`` (:class:`_UnitNorm`), without a squared copy of it.
-        """
-        return self.scale / _UnitNorm.apply(self.weight, self._out_dim, self.eps)
+        """``g / sqrt(eps + sum V^2)`` per output unit, shape (out_units,): the effective weight is ``V`` times it."""
+        return self.scale / _weight_norm(self.weight, self._out_dim, self.eps)
 
     def normalized_weight(self) -> Tensor:
         """The effective weight ``V * g / sqrt(eps + sum V^2)``, the sum over every axis but the output one."""
@@ -371,28 +249,42 @@ class _WeightNorm(DataDependentInit, nn.Module):
         shape[self._out_dim] = -1
         return self.weight * self.output_factor().view(shape)
 
-    def _check(self, x: object) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self._check(x)
         # Linear maps commute with a per-output-unit scale: x·(V·f)ᵀ = (x·Vᵀ)·f. Scaling the (N, out) output
         # instead of the (out, in) weight saves a pass over the weight in every forward and backward pass (the
         # weight is 7.8 times larger than a batch of 100 outputs in the MNIST network's first layer).
         t = self._transform(x, self.weight)
         t = t * _expand(self.output_factor(), t.dim())
         if self._take_data_init():
-            # Spec §1.3: with t computed from the current W (bias ignored), b <- -m*inv and g <- g*inv make the
-            # pre-activations zero-mean with std init_scale; the layer emits exactly those normalized values.
-            mean, _, inv = _per_channel_init(self, t, self.init_scale)
-            with torch.no_grad():
-                self.scale.mul_(inv)
-                self.bias.copy_(-mean * inv)
-            return (t - _expand(mean, t.dim())) * _expand(inv, t.dim())
+            return self._initialize_from(t)
         return t + _expand(self.bias, t.dim())
+
+    def _initialize_from(self, t: Tensor) -> Tensor:
+        # Spec §1.3: with t computed from the current W (bias ignored), b <- -m*inv and g <- g*inv with
+        # inv = init_scale / std make the pre-activations zero-mean with std init_scale, per unit (2-D) or channel
+        # (4-D); the layer emits exactly those normalized values.
+        dims = (0,) if t.dim() == 2 else (0, 2, 3)
+        name = f"data-dependent init of {type(self).__name__}"
+        if t.numel() // t.shape[1] < 2:
+            raise ValueError(
+                f"{name} needs at least 2 values per output channel, got pre-activations of shape {tuple(t.shape)}; "
+                "use a batch of several examples (the reference uses 500)"
+            )
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: the pre-activations contain NaN or infinity, expected finite values")
+        mean = t.mean(dim=dims)
+        std = (t - _expand(mean, t.dim())).square().mean(dim=dims).sqrt()
+        if not bool((std > 0).all()):
+            dead = torch.nonzero(std <= 0).flatten().tolist()
+            raise ValueError(f"{name}: the pre-activations of output channel(s) {dead[:10]} are constant on this batch")
+        inv = self.init_scale / std
+        with torch.no_grad():
+            self.scale.mul_(inv)
+            self.bias.copy_(-mean * inv)
+        return (t - _expand(mean, t.dim())) * _expand(inv, t.dim())
 
     def extra_repr(self) -> str:
         return f"train_scale={self.train_scale}, init_scale={self.init_scale}, eps={self.eps}"
@@ -446,19 +338,18 @@ class WeightNormLinear(_WeightNorm):
         weight_std: float = 0.05,
         data_init: bool = True,
     ) -> None:
-        self.in_features = _positive_int("in_features", in_features)
-        self.out_features = _positive_int("out_features", out_features)
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.out_features = check_int("out_features", out_features, minimum=1)
         super().__init__(
             (self.out_features, self.in_features), self.out_features, train_scale, init_scale, eps, weight_std,
             data_init,
         )
 
-    def _check(self, x: object) -> Tensor:
-        x = _check_input("input", x, (2,), f"2-D (N, in_features={self.in_features})", self.weight.dtype)
-        _check_size("input", x.shape[1], self.in_features, x, "features (dim 1)")
-        return x
-
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
+        # linear takes (N, ..., in_features) too; the per-unit scale and the data-dependent init expect (N, out).
+        if x.dim() != 2:
+            shape = tuple(x.shape)
+            raise ValueError(f"input must be 2-D (N, in_features={self.in_features}), got a tensor of shape {shape}")
         return torch_F.linear(x, weight)
 
     def extra_repr(self) -> str:
@@ -507,20 +398,15 @@ class WeightNormConv2d(_WeightNorm):
         weight_std: float = 0.05,
         data_init: bool = True,
     ) -> None:
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.kernel_size = _pair("kernel_size", kernel_size, 1)
-        self.stride = _pair("stride", stride, 1)
-        self.padding = _pair("padding", padding, 0)
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.out_channels = check_int("out_channels", out_channels, minimum=1)
+        self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
+        self.stride = check_int_pair("stride", stride, minimum=1)
+        self.padding = check_int_pair("padding", padding, minimum=0)
         super().__init__(
             (self.out_channels, self.in_channels, *self.kernel_size), self.out_channels, train_scale, init_scale,
             eps, weight_std, data_init,
         )
-
-    def _check(self, x: object) -> Tensor:
-        x = _check_input("input", x, (4,), f"4-D (N, C={self.in_channels}, H, W)", self.weight.dtype)
-        _check_size("input", x.shape[1], self.in_channels, x, "channels (dim 1)")
-        return x
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv2d(x, weight, stride=self.stride, padding=self.padding)
@@ -577,25 +463,18 @@ class WeightNormConvTranspose2d(_WeightNorm):
         weight_std: float = 0.05,
         data_init: bool = True,
     ) -> None:
-        self.in_channels = _positive_int("in_channels", in_channels)
-        self.out_channels = _positive_int("out_channels", out_channels)
-        self.kernel_size = _pair("kernel_size", kernel_size, 1)
-        self.stride = _pair("stride", stride, 1)
-        self.padding = _pair("padding", padding, 0)
-        self.output_padding = _pair("output_padding", output_padding, 0)
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.out_channels = check_int("out_channels", out_channels, minimum=1)
+        self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
+        self.stride = check_int_pair("stride", stride, minimum=1)
+        self.padding = check_int_pair("padding", padding, minimum=0)
+        self.output_padding = check_int_pair("output_padding", output_padding, minimum=0)
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
-            raise ValueError(
-                f"output_padding must be smaller than stride {self.stride}, got {self.output_padding}"
-            )
+            raise ValueError(f"output_padding must be smaller than stride {self.stride}, got {self.output_padding}")
         super().__init__(
             (self.in_channels, self.out_channels, *self.kernel_size), self.out_channels, train_scale, init_scale,
             eps, weight_std, data_init,
         )
-
-    def _check(self, x: object) -> Tensor:
-        x = _check_input("input", x, (4,), f"4-D (N, C={self.in_channels}, H, W)", self.weight.dtype)
-        _check_size("input", x.shape[1], self.in_channels, x, "channels (dim 1)")
-        return x
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv_transpose2d(
@@ -642,8 +521,8 @@ class ScaleFreeBatchNorm(nn.Module):
 
     def __init__(self, num_features: int, eps: float = 1e-6) -> None:
         super().__init__()
-        self.num_features = _positive_int("num_features", num_features)
-        self.eps = _nonnegative_float("eps", eps)
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self.eps = check_real("eps", eps, minimum=0.0)
         self.bias = nn.Parameter(torch.zeros(self.num_features))
 
     def reset_parameters(self) -> None:
@@ -651,16 +530,15 @@ class ScaleFreeBatchNorm(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = _check_input(
-            "input", x, (2, 4), f"2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W)",
-            self.bias.dtype,
-        )
-        _check_size("input", x.shape[1], self.num_features, x, "features/channels (dim 1)")
-        if x.numel() // x.shape[1] < 2:
+        check_input_dtype(x, self.bias.dtype)  # a float64 input would silently give a float64 output
+        # A 3-D input would fail obscurely in var_mean, and a single value per channel (a batch of one) has no batch
+        # statistics: every example would silently map to the bias.
+        if x.dim() not in (2, 4) or x.numel() // x.shape[1] < 2:
+            why = "a batch of one has no batch statistics (every example would map to the bias)"
             raise ValueError(
-                f"input must give at least 2 values per channel for batch statistics, got shape {_shape(x)}; "
-                "a batch of one has no batch statistics (every example would map to the bias): pass several "
-                "examples at once or use VirtualBatchNorm"
+                f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W) with at least 2 "
+                f"values per channel, got a tensor of shape {tuple(x.shape)}; {why}: pass several examples at once or "
+                "use VirtualBatchNorm"
             )
         dims = (0,) if x.dim() == 2 else (0, 2, 3)
         var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
@@ -690,11 +568,10 @@ class GaussianNoise(nn.Module):
 
     def __init__(self, sigma: float) -> None:
         super().__init__()
-        self.sigma = _nonnegative_float("sigma", sigma)
+        self.sigma = check_real("sigma", sigma, minimum=0.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        # randn_like would fail for integers only in training mode, with an error about a kernel.
         if not x.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
         if not self.training or self.sigma == 0:
@@ -748,8 +625,8 @@ class VirtualBatchNorm(nn.Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
         super().__init__()
-        self.num_features = _positive_int("num_features", num_features)
-        self.eps = _nonnegative_float("eps", eps)
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self.eps = check_real("eps", eps, minimum=0.0)
         self.weight = nn.Parameter(torch.empty(self.num_features))
         self.bias = nn.Parameter(torch.empty(self.num_features))
         self.reset_parameters()
@@ -760,17 +637,10 @@ class VirtualBatchNorm(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: Tensor, reference_size: int) -> Tensor:
-        x = _check_input(
-            "input", x, (2, 4), f"2-D (R + N, C={self.num_features}) or 4-D (R + N, C={self.num_features}, H, W)",
-            self.weight.dtype,
-        )
-        _check_size("input", x.shape[1], self.num_features, x, "features/channels (dim 1)")
-        reference_size = check_int("reference_size", reference_size)
-        if not 1 <= reference_size <= x.shape[0]:
-            raise ValueError(
-                f"reference_size must be between 1 and the batch size {x.shape[0]} (the first reference_size "
-                f"rows are the reference batch), got {reference_size}"
-            )
+        check_input_dtype(x, self.weight.dtype)  # a float64 input would silently give a float64 output
+        # A slice would silently take what there is (x[:6] of 5 rows), or nothing (NaN statistics).
+        hint = "the number of leading rows of the input that are the reference batch"
+        reference_size = check_int("reference_size", reference_size, minimum=1, maximum=len(x), hint=hint)
         reference, live = x[:reference_size], x[reference_size:]
         dims = (0,) if x.dim() == 2 else (0, 2, 3)
         var, mean = torch.var_mean(reference, dim=dims, correction=0, keepdim=True)
@@ -822,9 +692,9 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
 
     def __init__(self, in_features: int, num_kernels: int = 100, kernel_dim: int = 5) -> None:
         super().__init__()
-        self.in_features = _positive_int("in_features", in_features)
-        self.num_kernels = _positive_int("num_kernels", num_kernels)
-        self.kernel_dim = _positive_int("kernel_dim", kernel_dim)
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.num_kernels = check_int("num_kernels", num_kernels, minimum=1)
+        self.kernel_dim = check_int("kernel_dim", kernel_dim, minimum=1)
         self.theta = nn.Parameter(torch.empty(self.in_features, self.num_kernels, self.kernel_dim))
         self.log_weight_scale = nn.Parameter(torch.empty(self.num_kernels, self.kernel_dim))
         self.bias = nn.Parameter(torch.empty(self.num_kernels))
@@ -846,41 +716,30 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
         return self.theta * (self.log_weight_scale.exp() / self.theta.square().sum(dim=0).sqrt())
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() < 2:
-            raise ValueError(
-                f"input must be (N, in_features={self.in_features}) or (N, ...) flattening to it, got a tensor "
-                f"of shape {_shape(x)}"
-            )
-        x = _check_input("input", x.flatten(1), (2,), f"(N, in_features={self.in_features})", self.theta.dtype)
-        _check_size("input", x.shape[1], self.in_features, x, "features after flattening")
+        # Inside autocast, an input of the other low-precision dtype would fail in torch.cat with an obscure error.
+        check_input_dtype(x, self.theta.dtype)
+        x = x.flatten(1)
         m = (x @ self.projection().flatten(1)).view(-1, self.num_kernels, self.kernel_dim)
         if self._take_data_init():
             return self._initialize_from(x, m)
-        return torch.cat([x, minibatch_features(m) + self.bias], dim=1)
+        return torch.cat([x, _minibatch_features(m) + self.bias], dim=1)
 
     def _initialize_from(self, x: Tensor, m: Tensor) -> Tensor:
-        if x.shape[0] < 2:
-            raise ValueError(
-                f"data-dependent init of MinibatchDiscrimination needs at least 2 examples (nearest-neighbour "
-                f"distances), got input of shape {_shape(x)}"
-            )
-        distances = minibatch_l1_distances(m)  # (N, N, B), zero diagonal
+        name = "data-dependent init of MinibatchDiscrimination"
+        if x.shape[0] < 2:  # nearest-neighbour distances
+            raise ValueError(f"{name} needs at least 2 examples, got input of shape {tuple(x.shape)}")
+        distances = _minibatch_l1_distances(m)  # (N, N, B), zero diagonal
         distances.diagonal(dim1=0, dim2=1).fill_(math.inf)
         mmd = 0.5 * distances.min(dim=1).values.mean(dim=0)  # (B,)
         del distances
         if not bool((mmd > 0).all()):
             dead = torch.nonzero(mmd <= 0).flatten().tolist()
-            raise ValueError(
-                f"data-dependent init of MinibatchDiscrimination: kernel(s) {dead[:10]} see identical examples "
-                f"(mean nearest-neighbour distance 0), expected a batch of distinct examples"
-            )
+            raise ValueError(f"{name}: kernel(s) {dead[:10]} see identical examples")
         with torch.no_grad():
             self.log_weight_scale.sub_(mmd.log().unsqueeze(1))
         # T is linear in exp(log_weight_scale), so the rescaled projection is M / mmd: the distances become
         # d / mmd, as the reference divides them in place.
-        o = minibatch_features(m / mmd.view(1, -1, 1))
+        o = _minibatch_features(m / mmd.view(1, -1, 1))
         centre = o.mean(dim=0)
         with torch.no_grad():
             self.bias.copy_(-centre)
@@ -936,27 +795,20 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
     """
     if not isinstance(layer, MinibatchDiscrimination):
         raise TypeError(f"layer must be a MinibatchDiscrimination, got {type(layer).__name__}")
-    if not isinstance(features, Tensor):
-        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
     if features.dim() < 2 or features.shape[0] < 2:
-        raise ValueError(
-            f"features must be a batch of at least 2 examples (N >= 2, in_features={layer.in_features}), got a "
-            f"tensor of shape {_shape(features)}"
-        )
+        raise ValueError(f"features must be a batch of at least 2 examples, got shape {tuple(features.shape)}")
     x = features.flatten(1)
-    _check_size("features", x.shape[1], layer.in_features, x, "features after flattening")
-    target = _positive_float("target", target)
+    if x.shape[1] != layer.in_features:
+        raise ValueError(f"features must have {layer.in_features} features after flattening, got {x.shape[1]}")
+    target = check_real("target", target, minimum=0.0, low_open=True)
     n = x.shape[0]
     with torch.no_grad():
         m = (x @ layer.projection().flatten(1)).view(n, layer.num_kernels, layer.kernel_dim)
-        distances = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(dim=3)  # (N, N, B), zero diagonal
+        distances = minibatch_l1_distances(m)  # (N, N, B), zero diagonal
         mean = distances.sum(dim=(0, 1)) / (n * (n - 1))  # (B,)
         if not bool((mean > 0).all()):
             dead = torch.nonzero(mean <= 0).flatten().tolist()
-            raise ValueError(
-                f"minibatch_batch_mean_init: kernel(s) {dead[:10]} see identical examples (mean pairwise distance 0), "
-                "expected a batch of distinct examples"
-            )
+            raise ValueError(f"minibatch_batch_mean_init: kernel(s) {dead[:10]} see identical examples")
         layer.log_weight_scale.sub_((mean / target).log().unsqueeze(1))
         o = (-distances / (mean / target)).exp().sum(dim=1) - 1.0  # self excluded, as the layer does
         layer.bias.copy_(-o.mean(dim=0))

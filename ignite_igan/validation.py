@@ -47,7 +47,9 @@ __all__ = [
     "check_bool",
     "check_fields",
     "check_finite_state",
+    "check_input_dtype",
     "check_int",
+    "check_int_pair",
     "check_int_tuple",
     "check_optimizer_state",
     "check_real",
@@ -492,3 +494,52 @@ def check_same_trainable(owner: str, model: torch.nn.Module, tracked: Sequence[T
 
 __all__ += ["check_choice", "check_finite_parameters", "check_identifier", "check_instance", "check_methods",
             "check_same_trainable", "check_state_keys", "check_tensor_shape", "check_trainable"]
+
+
+# --- added by formulas ---
+
+
+def check_int_pair(name: str, value: Any, *, minimum: int) -> Tuple[int, int]:
+    """``value``, an int or a pair of ints as torch's convolutions take them, as a pair of Python ints >= ``minimum``.
+
+    Raises:
+        ArgumentTypeError: not an int or a pair of ints.
+        ValueError: an entry below ``minimum``.
+    """
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) for v in pair):
+        raise ArgumentTypeError(f"{name} must be an int or a pair of ints, got {describe(value)}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The low-precision dtype of the ``torch.autocast`` region active for ``device_type``, or None outside one."""
+    try:
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    except (RuntimeError, TypeError, ValueError):  # a device type autocast does not know
+        return None
+
+
+def check_input_dtype(x: torch.Tensor, expected: torch.dtype) -> None:
+    """Refuses a layer's input whose dtype is not the layer's (its parameters'), except the mixes of autocast.
+
+    For the layers whose arithmetic would otherwise promote silently (a float64 input to a float32 normalization
+    layer gives a float64 output); a matrix product or a convolution refuses a mismatch itself. Inside
+    ``torch.autocast`` for the input's device type, activations in autocast's dtype (bfloat16 or float16) meet
+    float32 weights by design, so float32 and that dtype may meet in any combination; float64, and the other
+    low-precision dtype, never mix.
+
+    Raises:
+        TypeError: naming ``input``, the dtype it got and the one expected.
+    """
+    if x.dtype == expected:
+        return
+    low = _autocast_dtype(x.device.type)
+    if low is None or not {x.dtype, expected} <= {torch.float32, low}:
+        raise TypeError(
+            f"input must have the layer's dtype {expected} (the dtype of its parameters), got dtype {x.dtype}; convert "
+            f"the input with .to({expected}) or the layer with .to({x.dtype}) (inside torch.autocast, inputs in its "
+            f"dtype are accepted by a float32 layer)"
+        )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from ignite_igan import functional as F
+from ignite_igan import _fast_paths, functional as F
 from ignite_igan.engines import create_semi_supervised_trainer
 from ignite_igan.handlers import EvaluationAveraging, HistoricalAveraging
 from ignite_igan.models import MNISTDiscriminator, mnist_generator
@@ -28,14 +28,15 @@ def _oracle_minibatch_features(m: np.ndarray) -> np.ndarray:
     return s.sum(axis=1)
 
 
+@pytest.mark.parametrize("features", [F.minibatch_features, _fast_paths.minibatch_features])  # formula, layers'
 @pytest.mark.parametrize("n", [7, 100, 300])  # 300 crosses the tile size
-def test_minibatch_features_on_cuda_match_the_oracle_and_the_cpu(n):
+def test_minibatch_features_on_cuda_match_the_oracle_and_the_cpu(n, features):
     torch.manual_seed(0)
     m = torch.randn(n, 20, 5, dtype=torch.float64) * 0.3
     weights = torch.randn(n, 20, dtype=torch.float64)
     cpu = m.clone().requires_grad_(True)
     gpu = m.cuda().requires_grad_(True)
-    out_cpu, out_gpu = F.minibatch_features(cpu), F.minibatch_features(gpu)
+    out_cpu, out_gpu = features(cpu), features(gpu)
     np.testing.assert_allclose(out_gpu.detach().cpu().numpy(), _oracle_minibatch_features(m.numpy()), rtol=1e-10)
     (out_cpu * weights).sum().backward()
     (out_gpu * weights.cuda()).sum().backward()

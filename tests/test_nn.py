@@ -351,7 +351,7 @@ def test_scale_free_batch_norm_gradcheck():
 
 
 def test_scale_free_batch_norm_rejects_a_single_value_per_channel():
-    with pytest.raises(ValueError, match=r"input must give at least 2 values per channel.*got shape \(1, 5\)"):
+    with pytest.raises(ValueError, match=r"at least 2 values per channel.*got a tensor of shape \(1, 5\)"):
         ScaleFreeBatchNorm(5)(torch.randn(1, 5))
 
 
@@ -433,7 +433,7 @@ def test_virtual_batch_norm_bad_reference_size():
     vbn = VirtualBatchNorm(4)
     x = torch.randn(5, 4)
     for bad in (0, 6, -1):
-        with pytest.raises(ValueError, match=rf"reference_size must be between 1 and the batch size 5.*got {bad}"):
+        with pytest.raises(ValueError, match=rf"reference_size must be in \[1, 5\] \(the number of leading rows.*got {bad}"):
             vbn(x, bad)
     with pytest.raises(TypeError, match="reference_size must be an int, got float"):
         vbn(x, 2.0)
@@ -513,12 +513,11 @@ def test_minibatch_discrimination_is_alive_at_realistic_widths(in_features, afte
 def test_minibatch_discrimination_batch_of_one_and_bad_input():
     layer = MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3)
     torch.testing.assert_close(layer(torch.randn(1, 6))[:, 6:], layer.bias.detach()[None])  # no neighbours: o = 0
-    with pytest.raises(ValueError, match=r"input must have 6 features after flattening, got 5 \(shape \(3, 5\)\)"):
+    with pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(3x5 and 6x12\)"):
         layer(torch.randn(3, 5))
-    with pytest.raises(ValueError, match=r"input must be \(N, in_features=6\).*got a tensor of shape \(6,\)"):
+    with pytest.raises(IndexError, match=r"Dimension out of range"):  # flatten(1) of a 1-D input
         layer(torch.randn(6))
-    with pytest.raises(ValueError, match=r"input must hold at least one example.*\(0, 6\)"):
-        layer(torch.randn(0, 6))
+    assert layer(torch.randn(0, 6)).shape == (0, 10)  # an empty batch: empty features
     with pytest.raises(ValueError, match=r"needs at least 2 examples.*\(1, 6\)"):
         data_dependent_init(layer, torch.randn(1, 6))
     with pytest.raises(ValueError, match=r"kernel\(s\) \[0, 1, 2, 3\] see identical examples"):
@@ -532,16 +531,16 @@ def test_minibatch_discrimination_batch_of_one_and_bad_input():
     "layer, x, error, pattern",
     [
         (WeightNormLinear(5, 3), torch.randn(2, 4, 5), ValueError, r"input must be 2-D \(N, in_features=5\), got a tensor of shape \(2, 4, 5\)"),
-        (WeightNormLinear(5, 3), torch.randn(2, 4), ValueError, r"input must have 5 features \(dim 1\), got 4"),
-        (WeightNormLinear(5, 3), torch.randn(0, 5), ValueError, r"input must hold at least one example, got an empty batch of shape \(0, 5\)"),
-        (WeightNormLinear(5, 3), torch.ones(2, 5, dtype=torch.long), TypeError, r"input must be a floating-point tensor, got dtype torch.int64"),
-        (WeightNormLinear(5, 3), [[1.0] * 5], TypeError, r"input must be a torch.Tensor, got list"),
-        (WeightNormConv2d(3, 4, 3), torch.randn(2, 3, 5), ValueError, r"input must be 4-D \(N, C=3, H, W\), got a tensor of shape \(2, 3, 5\)"),
-        (WeightNormConv2d(3, 4, 3), torch.randn(2, 2, 5, 5), ValueError, r"input must have 3 channels \(dim 1\), got 2"),
-        (WeightNormConvTranspose2d(3, 4, 3), torch.randn(2, 4, 5, 5), ValueError, r"input must have 3 channels \(dim 1\), got 4"),
+        # Where torch's own error names the problem, the layers leave it to torch.
+        (WeightNormLinear(5, 3), torch.randn(2, 4), RuntimeError, r"mat1 and mat2 shapes cannot be multiplied \(2x4 and 5x3\)"),
+        (WeightNormLinear(5, 3), torch.ones(2, 5, dtype=torch.long), RuntimeError, r"expected m1 and m2 to have the same dtype, but got: long int != float"),
+        (WeightNormLinear(5, 3), [[1.0] * 5], AttributeError, r"'list' object has no attribute"),
+        (WeightNormConv2d(3, 4, 3), torch.randn(2, 3, 5), RuntimeError, r"expected input\[1, 2, 3, 5\] to have 3 channels, but got 2 channels instead"),
+        (WeightNormConv2d(3, 4, 3), torch.randn(2, 2, 5, 5), RuntimeError, r"expected input\[2, 2, 5, 5\] to have 3 channels, but got 2 channels instead"),
+        (WeightNormConvTranspose2d(3, 4, 3), torch.randn(2, 4, 5, 5), RuntimeError, r"expected input\[2, 4, 5, 5\] to have 3 channels, but got 4 channels instead"),
         (ScaleFreeBatchNorm(4), torch.randn(2, 4, 3), ValueError, r"input must be 2-D \(N, C=4\) or 4-D .*got a tensor of shape \(2, 4, 3\)"),
-        (ScaleFreeBatchNorm(4), torch.randn(2, 3), ValueError, r"input must have 4 features/channels \(dim 1\), got 3"),
-        (ScaleFreeBatchNorm(4), torch.randn(0, 4, 2, 2), ValueError, r"input must hold at least one example"),
+        (ScaleFreeBatchNorm(4), torch.randn(2, 3), RuntimeError, r"The size of tensor a \(3\) must match the size of tensor b \(4\) at non-singleton dimension 1"),
+        (ScaleFreeBatchNorm(4), torch.randn(0, 4, 2, 2), ValueError, r"at least 2 values per channel.*got a tensor of shape \(0, 4, 2, 2\)"),
         (GaussianNoise(0.1), torch.ones(2, dtype=torch.long), TypeError, r"input must be a floating-point tensor, got dtype torch.int64"),
     ],
 )
@@ -550,13 +549,18 @@ def test_bad_input_names_argument_got_and_expected(layer, x, error, pattern):
         layer(x)
 
 
+def test_an_empty_batch_gives_an_empty_output():
+    assert WeightNormLinear(5, 3)(torch.randn(0, 5)).shape == (0, 3)
+    assert WeightNormConv2d(3, 4, 3, padding=1)(torch.randn(0, 3, 5, 5)).shape == (0, 4, 5, 5)
+
+
 def test_virtual_batch_norm_bad_input():
     vbn = VirtualBatchNorm(4)
-    with pytest.raises(ValueError, match=r"input must be 2-D \(R \+ N, C=4\) or 4-D.*got a tensor of shape \(3, 4, 2\)"):
+    with pytest.raises(IndexError, match=r"Dimension out of range"):
         vbn(torch.randn(3, 4, 2), 1)
-    with pytest.raises(ValueError, match=r"input must have 4 features/channels \(dim 1\), got 5"):
+    with pytest.raises(RuntimeError, match=r"The size of tensor a \(5\) must match the size of tensor b \(4\)"):
         vbn(torch.randn(3, 5), 1)
-    with pytest.raises(ValueError, match=r"input must hold at least one example"):
+    with pytest.raises(ValueError, match=r"reference_size must be in \[1, 0\]"):
         vbn(torch.randn(0, 4), 1)
 
 
@@ -593,44 +597,64 @@ def test_data_init_rejects_non_finite_preactivations():
 # ----------------------------------------------------------------------------------------------------------------
 # Inputs of another dtype than the layer
 # ----------------------------------------------------------------------------------------------------------------
+# (make, shape, kwargs, checked): the normalization layers would promote a mismatch silently, the minibatch layer
+# fail obscurely inside autocast, and they check it; in the others a product or a convolution refuses it itself.
 DTYPE_CASES = [
-    (lambda: WeightNormLinear(5, 3), (4, 5), {}),
-    (lambda: WeightNormConv2d(3, 4, 3, padding=1), (2, 3, 6, 6), {}),
-    (lambda: WeightNormConvTranspose2d(3, 4, 5, stride=2, padding=2, output_padding=1), (2, 3, 4, 4), {}),
-    (lambda: MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3), (5, 6), {}),
-    (lambda: MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3), (5, 2, 3), {}),  # flattened input
-    (lambda: ScaleFreeBatchNorm(4), (5, 4, 3, 3), {}),
-    (lambda: VirtualBatchNorm(4), (7, 4), {"reference_size": 4}),
+    (lambda: WeightNormLinear(5, 3), (4, 5), {}, False),
+    (lambda: WeightNormConv2d(3, 4, 3, padding=1), (2, 3, 6, 6), {}, False),
+    (lambda: WeightNormConvTranspose2d(3, 4, 5, stride=2, padding=2, output_padding=1), (2, 3, 4, 4), {}, False),
+    (lambda: MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3), (5, 6), {}, True),
+    (lambda: MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3), (5, 2, 3), {}, True),  # flattened input
+    (lambda: ScaleFreeBatchNorm(4), (5, 4, 3, 3), {}, True),
+    (lambda: VirtualBatchNorm(4), (7, 4), {"reference_size": 4}, True),
 ]
+TORCH_DTYPE_ERROR = r"expected m1 and m2 to have the same dtype|expected scalar type|Input type .* should be the same"
 
 
-@pytest.mark.parametrize("make, shape, kwargs", DTYPE_CASES)
+def dtype_error(checked, expected, got):
+    if checked:
+        return TypeError, rf"input must have the layer's dtype {expected} \(the dtype of its parameters\), got dtype {got}"
+    return RuntimeError, TORCH_DTYPE_ERROR
+
+
+def refused(checked, expected, got):
+    error, pattern = dtype_error(checked, expected, got)
+    return pytest.raises(error, match=pattern)
+
+
+@pytest.mark.parametrize("make, shape, kwargs, checked", DTYPE_CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
-def test_input_of_another_dtype_is_refused_with_names(make, shape, kwargs, dtype):
+def test_input_of_another_dtype_is_refused_with_names(make, shape, kwargs, checked, dtype):
     layer = make()
-    pattern = rf"input must have the layer's dtype torch.float32 \(the dtype of its parameters\), got dtype {dtype}"
-    with pytest.raises(TypeError, match=pattern):
+    error, pattern = dtype_error(checked, torch.float32, dtype)
+    with pytest.raises(error, match=pattern):
         layer(torch.randn(*shape, dtype=dtype), **kwargs)
     # the other way round: a float64 layer names float64
-    with pytest.raises(TypeError, match=r"input must have the layer's dtype torch.float64 .*got dtype torch.float32"):
+    error, pattern = dtype_error(checked, torch.float64, torch.float32)
+    with pytest.raises(error, match=pattern):
         make().double()(torch.randn(*shape), **kwargs)
     assert layer(torch.randn(*shape).to(dtype).float(), **kwargs).dtype == torch.float32  # converted: accepted
 
 
-@pytest.mark.parametrize("make, shape, kwargs", DTYPE_CASES)
+@pytest.mark.parametrize("make, shape, kwargs, checked", DTYPE_CASES)
 @pytest.mark.parametrize("low, other", [(torch.bfloat16, torch.float16), (torch.float16, torch.bfloat16)])
-def test_autocast_mixes_are_accepted_but_float64_is_not(make, shape, kwargs, low, other):
+def test_autocast_mixes_are_accepted_but_float64_is_not(make, shape, kwargs, checked, low, other):
     layer = make()
     x = torch.randn(*shape)
     with torch.autocast("cpu", dtype=low):
         for inp in (x, x.to(low)):  # float32 data, activations in autocast's dtype
             out = layer(inp, **kwargs)
             assert torch.isfinite(out.float()).all()
-        # autocast leaves float64 alone, and does not mix its dtype with the other low-precision one
-        for refused in (torch.float64, other):
-            with pytest.raises(TypeError, match=rf"input must have the layer's dtype torch.float32 .*got dtype {refused}"):
-                layer(x.to(refused), **kwargs)
-    with pytest.raises(TypeError, match=rf"got dtype {low}"):
+        # autocast leaves float64 alone; the other low-precision dtype is refused by the normalization layers, and
+        # cast to autocast's dtype by autocast itself in a product or a convolution
+        with refused(checked, torch.float32, torch.float64):
+            layer(x.to(torch.float64), **kwargs)
+        if checked:
+            with refused(checked, torch.float32, other):
+                layer(x.to(other), **kwargs)
+        else:
+            assert torch.isfinite(layer(x.to(other), **kwargs).float()).all()
+    with refused(checked, torch.float32, low):
         layer(x.to(low), **kwargs)  # the same input outside autocast
     with torch.autocast("cpu", dtype=low):
         assert make().to(low)(x, **kwargs).dtype in (low, torch.float32)  # a low-precision layer, float32 data
@@ -644,16 +668,34 @@ def test_gaussian_noise_has_no_dtype_and_keeps_the_input_s():
 
 
 @pytest.mark.parametrize("shape, out_dim, eps", [((5, 7), 0, 0.0), ((5, 7), 0, 1e-6), ((3, 4, 2, 2), 1, 1e-6)])
-def test_unit_norm_and_its_gradient_against_the_formula(shape, out_dim, eps):
-    """The weight norm's own backward pass equals the gradient of sqrt(eps + sum V^2) (gradcheck, float64)."""
-    from ignite_igan.nn import _UnitNorm
+def test_fast_weight_norm_equals_the_formula_forward_and_gradients(shape, out_dim, eps):
+    """The layers' weight norm (one-pass backward) equals sqrt(eps + sum V^2) and its autograd gradient (float64)."""
+    from ignite_igan import _fast_paths
+    from ignite_igan.nn import _unit_norm
 
     torch.manual_seed(0)
     weight = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    reduce = [d for d in range(len(shape)) if d != out_dim]
-    expected = (eps + weight.detach().square().sum(dim=reduce)).sqrt()
-    torch.testing.assert_close(_UnitNorm.apply(weight, out_dim, eps), expected, rtol=1e-12, atol=0)
-    assert torch.autograd.gradcheck(lambda w: _UnitNorm.apply(w, out_dim, eps), (weight,))
+    axes = tuple(d for d in range(len(shape)) if d != out_dim)
+    expected = np.sqrt(eps + (np_(weight) ** 2).sum(axis=axes))  # the spec's formula, in NumPy
+    fast, formula = _fast_paths.unit_norm(weight, out_dim, eps), _unit_norm(weight, out_dim, eps)
+    np.testing.assert_allclose(np_(formula), expected, rtol=1e-13)
+    torch.testing.assert_close(fast, formula, rtol=1e-13, atol=0)
+    upstream = torch.randn(shape[out_dim], dtype=torch.float64)
+    fast_grad, = torch.autograd.grad((fast * upstream).sum(), weight)
+    formula_grad, = torch.autograd.grad((formula * upstream).sum(), weight)
+    torch.testing.assert_close(fast_grad, formula_grad, rtol=1e-12, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda w: _fast_paths.unit_norm(w, out_dim, eps), (weight,))
+
+
+def test_the_layers_use_the_fast_paths():
+    """The one commented choice in ignite_igan.nn: the minibatch layer's features are the tiled ones, bit for bit."""
+    from ignite_igan import _fast_paths
+
+    torch.manual_seed(0)
+    layer = MinibatchDiscrimination(6, num_kernels=4, kernel_dim=3)
+    x = torch.randn(9, 6)
+    m = (x @ layer.projection().flatten(1)).view(9, 4, 3)
+    assert torch.equal(layer(x)[:, 6:], _fast_paths.minibatch_features(m) + layer.bias)
 
 
 def test_weight_norm_forward_compiles_once():
