@@ -17,7 +17,6 @@ from ignite_igan.checkpointing import (
     latest_checkpoint,
     list_checkpoints,
     load_latest_checkpoint,
-    resume_from_checkpoint,
     verify_checkpoint,
     write_json_atomic,
 )
@@ -57,7 +56,7 @@ def test_killed_run_resumes_bitwise(tmp_path):
     np.random.seed(123)
     random.seed(123)
     model_resumed, trainer, to_save = _make_training(seed=99)
-    assert resume_from_checkpoint(to_save, tmp_path) == tmp_path / "checkpoint_2.pt"
+    assert load_latest_checkpoint(to_save, tmp_path) == tmp_path / "checkpoint_2.pt"
     trainer.run(range(5), max_epochs=4)
     for a, b in zip(model_straight.parameters(), model_resumed.parameters()):
         assert torch.equal(a, b)
@@ -139,7 +138,7 @@ def test_two_newest_checkpoints_are_kept(tmp_path):
 
 def test_no_checkpoint_means_fresh_start(tmp_path):
     assert latest_checkpoint(tmp_path / "missing") is None
-    assert resume_from_checkpoint({}, tmp_path) is None
+    assert load_latest_checkpoint({}, tmp_path) is None
 
 
 def test_json_is_written_whole(tmp_path):
