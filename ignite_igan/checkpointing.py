@@ -58,19 +58,9 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 from ignite_igan.validation import check_int, check_optimizer_state
 
 __all__ = [
-    "RandomStates",
-    "RunIdentity",
-    "CheckpointError",
-    "ChecksummedSaver",
-    "attach_checkpointing",
-    "clean_partial_writes",
-    "free_bytes",
-    "jsonable",
-    "latest_checkpoint",
-    "list_checkpoints",
-    "load_latest_checkpoint",
-    "verify_checkpoint",
-    "write_json_atomic",
+    "RandomStates", "RunIdentity", "CheckpointError", "ChecksummedSaver", "attach_checkpointing",
+    "clean_partial_writes", "free_bytes", "jsonable", "latest_checkpoint", "list_checkpoints",
+    "load_latest_checkpoint", "verify_checkpoint", "write_json_atomic",
 ]
 
 CHECKPOINT_PREFIX = "checkpoint"

@@ -35,23 +35,9 @@ import torch
 from ignite_igan.validation import check_int, check_real
 
 __all__ = [
-    "recipe_parser",
-    "parse_args",
-    "launch",
-    "launch_recipe",
-    "add_score_arguments",
-    "check_data_dir",
-    "dataclass_from_args",
-    "positive_int",
-    "nonnegative_int",
-    "positive_float",
-    "nonnegative_float",
-    "fraction",
-    "seed_int",
-    "ema_rate",
-    "init_examples",
-    "device_name",
-    "MAX_SEED",
+    "recipe_parser", "parse_args", "launch", "launch_recipe", "add_score_arguments", "check_data_dir",
+    "dataclass_from_args", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "fraction",
+    "seed_int", "ema_rate", "init_examples", "device_name", "MAX_SEED",
 ]
 
 
@@ -101,20 +87,18 @@ def device_name(text: str) -> str:
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"got {text!r}, but CUDA is not available on this machine (use cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(
-                f"got {text!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-    elif device.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise argparse.ArgumentTypeError(f"got {text!r}, but MPS is not available on this machine")
-    elif device.type != "cpu":
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
-    return text
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        problem = f"expected cpu, cuda or cuda:N, got {text!r}"
+    elif device.type == "cuda" and not torch.cuda.is_available():
+        problem = f"got {text!r}, but CUDA is not available on this machine (use cpu)"
+    elif device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        problem = f"got {text!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        problem = f"got {text!r}, but MPS is not available on this machine"
+    else:
+        return text
+    raise argparse.ArgumentTypeError(problem)
 
 
 def recipe_parser(
