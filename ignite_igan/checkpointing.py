@@ -98,7 +98,9 @@ class RandomStates:
         # Plain tensors and numbers only, so that checkpoints load with torch.load(weights_only=True).
         state: Dict[str, Any] = {
             "torch": torch.get_rng_state(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached_gaussian)),
+            "numpy": (
+                kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached_gaussian)
+            ),
             "python": random.getstate(),
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -252,6 +254,7 @@ def write_json_atomic(path: PathLike, data: Any) -> None:
     """Writes ``data`` as indented JSON atomically (``.partial`` file, fsync, rename), like the checkpoints.
 
     Readers never see half a file, and the file gets the same permissions as the checkpoints (those of the umask).
+    Keys are sorted as they are (a table keyed by seed lists seed 2 before seed 10), then written as text.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

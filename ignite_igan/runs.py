@@ -485,7 +485,9 @@ class Run:
         if record is None:
             raise RunFolderError(f"--resume: {folder!r} holds no run to resume; run once without --resume first")
         if record.get("experiment") != self.experiment:
-            raise RunFolderError(f"--resume: {folder!r} holds a {record.get('experiment')!r} run, not {self.experiment!r}")
+            raise RunFolderError(
+                f"--resume: {folder!r} holds a {record.get('experiment')!r} run, not {self.experiment!r}"
+            )
         recorded, now = record["config"], self.configuration()
         changed = [f"--{key.replace('_', '-')}: {recorded.get(key)!r} in the run, {now.get(key)!r} now"
                    for key in sorted(set(recorded) | set(now)) if recorded.get(key) != now.get(key)]

@@ -14,6 +14,7 @@ from ignite_igan.checkpointing import (
     RandomStates,
     attach_checkpointing,
     clean_partial_writes,
+    jsonable,
     latest_checkpoint,
     list_checkpoints,
     load_latest_checkpoint,
@@ -272,3 +273,14 @@ def test_json_and_checkpoints_have_the_same_permissions(tmp_path):
     write_json_atomic(tmp_path / "summary.json", {"a": 1})
     mode = lambda p: os.stat(p).st_mode & 0o777  # noqa: E731
     assert mode(tmp_path / "summary.json") == mode(tmp_path / "checkpoint_1.pt")
+
+
+def test_jsonable_is_what_a_json_file_reads_back(tmp_path):
+    value = {"path": tmp_path, "pair": (1, 2.5), "half": np.float32(0.5), "count": np.int64(7), "loss": torch.tensor(0.25)}
+    write_json_atomic(tmp_path / "v.json", value)
+    assert jsonable(value) == json.loads((tmp_path / "v.json").read_text())
+    assert jsonable(value) == {"path": str(tmp_path), "pair": [1, 2.5], "half": 0.5, "count": 7, "loss": 0.25}
+    assert jsonable({3: 1, "a": 2}) == {"3": 1, "a": 2}  # keys of any kind, as text
+    # A table keyed by seed keeps its numeric order in the file (the keys are sorted before they become text).
+    write_json_atomic(tmp_path / "seeds.json", {10: "b", 2: "a"})
+    assert list(json.loads((tmp_path / "seeds.json").read_text())) == ["2", "10"]
