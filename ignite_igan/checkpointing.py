@@ -240,8 +240,9 @@ def _json_default(value: Any) -> Any:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as it reads back from a JSON file: paths and NumPy numbers as text and numbers, tuples as lists,
-    keys as strings. A value compared with one read from a record must be in this form.
+    """``value`` as it reads back from a JSON file (what a value compared with a record's must be).
+
+    Paths become text, NumPy numbers and one-element tensors numbers, tuples lists, and keys text.
 
     Example:
         >>> jsonable({"dir": Path("runs"), 1: (np.int64(2), 0.5)})
