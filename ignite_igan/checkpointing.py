@@ -41,13 +41,12 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import random
 import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import ignite.distributed as idist
 import numpy as np
@@ -56,32 +55,41 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, global_step_from_engine
 from ignite.handlers.checkpoint import BaseSaveHandler
 
-from ignite_igan.validation import check_optimizer_state
+from ignite_igan.validation import check_int, check_optimizer_state
 
 __all__ = [
-    "RandomStates",
-    "RunIdentity",
-    "CheckpointError",
-    "ChecksummedSaver",
-    "attach_checkpointing",
-    "clean_partial_writes",
-    "latest_checkpoint",
-    "list_checkpoints",
-    "load_latest_checkpoint",
-    "resume_from_checkpoint",
-    "verify_checkpoint",
-    "write_json_atomic",
+    "RandomStates", "RunIdentity", "CheckpointError", "ChecksummedSaver", "attach_checkpointing",
+    "clean_partial_writes", "free_bytes", "jsonable", "latest_checkpoint", "list_checkpoints",
+    "load_latest_checkpoint", "verify_checkpoint", "write_json_atomic",
 ]
 
 CHECKPOINT_PREFIX = "checkpoint"
+CHECKSUM_SUFFIX = ".sha256"
+PARTIAL_SUFFIX = ".partial"
+PathLike = Union[str, os.PathLike]
 
 
+class CheckpointError(RuntimeError):
+    """No checkpoint of a folder can be used, or one could not be written."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What goes into a checkpoint besides the models: the random states and the run's identity
+# --------------------------------------------------------------------------------------------------------------
 class RandomStates:
     """The random number generators' states of all processes, for ``Checkpoint``.
 
     ``state_dict()`` is collective under ``ignite.distributed`` (every process must call it, as ``Checkpoint``
     does): the per-process states are gathered, in rank order, so that the checkpoint written by rank 0 holds
     them all. ``load_state_dict`` restores the calling process's own entry.
+
+    Example:
+        >>> states = RandomStates()
+        >>> saved = states.state_dict()
+        >>> first = torch.rand(2)
+        >>> states.load_state_dict(saved)
+        >>> torch.equal(torch.rand(2), first)
+        True
     """
 
     @staticmethod
@@ -90,7 +98,9 @@ class RandomStates:
         # Plain tensors and numbers only, so that checkpoints load with torch.load(weights_only=True).
         state: Dict[str, Any] = {
             "torch": torch.get_rng_state(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached_gaussian)),
+            "numpy": (
+                kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached_gaussian)
+            ),
             "python": random.getstate(),
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -98,22 +108,11 @@ class RandomStates:
         return state
 
     def state_dict(self) -> Dict[str, Any]:
-        local = self._local_state()
-        if idist.get_world_size() == 1:
-            return {"per_rank": [local]}
-        payload = torch.frombuffer(bytearray(pickle.dumps(local)), dtype=torch.uint8)
-        # all_gather needs equal lengths: pad to the longest state, keep each length to cut the padding off.
-        length = torch.tensor([payload.numel()], dtype=torch.long)
-        lengths = idist.all_gather(length).tolist()
-        padded = torch.zeros(max(lengths), dtype=torch.uint8)
-        padded[: payload.numel()] = payload
-        gathered = idist.all_gather(padded.to(idist.device())).cpu().view(len(lengths), -1)
-        states = [pickle.loads(gathered[r, : lengths[r]].numpy().tobytes()) for r in range(len(lengths))]
-        return {"per_rank": states}
+        # A list in rank order: [state] in one process, each process's state (pickled across) under several.
+        return {"per_rank": list(idist.all_gather(self._local_state()))}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        states = state_dict["per_rank"]
-        rank = idist.get_rank()
+        states, rank = state_dict["per_rank"], idist.get_rank()
         if rank >= len(states):
             raise ValueError(
                 f"the checkpoint holds random states for {len(states)} process(es), but this is process {rank}: "
@@ -126,10 +125,6 @@ class RandomStates:
         random.setstate(state["python"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class CheckpointError(RuntimeError):
-    """No checkpoint of a folder can be used, or one could not be written."""
 
 
 def config_sha256(config: Mapping[str, Any]) -> str:
@@ -198,30 +193,25 @@ class RunIdentity:
             raise CheckpointError(f"the checkpoint {problem}")
 
 
-CHECKSUM_SUFFIX = ".sha256"
-PARTIAL_SUFFIX = ".partial"
-
-
-def _write_atomic_bytes(path: Path, data: bytes) -> None:
+# --------------------------------------------------------------------------------------------------------------
+# Writing: atomic files (checkpoints and JSON records alike), a checksum beside each checkpoint
+# --------------------------------------------------------------------------------------------------------------
+def _write_atomic(path: Path, data: bytes) -> None:
     """Writes ``data`` to ``path`` through ``<path>.partial``, fsync and rename, with the umask's permissions.
 
-    On failure the partial file is removed and an :class:`OSError` naming the path and its cause is raised; the
-    file at ``path`` (if any) is untouched.
+    A reader never sees half a file. On failure the partial file is removed and an :class:`OSError` naming the
+    path, its cause and the free space is raised; the file at ``path`` (if any) is untouched.
     """
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     try:
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        with os.fdopen(descriptor, "wb") as f:
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
     except OSError as error:
-        try:
-            partial.unlink()
-        except FileNotFoundError:
-            pass
-        free = _free_bytes(path.parent)
+        partial.unlink(missing_ok=True)
+        free = free_bytes(path.parent)
         detail = f"; {free / 2**20:.0f} MiB free there" if free is not None else ""
         raise OSError(
             error.errno,
@@ -229,25 +219,68 @@ def _write_atomic_bytes(path: Path, data: bytes) -> None:
         ) from error
 
 
-def _free_bytes(folder: Path) -> Optional[int]:
+def free_bytes(folder: PathLike) -> Optional[int]:
+    """The free space of the disk that holds ``folder``, or None if it cannot be told."""
     try:
         return shutil.disk_usage(folder).free
     except OSError:
         return None
 
 
-def _checkpoint_epoch(path: Path) -> Optional[int]:
-    match = re.fullmatch(rf"{CHECKPOINT_PREFIX}_(\d+)\.pt", path.name)
-    return int(match.group(1)) if match else None
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write a {type(value).__name__} to JSON")
 
 
-def list_checkpoints(output_dir: Union[str, os.PathLike]) -> List[Path]:
+def jsonable(value: Any) -> Any:
+    """``value`` as it reads back from a JSON file (what a value compared with a record's must be).
+
+    Paths become text, NumPy numbers and one-element tensors numbers, tuples lists, and keys text.
+
+    Example:
+        >>> jsonable({"dir": Path("runs"), 1: (np.int64(2), 0.5)})
+        {'dir': 'runs', '1': [2, 0.5]}
+    """
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def write_json_atomic(path: PathLike, data: Any) -> None:
+    """Writes ``data`` as indented JSON atomically (``.partial`` file, fsync, rename), like the checkpoints.
+
+    Readers never see half a file, and the file gets the same permissions as the checkpoints (those of the umask).
+    Keys are sorted as they are (a table keyed by seed lists seed 2 before seed 10), then written as text.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
+    _write_atomic(path, text.encode("utf-8"))
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def list_checkpoints(output_dir: PathLike) -> List[Path]:
     """The checkpoints ``checkpoint_<epoch>.pt`` of ``output_dir``, newest (highest epoch) first."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return []
-    found = [(epoch, path) for path in folder.iterdir() if (epoch := _checkpoint_epoch(path)) is not None]
+    pattern = re.compile(rf"{CHECKPOINT_PREFIX}_(\d+)\.pt")
+    found = [(int(match.group(1)), path) for path in folder.iterdir() if (match := pattern.fullmatch(path.name))]
     return [path for _, path in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(output_dir: PathLike) -> Optional[Path]:
+    """The checkpoint of the latest epoch in ``output_dir`` (unverified), or None if there is none."""
+    found = list_checkpoints(output_dir)
+    return found[0] if found else None
 
 
 class ChecksummedSaver(BaseSaveHandler):
@@ -261,11 +294,9 @@ class ChecksummedSaver(BaseSaveHandler):
             earlier processes of the same run (a resumed run does not leave its predecessor's files behind).
     """
 
-    def __init__(self, dirname: Union[str, os.PathLike], keep: int = 2) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be a positive int, got {keep!r}")
+    def __init__(self, dirname: PathLike, keep: int = 2) -> None:
         self.dirname = Path(dirname)
-        self.keep = keep
+        self.keep = check_int("keep", keep, minimum=1)
         if idist.get_rank() == 0:
             self.dirname.mkdir(parents=True, exist_ok=True)
 
@@ -277,78 +308,27 @@ class ChecksummedSaver(BaseSaveHandler):
         data = buffer.getvalue()
         path = self.dirname / filename
         try:
-            _write_atomic_bytes(path, data)
-            digest = hashlib.sha256(data).hexdigest()
-            _write_atomic_bytes(path.with_name(path.name + CHECKSUM_SUFFIX), f"{digest}  {path.name}\n".encode())
+            _write_atomic(path, data)
+            _write_atomic(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n".encode())
         except OSError as error:
             raise CheckpointError(
                 f"checkpoint not saved: {error}. The previous checkpoints in {str(self.dirname)!r} are intact; free "
                 "some space (or fix the folder's permissions) and continue with --resume"
             ) from error
-        self._prune()
-
-    def remove(self, filename: str) -> None:
-        if idist.get_rank() != 0:
-            return
-        path = self.dirname / filename
-        for target in (path, path.with_name(path.name + CHECKSUM_SUFFIX)):
-            try:
-                target.unlink()
-            except FileNotFoundError:  # already pruned
-                pass
-
-    def _prune(self) -> None:
         for old in list_checkpoints(self.dirname)[self.keep :]:
             self.remove(old.name)
 
-
-def clean_partial_writes(output_dir: Union[str, os.PathLike]) -> List[Path]:
-    """Removes what interrupted checkpoint writes left in ``output_dir``; returns the removed paths.
-
-    That is ``*.partial`` files and checksum files whose checkpoint is gone. Call it on rank 0 while holding the
-    run folder's lock (no other process may be writing there).
-    """
-    folder = Path(output_dir)
-    removed: List[Path] = []
-    if not folder.is_dir():
-        return removed
-    for path in folder.iterdir():
-        orphan = path.name.endswith(CHECKSUM_SUFFIX) and not path.with_name(path.name[: -len(CHECKSUM_SUFFIX)]).exists()
-        if path.name.endswith(PARTIAL_SUFFIX) or orphan:
-            path.unlink()
-            removed.append(path)
-    return removed
-
-
-def verify_checkpoint(path: Union[str, os.PathLike]) -> Optional[str]:
-    """What is wrong with the checkpoint file ``path``, or None if its SHA-256 matches the one saved with it.
-
-    A checkpoint without a checksum file (written by an older version, or by a run killed between the two
-    renames) is reported as ``"no checksum"``: :func:`load_latest_checkpoint` still loads it if it unpickles.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return "missing"
-    size = path.stat().st_size
-    if size == 0:
-        return "empty file"
-    checksum = path.with_name(path.name + CHECKSUM_SUFFIX)
-    if not checksum.is_file():
-        return "no checksum"
-    expected = checksum.read_text().split()[0] if checksum.read_text().split() else ""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
-        return f"SHA-256 mismatch ({size:,} bytes; the file was truncated, overwritten or damaged)"
-    return None
+    def remove(self, filename: str) -> None:
+        if idist.get_rank() == 0:
+            path = self.dirname / filename
+            path.unlink(missing_ok=True)  # missing: already pruned
+            _checksum_path(path).unlink(missing_ok=True)
 
 
 def attach_checkpointing(
     trainer: Engine,
     to_save: Mapping[str, Any],
-    output_dir: Union[str, os.PathLike],
+    output_dir: PathLike,
     event: Any = Events.EPOCH_COMPLETED,
     n_saved: int = 2,
 ) -> Checkpoint:
@@ -358,8 +338,7 @@ def attach_checkpointing(
     least 2 so that a run killed while a checkpoint is being replaced still has the previous one; exactly the
     ``n_saved`` newest stay, however often the run was resumed.
     """
-    if n_saved < 2:
-        raise ValueError(f"n_saved must be >= 2 so that a killed run always keeps a checkpoint, got {n_saved}")
+    n_saved = check_int("n_saved", n_saved, minimum=2, hint="so that a killed run always keeps a checkpoint")
     checkpoint = Checkpoint(
         dict(to_save),
         ChecksummedSaver(output_dir, keep=n_saved),
@@ -372,13 +351,71 @@ def attach_checkpointing(
     return checkpoint
 
 
-def latest_checkpoint(output_dir: Union[str, os.PathLike]) -> Optional[Path]:
-    """The checkpoint of the latest epoch in ``output_dir`` (unverified), or None if there is none."""
-    found = list_checkpoints(output_dir)
-    return found[0] if found else None
+def clean_partial_writes(output_dir: PathLike) -> List[Path]:
+    """Removes what interrupted checkpoint writes left in ``output_dir``; returns the removed paths.
+
+    That is ``*.partial`` files and checksum files whose checkpoint is gone. Call it on rank 0 while holding the
+    run folder's lock (no other process may be writing there).
+    """
+    folder = Path(output_dir)
+    removed: List[Path] = []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        orphan = path.name.endswith(CHECKSUM_SUFFIX) and not path.with_name(path.name[: -len(CHECKSUM_SUFFIX)]).exists()
+        if path.name.endswith(PARTIAL_SUFFIX) or orphan:
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
-def load_latest_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os.PathLike]) -> Optional[Path]:
+# --------------------------------------------------------------------------------------------------------------
+# Reading: the newest usable checkpoint, verified, of this run, fitting its objects
+# --------------------------------------------------------------------------------------------------------------
+def verify_checkpoint(path: PathLike) -> Optional[str]:
+    """What is wrong with the checkpoint file ``path``, or None if its SHA-256 matches the one saved with it.
+
+    A checkpoint without a checksum file (written by an older version, or by a run killed between the two
+    renames) is reported as ``"no checksum"``: :func:`load_latest_checkpoint` still loads it if it unpickles.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file"
+    checksum = _checksum_path(path)
+    if not checksum.is_file():
+        return "no checksum"
+    expected = (checksum.read_text().split() or [""])[0]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        return f"SHA-256 mismatch ({size:,} bytes; the file was truncated, overwritten or damaged)"
+    return None
+
+
+def _read_checkpoint(path: Path, to_load: Mapping[str, Any]) -> Tuple[Optional[Mapping[str, Any]], Optional[str]]:
+    """``(state, None)`` of a usable checkpoint (verified or without a checksum), else ``(None, problem)``."""
+    problem = verify_checkpoint(path)
+    if problem not in (None, "no checksum"):
+        return None, problem
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure to unpickle means an unusable file
+        return None, f"cannot be loaded ({type(error).__name__}: {str(error)[:200]})"
+    for key, identity in to_load.items():
+        if not isinstance(identity, RunIdentity) or (key not in state and identity.accept_unmarked):
+            continue
+        if key not in state:
+            return None, "records no run identity, so it cannot be shown to belong to this run (not resumed from)"
+        mismatch = identity.mismatch(state[key])
+        if mismatch is not None:
+            return None, f"{mismatch}; not resumed from"
+    return state, problem
+
+
+def load_latest_checkpoint(to_load: Mapping[str, Any], output_dir: PathLike) -> Optional[Path]:
     """Loads the newest *usable* checkpoint of ``output_dir`` into ``to_load``; returns its path (None: no files).
 
     Each candidate, newest first, is checked against its checksum, must unpickle with
@@ -398,17 +435,7 @@ def load_latest_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os
         return None
     problems: List[str] = []
     for path in candidates:
-        problem = verify_checkpoint(path)
-        state = None
-        if problem in (None, "no checksum"):
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:  # noqa: BLE001 - any failure to unpickle means an unusable file
-                problem = f"cannot be loaded ({type(error).__name__}: {str(error)[:200]})"
-        if state is not None:
-            problem = _identity_problem(to_load, state)
-            if problem is not None:
-                state = None
+        state, problem = _read_checkpoint(path, to_load)
         if state is None:
             problems.append(f"{path.name}: {problem}")
             continue
@@ -428,21 +455,6 @@ def load_latest_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os
     )
 
 
-def _identity_problem(to_load: Mapping[str, Any], state: Mapping[str, Any]) -> Optional[str]:
-    """Why ``state`` belongs to another run than the :class:`RunIdentity` entries of ``to_load``, or None."""
-    for key, obj in to_load.items():
-        if not isinstance(obj, RunIdentity):
-            continue
-        if key not in state:
-            if obj.accept_unmarked:
-                continue
-            return "records no run identity, so it cannot be shown to belong to this run (not resumed from)"
-        mismatch = obj.mismatch(state[key])
-        if mismatch is not None:
-            return f"{mismatch}; not resumed from"
-    return None
-
-
 def _load_objects(to_load: Mapping[str, Any], state: Mapping[str, Any], path: Path) -> None:
     """Loads ``state`` into ``to_load`` after checking what can be checked first; errors name ``path``."""
     objects = {
@@ -456,44 +468,16 @@ def _load_objects(to_load: Mapping[str, Any], state: Mapping[str, Any], path: Pa
             f"checkpoint {str(path)!r} lacks {missing} (it holds {sorted(state)}); it was written by another "
             "script or version"
         )
-    # Before anything is loaded: another model's optimizer state would otherwise load and fail at the first step.
-    for key, obj in objects.items():
-        if isinstance(obj, torch.optim.Optimizer):
-            try:
+    try:
+        # Before anything is loaded: another model's optimizer state would otherwise load and fail at the first step.
+        for key, obj in objects.items():
+            if isinstance(obj, torch.optim.Optimizer):
                 check_optimizer_state(f"checkpoint {str(path)!r}, entry {key!r}", obj, state[key])
-            except ValueError as error:
-                raise CheckpointError(str(error)) from None
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     try:
         Checkpoint.load_objects(to_load=objects, checkpoint=dict(state))
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise CheckpointError(
             f"checkpoint {str(path)!r} does not fit this run's objects: {type(error).__name__}: {error}"
         ) from error
-
-
-def resume_from_checkpoint(to_load: Mapping[str, Any], output_dir: Union[str, os.PathLike]) -> Optional[Path]:
-    """Loads the latest usable checkpoint of ``output_dir``; an alias of :func:`load_latest_checkpoint`."""
-    return load_latest_checkpoint(to_load, output_dir)
-
-
-def write_json_atomic(path: Union[str, os.PathLike], data: Any) -> None:
-    """Writes ``data`` as indented JSON atomically (``.partial`` file, fsync, rename), like the checkpoints.
-
-    Readers never see half a file, and the file gets the same permissions as the checkpoints (those of the umask).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n"
-    _write_atomic_bytes(path, text.encode("utf-8"))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write a {type(value).__name__} to JSON")

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -33,57 +32,54 @@ from typing import Any, Callable, Dict, Optional, Sequence
 import ignite.distributed as idist
 import torch
 
+from ignite_igan.validation import check_int, check_real
+
 __all__ = [
-    "recipe_parser",
-    "parse_args",
-    "launch",
-    "launch_recipe",
-    "add_score_arguments",
-    "check_data_dir",
-    "dataclass_from_args",
-    "positive_int",
-    "nonnegative_int",
-    "positive_float",
-    "nonnegative_float",
-    "fraction",
-    "seed_int",
-    "ema_rate",
-    "init_examples",
-    "device_name",
-    "MAX_SEED",
+    "recipe_parser", "parse_args", "launch", "launch_recipe", "add_score_arguments", "check_data_dir",
+    "dataclass_from_args", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "fraction",
+    "seed_int", "ema_rate", "init_examples", "device_name", "MAX_SEED",
 ]
-
-
-def _typed(check: Callable[[float], bool], convert: Callable[[str], Any], expected: str) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not check(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-
-    parse.__name__ = expected
-    parse.kind = "int" if convert is int else "float"  # what a config file must hold for such a flag
-    return parse
 
 
 #: Seeds are used as ``seed + rank`` by NumPy, whose seeds must be below 2**32; this leaves room for 1,024 ranks.
 MAX_SEED = 2**32 - 1 - 1024
 
-positive_int = _typed(lambda v: v > 0, int, "a positive integer")
-nonnegative_int = _typed(lambda v: v >= 0, int, "an integer >= 0")
-positive_float = _typed(lambda v: v > 0 and math.isfinite(v), float, "a finite number > 0")
-nonnegative_float = _typed(lambda v: v >= 0 and math.isfinite(v), float, "a finite number >= 0")
-fraction = _typed(lambda v: 0 < v <= 1, float, "a number in (0, 1]")
-seed_int = _typed(lambda v: 0 <= v <= MAX_SEED, int, f"an integer in [0, {MAX_SEED}]")
+
+def _number(kind: type, expected: str, **bounds: Any) -> Callable[[str], Any]:
+    """An argparse ``type``: the text as a ``kind`` (int or float) within ``bounds`` (:mod:`ignite_igan.validation`'s),
+    else an error that says what was ``expected``."""
+    check = check_int if kind is int else check_real
+
+    def parse(text: str) -> Any:
+        try:
+            return check("value", kind(text), **bounds)
+        except ValueError:  # not a number of that kind (ArgumentTypeError is a ValueError too), or out of range
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    parse.__name__ = expected
+    parse.kind = kind.__name__  # what a config file must hold for such a flag
+    return parse
+
+
+positive_int = _number(int, "a positive integer", minimum=1)
+nonnegative_int = _number(int, "an integer >= 0", minimum=0)
+positive_float = _number(float, "a finite number > 0", minimum=0.0, low_open=True)
+nonnegative_float = _number(float, "a finite number >= 0", minimum=0.0)
+fraction = _number(float, "a number in (0, 1]", minimum=0.0, maximum=1.0, low_open=True)
+seed_int = _number(int, f"an integer in [0, {MAX_SEED}]", minimum=0, maximum=MAX_SEED)
 #: An evaluation-average rate is the weight of the new weights (the reference's 1e-4); above 0.5 the "average"
 #: would follow the live weights, the mistake of passing another library's decay (0.9999) here.
-ema_rate = _typed(lambda v: 0 < v <= 0.5, float, "a rate in (0, 0.5] (the weight of the new weights; the "
-                  "reference uses 1e-4, i.e. a decay of 0.9999)")
+ema_rate = _number(float, "a rate in (0, 0.5] (the weight of the new weights; the reference uses 1e-4, i.e. a decay "
+                   "of 0.9999)", minimum=0.0, maximum=0.5, low_open=True)
 #: The data-dependent init needs a standard deviation per unit, so at least two examples.
-init_examples = _typed(lambda v: v >= 2, int, "an integer >= 2 (the init computes a standard deviation)")
+init_examples = _number(int, "an integer >= 2 (the init computes a standard deviation)", minimum=2)
+
+#: ``--threads``' help where a recipe sets a default (measured: docs/RESULTS.md).
+_THREADS_HELP = (
+    "CPU threads per process (default {}: never far from the fastest for these small networks; on a 2-core machine "
+    "two threads ran the MNIST-network step 1.8x faster when idle but 2.9x slower than one thread when another "
+    "process was busy; docs/RESULTS.md)"
+)
 
 
 def device_name(text: str) -> str:
@@ -91,20 +87,18 @@ def device_name(text: str) -> str:
     try:
         device = torch.device(text)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(f"got {text!r}, but CUDA is not available on this machine (use cpu)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(
-                f"got {text!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-    elif device.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise argparse.ArgumentTypeError(f"got {text!r}, but MPS is not available on this machine")
-    elif device.type != "cpu":
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
-    return text
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        problem = f"expected cpu, cuda or cuda:N, got {text!r}"
+    elif device.type == "cuda" and not torch.cuda.is_available():
+        problem = f"got {text!r}, but CUDA is not available on this machine (use cpu)"
+    elif device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        problem = f"got {text!r}, but this machine has {torch.cuda.device_count()} CUDA device(s)"
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        problem = f"got {text!r}, but MPS is not available on this machine"
+    else:
+        return text
+    raise argparse.ArgumentTypeError(problem)
 
 
 def recipe_parser(
@@ -135,70 +129,37 @@ def recipe_parser(
         iterations_per_epoch_help: its help text, for recipes whose data have no natural epoch.
         threads_help: the help text of ``--threads`` (what its default does, measured).
     """
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    group = parser.add_argument_group("common")
-    group.add_argument("--config", type=Path, default=None, help="JSON file of flag values (flags given here win)")
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = parser.add_argument_group("common").add_argument
+    add("--config", type=Path, default=None, help="JSON file of flag values (flags given here win)")
     if data_dir is not None:
-        group.add_argument("--data-dir", type=Path, default=Path(data_dir), help="where the data set is (or goes)")
-        group.add_argument("--download", action="store_true", help="download the data set with torchvision if missing")
-    group.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
-    group.add_argument(
-        "--iterations-per-epoch", type=positive_int, default=iterations_per_epoch, help=iterations_per_epoch_help
-    )
+        add("--data-dir", type=Path, default=Path(data_dir), help="where the data set is (or goes)")
+        add("--download", action="store_true", help="download the data set with torchvision if missing")
+    add("--epochs", type=positive_int, default=epochs, help="training epochs")
+    add("--iterations-per-epoch", type=positive_int, default=iterations_per_epoch, help=iterations_per_epoch_help)
     if labels_per_class is not None:
-        group.add_argument("--labels-per-class", type=positive_int, default=labels_per_class, help="labeled examples per class")
-        group.add_argument("--seed-data", type=seed_int, default=1, help="seed of the labeled subset")
-    group.add_argument("--seed", type=seed_int, default=1, help="seed of initialization, noise and shuffling")
-    group.add_argument("--batch-size", type=positive_int, default=batch_size, help="batch size of each sub-batch")
-    group.add_argument(
-        "--device", type=device_name, default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
-    )
-    group.add_argument("--output-dir", type=Path, default=Path(output_dir or "runs/" + description.split()[0].lower()))
-    group.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --output-dir from its newest checkpoint (a complete run: nothing to do)",
-    )
-    group.add_argument(
-        "--extend",
-        action="store_true",
-        help="with --resume and a larger --epochs: train a run further than the epochs it was started with",
-    )
-    group.add_argument("--num-workers", type=nonnegative_int, default=0, help="data loader worker processes")
-    group.add_argument(
-        "--threads",
-        type=positive_int,
-        default=threads,
-        help=threads_help
-        or (
-            "CPU threads per process (default: torch's choice, one per core)"
-            if threads is None
-            else f"CPU threads per process (default {threads}: never far from the fastest for these small networks; on "
-            "a 2-core machine two threads ran the MNIST-network step 1.8x faster when idle but 2.9x slower than one "
-            "thread when another process was busy; docs/RESULTS.md)"
-        ),
-    )
-    group.add_argument(
-        "--backend",
-        default=None,
-        choices=["nccl", "gloo"],
-        help="distributed backend; set automatically under torchrun, or with --nproc-per-node",
-    )
-    group.add_argument(
-        "--nproc-per-node",
-        type=positive_int,
-        default=None,
-        help="spawn this many processes through ignite.distributed (prefer torchrun for several machines)",
-    )
-    group.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines (logs stay)")
-    group.add_argument(
-        "--allow-tf32",
-        action="store_true",
+        add("--labels-per-class", type=positive_int, default=labels_per_class, help="labeled examples per class")
+        add("--seed-data", type=seed_int, default=1, help="seed of the labeled subset")
+    add("--seed", type=seed_int, default=1, help="seed of initialization, noise and shuffling")
+    add("--batch-size", type=positive_int, default=batch_size, help="batch size of each sub-batch")
+    add("--device", type=device_name, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    add("--output-dir", type=Path, default=Path(output_dir or "runs/" + description.split()[0].lower()))
+    add("--resume", action="store_true",
+        help="continue the run in --output-dir from its newest checkpoint (a complete run: nothing to do)")
+    add("--extend", action="store_true",
+        help="with --resume and a larger --epochs: train a run further than the epochs it was started with")
+    add("--num-workers", type=nonnegative_int, default=0, help="data loader worker processes")
+    add("--threads", type=positive_int, default=threads, help=threads_help or (
+        "CPU threads per process (default: torch's choice, one per core)" if threads is None
+        else _THREADS_HELP.format(threads)))
+    add("--backend", default=None, choices=["nccl", "gloo"],
+        help="distributed backend; set automatically under torchrun, or with --nproc-per-node")
+    add("--nproc-per-node", type=positive_int, default=None,
+        help="spawn this many processes through ignite.distributed (prefer torchrun for several machines)")
+    add("--no-progress", action="store_true", help="no progress bar or per-epoch lines (logs stay)")
+    add("--allow-tf32", action="store_true",
         help="let GPUs compute float32 matrix products and convolutions in TF32 (faster, ~1e-3 relative error); "
-        "off by default: the reference ran true float32",
-    )
+        "off by default: the reference ran true float32")
     return parser
 
 
@@ -210,10 +171,14 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
     """
     args = parser.parse_args(argv)
     if args.config is not None:
-        values = _read_config(parser, args.config)
-        parser.set_defaults(**values)
+        parser.set_defaults(**_read_config(parser, args.config))
         args = parser.parse_args(argv)
-    _check_combinations(parser, args)
+    if getattr(args, "extend", False) and not getattr(args, "resume", False):
+        parser.error("--extend: extends a run, so it goes with --resume")
+    if getattr(args, "backend", None) == "nccl" and not torch.cuda.is_available():
+        parser.error("--backend nccl needs CUDA, which this machine does not have; use --backend gloo")
+    if getattr(args, "backend", None) == "nccl" and getattr(args, "device", None) == "cpu":
+        parser.error("--backend nccl runs on GPUs only, but --device is cpu; use --backend gloo")
     return args
 
 
@@ -234,16 +199,12 @@ def _read_config(parser: argparse.ArgumentParser, path: Path) -> Dict[str, Any]:
     return {key: _config_value(parser, actions[key], key, value) for key, value in values.items()}
 
 
-def _value_kind(converter: Any) -> str:
-    """``"int"``, ``"float"`` or ``"str"``: the JSON type a config file must hold for a flag with this ``type``."""
-    if converter is int:
-        return "int"
-    if converter is float:
-        return "float"
-    return getattr(converter, "kind", "str")
+#: What a config file must hold for a flag of each kind: the JSON types, and their name in the error.
+_JSON_KINDS = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string")}
 
 
 def _config_value(parser: argparse.ArgumentParser, action: argparse.Action, key: str, value: Any) -> Any:
+    """A config file's ``value`` for the flag of ``action``, checked and converted as the command line's would be."""
     where = f"--config: key {key!r}"
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
         if not isinstance(value, bool):
@@ -253,13 +214,10 @@ def _config_value(parser: argparse.ArgumentParser, action: argparse.Action, key:
         parser.error(f"{where}: list-valued flags cannot be set from a config file")
     if value is None:
         return None
-    kind = _value_kind(action.type)
-    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-        parser.error(f"{where} must be an integer, got {value!r}")
-    if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        parser.error(f"{where} must be a number, got {value!r}")
-    if kind == "str" and not isinstance(value, str):
-        parser.error(f"{where} must be a string, got {value!r}")
+    kinds = {int: "int", float: "float"}
+    types, what = _JSON_KINDS[kinds.get(action.type) or getattr(action.type, "kind", "str")]
+    if isinstance(value, bool) or not isinstance(value, types):
+        parser.error(f"{where} must be {what}, got {value!r}")
     converted = value
     if action.type is not None:
         try:
@@ -352,16 +310,6 @@ def dataclass_from_args(cls: Any, args: argparse.Namespace, **overrides: Any) ->
     """
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name not in overrides}
     return cls(**values, **overrides)
-
-
-def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if getattr(args, "extend", False) and not getattr(args, "resume", False):
-        parser.error("--extend: extends a run, so it goes with --resume")
-    if getattr(args, "backend", None) == "nccl":
-        if not torch.cuda.is_available():
-            parser.error("--backend nccl needs CUDA, which this machine does not have; use --backend gloo")
-        if getattr(args, "device", None) == "cpu":
-            parser.error("--backend nccl runs on GPUs only, but --device is cpu; use --backend gloo")
 
 
 def launch(main: Callable[..., Any], args: argparse.Namespace, *extra: Any) -> None:

@@ -59,13 +59,12 @@ import json
 import math
 import os
 import random
-import shutil
 import socket
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import ignite.distributed as idist
 import numpy as np
@@ -74,34 +73,22 @@ from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
 from ignite_igan.checkpointing import (
-    RandomStates,
-    RunIdentity,
-    attach_checkpointing,
-    clean_partial_writes,
-    list_checkpoints,
-    load_latest_checkpoint,
-    write_json_atomic,
+    RandomStates, RunIdentity, attach_checkpointing, clean_partial_writes, free_bytes, jsonable, list_checkpoints,
+    load_latest_checkpoint, write_json_atomic,
 )
+from ignite_igan.validation import check_int
 
 __all__ = [
-    "Run",
-    "RunComplete",
-    "RunFolderError",
-    "NonFiniteLossError",
-    "RESUMABLE_FLAGS",
-    "attach_nonfinite_guard",
-    "attach_progress",
-    "History",
+    "Run", "RunComplete", "RunFolderError", "NonFiniteLossError", "RESUMABLE_FLAGS", "attach_nonfinite_guard",
+    "attach_progress", "History",
 ]
 
 #: Flags that may differ on ``--resume``: they change where and how fast a run computes, not what it computes.
 #: ``epochs`` may grow only with ``--extend``.
-RESUMABLE_FLAGS = frozenset(
-    {
-        "config", "data_dir", "device", "download", "epochs", "extend", "no_progress", "num_workers", "output_dir",
-        "resume", "threads", "backend", "nproc_per_node",
-    }
-)
+RESUMABLE_FLAGS = frozenset({
+    "config", "data_dir", "device", "download", "epochs", "extend", "no_progress", "num_workers", "output_dir",
+    "resume", "threads", "backend", "nproc_per_node",
+})
 RECORD_NAME = "run.json"
 LOCK_NAME = ".lock"
 SUMMARY_NAME = "summary.json"
@@ -122,20 +109,6 @@ class NonFiniteLossError(FloatingPointError):
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -232,12 +205,6 @@ class _RunningAverages:
         engine.state.metrics.update(zip(self.names, map(float, values)))
 
 
-def _format_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
 def attach_progress(
     trainer: Engine,
     output_names: Iterable[str],
@@ -258,6 +225,15 @@ def attach_progress(
         state_attributes: ``engine.state`` attributes to show when set.
         stream: where lines go (default ``sys.stderr``); a bar is used only if it is a terminal.
         label: the word that starts each line.
+
+    Example:
+        >>> import io
+        >>> trainer = Engine(lambda engine, batch: {"loss": 0.5})
+        >>> stream = io.StringIO()
+        >>> attach_progress(trainer, ["loss"], stream=stream)
+        >>> _ = trainer.run([0, 1], max_epochs=1)
+        >>> stream.getvalue().split("  ")[:3]
+        ['epoch 1/1', 'iteration 2', 'loss 0.5']
     """
     stream = sys.stderr if stream is None else stream
     names = list(output_names)
@@ -274,13 +250,11 @@ def attach_progress(
     @trainer.on(Events.EPOCH_COMPLETED)
     def _line(engine: Engine) -> None:
         state = engine.state
+        shown = [(name, state.metrics.get(name)) for name in names]
+        shown += [(name, getattr(state, name, None)) for name in state_attributes]
         parts = [f"{label} {state.epoch}/{state.max_epochs}", f"iteration {state.iteration}"]
-        parts += [f"{name} {_format_value(state.metrics[name])}" for name in names if name in state.metrics]
-        parts += [
-            f"{name} {_format_value(getattr(state, name))}"
-            for name in state_attributes
-            if getattr(state, name, None) is not None
-        ]
+        parts += [f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                  for name, value in shown if value is not None]
         parts.append(f"{time.perf_counter() - started['time']:.1f} s")
         print("  ".join(parts), file=stream, flush=True)
 
@@ -290,6 +264,10 @@ def _nonfinite_message(where: str, iteration: int, epoch: int, bad: Sequence[str
         f"{where}iteration {iteration} (epoch {epoch}) produced non-finite values: {', '.join(bad)}. Training "
         "stopped; the newest checkpoint is the last good state. Lower the learning rate, or check the data for NaN"
     )
+
+
+def _items(output: Any) -> Iterable[Any]:
+    return output.items() if isinstance(output, Mapping) else [("output", output)]
 
 
 def attach_nonfinite_guard(
@@ -314,47 +292,46 @@ def attach_nonfinite_guard(
         check_every: iterations between reads of the device's record, >= 1.
         defer: record on the device and read every ``check_every`` iterations (True), or read every iteration
             (False); by default, deferred for tensors on an accelerator only.
+
+    Example:
+        >>> trainer = Engine(lambda engine, batch: {"loss": float("nan") if batch == 2 else 0.5})
+        >>> attach_nonfinite_guard(trainer)
+        >>> trainer.run([0, 1, 2, 3], max_epochs=1)
+        Traceback (most recent call last):
+        ...
+        ignite_igan.runs.NonFiniteLossError: iteration 3 (epoch 1) produced non-finite values: loss = nan. ...
     """
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"check_every must be an int >= 1, got {check_every!r}")
+    check_every = check_int("check_every", check_every, minimum=1)
     record: Dict[str, Any] = {"first_bad": None}  # a 0-d int64 tensor on the device: -1 or the first bad iteration
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _check(engine: Engine) -> None:
-        output = engine.state.output
-        items = list(output.items()) if isinstance(output, Mapping) else [("output", output)]
-        deferred = []
-        bad = []
-        for name, value in items:
-            if isinstance(value, torch.Tensor):
-                if not value.is_floating_point():
-                    continue
+        bad, deferred = [], []
+        for name, value in _items(engine.state.output):
+            if isinstance(value, float) and not math.isfinite(value):
+                bad.append(f"{name} = {value}")
+            elif isinstance(value, torch.Tensor) and value.is_floating_point():
                 if defer or (defer is None and value.device.type != "cpu"):
-                    deferred.append(value.detach())
+                    deferred.append(value.detach().reshape(-1))
                 elif not bool(torch.isfinite(value).all()):
                     bad.append(f"{name} = {value.detach().flatten()[:4].tolist()}")
-            elif isinstance(value, float) and not math.isfinite(value):
-                bad.append(f"{name} = {value}")
         if bad:
             raise NonFiniteLossError(_nonfinite_message(where, engine.state.iteration, engine.state.epoch, bad))
         if deferred:
-            finite = torch.isfinite(torch.cat([v.reshape(-1) for v in deferred])).all()
+            finite = torch.isfinite(torch.cat(deferred)).all()
             first = record["first_bad"]
             if first is None:
-                first = record["first_bad"] = torch.full((), -1, dtype=torch.int64, device=finite.device)
+                first = torch.full((), -1, dtype=torch.int64, device=finite.device)
             # Queued on the device; nothing here waits for it. The first bad iteration is kept.
             record["first_bad"] = torch.where(finite | (first >= 0), first, engine.state.iteration)
             if engine.state.iteration % check_every == 0:
                 _read(engine)
 
     def _read(engine: Engine) -> None:
-        if record["first_bad"] is None:
-            return
-        first = int(record["first_bad"])
+        first = -1 if record["first_bad"] is None else int(record["first_bad"])
         if first >= 0:
-            output = engine.state.output
-            values = output.items() if isinstance(output, Mapping) else [("output", output)]
-            now = ", ".join(f"{name} = {torch.as_tensor(v).detach().flatten()[:4].tolist()}" for name, v in values)
+            now = ", ".join(f"{name} = {torch.as_tensor(v).detach().flatten()[:4].tolist()}"
+                            for name, v in _items(engine.state.output))
             epoch = (first - 1) // max(engine.state.epoch_length or 1, 1) + 1
             raise NonFiniteLossError(_nonfinite_message(where, first, epoch, [f"(at iteration "
                                                                                f"{engine.state.iteration}: {now})"]))
@@ -388,7 +365,7 @@ class Run:
         self._lock = _FolderLock(self.folder)
         self._trainer: Optional[Engine] = None
 
-    # Paths ------------------------------------------------------------------------------------------------------
+    # Paths and what the record says ----------------------------------------------------------------------------
     @property
     def checkpoint_dir(self) -> Path:
         return self.folder / "checkpoints"
@@ -412,100 +389,11 @@ class Run:
         return dict(self.record.get("results", {}))
 
     def configuration(self) -> Dict[str, Any]:
-        """The flags that define the experiment: every argument except ``resumable_flags``."""
-        return {
-            key: _jsonable(value) for key, value in sorted(vars(self.args).items()) if key not in self.resumable_flags
-        }
+        """The flags that define the experiment: every argument except ``resumable_flags``, as JSON reads back."""
+        return jsonable({key: value for key, value in sorted(vars(self.args).items())
+                         if key not in self.resumable_flags})
 
     # Start ------------------------------------------------------------------------------------------------------
-    def _read_record(self) -> Optional[Dict[str, Any]]:
-        path = self.folder / RECORD_NAME
-        if not path.is_file():
-            return None
-        try:
-            record = json.loads(path.read_text())
-        except ValueError as error:
-            raise RunFolderError(f"{str(path)!r} is not valid JSON ({error}); the run's record is damaged") from None
-        if not isinstance(record, dict) or "config" not in record:
-            raise RunFolderError(f"{str(path)!r} is not a run record of this package")
-        return record
-
-    def _check_resume(self, record: Optional[Dict[str, Any]]) -> None:
-        """Every rule of a resume that can be checked from the folder alone (read-only, on every process)."""
-        folder = str(self.folder)
-        if record is None:
-            if list_checkpoints(self.checkpoint_dir):
-                raise RunFolderError(
-                    f"--resume: {folder!r} holds checkpoints but no run record ({RECORD_NAME}): they were written by "
-                    "an older version of ignite-igan, whose configuration cannot be checked. Start the run again "
-                    "into a new --output-dir"
-                )
-            raise RunFolderError(f"--resume: {folder!r} holds no run to resume; run once without --resume first")
-        if record.get("experiment") != self.experiment:
-            raise RunFolderError(
-                f"--resume: {folder!r} holds a {record.get('experiment')!r} run, not {self.experiment!r}"
-            )
-        recorded, now = record["config"], self.configuration()
-        changed = [
-            f"{_flag(key)}: {recorded.get(key)!r} in the run, {now.get(key)!r} now"
-            for key in sorted(set(recorded) | set(now))
-            if recorded.get(key) != now.get(key)
-        ]
-        if changed:
-            raise RunFolderError(
-                f"--resume: the flags differ from those the run in {folder!r} was started with, and the recorded ones "
-                f"are what its checkpoints hold: {'; '.join(changed)}. Resume with the recorded values, or start a "
-                "new run in another --output-dir"
-            )
-        if record.get("world_size") != idist.get_world_size():
-            raise RunFolderError(
-                f"--resume: the run in {folder!r} ran in {record.get('world_size')} process(es), this is "
-                f"{idist.get_world_size()}: every process's random state is checkpointed, so resume with the same "
-                "number of processes"
-            )
-        epochs = int(record["epochs"])
-        if self.args.epochs < epochs:
-            raise RunFolderError(
-                f"--epochs: the run in {folder!r} is set to {epochs} epochs; a run cannot be shortened on resume "
-                f"(got {self.args.epochs}). Resume with --epochs {epochs}"
-            )
-        if self.args.epochs > epochs and not getattr(self.args, "extend", False):
-            raise RunFolderError(
-                f"--epochs {self.args.epochs} is more than the {epochs} epochs the run in {folder!r} was started "
-                f"with; to train it further from its last state, add --extend"
-            )
-        if record.get("status") == "complete" and self.args.epochs == epochs:
-            raise RunComplete(
-                f"the run in {folder!r} is complete ({epochs} epochs; summary in "
-                f"{str(self.summary_path)!r}); nothing to do. To train it further, pass --extend with a larger --epochs"
-            )
-
-    def _check_fresh(self, record: Optional[Dict[str, Any]]) -> None:
-        # A record without checkpoints is a run that stopped before its first epoch ended: nothing to lose.
-        found = list_checkpoints(self.checkpoint_dir)
-        if found or (record is not None and record.get("status") != "training"):
-            what = (
-                f"a {record.get('experiment')!r} run ({record.get('status')}, {record.get('epochs')} epochs)"
-                if record is not None
-                else f"checkpoints ({', '.join(p.name for p in found[:3])})"
-            )
-            raise RunFolderError(
-                f"--output-dir {str(self.folder)!r} already holds {what}. Continue it with --resume, or choose "
-                "another --output-dir (a fresh run never writes over another run's checkpoints)"
-            )
-
-    def _check_writable(self) -> None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            probe = self.folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"x")
-            probe.unlink()
-        except OSError as error:
-            raise RunFolderError(
-                f"--output-dir {str(self.folder)!r} is not writable ({error.strerror or error}); choose a folder you "
-                "can write to"
-            ) from None
-
     def start(self) -> torch.device:
         """Checks the folder and the flags, takes the lock, seeds, and returns the device; see the module docs.
 
@@ -513,30 +401,7 @@ class Run:
             RunComplete: ``--resume`` of a complete run (nothing was touched).
             RunFolderError: the folder cannot take the run (the message says why and what to do).
         """
-        record = self._read_record()
-        # Read-only checks first (every process reads the same files, so all decide the same): a refused run
-        # touches nothing. The fresh-run check is repeated under the lock, where no other run can start.
-        if self.args.resume:
-            self._check_resume(record)
-        else:
-            self._check_fresh(record)
-        error = ""
-        if idist.get_rank() == 0:
-            try:
-                self._check_writable()
-                self._lock.acquire()
-                if not self.args.resume:
-                    record = self._read_record()
-                    self._check_fresh(record)
-                clean_partial_writes(self.checkpoint_dir)
-            except RunFolderError as failure:
-                self._lock.release()
-                error = str(failure)
-        if idist.get_world_size() > 1:
-            error = idist.broadcast(error, src=0, safe_mode=True)
-        if error:
-            raise RunFolderError(error)
-
+        record = self._claim_folder()
         rank = idist.get_rank()
         torch.manual_seed(self.args.seed + rank)
         np.random.seed(self.args.seed + rank)
@@ -569,15 +434,126 @@ class Run:
         self.record = record  # written when training starts (attach): a run that fails before leaves no record
         return device
 
+    def _claim_folder(self) -> Optional[Dict[str, Any]]:
+        """The folder's record, once the folder is checked for this run, locked and cleaned (on rank 0)."""
+        record = self._read_record()
+        # Read-only checks first (every process reads the same files, so all decide the same): a refused run
+        # touches nothing. The fresh-run check is repeated under the lock, where no other run can start.
+        if self.args.resume:
+            self._check_resume(record)
+        else:
+            self._check_fresh(record)
+        error = ""
+        if idist.get_rank() == 0:
+            try:
+                self._check_writable()
+                self._lock.acquire()
+                if not self.args.resume:
+                    record = self._read_record()
+                    self._check_fresh(record)
+                clean_partial_writes(self.checkpoint_dir)
+            except RunFolderError as failure:
+                self._lock.release()
+                error = str(failure)
+        if idist.get_world_size() > 1:
+            error = idist.broadcast(error, src=0, safe_mode=True)
+        if error:
+            raise RunFolderError(error)
+        return record
+
+    def _read_record(self) -> Optional[Dict[str, Any]]:
+        path = self.folder / RECORD_NAME
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except ValueError as error:
+            raise RunFolderError(f"{str(path)!r} is not valid JSON ({error}); the run's record is damaged") from None
+        if not isinstance(record, dict) or "config" not in record:
+            raise RunFolderError(f"{str(path)!r} is not a run record of this package")
+        return record
+
+    def _check_resume(self, record: Optional[Dict[str, Any]]) -> None:
+        """Every rule of a resume that can be checked from the folder alone (read-only, on every process)."""
+        folder = str(self.folder)
+        if record is None and list_checkpoints(self.checkpoint_dir):
+            raise RunFolderError(
+                f"--resume: {folder!r} holds checkpoints but no run record ({RECORD_NAME}): they were written by "
+                "an older version of ignite-igan, whose configuration cannot be checked. Start the run again "
+                "into a new --output-dir"
+            )
+        if record is None:
+            raise RunFolderError(f"--resume: {folder!r} holds no run to resume; run once without --resume first")
+        if record.get("experiment") != self.experiment:
+            raise RunFolderError(
+                f"--resume: {folder!r} holds a {record.get('experiment')!r} run, not {self.experiment!r}"
+            )
+        recorded, now = record["config"], self.configuration()
+        changed = [f"--{key.replace('_', '-')}: {recorded.get(key)!r} in the run, {now.get(key)!r} now"
+                   for key in sorted(set(recorded) | set(now)) if recorded.get(key) != now.get(key)]
+        if changed:
+            raise RunFolderError(
+                f"--resume: the flags differ from those the run in {folder!r} was started with, and the recorded ones "
+                f"are what its checkpoints hold: {'; '.join(changed)}. Resume with the recorded values, or start a "
+                "new run in another --output-dir"
+            )
+        if record.get("world_size") != idist.get_world_size():
+            raise RunFolderError(
+                f"--resume: the run in {folder!r} ran in {record.get('world_size')} process(es), this is "
+                f"{idist.get_world_size()}: every process's random state is checkpointed, so resume with the same "
+                "number of processes"
+            )
+        epochs = int(record["epochs"])
+        if self.args.epochs < epochs:
+            raise RunFolderError(
+                f"--epochs: the run in {folder!r} is set to {epochs} epochs; a run cannot be shortened on resume "
+                f"(got {self.args.epochs}). Resume with --epochs {epochs}"
+            )
+        if self.args.epochs > epochs and not getattr(self.args, "extend", False):
+            raise RunFolderError(
+                f"--epochs {self.args.epochs} is more than the {epochs} epochs the run in {folder!r} was started "
+                f"with; to train it further from its last state, add --extend"
+            )
+        if record.get("status") == "complete" and self.args.epochs == epochs:
+            raise RunComplete(
+                f"the run in {folder!r} is complete ({epochs} epochs; summary in "
+                f"{str(self.summary_path)!r}); nothing to do. To train it further, pass --extend with a larger --epochs"
+            )
+
+    def _check_fresh(self, record: Optional[Dict[str, Any]]) -> None:
+        # A record without checkpoints is a run that stopped before its first epoch ended: nothing to lose.
+        found = list_checkpoints(self.checkpoint_dir)
+        if record is not None and (found or record.get("status") != "training"):
+            what = f"a {record.get('experiment')!r} run ({record.get('status')}, {record.get('epochs')} epochs)"
+        elif found:
+            what = f"checkpoints ({', '.join(p.name for p in found[:3])})"
+        else:
+            return
+        raise RunFolderError(
+            f"--output-dir {str(self.folder)!r} already holds {what}. Continue it with --resume, or choose "
+            "another --output-dir (a fresh run never writes over another run's checkpoints)"
+        )
+
+    def _check_writable(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"x")
+            probe.unlink()
+        except OSError as error:
+            raise RunFolderError(
+                f"--output-dir {str(self.folder)!r} is not writable ({error.strerror or error}); choose a folder you "
+                "can write to"
+            ) from None
+
     def _device(self) -> torch.device:
-        if getattr(self.args, "device", None) is not None:
-            device = torch.device(self.args.device)
-            if device.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"--device: got {self.args.device!r}, but CUDA is not available on this machine")
-            if device.type == "cuda" and device.index is None and idist.get_world_size() > 1:
-                device = idist.device()
-            return device
-        return idist.device()
+        # The command line has checked that the device exists (ignite_igan.cli.device_name).
+        if getattr(self.args, "device", None) is None:
+            return idist.device()
+        device = torch.device(self.args.device)
+        if device.type == "cuda" and device.index is None and idist.get_world_size() > 1:
+            return idist.device()  # "cuda" in several processes: each process its own GPU
+        return device
 
     def _write_record(self) -> None:
         if idist.get_rank() == 0:
@@ -628,18 +604,12 @@ class Run:
         return state is not None and state.epoch >= self.args.epochs
 
     def _check_space(self, to_save: Mapping[str, Any]) -> None:
-        if idist.get_rank() != 0:
+        free = free_bytes(self.folder) if idist.get_rank() == 0 else None
+        if free is None:  # another process, or a disk that cannot tell
             return
-        size = 0
-        for name, obj in to_save.items():
-            if isinstance(obj, RandomStates) or not hasattr(obj, "state_dict"):
-                continue
-            for leaf in _tensors(obj.state_dict()):
-                size += leaf.numel() * leaf.element_size()
-        try:
-            free = shutil.disk_usage(self.folder).free
-        except OSError:
-            return
+        size = sum(leaf.numel() * leaf.element_size() for name, obj in to_save.items()
+                   if hasattr(obj, "state_dict") and not isinstance(obj, RandomStates)
+                   for leaf in _tensors(obj.state_dict()))
         needed = int(1.5 * size) + (16 << 20)  # one new checkpoint written beside the kept ones, and some slack
         if free < needed:
             raise RunFolderError(
@@ -654,7 +624,7 @@ class Run:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         self.record["status"] = phase
         if results is not None:
-            self.record["results"] = _jsonable(dict(results))
+            self.record["results"] = jsonable(dict(results))
         self._write_record()
 
     # Finish -----------------------------------------------------------------------------------------------------
@@ -676,35 +646,34 @@ class Run:
         Returns:
             The summary's path on rank 0, else None.
         """
-        path = None
-        if idist.get_rank() == 0:
-            config = {key: _jsonable(value) for key, value in vars(self.args).items()}
+        rank0 = idist.get_rank() == 0
+        if rank0:
+            config = jsonable(vars(self.args))
             summary = {
                 "experiment": self.experiment,
                 "config": config,
                 "seeds": {key: config[key] for key in ("seed", "seed_data") if key in config},
-                "metrics": _jsonable(dict(metrics)),
+                "metrics": dict(metrics),
                 "seconds": round(time.time() - self.started, 3),
                 "world_size": idist.get_world_size(),
                 "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                **(extra or {}),
             }
-            summary.update(_jsonable(dict(extra or {})))
-            write_json_atomic(self.summary_path, summary)
-            path = self.summary_path
+            write_json_atomic(self.summary_path, jsonable(summary))
         self.record["status"] = "complete"
         self._write_record()
-        if report and idist.get_rank() == 0:
+        if report and rank0:
             minutes, seconds = divmod(time.time() - self.started, 60)
-            lines = list(headline) + [
-                f"  wall time    {int(minutes)} min {seconds:.0f} s" + (" (this process, after the resume)" if
-                                                                      self.resumed_from else ""),
+            after = " (this process, after the resume)" if self.resumed_from else ""
+            print("\n".join([
+                *headline,
+                f"  wall time    {int(minutes)} min {seconds:.0f} s{after}",
                 f"  summary      {self.summary_path}",
                 f"  checkpoints  {self.checkpoint_dir}",
                 f"  TensorBoard  tensorboard --logdir {self.tensorboard_dir}",
-            ]
-            print("\n".join(lines), flush=True)
+            ]), flush=True)
         self.close()
-        return path
+        return self.summary_path if rank0 else None
 
     def close(self) -> None:
         """Releases the folder's lock (also done by :meth:`finish`; safe to call twice)."""
@@ -715,6 +684,15 @@ class Run:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()  # also when training fails: the folder is free again at once
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """The tensors in a state dict (nested mappings and sequences)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (Mapping, list, tuple)):
+        for item in value.values() if isinstance(value, Mapping) else value:
+            yield from _tensors(item)
 
 
 class _TrainerOutput:
@@ -783,13 +761,3 @@ class History:
         if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("entries"), list):
             raise ValueError(f"state_dict must be {{'entries': [...]}}, got {type(state_dict).__name__}")
         self.entries = [dict(entry) for entry in state_dict["entries"]]
-
-
-def _tensors(value: Any) -> List[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, Mapping):
-        return [t for v in value.values() for t in _tensors(v)]
-    if isinstance(value, (list, tuple)):
-        return [t for v in value for t in _tensors(v)]
-    return []

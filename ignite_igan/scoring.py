@@ -89,13 +89,12 @@ def score_network(
     if network == "digits":
         device = torch.device("cpu") if device is None else torch.device(device)
         if weights is not None:
-            classifier = models.load_digits_classifier(weights, device)
-            info: Dict[str, Any] = {"file": str(weights)}
+            classifier, info = models.load_digits_classifier(weights, device), {"file": str(weights)}
         else:
             classifier, accuracy = models.train_digits_classifier(seed=0, device=device)
             info = {"seed": 0, "test_accuracy": accuracy}
-        return ClassifierExtractor(classifier, input_range=input_range, num_logits=10), {"network": "DigitsClassifier",
-                                                                                          **info}
+        extractor = ClassifierExtractor(classifier, input_range=input_range, num_logits=10)
+        return extractor, {"network": "DigitsClassifier", **info}
     if idist.get_rank() > 0:  # rank 0 downloads or checks the weights first; the others find them cached
         idist.barrier()
     try:

@@ -42,12 +42,12 @@ import torch
 
 from ignite_igan.checkpointing import write_json_atomic
 from ignite_igan.cli import MAX_SEED
+from ignite_igan.validation import check_int
 
 __all__ = [
     "parse_seeds", "without_flags", "summarize", "run_seeds", "seed_folder", "default_jobs", "seed_table",
     "report_lines", "seeds_command", "SeedsFailed",
 ]
-
 
 
 class SeedsFailed(RuntimeError):
@@ -60,27 +60,20 @@ def parse_seeds(text: str) -> List[int]:
     Raises:
         argparse.ArgumentTypeError: for anything else, naming what was expected.
     """
-    expected = "seeds such as 1-10 or 1,3,5-7 (integers in [0, %d], each once)" % MAX_SEED
-    if not isinstance(text, str) or not text.strip():
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     seeds: List[int] = []
-    for part in text.split(","):
-        bounds = part.strip().split("-")
-        try:
-            if len(bounds) == 1:
-                values = [int(bounds[0])]
-            elif len(bounds) == 2:
-                low, high = int(bounds[0]), int(bounds[1])
-                if low > high:
-                    raise ValueError
-                values = list(range(low, high + 1))
-            else:
-                raise ValueError
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        seeds.extend(values)
-    if any(not 0 <= seed <= MAX_SEED for seed in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            low, high = int(low), int(high or low)
+            if not 0 <= low <= high <= MAX_SEED:
+                raise ValueError(part)
+            seeds.extend(range(low, high + 1))
+    except (AttributeError, ValueError):  # not text, or a part that is neither a seed nor a range low-high
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(
+            f"expected seeds such as 1-10 or 1,3,5-7 (integers in [0, {MAX_SEED}], each once), got {text!r}"
+        )
     return seeds
 
 
@@ -142,25 +135,27 @@ def run_seeds(
         SeedsFailed: if a seed's process exits with an error (the others are finished first); the message names
             each failed seed, its exit status and its log, ``<output_dir>/seed<k>.log``.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
+    jobs = check_int("jobs", jobs, minimum=1)
     stream = sys.stdout if stream is None else stream
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    log_path = {seed: output_dir / f"seed{seed}.log" for seed in seeds}
     pending, running, failed = list(seeds), {}, []
+
+    def start(seed: int) -> None:
+        folder = seed_folder(output_dir, seed)
+        extra = ["--seed", str(seed), "--seed-data", str(seed), "--output-dir", str(folder)]
+        if resume and (folder / "run.json").is_file():
+            extra.append("--resume")
+        log = open(log_path[seed], "a")
+        process = subprocess.Popen([*command, *extra], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        running[seed] = (process, log)
+
     started = time.perf_counter()
     try:
         while pending or running:
             while pending and len(running) < jobs:
-                seed = pending.pop(0)
-                folder = seed_folder(output_dir, seed)
-                extra = ["--seed", str(seed), "--seed-data", str(seed), "--output-dir", str(folder)]
-                if resume and (folder / "run.json").is_file():
-                    extra.append("--resume")
-                log = open(output_dir / f"seed{seed}.log", "a")
-                process = subprocess.Popen([*command, *extra], stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL)
-                running[seed] = (process, log)
+                start(pending.pop(0))
             time.sleep(0.2)
             for seed, (process, log) in list(running.items()):
                 code = process.poll()
@@ -171,8 +166,8 @@ def run_seeds(
                 elapsed = time.perf_counter() - started
                 if code != 0:
                     failed.append((seed, code))
-                    print(f"seed {seed}: failed (exit status {code}) after {elapsed:.0f} s; see "
-                          f"{output_dir / f'seed{seed}.log'}", file=stream, flush=True)
+                    print(f"seed {seed}: failed (exit status {code}) after {elapsed:.0f} s; see {log_path[seed]}",
+                          file=stream, flush=True)
                 else:
                     print(f"seed {seed}: done after {elapsed:.0f} s", file=stream, flush=True)
     finally:  # interrupted: the seeds' processes stop with it (each resumes from its newest checkpoint)
@@ -182,13 +177,13 @@ def run_seeds(
             process.wait()
             log.close()
     if failed:
-        raise SeedsFailed("; ".join(f"seed {seed} exited with status {code} (log: {output_dir / f'seed{seed}.log'})"
+        raise SeedsFailed("; ".join(f"seed {seed} exited with status {code} (log: {log_path[seed]})"
                                     for seed, code in failed))
     summaries = {}
     for seed in seeds:
         path = seed_folder(output_dir, seed) / "summary.json"
         if not path.is_file():
-            raise SeedsFailed(f"seed {seed} ended without a summary ({path}); see {output_dir / f'seed{seed}.log'}")
+            raise SeedsFailed(f"seed {seed} ended without a summary ({path}); see {log_path[seed]}")
         summaries[seed] = json.loads(path.read_text())
     return summaries
 

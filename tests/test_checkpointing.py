@@ -14,10 +14,10 @@ from ignite_igan.checkpointing import (
     RandomStates,
     attach_checkpointing,
     clean_partial_writes,
+    jsonable,
     latest_checkpoint,
     list_checkpoints,
     load_latest_checkpoint,
-    resume_from_checkpoint,
     verify_checkpoint,
     write_json_atomic,
 )
@@ -57,7 +57,7 @@ def test_killed_run_resumes_bitwise(tmp_path):
     np.random.seed(123)
     random.seed(123)
     model_resumed, trainer, to_save = _make_training(seed=99)
-    assert resume_from_checkpoint(to_save, tmp_path) == tmp_path / "checkpoint_2.pt"
+    assert load_latest_checkpoint(to_save, tmp_path) == tmp_path / "checkpoint_2.pt"
     trainer.run(range(5), max_epochs=4)
     for a, b in zip(model_straight.parameters(), model_resumed.parameters()):
         assert torch.equal(a, b)
@@ -139,7 +139,7 @@ def test_two_newest_checkpoints_are_kept(tmp_path):
 
 def test_no_checkpoint_means_fresh_start(tmp_path):
     assert latest_checkpoint(tmp_path / "missing") is None
-    assert resume_from_checkpoint({}, tmp_path) is None
+    assert load_latest_checkpoint({}, tmp_path) is None
 
 
 def test_json_is_written_whole(tmp_path):
@@ -273,3 +273,14 @@ def test_json_and_checkpoints_have_the_same_permissions(tmp_path):
     write_json_atomic(tmp_path / "summary.json", {"a": 1})
     mode = lambda p: os.stat(p).st_mode & 0o777  # noqa: E731
     assert mode(tmp_path / "summary.json") == mode(tmp_path / "checkpoint_1.pt")
+
+
+def test_jsonable_is_what_a_json_file_reads_back(tmp_path):
+    value = {"path": tmp_path, "pair": (1, 2.5), "half": np.float32(0.5), "count": np.int64(7), "loss": torch.tensor(0.25)}
+    write_json_atomic(tmp_path / "v.json", value)
+    assert jsonable(value) == json.loads((tmp_path / "v.json").read_text())
+    assert jsonable(value) == {"path": str(tmp_path), "pair": [1, 2.5], "half": 0.5, "count": 7, "loss": 0.25}
+    assert jsonable({3: 1, "a": 2}) == {"3": 1, "a": 2}  # keys of any kind, as text
+    # A table keyed by seed keeps its numeric order in the file (the keys are sorted before they become text).
+    write_json_atomic(tmp_path / "seeds.json", {10: "b", 2: "a"})
+    assert list(json.loads((tmp_path / "seeds.json").read_text())) == ["2", "10"]
