@@ -551,15 +551,17 @@ def test_bf16_autocast_with_the_paper_layers():
     assert all(p.dtype == torch.float32 for p in disc.parameters())
 
 
-def test_label_range_cache_only_for_the_same_unmodified_tensor():
+def test_label_range_cache_only_for_the_same_unmodified_tensor(monkeypatch):
     # Device-resident labels are read back once per tensor (CPU tensors are never cached: reading them is free).
-    from ignite_igan.engines import _LabelBoundsCache
+    from ignite_igan.engines import _ClassLabels
 
-    cache = _LabelBoundsCache()
+    reads = []
+    aminmax = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda t: reads.append(t) or aminmax(t))
+    check = _ClassLabels("y")
     labels = torch.tensor([0, 4, 2])
-    assert cache.get(labels) is None
-    cache.put(labels, (0, 4))
-    assert cache.get(labels) == (0, 4)
-    assert cache.get(labels.clone()) is None  # another tensor with the same values: read again
+    assert check._device_range(labels) == (0, 4) and len(reads) == 1
+    assert check._device_range(labels) == (0, 4) and len(reads) == 1  # the same tensor: not read again
+    assert check._device_range(labels.clone()) == (0, 4) and len(reads) == 2  # another tensor, same values: read
     labels[0] = 9  # modified in place: the version counter moves
-    assert cache.get(labels) is None
+    assert check._device_range(labels) == (2, 9) and len(reads) == 3
