@@ -67,33 +67,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from ignite_igan import functional as F
-from ignite_igan.validation import (
-    check_bool,
-    check_callables,
-    check_choice,
-    check_class_labels,
-    check_int,
-    check_players,
-    check_real,
-)
+from ignite_igan.validation import check_bool, check_callables, check_choice, check_class_labels, check_int
+from ignite_igan.validation import check_players, check_real
 
-__all__ = [
-    "semi_supervised_step",
-    "gan_step",
-    "create_semi_supervised_trainer",
-    "create_gan_trainer",
-    "outputs_to_floats",
-    "outputs_on_device",
-]
+__all__ = ["semi_supervised_step", "gan_step", "create_semi_supervised_trainer", "create_gan_trainer",
+           "outputs_to_floats", "outputs_on_device"]
 
 SEMI_SUPERVISED_GENERATOR_LOSSES = ("feature_matching", "minimax")
 GAN_GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
-_AMP_DTYPES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
+_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 
 AmpOption = Union[bool, str, torch.dtype, None]
 CompileOption = Union[bool, Mapping[str, Any]]
@@ -156,9 +138,7 @@ def _compiled(model: nn.Module, option: CompileOption, device_type: str) -> Call
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
+    return next((parameter.device for parameter in model.parameters()), torch.device("cpu"))
 
 
 class _Player:
@@ -173,19 +153,15 @@ class _Player:
     def __init__(self, model: nn.Module, optimizer: Optimizer, amp_dtype: Optional[torch.dtype],
                  compile: CompileOption, device_type: str) -> None:
         self.model, self.optimizer = model, optimizer
-        raw = model.module if isinstance(model, DistributedDataParallel) else model
+        self.raw = model.module if isinstance(model, DistributedDataParallel) else model
         self.call = _compiled(model, compile, device_type)
-        self.raw_call = self.call if raw is model else _compiled(raw, compile, device_type)
+        self.raw_call = self.call if self.raw is model else _compiled(self.raw, compile, device_type)
         # float16 needs loss scaling against gradient underflow; bfloat16 has float32's range and does not.
         self.scaler = torch.amp.GradScaler(device_type) if amp_dtype == torch.float16 else None
         # backward(inputs=...) computes only these gradients: the generator's backward pass through the
         # discriminator skips the discriminator's weight gradients, and the discriminator's pass never reaches
         # the generator (its samples are made under no_grad).
         self.params: List[Tensor] = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
-
-    def train(self) -> None:
-        if not self.model.training:  # a no-op otherwise: no walk over the modules at every iteration
-            self.model.train()
 
     def step(self, loss: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -211,24 +187,21 @@ class _Game:
         self.autocast: Callable[[], Any] = contextlib.nullcontext
         if amp_dtype is not None:  # the forward passes only: the losses are computed in float32
             self.autocast = lambda: torch.autocast(device_type=device_type, dtype=amp_dtype)
-        self.noise = noise_fn if noise_fn is not None else _default_noise(generator)
+        self.noise = noise_fn if noise_fn is not None else _default_noise(self.g.raw)
         if not callable(self.noise):
             raise TypeError(f"noise_fn must be callable (n -> noise batch), got {type(noise_fn).__name__}")
 
     def train(self) -> None:
-        self.d.train()
-        self.g.train()
+        for model in (self.d.model, self.g.model):
+            if not model.training:  # a no-op otherwise: no walk over the modules at every iteration
+                model.train()
 
 
 def _default_noise(generator: nn.Module) -> Callable[[int], Tensor]:
-    raw = generator.module if isinstance(generator, DistributedDataParallel) else generator
-    sample_noise = getattr(raw, "sample_noise", None)
+    sample_noise, device = getattr(generator, "sample_noise", None), _model_device(generator)
     if not callable(sample_noise):
-        raise TypeError(
-            f"generator ({type(raw).__name__}) has no sample_noise(n, device=...) method; pass "
-            "noise_fn=lambda n: <a batch of n latent vectors>"
-        )
-    device = _model_device(generator)
+        raise TypeError(f"generator ({type(generator).__name__}) has no sample_noise(n, device=...) method; pass "
+                        "noise_fn=lambda n: <a batch of n latent vectors>")
     return lambda n: sample_noise(n, device=device)
 
 
@@ -695,9 +668,8 @@ def _move(value: Any, device: Optional[torch.device], non_blocking: bool) -> Any
     return value.to(device, non_blocking=non_blocking)
 
 
-def _prepare_semi_supervised_batch(
-    batch: Sequence[Any], device: Optional[torch.device], non_blocking: bool
-) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+def _prepare_semi_supervised_batch(batch: Sequence[Any], device: Optional[torch.device], non_blocking: bool
+                                   ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 4:
         raise TypeError(
             "the semi-supervised trainer expects batches (x_labeled, y_labeled, x_unlabeled, x_unlabeled2) as "
@@ -707,9 +679,8 @@ def _prepare_semi_supervised_batch(
     return tuple(_move(value, device, non_blocking) for value in batch)  # type: ignore[return-value]
 
 
-def _prepare_gan_batch(
-    batch: Any, device: Optional[torch.device], non_blocking: bool
-) -> Tuple[Tensor, Optional[Tensor]]:
+def _prepare_gan_batch(batch: Any, device: Optional[torch.device], non_blocking: bool
+                       ) -> Tuple[Tensor, Optional[Tensor]]:
     if isinstance(batch, Tensor):
         return _move(batch, device, non_blocking), None
     if isinstance(batch, (tuple, list)) and len(batch) >= 1:
