@@ -7,10 +7,10 @@
   optionally class-conditional through the K+1 formulation.
 - :func:`create_semi_supervised_trainer`, :func:`create_gan_trainer`: an :class:`~ignite.engine.Engine` around
   a step, as Ignite's ``create_supervised_trainer`` around ``supervised_training_step``. What is not the science
-  is a wrapper around the step, each in one place: moving the batch and reading its labels' range
-  (:func:`_labeled_batches`), the hooks run inside the step, the CUDA graph (:class:`_GraphedStep`) and the
-  outputs' conversion (``output_transform``). Mixed precision and compilation change only how a model is called
-  (:class:`_Player`).
+  sits around the step, each in one place: moving the batch and reading its labels' range on the host (the
+  trainers' ``process``), the hooks run inside the step (``_with_hooks``), the CUDA graph (``_GraphedStep``) and
+  the outputs' conversion (``output_transform``). Mixed precision and compilation change only how a step calls
+  a model (``_Player``).
 
 To change one loss term, copy a step (about 40 lines) or wrap it, and give it to ``Engine``; the steps read
 nothing but their arguments and ``engine.state.real_target``.
@@ -241,7 +241,7 @@ class _ClassLabels:
     """Class labels in [0, K), checked before a loss indexes K logits with them: on a GPU an out-of-range label is a
     device-side assert that leaves the process unusable, on the CPU an error that names no argument.
 
-    The range is read on the host: free for labels on the CPU. A trainer calls :meth:`read` with the batch as it
+    The range is read on the host: free for labels on the CPU. A trainer calls ``read`` with the batch as it
     came, before moving it, so that its step waits for no device. Labels read on an accelerator cost one small
     transfer, and the range is kept while that very tensor is alive and unmodified (held weakly, compared by
     identity and version counter): a loop that feeds the same device batch again pays it once.
@@ -264,7 +264,7 @@ class _ClassLabels:
                 self.check(labels, self.num_classes)
 
     def check(self, labels: Tensor, num_classes: int) -> None:
-        """Raise if the labels leave [0, ``num_classes``); the range :meth:`read` read, or read now."""
+        """Raise if the labels leave [0, ``num_classes``); the range ``read`` read, or read now."""
         if not self.enabled:
             return
         self.num_classes = num_classes
