@@ -79,7 +79,7 @@ _AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch
 
 AmpOption = Union[bool, str, torch.dtype, None]
 CompileOption = Union[bool, Mapping[str, Any]]
-Update = Callable[[Engine, Any], Dict[str, Tensor]]
+_Update = Callable[[Engine, Any], Dict[str, Tensor]]
 
 
 def outputs_to_floats(outputs: Mapping[str, Any]) -> Dict[str, float]:
@@ -116,18 +116,14 @@ def _amp_dtype(amp: AmpOption) -> Optional[torch.dtype]:
         return amp
     if isinstance(amp, str) and amp in _AMP_DTYPES:
         return _AMP_DTYPES[amp]
-    raise ValueError(
-        f"amp must be False, True (bfloat16), 'bf16', 'fp16', torch.bfloat16 or torch.float16, got {amp!r}"
-    )
+    raise ValueError(f"amp must be False, True (bfloat16), 'bf16', 'fp16', torch.bfloat16 or float16, got {amp!r}")
 
 
 def _compiled(model: nn.Module, option: CompileOption, device_type: str) -> Callable[..., Any]:
     if option is False or option is None:
         return model
     if option is not True and not isinstance(option, Mapping):
-        raise TypeError(
-            f"compile must be a bool or a mapping of torch.compile arguments, got {type(option).__name__}"
-        )
+        raise TypeError(f"compile must be a bool or a mapping of torch.compile arguments, got {type(option).__name__}")
     kwargs = {} if option is True else dict(option)
     # On the CPU, Inductor's own random numbers (the noise and dropout layers) are a different stream from eager's
     # and about 10x slower to draw (benchmarks/profile_step.py): compiled models keep eager's RNG there. torch.compile
@@ -270,10 +266,9 @@ class _ClassLabels:
         self.num_classes = num_classes
         bounds = self._read if self._read is not None else self._range(labels)
         if bounds[0] < 0 or bounds[1] >= num_classes:
-            raise ValueError(
-                f"{self.name} must hold class indices in [0, {num_classes}) (the discriminator has K={num_classes} "
-                f"class logits), got the label {bounds[0] if bounds[0] < 0 else bounds[1]}"
-            )
+            bad = bounds[0] if bounds[0] < 0 else bounds[1]
+            raise ValueError(f"{self.name} must hold class indices in [0, {num_classes}) (the discriminator has "
+                             f"K={num_classes} class logits), got the label {bad}")
 
     def _range(self, labels: Any, host_labels: Any = None) -> Tuple[int, int]:
         source = check_class_labels(self.name, labels)
@@ -322,7 +317,7 @@ def semi_supervised_step(
     noise_fn: Optional[Callable[[int], Tensor]] = None,
     amp: AmpOption = False,
     compile: CompileOption = False,
-) -> Update:
+) -> _Update:
     """The reference's semi-supervised GAN step (spec §2, §4.1), as an Ignite update function.
 
     ``update(engine, batch)`` takes ``(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)`` (what
@@ -477,7 +472,7 @@ def gan_step(
     noise_fn: Optional[Callable[[int], Tensor]] = None,
     amp: AmpOption = False,
     compile: CompileOption = False,
-) -> Update:
+) -> _Update:
     """The GAN step of the sample-quality experiments (paper §3-4, spec §3.7), as an Ignite update function.
 
     ``update(engine, batch)`` takes ``(x, y)`` on the models' device (``y`` is used only with a ``class_weight``)
@@ -580,7 +575,7 @@ def gan_step(
 # ---------------------------------------------------------------------------------------------------------------
 # Wrappers around a step: hooks inside it, the CUDA graph
 # ---------------------------------------------------------------------------------------------------------------
-def _with_hooks(step: Update, before: Sequence[Callable[[], None]], after: Sequence[Callable[[], None]]) -> Update:
+def _with_hooks(step: _Update, before: Sequence[Callable[[], None]], after: Sequence[Callable[[], None]]) -> _Update:
     before, after = check_callables("before_step", before), check_callables("after_step", after)
     if not before and not after:
         return step
@@ -602,7 +597,9 @@ class _GraphedStep:
 
     WARMUP = 3  # eager iterations before the capture: lazy initialization (cuBLAS, autograd, compilation) happens
 
-    def __init__(self, step: Update, device: torch.device, optimizers: Sequence[Optimizer], scaled: bool) -> None:
+    def __init__(self, step: _Update, models: Sequence[nn.Module], optimizers: Sequence[Optimizer], scaled: bool
+                 ) -> None:
+        device = _model_device(models[0])
         if device.type != "cuda":
             raise ValueError(f"cuda_graph=True needs the models on a CUDA device, got {device}; use cuda_graph=False")
         if scaled:
@@ -613,7 +610,7 @@ class _GraphedStep:
                 raise ValueError(f"cuda_graph=True needs {name} to be capturable, got {type(optimizer).__name__} "
                                  "without it: use ReferenceAdam(..., capturable=True) (or a torch optimizer made "
                                  "with capturable=True)")
-        self.step, self.optimizers = step, list(optimizers)
+        self.step, self.models, self.optimizers = step, list(models), list(optimizers)
         self.calls = 0
         self.graph: Optional["torch.cuda.CUDAGraph"] = None
         self.key: Any = None
@@ -638,6 +635,9 @@ class _GraphedStep:
             return outputs
         if self.graph is None or key != self.key:
             self._capture(engine, batch, key)
+        for model in self.models:  # a replay runs no step code: the models' modes as an eager step leaves them
+            if not model.training:
+                model.train()
         for static, tensor in zip(self.static_batch, batch):
             if static is not None:
                 static.copy_(tensor, non_blocking=True)
@@ -671,11 +671,9 @@ def _move(value: Any, device: Optional[torch.device], non_blocking: bool) -> Any
 def _prepare_semi_supervised_batch(batch: Sequence[Any], device: Optional[torch.device], non_blocking: bool
                                    ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 4:
-        raise TypeError(
-            "the semi-supervised trainer expects batches (x_labeled, y_labeled, x_unlabeled, x_unlabeled2) as "
-            f"yielded by SemiSupervisedLoader, got {type(batch).__name__}"
-            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        )
+        got = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        raise TypeError("the semi-supervised trainer expects batches (x_labeled, y_labeled, x_unlabeled, "
+                        f"x_unlabeled2) as yielded by SemiSupervisedLoader, got {got}")
     return tuple(_move(value, device, non_blocking) for value in batch)  # type: ignore[return-value]
 
 
@@ -690,7 +688,7 @@ def _prepare_gan_batch(batch: Any, device: Optional[torch.device], non_blocking:
     raise TypeError(f"the GAN trainer expects batches x or (x, y, ...), got {type(batch).__name__}")
 
 
-def _engine(update: Callable[[Engine, Any], Any], step: Update, graphed: Optional[_GraphedStep] = None) -> Engine:
+def _engine(update: Callable[[Engine, Any], Any], step: _Update, graphed: Optional[_GraphedStep] = None) -> Engine:
     engine = Engine(update)
     # As ignite's create_supervised_trainer does with its scaler: visible for checkpointing.
     engine.state.d_scaler = step.d_scaler  # type: ignore[attr-defined]
@@ -768,7 +766,7 @@ def create_semi_supervised_trainer(
     update, graphed = _with_hooks(step, before_step, after_step), None
     if check_bool("cuda_graph", cuda_graph):
         scaled = step.d_scaler is not None  # type: ignore[attr-defined]
-        update = graphed = _GraphedStep(update, _model_device(discriminator), [d_optimizer, g_optimizer], scaled)
+        update = graphed = _GraphedStep(update, [discriminator, generator], [d_optimizer, g_optimizer], scaled)
     device = None if device is None else torch.device(device)
 
     def process(engine: Engine, batch: Any) -> Any:

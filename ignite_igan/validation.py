@@ -47,10 +47,14 @@ from torch.nn.parallel import DistributedDataParallel
 __all__ = [
     "ArgumentTypeError",
     "check_bool",
+    "check_callables",
+    "check_choice",
+    "check_class_labels",
     "check_fields",
     "check_finite_state",
     "check_int",
     "check_optimizer_state",
+    "check_players",
     "check_real",
     "describe",
 ]
