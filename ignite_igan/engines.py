@@ -194,11 +194,11 @@ class _Game:
 
 
 def _default_noise(generator: nn.Module) -> Callable[[int], Tensor]:
-    sample_noise, device = getattr(generator, "sample_noise", None), _model_device(generator)
+    sample_noise = getattr(generator, "sample_noise", None)
     if not callable(sample_noise):
         raise TypeError(f"generator ({type(generator).__name__}) has no sample_noise(n, device=...) method; pass "
                         "noise_fn=lambda n: <a batch of n latent vectors>")
-    return lambda n: sample_noise(n, device=device)
+    return lambda n: sample_noise(n, device=None)  # None: the device of the generator's parameters
 
 
 def _generator_steps(
@@ -360,8 +360,8 @@ def semi_supervised_step(
         unlabeled_weight: weight of the unlabeled loss, >= 0 (1 in the reference).
         real_target: the target of real data when ``engine.state`` has no ``real_target``; 1 = no smoothing.
         fake_batch_size: samples per generated batch; the unlabeled batch's size by default (as the reference).
-        noise_fn: ``n -> noise`` for the generator; ``generator.sample_noise(n, device=...)`` on the generator's
-            device by default.
+        noise_fn: ``n -> noise`` for the generator; ``generator.sample_noise(n, device=None)`` (on the device of
+            the generator's parameters) by default.
         amp: mixed precision for the forward passes: False, True or ``"bf16"`` (bfloat16 autocast), ``"fp16"``
             (float16 autocast with a :class:`torch.amp.GradScaler` per player, ``update.d_scaler`` and
             ``update.g_scaler``). Losses are computed in float32.
