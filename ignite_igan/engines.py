@@ -293,15 +293,6 @@ class _ClassLabels:
 # ---------------------------------------------------------------------------------------------------------------
 # The steps
 # ---------------------------------------------------------------------------------------------------------------
-def _check_step_options(generator_steps: int, real_target: float, fake_batch_size: Optional[int], distance: str
-                        ) -> float:
-    check_choice("feature_matching_distance", distance, F.FEATURE_MATCHING_DISTANCES)
-    check_int("generator_steps", generator_steps, minimum=1)
-    if fake_batch_size is not None:
-        check_int("fake_batch_size", fake_batch_size, minimum=1)
-    return check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
-
-
 def semi_supervised_step(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -393,8 +384,12 @@ def semi_supervised_step(
         ['D_G_z', 'D_x', 'loss_discriminator']
     """
     check_choice("generator_loss", generator_loss, SEMI_SUPERVISED_GENERATOR_LOSSES)
+    check_choice("feature_matching_distance", feature_matching_distance, F.FEATURE_MATCHING_DISTANCES)
+    check_int("generator_steps", generator_steps, minimum=1)
     unlabeled_weight = check_real("unlabeled_weight", unlabeled_weight, minimum=0.0)
-    default_target = _check_step_options(generator_steps, real_target, fake_batch_size, feature_matching_distance)
+    default_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
+    if fake_batch_size is not None:
+        check_int("fake_batch_size", fake_batch_size, minimum=1)
     game = _Game(generator, discriminator, d_optimizer, g_optimizer, noise_fn, amp, compile)
     d, g = game.d, game.g
     labels = _ClassLabels("y_labeled")
@@ -414,15 +409,12 @@ def semi_supervised_step(
         with torch.no_grad(), game.autocast():
             x_fake = g.raw_call(game.noise(n_fake))
         with game.autocast():
-            logits_lab = d.call(x_lab)
-            logits_unl = d.call(x_unl)
-            logits_fake = d.call(x_fake)
+            logits_lab, logits_unl, logits_fake = d.call(x_lab), d.call(x_unl), d.call(x_fake)
         logits_lab, logits_unl, logits_fake = logits_lab.float(), logits_unl.float(), logits_fake.float()
         if logits_lab.dim() == 2:  # other shapes: semi_supervised_losses says what it expects
             labels.check(y_lab, logits_lab.shape[1])
-        loss_lab, loss_unl = F.semi_supervised_losses(
-            logits_lab, y_lab, logits_unl, logits_fake, real_target=target, check_labels=False
-        )
+        loss_lab, loss_unl = F.semi_supervised_losses(logits_lab, y_lab, logits_unl, logits_fake, real_target=target,
+                                                      check_labels=False)
         loss_d = loss_lab + unlabeled_weight * loss_unl
         d.step(loss_d)
 
@@ -525,9 +517,13 @@ def gan_step(
         ['D_G_z', 'D_x', 'loss_discriminator', 'loss_generator']
     """
     logit_loss = _GAN_LOGIT_LOSSES[check_choice("generator_loss", generator_loss, GAN_GENERATOR_LOSSES)]
-    default_target = _check_step_options(generator_steps, real_target, fake_batch_size, feature_matching_distance)
+    check_choice("feature_matching_distance", feature_matching_distance, F.FEATURE_MATCHING_DISTANCES)
+    check_int("generator_steps", generator_steps, minimum=1)
+    default_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
     conditional = class_weight is not None
     class_weight = check_real("class_weight", class_weight, minimum=0.0, allow_none=True)
+    if fake_batch_size is not None:
+        check_int("fake_batch_size", fake_batch_size, minimum=1)
     game = _Game(generator, discriminator, d_optimizer, g_optimizer, noise_fn, amp, compile)
     d, g = game.d, game.g
     labels = _ClassLabels("y")
@@ -542,8 +538,7 @@ def gan_step(
         with torch.no_grad(), game.autocast():
             x_fake = g.raw_call(game.noise(n_fake))
         with game.autocast():
-            logits_real = d.call(x_real)
-            logits_fake = d.call(x_fake)
+            logits_real, logits_fake = d.call(x_real), d.call(x_fake)
         logits_real, logits_fake = logits_real.float(), logits_fake.float()
         gan_real, gan_fake = _gan_logit(logits_real), _gan_logit(logits_fake)
         loss_d = F.one_sided_label_smoothing_loss(gan_real, gan_fake, real_target=target)
