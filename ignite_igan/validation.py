@@ -37,14 +37,19 @@ import dataclasses
 import math
 import numbers
 import typing
+import warnings
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = [
     "ArgumentTypeError",
     "check_bool",
+    "check_callables",
+    "check_choice",
+    "check_class_labels",
     "check_fields",
     "check_finite_state",
     "check_input_dtype",
@@ -52,6 +57,7 @@ __all__ = [
     "check_int_pair",
     "check_int_tuple",
     "check_optimizer_state",
+    "check_players",
     "check_real",
     "describe",
 ]
@@ -386,9 +392,14 @@ def check_instance(name: str, value: Any, kind: Any, expected: str) -> Any:
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """``value`` itself, checked to be one of ``choices``: ``"average must be 'uniform' or 'exponential', got 'x'"``."""
+    """``value`` itself, checked to be one of ``choices``.
+
+    The message reads ``"average must be 'uniform' or 'exponential', got 'x'"`` for two choices and
+    ``"generator_loss must be one of ('a', 'b', 'c'), got 'x'"`` for more.
+    """
     if value not in choices:
-        raise ValueError(f"{name} must be {' or '.join(repr(choice) for choice in choices)}, got {value!r}")
+        expected = " or ".join(map(repr, choices)) if len(choices) == 2 else f"one of {tuple(choices)}"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
     return value
 
 
@@ -543,3 +554,86 @@ def check_input_dtype(x: torch.Tensor, expected: torch.dtype) -> None:
             f"the input with .to({expected}) or the layer with .to({x.dtype}) (inside torch.autocast, inputs in its "
             f"dtype are accepted by a float32 layer)"
         )
+
+
+# --- added by engines ---
+def check_callables(name: str, value: Any) -> Tuple[Any, ...]:
+    """``value`` as a tuple of callables; a single callable (not in a list) or anything else is refused."""
+    if callable(value) or not isinstance(value, (list, tuple)) or not all(callable(item) for item in value):
+        raise TypeError(f"{name} must be a list of zero-argument callables, got {value!r}")
+    return tuple(value)
+
+
+def check_class_labels(name: str, value: Any) -> torch.Tensor:
+    """``value`` if it is a 1-D integer tensor ``(N,)`` of class indices (their range is the caller's to check)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor of class indices, got {type(value).__name__}")
+    if value.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {value.dtype}")
+    if value.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D tensor (N,) of class indices, got shape {tuple(value.shape)}")
+    return value
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_players(
+    generator: Any, discriminator: Any, d_optimizer: Any, g_optimizer: Any, *, stacklevel: int = 3
+) -> None:
+    """Two models and one optimizer per player, each stepping its own player's parameters (a GAN trainer's check).
+
+    A parameter of the other player means swapped optimizers (the player would never train, the other one would
+    be stepped by the wrong loss), one of neither model a stale optimizer: both raise. A trainable parameter of a
+    model that its optimizer does not hold never changes, which can be meant (a partly trained model) but is
+    usually a mistake: it warns. Models wrapped in ``DistributedDataParallel`` are seen through.
+
+    Raises:
+        TypeError: a model that is not a module, an optimizer that is not an optimizer.
+        ValueError: an optimizer without trainable parameters, the same optimizer twice, or one holding
+            parameters of the other player or of neither model.
+    """
+    kinds = {"generator": (generator, torch.nn.Module, "torch.nn.Module"),
+             "discriminator": (discriminator, torch.nn.Module, "torch.nn.Module"),
+             "d_optimizer": (d_optimizer, torch.optim.Optimizer, "torch.optim.Optimizer"),
+             "g_optimizer": (g_optimizer, torch.optim.Optimizer, "torch.optim.Optimizer")}
+    for name, (value, kind, kind_name) in kinds.items():
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind_name}, got {type(value).__name__}")
+    for name, optimizer in (("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)):
+        if not any(p.requires_grad for group in optimizer.param_groups for p in group["params"]):
+            raise ValueError(f"{name} has no parameter that requires a gradient; expected the player's parameters")
+    if d_optimizer is g_optimizer:
+        raise ValueError("d_optimizer and g_optimizer must be two optimizers (one per player), got the same object")
+    models = {name: m.module if isinstance(m, DistributedDataParallel) else m
+              for name, m in (("generator", generator), ("discriminator", discriminator))}
+    for name, optimizer, own, other in (("d_optimizer", d_optimizer, "discriminator", "generator"),
+                                        ("g_optimizer", g_optimizer, "generator", "discriminator")):
+        own_ids = {id(p) for p in models[own].parameters()}
+        other_names = {id(p): n for n, p in models[other].named_parameters()}
+        held = [p for group in optimizer.param_groups for p in group["params"]]
+        swapped = [other_names[id(p)] for p in held if id(p) not in own_ids and id(p) in other_names]
+        if swapped:
+            raise ValueError(
+                f"{name} must step the {own}'s parameters, but it holds {len(swapped)} parameter(s) of the "
+                f"{other} ({_names(swapped)}): are d_optimizer and g_optimizer swapped? Expected "
+                f"(generator, discriminator, d_optimizer, g_optimizer)"
+            )
+        foreign = [tuple(p.shape) for p in held if id(p) not in own_ids]
+        if foreign:
+            raise ValueError(
+                f"{name} must step only the {own}'s parameters, but it holds {len(foreign)} parameter(s) of "
+                f"neither model (shapes {foreign[:5]}): was it built for another instance of the {own}?"
+            )
+        held_ids = {id(p) for p in held}
+        missing = [n for n, p in models[own].named_parameters() if p.requires_grad and id(p) not in held_ids]
+        if missing:
+            warnings.warn(
+                f"{name} does not step {len(missing)} trainable parameter(s) of the {own} ({_names(missing)}): "
+                f"they will never change. Build it from {own}.parameters(), or set requires_grad=False on the "
+                "parameters meant to stay fixed",
+                UserWarning,
+                stacklevel=stacklevel,
+            )

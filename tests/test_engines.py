@@ -4,14 +4,14 @@ import warnings
 
 import pytest
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
 from ignite.metrics import RunningAverage
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from ignite_igan import functional as F
 from ignite_igan.data import SemiSupervisedBatch, SemiSupervisedLoader
-from ignite_igan.engines import create_gan_trainer, create_semi_supervised_trainer
+from ignite_igan.engines import create_gan_trainer, create_semi_supervised_trainer, gan_step, semi_supervised_step
 from ignite_igan.handlers import OneSidedLabelSmoothing
 from ignite_igan.models import CIFARDiscriminator, CIFARGenerator
 from ignite_igan.optim import ReferenceAdam
@@ -158,14 +158,17 @@ def test_semi_supervised_forward_passes():
         ("minimax", "squared_l2", 3, 1.0),
     ],
 )
-def test_semi_supervised_losses_match_functional(generator_loss, distance, steps, weight):
+@pytest.mark.parametrize("plain_engine", [False, True], ids=["trainer", "step"])
+def test_semi_supervised_losses_match_functional(generator_loss, distance, steps, weight, plain_engine):
     gen, disc, d_opt, g_opt = _players()
     gen0, disc0 = copy.deepcopy(gen), copy.deepcopy(disc)
     noise = _FixedNoise(torch.rand(1 + steps, 6, 2).unbind(0))
-    trainer = create_semi_supervised_trainer(
-        gen, disc, d_opt, g_opt, generator_loss=generator_loss, feature_matching_distance=distance,
-        generator_steps=steps, unlabeled_weight=weight, noise_fn=noise,
-    )
+    options = dict(generator_loss=generator_loss, feature_matching_distance=distance, generator_steps=steps,
+                   unlabeled_weight=weight, noise_fn=noise)
+    if plain_engine:  # the public step in an Engine of its own: the same step, outputs left as tensors
+        trainer = Engine(semi_supervised_step(gen, disc, d_opt, g_opt, **options))
+    else:
+        trainer = create_semi_supervised_trainer(gen, disc, d_opt, g_opt, **options)
     disc_after_d, gens_before_g = [], []
     d_opt.register_step_post_hook(lambda o, a, k: disc_after_d.append(copy.deepcopy(disc)))
     g_opt.register_step_pre_hook(lambda o, a, k: gens_before_g.append(copy.deepcopy(gen)))
@@ -194,8 +197,10 @@ def test_semi_supervised_losses_match_functional(generator_loss, distance, steps
         "D_x": torch.sigmoid(F.gan_logit(l_unl)).mean(),
         "D_G_z": torch.sigmoid(F.gan_logit(l_fake)).mean(),
     }
+    assert set(out) == set(expected)
     for key, value in expected.items():
-        assert out[key] == pytest.approx(float(value), rel=1e-6, abs=1e-7), key
+        assert float(out[key]) == pytest.approx(float(value), rel=1e-6, abs=1e-7), key
+        assert isinstance(out[key], Tensor if plain_engine else float), key
 
     # and the discriminator's update is one ReferenceAdam step on that loss
     replay = copy.deepcopy(disc0)
@@ -427,6 +432,45 @@ def test_bad_batches():
         trainer.run([x_lab], max_epochs=1)
 
 
+def test_public_steps_check_their_labels_and_options_on_their_own():
+    gen, disc, d_opt, g_opt = _players(num_classes=3)
+    step = semi_supervised_step(gen, disc, d_opt, g_opt)
+    x_lab, y_lab, x_unl, x_unl2 = _batch()
+    start = _params(disc)
+    with pytest.raises(ValueError, match=r"y_labeled must hold class indices in \[0, 3\).*got the label 5"):
+        Engine(step).run([(x_lab, torch.tensor([0, 1, 5, 2]), x_unl, x_unl2)], max_epochs=1)
+    assert _equal(start, _params(disc))
+    step.labels.enabled = False  # labels checked elsewhere: the loss's own error (on the CPU)
+    with pytest.raises(IndexError, match="out of bounds"):
+        Engine(step).run([(x_lab, torch.tensor([0, 1, 5, 2]), x_unl, x_unl2)], max_epochs=1)
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 3\).*got the label -1"):
+        Engine(gan_step(gen, disc, d_opt, g_opt, class_weight=0.5)).run([(x_lab, y_lab - 1)], max_epochs=1)
+    with pytest.raises(ValueError, match="class_weight must be >= 0 or None, got -1.0"):
+        gan_step(gen, disc, d_opt, g_opt, class_weight=-1.0)
+    with pytest.raises(ValueError, match=r"generator_loss must be one of \('non_saturating', 'minimax', 'feature_matching'\)"):
+        gan_step(gen, disc, d_opt, g_opt, generator_loss="wasserstein")
+
+
+def test_gan_step_with_class_weight_equals_the_conditional_trainer():
+    runs = []
+    for plain_engine in (False, True):
+        torch.manual_seed(0)
+        gen, disc, d_opt, g_opt = _players(num_classes=3)
+        if plain_engine:
+            trainer = Engine(gan_step(gen, disc, d_opt, g_opt, class_weight=0.7, generator_steps=2))
+        else:
+            trainer = create_gan_trainer(gen, disc, d_opt, g_opt, conditional=True, class_weight=0.7,
+                                         generator_steps=2)
+        torch.manual_seed(1)
+        batches = [(torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])) for _ in range(3)]
+        out = trainer.run(batches, max_epochs=1).output
+        runs.append(({k: float(v) for k, v in out.items()}, _params(gen), _params(disc)))
+    (out, g, d), (plain_out, plain_g, plain_d) = runs
+    assert out == plain_out and set(out) == {"loss_discriminator", "loss_generator", "D_x", "D_G_z", "loss_labeled",
+                                             "train_error"}
+    assert _equal(g, plain_g) and _equal(d, plain_d)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Optimizers that do not step their player's parameters
 # ---------------------------------------------------------------------------------------------------------------
@@ -551,15 +595,17 @@ def test_bf16_autocast_with_the_paper_layers():
     assert all(p.dtype == torch.float32 for p in disc.parameters())
 
 
-def test_label_range_cache_only_for_the_same_unmodified_tensor():
+def test_label_range_cache_only_for_the_same_unmodified_tensor(monkeypatch):
     # Device-resident labels are read back once per tensor (CPU tensors are never cached: reading them is free).
-    from ignite_igan.engines import _LabelBoundsCache
+    from ignite_igan.engines import _ClassLabels
 
-    cache = _LabelBoundsCache()
+    reads = []
+    aminmax = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda t: reads.append(t) or aminmax(t))
+    check = _ClassLabels("y")
     labels = torch.tensor([0, 4, 2])
-    assert cache.get(labels) is None
-    cache.put(labels, (0, 4))
-    assert cache.get(labels) == (0, 4)
-    assert cache.get(labels.clone()) is None  # another tensor with the same values: read again
+    assert check._device_range(labels) == (0, 4) and len(reads) == 1
+    assert check._device_range(labels) == (0, 4) and len(reads) == 1  # the same tensor: not read again
+    assert check._device_range(labels.clone()) == (0, 4) and len(reads) == 2  # another tensor, same values: read
     labels[0] = 9  # modified in place: the version counter moves
-    assert cache.get(labels) is None
+    assert check._device_range(labels) == (2, 9) and len(reads) == 3
