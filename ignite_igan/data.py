@@ -34,6 +34,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -226,17 +227,17 @@ class SemiSupervisedBatch(NamedTuple):
     x_unlabeled2: Any
 
 
+@dataclasses.dataclass(eq=False)
 class _SplitCollate:
     """Collates the flat list of items of one iteration into a :class:`SemiSupervisedBatch`.
 
     A class rather than a closure so that DataLoader workers can pickle it under any start method.
     """
 
-    def __init__(self, labeled_size: int, unlabeled_size: int, generator_batch: bool, collate_fn: Callable) -> None:
-        self.labeled_size = labeled_size
-        self.unlabeled_size = unlabeled_size
-        self.generator_batch = generator_batch
-        self.collate_fn = collate_fn
+    labeled_size: int
+    unlabeled_size: int
+    generator_batch: bool
+    collate_fn: Callable[[List[Any]], Any]
 
     def __call__(self, items: List[Any]) -> SemiSupervisedBatch:
         # item[0] of a bare tensor item would be its first row, silently.
@@ -254,61 +255,32 @@ class _SplitCollate:
         return SemiSupervisedBatch(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)
 
 
-class _SemiSupervisedBatchSampler(Sampler):
-    """Yields, from global iteration ``start_iteration`` on and without end, this process's flat index list.
+@dataclasses.dataclass(eq=False)
+class _EpochSampler(Sampler):
+    """The index tables of every epoch, and this process's flat index list of every iteration.
 
-    Each list is ``[labeled slice | unlabeled slice | unlabeled2 slice]`` of the global batches of that iteration.
-    It reads the tables through ``epoch_indices`` and holds no reference to the loader: a reference cycle would
+    The tables are a function of the seed, the index sets and the batch sizes. Iterating yields, from global
+    iteration ``start_iteration`` on and without end, ``[labeled slice | unlabeled slice | unlabeled2 slice]`` of
+    the global batches of each iteration. The sampler holds no reference to the loader: a reference cycle would
     leave the DataLoader iterator to the garbage collector, which shuts its workers down only after timeouts.
     """
 
-    def __init__(
-        self,
-        epoch_indices: Callable[[int], Dict[str, np.ndarray]],
-        epoch_length: int,
-        rank: int,
-        labeled_per_process: int,
-        unlabeled_per_process: int,
-        generator_batch: bool,
-    ) -> None:
-        self.epoch_indices = epoch_indices
-        self.epoch_length = epoch_length
-        self.rank = rank
-        self.labeled_per_process = labeled_per_process
-        self.unlabeled_per_process = unlabeled_per_process
-        self.generator_batch = generator_batch
-        self.start_iteration = 0
+    seed: int
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    batch_size: int
+    labeled_batch_size: int
+    world_size: int
+    rank: int
+    generator_batch: bool
+    start_iteration: int = 0
 
-    def rows(self, epoch: int) -> np.ndarray:
-        """This process's index lists of every iteration of ``epoch``, one row per iteration (E, L + U [+ U])."""
-        lab = slice(self.rank * self.labeled_per_process, (self.rank + 1) * self.labeled_per_process)
-        unl = slice(self.rank * self.unlabeled_per_process, (self.rank + 1) * self.unlabeled_per_process)
-        tables = self.epoch_indices(epoch)
-        parts = [tables["labeled"][:, lab], tables["unlabeled"][:, unl]]
-        if self.generator_batch:
-            parts.append(tables["unlabeled2"][:, unl])
-        return np.concatenate(parts, axis=1)
+    @property
+    def epoch_length(self) -> int:
+        return self.unlabeled.size // self.batch_size
 
-    def __iter__(self) -> Iterator[List[int]]:
-        epoch, t = divmod(self.start_iteration, self.epoch_length)
-        while True:
-            for row in self.rows(epoch)[t:]:
-                yield row.tolist()
-            epoch, t = epoch + 1, 0
-
-
-class _EpochTables:
-    """The per-epoch index tables, a function of the seed, the index sets and the batch sizes."""
-
-    def __init__(self, seed: int, labeled: np.ndarray, unlabeled: np.ndarray, batch_size: int, labeled_batch_size: int):
-        self.seed = seed
-        self.labeled = labeled
-        self.unlabeled = unlabeled
-        self.batch_size = batch_size
-        self.labeled_batch_size = labeled_batch_size
-        self.epoch_length = unlabeled.size // batch_size
-
-    def __call__(self, epoch: int) -> Dict[str, np.ndarray]:
+    def tables(self, epoch: int) -> Dict[str, np.ndarray]:
+        """The global index tables of ``epoch`` (see :meth:`SemiSupervisedLoader.epoch_indices`)."""
         e, b, bl = self.epoch_length, self.batch_size, self.labeled_batch_size
         copies = math.ceil(e * bl / self.labeled.size)
         # Every copy of the labeled subset is permuted on its own, as the reference's tiling loop does.
@@ -320,6 +292,23 @@ class _EpochTables:
             "unlabeled": unlabeled[: e * b].reshape(e, b),
             "unlabeled2": unlabeled2[: e * b].reshape(e, b),
         }
+
+    def rows(self, epoch: int) -> np.ndarray:
+        """This process's index lists of every iteration of ``epoch``, one row per iteration (E, L + U [+ U])."""
+        labeled, unlabeled = self.labeled_batch_size // self.world_size, self.batch_size // self.world_size
+        tables = self.tables(epoch)
+        parts = [tables["labeled"][:, self.rank * labeled:(self.rank + 1) * labeled],
+                 tables["unlabeled"][:, self.rank * unlabeled:(self.rank + 1) * unlabeled]]
+        if self.generator_batch:
+            parts.append(tables["unlabeled2"][:, self.rank * unlabeled:(self.rank + 1) * unlabeled])
+        return np.concatenate(parts, axis=1)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        epoch, t = divmod(self.start_iteration, self.epoch_length)
+        while True:
+            for row in self.rows(epoch)[t:]:
+                yield row.tolist()
+            epoch, t = epoch + 1, 0
 
 
 class SemiSupervisedLoader:
@@ -424,12 +413,10 @@ class SemiSupervisedLoader:
             raise ValueError(f"batch_size={self.batch_size} is larger than the unlabeled data "
                              f"({self.unlabeled_indices.size} examples): expected at least one full batch of them")
         labeled = check_indices("labeled_indices", labeled_indices, **indices)
-        self._tables = _EpochTables(seed, labeled, self.unlabeled_indices, self.batch_size, self.labeled_batch_size)
-        self.epoch_length = self._tables.epoch_length
+        self._sampler = _EpochSampler(seed, labeled, self.unlabeled_indices, self.batch_size, self.labeled_batch_size,
+                                      self.world_size, self.rank, self.generator_batch)
+        self.epoch_length = self._sampler.epoch_length
         self.iteration = 0
-        self._sampler = _SemiSupervisedBatchSampler(self._tables, self.epoch_length, self.rank,
-                                                    self.labeled_batch_size_per_process, self.batch_size_per_process,
-                                                    self.generator_batch)
         collate = _SplitCollate(self.labeled_batch_size_per_process, self.batch_size_per_process, self.generator_batch,
                                 default_collate if collate_fn is None else collate_fn)
         # The loader's own generator seeds the workers, so that creating an iterator never draws from (and so never
@@ -455,12 +442,12 @@ class SemiSupervisedLoader:
     @property
     def seed(self) -> int:
         """Seed of the per-epoch permutations."""
-        return self._tables.seed
+        return self._sampler.seed
 
     @property
     def labeled_indices(self) -> np.ndarray:
         """Indices of the labeled subset (a copy)."""
-        return self._tables.labeled.copy()
+        return self._sampler.labeled.copy()
 
     def epoch_indices(self, epoch: int) -> Dict[str, np.ndarray]:
         """The global index tables of ``epoch``: ``labeled`` (E, labeled_batch_size), ``unlabeled`` and
@@ -469,7 +456,7 @@ class SemiSupervisedLoader:
         Each table comes from its own generator seeded with ``(seed, epoch, stream)``, so they are independent
         and a function of ``(seed, epoch)`` alone.
         """
-        return self._tables(check_int("epoch", epoch, minimum=0))
+        return self._sampler.tables(check_int("epoch", epoch, minimum=0))
 
     def __iter__(self) -> Iterator[SemiSupervisedBatch]:
         """Yields the batches from ``iteration`` to the end of its epoch."""
@@ -521,9 +508,9 @@ class SemiSupervisedLoader:
                     f"state_dict has {key}={int(state_dict[key])} but this loader has {key}={current}; "
                     "resume with the saved run's settings"
                 )
-        self._tables.labeled = check_indices("state_dict['labeled_indices']", state_dict["labeled_indices"],
+        self._sampler.labeled = check_indices("state_dict['labeled_indices']", state_dict["labeled_indices"],
                                              size=self.dataset_size, unique=True, allow_empty=False)
-        self._tables.seed = check_int("state_dict['seed']", int(state_dict["seed"]), minimum=0)
+        self._sampler.seed = check_int("state_dict['seed']", int(state_dict["seed"]), minimum=0)
         self.iteration = check_int("state_dict['iteration']", int(state_dict["iteration"]), minimum=0)
         self._stream = None
 

@@ -128,7 +128,7 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
         )
         self.device = torch.device(device)
         self.inputs, self.labels = _device_tensors(dataset, self.device)
-        labeled = self.labels.index_select(0, torch.from_numpy(self._tables.labeled).to(self.device))
+        labeled = self.labels.index_select(0, torch.from_numpy(self._sampler.labeled).to(self.device))
         check_indices("the labeled examples' labels", labeled, size=num_classes, hint="num_classes")
         if isinstance(dataset, ScaledImages):
             # The scale as a tensor on the device: CUDA divides by a host scalar as a multiplication by its
