@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
-from ignite_igan.validation import check_bool, check_indices, check_int, describe
+from ignite_igan.validation import check_bool, check_indices, check_int, check_state_keys
 
 __all__ = [
     "balanced_labeled_subset",
@@ -109,10 +109,8 @@ def balanced_labeled_subset(
     for c in classes:
         of_class = permutation[permuted_labels == c][:per_class]
         if of_class.size < per_class:
-            raise ValueError(
-                f"per_class={per_class} is more than class {int(c)} has: it has {int((labels_np == c).sum())} "
-                f"examples; expected per_class <= the size of the smallest class"
-            )
+            raise ValueError(f"per_class={per_class} is more than class {int(c)} has: it has "
+                             f"{int((labels_np == c).sum())} examples; expected per_class <= the smallest class's size")
         chosen.append(of_class)
     return torch.from_numpy(np.concatenate(chosen))
 
@@ -386,8 +384,6 @@ class SemiSupervisedLoader:
         rank: Optional[int] = None,
         **dataloader_kwargs: Any,
     ) -> None:
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise TypeError(f"dataset must be a map-style dataset with __getitem__ and __len__, got {describe(dataset)}")
         self.dataset = dataset
         self.dataset_size = len(dataset)  # type: ignore[arg-type]
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -492,22 +488,15 @@ class SemiSupervisedLoader:
         The batch sizes and the size of the unlabeled pool must be those of the saved run, since they define the
         epochs.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        required = ("iteration", "seed", "labeled_indices", "batch_size", "labeled_batch_size", "unlabeled_count")
-        missing = [key for key in required if key not in state_dict]
-        if missing:
-            raise ValueError(f"state_dict is missing {missing}; expected the keys {list(required)}")
+        check_state_keys(f"{type(self).__name__}.load_state_dict", state_dict, list(self.state_dict()))
         for key, current in (
             ("batch_size", self.batch_size),
             ("labeled_batch_size", self.labeled_batch_size),
             ("unlabeled_count", int(self.unlabeled_indices.size)),
         ):
             if int(state_dict[key]) != current:
-                raise ValueError(
-                    f"state_dict has {key}={int(state_dict[key])} but this loader has {key}={current}; "
-                    "resume with the saved run's settings"
-                )
+                raise ValueError(f"state_dict has {key}={int(state_dict[key])} but this loader has {key}={current}; "
+                                 "resume with the saved run's settings")
         self._sampler.labeled = check_indices("state_dict['labeled_indices']", state_dict["labeled_indices"],
                                              size=self.dataset_size, unique=True, allow_empty=False)
         self._sampler.seed = check_int("state_dict['seed']", int(state_dict["seed"]), minimum=0)
@@ -569,9 +558,7 @@ class MixtureStream:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping) or set(state_dict) != {"generator"}:
-            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-            raise ValueError(f"state_dict must have the key ['generator'], got {got}")
+        check_state_keys("MixtureStream.load_state_dict", state_dict, ["generator"])
         self.generator.set_state(state_dict["generator"])
 
 

@@ -383,3 +383,22 @@ def check_indices(
     if repeats:
         raise ValueError(f"{name} must not repeat an index, got {repeats} repeats")
     return array.astype(np.int64, copy=False)
+
+
+def check_state_keys(owner: str, state_dict: Any, keys: Sequence[str]) -> Mapping:
+    """``state_dict``, checked to be a mapping that holds ``keys`` (what a ``load_state_dict`` reads).
+
+    Raises:
+        ValueError: not a mapping, or one without some of ``keys``; the message names the missing keys.
+
+    Example:
+        >>> check_state_keys("MixtureStream.load_state_dict", {}, ["generator"])
+        Traceback (most recent call last):
+        ...
+        ValueError: MixtureStream.load_state_dict: state_dict is missing ['generator']; expected a mapping ...
+    """
+    missing = [key for key in keys if not isinstance(state_dict, Mapping) or key not in state_dict]
+    if missing:
+        raise ValueError(f"{owner}: state_dict is missing {missing}; expected a mapping with the keys {list(keys)}, "
+                         f"got {describe(state_dict)}")
+    return state_dict
