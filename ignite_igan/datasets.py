@@ -132,24 +132,24 @@ def _unreadable(key: str, root: PathLike, error: Exception) -> DatasetReadError:
     )
 
 
-def _idx_files(root: PathLike, folder: str, train: bool) -> List[Path]:
-    prefix = "train" if train else "t10k"
-    raw = Path(root) / folder / "raw"
-    return [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+def _idx_images(name: str, root: PathLike, train: bool, download: bool) -> ScaledImages:
+    """torchvision's MNIST-format reader (``name``: ``"MNIST"`` or ``"FashionMNIST"``), pixels / 255 flattened to
+    784, with errors that tell a missing file from an unreadable one."""
+    import torchvision.datasets as tvd
 
-
-def _open_idx(key: str, cls: type, folder: str, root: PathLike, train: bool, download: bool) -> Dataset:
-    """torchvision's MNIST-format reader, with errors that tell a missing file from an unreadable one."""
-    if not download:
-        absent = [str(path) for path in _idx_files(root, folder, train) if not path.is_file()]
-        if absent:
-            raise _missing(key, root, f"missing {', '.join(absent)}")
+    key = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist"}[name]
+    prefix, raw = "train" if train else "t10k", Path(root) / name / "raw"
+    files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+    absent = [str(path) for path in files if not path.is_file()]
+    if absent and not download:
+        raise _missing(key, root, f"missing {', '.join(absent)}")
     try:
-        return cls(str(root), train=train, download=download)
+        ds = getattr(tvd, name)(str(root), train=train, download=download)
     except RuntimeError as error:
-        if all(path.is_file() for path in _idx_files(root, folder, train)):
+        if all(path.is_file() for path in files):
             raise _unreadable(key, root, error) from error
         raise _missing(key, root, str(error)) from error
+    return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
 
 
 def load_mnist(root: PathLike, train: bool = True, download: bool = False) -> ScaledImages:
@@ -158,10 +158,7 @@ def load_mnist(root: PathLike, train: bool = True, download: bool = False) -> Sc
     The reference trains on the 50k training + 10k validation images of the deeplearning.net split, which are
     torchvision's 60,000 training images. Pixels are scaled to [0, 1] and flattened to 784 (spec §3.1).
     """
-    from torchvision.datasets import MNIST
-
-    ds = _open_idx("mnist", MNIST, "MNIST", root, train, download)
-    return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
+    return _idx_images("MNIST", root, train, download)
 
 
 def load_fashion_mnist(root: PathLike, train: bool = True, download: bool = False) -> ScaledImages:
@@ -171,10 +168,7 @@ def load_fashion_mnist(root: PathLike, train: bool = True, download: bool = Fals
     setting runs on it unchanged. The files are ``<root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}
     -ubyte`` (or their ``.gz`` archives).
     """
-    from torchvision.datasets import FashionMNIST
-
-    ds = _open_idx("fashion_mnist", FashionMNIST, "FashionMNIST", root, train, download)
-    return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
+    return _idx_images("FashionMNIST", root, train, download)
 
 
 def load_cifar10(
