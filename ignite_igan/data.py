@@ -392,7 +392,8 @@ class SemiSupervisedLoader:
         )
         seed = check_int("seed", seed, minimum=0)
         self.generator_batch = check_bool("generator_batch", generator_batch)
-        self.world_size = check_int("world_size", idist.get_world_size() if world_size is None else world_size, minimum=1)
+        world_size = idist.get_world_size() if world_size is None else world_size
+        self.world_size = check_int("world_size", world_size, minimum=1)
         self.rank = check_int("rank", idist.get_rank() if rank is None else rank, minimum=0,
                               maximum=self.world_size - 1, hint=f"world_size={self.world_size}")
         for name, size in (("batch_size", self.batch_size), ("labeled_batch_size", self.labeled_batch_size)):

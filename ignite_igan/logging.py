@@ -70,7 +70,13 @@ def output_scalars(output: Any) -> Dict[str, float]:
     # One transfer for all the one-element tensors (outputs left on an accelerator): one wait, not one each.
     tensors = {k: v.detach().reshape(()).double() for k, v in items.items() if isinstance(v, Tensor) and v.numel() == 1}
     read = dict(zip(tensors, torch.stack(list(tensors.values())).tolist())) if tensors else {}
-    return {k: read[k] if k in read else float(v) for k, v in items.items() if k in read or isinstance(v, numbers.Number)}
+    scalars = {}
+    for key, value in items.items():
+        if key in read:
+            scalars[key] = read[key]
+        elif isinstance(value, numbers.Number):
+            scalars[key] = float(value)
+    return scalars
 
 
 class _StateAttributesHandler(BaseHandler):

@@ -36,7 +36,7 @@ from ignite.engine import CallableEventWithFilter, Engine, Events
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ignite_igan.validation import check_bool, check_int, check_optimizer_state, check_real
+from ignite_igan.validation import check_bool, check_int, check_optimizer_state, check_real, describe
 
 __all__ = [
     "ReferenceAdam",
@@ -200,12 +200,11 @@ class ReferenceAdam(Optimizer):
             if len(params) != sum(p.requires_grad for p in group["params"]):  # frozen tensors never step
                 raise RuntimeError("ReferenceAdam(capturable=True) needs a gradient for every trainable parameter at "
                                    "every step")
-            for p in params:
-                state = self._state(p)
+            states = [self._state(p) for p in params]
+            for p, state in zip(params, states):
                 if not torch.is_tensor(state["step"]) or state["step"].device != p.device:
                     # A state saved by the host-side optimizer, or loaded onto another device.
                     state["step"] = torch.full((), float(state["step"]), dtype=torch.float64, device=p.device)
-            states = [self.state[p] for p in params]
             step = states[0]["step"]
             if any(state["step"] is not step for state in states):
                 # Fresh or loaded states hold a count each: the group's parameters step together (checked above),
@@ -330,9 +329,8 @@ class EpochLRScheduler:
             raise ValueError("optimizers must hold at least one optimizer, got an empty sequence")
         for index, optimizer in enumerate(optimizers):
             if not hasattr(optimizer, "param_groups"):
-                raise TypeError(
-                    f"optimizers[{index}] must be a torch optimizer (with param_groups), got {type(optimizer).__name__}"
-                )
+                raise TypeError(f"optimizers[{index}] must be a torch optimizer (with param_groups), got "
+                                f"{describe(optimizer)}")
         if not callable(lr_lambda):
             raise TypeError(f"lr_lambda must be callable (epoch -> factor), got {type(lr_lambda).__name__}")
         self.optimizers: List[Optimizer] = optimizers

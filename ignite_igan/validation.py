@@ -342,7 +342,13 @@ def check_fields(
 
 
 def check_indices(
-    name: str, values: Any, *, size: Optional[int] = None, unique: bool = False, allow_empty: bool = True, hint: str = ""
+    name: str,
+    values: Any,
+    *,
+    size: Optional[int] = None,
+    unique: bool = False,
+    allow_empty: bool = True,
+    hint: str = "",
 ) -> np.ndarray:
     """``values`` (a tensor, array or sequence of integers) as a 1-D int64 NumPy array of indices into ``size`` items.
 
