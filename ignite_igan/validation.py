@@ -340,6 +340,8 @@ def check_fields(
 
 # --- added by dataio ---
 
+__all__ += ["check_indices", "check_state_keys"]
+
 
 def check_indices(
     name: str,
