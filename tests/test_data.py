@@ -66,6 +66,10 @@ def test_subset_errors_name_argument_value_and_expectation():
         balanced_labeled_subset([0, -1, 1], per_class=1, seed=0)
     with pytest.raises(TypeError, match=r"labels must hold integers"):
         balanced_labeled_subset([0.0, 1.0], per_class=1, seed=0)
+    with pytest.raises(ValueError, match=r"labels must be 1-D, got shape \(1, 2\)"):
+        balanced_labeled_subset([[0, 1]], per_class=1, seed=0)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\) \(num_classes\), got values in \[0, 2\]"):
+        balanced_labeled_subset([0, 1, 2], per_class=1, seed=0, num_classes=2)
     with pytest.raises(ValueError, match=r"seed must be in \[0, 4294967295\], got -2"):
         balanced_labeled_subset(labels, per_class=1, seed=-2)
 
@@ -281,6 +285,10 @@ def test_loader_bad_input():
         SemiSupervisedLoader(ds, [0], batch_size=4, seed=0).load_state_dict(state)
     with pytest.raises(ValueError, match=r"state_dict is missing \['seed'\]"):
         loader.load_state_dict({k: v for k, v in state.items() if k != "seed"})
+    with pytest.raises(ValueError, match=r"state_dict is missing \['iteration', .*expected a mapping.*got list"):
+        loader.load_state_dict([state])
+    with pytest.raises(ValueError, match=r"state_dict\['labeled_indices'\] must lie in \[0, 20\), got values in \[0, 20"):
+        loader.load_state_dict({**state, "labeled_indices": torch.tensor([0, 20])})
 
 
 def test_unlabeled_pool_holds_the_labeled_examples_and_nests():
