@@ -105,6 +105,8 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
 
     Raises:
         ValueError: the loader's own errors, or a labeled example whose label is outside ``[0, num_classes)``.
+        TypeError: labels that are not integers (:class:`~ignite_igan.validation.ArgumentTypeError`, also a
+            ``ValueError``).
     """
 
     def __init__(
