@@ -34,6 +34,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -45,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
-from ignite_igan.validation import check_int
+from ignite_igan.validation import check_bool, check_indices, check_int, check_state_holds
 
 __all__ = [
     "balanced_labeled_subset",
@@ -62,19 +63,8 @@ __all__ = [
 IndexLike = Union[Tensor, np.ndarray, Sequence[int]]
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    return check_int(name, value, minimum=minimum)
-
-
-def _as_index_array(name: str, values: IndexLike) -> np.ndarray:
-    if isinstance(values, Tensor):
-        values = values.detach().cpu().numpy()
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
-    return array.astype(np.int64, copy=False)
+#: The largest seed of a ``numpy.random.RandomState`` (the reference's seeds are its seeds).
+_MAX_SEED = 2**32 - 1
 
 
 def balanced_labeled_subset(
@@ -108,33 +98,19 @@ def balanced_labeled_subset(
         >>> sorted(labels[i] for i in idx.tolist())
         [0, 0, 1, 1, 2, 2]
     """
-    labels_np = _as_index_array("labels", labels)
-    per_class = _check_int("per_class", per_class, 1)
-    seed = _check_int("seed", seed, 0)
-    if seed >= 2**32:
-        raise ValueError(f"seed must be < 2**32 (a numpy RandomState seed), got {seed}")
-    if labels_np.size == 0:
-        raise ValueError("labels must hold at least one example, got an empty sequence")
-    if labels_np.min() < 0:
-        raise ValueError(f"labels must be >= 0, got a minimum of {labels_np.min()}")
-    if num_classes is None:
-        classes = np.unique(labels_np)
-    else:
-        num_classes = _check_int("num_classes", num_classes, 1)
-        if labels_np.max() >= num_classes:
-            raise ValueError(f"labels must lie in [0, num_classes={num_classes}), got a maximum of {labels_np.max()}")
-        classes = np.arange(num_classes)
-
+    num_classes = check_int("num_classes", num_classes, minimum=1, allow_none=True)
+    labels_np = check_indices("labels", labels, size=num_classes, allow_empty=False, hint="num_classes")
+    per_class = check_int("per_class", per_class, minimum=1)
+    seed = check_int("seed", seed, minimum=0, maximum=_MAX_SEED)
+    classes = np.unique(labels_np) if num_classes is None else np.arange(num_classes)
     permutation = np.random.RandomState(seed).permutation(labels_np.size)
     permuted_labels = labels_np[permutation]
     chosen = []
     for c in classes:
         of_class = permutation[permuted_labels == c][:per_class]
         if of_class.size < per_class:
-            raise ValueError(
-                f"per_class={per_class} is more than class {int(c)} has: it has {int((labels_np == c).sum())} "
-                f"examples; expected per_class <= the size of the smallest class"
-            )
+            raise ValueError(f"per_class={per_class} is more than class {int(c)} has: it has "
+                             f"{int((labels_np == c).sum())} examples; expected per_class <= the smallest class's size")
         chosen.append(of_class)
     return torch.from_numpy(np.concatenate(chosen))
 
@@ -161,14 +137,11 @@ def unlabeled_pool(num_examples: int, labeled_indices: IndexLike, size: int, see
         >>> len(pool), {2, 7} <= set(pool.tolist())
         (5, True)
     """
-    n = _check_int("num_examples", num_examples, 1)
-    labeled = _as_index_array("labeled_indices", labeled_indices)
-    if labeled.size and (labeled.min() < 0 or labeled.max() >= n):
-        raise ValueError(f"labeled_indices must lie in [0, {n}), got values from {labeled.min()} to {labeled.max()}")
-    size = _check_int("size", size, 1)
-    if not len(labeled) <= size <= n:
-        raise ValueError(f"size must be between the number of labeled examples ({len(labeled)}) and {n}, got {size}")
-    seed = check_int("seed", seed, minimum=0, maximum=2**32 - 1)
+    n = check_int("num_examples", num_examples, minimum=1)
+    labeled = check_indices("labeled_indices", labeled_indices, size=n, hint="num_examples")
+    size = check_int("size", size, minimum=max(len(labeled), 1), maximum=n,
+                     hint="from the number of labeled examples to num_examples")
+    seed = check_int("seed", seed, minimum=0, maximum=_MAX_SEED)
     order = np.random.RandomState(seed).permutation(n)
     others = order[~np.isin(order, labeled)][: size - len(labeled)]
     return torch.from_numpy(np.sort(np.concatenate([labeled, others])).astype(np.int64))
@@ -198,10 +171,9 @@ def init_batch(dataset: Dataset, count: int, seed: int, indices: Optional[IndexL
         >>> init_batch(ds, 4, seed=0).shape, init_batch(ds, 25, seed=0, indices=[1, 2]).unique().tolist()
         (torch.Size([4, 1]), [1.0, 2.0])
     """
-    count = _check_int("count", count, 1)
-    pool = torch.arange(len(dataset)) if indices is None else torch.from_numpy(_as_index_array("indices", indices))
-    if len(pool) == 0:
-        raise ValueError("indices must not be empty")
+    count = check_int("count", count, minimum=1)
+    pool = torch.arange(len(dataset)) if indices is None else torch.from_numpy(
+        check_indices("indices", indices, size=len(dataset), allow_empty=False, hint="the dataset's size"))
     order = torch.Generator().manual_seed(seed)
     copies = [pool[torch.randperm(len(pool), generator=order)] for _ in range(-(-count // len(pool)))]
     return torch.stack([dataset[i][0] for i in torch.cat(copies)[:count].tolist()])
@@ -222,24 +194,18 @@ def dataset_labels(dataset: Dataset) -> Tensor:
         [2, 3]
     """
     if isinstance(dataset, torch.utils.data.Subset):
-        indices = torch.as_tensor(_as_index_array("dataset.indices", list(dataset.indices)))
-        return dataset_labels(dataset.dataset)[indices]
+        indices = check_indices("dataset.indices", list(dataset.indices))
+        return dataset_labels(dataset.dataset)[torch.from_numpy(indices)]
     if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) >= 2:
         return dataset.tensors[1].detach().cpu().long().reshape(-1)
     for attribute in ("targets", "labels"):
         values = getattr(dataset, attribute, None)
         if values is not None:
             return torch.as_tensor(np.asarray(values)).long().reshape(-1)
-    labels = []
-    for index in range(len(dataset)):  # type: ignore[arg-type]
-        item = dataset[index]
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise TypeError(
-                f"dataset items must be (input, label) pairs to read labels from, got {type(item).__name__} "
-                f"at index {index}"
-            )
-        labels.append(int(item[1]))
-    return torch.tensor(labels, dtype=torch.long)
+    items = [dataset[index] for index in range(len(dataset))]  # type: ignore[arg-type]
+    if any(not isinstance(item, (tuple, list)) or len(item) < 2 for item in items):
+        raise TypeError("dataset items must be (input, label) pairs to read labels from")
+    return torch.tensor([int(item[1]) for item in items], dtype=torch.long)
 
 
 class SemiSupervisedBatch(NamedTuple):
@@ -259,25 +225,23 @@ class SemiSupervisedBatch(NamedTuple):
     x_unlabeled2: Any
 
 
+@dataclasses.dataclass(eq=False)
 class _SplitCollate:
     """Collates the flat list of items of one iteration into a :class:`SemiSupervisedBatch`.
 
     A class rather than a closure so that DataLoader workers can pickle it under any start method.
     """
 
-    def __init__(self, labeled_size: int, unlabeled_size: int, generator_batch: bool, collate_fn: Callable) -> None:
-        self.labeled_size = labeled_size
-        self.unlabeled_size = unlabeled_size
-        self.generator_batch = generator_batch
-        self.collate_fn = collate_fn
+    labeled_size: int
+    unlabeled_size: int
+    generator_batch: bool
+    collate_fn: Callable[[List[Any]], Any]
 
     def __call__(self, items: List[Any]) -> SemiSupervisedBatch:
-        for item in items:
-            if not isinstance(item, (tuple, list)) or len(item) < 2:
-                raise TypeError(
-                    f"dataset items must be (input, label, ...) tuples, got {type(item).__name__}; wrap the dataset "
-                    "so that it returns (input, label)"
-                )
+        # item[0] of a bare tensor item would be its first row, silently.
+        if any(not isinstance(item, (tuple, list)) or len(item) < 2 for item in items):
+            raise TypeError("dataset items must be (input, label, ...) tuples; wrap the dataset so that it returns "
+                            "(input, label)")
         end_labeled = self.labeled_size
         end_unlabeled = end_labeled + self.unlabeled_size
         labeled = items[:end_labeled]
@@ -289,61 +253,32 @@ class _SplitCollate:
         return SemiSupervisedBatch(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)
 
 
-class _SemiSupervisedBatchSampler(Sampler):
-    """Yields, from global iteration ``start_iteration`` on and without end, this process's flat index list.
+@dataclasses.dataclass(eq=False)
+class _EpochSampler(Sampler):
+    """The index tables of every epoch, and this process's flat index list of every iteration.
 
-    Each list is ``[labeled slice | unlabeled slice | unlabeled2 slice]`` of the global batches of that iteration.
-    It reads the tables through ``epoch_indices`` and holds no reference to the loader: a reference cycle would
+    The tables are a function of the seed, the index sets and the batch sizes. Iterating yields, from global
+    iteration ``start_iteration`` on and without end, ``[labeled slice | unlabeled slice | unlabeled2 slice]`` of
+    the global batches of each iteration. The sampler holds no reference to the loader: a reference cycle would
     leave the DataLoader iterator to the garbage collector, which shuts its workers down only after timeouts.
     """
 
-    def __init__(
-        self,
-        epoch_indices: Callable[[int], Dict[str, np.ndarray]],
-        epoch_length: int,
-        rank: int,
-        labeled_per_process: int,
-        unlabeled_per_process: int,
-        generator_batch: bool,
-    ) -> None:
-        self.epoch_indices = epoch_indices
-        self.epoch_length = epoch_length
-        self.rank = rank
-        self.labeled_per_process = labeled_per_process
-        self.unlabeled_per_process = unlabeled_per_process
-        self.generator_batch = generator_batch
-        self.start_iteration = 0
+    seed: int
+    labeled: np.ndarray
+    unlabeled: np.ndarray
+    batch_size: int
+    labeled_batch_size: int
+    world_size: int
+    rank: int
+    generator_batch: bool
+    start_iteration: int = 0
 
-    def rows(self, epoch: int) -> np.ndarray:
-        """This process's index lists of every iteration of ``epoch``, one row per iteration (E, L + U [+ U])."""
-        lab = slice(self.rank * self.labeled_per_process, (self.rank + 1) * self.labeled_per_process)
-        unl = slice(self.rank * self.unlabeled_per_process, (self.rank + 1) * self.unlabeled_per_process)
-        tables = self.epoch_indices(epoch)
-        parts = [tables["labeled"][:, lab], tables["unlabeled"][:, unl]]
-        if self.generator_batch:
-            parts.append(tables["unlabeled2"][:, unl])
-        return np.concatenate(parts, axis=1)
+    @property
+    def epoch_length(self) -> int:
+        return self.unlabeled.size // self.batch_size
 
-    def __iter__(self) -> Iterator[List[int]]:
-        epoch, t = divmod(self.start_iteration, self.epoch_length)
-        while True:
-            for row in self.rows(epoch)[t:]:
-                yield row.tolist()
-            epoch, t = epoch + 1, 0
-
-
-class _EpochTables:
-    """The per-epoch index tables, a function of the seed, the index sets and the batch sizes."""
-
-    def __init__(self, seed: int, labeled: np.ndarray, unlabeled: np.ndarray, batch_size: int, labeled_batch_size: int):
-        self.seed = seed
-        self.labeled = labeled
-        self.unlabeled = unlabeled
-        self.batch_size = batch_size
-        self.labeled_batch_size = labeled_batch_size
-        self.epoch_length = unlabeled.size // batch_size
-
-    def __call__(self, epoch: int) -> Dict[str, np.ndarray]:
+    def tables(self, epoch: int) -> Dict[str, np.ndarray]:
+        """The global index tables of ``epoch`` (see :meth:`SemiSupervisedLoader.epoch_indices`)."""
         e, b, bl = self.epoch_length, self.batch_size, self.labeled_batch_size
         copies = math.ceil(e * bl / self.labeled.size)
         # Every copy of the labeled subset is permuted on its own, as the reference's tiling loop does.
@@ -355,6 +290,23 @@ class _EpochTables:
             "unlabeled": unlabeled[: e * b].reshape(e, b),
             "unlabeled2": unlabeled2[: e * b].reshape(e, b),
         }
+
+    def rows(self, epoch: int) -> np.ndarray:
+        """This process's index lists of every iteration of ``epoch``, one row per iteration (E, L + U [+ U])."""
+        labeled, unlabeled = self.labeled_batch_size // self.world_size, self.batch_size // self.world_size
+        tables = self.tables(epoch)
+        parts = [tables["labeled"][:, self.rank * labeled:(self.rank + 1) * labeled],
+                 tables["unlabeled"][:, self.rank * unlabeled:(self.rank + 1) * unlabeled]]
+        if self.generator_batch:
+            parts.append(tables["unlabeled2"][:, self.rank * unlabeled:(self.rank + 1) * unlabeled])
+        return np.concatenate(parts, axis=1)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        epoch, t = divmod(self.start_iteration, self.epoch_length)
+        while True:
+            for row in self.rows(epoch)[t:]:
+                yield row.tolist()
+            epoch, t = epoch + 1, 0
 
 
 class SemiSupervisedLoader:
@@ -395,11 +347,11 @@ class SemiSupervisedLoader:
         unlabeled_indices: the unlabeled pool; all of ``dataset`` by default.
         generator_batch: whether to load the second unlabeled batch (feature matching needs it; the minimax
             generator loss does not, and False saves the loading).
-        num_workers, pin_memory, persistent_workers, prefetch_factor, worker_init_fn, multiprocessing_context:
-            passed to the :class:`~torch.utils.data.DataLoader`.
         collate_fn: collates a list of inputs (or of labels) into a batch; ``default_collate`` by default.
         world_size, rank: process count and this process's rank; from :mod:`ignite.distributed` by default, so
             create the loader inside the distributed context.
+        **dataloader_kwargs: passed to the :class:`~torch.utils.data.DataLoader` (``num_workers``, ``pin_memory``,
+            ``persistent_workers``, ``prefetch_factor``, ``worker_init_fn``, ``multiprocessing_context``).
 
     Raises:
         ValueError: if the unlabeled pool is smaller than one batch, a batch size is not divisible by the number of
@@ -427,103 +379,49 @@ class SemiSupervisedLoader:
         labeled_batch_size: Optional[int] = None,
         unlabeled_indices: Optional[IndexLike] = None,
         generator_batch: bool = True,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        prefetch_factor: Optional[int] = None,
-        worker_init_fn: Optional[Callable[[int], None]] = None,
-        multiprocessing_context: Any = None,
         collate_fn: Optional[Callable[[List[Any]], Any]] = None,
         world_size: Optional[int] = None,
         rank: Optional[int] = None,
+        **dataloader_kwargs: Any,
     ) -> None:
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise TypeError(
-                f"dataset must be a map-style dataset with __getitem__ and __len__, got {type(dataset).__name__}"
-            )
         self.dataset = dataset
         self.dataset_size = len(dataset)  # type: ignore[arg-type]
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.labeled_batch_size = (
-            self.batch_size if labeled_batch_size is None else _check_int("labeled_batch_size", labeled_batch_size, 1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.labeled_batch_size = check_int(
+            "labeled_batch_size", self.batch_size if labeled_batch_size is None else labeled_batch_size, minimum=1
         )
-        seed = _check_int("seed", seed, 0)
-        self.generator_batch = bool(generator_batch)
-        self.world_size = _check_int("world_size", idist.get_world_size() if world_size is None else world_size, 1)
-        self.rank = _check_int("rank", idist.get_rank() if rank is None else rank, 0)
-        if self.rank >= self.world_size:
-            raise ValueError(f"rank must be < world_size={self.world_size}, got {self.rank}")
+        seed = check_int("seed", seed, minimum=0)
+        self.generator_batch = check_bool("generator_batch", generator_batch)
+        world_size = idist.get_world_size() if world_size is None else world_size
+        self.world_size = check_int("world_size", world_size, minimum=1)
+        self.rank = check_int("rank", idist.get_rank() if rank is None else rank, minimum=0,
+                              maximum=self.world_size - 1, hint=f"world_size={self.world_size}")
         for name, size in (("batch_size", self.batch_size), ("labeled_batch_size", self.labeled_batch_size)):
             if size % self.world_size:
-                raise ValueError(
-                    f"{name}={size} must be divisible by the number of processes ({self.world_size}): it is the "
-                    "global batch size, split evenly between processes"
-                )
+                raise ValueError(f"{name}={size} must be divisible by the number of processes ({self.world_size}): it "
+                                 "is the global batch size, split evenly between processes")
         self.batch_size_per_process = self.batch_size // self.world_size
         self.labeled_batch_size_per_process = self.labeled_batch_size // self.world_size
 
-        if unlabeled_indices is None:
-            self.unlabeled_indices = np.arange(self.dataset_size, dtype=np.int64)
-        else:
-            self.unlabeled_indices = self._check_indices("unlabeled_indices", unlabeled_indices)
+        indices = dict(size=self.dataset_size, unique=True, allow_empty=False, hint="the dataset's size")
+        self.unlabeled_indices = np.arange(self.dataset_size, dtype=np.int64) if unlabeled_indices is None else (
+            check_indices("unlabeled_indices", unlabeled_indices, **indices))
         if self.unlabeled_indices.size < self.batch_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the unlabeled data ({self.unlabeled_indices.size} "
-                "examples): expected at least one full batch of unlabeled examples"
-            )
-        self._tables = _EpochTables(
-            seed,
-            self._check_indices("labeled_indices", labeled_indices),
-            self.unlabeled_indices,
-            self.batch_size,
-            self.labeled_batch_size,
-        )
-        self.epoch_length = self._tables.epoch_length
+            raise ValueError(f"batch_size={self.batch_size} is larger than the unlabeled data "
+                             f"({self.unlabeled_indices.size} examples): expected at least one full batch of them")
+        labeled = check_indices("labeled_indices", labeled_indices, **indices)
+        self._sampler = _EpochSampler(seed, labeled, self.unlabeled_indices, self.batch_size, self.labeled_batch_size,
+                                      self.world_size, self.rank, self.generator_batch)
+        self.epoch_length = self._sampler.epoch_length
         self.iteration = 0
-
-        self._sampler = _SemiSupervisedBatchSampler(
-            self._tables,
-            self.epoch_length,
-            self.rank,
-            self.labeled_batch_size_per_process,
-            self.batch_size_per_process,
-            self.generator_batch,
-        )
-        self._collate = _SplitCollate(
-            self.labeled_batch_size_per_process,
-            self.batch_size_per_process,
-            self.generator_batch,
-            default_collate if collate_fn is None else collate_fn,
-        )
+        collate = _SplitCollate(self.labeled_batch_size_per_process, self.batch_size_per_process, self.generator_batch,
+                                default_collate if collate_fn is None else collate_fn)
         # The loader's own generator seeds the workers, so that creating an iterator never draws from (and so never
         # shifts) the global torch RNG that the models' noise comes from.
-        self._dataloader = DataLoader(
-            dataset,
-            batch_sampler=self._sampler,
-            collate_fn=self._collate,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            prefetch_factor=prefetch_factor,
-            worker_init_fn=worker_init_fn,
-            multiprocessing_context=multiprocessing_context,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        self._dataloader = DataLoader(dataset, batch_sampler=self._sampler, collate_fn=collate,
+                                      generator=torch.Generator().manual_seed(seed), **dataloader_kwargs)
         self._stream: Optional[Iterator[SemiSupervisedBatch]] = None
         self._stream_position = -1
-
-    def _check_indices(self, name: str, values: IndexLike) -> np.ndarray:
-        array = _as_index_array(name, values)
-        if array.size == 0:
-            raise ValueError(f"{name} must hold at least one index, got an empty sequence")
-        low, high = int(array.min()), int(array.max())
-        if low < 0 or high >= self.dataset_size:
-            raise ValueError(
-                f"{name} must lie in [0, {self.dataset_size}) (the dataset's size), got values in [{low}, {high}]"
-            )
-        if np.unique(array).size != array.size:
-            raise ValueError(f"{name} must not repeat an index, got {array.size - np.unique(array).size} repeats")
-        return array
 
     def __len__(self) -> int:
         """Iterations per epoch: ``unlabeled_count // batch_size``."""
@@ -536,17 +434,17 @@ class SemiSupervisedLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Moves to the start of ``epoch`` (0-based)."""
-        self.iteration = _check_int("epoch", epoch, 0) * self.epoch_length
+        self.iteration = check_int("epoch", epoch, minimum=0) * self.epoch_length
 
     @property
     def seed(self) -> int:
         """Seed of the per-epoch permutations."""
-        return self._tables.seed
+        return self._sampler.seed
 
     @property
     def labeled_indices(self) -> np.ndarray:
         """Indices of the labeled subset (a copy)."""
-        return self._tables.labeled.copy()
+        return self._sampler.labeled.copy()
 
     def epoch_indices(self, epoch: int) -> Dict[str, np.ndarray]:
         """The global index tables of ``epoch``: ``labeled`` (E, labeled_batch_size), ``unlabeled`` and
@@ -555,7 +453,7 @@ class SemiSupervisedLoader:
         Each table comes from its own generator seeded with ``(seed, epoch, stream)``, so they are independent
         and a function of ``(seed, epoch)`` alone.
         """
-        return self._tables(_check_int("epoch", epoch, 0))
+        return self._sampler.tables(check_int("epoch", epoch, minimum=0))
 
     def __iter__(self) -> Iterator[SemiSupervisedBatch]:
         """Yields the batches from ``iteration`` to the end of its epoch."""
@@ -591,25 +489,19 @@ class SemiSupervisedLoader:
         The batch sizes and the size of the unlabeled pool must be those of the saved run, since they define the
         epochs.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        required = ("iteration", "seed", "labeled_indices", "batch_size", "labeled_batch_size", "unlabeled_count")
-        missing = [key for key in required if key not in state_dict]
-        if missing:
-            raise ValueError(f"state_dict is missing {missing}; expected the keys {list(required)}")
+        check_state_holds(f"{type(self).__name__}.load_state_dict", state_dict, list(self.state_dict()))
         for key, current in (
             ("batch_size", self.batch_size),
             ("labeled_batch_size", self.labeled_batch_size),
             ("unlabeled_count", int(self.unlabeled_indices.size)),
         ):
             if int(state_dict[key]) != current:
-                raise ValueError(
-                    f"state_dict has {key}={int(state_dict[key])} but this loader has {key}={current}; "
-                    "resume with the saved run's settings"
-                )
-        self._tables.labeled = self._check_indices("labeled_indices", state_dict["labeled_indices"])
-        self._tables.seed = _check_int("seed", int(state_dict["seed"]), 0)
-        self.iteration = _check_int("iteration", int(state_dict["iteration"]), 0)
+                raise ValueError(f"state_dict has {key}={int(state_dict[key])} but this loader has {key}={current}; "
+                                 "resume with the saved run's settings")
+        self._sampler.labeled = check_indices("state_dict['labeled_indices']", state_dict["labeled_indices"],
+                                             size=self.dataset_size, unique=True, allow_empty=False)
+        self._sampler.seed = check_int("state_dict['seed']", int(state_dict["seed"]), minimum=0)
+        self.iteration = check_int("state_dict['iteration']", int(state_dict["iteration"]), minimum=0)
         self._stream = None
 
 
@@ -654,8 +546,9 @@ class MixtureStream:
         if not isinstance(mixture, GaussianMixture2D):
             raise TypeError(f"mixture must be a GaussianMixture2D, got {type(mixture).__name__}")
         self.mixture = mixture
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        seed, rank, stream = _check_int("seed", seed, 0), _check_int("rank", rank, 0), _check_int("stream", stream, 0)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        seed, rank, stream = (check_int(name, value, minimum=0) for name, value in (("seed", seed), ("rank", rank),
+                                                                                     ("stream", stream)))
         self.generator = torch.Generator().manual_seed(_derived_seed(seed, stream, rank))
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -666,9 +559,7 @@ class MixtureStream:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping) or set(state_dict) != {"generator"}:
-            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-            raise ValueError(f"state_dict must have the key ['generator'], got {got}")
+        check_state_holds("MixtureStream.load_state_dict", state_dict, ["generator"])
         self.generator.set_state(state_dict["generator"])
 
 

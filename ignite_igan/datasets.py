@@ -29,12 +29,14 @@ import functools
 import os
 import pickle
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from ignite_igan.validation import check_real
 
 __all__ = [
     "DATASETS",
@@ -85,15 +87,11 @@ class ScaledImages(Dataset):
 
     def __init__(self, images: Tensor, labels: Tensor, offset: float, scale: float, flatten: bool = False) -> None:
         if images.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"labels must have one entry per image ({images.shape[0]}), got {labels.shape[0]}"
-            )
-        if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+            raise ValueError(f"labels must have one entry per image ({images.shape[0]}), got {labels.shape[0]}")
         self.images = images
         self.labels = labels.long()
-        self.offset = float(offset)
-        self.scale = float(scale)
+        self.offset = check_real("offset", offset)
+        self.scale = check_real("scale", scale, minimum=0.0, low_open=True)
         self.flatten = flatten
 
     def __len__(self) -> int:
@@ -134,24 +132,24 @@ def _unreadable(key: str, root: PathLike, error: Exception) -> DatasetReadError:
     )
 
 
-def _idx_files(root: PathLike, folder: str, train: bool) -> List[Path]:
-    prefix = "train" if train else "t10k"
-    raw = Path(root) / folder / "raw"
-    return [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+def _idx_images(name: str, root: PathLike, train: bool, download: bool) -> ScaledImages:
+    """torchvision's MNIST-format reader (``name``: ``"MNIST"`` or ``"FashionMNIST"``), pixels / 255 flattened to
+    784, with errors that tell a missing file from an unreadable one."""
+    import torchvision.datasets as tvd
 
-
-def _open_idx(key: str, cls: type, folder: str, root: PathLike, train: bool, download: bool) -> Dataset:
-    """torchvision's MNIST-format reader, with errors that tell a missing file from an unreadable one."""
-    if not download:
-        absent = [str(path) for path in _idx_files(root, folder, train) if not path.is_file()]
-        if absent:
-            raise _missing(key, root, f"missing {', '.join(absent)}")
+    key = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist"}[name]
+    prefix, raw = "train" if train else "t10k", Path(root) / name / "raw"
+    files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+    absent = [str(path) for path in files if not path.is_file()]
+    if absent and not download:
+        raise _missing(key, root, f"missing {', '.join(absent)}")
     try:
-        return cls(str(root), train=train, download=download)
+        ds = getattr(tvd, name)(str(root), train=train, download=download)
     except RuntimeError as error:
-        if all(path.is_file() for path in _idx_files(root, folder, train)):
+        if all(path.is_file() for path in files):
             raise _unreadable(key, root, error) from error
         raise _missing(key, root, str(error)) from error
+    return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
 
 
 def load_mnist(root: PathLike, train: bool = True, download: bool = False) -> ScaledImages:
@@ -160,10 +158,7 @@ def load_mnist(root: PathLike, train: bool = True, download: bool = False) -> Sc
     The reference trains on the 50k training + 10k validation images of the deeplearning.net split, which are
     torchvision's 60,000 training images. Pixels are scaled to [0, 1] and flattened to 784 (spec §3.1).
     """
-    from torchvision.datasets import MNIST
-
-    ds = _open_idx("mnist", MNIST, "MNIST", root, train, download)
-    return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
+    return _idx_images("MNIST", root, train, download)
 
 
 def load_fashion_mnist(root: PathLike, train: bool = True, download: bool = False) -> ScaledImages:
@@ -173,10 +168,7 @@ def load_fashion_mnist(root: PathLike, train: bool = True, download: bool = Fals
     setting runs on it unchanged. The files are ``<root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}
     -ubyte`` (or their ``.gz`` archives).
     """
-    from torchvision.datasets import FashionMNIST
-
-    ds = _open_idx("fashion_mnist", FashionMNIST, "FashionMNIST", root, train, download)
-    return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
+    return _idx_images("FashionMNIST", root, train, download)
 
 
 def load_cifar10(
@@ -192,17 +184,7 @@ def load_cifar10(
             pickled batches are read by torchvision's own reader without that check, for copies that were
             re-packed or cut down (the test suite writes small batches in the real format).
     """
-    from torchvision.datasets import CIFAR10
-
-    if verify_checksums:
-        try:
-            ds = CIFAR10(str(root), train=train, download=download)
-        except RuntimeError as error:
-            raise _missing("cifar10", root, str(error)) from error
-    else:
-        if download:
-            CIFAR10(str(root), train=train, download=True)
-        ds = _open_unchecked("CIFAR10", root, train=train)
+    ds = _open_archive("CIFAR10", root, download, verify_checksums, train=train)
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
     return ScaledImages(images, torch.as_tensor(ds.targets), offset=127.5, scale=128.0)
 
@@ -233,11 +215,18 @@ def _unchecked(name: str) -> type:
     return Unchecked
 
 
-def _open_unchecked(name: str, root: PathLike, **kwargs) -> Dataset:
-    key = {"CIFAR10": "cifar10", "SVHN": "svhn"}[name]
+def _open_archive(name: str, root: PathLike, download: bool, verify_checksums: bool, **kwargs: Any) -> Dataset:
+    """torchvision's CIFAR10 or SVHN (``name``), with or without its MD5 check, with errors that tell a missing file
+    from an unreadable one."""
+    import torchvision.datasets as tvd
+
+    key, checked = {"CIFAR10": "cifar10", "SVHN": "svhn"}[name], getattr(tvd, name)
+    if download and not verify_checksums:  # the checked class fetches the files; the unchecked one only reads them
+        checked(str(root), download=True, **kwargs)
+    opener = checked if verify_checksums else _unchecked(name)
     try:
-        return _unchecked(name)(str(root), download=False, **kwargs)
-    except RuntimeError as error:
+        return opener(str(root), download=download and verify_checksums, **kwargs)
+    except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
         raise _missing(key, root, str(error)) from error
     except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as error:
         raise _unreadable(key, root, error) from error
@@ -252,18 +241,7 @@ def load_svhn(
     torchvision already maps the digit 0's label 10 to 0, as the reference does. ``verify_checksums`` as in
     :func:`load_cifar10`.
     """
-    from torchvision.datasets import SVHN
-
-    split = "train" if train else "test"
-    if verify_checksums:
-        try:
-            ds = SVHN(str(root), split=split, download=download)
-        except RuntimeError as error:
-            raise _missing("svhn", root, str(error)) from error
-    else:
-        if download:
-            SVHN(str(root), split=split, download=True)
-        ds = _open_unchecked("SVHN", root, split=split)
+    ds = _open_archive("SVHN", root, download, verify_checksums, split="train" if train else "test")
     images = torch.from_numpy(np.ascontiguousarray(ds.data))  # already NCHW
     return ScaledImages(images, torch.as_tensor(ds.labels), offset=127.5, scale=127.5)
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ignite_igan.data import IndexLike, SemiSupervisedBatch, SemiSupervisedLoader
 from ignite_igan.datasets import ScaledImages
+from ignite_igan.validation import check_indices, check_real
 
 __all__ = ["DeviceSemiSupervisedLoader", "dataset_bytes", "fits_on_device"]
 
@@ -49,8 +50,7 @@ def dataset_bytes(dataset: Dataset) -> int:
 def fits_on_device(dataset: Dataset, device: Union[str, torch.device], fraction: float = 0.25) -> bool:
     """Whether ``dataset`` takes at most ``fraction`` of the device's free memory (the host's available memory on
     the CPU), leaving the rest to the models, their activations and other processes."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
+    fraction = check_real("fraction", fraction, minimum=0.0, maximum=1.0, low_open=True)
     device = torch.device(device)
     needed = dataset_bytes(dataset)
     if device.type == "cuda":
@@ -105,6 +105,8 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
 
     Raises:
         ValueError: the loader's own errors, or a labeled example whose label is outside ``[0, num_classes)``.
+        TypeError: labels that are not integers (:class:`~ignite_igan.validation.ArgumentTypeError`, also a
+            ``ValueError``).
     """
 
     def __init__(
@@ -128,11 +130,8 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
         )
         self.device = torch.device(device)
         self.inputs, self.labels = _device_tensors(dataset, self.device)
-        if self.labels.dim() != 1 or self.labels.dtype.is_floating_point or self.labels.dtype == torch.bool:
-            raise ValueError(
-                f"dataset labels must be integer class indices, one per item, got dtype {self.labels.dtype} and "
-                f"shape {tuple(self.labels.shape)}"
-            )
+        labeled = self.labels.index_select(0, torch.from_numpy(self._sampler.labeled).to(self.device))
+        check_indices("the labeled examples' labels", labeled, size=num_classes, hint="num_classes")
         if isinstance(dataset, ScaledImages):
             # The scale as a tensor on the device: CUDA divides by a host scalar as a multiplication by its
             # reciprocal, which rounds differently from the host's division; by a device tensor it divides.
@@ -140,20 +139,10 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
             self._offset, self._scale, self._flatten = dataset.offset, scale, dataset.flatten
         else:
             self._offset, self._scale, self._flatten = None, None, False
-        self._check_labels(num_classes)
         self._rows: Optional[Tuple[int, Tensor]] = None  # (epoch, its index table on the device)
         self._sizes = [self.labeled_batch_size_per_process, self.batch_size_per_process]
         if self.generator_batch:
             self._sizes.append(self.batch_size_per_process)
-
-    def _check_labels(self, num_classes: Optional[int]) -> None:
-        labeled = torch.from_numpy(self._tables.labeled)
-        labels = self.labels.index_select(0, labeled.to(self.labels.device)).cpu()
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or (num_classes is not None and high >= num_classes):
-            expected = f"[0, {num_classes})" if num_classes is not None else ">= 0"
-            raise ValueError(f"the labeled examples' labels must be class indices {expected}, got labels in "
-                             f"[{low}, {high}]")
 
     def _epoch_rows(self, epoch: int) -> Tensor:
         if self._rows is None or self._rows[0] != epoch:

@@ -22,21 +22,25 @@ from torch.optim import Optimizer
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers.base_logger import BaseHandler
-from ignite.handlers.tensorboard_logger import (
-    GradsScalarHandler,
-    OptimizerParamsHandler,
-    OutputHandler,
-    TensorboardLogger,
-    WeightsHistHandler,
-)
+from ignite.handlers.tensorboard_logger import GradsScalarHandler, TensorboardLogger, WeightsHistHandler
 from ignite.handlers.utils import global_step_from_engine
 
 from ignite_igan.metrics.extractors import _normalize_range
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import published_protocols
+from ignite_igan.validation import check_int, describe
 
-__all__ = ["attach_tensorboard", "InactiveLogger", "output_scalars", "log_hparams", "hparams_from_config", "read_hparams",
-           "log_run_hparams", "log_figure"]
+__all__ = [
+    "attach_tensorboard",
+    "ImageGridHandler",
+    "InactiveLogger",
+    "output_scalars",
+    "log_hparams",
+    "hparams_from_config",
+    "read_hparams",
+    "log_run_hparams",
+    "log_figure",
+]
 
 
 class InactiveLogger:
@@ -57,65 +61,104 @@ def output_scalars(output: Any) -> Dict[str, float]:
 
     A dict is flattened one level (``{"loss_d": 0.7, "loss_g": 1.2}``); a bare number or scalar tensor becomes
     ``{"loss": value}``; anything else (images, vectors) is left out.
+
+    Example:
+        >>> output_scalars({"loss_d": torch.tensor(0.5), "step": 3, "images": torch.ones(2, 2)})
+        {'loss_d': 0.5, 'step': 3.0}
     """
-
-    def scalar(value: Any) -> Optional[float]:
-        if isinstance(value, bool):
-            return float(value)
-        if isinstance(value, numbers.Number):
-            return float(value)
-        if isinstance(value, Tensor) and value.numel() == 1:
-            return float(value.detach().reshape(()).item())
-        return None
-
-    if isinstance(output, Mapping):
-        # One transfer for all the one-element tensors (outputs left on an accelerator): one wait, not one each.
-        tensors = {str(k): v for k, v in output.items() if isinstance(v, Tensor) and v.numel() == 1}
-        read = {}
-        if tensors:
-            stacked = torch.stack([v.detach().reshape(()).double() for v in tensors.values()]).tolist()
-            read = dict(zip(tensors, stacked))
-        items = {str(k): read[str(k)] if str(k) in read else scalar(v) for k, v in output.items()}
-        return {k: v for k, v in items.items() if v is not None}
-    value = scalar(output)
-    return {} if value is None else {"loss": value}
+    items = {str(k): v for k, v in output.items()} if isinstance(output, Mapping) else {"loss": output}
+    # One transfer for all the one-element tensors (outputs left on an accelerator): one wait, not one each.
+    tensors = {k: v.detach().reshape(()).double() for k, v in items.items() if isinstance(v, Tensor) and v.numel() == 1}
+    read = dict(zip(tensors, torch.stack(list(tensors.values())).tolist())) if tensors else {}
+    scalars = {}
+    for key, value in items.items():
+        if key in read:
+            scalars[key] = read[key]
+        elif isinstance(value, numbers.Number):
+            scalars[key] = float(value)
+    return scalars
 
 
 class _StateAttributesHandler(BaseHandler):
-    """Logs numeric attributes of ``engine.state`` (handler values), skipping ones not set yet."""
+    """Logs numeric attributes of ``engine.state`` (handler values), skipping ones not set yet.
+
+    (Ignite's ``OutputHandler(state_attributes=...)`` warns about an attribute that is not set, and a technique that
+    is off never sets its attribute.)
+    """
 
     def __init__(self, names: Sequence[str], tag: str) -> None:
         self.names = list(names)
         self.tag = tag
 
     def __call__(self, engine: Engine, logger: TensorboardLogger, event_name: Any) -> None:
-        step = engine.state.iteration
-        for name in self.names:
-            value = output_scalars({name: getattr(engine.state, name, None)})
-            for key, v in value.items():
-                logger.writer.add_scalar(f"{self.tag}/{key}", v, step)
+        values = output_scalars({name: getattr(engine.state, name, None) for name in self.names})
+        for name, value in values.items():
+            logger.writer.add_scalar(f"{self.tag}/{name}", value, engine.state.iteration)
 
 
-class _ImageGridHandler(BaseHandler):
-    """Generates images from fixed noise and logs them as one ``make_grid`` image."""
+class ImageGridHandler(BaseHandler):
+    """Logs a grid of the generator's images from fixed noise: one ``torchvision.utils.make_grid`` image.
+
+    A log handler of Ignite's ``TensorboardLogger``: attach it with ``logger.attach(trainer, handler, event)``, or
+    pass it as ``images=`` to :func:`attach_tensorboard`. The images are drawn without gradient and in
+    ``mode`` (the generator's own mode is restored afterwards), mapped from ``image_range`` to [0, 1], and logged
+    against the trainer's iteration; an event at an iteration already logged (``COMPLETED`` right after an
+    every-k iteration) is skipped.
+
+    Args:
+        generator: the generator.
+        fixed_noise: the noise of the grid; by default ``generator.sample_noise(num_images)`` drawn once with its
+            own generator of seed 0 (the global random state is not used).
+        image_range: range of the generator's output: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"``.
+        image_shape: ``(C, H, W)`` to reshape flat outputs (e.g. ``(1, 28, 28)`` for MNIST).
+        num_images: images of the default noise.
+        mode: the generator's mode while drawing the grid, ``"eval"`` or ``"train"`` (the reference's generators
+            always use batch statistics).
+        tag: the image's tag.
+
+    Raises:
+        TypeError: no ``fixed_noise`` and the generator has no ``sample_noise(n, generator=None, device=None)``.
+
+    Example:
+        >>> import tempfile
+        >>> from ignite.engine import Engine, Events
+        >>> from ignite.handlers.tensorboard_logger import TensorboardLogger
+        >>> generator = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Unflatten(1, (1, 4, 4)))
+        >>> trainer = Engine(lambda engine, batch: None)
+        >>> folder = tempfile.mkdtemp()
+        >>> logger = TensorboardLogger(log_dir=folder)
+        >>> _ = logger.attach(trainer, ImageGridHandler(generator, torch.randn(9, 2)), Events.EPOCH_COMPLETED)
+        >>> _ = trainer.run([0, 1], max_epochs=2); logger.close()
+        >>> from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        >>> events = EventAccumulator(folder); _ = events.Reload()
+        >>> [image.step for image in events.Images("generated")]  # the trainer's iteration
+        [2, 4]
+    """
 
     def __init__(
         self,
         generator: nn.Module,
-        noise: Tensor,
-        tag: str,
-        image_range: str,
-        image_shape: Optional[Tuple[int, ...]],
-        nrow: int,
-        mode: str,
+        fixed_noise: Optional[Tensor] = None,
+        *,
+        image_range: str = "[-1,1]",
+        image_shape: Optional[Tuple[int, ...]] = None,
+        num_images: int = 64,
+        mode: str = "eval",
+        tag: str = "generated",
     ) -> None:
+        self.image_range = _normalize_range(image_range, argument="image_range")
+        if fixed_noise is None:
+            if not callable(getattr(generator, "sample_noise", None)):
+                raise TypeError("pass fixed_noise: the generator has no sample_noise(n, generator=None, device=None)")
+            fixed_noise = generator.sample_noise(
+                num_images, generator=torch.Generator().manual_seed(0), device=torch.device("cpu")
+            )
         self.generator = generator
-        self.noise = noise
-        self.tag = tag
-        self.image_range = image_range
-        self.image_shape = image_shape
-        self.nrow = nrow
+        self.noise = fixed_noise
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.nrow = max(1, int(round(fixed_noise.shape[0] ** 0.5)))
         self.mode = mode
+        self.tag = tag
         self._last_step: Optional[int] = None
 
     def __call__(self, engine: Engine, logger: TensorboardLogger, event_name: Any) -> None:
@@ -124,15 +167,13 @@ class _ImageGridHandler(BaseHandler):
         if engine.state.iteration == self._last_step:  # COMPLETED right after an every-k iteration
             return
         self._last_step = engine.state.iteration
-
         parameter = next(self.generator.parameters(), None)
         device = parameter.device if parameter is not None else self.noise.device
         with torch.no_grad(), evaluation_mode(self.generator, mode=self.mode):
-            images = self.generator(self.noise.to(device))
-        images = images.detach().float().cpu()
+            images = self.generator(self.noise.to(device)).detach().float().cpu()
         if self.image_shape is not None:
             images = images.reshape(images.shape[0], *self.image_shape)
-        if images.dim() != 4:
+        if images.dim() != 4:  # make_grid would take a 2-D batch for one image
             raise ValueError(
                 f"generated images must have shape (N, C, H, W) for the image grid, got {tuple(images.shape)}; "
                 "pass image_shape=(C, H, W) for flat outputs"
@@ -155,20 +196,9 @@ class _ProtocolTextHandler(BaseHandler):
 
     def __call__(self, engine: Engine, logger: TensorboardLogger, event_name: Any) -> None:
         for name, card in published_protocols(engine).items():
-            if self._logged.get(name) == card.digest:
-                continue
-            logger.writer.add_text(f"{self.tag}/{name}/protocol", card.to_markdown(), self.trainer.state.iteration)
-            self._logged[name] = card.digest
-
-
-def _named(items: Any, kind: str, default_prefix: str) -> Dict[str, Any]:
-    if items is None:
-        return {}
-    if isinstance(items, Mapping):
-        return dict(items)
-    if isinstance(items, (list, tuple)):
-        return {f"{default_prefix}{i}" if len(items) > 1 else default_prefix: item for i, item in enumerate(items)}
-    return {default_prefix: items}
+            if self._logged.get(name) != card.digest:
+                logger.writer.add_text(f"{self.tag}/{name}/protocol", card.to_markdown(), self.trainer.state.iteration)
+                self._logged[name] = card.digest
 
 
 def attach_tensorboard(
@@ -179,13 +209,8 @@ def attach_tensorboard(
     optimizers: Optional[Union[Optimizer, Sequence[Optimizer], Mapping[str, Optimizer]]] = None,
     state_attributes: Sequence[str] = (),
     log_every: int = 1,
-    generator: Optional[nn.Module] = None,
-    fixed_noise: Optional[Tensor] = None,
+    images: Optional[ImageGridHandler] = None,
     image_every: int = 500,
-    image_range: str = "[-1,1]",
-    image_shape: Optional[Tuple[int, ...]] = None,
-    num_images: int = 64,
-    generator_mode: str = "eval",
     models: Optional[Mapping[str, nn.Module]] = None,
     grad_norms: bool = False,
     weight_histograms: bool = False,
@@ -205,8 +230,8 @@ def attach_tensorboard(
     - ``<evaluator name>/<metric>/protocol`` (text): the protocol card of each metric that publishes one (the
       Inception Score and FID, :class:`~ignite_igan.metrics.Protocol`, from ``engine.state.protocols``), once,
       and again only if the card changes;
-    - ``generated``: a ``make_grid`` of the generator's images from ``fixed_noise`` every ``image_every`` iterations
-      and at the end of training;
+    - ``generated``: the :class:`ImageGridHandler` ``images`` every ``image_every`` iterations and at the end of
+      training;
     - optionally ``<model name>/grads_norm/<parameter>`` (``grad_norms``, every ``log_every`` iterations) and weight
       histograms (``weight_histograms``, every ``histogram_every`` epochs, with the epoch as step) for each model in
       ``models``.
@@ -218,13 +243,8 @@ def attach_tensorboard(
         optimizers: an optimizer, a list, or ``{name: optimizer}`` whose learning rates to log.
         state_attributes: names of ``trainer.state`` attributes to log.
         log_every: iterations between scalar logs.
-        generator: the generator for the image grid (``None``: no images).
-        fixed_noise: the noise for the grid; default ``generator.sample_noise(num_images)`` drawn once with seed 0.
+        images: the image grid, e.g. ``ImageGridHandler(generator)`` (``None``: no images).
         image_every: iterations between image grids.
-        image_range: range of the generator's output: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"``.
-        image_shape: ``(C, H, W)`` to reshape flat outputs (e.g. ``(1, 28, 28)`` for MNIST).
-        num_images: images in the default grid.
-        generator_mode: the generator's mode while drawing the grid (``"eval"`` or ``"train"``); restored afterwards.
         models: ``{name: module}`` for gradient norms and weight histograms.
         grad_norms: log the L2 norm of every parameter's gradient.
         weight_histograms: log histograms of the weights.
@@ -238,65 +258,39 @@ def attach_tensorboard(
     Example:
         >>> logger = attach_tensorboard("runs/cifar", trainer, evaluators={"test": evaluator.engine},
         ...                             optimizers={"d": opt_d, "g": opt_g}, state_attributes=["real_target"],
-        ...                             generator=generator, image_every=500)  # doctest: +SKIP
+        ...                             images=ImageGridHandler(generator), image_every=500)  # doctest: +SKIP
         >>> trainer.run(loader, max_epochs=10); logger.close()  # doctest: +SKIP
     """
-    for name, value in (("log_every", log_every), ("image_every", image_every), ("histogram_every", histogram_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    image_range = _normalize_range(image_range, argument="image_range")
-    if isinstance(state_attributes, str):
-        state_attributes = [state_attributes]
+    every = Events.ITERATION_COMPLETED(every=check_int("log_every", log_every, minimum=1))
+    image_every = check_int("image_every", image_every, minimum=1)
+    histogram_every = check_int("histogram_every", histogram_every, minimum=1)
     models = dict(models or {})
     if (grad_norms or weight_histograms) and not models:
         raise ValueError("grad_norms and weight_histograms need models={name: module}")
-    if generator is not None and fixed_noise is None:
-        if not callable(getattr(generator, "sample_noise", None)):
-            raise TypeError("pass fixed_noise: the generator has no sample_noise(n, generator=None, device=None)")
-        fixed_noise = generator.sample_noise(
-            num_images, generator=torch.Generator().manual_seed(0), device=torch.device("cpu")
-        )
-
     if idist.get_rank() != 0:
         return InactiveLogger()
 
     logger = TensorboardLogger(log_dir=log_dir)
-    every = Events.ITERATION_COMPLETED(every=log_every)
-    logger.attach(
-        trainer,
-        log_handler=OutputHandler(
-            tag="training",
-            output_transform=output_scalars,
-            global_step_transform=lambda engine, event: engine.state.iteration,
-        ),
-        event_name=every,
+    iteration = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
+    logger.attach_output_handler(
+        trainer, every, tag="training", output_transform=output_scalars, global_step_transform=iteration
     )
     if state_attributes:
-        logger.attach(trainer, _StateAttributesHandler(state_attributes, tag="training"), every)
-    for name, optimizer in _named(optimizers, "optimizer", "optimizer").items():
-        logger.attach(trainer, OptimizerParamsHandler(optimizer, param_name="lr", tag=name), every)
+        names = [state_attributes] if isinstance(state_attributes, str) else state_attributes
+        logger.attach(trainer, _StateAttributesHandler(names, tag="training"), every)
+    if optimizers is not None and not isinstance(optimizers, (Mapping, list, tuple)):
+        optimizers = [optimizers]
+    if isinstance(optimizers, (list, tuple)):
+        optimizers = {f"optimizer{i}" if len(optimizers) > 1 else "optimizer": opt for i, opt in enumerate(optimizers)}
+    for name, optimizer in (optimizers or {}).items():
+        logger.attach_opt_params_handler(trainer, every, optimizer, param_name="lr", tag=name)
     for name, evaluator in (evaluators or {}).items():
-        logger.attach(
-            evaluator,
-            log_handler=OutputHandler(
-                tag=name,
-                metric_names="all",
-                global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
-            ),
-            event_name=Events.COMPLETED,
+        logger.attach_output_handler(
+            evaluator, Events.COMPLETED, tag=name, metric_names="all", global_step_transform=iteration
         )
         if protocols:
             logger.attach(evaluator, _ProtocolTextHandler(name, trainer), Events.COMPLETED)
-    if generator is not None:
-        images = _ImageGridHandler(
-            generator,
-            fixed_noise,
-            tag="generated",
-            image_range=image_range,
-            image_shape=tuple(image_shape) if image_shape is not None else None,
-            nrow=max(1, int(round(fixed_noise.shape[0] ** 0.5))),
-            mode=generator_mode,
-        )
+    if images is not None:
         logger.attach(trainer, images, Events.ITERATION_COMPLETED(every=image_every) | Events.COMPLETED)
     for name, model in models.items():
         if grad_norms:
@@ -392,33 +386,27 @@ def log_hparams(
         raise ValueError(f"hparams must be a non-empty mapping of names to values, got {hparams!r}")
     if not isinstance(metrics, Mapping) or not metrics:
         raise ValueError(f"metrics must be a non-empty mapping of tags to numbers, got {metrics!r}")
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be a non-negative integer, got {step!r}")
-    values: Dict[str, Union[bool, int, float, str]] = {}
+    check_int("step", step, minimum=0)
+    values = hparams_from_config(hparams)
     for key, value in hparams.items():
-        if isinstance(value, PurePath):
-            value = str(value)
-        if not isinstance(value, _HPARAM_TYPES):
-            raise TypeError(f"hparams[{key!r}] must be a bool, int, float, str or path, got "
-                            f"{type(value).__name__} {value!r}")
-        values[str(key)] = value
-    numbers_: Dict[str, float] = {}
+        if str(key) not in values:  # None or a container: TensorBoard has no column type for it
+            raise TypeError(f"hparams[{key!r}] must be a bool, int, float, str or path, got {describe(value)}")
+    scalars: Dict[str, float] = {}
     for tag, value in metrics.items():
-        if isinstance(value, Tensor) and value.numel() == 1:
-            value = value.item()
+        value = value.item() if isinstance(value, Tensor) and value.numel() == 1 else value
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"metrics[{tag!r}] must be a real number, got {type(value).__name__} {value!r}")
-        numbers_[str(tag)] = float(value)
+            raise TypeError(f"metrics[{tag!r}] must be a real number, got {describe(value)}")
+        scalars[str(tag)] = float(value)
     if idist.get_rank() != 0:
         return
     writer, owned = _summary_writer(log_dir_or_writer)
     try:
         # The summaries carry the metric tags only as names; their values come from the scalars below.
-        experiment, session_start, session_end = hparams_summaries(values, {tag: math.nan for tag in numbers_})
+        experiment, session_start, session_end = hparams_summaries(values, {tag: math.nan for tag in scalars})
         file_writer = writer._get_file_writer()
         for summary in (experiment, session_start, session_end):
             file_writer.add_summary(summary, step)
-        for tag, value in numbers_.items():
+        for tag, value in scalars.items():
             writer.add_scalar(tag, value, step)
         writer.flush()
     finally:

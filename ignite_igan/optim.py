@@ -28,7 +28,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -36,7 +35,7 @@ from ignite.engine import CallableEventWithFilter, Engine, Events
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ignite_igan.validation import check_int, check_optimizer_state, check_real
+from ignite_igan.validation import check_bool, check_int, check_optimizer_state, check_real, describe
 
 __all__ = [
     "ReferenceAdam",
@@ -46,13 +45,6 @@ __all__ = [
     "EpochLRScheduler",
     "linear_decay_scheduler",
 ]
-
-
-def _check_number(name: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> float:
-    # An infinite upper bound means none: infinite values themselves are refused (lr=inf, eps=inf).
-    return check_real(
-        name, value, minimum=low, maximum=None if math.isinf(high) else high, low_open=low_open, high_open=high_open
-    )
 
 
 class ReferenceAdam(Optimizer):
@@ -106,17 +98,17 @@ class ReferenceAdam(Optimizer):
         eps: float = 1e-8,
         capturable: bool = False,
     ) -> None:
-        lr = _check_number("lr", lr, 0.0, math.inf, False, True)
-        if not isinstance(capturable, bool):
-            raise TypeError(f"capturable must be a bool, got {type(capturable).__name__} {capturable!r}")
-        self.capturable = capturable
-        self._lr_tensors: Dict[int, Tuple[float, Tensor]] = {}  # group index -> (value, its tensor on the device)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        beta1 = _check_number("betas[0]", betas[0], 0.0, 1.0, False, True)
-        beta2 = _check_number("betas[1]", betas[1], 0.0, 1.0, False, True)
-        eps = _check_number("eps", eps, 0.0, math.inf, False, True)
-        super().__init__(params, dict(lr=lr, betas=(beta1, beta2), eps=eps))
+        defaults = dict(
+            lr=check_real("lr", lr, minimum=0.0),
+            betas=tuple(check_real(f"betas[{i}]", beta, minimum=0.0, maximum=1.0, high_open=True)
+                        for i, beta in enumerate(betas)),
+            eps=check_real("eps", eps, minimum=0.0),
+        )
+        self.capturable = check_bool("capturable", capturable)
+        self._lr_tensors: Dict[int, Tuple[float, Tensor]] = {}  # group index -> (value, its tensor on the device)
+        super().__init__(params, defaults)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Loads a state after checking that it belongs to these parameters (their number and shapes).
@@ -153,25 +145,13 @@ class ReferenceAdam(Optimizer):
             # foreach kernels with scalar bias corrections; normally there is a single bucket.
             buckets: Dict[Tuple[torch.device, torch.dtype, int], Tuple[List[Tensor], ...]] = {}
             for p in group["params"]:
-                grad = p.grad
-                if grad is None:
+                if p.grad is None:
                     continue
-                if grad.is_sparse:
-                    raise RuntimeError("ReferenceAdam does not support sparse gradients")
-                if torch.is_complex(p):
-                    raise RuntimeError("ReferenceAdam does not support complex parameters")
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                step = int(state["step"]) + 1
-                state["step"] = step
-                bucket = buckets.setdefault((p.device, p.dtype, step), ([], [], [], []))
-                bucket[0].append(p)
-                bucket[1].append(grad)
-                bucket[2].append(state["exp_avg"])
-                bucket[3].append(state["exp_avg_sq"])
+                state = self._state(p)
+                state["step"] = int(state["step"]) + 1
+                bucket = buckets.setdefault((p.device, p.dtype, state["step"]), ([], [], [], []))
+                for values, value in zip(bucket, (p, p.grad, state["exp_avg"], state["exp_avg_sq"])):
+                    values.append(value)
 
             for (_, _, step), (params, grads, exp_avgs, exp_avg_sqs) in buckets.items():
                 bias_correction1 = 1.0 - beta1**step
@@ -179,6 +159,19 @@ class ReferenceAdam(Optimizer):
                 denominators = _moments(grads, exp_avgs, exp_avg_sqs, beta1, beta2, eps, bias_correction2)
                 torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / bias_correction1)
         return loss
+
+    def _state(self, p: Tensor) -> Dict[str, Any]:
+        """The state of ``p``, made on its first update: the step count (a device tensor when capturable) and zero
+        moments."""
+        # torch would run the moments' arithmetic on a complex parameter without error, with |g|² taken as g².
+        if p.grad.is_sparse or torch.is_complex(p):
+            raise RuntimeError("ReferenceAdam does not support sparse gradients or complex parameters")
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = torch.zeros((), dtype=torch.float64, device=p.device) if self.capturable else 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
 
     def refresh_hyperparameters(self) -> None:
         """Copies each group's ``lr`` into the tensor a captured step reads (``capturable=True``); a no-op for
@@ -206,18 +199,11 @@ class ReferenceAdam(Optimizer):
             if len(params) != sum(p.requires_grad for p in group["params"]):  # frozen tensors never step
                 raise RuntimeError("ReferenceAdam(capturable=True) needs a gradient for every trainable parameter at "
                                    "every step")
-            for p in params:
-                if p.grad.is_sparse or torch.is_complex(p):
-                    raise RuntimeError("ReferenceAdam does not support sparse gradients or complex parameters")
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = torch.zeros((), dtype=torch.float64, device=p.device)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                elif not torch.is_tensor(state["step"]) or state["step"].device != p.device:
+            states = [self._state(p) for p in params]
+            for p, state in zip(params, states):
+                if not torch.is_tensor(state["step"]) or state["step"].device != p.device:
                     # A state saved by the host-side optimizer, or loaded onto another device.
                     state["step"] = torch.full((), float(state["step"]), dtype=torch.float64, device=p.device)
-            states = [self.state[p] for p in params]
             step = states[0]["step"]
             if any(state["step"] is not step for state in states):
                 # Fresh or loaded states hold a count each: the group's parameters step together (checked above),
@@ -279,16 +265,9 @@ def linear_decay_factor(epoch: int, total_epochs: int, decay_epochs: int) -> flo
     Returns:
         The factor, in [0, 1] for ``epoch <= total_epochs``.
     """
-    epoch, total_epochs, decay_epochs = (
-        check_int(name, value) for name, value in (("epoch", epoch), ("total_epochs", total_epochs),
-                                                   ("decay_epochs", decay_epochs))
-    )
-    if epoch < 0:
-        raise ValueError(f"epoch must be >= 0 (0-based), got {epoch}")
-    if not 0 < decay_epochs <= total_epochs:
-        raise ValueError(
-            f"decay_epochs must be in (0, total_epochs={total_epochs}], got {decay_epochs}"
-        )
+    epoch = check_int("epoch", epoch, minimum=0, hint="0-based")
+    total_epochs = check_int("total_epochs", total_epochs)
+    decay_epochs = check_int("decay_epochs", decay_epochs, minimum=1, maximum=total_epochs, hint="total_epochs at most")
     return min(total_epochs / decay_epochs - epoch / decay_epochs, 1.0)
 
 
@@ -349,9 +328,8 @@ class EpochLRScheduler:
             raise ValueError("optimizers must hold at least one optimizer, got an empty sequence")
         for index, optimizer in enumerate(optimizers):
             if not hasattr(optimizer, "param_groups"):
-                raise TypeError(
-                    f"optimizers[{index}] must be a torch optimizer (with param_groups), got {type(optimizer).__name__}"
-                )
+                raise TypeError(f"optimizers[{index}] must be a torch optimizer (with param_groups), got "
+                                f"{describe(optimizer)}")
         if not callable(lr_lambda):
             raise TypeError(f"lr_lambda must be callable (epoch -> factor), got {type(lr_lambda).__name__}")
         self.optimizers: List[Optimizer] = optimizers
@@ -368,9 +346,7 @@ class EpochLRScheduler:
 
     def __call__(self, engine: Engine) -> None:
         epoch = engine.state.epoch - 1
-        factor = float(self.lr_lambda(epoch))
-        if not math.isfinite(factor) or factor < 0:
-            raise ValueError(f"lr_lambda({epoch}) must be a finite factor >= 0, got {factor!r}")
+        factor = check_real(f"lr_lambda({epoch})", self.lr_lambda(epoch), minimum=0.0, allow_tensor=True)
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
@@ -392,7 +368,5 @@ def linear_decay_scheduler(
         >>> d_opt.param_groups[0]["lr"]  # epoch 3 of 0..3
         0.5
     """
-    total_epochs, decay_epochs = check_int("total_epochs", total_epochs), check_int("decay_epochs", decay_epochs)
-    if not 0 < decay_epochs <= total_epochs:
-        raise ValueError(f"decay_epochs must be in (0, total_epochs={total_epochs}], got {decay_epochs}")
+    linear_decay_factor(0, total_epochs, decay_epochs)  # the arguments' errors now, not at the first epoch
     return EpochLRScheduler(optimizers, lambda epoch: linear_decay_factor(epoch, total_epochs, decay_epochs))

@@ -637,3 +637,77 @@ def check_players(
                 UserWarning,
                 stacklevel=stacklevel,
             )
+
+
+# --- added by dataio ---
+
+__all__ += ["check_indices", "check_state_holds"]
+
+
+def check_indices(
+    name: str,
+    values: Any,
+    *,
+    size: Optional[int] = None,
+    unique: bool = False,
+    allow_empty: bool = True,
+    hint: str = "",
+) -> np.ndarray:
+    """``values`` (a tensor, array or sequence of integers) as a 1-D int64 NumPy array of indices into ``size`` items.
+
+    Args:
+        name: the argument's name.
+        values: what was passed.
+        size: the indices must lie in ``[0, size)``; None: they must be >= 0.
+        unique: refuse repeated indices.
+        allow_empty: accept an empty sequence.
+        hint: what ``size`` is, for the range error (e.g. ``"the dataset's size"``).
+
+    Raises:
+        ArgumentTypeError: not integers.
+        ValueError: not 1-D, empty where not allowed, outside the range or repeated.
+
+    Example:
+        >>> check_indices("labeled_indices", [3, 0], size=4)
+        array([3, 0])
+        >>> check_indices("labeled_indices", [3, 4], size=4, hint="the dataset's size")
+        Traceback (most recent call last):
+        ...
+        ValueError: labeled_indices must lie in [0, 4) (the dataset's size), got values in [3, 4]
+    """
+    array = np.asarray(values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise ArgumentTypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    if not array.size:
+        if allow_empty:
+            return array.astype(np.int64)
+        raise ValueError(f"{name} must hold at least one index, got an empty sequence")
+    low, high = int(array.min()), int(array.max())
+    if low < 0 or (size is not None and high >= size):
+        expected = f"lie in [0, {size})" + (f" ({hint})" if hint else "") if size is not None else "be >= 0"
+        raise ValueError(f"{name} must {expected}, got values in [{low}, {high}]")
+    repeats = array.size - np.unique(array).size if unique else 0
+    if repeats:
+        raise ValueError(f"{name} must not repeat an index, got {repeats} repeats")
+    return array.astype(np.int64, copy=False)
+
+
+def check_state_holds(owner: str, state_dict: Any, keys: Sequence[str]) -> Mapping:
+    """``state_dict``, checked to be a mapping that holds ``keys`` (what a ``load_state_dict`` reads).
+
+    Raises:
+        ValueError: not a mapping, or one without some of ``keys``; the message names the missing keys.
+
+    Example:
+        >>> check_state_holds("MixtureStream.load_state_dict", {}, ["generator"])
+        Traceback (most recent call last):
+        ...
+        ValueError: MixtureStream.load_state_dict: state_dict is missing ['generator']; expected a mapping ...
+    """
+    missing = [key for key in keys if not isinstance(state_dict, Mapping) or key not in state_dict]
+    if missing:
+        raise ValueError(f"{owner}: state_dict is missing {missing}; expected a mapping with the keys {list(keys)}, "
+                         f"got {describe(state_dict)}")
+    return state_dict

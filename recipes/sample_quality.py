@@ -44,7 +44,7 @@ from ignite_igan.engines import create_gan_trainer
 from ignite_igan.handlers import (
     DataDependentInitialization, OneSidedLabelSmoothing, VirtualBatchReference, attach_historical_averaging,
 )
-from ignite_igan.logging import attach_tensorboard, log_run_hparams
+from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import GeneratorEvaluator, InceptionScore
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
 from ignite_igan.runs import History, Run, attach_nonfinite_guard
@@ -244,7 +244,8 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
             str(run.tensorboard_dir), trainer, evaluators={"samples": scorer.engine} if scorer else None,
             optimizers={"discriminator": experiment.d_optimizer, "generator": experiment.g_optimizer},
             state_attributes=["real_target", "historical_penalty_d", "historical_penalty_g"], log_every=args.log_every,
-            generator=generator, image_every=args.image_every, image_range=s.image[1], image_shape=s.image[0],
+            images=ImageGridHandler(generator, image_range=s.image[1], image_shape=s.image[0]),
+            image_every=args.image_every,
         )
         outputs = ["loss_discriminator", "loss_generator", "D_x", "D_G_z"] + (["loss_labeled", "train_error"]
                                                                               if experiment.conditional else [])

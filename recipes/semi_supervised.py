@@ -39,7 +39,7 @@ from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.device_data import DeviceSemiSupervisedLoader, fits_on_device
 from ignite_igan.engines import create_semi_supervised_trainer, outputs_on_device, outputs_to_floats
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
-from ignite_igan.logging import attach_tensorboard, log_run_hparams
+from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import ErrorEvaluator
 from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
 from ignite_igan.runs import Run, attach_nonfinite_guard, attach_progress
@@ -236,9 +236,9 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
             str(run.tensorboard_dir), trainer, evaluators={"test": evaluator.engine, "test_live": live.engine},
             optimizers={"discriminator": d_optimizer, "generator": g_optimizer}, state_attributes=["ema_momentum"],
             # Logging reads the outputs from the device: rarely where that waits for it.
-            log_every=10 if device.type == "cpu" else 100, generator=generator, image_every=args.image_every,
-            image_range=s.image[1], image_shape=s.image[0],
-            generator_mode="train",  # the reference's generators always use batch statistics
+            log_every=10 if device.type == "cpu" else 100, image_every=args.image_every,
+            images=ImageGridHandler(generator, image_range=s.image[1], image_shape=s.image[0],
+                                    mode="train"),  # the reference's generators always use batch statistics
         )
         run.attach(trainer, to_save, OUTPUTS)
         epoch_length = min(len(loader), args.iterations_per_epoch or len(loader))

@@ -34,7 +34,7 @@ from ignite_igan.handlers import (
     OneSidedLabelSmoothing,
     VirtualBatchReference,
 )
-from ignite_igan.logging import attach_tensorboard
+from ignite_igan.logging import ImageGridHandler, attach_tensorboard
 from ignite_igan.metrics import FID, ClassifierExtractor, GeneratorEvaluator, InceptionScore
 from ignite_igan.nn import VirtualBatchNorm, WeightNormConv2d
 
@@ -199,7 +199,7 @@ def build(seed: int, log_dir: Path, cache_dir: Path) -> Dict[str, Any]:
         evaluators={"samples": scorer.engine, "samples_ema": ema_scorer.engine},
         optimizers={"d": optimizerD, "g": optimizerG},
         state_attributes=["real_target", "historical_penalty_D", "historical_penalty_G", "ema_momentum"],
-        generator=netG, image_every=EPOCH_LENGTH,
+        images=ImageGridHandler(netG), image_every=EPOCH_LENGTH,
     )
     to_save = {"trainer": trainer, "netG": netG, "netD": netD, "optimizerG": optimizerG, "optimizerD": optimizerD,
                **handlers}

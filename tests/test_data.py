@@ -66,7 +66,11 @@ def test_subset_errors_name_argument_value_and_expectation():
         balanced_labeled_subset([0, -1, 1], per_class=1, seed=0)
     with pytest.raises(TypeError, match=r"labels must hold integers"):
         balanced_labeled_subset([0.0, 1.0], per_class=1, seed=0)
-    with pytest.raises(ValueError, match=r"seed must be >= 0"):
+    with pytest.raises(ValueError, match=r"labels must be 1-D, got shape \(1, 2\)"):
+        balanced_labeled_subset([[0, 1]], per_class=1, seed=0)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\) \(num_classes\), got values in \[0, 2\]"):
+        balanced_labeled_subset([0, 1, 2], per_class=1, seed=0, num_classes=2)
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 4294967295\], got -2"):
         balanced_labeled_subset(labels, per_class=1, seed=-2)
 
 
@@ -265,7 +269,7 @@ def test_loader_bad_input():
         SemiSupervisedLoader(ds, [0], batch_size=0, seed=0)
     with pytest.raises(TypeError, match=r"batch_size must be an int"):
         SemiSupervisedLoader(ds, [0], batch_size=5.0, seed=0)
-    with pytest.raises(ValueError, match=r"rank must be < world_size=2"):
+    with pytest.raises(ValueError, match=r"rank must be in \[0, 1\] \(world_size=2\), got 2"):
         SemiSupervisedLoader(ds, [0], batch_size=4, seed=0, world_size=2, rank=2)
 
     class Bare(IdentityDataset):
@@ -281,6 +285,10 @@ def test_loader_bad_input():
         SemiSupervisedLoader(ds, [0], batch_size=4, seed=0).load_state_dict(state)
     with pytest.raises(ValueError, match=r"state_dict is missing \['seed'\]"):
         loader.load_state_dict({k: v for k, v in state.items() if k != "seed"})
+    with pytest.raises(ValueError, match=r"state_dict is missing \['iteration', .*expected a mapping.*got list"):
+        loader.load_state_dict([state])
+    with pytest.raises(ValueError, match=r"state_dict\['labeled_indices'\] must lie in \[0, 20\), got values in \[0, 20"):
+        loader.load_state_dict({**state, "labeled_indices": torch.tensor([0, 20])})
 
 
 def test_unlabeled_pool_holds_the_labeled_examples_and_nests():
@@ -295,9 +303,9 @@ def test_unlabeled_pool_holds_the_labeled_examples_and_nests():
 
 
 def test_unlabeled_pool_bad_input():
-    with pytest.raises(ValueError, match=r"size must be between the number of labeled examples \(3\) and 100, got 2"):
+    with pytest.raises(ValueError, match=r"size must be in \[3, 100\] \(from the number of labeled examples to num_examples\), got 2"):
         unlabeled_pool(100, [1, 2, 3], size=2, seed=0)
-    with pytest.raises(ValueError, match="size must be between .* and 100, got 101"):
+    with pytest.raises(ValueError, match=r"size must be in \[3, 100\] .*, got 101"):
         unlabeled_pool(100, [1, 2, 3], size=101, seed=0)
     with pytest.raises(ValueError, match=r"labeled_indices must lie in \[0, 100\)"):
         unlabeled_pool(100, [1, 200], size=10, seed=0)

@@ -71,10 +71,10 @@ def test_resumes_mid_epoch_from_either_loaders_state():
 
 def test_labeled_labels_are_checked_once_against_num_classes():
     dataset = TensorDataset(torch.randn(30, 2), torch.arange(30) % 5)
-    with pytest.raises(ValueError, match=r"labels must be class indices \[0, 3\), got labels in \[0, 4\]"):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\) \(num_classes\), got values in \[0, 4\]"):
         DeviceSemiSupervisedLoader(dataset, [0, 4], batch_size=10, seed=0, device="cpu", num_classes=3)
     floats = TensorDataset(torch.randn(30, 2), torch.rand(30))
-    with pytest.raises(ValueError, match="integer class indices"):
+    with pytest.raises(TypeError, match="labels must hold integers, got dtype float32"):
         DeviceSemiSupervisedLoader(floats, [0], batch_size=10, seed=0, device="cpu")
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from ignite.engine import Engine, Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ignite_igan.logging import InactiveLogger, attach_tensorboard, output_scalars
+from ignite_igan.logging import ImageGridHandler, InactiveLogger, attach_tensorboard, output_scalars
 from ignite_igan.metrics import SemiSupervisedError
 
 
@@ -66,7 +66,7 @@ def test_scalars_handler_values_metrics_and_image_are_in_the_event_file(tmp_path
         evaluators={"test": evaluator},
         optimizers={"d": opt_d, "g": opt_g},
         state_attributes=["real_target", "historical_average_penalty"],
-        generator=generator,
+        images=ImageGridHandler(generator),
         image_every=2,
         models={"discriminator": discriminator},
         grad_norms=True,
@@ -129,7 +129,7 @@ def test_flat_generator_with_image_shape_and_fixed_noise(tmp_path):
     trainer = Engine(lambda engine, batch: 0.5)
     noise = torch.rand(4, 3)
     logger = attach_tensorboard(
-        str(tmp_path), trainer, generator=generator, fixed_noise=noise, image_every=1, image_shape=(3, 4, 4)
+        str(tmp_path), trainer, images=ImageGridHandler(generator, noise, image_shape=(3, 4, 4)), image_every=1
     )
     trainer.run([0, 1], max_epochs=1)
     logger.close()
@@ -143,14 +143,14 @@ def test_output_scalars_and_argument_errors(tmp_path):
     assert output_scalars(torch.tensor([1.5])) == {"loss": 1.5}
     assert output_scalars(None) == {}
     trainer = Engine(lambda engine, batch: None)
-    with pytest.raises(ValueError, match="image_every must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="image_every must be >= 1, got 0"):
         attach_tensorboard(str(tmp_path), trainer, image_every=0)
     with pytest.raises(ValueError, match="grad_norms and weight_histograms need models"):
         attach_tensorboard(str(tmp_path), trainer, grad_norms=True)
     with pytest.raises(ValueError, match=r"image_range must be one of .*got '0-1'"):
-        attach_tensorboard(str(tmp_path), trainer, image_range="0-1")
+        ImageGridHandler(TinyGenerator(), image_range="0-1")
     with pytest.raises(TypeError, match="fixed_noise"):
-        attach_tensorboard(str(tmp_path), trainer, generator=nn.Linear(2, 2))
+        ImageGridHandler(nn.Linear(2, 2))
     assert not list(tmp_path.iterdir())  # nothing written by failed calls
 
 
@@ -161,7 +161,7 @@ def test_processes_other_than_rank_0_write_nothing_and_attach_nothing(tmp_path, 
     handlers_before = {event: len(handlers) for event, handlers in trainer._event_handlers.items() if handlers}
     monkeypatch.setattr(idist, "get_rank", lambda: 1)
     with attach_tensorboard(
-        str(tmp_path / "tb"), trainer, evaluators={"test": evaluator}, optimizers={"d": opt_d}, generator=generator,
+        str(tmp_path / "tb"), trainer, evaluators={"test": evaluator}, optimizers={"d": opt_d}, images=ImageGridHandler(generator),
         models={"discriminator": discriminator}, grad_norms=True, weight_histograms=True, image_every=1,
     ) as logger:
         assert isinstance(logger, InactiveLogger)
@@ -274,7 +274,7 @@ def test_log_hparams_refuses_what_tensorboard_cannot_store_naming_the_entry(tmp_
         log_hparams(tmp_path, {}, {"final/x": 1.0})
     with pytest.raises(ValueError, match="metrics must be a non-empty mapping"):
         log_hparams(tmp_path, {"seed": 1}, {})
-    with pytest.raises(ValueError, match="step must be a non-negative integer, got -1"):
+    with pytest.raises(ValueError, match="step must be >= 0, got -1"):
         log_hparams(tmp_path, {"seed": 1}, {"final/x": 1.0}, step=-1)
     with pytest.raises(TypeError, match="log_dir_or_writer must be a directory, a .*SummaryWriter.* got int"):
         log_hparams(3, {"seed": 1}, {"final/x": 1.0})

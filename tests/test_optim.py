@@ -243,5 +243,5 @@ def test_epoch_scheduler_bad_input():
         EpochLRScheduler([object()], cifar10_lr_factor)
     trainer = Engine(lambda e, b: None)
     EpochLRScheduler(opt, lambda epoch: -1.0).attach(trainer)
-    with pytest.raises(ValueError, match=r"lr_lambda\(0\) must be a finite factor >= 0"):
+    with pytest.raises(ValueError, match=r"lr_lambda\(0\) must be >= 0, got -1.0"):
         trainer.run([0], max_epochs=1)
