@@ -26,6 +26,8 @@ from ignite_igan.metrics import (
     GeneratorEvaluator,
     ImageExtractor,
     InceptionScore,
+    RealImages,
+    SharedPass,
 )
 from ignite_igan.metrics import extractors as extractors_module
 
@@ -106,8 +108,8 @@ def test_fid_against_a_dataset_in_a_generator_evaluator_every_epoch_matches_scip
     net, generator = make_net(), TinyGenerator()
     real = real_images()
     extractor = ClassifierExtractor(net, input_range="[-1,1]", features_fn=first_layer)
-    fid = FID(extractor, real=LabeledImages(real), real_name="toy", real_split="train", cache_dir=tmp_path,
-              real_batch_size=64)
+    fid = FID(extractor, real=RealImages(LabeledImages(real), name="toy", split="train", cache_dir=tmp_path,
+                                         batch_size=64))
     scorer = GeneratorEvaluator(
         generator, {"is": InceptionScore(extractor, splits=2), "fid": fid}, n_samples=300, batch_size=50
     )
@@ -141,7 +143,7 @@ def test_real_samples_takes_the_first_images_of_a_loader_and_of_a_dataset():
     real = real_images(300)
     expected = FeatureStatistics.from_features(torch.from_numpy(numpy_features(net, real[:130].numpy())))
     for source in (real, LabeledImages(real), DataLoader(TensorDataset(real), batch_size=40)):
-        fid = FID(net, features_fn=first_layer, real=source, real_samples=130)
+        fid = FID(net, features_fn=first_layer, real=RealImages(source, samples=130))
         stats = fid.real_statistics
         assert stats.count == 130
         assert torch.allclose(stats.mu, expected.mu, rtol=1e-12) and torch.allclose(stats.sigma, expected.sigma, rtol=1e-10)
@@ -150,8 +152,8 @@ def test_real_samples_takes_the_first_images_of_a_loader_and_of_a_dataset():
 def test_fid_computes_real_statistics_when_attached_not_at_the_first_evaluation():
     net = make_net()
     calls = []
-    fid = FID(net, features_fn=lambda net, x: calls.append(len(x)) or first_layer(net, x), real=real_images(100),
-              real_batch_size=100)
+    fid = FID(net, features_fn=lambda net, x: calls.append(len(x)) or first_layer(net, x), real=RealImages(real_images(100),
+              batch_size=100))
     assert calls == []  # building is cheap
     fid.attach(Engine(lambda engine, batch: batch), "fid")
     assert calls == [100]  # the real pass ran at attach, before any run
@@ -176,10 +178,10 @@ def doubled(net, x):
     return 2.0 * first_layer(net, x)
 
 
-def _fid(tmp_path, net, features=first_layer, **kwargs):
-    options = dict(real=real_images(), real_name="toy", real_split="train", cache_dir=tmp_path)
-    options.update(kwargs)
-    return FID(net, features_fn=features, **options)
+def _fid(tmp_path, net, features=first_layer, real=None, allow_tf32=False, extractor_batch_size=None, **options):
+    options = dict(dict(name="toy", split="train", cache_dir=tmp_path), **options)
+    real = RealImages(real_images() if real is None else real, **options)
+    return FID(net, features_fn=features, real=real, allow_tf32=allow_tf32, extractor_batch_size=extractor_batch_size)
 
 
 def test_cache_is_written_once_reloaded_on_the_same_key_and_recomputed_on_any_change(tmp_path):
@@ -198,12 +200,12 @@ def test_cache_is_written_once_reloaded_on_the_same_key_and_recomputed_on_any_ch
     assert again.protocol.real_statistics == first.protocol.real_statistics  # the card names the same key
 
     changes = {
-        "real_split": dict(real_split="test"),
-        "real_name": dict(real_name="other"),
-        "real_samples": dict(real_samples=399),
-        "real_input_range": dict(real_input_range="[0,1]", real=(real_images() + 1) / 2),
+        "split": dict(split="test"),
+        "name": dict(name="other"),
+        "samples": dict(samples=399),
+        "input_range": dict(input_range="[0,1]", real=(real_images() + 1) / 2),
         "allow_tf32": dict(allow_tf32=True),
-        "real_batch_size": dict(real_batch_size=7),
+        "batch_size": dict(batch_size=7),
         "extractor_batch_size": dict(extractor_batch_size=5),
         "features_fn": dict(features=doubled),
     }
@@ -261,12 +263,12 @@ def test_statistics_are_recomputed_when_the_classifier_changes_after_the_first_u
 
 def test_real_name_is_needed_for_caching_and_the_default_cache_dir(tmp_path, monkeypatch):
     net = make_net()
-    with pytest.raises(ValueError, match="real_split and cache_dir need real_name"):
-        FID(net, features_fn=first_layer, real=real_images(), cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="split and cache_dir need name"):
+        FID(net, features_fn=first_layer, real=RealImages(real_images(), cache_dir=tmp_path))
     assert FID(net, features_fn=first_layer, real=real_images()).cache_path() is None  # no name, no cache
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)  # another test may have called torch.hub.set_dir
-    fid = FID(net, features_fn=first_layer, real=real_images(), real_name="toy")
+    fid = FID(net, features_fn=first_layer, real=RealImages(real_images(), name="toy"))
     assert fid.cache_path().parent == tmp_path / "torch_home" / "ignite_igan" / "fid_statistics"
 
 
@@ -397,14 +399,16 @@ class OnePass(ImageExtractor):
         return self.logits_and_features(images)[0]
 
 
-def test_inception_score_and_fid_share_one_pass_per_batch_with_the_default_network_by_name():
+def test_inception_score_and_fid_given_one_shared_pass_run_the_default_network_once_per_batch():
     generator = TinyGenerator()
     with mock.patch.object(extractors_module, "TFInceptionV3", OnePass), mock.patch.object(
         extractors_module, "_SHARED_EXTRACTORS", weakref.WeakValueDictionary()
     ):
-        score = InceptionScore(splits=2)
-        fid = FID(real=real_images(80))
-    assert score.extractor is fid.extractor  # named networks are shared
+        shared = SharedPass()
+        score = InceptionScore(shared, splits=2)
+        fid = FID(shared, real=real_images(80))
+        assert InceptionScore().extractor is fid.extractor  # named networks are shared (the module, not the pass)
+    assert score.extractor is fid.extractor
     network = score.extractor
     assert network.passes == []  # building the metrics runs nothing
     scorer = GeneratorEvaluator(generator, {"is": score, "fid": fid}, n_samples=90, batch_size=30)
@@ -421,8 +425,9 @@ def test_inception_score_and_fid_share_one_pass_per_batch_with_the_default_netwo
 
 def test_a_modified_or_different_batch_is_not_taken_from_the_shared_pass():
     extractor = OnePass()
-    score = InceptionScore(extractor, splits=1, input_range="[-1,1]")
-    fid = FID(extractor, real=real_images(20))
+    shared = SharedPass(extractor)
+    score = InceptionScore(shared, splits=1, input_range="[-1,1]")
+    fid = FID(shared, real=real_images(20))
     fid.real_statistics
     extractor.passes.clear()
     batch = real_images(10, seed=3)
@@ -456,11 +461,11 @@ def test_fid_errors_name_the_argument():
     with pytest.raises(TypeError, match=r"FID without real= takes \(real, fake\) pairs"):
         paired.update(real)
     with pytest.raises(ValueError, match=r"real images must lie in \[0, 1\]"):
-        FID(net, features_fn=first_layer, real=real, real_input_range="[0,1]").real_statistics
-    with pytest.raises(ValueError, match="real_samples=51, but the real data has only 50 images"):
-        FID(net, features_fn=first_layer, real=real, real_samples=51).real_statistics
-    with pytest.raises(ValueError, match="shuffling DataLoader and real_samples=10"):
-        FID(net, features_fn=first_layer, real=DataLoader(TensorDataset(real), shuffle=True), real_samples=10)
+        FID(net, features_fn=first_layer, real=RealImages(real, input_range="[0,1]")).real_statistics
+    with pytest.raises(ValueError, match="samples=51, but the real data has only 50 images"):
+        FID(net, features_fn=first_layer, real=RealImages(real, samples=51)).real_statistics
+    with pytest.raises(ValueError, match="shuffling DataLoader and samples=10"):
+        FID(net, features_fn=first_layer, real=RealImages(DataLoader(TensorDataset(real), shuffle=True), samples=10))
     sampler = DistributedSampler(TensorDataset(real), num_replicas=2, rank=0)
     with pytest.raises(ValueError, match="DistributedSampler"):
         FID(net, features_fn=first_layer, real=DataLoader(TensorDataset(real), sampler=sampler))
@@ -468,8 +473,8 @@ def test_fid_errors_name_the_argument():
         FID(net, features_fn=first_layer, real=3)
     with pytest.raises(ValueError, match=r"real as a tuple or list must be \(mu, sigma\), got 3 items; stack"):
         FID(net, features_fn=first_layer, real=(1, 2, 3))
-    with pytest.raises(ValueError, match="real_samples must be >= 1 or None, got 0"):
-        FID(net, features_fn=first_layer, real=real, real_samples=0)
+    with pytest.raises(ValueError, match="samples must be >= 1 or None, got 0"):
+        FID(net, features_fn=first_layer, real=RealImages(real, samples=0))
     nan_net = make_net()
     with torch.no_grad():
         nan_net[1].bias.fill_(float("nan"))
@@ -524,7 +529,7 @@ def test_covariance_keeps_its_digits_when_features_have_a_large_offset():
     net = make_net()
     offset = lambda net, x: 1e4 + 1e-3 * first_layer(net, x)  # noqa: E731
     real, fake = real_images(300), real_images(200, seed=11) * 0.7
-    fid = FID(net, features_fn=offset, real=real, real_batch_size=37)
+    fid = FID(net, features_fn=offset, real=RealImages(real, batch_size=37))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "not PSD" warning from rounding either
         for batch in fake.split(23):

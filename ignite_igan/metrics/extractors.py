@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ignite.metrics import Metric
+
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import tf32_mode
-from ignite_igan.validation import check_int
+from ignite_igan.validation import check_bool, check_int
 
 __all__ = [
     "INPUT_RANGES",
@@ -47,6 +49,7 @@ __all__ = [
     "TFInceptionV3",
     "TorchvisionInceptionV3",
     "ClassifierExtractor",
+    "SharedPass",
 ]
 
 #: Features function of :class:`ClassifierExtractor`: ``features_fn(classifier, x) -> (N, D)`` features, where
@@ -480,113 +483,94 @@ class ImageExtractor(nn.Module):
         }
 
 
-class _LastBatch:
-    """What an extractor computed for the last batch object it saw (see :func:`run_extractor`)."""
+class SharedPass:
+    """One network pass per batch, shared by every metric given this object (the Inception Score and FID).
 
-    __slots__ = ("images", "version", "key", "uint8", "outputs")
-
-    def __init__(self, images: Tensor, version: int, key: Tuple[Any, ...], uint8: Tensor) -> None:
-        self.images = images  # a strong reference: its id cannot be reused while it is remembered
-        self.version = version
-        self.key = key
-        self.uint8 = uint8
-        self.outputs: Dict[str, Tensor] = {}
-
-
-def _tensor_version(images: Any) -> Optional[int]:
-    if not isinstance(images, Tensor):
-        return None
-    try:
-        return int(images._version)
-    except (RuntimeError, AttributeError):  # inference-mode tensors have no version counter
-        return None
-
-
-def forget_last_batch(extractor: nn.Module) -> None:
-    """Drops what :func:`run_extractor` remembers for ``extractor`` (frees the last batch's outputs)."""
-    extractor.__dict__.pop("_igan_last_batch", None)
-
-
-def run_extractor(
-    extractor: ImageExtractor,
-    images: Tensor,
-    *,
-    input_range: str,
-    output: str,
-    device: Union[str, torch.device],
-    allow_tf32: bool = False,
-    batch_size: Optional[int] = None,
-    argument: str = "images",
-) -> Tensor:
-    """Validates a batch, converts it to uint8 by rounding and runs the extractor; shared between metrics.
-
-    The result for the last batch *object* is remembered on the extractor: when an Inception Score and an FID
-    that share one extractor are attached to the same evaluator, they receive the same output tensor, and the
-    second metric gets the first one's result instead of running the network again. For extractors whose logits
-    and features come from one pass (:class:`TFInceptionV3`), both are computed whenever one is asked for. A batch
-    counts as the same only if it is the very same tensor object, unmodified (same version counter), with the same
-    input range, device, TF32 setting and chunk size.
+    An :class:`~ignite_igan.metrics.InceptionScore` and an :class:`~ignite_igan.metrics.FID` attached to one
+    evaluator receive the same batch. Given the same ``SharedPass``, the first metric's call runs the network (both
+    logits and features when the extractor computes them in one pass, as :class:`TFInceptionV3` does) and the
+    second takes the result of that pass. Only the last batch is kept, and it counts as the same only if it is the
+    very same tensor object, unmodified (same version counter), asked for with the same input range, device, TF32
+    setting and chunk size. A metric given an extractor instead makes a pass of its own, shared with nobody.
 
     Args:
-        extractor: the network.
-        images: the batch, in ``input_range``.
-        input_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"``.
-        output: ``"logits"`` or ``"features"``.
-        device: where the network runs (the uint8 images are moved there).
-        allow_tf32: allow TF32 during the pass (:func:`~ignite_igan.metrics.tf32_mode`).
-        batch_size: run the network on at most this many images at once (``None``: all).
-        argument: the name of ``images`` in error messages.
+        extractor: ``"inception-v3-compat"`` (default, the paper's network), ``"torchvision"`` or an
+            :class:`ImageExtractor` (wrap a plain classifier in :class:`ClassifierExtractor`).
+        device: where a named network is built.
 
-    Returns:
-        ``(N, K)`` logits or ``(N, D)`` features, detached, on the extractor's output device.
+    Example:
+        >>> import torch
+        >>> from ignite.engine import Engine
+        >>> from ignite_igan.metrics import FID, InceptionScore
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
+        >>> shared = SharedPass(ClassifierExtractor(net, features_fn=lambda net, x: net[0](x)))
+        >>> real = torch.rand(64, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+        >>> evaluator = Engine(lambda engine, batch: batch)
+        >>> InceptionScore(shared, input_range="[0,1]", splits=2).attach(evaluator, "is")
+        >>> FID(shared, input_range="[0,1]", real=real).attach(evaluator, "fid")
+        >>> state = evaluator.run([torch.rand(32, 3, 4, 4) for _ in range(2)])  # the network runs once per batch
+        >>> sorted(state.metrics)
+        ['fid', 'is', 'is_std']
     """
-    if output not in ("logits", "features"):
-        raise ValueError(f"output must be 'logits' or 'features', got {output!r}")
-    if output == "features" and not extractor.provides_features:
-        raise NotImplementedError(_missing_features_message(extractor))
-    key = (_normalize_range(input_range), str(torch.device(device)), bool(allow_tf32), batch_size)
-    version = _tensor_version(images)
-    memo = extractor.__dict__.get("_igan_last_batch")
-    hit = memo is not None and version is not None and memo.images is images and memo.version == version
-    hit = hit and memo.key == key
-    if hit and output in memo.outputs:
-        return memo.outputs[output]
-    if hit:
-        uint8 = memo.uint8
-    else:
-        uint8 = to_uint8(images, input_range, argument=argument)
-        extractor.check_images(uint8, argument=argument)
-    both = extractor.single_pass and extractor.provides_features
-    wanted = ("logits", "features") if both else (output,)
-    chunks: Dict[str, list] = {name: [] for name in wanted}
-    n = uint8.shape[0]
-    step = batch_size or n
-    with torch.no_grad(), tf32_mode(bool(allow_tf32)):
-        for start in range(0, n, step):
-            chunk = uint8[start : start + step].to(device)
-            if both:
-                results = dict(zip(wanted, extractor.logits_and_features(chunk)))
-            elif output == "logits":
-                results = {"logits": extractor(chunk)}
-            else:
-                results = {"features": extractor.features(chunk)}
-            for name, value in results.items():
-                if isinstance(value, (tuple, list)) and name == "logits":
-                    value = value[0]
-                if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != chunk.shape[0]:
-                    shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                    letter = "K" if name == "logits" else "D"
-                    raise ValueError(
-                        f"the extractor must return {name} of shape (N, {letter}) with N={chunk.shape[0]}, got {shape}"
-                    )
-                chunks[name].append(value.detach())
-    outputs = {name: torch.cat(parts) for name, parts in chunks.items()}
-    if version is not None:
-        if not hit:
-            memo = _LastBatch(images, version, key, uint8)
-            extractor.__dict__["_igan_last_batch"] = memo
-        memo.outputs.update(outputs)
-    return outputs[output]
+
+    def __init__(self, extractor: Union[str, ImageExtractor] = "inception-v3-compat",
+                 device: Union[str, torch.device] = "cpu") -> None:
+        if not isinstance(extractor, (str, ImageExtractor)):
+            raise TypeError(
+                f"extractor must be a network name or an ImageExtractor, got {type(extractor).__name__}; wrap a "
+                "classifier as ClassifierExtractor(net, input_range=..., features_fn=...)"
+            )
+        self.extractor = _as_extractor(extractor, "[0,1]", device)
+        self._last: Optional[Tuple[Tensor, int, Tuple[Any, ...], Tensor]] = None
+        self._outputs: Dict[str, Tensor] = {}
+
+    def forget(self) -> None:
+        """Drops the last batch and its outputs (metrics call it at ``reset`` and ``compute``)."""
+        self._last, self._outputs = None, {}
+
+    def __call__(
+        self,
+        images: Tensor,
+        output: str,
+        *,
+        input_range: str,
+        device: Union[str, torch.device],
+        allow_tf32: bool = False,
+        batch_size: Optional[int] = None,
+        argument: str = "images",
+    ) -> Tensor:
+        """The ``"logits"`` ``(N, K)`` or ``"features"`` ``(N, D)`` of a batch in ``input_range``, detached.
+
+        The batch is converted to uint8 by rounding (:func:`to_uint8`) and run through the network on ``device`` in
+        chunks of at most ``batch_size`` images (``None``: all), with TF32 allowed only if ``allow_tf32``.
+        """
+        key = (input_range, str(torch.device(device)), allow_tf32, batch_size)
+        version = images._version if isinstance(images, Tensor) and not images.is_inference() else None
+        last = self._last
+        hit = version is not None and last is not None and last[0] is images and last[1:3] == (version, key)
+        if hit and output in self._outputs:
+            return self._outputs[output]
+        if hit:
+            uint8 = last[3]
+        else:
+            uint8 = to_uint8(images, input_range, argument=argument)
+            self.extractor.check_images(uint8, argument=argument)
+            self.forget()
+        wanted = ("logits", "features") if self.extractor.single_pass else (output,)
+        chunks: Dict[str, list] = {name: [] for name in wanted}
+        with torch.no_grad(), tf32_mode(allow_tf32):
+            for chunk in uint8.split(batch_size or max(len(uint8), 1)):
+                chunk = chunk.to(device)
+                if self.extractor.single_pass:
+                    results = self.extractor.logits_and_features(chunk)
+                else:
+                    results = (self.extractor(chunk) if output == "logits" else self.extractor.features(chunk),)
+                for name, value in zip(wanted, results):
+                    chunks[name].append(value.detach())
+        self._outputs.update({name: torch.cat(parts) for name, parts in chunks.items()})
+        if version is not None:
+            self._last = (images, version, key, uint8)  # a strong reference: its id cannot be reused meanwhile
+        return self._outputs[output]
 
 
 def _missing_features_message(extractor: nn.Module) -> str:
@@ -997,3 +981,48 @@ def _as_extractor(
     if isinstance(extractor, nn.Module):
         return ClassifierExtractor(extractor, _normalize_range(input_range), features_fn=features_fn)
     raise TypeError(f"extractor must be an nn.Module or a name, got {type(extractor).__name__}")
+
+
+class _ExtractorMetric(Metric):
+    """The base of :class:`~ignite_igan.metrics.InceptionScore` and :class:`~ignite_igan.metrics.FID`: the checks
+    of their shared arguments, the network (a :class:`SharedPass`), and the one call that turns a batch into logits
+    or features, whose checks (:func:`to_uint8`, :meth:`ImageExtractor.check_images`) sit in that pass."""
+
+    required_output_keys = None
+
+    def __init__(
+        self,
+        extractor: Union[str, nn.Module, SharedPass, None],
+        input_range: str,
+        output_transform: Callable,
+        device: Union[str, torch.device],
+        extractor_batch_size: Optional[int],
+        allow_tf32: bool,
+        features_fn: Optional[FeaturesFn] = None,
+    ) -> None:
+        self._input_range = _normalize_range(input_range)
+        self._allow_tf32 = check_bool("allow_tf32", allow_tf32)
+        self._extractor_batch_size = check_int("extractor_batch_size", extractor_batch_size, minimum=1, allow_none=True)
+        # The network first (reset() needs it): a named one is built, and its weights checked, right now.
+        if not isinstance(extractor, SharedPass) or features_fn is not None:
+            extractor = SharedPass(_as_extractor(extractor, self._input_range, torch.device(device), features_fn))
+        self._pass = extractor
+        self._extractor = extractor.extractor.to(torch.device(device))
+        super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
+
+    @property
+    def extractor(self) -> ImageExtractor:
+        """The network."""
+        return self._extractor
+
+    def _run(self, images: Tensor, output: str, input_range: Optional[str] = None, argument: str = "images") -> Tensor:
+        """The logits or features of a batch in ``input_range`` (default: the metric's), on the metric's device."""
+        return self._pass(
+            images,
+            output,
+            input_range=input_range or self._input_range,
+            device=self._device,
+            allow_tf32=self._allow_tf32,
+            batch_size=self._extractor_batch_size,
+            argument=argument,
+        )
