@@ -364,7 +364,8 @@ def test_fid_with_a_user_classifier_both_ways_and_the_error_without_features():
     assert values[0] == pytest.approx(
         scipy_fid(numpy_features(net, real.numpy()), numpy_features(net, fake.numpy())), rel=1e-9
     )
-    with pytest.raises(ValueError, match="features_fn returned 6 features, but num_features=5"):
+    with pytest.raises(ValueError, match=r"features_fn returned features of shape \(100, 6\) for N=100 images, but "
+                                         r"num_features=5"):
         FID(ClassifierExtractor(net, "[-1,1]", num_features=5, features_fn=first_layer), real=real).real_statistics
 
 

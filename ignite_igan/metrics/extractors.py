@@ -110,28 +110,21 @@ def to_uint8(images: Tensor, input_range: str, argument: str = "images") -> Tens
         [0, 128, 255, 255]
     """
     key = _normalize_range(input_range)
-    if not isinstance(images, Tensor):
+    wanted = "torch.uint8" if key == "uint8" else "floating point"
+    is_uint8 = isinstance(images, Tensor) and images.dtype == torch.uint8
+    if not isinstance(images, Tensor) or not (is_uint8 if key == "uint8" else images.is_floating_point()):
+        got = images.dtype if isinstance(images, Tensor) else type(images).__name__
         raise TypeError(
-            f"{argument} must be a torch.Tensor, got {type(images).__name__}; stack lists or TensorDataset items "
-            "into one tensor first"
+            f"{argument} must be a torch.Tensor of {wanted} for input_range={input_range!r}, got {got} (stack lists "
+            "into one tensor; input_range='uint8' is for uint8 images)"
         )
-    if key == "uint8":
-        if images.dtype != torch.uint8:
-            raise TypeError(f"{argument} must have dtype torch.uint8 for input_range='uint8', got {images.dtype}")
-        return images
-    if not images.is_floating_point():
-        raise TypeError(
-            f"{argument} must be floating point for input_range={input_range!r}, got {images.dtype}; "
-            "use input_range='uint8' for uint8 images"
-        )
-    if images.numel() == 0:
-        return torch.empty(images.shape, dtype=torch.uint8, device=images.device)
+    if key == "uint8" or images.numel() == 0:
+        return images if key == "uint8" else images.to(torch.uint8)
     images = images.detach()
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{argument} contains NaN or inf values")
     low, high = (-1.0, 1.0) if key == "[-1,1]" else (0.0, 1.0)
     got_min, got_max = float(images.min()), float(images.max())
-    if got_min < low - _RANGE_TOLERANCE or got_max > high + _RANGE_TOLERANCE:
+    # NaN fails both comparisons, so NaN values are reported here too.
+    if not (low - _RANGE_TOLERANCE <= got_min and got_max <= high + _RANGE_TOLERANCE):
         raise ValueError(
             f"{argument} must lie in [{low:g}, {high:g}] for input_range={input_range!r}, got values in "
             f"[{got_min:.4g}, {got_max:.4g}]"
@@ -425,16 +418,18 @@ class ImageExtractor(nn.Module):
         return f"{cls.__module__}.{cls.__qualname__}.features"
 
     def check_images(self, images: Tensor, argument: str = "images") -> None:
-        """Raises ``ValueError`` unless ``images`` has a shape this extractor accepts."""
+        """Raises ``TypeError`` unless ``images`` are uint8, ``ValueError`` unless they have a shape this extractor
+        accepts."""
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
+            raise TypeError(f"{type(self).__name__} expects uint8 images, got {getattr(images, 'dtype', images)!r}")
         if self.channels is None:
-            if images.dim() < 2 or images.shape[0] < 1:
-                raise ValueError(f"{argument} must have shape (N, ...) with N >= 1, got {tuple(images.shape)}")
-            return
-        if images.dim() != 4 or images.shape[1] != self.channels or images.shape[0] < 1:
+            bad_shape = images.dim() < 2
+        else:
+            bad_shape = images.dim() != 4 or images.shape[1] != self.channels
+        if bad_shape or images.shape[0] < 1:
+            shape = "(N, ...)" if self.channels is None else f"(N, {self.channels}, H, W)"
             hint = " (repeat grey images with x.expand(-1, 3, -1, -1))" if self.channels == 3 else ""
-            raise ValueError(
-                f"{argument} must have shape (N, {self.channels}, H, W) with N >= 1, got {tuple(images.shape)}{hint}"
-            )
+            raise ValueError(f"{argument} must have shape {shape} with N >= 1, got {tuple(images.shape)}{hint}")
 
     @property
     def provides_features(self) -> bool:
@@ -687,8 +682,6 @@ class TFInceptionV3(ImageExtractor):
         return self
 
     def _pool_features(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-            raise TypeError(f"TFInceptionV3 expects uint8 images, got {getattr(images, 'dtype', type(images))}")
         self.check_images(images)
         self._pool.clear()
         with torch.no_grad():
@@ -751,10 +744,7 @@ class TorchvisionInceptionV3(ImageExtractor):
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if weights_path is not None:
-            path = Path(weights_path).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"weights_path {str(weights_path)!r} is not a file")
-            _verify_sha256(path, sha256)
+            path = resolve_tf_inception_weights(weights_path, sha256=sha256)  # a local file: it exists, its SHA-256
             model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
             expected = "the state dict of torchvision's inception_v3"
             _load_into(model, _load_state_dict_file(path, expected), path, expected)
@@ -787,10 +777,6 @@ class TorchvisionInceptionV3(ImageExtractor):
         return self
 
     def _prepare(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-            raise TypeError(
-                f"TorchvisionInceptionV3 expects uint8 images, got {getattr(images, 'dtype', type(images))}"
-            )
         self.check_images(images)
         x = images.to(self.dtype) / 255.0
         if x.shape[-2:] != (299, 299):
@@ -858,18 +844,12 @@ class ClassifierExtractor(ImageExtractor):
                 f"classifier is already an ImageExtractor ({type(classifier).__name__}); pass it to the metric "
                 "directly instead of wrapping it in ClassifierExtractor"
             )
-        for name, value in (("num_logits", num_logits), ("num_features", num_features)):
-            check_int(name, value, minimum=1, allow_none=True)
-        num_logits = None if num_logits is None else int(num_logits)
-        num_features = None if num_features is None else int(num_features)
         if features_fn is not None and not callable(features_fn):
-            raise TypeError(
-                f"features_fn must be a callable (classifier, x) -> (N, D) features, got {type(features_fn).__name__}"
-            )
+            raise TypeError(f"features_fn must be a callable (classifier, x) -> features, got {features_fn!r}")
         self.classifier = classifier
         self.input_range = _normalize_range(input_range)
-        self.num_logits = num_logits
-        self.num_features = num_features
+        self.num_logits = check_int("num_logits", num_logits, minimum=1, allow_none=True)
+        self.num_features = check_int("num_features", num_features, minimum=1, allow_none=True)
         self.features_fn = features_fn
 
     @property
@@ -898,22 +878,18 @@ class ClassifierExtractor(ImageExtractor):
         return str(parameter.dtype if parameter is not None else torch.float32).replace("torch.", "")
 
     def _input(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-            raise TypeError(f"ClassifierExtractor expects uint8 images, got {getattr(images, 'dtype', type(images))}")
+        self.check_images(images)
         parameter = next(self.classifier.parameters(), None)
         dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
         device = parameter.device if parameter is not None else images.device
         return _from_uint8(images.to(device), self.input_range, dtype)
 
     @staticmethod
-    def _check(name: str, value: Any, n: int, size: Optional[int], argument: str) -> Tensor:
-        if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != n:
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"{argument} must return {name} of shape (N, {'K' if name == 'logits' else 'D'}) "
-                             f"with N={n}, got {shape}")
-        if size is not None and value.shape[1] != size:
-            declared = "num_logits" if name == "logits" else "num_features"
-            raise ValueError(f"{argument} returned {value.shape[1]} {name}, but {declared}={size}")
+    def _shaped(name: str, value: Tensor, n: int, size: Optional[int], argument: str) -> Tensor:
+        """``value`` if it is ``(n, size)``: the user's network is checked where its output enters the metrics."""
+        if value.shape[:1] != (n,) or value.dim() != 2 or value.shape[1] != (size or value.shape[1]):
+            declared = f", but num_{name}={size}" if size is not None else ""
+            raise ValueError(f"{argument} returned {name} of shape {tuple(value.shape)} for N={n} images{declared}")
         return value
 
     def forward(self, images: Tensor) -> Tensor:
@@ -922,7 +898,7 @@ class ClassifierExtractor(ImageExtractor):
             logits = self.classifier(x)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
-        return self._check("logits", logits, images.shape[0], self.num_logits, "the classifier")
+        return self._shaped("logits", logits, images.shape[0], self.num_logits, "the classifier")
 
     def features(self, images: Tensor) -> Tensor:
         """``features_fn(classifier, x)`` on the images in the classifier's range, in eval mode, without grad."""
@@ -931,7 +907,7 @@ class ClassifierExtractor(ImageExtractor):
         x = self._input(images)
         with torch.no_grad(), evaluation_mode(self.classifier):
             features = self.features_fn(self.classifier, x)
-        return self._check("features", features, images.shape[0], self.num_features, "features_fn")
+        return self._shaped("features", features, images.shape[0], self.num_features, "features_fn")
 
 
 NAMED_EXTRACTORS = ("inception-v3-compat", "torchvision")
@@ -962,25 +938,17 @@ def _as_extractor(
     features_fn: Optional[FeaturesFn] = None,
 ) -> ImageExtractor:
     """Resolves the ``extractor`` argument of the metrics; a name is built (and its weights checked) right away."""
-    if features_fn is not None and not (isinstance(extractor, nn.Module) and not isinstance(extractor, ImageExtractor)):
+    plain = isinstance(extractor, nn.Module) and not isinstance(extractor, ImageExtractor)
+    if features_fn is not None and not plain:
         raise TypeError(
-            "features_fn is for a plain classifier nn.Module given as extractor, got extractor="
-            f"{extractor if isinstance(extractor, str) or extractor is None else type(extractor).__name__}; "
-            "give an ImageExtractor its features through its own features() method (ClassifierExtractor(net, "
-            "features_fn=...))"
+            f"features_fn is for a plain classifier nn.Module given as extractor, got {type(extractor).__name__}; "
+            "give an ImageExtractor its features through ClassifierExtractor(net, features_fn=...)"
         )
-    if extractor is None or isinstance(extractor, str):
-        name = "inception-v3-compat" if extractor is None else extractor
-        if name not in NAMED_EXTRACTORS:
-            raise ValueError(
-                f"extractor must be an nn.Module, 'inception-v3-compat' or 'torchvision', got {extractor!r}"
-            )
-        return _build_named_extractor(name, device)
-    if isinstance(extractor, ImageExtractor):
-        return extractor
-    if isinstance(extractor, nn.Module):
-        return ClassifierExtractor(extractor, _normalize_range(input_range), features_fn=features_fn)
-    raise TypeError(f"extractor must be an nn.Module or a name, got {type(extractor).__name__}")
+    if extractor is None or extractor in NAMED_EXTRACTORS:
+        return _build_named_extractor(extractor or "inception-v3-compat", device)
+    if not isinstance(extractor, nn.Module):
+        raise ValueError(f"extractor must be an nn.Module, 'inception-v3-compat' or 'torchvision', got {extractor!r}")
+    return ClassifierExtractor(extractor, input_range, features_fn=features_fn) if plain else extractor
 
 
 class _ExtractorMetric(Metric):

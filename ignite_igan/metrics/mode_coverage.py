@@ -32,7 +32,7 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
-from ignite_igan.validation import check_int, check_real
+from ignite_igan.validation import check_int, check_points, check_real
 
 __all__ = [
     "benchmark_mixture",
@@ -129,9 +129,7 @@ class GaussianMixture2D:
         import matplotlib.pyplot as plt
         from matplotlib.patches import Circle
 
-        if not isinstance(samples, Tensor) or samples.dim() != 2 or samples.shape[1] != 2:
-            shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
-            raise ValueError(f"samples must have shape (N, 2), got {shape}")
+        check_points("samples", samples)
         figure, ax = plt.subplots(figsize=(4, 4)) if ax is None else (ax.figure, ax)
         points, centers = samples.detach().cpu().double().numpy(), self.centers.numpy()
         for center in centers:
@@ -172,18 +170,6 @@ def benchmark_mixture(name: str) -> GaussianMixture2D:
 def default_min_count(n_samples: int) -> int:
     """The default threshold for a covered mode: 20 high-quality samples per 2,500 (0.8%), rounded up, at least 1."""
     return max(1, math.ceil(n_samples * 20 / 2500))
-
-
-def _check_samples(samples: Any, argument: str = "samples") -> Tensor:
-    if not isinstance(samples, Tensor):
-        raise TypeError(f"{argument} must be a torch.Tensor, got {type(samples).__name__}")
-    if samples.dim() != 2 or samples.shape[1] != 2:
-        raise ValueError(f"{argument} must have shape (N, 2), got {tuple(samples.shape)}")
-    if not samples.is_floating_point():
-        raise TypeError(f"{argument} must be floating point, got {samples.dtype}")
-    if not torch.isfinite(samples).all():
-        raise ValueError(f"{argument} contains NaN or inf")
-    return samples
 
 
 def _assign(samples: Tensor, centers: Tensor, std: float) -> tuple:
@@ -236,7 +222,7 @@ def mode_coverage(
         >>> result["modes"], result["modes_any"], result["high_quality"], result["kl"]
         (25, 25, 1.0, 0.0)
     """
-    samples = _check_samples(samples)
+    samples = check_points("samples", samples)
     centers = torch.as_tensor(centers, dtype=torch.float64)
     if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
         raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
@@ -301,7 +287,7 @@ class ModeCoverage(Metric):
 
     @reinit__is_reduced
     def update(self, output: Tensor) -> None:
-        samples = _check_samples(output, argument="samples")
+        samples = check_points("samples", output)  # NaN samples would count as uncovered, silently
         nearest, high_quality = _assign(samples.detach(), self._centers, self._std)
         counts = torch.bincount(nearest[high_quality], minlength=self._centers.shape[0])
         self._hq_counts += counts.to(self._device)
