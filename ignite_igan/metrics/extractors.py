@@ -913,7 +913,7 @@ class ClassifierExtractor(ImageExtractor):
 NAMED_EXTRACTORS = ("inception-v3-compat", "torchvision")
 
 # One network per (name, device), shared by every metric that asks for it by name: an Inception Score and an FID
-# built with the default network hold the same module, so one pass per batch serves both (run_extractor).
+# built with the default network hold the same module (one copy in memory; one pass per batch needs a SharedPass).
 _SHARED_EXTRACTORS: "weakref.WeakValueDictionary[Tuple[str, str], ImageExtractor]" = weakref.WeakValueDictionary()
 
 

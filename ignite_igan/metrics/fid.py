@@ -393,8 +393,6 @@ class RealImages:
                 raise ValueError(f"{label} must be a non-empty string or None, got {value!r}")
         if name is None and (split is not None or cache_dir is not None):
             raise ValueError("split and cache_dir need name: the name of the real data set is part of the cache key")
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable, got {type(transform).__name__}")
         self.samples = check_int("samples", samples, minimum=1, allow_none=True)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         problem = _data_problem(data, self.samples)
@@ -741,20 +739,17 @@ class FID(_ExtractorMetric):
 
     @reinit__is_reduced
     def update(self, output: Any) -> None:
-        # The one check per batch: a pair in place of a batch (or the reverse) would fail obscurely further down.
-        if isinstance(output, (tuple, list)) != (self._real is None) or (self._real is None and len(output) != 2):
+        if self._real is not None:  # a pair here fails in to_uint8, which names what it got
+            self._fake.add(self._run(output, "features"), "generated")
+            return
+        # The one check per batch: a tensor of two images would unpack as a pair silently.
+        if not isinstance(output, (tuple, list)) or len(output) != 2:
             raise TypeError(
-                f"FID(real=...) takes a batch of generated images, got a {type(output).__name__} of {len(output)}; "
-                "use output_transform to pick the images (pairs (real, fake) are for FID without real=)"
-                if self._real is not None else
                 f"FID without real= takes (real, fake) pairs of image batches, got {type(output).__name__}; pass "
                 "real=RealImages(...) or FeatureStatistics to score generated images alone"
             )
-        if self._real is None:
-            self._real_moments.add(self._run(output[0], "features", argument="real"), "real")
-            self._fake.add(self._run(output[1], "features", argument="fake"), "generated")
-        else:
-            self._fake.add(self._run(output, "features"), "generated")
+        self._real_moments.add(self._run(output[0], "features", argument="real"), "real")
+        self._fake.add(self._run(output[1], "features", argument="fake"), "generated")
 
     def compute(self) -> float:
         """FID between the generated images' statistics (all processes) and the real statistics."""
