@@ -349,7 +349,8 @@ def check_points(name: str, value: Any, columns: int = 2) -> torch.Tensor:
         ValueError: samples must have shape (N, 2), got (10, 3)
     """
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        raise TypeError(f"{name} must be a torch.Tensor of floating point, got {getattr(value, 'dtype', describe(value))}")
+        got = value.dtype if isinstance(value, torch.Tensor) else describe(value)
+        raise TypeError(f"{name} must be a torch.Tensor of floating point, got {got}")
     if value.dim() != 2 or value.shape[1] != columns:
         raise ValueError(f"{name} must have shape (N, {columns}), got {tuple(value.shape)}")
     if not torch.isfinite(value).all():

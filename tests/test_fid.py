@@ -152,8 +152,8 @@ def test_real_samples_takes_the_first_images_of_a_loader_and_of_a_dataset():
 def test_fid_computes_real_statistics_when_attached_not_at_the_first_evaluation():
     net = make_net()
     calls = []
-    fid = FID(net, features_fn=lambda net, x: calls.append(len(x)) or first_layer(net, x), real=RealImages(real_images(100),
-              batch_size=100))
+    fid = FID(net, features_fn=lambda net, x: calls.append(len(x)) or first_layer(net, x),
+              real=RealImages(real_images(100), batch_size=100))
     assert calls == []  # building is cheap
     fid.attach(Engine(lambda engine, batch: batch), "fid")
     assert calls == [100]  # the real pass ran at attach, before any run

@@ -34,7 +34,7 @@ from ignite.metrics import Metric
 
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import tf32_mode
-from ignite_igan.validation import check_bool, check_int
+from ignite_igan.validation import ArgumentTypeError, check_bool, check_int
 
 __all__ = [
     "INPUT_RANGES",
@@ -78,11 +78,9 @@ _RANGE_TOLERANCE = 1e-4
 
 
 def _normalize_range(input_range: str, argument: str = "input_range") -> str:
-    if not isinstance(input_range, str):
-        raise TypeError(f"{argument} must be one of {list(INPUT_RANGES)}, got {input_range!r}")
-    key = input_range.replace(" ", "").lower()
+    key = input_range.replace(" ", "").lower() if isinstance(input_range, str) else None
     if key not in INPUT_RANGES:
-        raise ValueError(f"{argument} must be one of {list(INPUT_RANGES)}, got {input_range!r}")
+        raise ArgumentTypeError(f"{argument} must be one of {list(INPUT_RANGES)}, got {input_range!r}")
     return key
 
 
@@ -170,8 +168,6 @@ def state_dict_sha256(module: nn.Module) -> str:
         >>> state_dict_sha256(a) == state_dict_sha256(b)
         False
     """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     digest = hashlib.sha256()
     state = module.state_dict()
     for key in sorted(state):
@@ -242,8 +238,6 @@ def callable_fingerprint(fn: Callable[..., Any]) -> str:
         >>> callable_fingerprint(f1) == callable_fingerprint(f1), callable_fingerprint(f1) == callable_fingerprint(f2)
         (True, False)
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     name = _callable_name(fn)
     digest = hashlib.sha256()
     _callable_digest(fn, digest, 0)
@@ -837,12 +831,10 @@ class ClassifierExtractor(ImageExtractor):
         features_fn: Optional[FeaturesFn] = None,
     ) -> None:
         super().__init__()
-        if not isinstance(classifier, nn.Module):
-            raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
-        if isinstance(classifier, ImageExtractor):
+        if not isinstance(classifier, nn.Module) or isinstance(classifier, ImageExtractor):
             raise TypeError(
-                f"classifier is already an ImageExtractor ({type(classifier).__name__}); pass it to the metric "
-                "directly instead of wrapping it in ClassifierExtractor"
+                f"classifier must be a torch.nn.Module that is not an ImageExtractor (pass those to the metric "
+                f"directly), got {type(classifier).__name__}"
             )
         if features_fn is not None and not callable(features_fn):
             raise TypeError(f"features_fn must be a callable (classifier, x) -> features, got {features_fn!r}")
