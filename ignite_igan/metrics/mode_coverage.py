@@ -252,11 +252,13 @@ class ModeCoverage(Metric):
         device: where the counts are kept.
 
     Example:
+        >>> from ignite.engine import Engine
         >>> mixture = grid_mixture()
-        >>> metric = ModeCoverage(mixture.centers, mixture.std)
-        >>> metric.update(mixture.sample(2500))
-        >>> metric.compute()["modes"]
-        25
+        >>> evaluator = Engine(lambda engine, batch: batch)  # batches of generated 2-D samples
+        >>> ModeCoverage(mixture.centers, mixture.std).attach(evaluator, "modes")
+        >>> state = evaluator.run([mixture.sample(1250), mixture.sample(1250)])
+        >>> state.metrics["modes"], state.metrics["modes_any"]
+        (25, 25)
     """
 
     required_output_keys = None

@@ -38,10 +38,13 @@ class SemiSupervisedError(Metric):
 
     Example:
         >>> import torch
-        >>> metric = SemiSupervisedError()
-        >>> metric.update((torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([0, 0, 0])))
-        >>> metric.compute()
-        {'rate': 0.3333333333333333, 'count': 1, 'total': 3}
+        >>> from ignite.engine import Engine
+        >>> evaluator = Engine(lambda engine, batch: batch)  # batches of (logits, labels)
+        >>> SemiSupervisedError().attach(evaluator, "error")
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+        >>> state = evaluator.run([(logits, torch.tensor([0, 0, 0]))])
+        >>> state.metrics["error"], state.metrics["error_count"]
+        (0.3333333333333333, 1)
     """
 
     _state_dict_all_req_keys = ("_num_errors", "_num_examples")
