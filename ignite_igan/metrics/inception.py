@@ -9,7 +9,7 @@ computed in float64 by :func:`ignite_igan.functional.inception_score`. Its proto
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
