@@ -307,6 +307,30 @@ def test_precomputed_statistics_npz_tensors_and_mapping_give_the_same_fid(tmp_pa
         fid.compute()
 
 
+def test_the_constructors_of_the_real_side_agree_with_the_forms_real_takes_and_the_numpy_oracle(tmp_path):
+    net = make_net()
+    extractor = ClassifierExtractor(net, "[-1,1]", features_fn=first_layer)
+    real = real_images(150)
+    oracle = numpy_features(net, real.numpy())
+    computed = FeatureStatistics.from_images(RealImages(real, batch_size=40), extractor)
+    assert computed.count == 150 and computed.key == FID(extractor, real=RealImages(real, batch_size=40)).real_key()
+    np.testing.assert_allclose(computed.mu.numpy(), oracle.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(computed.sigma.numpy(), np.cov(oracle, rowvar=False), rtol=1e-10)
+    from_bare_data = FID(extractor, real=real).real_statistics  # a tensor is read as RealImages(real)
+    assert torch.equal(FeatureStatistics.from_images(real, extractor).sigma, from_bare_data.sigma)
+    mu, sigma = oracle.mean(0), np.cov(oracle, rowvar=False)
+    np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
+    for given, constructed in (
+        (FID(extractor, real=tmp_path / "stats.npz"), FeatureStatistics.from_file(tmp_path / "stats.npz")),
+        (FID(extractor, real=(mu, sigma)), FeatureStatistics.from_arrays(mu, sigma)),
+    ):
+        assert given.real_statistics.key == constructed.key and torch.equal(given.real_statistics.mu, constructed.mu)
+    with pytest.raises(ValueError, match=r"a \.npz file of statistics"):
+        FeatureStatistics.from_file(tmp_path / "stats.txt")
+    with pytest.raises(TypeError, match=r"wrap a classifier as ClassifierExtractor"):
+        SharedPass(net)
+
+
 def test_saved_statistics_are_readable_by_numpy_like_pytorch_fid(tmp_path):
     stats = FeatureStatistics.from_features(torch.randn(50, 3, dtype=torch.float64), key={"a": 1}, source="x")
     path = stats.save(tmp_path / "s.npz")

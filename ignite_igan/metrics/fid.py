@@ -193,6 +193,7 @@ class FeatureStatistics:
         """
         real = images if isinstance(images, RealImages) else RealImages(images)
         shared = extractor if isinstance(extractor, SharedPass) else SharedPass(extractor, device)
+        shared.extractor.to(torch.device(device))
         options = dict(
             input_range=real.input_range or _normalize_range(input_range),
             device=torch.device(device),
