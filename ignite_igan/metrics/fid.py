@@ -281,11 +281,8 @@ class _Moments:
         self.scatter: Optional[Tensor] = None
         self.count = 0
 
-    def add(self, features: Tensor, what: str) -> None:
+    def add(self, features: Tensor) -> None:
         f = features.detach().to(device=self.device, dtype=torch.float64)
-        # The one check per batch: a NaN would only surface as a NaN distance, an evaluation later.
-        if not torch.isfinite(f).all():
-            raise ValueError(f"the extractor returned NaN or inf features for the {what} images")
         n_b = int(f.shape[0])
         batch_mean = f.mean(dim=0)
         centred = f - batch_mean
@@ -329,6 +326,9 @@ class _Moments:
             raise NotComputableError(f"FID must have at least one {what} image before it can be computed")
         if count < 2:
             raise ValueError(f"FID needs at least 2 {what} images for a covariance, got {count}")
+        # A NaN or inf feature of any batch carries into the mean or the scatter matrix: one check for all of them.
+        if not (torch.isfinite(mean).all() and torch.isfinite(scatter).all()):
+            raise ValueError(f"the extractor returned NaN or inf features for the {what} images")
         sigma = scatter / (count - 1)
         sigma = 0.5 * (sigma + sigma.T)
         kwargs.setdefault("count", count)
@@ -478,7 +478,7 @@ class RealImages:
         moments = _Moments(options["device"])
         try:
             for images in self.batches():
-                moments.add(shared(images, "features", argument="real images", **options), "real")
+                moments.add(shared(images, "features", argument="real images", **options))
         finally:
             shared.forget()
         stats = moments.statistics("real", key=key, source=self.description(key))
@@ -747,7 +747,7 @@ class FID(_ExtractorMetric):
     @reinit__is_reduced
     def update(self, output: Any) -> None:
         if self._real is not None:  # a pair here fails in to_uint8, which names what it got
-            self._fake.add(self._run(output, "features"), "generated")
+            self._fake.add(self._run(output, "features"))
             return
         # The one check per batch: a tensor of two images would unpack as a pair silently.
         if not isinstance(output, (tuple, list)) or len(output) != 2:
@@ -755,8 +755,8 @@ class FID(_ExtractorMetric):
                 f"FID without real= takes (real, fake) pairs of image batches, got {type(output).__name__}; pass "
                 "real=RealImages(...) or FeatureStatistics to score generated images alone"
             )
-        self._real_moments.add(self._run(output[0], "features", argument="real"), "real")
-        self._fake.add(self._run(output[1], "features", argument="fake"), "generated")
+        self._real_moments.add(self._run(output[0], "features", argument="real"))
+        self._fake.add(self._run(output[1], "features", argument="fake"))
 
     def compute(self) -> float:
         """FID between the generated images' statistics (all processes) and the real statistics."""
