@@ -356,3 +356,17 @@ def check_points(name: str, value: Any, columns: int = 2) -> torch.Tensor:
     if not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or inf")
     return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``, else a ``ValueError`` that names them.
+
+    Example:
+        >>> check_choice("mode", "test", ("eval", "train"))
+        Traceback (most recent call last):
+        ...
+        ValueError: mode must be 'eval' or 'train', got 'test'
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be {' or '.join(repr(choice) for choice in choices)}, got {value!r}")
+    return value

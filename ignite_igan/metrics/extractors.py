@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from unittest import mock
 from urllib.error import URLError
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,7 +35,7 @@ from ignite.metrics import Metric
 
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import tf32_mode
-from ignite_igan.validation import ArgumentTypeError, check_bool, check_int
+from ignite_igan.validation import ArgumentTypeError, check_bool, check_choice, check_int
 
 __all__ = [
     "INPUT_RANGES",
@@ -171,55 +172,50 @@ def state_dict_sha256(module: nn.Module) -> str:
     digest = hashlib.sha256()
     state = module.state_dict()
     for key in sorted(state):
-        value = state[key]
         digest.update(key.encode("utf-8"))
-        if isinstance(value, Tensor):
-            tensor = value.detach().to("cpu").contiguous()
-            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode("utf-8"))
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            digest.update(repr(value).encode("utf-8"))
+        _feed(digest, state[key])
     return digest.hexdigest()
 
 
-def _value_digest(value: Any, digest: "hashlib._Hash", depth: int = 0) -> None:
-    """Feeds a deterministic description of ``value`` to ``digest`` (tensors and modules by content)."""
-    if isinstance(value, Tensor):
+def _feed(digest: "hashlib._Hash", value: Any, depth: int = 0) -> None:
+    """Feeds a description of ``value`` to ``digest`` that is the same in every process: tensors, arrays and modules
+    by content, functions by their code, constants, defaults and closure, a ``functools.partial`` by its function and
+    arguments, an object whose ``repr`` holds its address by its class, ``__call__`` and attributes, anything else by
+    ``repr``. Nesting stops at depth 4, which also ends a function that refers to itself."""
+    if isinstance(value, nn.Module):
+        digest.update(f"module {type(value).__qualname__} {state_dict_sha256(value)}".encode("utf-8"))
+    elif isinstance(value, Tensor):
         tensor = value.detach().to("cpu").contiguous()
-        digest.update(f"tensor{tensor.dtype}{tuple(tensor.shape)}".encode("utf-8"))
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode("utf-8"))
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(value, nn.Module):
-        digest.update(f"module{type(value).__qualname__}{state_dict_sha256(value)}".encode("utf-8"))
-    elif hasattr(value, "__array__") and hasattr(value, "dtype") and hasattr(value, "shape"):
-        import numpy as np
-
-        array = np.ascontiguousarray(np.asarray(value))
-        digest.update(f"array{array.dtype}{array.shape}".encode("utf-8"))
-        digest.update(array.tobytes())
+    elif hasattr(value, "__array__") and hasattr(value, "dtype"):  # a NumPy array
+        array = np.ascontiguousarray(value)
+        digest.update(f"{array.dtype}{array.shape}".encode("utf-8") + array.tobytes())
+    elif depth >= 4:  # deep or self-referential nesting: the name only
+        digest.update(_callable_name(value).encode("utf-8"))
     elif isinstance(value, types.CodeType):
-        digest.update(value.co_code)
-        digest.update(repr(value.co_names).encode("utf-8"))
-        for const in value.co_consts:
-            _value_digest(const, digest, depth + 1)
-    elif isinstance(value, (tuple, list)) and depth < 4:
+        digest.update(value.co_code + repr(value.co_names).encode("utf-8"))
+        _feed(digest, value.co_consts, depth + 1)
+    elif isinstance(value, (tuple, list)):
         digest.update(f"{type(value).__name__}{len(value)}".encode("utf-8"))
         for item in value:
-            _value_digest(item, digest, depth + 1)
-    elif isinstance(value, (set, frozenset)):  # e.g. the constant of `x in {"a", "b"}`: order by repr, not by hash
+            _feed(digest, item, depth + 1)
+    elif isinstance(value, (set, frozenset)):  # e.g. the constant of `x in {"a", "b"}`: ordered by repr, not by hash
         digest.update(repr(sorted(repr(item) for item in value)).encode("utf-8"))
-    elif callable(value) and hasattr(value, "__code__"):
-        if depth < 4:
-            _callable_digest(value, digest, depth + 1)
-        else:  # deep (or self-referential) nesting: the name only
-            digest.update(_callable_name(value).encode("utf-8"))
-    elif type(value).__repr__ is object.__repr__:  # "<X object at 0x...>" would differ from run to run
-        digest.update(f"{type(value).__module__}.{type(value).__qualname__}".encode("utf-8"))
-        if depth < 4:
-            for attribute, item in sorted(getattr(value, "__dict__", {}).items()):
-                digest.update(attribute.encode("utf-8"))
-                _value_digest(item, digest, depth + 1)
     else:
-        digest.update(repr(value).encode("utf-8"))
+        if isinstance(value, functools.partial):
+            parts = [value.func, value.args, tuple(sorted(value.keywords.items()))]
+        elif isinstance(getattr(value, "__code__", None), types.CodeType):  # a function or lambda
+            parts = [value.__code__, value.__defaults__ or (), *map(_cell_contents, value.__closure__ or ())]
+        elif type(value).__repr__ is object.__repr__:  # "<X object at 0x...>" would differ from run to run
+            call = getattr(type(value), "__call__", None)
+            parts = [getattr(call, "__code__", None), *sorted(getattr(value, "__dict__", {}).items())]
+        else:
+            digest.update(repr(value).encode("utf-8"))
+            return
+        digest.update(_callable_name(value).encode("utf-8"))
+        for part in parts:
+            _feed(digest, part, depth + 1)
 
 
 def callable_fingerprint(fn: Callable[..., Any]) -> str:
@@ -238,64 +234,28 @@ def callable_fingerprint(fn: Callable[..., Any]) -> str:
         >>> callable_fingerprint(f1) == callable_fingerprint(f1), callable_fingerprint(f1) == callable_fingerprint(f2)
         (True, False)
     """
-    name = _callable_name(fn)
     digest = hashlib.sha256()
-    _callable_digest(fn, digest, 0)
-    return f"{name} sha256:{digest.hexdigest()[:16]}"
+    _feed(digest, fn)
+    return f"{_callable_name(fn)} sha256:{digest.hexdigest()[:16]}"
+
+
+def _cell_contents(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', None) or ''}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
-def _callable_digest(fn: Callable[..., Any], digest: "hashlib._Hash", depth: int) -> None:
-    """Feeds :func:`callable_fingerprint`'s description of ``fn`` to ``digest``; nesting stops at depth 4."""
-    digest.update(_callable_name(fn).encode("utf-8"))
-    if isinstance(fn, nn.Module):
-        _value_digest(fn, digest, depth)
-    code = getattr(fn, "__code__", None)
-    if isinstance(code, types.CodeType):
-        _value_digest(code, digest, depth)
-        _value_digest(tuple(getattr(fn, "__defaults__", None) or ()), digest, depth + 1)
-        for cell in getattr(fn, "__closure__", None) or ():
-            try:
-                contents = cell.cell_contents
-            except ValueError:  # an empty cell
-                contents = None
-            _value_digest(contents, digest, depth + 1)
-    elif isinstance(fn, functools.partial):
-        if depth < 4:
-            _callable_digest(fn.func, digest, depth + 1)
-        _value_digest(tuple(fn.args), digest, depth + 1)
-        _value_digest(tuple(sorted(fn.keywords.items())), digest, depth + 1)
-    elif not isinstance(fn, nn.Module):
-        call = getattr(type(fn), "__call__", None)
-        call_code = getattr(call, "__code__", None)
-        if isinstance(call_code, types.CodeType):  # a callable object: its class's __call__ and its attributes
-            _value_digest(call_code, digest, depth)
-            for attribute, value in sorted(getattr(fn, "__dict__", {}).items()):
-                digest.update(attribute.encode("utf-8"))
-                _value_digest(value, digest, depth + 1)
-        else:
-            digest.update(repr(fn).encode("utf-8"))
+def _load_weights(path: Path, expected: str, load: Callable[[Dict[str, Tensor]], Any]) -> Any:
+    """``load(state_dict)`` of the weights file at ``path``, each failure an error naming the file and ``expected``.
 
-
-def _verify_sha256(path: Path, sha256: Optional[str]) -> None:
-    if sha256 is None:
-        return
-    got = sha256_of_file(path)
-    if got != sha256.lower():
-        raise ValueError(
-            f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is corrupt or a "
-            "different one (delete it to download again, or pass sha256=None to trust a file of your own)"
-        )
-
-
-def _load_state_dict_file(path: Path, expected: str) -> Dict[str, Tensor]:
-    """The state dict saved in ``path``, or an error naming the file and what it should have held.
-
-    ``torch.load``'s own messages (an unpickling error for random bytes) name neither the file nor what was
-    expected. Loaded with ``weights_only=True``: a weights file is a plain mapping of tensors (pitfall 20).
+    ``torch.load``'s and ``load_state_dict``'s own messages name neither the file nor what was expected (an unpickling
+    error for random bytes; every missing key on its own line). Loaded with ``weights_only=True``: a weights file is a
+    plain mapping of tensors (pitfall 20).
     """
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
@@ -309,22 +269,11 @@ def _load_state_dict_file(path: Path, expected: str) -> Dict[str, Tensor]:
     ):
         got = type(state_dict).__name__ if not isinstance(state_dict, Mapping) else "a mapping that is not name -> tensor"
         raise ValueError(f"weights file {str(path)!r} must hold {expected} (a mapping name -> tensor), got {got}")
-    return dict(state_dict)
-
-
-def _one_line(error: Exception, limit: int = 300) -> str:
-    """``error``'s message on one line, shortened (load_state_dict lists every key on its own line)."""
-    return " ".join(str(error).split())[:limit]
-
-
-def _load_into(model: nn.Module, state_dict: Mapping[str, Tensor], path: Path, expected: str) -> None:
-    """``model.load_state_dict(state_dict)``, its error naming the file it came from."""
     try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as error:
-        raise ValueError(
-            f"weights file {str(path)!r} does not hold {expected}: {_one_line(error)}"
-        ) from None
+        return load(dict(state_dict))
+    except RuntimeError as error:  # a strict load_state_dict of another network's weights
+        message = " ".join(str(error).split())[:300]  # on one line: load_state_dict lists every key on its own
+        raise ValueError(f"weights file {str(path)!r} does not hold {expected}: {message}") from None
 
 
 def resolve_tf_inception_weights(
@@ -360,19 +309,17 @@ def resolve_tf_inception_weights(
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"weights_path {str(weights_path)!r} is not a file")
-        _verify_sha256(path, sha256)
-        return path
-
-    directory = Path(cache_dir).expanduser() if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
-    path = directory / os.path.basename(url.split("?", 1)[0])
-    if not path.is_file():
+    else:
+        directory = Path(cache_dir).expanduser() if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
+        path = directory / os.path.basename(url.split("?", 1)[0])
+    if weights_path is None and not path.is_file():
         how_to = (
             f"download {url} (SHA-256 {sha256}) on a machine with internet access and pass "
             f"weights_path='<file>', or copy it to {str(path)!r}"
         )
         if not download:
             raise RuntimeError(f"the Inception weights are not at {str(path)!r} and download=False; {how_to}")
-        directory.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # torch.hub writes to a temporary file, checks the digest, and only then moves the file into place,
             # so concurrent processes and interrupted downloads never leave a partial file under the final name.
@@ -383,7 +330,12 @@ def resolve_tf_inception_weights(
             if "invalid hash value" in str(error):
                 raise ValueError(f"the file downloaded from {url} failed the SHA-256 check: {error}") from error
             raise
-    _verify_sha256(path, sha256)
+    got = sha256_of_file(path) if sha256 is not None else None
+    if got is not None and got != sha256.lower():
+        raise ValueError(
+            f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is corrupt or a "
+            "different one (delete it to download again, or pass sha256=None to trust a file of your own)"
+        )
     return path
 
 
@@ -404,6 +356,12 @@ class ImageExtractor(nn.Module):
     resize: str = "unspecified"
     #: True when :meth:`logits_and_features` costs one pass (so both outputs are computed whenever one is needed).
     single_pass: bool = False
+    #: True for a network with fixed weights (the Inception networks): ``train()`` leaves it in eval mode, so its
+    #: BatchNorm layers keep the statistics it was trained with.
+    frozen: bool = False
+
+    def train(self, mode: bool = True) -> "ImageExtractor":
+        return super().train(mode and not self.frozen)
 
     @property
     def features_name(self) -> str:
@@ -626,6 +584,7 @@ class TFInceptionV3(ImageExtractor):
     channels = 3
     resize = "TF1 bilinear to 299x299 (align_corners=False, no half-pixel centres; torch-fidelity)"
     single_pass = True
+    frozen = True
     network_name = "TFInceptionV3 (TF inception-2015-12-05 via torch-fidelity inception-v3-compat)"
     features_name = "2048 pool_3 features"
 
@@ -641,19 +600,12 @@ class TFInceptionV3(ImageExtractor):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        check_choice("dtype", dtype, (torch.float32, torch.float64))
         path = resolve_tf_inception_weights(
             weights_path, sha256=sha256, url=url, cache_dir=cache_dir, download=download, progress=progress
         )
         expected = "the state dict of torch-fidelity's inception-v3-compat network (TF Inception 2015-12-05)"
-        state_dict = _load_state_dict_file(path, expected)
-        try:
-            self.net = _build_torch_fidelity_inception(state_dict)
-        except RuntimeError as error:  # strict load_state_dict of another network's weights
-            raise ValueError(
-                f"weights file {str(path)!r} does not hold {expected}: {_one_line(error)}"
-            ) from None
+        self.net = _load_weights(path, expected, _build_torch_fidelity_inception)
         #: SHA-256 of the loaded file (checked against ``sha256``, or computed when that is ``None``).
         self.weights_sha256 = sha256.lower() if sha256 is not None else sha256_of_file(path)
         self.weights_path = path
@@ -669,11 +621,6 @@ class TFInceptionV3(ImageExtractor):
         # torch-fidelity casts its returned features to float32; the hook keeps the pool output in the network's
         # own dtype, so float64 mode stays float64 to the end.
         self.net.AvgPool.register_forward_hook(lambda module, args, output: self._pool.append(output))
-
-    def train(self, mode: bool = True) -> "TFInceptionV3":
-        # A frozen evaluation network: BatchNorm must keep using the TensorFlow statistics.
-        super().train(False)
-        return self
 
     def _pool_features(self, images: Tensor) -> Tensor:
         self.check_images(images)
@@ -719,6 +666,7 @@ class TorchvisionInceptionV3(ImageExtractor):
     num_features = 2048
     channels = 3
     resize = "torch bilinear to 299x299 (align_corners=False), ImageNet normalization"
+    frozen = True
     network_name = "TorchvisionInceptionV3 (torchvision IMAGENET1K_V1)"
     features_name = "2048 avgpool features"
     _MEAN = (0.485, 0.456, 0.406)
@@ -735,13 +683,11 @@ class TorchvisionInceptionV3(ImageExtractor):
         super().__init__()
         from torchvision.models import Inception_V3_Weights, inception_v3
 
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        check_choice("dtype", dtype, (torch.float32, torch.float64))
         if weights_path is not None:
             path = resolve_tf_inception_weights(weights_path, sha256=sha256)  # a local file: it exists, its SHA-256
             model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
-            expected = "the state dict of torchvision's inception_v3"
-            _load_into(model, _load_state_dict_file(path, expected), path, expected)
+            _load_weights(path, "the state dict of torchvision's inception_v3", model.load_state_dict)
             weights_file = path
         else:
             weights = Inception_V3_Weights.IMAGENET1K_V1
@@ -765,10 +711,6 @@ class TorchvisionInceptionV3(ImageExtractor):
         self.dtype = dtype
         self.register_buffer("mean", torch.tensor(self._MEAN, dtype=dtype).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self._STD, dtype=dtype).view(1, 3, 1, 1), persistent=False)
-
-    def train(self, mode: bool = True) -> "TorchvisionInceptionV3":
-        super().train(False)
-        return self
 
     def _prepare(self, images: Tensor) -> Tensor:
         self.check_images(images)

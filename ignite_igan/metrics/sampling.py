@@ -20,7 +20,7 @@ from ignite.metrics import Metric
 from ignite_igan.metrics.inception import InceptionScore
 from ignite_igan.metrics.modes import _module_device, evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, published_protocols
-from ignite_igan.validation import check_int
+from ignite_igan.validation import check_choice, check_int
 
 __all__ = ["evaluation_mode", "GeneratorEvaluator", "score_generator", "generate_samples"]
 
@@ -87,8 +87,7 @@ class GeneratorEvaluator:
         n_samples = check_int("n_samples", n_samples, minimum=1)
         batch_size = check_int("batch_size", batch_size, minimum=1)
         seed = check_int("seed", seed)
-        if mode not in ("eval", "train"):
-            raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+        check_choice("mode", mode, ("eval", "train"))
         if noise_fn is None and not callable(getattr(generator, "sample_noise", None)):
             raise TypeError(
                 f"{type(generator).__name__} has no sample_noise(n, generator=None, device=None); pass "
