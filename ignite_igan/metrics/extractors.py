@@ -22,7 +22,7 @@ import os
 import types
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from unittest import mock
 from urllib.error import URLError
 
@@ -555,7 +555,47 @@ def _build_torch_fidelity_inception(state_dict: dict) -> nn.Module:
         )
 
 
-class TFInceptionV3(ImageExtractor):
+class _InceptionNetwork(ImageExtractor):
+    """What the two Inception networks share: frozen in eval mode, uint8 ``(N, 3, H, W)`` in, and from one pass the
+    logits and the 2048 pool features, which a forward hook on the pool layer catches in the network's own dtype
+    (torch-fidelity casts the features it returns to float32, so float64 mode would not stay float64 to the end)."""
+
+    num_features = 2048
+    channels = 3
+    single_pass = True
+    frozen = True
+
+    def _catch_pool(self, pool_layer: nn.Module) -> None:
+        self._pool: List[Tensor] = []
+        pool_layer.register_forward_hook(lambda module, args, output: self._pool.append(output))
+
+    def _network(self, images: Tensor) -> Tensor:
+        """The network's output on checked uint8 ``images`` (its pool layer runs on the way)."""
+        raise NotImplementedError
+
+    def _logits(self, output: Tensor, pool: Tensor) -> Tensor:
+        """The logits, from the network's output or its pool features."""
+        raise NotImplementedError
+
+    def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """The logits and the 2048 pool features from one pass, in the extractor's dtype."""
+        self.check_images(images)
+        self._pool.clear()
+        with torch.no_grad():
+            output = self._network(images)
+        pool = self._pool.pop().flatten(1)
+        self._pool.clear()
+        return self._logits(output, pool), pool
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.logits_and_features(images)[0]
+
+    def features(self, images: Tensor) -> Tensor:
+        """The 2048 pool features (FID's), in the extractor's dtype."""
+        return self.logits_and_features(images)[1]
+
+
+class TFInceptionV3(_InceptionNetwork):
     """The paper's Inception network: the 1008 unbiased logits of TensorFlow's 2015-12-05 Inception-v3.
 
     torch-fidelity's ``inception-v3-compat`` network with its TensorFlow-1 bilinear resize to 299x299 does the work;
@@ -580,11 +620,7 @@ class TFInceptionV3(ImageExtractor):
     """
 
     num_logits = 1008
-    num_features = 2048
-    channels = 3
     resize = "TF1 bilinear to 299x299 (align_corners=False, no half-pixel centres; torch-fidelity)"
-    single_pass = True
-    frozen = True
     network_name = "TFInceptionV3 (TF inception-2015-12-05 via torch-fidelity inception-v3-compat)"
     features_name = "2048 pool_3 features"
 
@@ -617,36 +653,17 @@ class TFInceptionV3(ImageExtractor):
             self.net.feature_extractor_internal_dtype = torch.float64
         self.net.requires_grad_(False)
         self.net.eval()
-        self._pool: list = []
-        # torch-fidelity casts its returned features to float32; the hook keeps the pool output in the network's
-        # own dtype, so float64 mode stays float64 to the end.
-        self.net.AvgPool.register_forward_hook(lambda module, args, output: self._pool.append(output))
+        self._catch_pool(self.net.AvgPool)
 
-    def _pool_features(self, images: Tensor) -> Tensor:
-        self.check_images(images)
-        self._pool.clear()
-        with torch.no_grad():
-            self.net(images)
-        pool = self._pool.pop()
-        self._pool.clear()
-        return pool.flatten(1)
+    def _network(self, images: Tensor) -> Tensor:
+        return self.net(images)
 
-    def features(self, images: Tensor) -> Tensor:
-        """The 2048 ``pool_3`` features (FID's features), in the extractor's dtype."""
-        return self._pool_features(images)
-
-    def forward(self, images: Tensor) -> Tensor:
-        """The 1008 logits without the softmax bias, in the extractor's dtype."""
-        return self.logits_and_features(images)[0]
-
-    def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        """The 1008 unbiased logits and the 2048 pool features from one pass."""
-        pool = self._pool_features(images)
+    def _logits(self, output: Tensor, pool: Tensor) -> Tensor:
         # torch-fidelity's "logits_unbiased": pool_3 times the softmax weights, without the bias (spec §5).
-        return pool.mm(self.net.fc.weight.t()), pool
+        return pool.mm(self.net.fc.weight.t())
 
 
-class TorchvisionInceptionV3(ImageExtractor):
+class TorchvisionInceptionV3(_InceptionNetwork):
     """torchvision's ImageNet Inception-v3 (1000 classes), with the input handling it expects.
 
     The uint8 images are scaled to [0, 1], resized to 299x299 with bilinear interpolation (``align_corners=False``)
@@ -663,10 +680,7 @@ class TorchvisionInceptionV3(ImageExtractor):
     """
 
     num_logits = 1000
-    num_features = 2048
-    channels = 3
     resize = "torch bilinear to 299x299 (align_corners=False), ImageNet normalization"
-    frozen = True
     network_name = "TorchvisionInceptionV3 (torchvision IMAGENET1K_V1)"
     features_name = "2048 avgpool features"
     _MEAN = (0.485, 0.456, 0.406)
@@ -711,28 +725,16 @@ class TorchvisionInceptionV3(ImageExtractor):
         self.dtype = dtype
         self.register_buffer("mean", torch.tensor(self._MEAN, dtype=dtype).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self._STD, dtype=dtype).view(1, 3, 1, 1), persistent=False)
+        self._catch_pool(self.model.avgpool)
 
-    def _prepare(self, images: Tensor) -> Tensor:
-        self.check_images(images)
+    def _network(self, images: Tensor) -> Tensor:
         x = images.to(self.dtype) / 255.0
         if x.shape[-2:] != (299, 299):
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+        return self.model((x - self.mean) / self.std)
 
-    def forward(self, images: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.model(self._prepare(images))
-
-    def features(self, images: Tensor) -> Tensor:
-        """The 2048 average-pool features before the classifier."""
-        pooled: list = []
-        handle = self.model.avgpool.register_forward_hook(lambda m, a, out: pooled.append(out))
-        try:
-            with torch.no_grad():
-                self.model(self._prepare(images))
-        finally:
-            handle.remove()
-        return pooled[-1].flatten(1)
+    def _logits(self, output: Tensor, pool: Tensor) -> Tensor:
+        return output
 
 
 class ClassifierExtractor(ImageExtractor):
