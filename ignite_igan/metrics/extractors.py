@@ -390,10 +390,7 @@ class ImageExtractor(nn.Module):
 
     def features(self, images: Tensor) -> Tensor:
         """Pool features ``(N, num_features)`` for FID; not every extractor provides them."""
-        raise NotImplementedError(
-            f"{type(self).__name__} provides no features for FID; implement features(images) -> (N, D) in the "
-            "subclass, or wrap a classifier as ClassifierExtractor(net, features_fn=lambda net, x: ...)"
-        )
+        raise NotImplementedError(_missing_features_message(self))
 
     def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """Both outputs; extractors that get them from one pass override this."""
@@ -558,7 +555,9 @@ def _build_torch_fidelity_inception(state_dict: dict) -> nn.Module:
 class _InceptionNetwork(ImageExtractor):
     """What the two Inception networks share: frozen in eval mode, uint8 ``(N, 3, H, W)`` in, and from one pass the
     logits and the 2048 pool features, which a forward hook on the pool layer catches in the network's own dtype
-    (torch-fidelity casts the features it returns to float32, so float64 mode would not stay float64 to the end)."""
+    (torch-fidelity casts the features it returns to float32, so float64 mode would not stay float64 to the end).
+    Subclasses call :meth:`_catch_pool` with their pool layer and give ``_network(images)``, the network's output on
+    checked uint8 images, and ``_logits(output, pool)``, the logits from that output or from the pool features."""
 
     num_features = 2048
     channels = 3
@@ -568,14 +567,6 @@ class _InceptionNetwork(ImageExtractor):
     def _catch_pool(self, pool_layer: nn.Module) -> None:
         self._pool: List[Tensor] = []
         pool_layer.register_forward_hook(lambda module, args, output: self._pool.append(output))
-
-    def _network(self, images: Tensor) -> Tensor:
-        """The network's output on checked uint8 ``images`` (its pool layer runs on the way)."""
-        raise NotImplementedError
-
-    def _logits(self, output: Tensor, pool: Tensor) -> Tensor:
-        """The logits, from the network's output or its pool features."""
-        raise NotImplementedError
 
     def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """The logits and the 2048 pool features from one pass, in the extractor's dtype."""
@@ -808,11 +799,6 @@ class ClassifierExtractor(ImageExtractor):
         """SHA-256 of the classifier's ``state_dict`` (computed on every call: the classifier may be trained)."""
         return state_dict_sha256(self.classifier)
 
-    @property
-    def dtype_name(self) -> str:
-        parameter = next((p for p in self.classifier.parameters() if p.is_floating_point()), None)
-        return str(parameter.dtype if parameter is not None else torch.float32).replace("torch.", "")
-
     def _input(self, images: Tensor) -> Tensor:
         self.check_images(images)
         parameter = next(self.classifier.parameters(), None)
@@ -839,7 +825,7 @@ class ClassifierExtractor(ImageExtractor):
     def features(self, images: Tensor) -> Tensor:
         """``features_fn(classifier, x)`` on the images in the classifier's range, in eval mode, without grad."""
         if self.features_fn is None:
-            raise NotImplementedError(_missing_features_message(self))
+            return super().features(images)
         x = self._input(images)
         with torch.no_grad(), evaluation_mode(self.classifier):
             features = self.features_fn(self.classifier, x)

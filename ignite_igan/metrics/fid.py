@@ -132,9 +132,7 @@ class FeatureStatistics:
             shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
             raise ValueError(f"features must be a tensor (N, D) with N >= 2, got {shape}")
         f = features.detach().to(torch.float64)
-        if not torch.isfinite(f).all():
-            raise ValueError("features must be finite, got NaN or inf")
-        mu = f.mean(dim=0)
+        mu = f.mean(dim=0)  # NaN or inf features make it so, which the constructor reports
         centered = f - mu
         sigma = centered.T @ centered / (f.shape[0] - 1)
         kwargs.setdefault("count", int(f.shape[0]))
@@ -204,8 +202,7 @@ class FeatureStatistics:
 
     def to(self, device: Union[str, torch.device]) -> "FeatureStatistics":
         """The same statistics on ``device``."""
-        moved = FeatureStatistics(self.mu.to(device), self.sigma.to(device), self.count, self.key, self.source)
-        return moved
+        return FeatureStatistics(self.mu.to(device), self.sigma.to(device), self.count, self.key, self.source)
 
     def factor(self) -> Tensor:
         """``F`` with ``F Fᵀ = sigma`` (computed once, then reused by every FID against these statistics)."""

@@ -47,6 +47,14 @@ __all__ = [
 ]
 
 
+def _as_centers(centers: Any) -> Tensor:
+    """``centers`` as a float64 tensor ``(K, 2)``, K >= 1."""
+    centers = torch.as_tensor(centers, dtype=torch.float64)
+    if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
+        raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
+    return centers
+
+
 def ring_centers(num_modes: int = 8, radius: float = 2.0) -> Tensor:
     """``num_modes`` centres evenly spaced on a circle of ``radius``, the first at angle 0: ``(num_modes, 2)``."""
     num_modes = check_int("num_modes", num_modes, minimum=1)
@@ -82,9 +90,7 @@ class GaussianMixture2D:
     """
 
     def __init__(self, centers: Tensor, std: float) -> None:
-        centers = torch.as_tensor(centers, dtype=torch.float64)
-        if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
-            raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
+        centers = _as_centers(centers)
         std = check_real("std", std, minimum=0.0, low_open=True)
         self.centers = centers
         self.std = float(std)
@@ -172,11 +178,11 @@ def default_min_count(n_samples: int) -> int:
     return max(1, math.ceil(n_samples * 20 / 2500))
 
 
-def _assign(samples: Tensor, centers: Tensor, std: float) -> tuple:
-    """Nearest centre of every sample and whether it is within 3 std of it."""
+def _high_quality_counts(samples: Tensor, centers: Tensor, std: float) -> Tensor:
+    """The number of high-quality samples of every mode: those within 3 std of their nearest centre."""
     distances = torch.cdist(samples.to(torch.float64), centers.to(device=samples.device, dtype=torch.float64))
     nearest_distance, nearest = distances.min(dim=1)
-    return nearest, nearest_distance <= 3 * std
+    return torch.bincount(nearest[nearest_distance <= 3 * std], minlength=centers.shape[0])
 
 
 def _summary(hq_counts: Tensor, n_samples: int, min_count: int) -> Dict[str, Any]:
@@ -223,18 +229,14 @@ def mode_coverage(
         (25, 25, 1.0, 0.0)
     """
     samples = check_points("samples", samples)
-    centers = torch.as_tensor(centers, dtype=torch.float64)
-    if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
-        raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
+    centers = _as_centers(centers)
     std = check_real("std", std, minimum=0.0, low_open=True)
     n = samples.shape[0]
     if n == 0:
         raise ValueError("samples must hold at least one sample, got 0")
     min_count = default_min_count(n) if min_count is None else min_count
     min_count = check_int("min_count", min_count, minimum=1)
-    nearest, high_quality = _assign(samples, centers, std)
-    counts = torch.bincount(nearest[high_quality], minlength=centers.shape[0])
-    return _summary(counts, n, min_count)
+    return _summary(_high_quality_counts(samples, centers, std), n, min_count)
 
 
 class ModeCoverage(Metric):
@@ -272,9 +274,7 @@ class ModeCoverage(Metric):
         output_transform: Callable = lambda x: x,
         device: Union[str, torch.device] = torch.device("cpu"),
     ) -> None:
-        centers = torch.as_tensor(centers, dtype=torch.float64)
-        if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
-            raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
+        centers = _as_centers(centers)
         std = check_real("std", std, minimum=0.0, low_open=True)
         min_count = check_int("min_count", min_count, minimum=1, allow_none=True)
         self._centers = centers
@@ -290,9 +290,7 @@ class ModeCoverage(Metric):
     @reinit__is_reduced
     def update(self, output: Tensor) -> None:
         samples = check_points("samples", output)  # NaN samples would count as uncovered, silently
-        nearest, high_quality = _assign(samples.detach(), self._centers, self._std)
-        counts = torch.bincount(nearest[high_quality], minlength=self._centers.shape[0])
-        self._hq_counts += counts.to(self._device)
+        self._hq_counts += _high_quality_counts(samples.detach(), self._centers, self._std).to(self._device)
         self._num_samples += samples.shape[0]
 
     @sync_all_reduce("_hq_counts", "_num_samples")
