@@ -804,8 +804,6 @@ def _as_real(real: Optional[RealSource]) -> Union[None, FeatureStatistics, RealI
 def _length(data: Any) -> Optional[int]:
     """The number of images one pass over ``data`` gives (``None`` if unknown); for a ``DataLoader``, its sampler's
     length less the last partial batch when ``drop_last`` is set (as Ignite's ``examples/gan/dcgan.py`` loads)."""
-    if data is None:
-        return None
     if isinstance(data, DataLoader):
         if data.batch_size is None or isinstance(data.dataset, IterableDataset):
             count = _length(data.dataset)  # a custom batch_sampler, or no sampler: what the data set holds
@@ -817,12 +815,7 @@ def _length(data: Any) -> Optional[int]:
         if count is not None and data.batch_size and data.drop_last:
             count -= count % data.batch_size
         return count
-    if isinstance(data, IterableDataset):
-        try:
-            return len(data)  # type: ignore[arg-type]
-        except TypeError:
-            return None
     try:
         return len(data)
-    except TypeError:
+    except TypeError:  # an IterableDataset without __len__
         return None
