@@ -905,14 +905,12 @@ class _ExtractorMetric(Metric):
         """The network."""
         return self._extractor
 
-    def _run(self, images: Tensor, output: str, input_range: Optional[str] = None, argument: str = "images") -> Tensor:
-        """The logits or features of a batch in ``input_range`` (default: the metric's), on the metric's device."""
-        return self._pass(
-            images,
-            output,
-            input_range=input_range or self._input_range,
-            device=self._device,
-            allow_tf32=self._allow_tf32,
-            batch_size=self._extractor_batch_size,
-            argument=argument,
-        )
+    def _options(self, input_range: Optional[str] = None) -> Dict[str, Any]:
+        """The keyword arguments of this metric's pass (:class:`SharedPass`) over images in ``input_range`` (default:
+        the metric's)."""
+        return dict(input_range=input_range or self._input_range, device=self._device, allow_tf32=self._allow_tf32,
+                    batch_size=self._extractor_batch_size)
+
+    def _run(self, images: Tensor, output: str, argument: str = "images") -> Tensor:
+        """The logits or features of a batch of the metric's images, on the metric's device."""
+        return self._pass(images, output, argument=argument, **self._options())

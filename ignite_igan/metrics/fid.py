@@ -673,9 +673,7 @@ class FID(_ExtractorMetric):
 
     def _real_options(self) -> Dict[str, Any]:
         """The keyword arguments of the real images' pass (:class:`SharedPass`)."""
-        real_range = self._real.input_range if isinstance(self._real, RealImages) else None
-        return dict(input_range=real_range or self._input_range, device=self._device, allow_tf32=self._allow_tf32,
-                    batch_size=self._extractor_batch_size)
+        return self._options(self._real.input_range if isinstance(self._real, RealImages) else None)
 
     def real_key(self) -> Dict[str, Any]:
         """The cache key of the real statistics: everything that determines them (real images only)."""
