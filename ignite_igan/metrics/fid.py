@@ -305,16 +305,13 @@ class _Moments:
             return None, None, count
         if local_d not in (0, d):
             raise ValueError(f"processes disagree on the number of features: {local_d} here, {d} elsewhere")
-        zeros = torch.zeros(d, dtype=torch.float64, device=self.device)
-        local_mean = self.mean if self.mean is not None else zeros
-        total = idist.all_reduce(local_mean * self.count).to(self.device)
-        mean = total / count
-        if self.mean is None:
-            scatter = torch.zeros(d, d, dtype=torch.float64, device=self.device)
-        else:
-            offset = self.mean - mean
-            scatter = self.scatter + torch.outer(offset, offset) * self.count
-        scatter = idist.all_reduce(scatter).to(self.device)
+        # A process that saw no batch takes part with zeros (and a count of 0, so it adds nothing).
+        local_mean = self.mean if self.mean is not None else torch.zeros(d, dtype=torch.float64, device=self.device)
+        local_scatter = self.scatter if self.scatter is not None else torch.zeros(d, d, dtype=torch.float64,
+                                                                                   device=self.device)
+        mean = idist.all_reduce(local_mean * self.count).to(self.device) / count
+        offset = local_mean - mean
+        scatter = idist.all_reduce(local_scatter + torch.outer(offset, offset) * self.count).to(self.device)
         return mean, scatter, count
 
     def statistics(self, what: str = "features", **kwargs: Any) -> FeatureStatistics:
