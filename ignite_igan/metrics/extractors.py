@@ -267,7 +267,7 @@ def _load_weights(path: Path, expected: str, load: Callable[[Dict[str, Tensor]],
     if not isinstance(state_dict, Mapping) or not state_dict or not all(
         isinstance(key, str) and isinstance(value, Tensor) for key, value in state_dict.items()
     ):
-        got = type(state_dict).__name__ if not isinstance(state_dict, Mapping) else "a mapping that is not name -> tensor"
+        got = "a mapping that is not name -> tensor" if isinstance(state_dict, Mapping) else type(state_dict).__name__
         raise ValueError(f"weights file {str(path)!r} must hold {expected} (a mapping name -> tensor), got {got}")
     try:
         return load(dict(state_dict))

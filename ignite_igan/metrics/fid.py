@@ -718,7 +718,6 @@ class FID(_ExtractorMetric):
             info,
             output=features if (dims is None or features.startswith(f"{dims} ")) else f"{features} ({dims} features)",
             input_range=self._input_range,
-            rounding=ROUNDING,
             allow_tf32=self._allow_tf32,
             n_samples=self._n_samples,
             real_statistics=real,
@@ -764,9 +763,8 @@ class FID(_ExtractorMetric):
                 f"the real statistics have {real.num_features} features, the generated images {fake.num_features}; "
                 "they were computed with another network or layer"
             )
-        sigma = fake.sigma.to(real.sigma.device)
-        mu = fake.mu.to(real.sigma.device)
-        value = _frechet_from_factor(real.mu, real.sigma, real.factor(), mu, sigma)
+        device = real.sigma.device
+        value = _frechet_from_factor(real.mu, real.sigma, real.factor(), fake.mu.to(device), fake.sigma.to(device))
         self._n_samples = fake.count
         return value
 

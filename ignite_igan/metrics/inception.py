@@ -22,7 +22,7 @@ from ignite.metrics.metric import reinit__is_reduced
 
 from ignite_igan.functional import inception_score
 from ignite_igan.metrics.extractors import SharedPass, TFInceptionV3, _ExtractorMetric
-from ignite_igan.metrics.protocol import ROUNDING, Protocol, publish_protocol
+from ignite_igan.metrics.protocol import Protocol, publish_protocol
 from ignite_igan.validation import check_bool, check_int
 
 __all__ = ["InceptionScore", "gather_in_rank_order"]
@@ -130,7 +130,6 @@ class InceptionScore(_ExtractorMetric):
             info,
             output=output,
             input_range=self._input_range,
-            rounding=ROUNDING,
             allow_tf32=self._allow_tf32,
             n_samples=self._n_samples,
             splits=self._splits,
