@@ -135,12 +135,11 @@ def to_uint8(images: Tensor, input_range: str, argument: str = "images") -> Tens
 
 
 def _from_uint8(images: Tensor, input_range: str, dtype: torch.dtype) -> Tensor:
-    """The inverse of :func:`to_uint8` up to quantization: uint8 back to floats in ``input_range``."""
-    key = _normalize_range(input_range)
-    if key == "uint8":
+    """The inverse of :func:`to_uint8` up to quantization: uint8 back to floats in ``input_range`` (normalized)."""
+    if input_range == "uint8":
         return images.to(dtype)
     x = images.to(dtype) / 255.0
-    return x * 2.0 - 1.0 if key == "[-1,1]" else x
+    return x * 2.0 - 1.0 if input_range == "[-1,1]" else x
 
 
 def sha256_of_file(path: Union[str, os.PathLike]) -> str:
@@ -457,7 +456,7 @@ class SharedPass:
                 "classifier as ClassifierExtractor(net, input_range=..., features_fn=...)"
             )
         self.extractor = _as_extractor(extractor, "[0,1]", device)
-        self._last: Optional[Tuple[Tensor, int, Tuple[Any, ...], Tensor]] = None
+        self._last: Optional[Tuple[Tensor, int, Tuple[Any, ...]]] = None
         self._outputs: Dict[str, Tensor] = {}
 
     def forget(self) -> None:
@@ -483,29 +482,25 @@ class SharedPass:
         key = (input_range, str(torch.device(device)), allow_tf32, batch_size)
         version = images._version if isinstance(images, Tensor) and not images.is_inference() else None
         last = self._last
-        hit = version is not None and last is not None and last[0] is images and last[1:3] == (version, key)
-        if hit and output in self._outputs:
-            return self._outputs[output]
-        if hit:
-            uint8 = last[3]
-        else:
+        if version is None or last is None or last[0] is not images or last[1:] != (version, key):
+            self.forget()
+        if output not in self._outputs:
             uint8 = to_uint8(images, input_range, argument=argument)
             self.extractor.check_images(uint8, argument=argument)
-            self.forget()
-        wanted = ("logits", "features") if self.extractor.single_pass else (output,)
-        chunks: Dict[str, list] = {name: [] for name in wanted}
-        with torch.no_grad(), tf32_mode(allow_tf32):
-            for chunk in uint8.split(batch_size or max(len(uint8), 1)):
-                chunk = chunk.to(device)
-                if self.extractor.single_pass:
-                    results = self.extractor.logits_and_features(chunk)
-                else:
-                    results = (self.extractor(chunk) if output == "logits" else self.extractor.features(chunk),)
-                for name, value in zip(wanted, results):
-                    chunks[name].append(value.detach())
-        self._outputs.update({name: torch.cat(parts) for name, parts in chunks.items()})
+            wanted = ("logits", "features") if self.extractor.single_pass else (output,)
+            chunks: Dict[str, list] = {name: [] for name in wanted}
+            with torch.no_grad(), tf32_mode(allow_tf32):
+                for chunk in uint8.split(batch_size or max(len(uint8), 1)):
+                    chunk = chunk.to(device)
+                    if self.extractor.single_pass:
+                        results = self.extractor.logits_and_features(chunk)
+                    else:
+                        results = (self.extractor(chunk) if output == "logits" else self.extractor.features(chunk),)
+                    for name, value in zip(wanted, results):
+                        chunks[name].append(value.detach())
+            self._outputs.update({name: torch.cat(parts) for name, parts in chunks.items()})
         if version is not None:
-            self._last = (images, version, key, uint8)  # a strong reference: its id cannot be reused meanwhile
+            self._last = (images, version, key)  # a strong reference: its id cannot be reused meanwhile
         return self._outputs[output]
 
 
