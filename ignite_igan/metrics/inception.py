@@ -159,8 +159,7 @@ class InceptionScore(_ExtractorMetric):
         if self._logits:
             local = torch.cat(self._logits)
         else:
-            num_logits = getattr(self._extractor, "num_logits", None) or 0
-            local = torch.zeros(0, num_logits, device=self._device)
+            local = torch.zeros(0, self._extractor.num_logits or 0, device=self._device)
         with_indices = len(self._indices) > 0
         if with_indices and sum(len(i) for i in self._indices) != local.shape[0]:
             raise ValueError("indices must be given with every batch or with none")
@@ -182,10 +181,9 @@ class InceptionScore(_ExtractorMetric):
             local_indices = torch.cat(self._indices) if self._indices else torch.zeros(0, dtype=torch.int64)
             indices = gather_in_rank_order(local_indices.to(self._device)).cpu()
             order = torch.argsort(indices, stable=True)
-            sorted_indices = indices[order]
-            keep = torch.ones_like(sorted_indices, dtype=torch.bool)
-            keep[1:] = sorted_indices[1:] != sorted_indices[:-1]
-            logits = logits[order[keep].to(logits.device)]
+            counts = torch.unique_consecutive(indices[order], return_counts=True)[1]
+            first = torch.cumsum(counts, 0) - counts  # the first of each index's repeats (DistributedSampler's padding)
+            logits = logits[order[first].to(logits.device)]
         return logits
 
     def compute(self) -> Dict[str, float]:
