@@ -400,20 +400,30 @@ class ImageExtractor(nn.Module):
         """The name on the protocol card."""
         return type(self).__name__
 
-    def describe(self) -> Dict[str, Any]:
-        """``network``, ``weights_sha256``, ``resize``, ``dtype`` and ``features``: the extractor's part of a protocol
-        card and of FID's cache key. The weights are ``weights_sha256`` if the extractor set it (the SHA-256 of its
-        file), else the hash of its state dict; the dtype is ``dtype`` if set, else that of its first floating-point
-        parameter or buffer."""
-        weights, dtype = getattr(self, "weights_sha256", None), getattr(self, "dtype", None)
+    @property
+    def weights_digest(self) -> str:
+        """SHA-256 of the weights, ``weights_sha256`` if the extractor set it (its file), else of its state dict."""
+        declared = getattr(self, "weights_sha256", None)
+        return declared if isinstance(declared, str) else state_dict_sha256(self)
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype the network computes in: ``dtype`` if set, else that of its first floating-point parameter or
+        buffer."""
+        dtype = getattr(self, "dtype", None)
         if not isinstance(dtype, torch.dtype):
             tensors = [t for t in list(self.parameters()) + list(self.buffers()) if t.is_floating_point()]
             dtype = tensors[0].dtype if tensors else torch.float32
+        return str(dtype).replace("torch.", "")
+
+    def describe(self) -> Dict[str, Any]:
+        """``network``, ``weights_sha256``, ``resize``, ``dtype`` and ``features``: the extractor's part of a protocol
+        card and of FID's cache key."""
         return {
             "network": self.network_name,
-            "weights_sha256": weights if isinstance(weights, str) else state_dict_sha256(self),
+            "weights_sha256": self.weights_digest,
             "resize": self.resize,
-            "dtype": str(dtype).replace("torch.", ""),
+            "dtype": self.dtype_name,
             "features": self.features_name if self.provides_features else None,
         }
 
