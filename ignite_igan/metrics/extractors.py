@@ -190,17 +190,18 @@ def _feed(digest: "hashlib._Hash", value: Any, depth: int = 0) -> None:
     elif hasattr(value, "__array__") and hasattr(value, "dtype"):  # a NumPy array
         array = np.ascontiguousarray(value)
         digest.update(f"{array.dtype}{array.shape}".encode("utf-8") + array.tobytes())
-    elif depth >= 4:  # deep or self-referential nesting: the name only
-        digest.update(_callable_name(value).encode("utf-8"))
-    elif isinstance(value, types.CodeType):
+    elif isinstance(value, types.CodeType):  # its constants (nested functions' code among them) at the same depth
         digest.update(value.co_code + repr(value.co_names).encode("utf-8"))
-        _feed(digest, value.co_consts, depth + 1)
-    elif isinstance(value, (tuple, list)):
+        for const in value.co_consts:
+            _feed(digest, const, depth)
+    elif isinstance(value, (tuple, list)) and depth < 4:
         digest.update(f"{type(value).__name__}{len(value)}".encode("utf-8"))
         for item in value:
             _feed(digest, item, depth + 1)
     elif isinstance(value, (set, frozenset)):  # e.g. the constant of `x in {"a", "b"}`: ordered by repr, not by hash
         digest.update(repr(sorted(repr(item) for item in value)).encode("utf-8"))
+    elif depth >= 4 and (callable(value) or type(value).__repr__ is object.__repr__):
+        digest.update(_callable_name(value).encode("utf-8"))  # deep or self-referential nesting: the name only
     else:
         if isinstance(value, functools.partial):
             parts = [value.func, value.args, tuple(sorted(value.keywords.items()))]
