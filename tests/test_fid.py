@@ -566,6 +566,14 @@ def test_covariance_keeps_its_digits_when_features_have_a_large_offset():
     assert value == pytest.approx(scipy_fid(a - 1e4, b - 1e4), rel=1e-6)
 
 
+class Scale:
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, net, x):
+        return self.k * x
+
+
 def test_callable_fingerprint_is_deterministic_across_processes_and_sees_what_changes():
     import functools
     import os
@@ -596,3 +604,8 @@ def test_callable_fingerprint_is_deterministic_across_processes_and_sees_what_ch
     scale = functools.partial(lambda net, x, k: k * x)
     assert callable_fingerprint(functools.partial(scale, k=2)) != callable_fingerprint(functools.partial(scale, k=3))
     assert callable_fingerprint(lambda net, x: x + 1) != callable_fingerprint(lambda net, x: x + 2)
+    # the constants of a function nested in the code, and an object's attributes, are in the key too
+    assert callable_fingerprint(lambda net, x: (lambda y: y + 1)(x)) != callable_fingerprint(
+        lambda net, x: (lambda y: y + 2)(x))
+    assert callable_fingerprint(Scale(2)) != callable_fingerprint(Scale(3))
+
