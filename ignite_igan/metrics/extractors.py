@@ -312,24 +312,24 @@ def resolve_tf_inception_weights(
     else:
         directory = Path(cache_dir).expanduser() if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
         path = directory / os.path.basename(url.split("?", 1)[0])
-    if weights_path is None and not path.is_file():
-        how_to = (
-            f"download {url} (SHA-256 {sha256}) on a machine with internet access and pass "
-            f"weights_path='<file>', or copy it to {str(path)!r}"
-        )
-        if not download:
-            raise RuntimeError(f"the Inception weights are not at {str(path)!r} and download=False; {how_to}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # torch.hub writes to a temporary file, checks the digest, and only then moves the file into place,
-            # so concurrent processes and interrupted downloads never leave a partial file under the final name.
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256, progress=progress)
-        except (URLError, OSError) as error:
-            raise RuntimeError(f"could not download the Inception weights ({error}); {how_to}") from error
-        except RuntimeError as error:
-            if "invalid hash value" in str(error):
-                raise ValueError(f"the file downloaded from {url} failed the SHA-256 check: {error}") from error
-            raise
+        if not path.is_file():
+            how_to = (
+                f"download {url} (SHA-256 {sha256}) on a machine with internet access and pass "
+                f"weights_path='<file>', or copy it to {str(path)!r}"
+            )
+            if not download:
+                raise RuntimeError(f"the Inception weights are not at {str(path)!r} and download=False; {how_to}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # torch.hub writes to a temporary file, checks the digest, and only then moves the file into place,
+                # so concurrent processes and interrupted downloads never leave a partial file under the final name.
+                torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256, progress=progress)
+            except (URLError, OSError) as error:
+                raise RuntimeError(f"could not download the Inception weights ({error}); {how_to}") from error
+            except RuntimeError as error:
+                if "invalid hash value" in str(error):
+                    raise ValueError(f"the file downloaded from {url} failed the SHA-256 check: {error}") from error
+                raise
     got = sha256_of_file(path) if sha256 is not None else None
     if got is not None and got != sha256.lower():
         raise ValueError(
