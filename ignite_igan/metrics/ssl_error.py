@@ -15,6 +15,7 @@ from ignite.engine import Engine, Events
 from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
+from ignite.utils import convert_tensor
 
 from ignite_igan.metrics.modes import evaluation_mode
 
@@ -92,11 +93,7 @@ class SemiSupervisedError(Metric):
 
 
 def _default_prepare_batch(batch: Any, device: Optional[torch.device], non_blocking: bool) -> Tuple[Tensor, Tensor]:
-    x, y = batch[0], batch[1]
-    if device is not None:
-        x = x.to(device, non_blocking=non_blocking)
-        y = y.to(device, non_blocking=non_blocking)
-    return x, y
+    return convert_tensor(batch[0], device, non_blocking), convert_tensor(batch[1], device, non_blocking)
 
 
 class ErrorEvaluator:
