@@ -68,7 +68,7 @@ from ignite.metrics.gan.fid import fid_score as ignite_fid_score  # noqa: E402
 
 from _harness import alternating, command_line, load_average, machine_info, utc_now, write_results  # noqa: E402
 from ignite_igan.functional import _covariance_factor, _frechet_from_factor, frechet_distance  # noqa: E402
-from ignite_igan.metrics import FID, ClassifierExtractor  # noqa: E402
+from ignite_igan.metrics import FID, ClassifierExtractor, RealImages  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -181,11 +181,11 @@ def measure_cache(args: argparse.Namespace) -> Dict[str, Any]:
         def recompute() -> float:
             for old in Path(cache_dir).glob("*.npz"):
                 old.unlink()
-            fid = FID(extractor, real=images, real_name="bench", real_split="train", cache_dir=cache_dir)
+            fid = FID(extractor, real=RealImages(images, name="bench", split="train", cache_dir=cache_dir))
             return float(fid.real_statistics.sigma.trace())
 
         def load() -> float:
-            fid = FID(extractor, real=images, real_name="bench", real_split="train", cache_dir=cache_dir)
+            fid = FID(extractor, real=RealImages(images, name="bench", split="train", cache_dir=cache_dir))
             return float(fid.real_statistics.sigma.trace())
 
         recompute()  # untimed warm-up, and the file the first load reads

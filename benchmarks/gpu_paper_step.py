@@ -58,7 +58,7 @@ from _harness import (  # first: it puts the repository root on sys.path (benchm
     command_line, device_info, select_device, synchronize, utc_now, write_results,
 )
 from ignite_igan.engines import create_gan_trainer, create_semi_supervised_trainer
-from ignite_igan.metrics import FID, GeneratorEvaluator, InceptionScore, TFInceptionV3
+from ignite_igan.metrics import FID, GeneratorEvaluator, InceptionScore, SharedPass, TFInceptionV3
 from ignite_igan.models import cifar10_fm_discriminator, cifar10_generator, cifar10_md_discriminator
 from ignite_igan.nn import data_dependent_init
 from ignite_igan.optim import ReferenceAdam
@@ -223,9 +223,10 @@ def measure_scores(args: argparse.Namespace, device: torch.device, with_fid: boo
     real = (torch.randn(2048, generator=rng, dtype=torch.float64), a @ a.T / 2048)
 
     def evaluate(n: int) -> Tuple[Dict[str, Any], float]:
-        metrics = {"is": InceptionScore(extractor, input_range="[-1,1]", splits=10, device=device)}
+        shared = SharedPass(extractor)  # one Inception pass per batch for IS and FID
+        metrics = {"is": InceptionScore(shared, input_range="[-1,1]", splits=10, device=device)}
         if with_fid:
-            metrics["fid"] = FID(extractor, input_range="[-1,1]", real=real, device=device)
+            metrics["fid"] = FID(shared, input_range="[-1,1]", real=real, device=device)
         scorer = GeneratorEvaluator(generator, metrics, n_samples=n, batch_size=args.is_batch_size, seed=0,
                                     mode="eval")
         synchronize(device)

@@ -388,6 +388,25 @@ def check_instance(name: str, value: Any, kind: Any, expected: str) -> Any:
     """
     if not isinstance(value, kind):
         raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
+
+
+# --- added by metrics ---
+def check_points(name: str, value: Any, columns: int = 2) -> torch.Tensor:
+    """``value`` if it is a finite floating-point tensor of ``columns``-dimensional points ``(N, columns)``.
+
+    Example:
+        >>> check_points("samples", torch.zeros(10, 3))
+        Traceback (most recent call last):
+        ...
+        ValueError: samples must have shape (N, 2), got (10, 3)
+    """
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        got = value.dtype if isinstance(value, torch.Tensor) else describe(value)
+        raise TypeError(f"{name} must be a torch.Tensor of floating point, got {got}")
+    if value.dim() != 2 or value.shape[1] != columns:
+        raise ValueError(f"{name} must have shape (N, {columns}), got {tuple(value.shape)}")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or inf")
     return value
 
 

@@ -35,7 +35,7 @@ from ignite_igan.handlers import (
     VirtualBatchReference,
 )
 from ignite_igan.logging import ImageGridHandler, attach_tensorboard
-from ignite_igan.metrics import FID, ClassifierExtractor, GeneratorEvaluator, InceptionScore
+from ignite_igan.metrics import FID, ClassifierExtractor, GeneratorEvaluator, InceptionScore, RealImages
 from ignite_igan.nn import VirtualBatchNorm, WeightNormConv2d
 
 NZ, NGF, NDF, BATCH_SIZE = 16, 16, 16, 16
@@ -184,10 +184,10 @@ def build(seed: int, log_dir: Path, cache_dir: Path) -> Dict[str, Any]:
 
     # IS and FID every epoch against the real images, through a stand-in classifier
     extractor = ClassifierExtractor(Classifier(), input_range="[-1,1]", features_fn=penultimate)
-    fid = FID(extractor, real=loader, real_name="blobs", real_split="train", cache_dir=cache_dir)
+    fid = FID(extractor, real=RealImages(loader, name="blobs", split="train", cache_dir=cache_dir))
     scorer = GeneratorEvaluator(netG, {"is": InceptionScore(extractor), "fid": fid}, n_samples=200, batch_size=50)
     scorer.attach(trainer, Events.EPOCH_COMPLETED)
-    ema_fid = FID(extractor, real=loader, real_name="blobs", real_split="train", cache_dir=cache_dir)
+    ema_fid = FID(extractor, real=RealImages(loader, name="blobs", split="train", cache_dir=cache_dir))
     ema_scorer = GeneratorEvaluator(
         handlers["averaging"].averaged_model, {"is": InceptionScore(extractor), "fid": ema_fid},
         n_samples=200, batch_size=50,
@@ -342,7 +342,7 @@ def test_fid_takes_the_dcgan_loader_with_drop_last_and_refuses_one_that_drops_ot
     extractor = ClassifierExtractor(Classifier(), input_range="[-1,1]", features_fn=penultimate)
     loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=False, drop_last=True)
     from_loader = FID(extractor, real=loader).real_statistics
-    from_dataset = FID(extractor, real=dataset, real_samples=EPOCH_LENGTH * BATCH_SIZE).real_statistics
+    from_dataset = FID(extractor, real=RealImages(dataset, samples=EPOCH_LENGTH * BATCH_SIZE)).real_statistics
     assert from_loader.count == from_dataset.count == EPOCH_LENGTH * BATCH_SIZE
     torch.testing.assert_close(from_loader.mu, from_dataset.mu, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(from_loader.sigma, from_dataset.sigma, rtol=1e-12, atol=1e-14)

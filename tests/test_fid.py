@@ -26,6 +26,8 @@ from ignite_igan.metrics import (
     GeneratorEvaluator,
     ImageExtractor,
     InceptionScore,
+    RealImages,
+    SharedPass,
 )
 from ignite_igan.metrics import extractors as extractors_module
 
@@ -106,8 +108,8 @@ def test_fid_against_a_dataset_in_a_generator_evaluator_every_epoch_matches_scip
     net, generator = make_net(), TinyGenerator()
     real = real_images()
     extractor = ClassifierExtractor(net, input_range="[-1,1]", features_fn=first_layer)
-    fid = FID(extractor, real=LabeledImages(real), real_name="toy", real_split="train", cache_dir=tmp_path,
-              real_batch_size=64)
+    fid = FID(extractor, real=RealImages(LabeledImages(real), name="toy", split="train", cache_dir=tmp_path,
+                                         batch_size=64))
     scorer = GeneratorEvaluator(
         generator, {"is": InceptionScore(extractor, splits=2), "fid": fid}, n_samples=300, batch_size=50
     )
@@ -141,7 +143,7 @@ def test_real_samples_takes_the_first_images_of_a_loader_and_of_a_dataset():
     real = real_images(300)
     expected = FeatureStatistics.from_features(torch.from_numpy(numpy_features(net, real[:130].numpy())))
     for source in (real, LabeledImages(real), DataLoader(TensorDataset(real), batch_size=40)):
-        fid = FID(net, features_fn=first_layer, real=source, real_samples=130)
+        fid = FID(net, features_fn=first_layer, real=RealImages(source, samples=130))
         stats = fid.real_statistics
         assert stats.count == 130
         assert torch.allclose(stats.mu, expected.mu, rtol=1e-12) and torch.allclose(stats.sigma, expected.sigma, rtol=1e-10)
@@ -150,8 +152,8 @@ def test_real_samples_takes_the_first_images_of_a_loader_and_of_a_dataset():
 def test_fid_computes_real_statistics_when_attached_not_at_the_first_evaluation():
     net = make_net()
     calls = []
-    fid = FID(net, features_fn=lambda net, x: calls.append(len(x)) or first_layer(net, x), real=real_images(100),
-              real_batch_size=100)
+    fid = FID(net, features_fn=lambda net, x: calls.append(len(x)) or first_layer(net, x),
+              real=RealImages(real_images(100), batch_size=100))
     assert calls == []  # building is cheap
     fid.attach(Engine(lambda engine, batch: batch), "fid")
     assert calls == [100]  # the real pass ran at attach, before any run
@@ -176,10 +178,10 @@ def doubled(net, x):
     return 2.0 * first_layer(net, x)
 
 
-def _fid(tmp_path, net, features=first_layer, **kwargs):
-    options = dict(real=real_images(), real_name="toy", real_split="train", cache_dir=tmp_path)
-    options.update(kwargs)
-    return FID(net, features_fn=features, **options)
+def _fid(tmp_path, net, features=first_layer, real=None, allow_tf32=False, extractor_batch_size=None, **options):
+    options = dict(dict(name="toy", split="train", cache_dir=tmp_path), **options)
+    real = RealImages(real_images() if real is None else real, **options)
+    return FID(net, features_fn=features, real=real, allow_tf32=allow_tf32, extractor_batch_size=extractor_batch_size)
 
 
 def test_cache_is_written_once_reloaded_on_the_same_key_and_recomputed_on_any_change(tmp_path):
@@ -198,12 +200,12 @@ def test_cache_is_written_once_reloaded_on_the_same_key_and_recomputed_on_any_ch
     assert again.protocol.real_statistics == first.protocol.real_statistics  # the card names the same key
 
     changes = {
-        "real_split": dict(real_split="test"),
-        "real_name": dict(real_name="other"),
-        "real_samples": dict(real_samples=399),
-        "real_input_range": dict(real_input_range="[0,1]", real=(real_images() + 1) / 2),
+        "split": dict(split="test"),
+        "name": dict(name="other"),
+        "samples": dict(samples=399),
+        "input_range": dict(input_range="[0,1]", real=(real_images() + 1) / 2),
         "allow_tf32": dict(allow_tf32=True),
-        "real_batch_size": dict(real_batch_size=7),
+        "batch_size": dict(batch_size=7),
         "extractor_batch_size": dict(extractor_batch_size=5),
         "features_fn": dict(features=doubled),
     }
@@ -261,12 +263,12 @@ def test_statistics_are_recomputed_when_the_classifier_changes_after_the_first_u
 
 def test_real_name_is_needed_for_caching_and_the_default_cache_dir(tmp_path, monkeypatch):
     net = make_net()
-    with pytest.raises(ValueError, match="real_split and cache_dir need real_name"):
-        FID(net, features_fn=first_layer, real=real_images(), cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="split and cache_dir need name"):
+        FID(net, features_fn=first_layer, real=RealImages(real_images(), cache_dir=tmp_path))
     assert FID(net, features_fn=first_layer, real=real_images()).cache_path() is None  # no name, no cache
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)  # another test may have called torch.hub.set_dir
-    fid = FID(net, features_fn=first_layer, real=real_images(), real_name="toy")
+    fid = FID(net, features_fn=first_layer, real=RealImages(real_images(), name="toy"))
     assert fid.cache_path().parent == tmp_path / "torch_home" / "ignite_igan" / "fid_statistics"
 
 
@@ -303,6 +305,30 @@ def test_precomputed_statistics_npz_tensors_and_mapping_give_the_same_fid(tmp_pa
     fid.update(fake_images)
     with pytest.raises(ValueError, match="the real statistics have 4 features, the generated images 6"):
         fid.compute()
+
+
+def test_the_constructors_of_the_real_side_agree_with_the_forms_real_takes_and_the_numpy_oracle(tmp_path):
+    net = make_net()
+    extractor = ClassifierExtractor(net, "[-1,1]", features_fn=first_layer)
+    real = real_images(150)
+    oracle = numpy_features(net, real.numpy())
+    computed = FeatureStatistics.from_images(RealImages(real, batch_size=40), extractor)
+    assert computed.count == 150 and computed.key == FID(extractor, real=RealImages(real, batch_size=40)).real_key()
+    np.testing.assert_allclose(computed.mu.numpy(), oracle.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(computed.sigma.numpy(), np.cov(oracle, rowvar=False), rtol=1e-10)
+    from_bare_data = FID(extractor, real=real).real_statistics  # a tensor is read as RealImages(real)
+    assert torch.equal(FeatureStatistics.from_images(real, extractor).sigma, from_bare_data.sigma)
+    mu, sigma = oracle.mean(0), np.cov(oracle, rowvar=False)
+    np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
+    for given, constructed in (
+        (FID(extractor, real=tmp_path / "stats.npz"), FeatureStatistics.from_file(tmp_path / "stats.npz")),
+        (FID(extractor, real=(mu, sigma)), FeatureStatistics.from_arrays(mu, sigma)),
+    ):
+        assert given.real_statistics.key == constructed.key and torch.equal(given.real_statistics.mu, constructed.mu)
+    with pytest.raises(ValueError, match=r"a \.npz file of statistics"):
+        FeatureStatistics.from_file(tmp_path / "stats.txt")
+    with pytest.raises(TypeError, match=r"wrap a classifier as ClassifierExtractor"):
+        SharedPass(net)
 
 
 def test_saved_statistics_are_readable_by_numpy_like_pytorch_fid(tmp_path):
@@ -362,7 +388,8 @@ def test_fid_with_a_user_classifier_both_ways_and_the_error_without_features():
     assert values[0] == pytest.approx(
         scipy_fid(numpy_features(net, real.numpy()), numpy_features(net, fake.numpy())), rel=1e-9
     )
-    with pytest.raises(ValueError, match="features_fn returned 6 features, but num_features=5"):
+    with pytest.raises(ValueError, match=r"features_fn returned features of shape \(100, 6\) for N=100 images, but "
+                                         r"num_features=5"):
         FID(ClassifierExtractor(net, "[-1,1]", num_features=5, features_fn=first_layer), real=real).real_statistics
 
 
@@ -397,14 +424,16 @@ class OnePass(ImageExtractor):
         return self.logits_and_features(images)[0]
 
 
-def test_inception_score_and_fid_share_one_pass_per_batch_with_the_default_network_by_name():
+def test_inception_score_and_fid_given_one_shared_pass_run_the_default_network_once_per_batch():
     generator = TinyGenerator()
     with mock.patch.object(extractors_module, "TFInceptionV3", OnePass), mock.patch.object(
         extractors_module, "_SHARED_EXTRACTORS", weakref.WeakValueDictionary()
     ):
-        score = InceptionScore(splits=2)
-        fid = FID(real=real_images(80))
-    assert score.extractor is fid.extractor  # named networks are shared
+        shared = SharedPass()
+        score = InceptionScore(shared, splits=2)
+        fid = FID(shared, real=real_images(80))
+        assert InceptionScore().extractor is fid.extractor  # named networks are shared (the module, not the pass)
+    assert score.extractor is fid.extractor
     network = score.extractor
     assert network.passes == []  # building the metrics runs nothing
     scorer = GeneratorEvaluator(generator, {"is": score, "fid": fid}, n_samples=90, batch_size=30)
@@ -421,8 +450,9 @@ def test_inception_score_and_fid_share_one_pass_per_batch_with_the_default_netwo
 
 def test_a_modified_or_different_batch_is_not_taken_from_the_shared_pass():
     extractor = OnePass()
-    score = InceptionScore(extractor, splits=1, input_range="[-1,1]")
-    fid = FID(extractor, real=real_images(20))
+    shared = SharedPass(extractor)
+    score = InceptionScore(shared, splits=1, input_range="[-1,1]")
+    fid = FID(shared, real=real_images(20))
     fid.real_statistics
     extractor.passes.clear()
     batch = real_images(10, seed=3)
@@ -443,7 +473,7 @@ def test_fid_errors_name_the_argument():
     net = make_net()
     real = real_images(50)
     fid = FID(net, features_fn=first_layer, real=real)
-    with pytest.raises(TypeError, match=r"FID\(real=\.\.\.\) takes a batch of generated images, got a tuple of 2"):
+    with pytest.raises(TypeError, match=r"images must be a torch.Tensor of floating point .*got tuple"):
         fid.update((real, real))
     with pytest.raises(ValueError, match=r"images must lie in \[-1, 1\]"):
         fid.update(real * 3)
@@ -456,11 +486,11 @@ def test_fid_errors_name_the_argument():
     with pytest.raises(TypeError, match=r"FID without real= takes \(real, fake\) pairs"):
         paired.update(real)
     with pytest.raises(ValueError, match=r"real images must lie in \[0, 1\]"):
-        FID(net, features_fn=first_layer, real=real, real_input_range="[0,1]").real_statistics
-    with pytest.raises(ValueError, match="real_samples=51, but the real data has only 50 images"):
-        FID(net, features_fn=first_layer, real=real, real_samples=51).real_statistics
-    with pytest.raises(ValueError, match="shuffling DataLoader and real_samples=10"):
-        FID(net, features_fn=first_layer, real=DataLoader(TensorDataset(real), shuffle=True), real_samples=10)
+        FID(net, features_fn=first_layer, real=RealImages(real, input_range="[0,1]")).real_statistics
+    with pytest.raises(ValueError, match="samples=51, but the real data has only 50 images"):
+        FID(net, features_fn=first_layer, real=RealImages(real, samples=51)).real_statistics
+    with pytest.raises(ValueError, match="shuffling DataLoader and samples=10"):
+        FID(net, features_fn=first_layer, real=RealImages(DataLoader(TensorDataset(real), shuffle=True), samples=10))
     sampler = DistributedSampler(TensorDataset(real), num_replicas=2, rank=0)
     with pytest.raises(ValueError, match="DistributedSampler"):
         FID(net, features_fn=first_layer, real=DataLoader(TensorDataset(real), sampler=sampler))
@@ -468,8 +498,8 @@ def test_fid_errors_name_the_argument():
         FID(net, features_fn=first_layer, real=3)
     with pytest.raises(ValueError, match=r"real as a tuple or list must be \(mu, sigma\), got 3 items; stack"):
         FID(net, features_fn=first_layer, real=(1, 2, 3))
-    with pytest.raises(ValueError, match="real_samples must be >= 1 or None, got 0"):
-        FID(net, features_fn=first_layer, real=real, real_samples=0)
+    with pytest.raises(ValueError, match="samples must be >= 1 or None, got 0"):
+        FID(net, features_fn=first_layer, real=RealImages(real, samples=0))
     nan_net = make_net()
     with torch.no_grad():
         nan_net[1].bias.fill_(float("nan"))
@@ -524,7 +554,7 @@ def test_covariance_keeps_its_digits_when_features_have_a_large_offset():
     net = make_net()
     offset = lambda net, x: 1e4 + 1e-3 * first_layer(net, x)  # noqa: E731
     real, fake = real_images(300), real_images(200, seed=11) * 0.7
-    fid = FID(net, features_fn=offset, real=real, real_batch_size=37)
+    fid = FID(net, features_fn=offset, real=RealImages(real, batch_size=37))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "not PSD" warning from rounding either
         for batch in fake.split(23):
@@ -534,6 +564,14 @@ def test_covariance_keeps_its_digits_when_features_have_a_large_offset():
     b = 1e4 + 1e-3 * numpy_features(net, fake.numpy())
     assert torch.allclose(fid.real_statistics.sigma, torch.from_numpy(np.cov(a, rowvar=False)), rtol=1e-7, atol=0)
     assert value == pytest.approx(scipy_fid(a - 1e4, b - 1e4), rel=1e-6)
+
+
+class Scale:
+    def __init__(self, k):
+        self.k = k
+
+    def __call__(self, net, x):
+        return self.k * x
 
 
 def test_callable_fingerprint_is_deterministic_across_processes_and_sees_what_changes():
@@ -566,3 +604,8 @@ def test_callable_fingerprint_is_deterministic_across_processes_and_sees_what_ch
     scale = functools.partial(lambda net, x, k: k * x)
     assert callable_fingerprint(functools.partial(scale, k=2)) != callable_fingerprint(functools.partial(scale, k=3))
     assert callable_fingerprint(lambda net, x: x + 1) != callable_fingerprint(lambda net, x: x + 2)
+    # the constants of a function nested in the code, and an object's attributes, are in the key too
+    assert callable_fingerprint(lambda net, x: (lambda y: y + 1)(x)) != callable_fingerprint(
+        lambda net, x: (lambda y: y + 2)(x))
+    assert callable_fingerprint(Scale(2)) != callable_fingerprint(Scale(3))
+

@@ -353,7 +353,7 @@ def test_complete_example_scores_every_epoch_and_resumes(runs):
     assert handlers["init_G"].done and handlers["init_D"].done
     assert handlers["averaging"].num_updates == 3 * len(resumed["loader"])
     assert not [w for w in runs.resume_warnings if "DataDependentInitialization" in w]
-    # the real statistics: computed once, cached under real_name, loaded by the second FID and by the new process
+    # the real statistics: computed once, cached under their name, loaded by the second FID and by the new process
     cache = sorted((runs.tmp / "torch_home" / "ignite_igan" / "fid_statistics").iterdir())
     assert len(cache) == 1 and cache[0].name.startswith("fid_my_images_")
     for namespace in (example, resumed):

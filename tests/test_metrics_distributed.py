@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ignite_igan.logging import InactiveLogger, attach_tensorboard
 from ignite_igan.metrics import (
     FID,
+    RealImages,
     ClassifierExtractor,
     GeneratorEvaluator,
     ImageExtractor,
@@ -124,14 +125,14 @@ def evaluate(rank, world_size, log_dir):
     cache = f"{os.path.dirname(log_dir)}/fid_cache_{world_size}"  # one directory for all processes of a run
     fid_metrics = {
         "is": InceptionScore(extractor, splits=5),
-        "fid": FID(extractor, real=real, real_name="toy", cache_dir=cache),
+        "fid": FID(extractor, real=RealImages(real, name="toy", cache_dir=cache)),
         "fid_loader": FID(extractor, real=DataLoader(TensorDataset(real), batch_size=40)),
     }
     fid_scorer = GeneratorEvaluator(gan, fid_metrics, n_samples=250, batch_size=20, mode="train")
     results["fid"] = fid_scorer.run()
     results["fid_cards"] = {name: str(card) for name, card in fid_scorer.protocols.items()}
     # A second FID with the same key: rank 0 loads the cache and sends the statistics to the others.
-    again = FID(extractor, real=real, real_name="toy", cache_dir=cache)
+    again = FID(extractor, real=RealImages(real, name="toy", cache_dir=cache))
     rows = []
     hook = classifier[1].register_forward_hook(lambda module, args, out: rows.append(out.shape[0]))
     again.real_statistics  # collective: every process asks at the same point

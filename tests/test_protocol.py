@@ -16,6 +16,7 @@ from ignite.engine import Engine
 import ignite_igan.metrics
 from ignite_igan.metrics import (
     FID,
+    RealImages,
     ClassifierExtractor,
     GeneratorEvaluator,
     ImageExtractor,
@@ -58,7 +59,7 @@ def test_card_fields_string_equality_and_publication(tmp_path):
     metrics = {
         "is": InceptionScore(extractor, splits=4),
         "is_shuffled": InceptionScore(extractor, splits=4, shuffle=True, seed=7),
-        "fid": FID(extractor, real=real, real_name="toy", real_split="train", cache_dir=tmp_path),
+        "fid": FID(extractor, real=RealImages(real, name="toy", split="train", cache_dir=tmp_path)),
     }
     scorer = GeneratorEvaluator(TinyGenerator(), metrics, n_samples=40, batch_size=20)
     result = scorer.run()
@@ -105,7 +106,7 @@ def test_card_fields_string_equality_and_publication(tmp_path):
     with pytest.raises(dataclasses.FrozenInstanceError):
         card.n_samples = 3
     # Another data set for the real statistics: another card.
-    other = FID(extractor, real=real[:32], real_name="toy", real_split="test", cache_dir=tmp_path)
+    other = FID(extractor, real=RealImages(real[:32], name="toy", split="test", cache_dir=tmp_path))
     other.update(real)
     other.compute()
     assert other.protocol.differences(metrics["fid"].protocol).keys() == {"n_samples", "real_statistics"}

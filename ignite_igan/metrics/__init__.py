@@ -12,6 +12,7 @@ from ignite_igan.metrics.extractors import (
     TF_INCEPTION_URL,
     ClassifierExtractor,
     ImageExtractor,
+    SharedPass,
     TFInceptionV3,
     TorchvisionInceptionV3,
     callable_fingerprint,
@@ -20,7 +21,7 @@ from ignite_igan.metrics.extractors import (
     state_dict_sha256,
     to_uint8,
 )
-from ignite_igan.metrics.fid import FID, FeatureStatistics, default_statistics_dir
+from ignite_igan.metrics.fid import FID, FeatureStatistics, RealImages, default_statistics_dir
 from ignite_igan.metrics.inception import InceptionScore, gather_in_rank_order
 from ignite_igan.metrics.mode_coverage import (
     GaussianMixture2D,
@@ -44,6 +45,7 @@ __all__ = [
     "TF_INCEPTION_URL",
     "ClassifierExtractor",
     "ImageExtractor",
+    "SharedPass",
     "TFInceptionV3",
     "TorchvisionInceptionV3",
     "callable_fingerprint",
@@ -53,6 +55,7 @@ __all__ = [
     "to_uint8",
     "FID",
     "FeatureStatistics",
+    "RealImages",
     "default_statistics_dir",
     "InceptionScore",
     "gather_in_rank_order",

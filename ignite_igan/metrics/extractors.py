@@ -22,17 +22,20 @@ import os
 import types
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 from unittest import mock
 from urllib.error import URLError
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ignite.metrics import Metric
+
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import tf32_mode
-from ignite_igan.validation import check_int
+from ignite_igan.validation import ArgumentTypeError, check_bool, check_choice, check_int
 
 __all__ = [
     "INPUT_RANGES",
@@ -47,6 +50,7 @@ __all__ = [
     "TFInceptionV3",
     "TorchvisionInceptionV3",
     "ClassifierExtractor",
+    "SharedPass",
 ]
 
 #: Features function of :class:`ClassifierExtractor`: ``features_fn(classifier, x) -> (N, D)`` features, where
@@ -75,11 +79,9 @@ _RANGE_TOLERANCE = 1e-4
 
 
 def _normalize_range(input_range: str, argument: str = "input_range") -> str:
-    if not isinstance(input_range, str):
-        raise TypeError(f"{argument} must be one of {list(INPUT_RANGES)}, got {input_range!r}")
-    key = input_range.replace(" ", "").lower()
+    key = input_range.replace(" ", "").lower() if isinstance(input_range, str) else None
     if key not in INPUT_RANGES:
-        raise ValueError(f"{argument} must be one of {list(INPUT_RANGES)}, got {input_range!r}")
+        raise ArgumentTypeError(f"{argument} must be one of {list(INPUT_RANGES)}, got {input_range!r}")
     return key
 
 
@@ -107,28 +109,21 @@ def to_uint8(images: Tensor, input_range: str, argument: str = "images") -> Tens
         [0, 128, 255, 255]
     """
     key = _normalize_range(input_range)
-    if not isinstance(images, Tensor):
+    wanted = "torch.uint8" if key == "uint8" else "floating point"
+    is_uint8 = isinstance(images, Tensor) and images.dtype == torch.uint8
+    if not isinstance(images, Tensor) or not (is_uint8 if key == "uint8" else images.is_floating_point()):
+        got = images.dtype if isinstance(images, Tensor) else type(images).__name__
         raise TypeError(
-            f"{argument} must be a torch.Tensor, got {type(images).__name__}; stack lists or TensorDataset items "
-            "into one tensor first"
+            f"{argument} must be a torch.Tensor of {wanted} for input_range={input_range!r}, got {got} (stack lists "
+            "into one tensor; input_range='uint8' is for uint8 images)"
         )
-    if key == "uint8":
-        if images.dtype != torch.uint8:
-            raise TypeError(f"{argument} must have dtype torch.uint8 for input_range='uint8', got {images.dtype}")
-        return images
-    if not images.is_floating_point():
-        raise TypeError(
-            f"{argument} must be floating point for input_range={input_range!r}, got {images.dtype}; "
-            "use input_range='uint8' for uint8 images"
-        )
-    if images.numel() == 0:
-        return torch.empty(images.shape, dtype=torch.uint8, device=images.device)
+    if key == "uint8" or images.numel() == 0:
+        return images if key == "uint8" else images.to(torch.uint8)
     images = images.detach()
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{argument} contains NaN or inf values")
     low, high = (-1.0, 1.0) if key == "[-1,1]" else (0.0, 1.0)
     got_min, got_max = float(images.min()), float(images.max())
-    if got_min < low - _RANGE_TOLERANCE or got_max > high + _RANGE_TOLERANCE:
+    # NaN fails both comparisons, so NaN values are reported here too.
+    if not (low - _RANGE_TOLERANCE <= got_min and got_max <= high + _RANGE_TOLERANCE):
         raise ValueError(
             f"{argument} must lie in [{low:g}, {high:g}] for input_range={input_range!r}, got values in "
             f"[{got_min:.4g}, {got_max:.4g}]"
@@ -140,12 +135,11 @@ def to_uint8(images: Tensor, input_range: str, argument: str = "images") -> Tens
 
 
 def _from_uint8(images: Tensor, input_range: str, dtype: torch.dtype) -> Tensor:
-    """The inverse of :func:`to_uint8` up to quantization: uint8 back to floats in ``input_range``."""
-    key = _normalize_range(input_range)
-    if key == "uint8":
+    """The inverse of :func:`to_uint8` up to quantization: uint8 back to floats in ``input_range`` (normalized)."""
+    if input_range == "uint8":
         return images.to(dtype)
     x = images.to(dtype) / 255.0
-    return x * 2.0 - 1.0 if key == "[-1,1]" else x
+    return x * 2.0 - 1.0 if input_range == "[-1,1]" else x
 
 
 def sha256_of_file(path: Union[str, os.PathLike]) -> str:
@@ -174,60 +168,54 @@ def state_dict_sha256(module: nn.Module) -> str:
         >>> state_dict_sha256(a) == state_dict_sha256(b)
         False
     """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     digest = hashlib.sha256()
     state = module.state_dict()
     for key in sorted(state):
-        value = state[key]
         digest.update(key.encode("utf-8"))
-        if isinstance(value, Tensor):
-            tensor = value.detach().to("cpu").contiguous()
-            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode("utf-8"))
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            digest.update(repr(value).encode("utf-8"))
+        _feed(digest, state[key])
     return digest.hexdigest()
 
 
-def _value_digest(value: Any, digest: "hashlib._Hash", depth: int = 0) -> None:
-    """Feeds a deterministic description of ``value`` to ``digest`` (tensors and modules by content)."""
-    if isinstance(value, Tensor):
+def _feed(digest: "hashlib._Hash", value: Any, depth: int = 0) -> None:
+    """Feeds a description of ``value`` to ``digest`` that is the same in every process: tensors, arrays and modules
+    by content, functions by their code, constants, defaults and closure, a ``functools.partial`` by its function and
+    arguments, an object whose ``repr`` holds its address by its class, ``__call__`` and attributes, anything else by
+    ``repr``. Nesting stops at depth 4, which also ends a function that refers to itself."""
+    if isinstance(value, nn.Module):
+        digest.update(f"module {type(value).__qualname__} {state_dict_sha256(value)}".encode("utf-8"))
+    elif isinstance(value, Tensor):
         tensor = value.detach().to("cpu").contiguous()
-        digest.update(f"tensor{tensor.dtype}{tuple(tensor.shape)}".encode("utf-8"))
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode("utf-8"))
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(value, nn.Module):
-        digest.update(f"module{type(value).__qualname__}{state_dict_sha256(value)}".encode("utf-8"))
-    elif hasattr(value, "__array__") and hasattr(value, "dtype") and hasattr(value, "shape"):
-        import numpy as np
-
-        array = np.ascontiguousarray(np.asarray(value))
-        digest.update(f"array{array.dtype}{array.shape}".encode("utf-8"))
-        digest.update(array.tobytes())
-    elif isinstance(value, types.CodeType):
-        digest.update(value.co_code)
-        digest.update(repr(value.co_names).encode("utf-8"))
+    elif hasattr(value, "__array__") and hasattr(value, "dtype"):  # a NumPy array
+        array = np.ascontiguousarray(value)
+        digest.update(f"{array.dtype}{array.shape}".encode("utf-8") + array.tobytes())
+    elif isinstance(value, types.CodeType):  # its constants (nested functions' code among them) at the same depth
+        digest.update(value.co_code + repr(value.co_names).encode("utf-8"))
         for const in value.co_consts:
-            _value_digest(const, digest, depth + 1)
+            _feed(digest, const, depth)
     elif isinstance(value, (tuple, list)) and depth < 4:
         digest.update(f"{type(value).__name__}{len(value)}".encode("utf-8"))
         for item in value:
-            _value_digest(item, digest, depth + 1)
-    elif isinstance(value, (set, frozenset)):  # e.g. the constant of `x in {"a", "b"}`: order by repr, not by hash
+            _feed(digest, item, depth + 1)
+    elif isinstance(value, (set, frozenset)):  # e.g. the constant of `x in {"a", "b"}`: ordered by repr, not by hash
         digest.update(repr(sorted(repr(item) for item in value)).encode("utf-8"))
-    elif callable(value) and hasattr(value, "__code__"):
-        if depth < 4:
-            _callable_digest(value, digest, depth + 1)
-        else:  # deep (or self-referential) nesting: the name only
-            digest.update(_callable_name(value).encode("utf-8"))
-    elif type(value).__repr__ is object.__repr__:  # "<X object at 0x...>" would differ from run to run
-        digest.update(f"{type(value).__module__}.{type(value).__qualname__}".encode("utf-8"))
-        if depth < 4:
-            for attribute, item in sorted(getattr(value, "__dict__", {}).items()):
-                digest.update(attribute.encode("utf-8"))
-                _value_digest(item, digest, depth + 1)
+    elif depth >= 4 and (callable(value) or type(value).__repr__ is object.__repr__):
+        digest.update(_callable_name(value).encode("utf-8"))  # deep or self-referential nesting: the name only
     else:
-        digest.update(repr(value).encode("utf-8"))
+        if isinstance(value, functools.partial):
+            parts = [value.func, value.args, tuple(sorted(value.keywords.items()))]
+        elif isinstance(getattr(value, "__code__", None), types.CodeType):  # a function or lambda
+            parts = [value.__code__, value.__defaults__ or (), *map(_cell_contents, value.__closure__ or ())]
+        elif type(value).__repr__ is object.__repr__:  # "<X object at 0x...>" would differ from run to run
+            call = getattr(type(value), "__call__", None)
+            parts = [getattr(call, "__code__", None), *sorted(getattr(value, "__dict__", {}).items())]
+        else:
+            digest.update(repr(value).encode("utf-8"))
+            return
+        digest.update(_callable_name(value).encode("utf-8"))
+        for part in parts:
+            _feed(digest, part, depth + 1)
 
 
 def callable_fingerprint(fn: Callable[..., Any]) -> str:
@@ -246,66 +234,28 @@ def callable_fingerprint(fn: Callable[..., Any]) -> str:
         >>> callable_fingerprint(f1) == callable_fingerprint(f1), callable_fingerprint(f1) == callable_fingerprint(f2)
         (True, False)
     """
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    name = _callable_name(fn)
     digest = hashlib.sha256()
-    _callable_digest(fn, digest, 0)
-    return f"{name} sha256:{digest.hexdigest()[:16]}"
+    _feed(digest, fn)
+    return f"{_callable_name(fn)} sha256:{digest.hexdigest()[:16]}"
+
+
+def _cell_contents(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell
+        return None
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:
     return f"{getattr(fn, '__module__', None) or ''}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
-def _callable_digest(fn: Callable[..., Any], digest: "hashlib._Hash", depth: int) -> None:
-    """Feeds :func:`callable_fingerprint`'s description of ``fn`` to ``digest``; nesting stops at depth 4."""
-    digest.update(_callable_name(fn).encode("utf-8"))
-    if isinstance(fn, nn.Module):
-        _value_digest(fn, digest, depth)
-    code = getattr(fn, "__code__", None)
-    if isinstance(code, types.CodeType):
-        _value_digest(code, digest, depth)
-        _value_digest(tuple(getattr(fn, "__defaults__", None) or ()), digest, depth + 1)
-        for cell in getattr(fn, "__closure__", None) or ():
-            try:
-                contents = cell.cell_contents
-            except ValueError:  # an empty cell
-                contents = None
-            _value_digest(contents, digest, depth + 1)
-    elif isinstance(fn, functools.partial):
-        if depth < 4:
-            _callable_digest(fn.func, digest, depth + 1)
-        _value_digest(tuple(fn.args), digest, depth + 1)
-        _value_digest(tuple(sorted(fn.keywords.items())), digest, depth + 1)
-    elif not isinstance(fn, nn.Module):
-        call = getattr(type(fn), "__call__", None)
-        call_code = getattr(call, "__code__", None)
-        if isinstance(call_code, types.CodeType):  # a callable object: its class's __call__ and its attributes
-            _value_digest(call_code, digest, depth)
-            for attribute, value in sorted(getattr(fn, "__dict__", {}).items()):
-                digest.update(attribute.encode("utf-8"))
-                _value_digest(value, digest, depth + 1)
-        else:
-            digest.update(repr(fn).encode("utf-8"))
+def _load_weights(path: Path, expected: str, load: Callable[[Dict[str, Tensor]], Any]) -> Any:
+    """``load(state_dict)`` of the weights file at ``path``, each failure an error naming the file and ``expected``.
 
-
-def _verify_sha256(path: Path, sha256: Optional[str]) -> None:
-    if sha256 is None:
-        return
-    got = sha256_of_file(path)
-    if got != sha256.lower():
-        raise ValueError(
-            f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is corrupt or a "
-            "different one (delete it to download again, or pass sha256=None to trust a file of your own)"
-        )
-
-
-def _load_state_dict_file(path: Path, expected: str) -> Dict[str, Tensor]:
-    """The state dict saved in ``path``, or an error naming the file and what it should have held.
-
-    ``torch.load``'s own messages (an unpickling error for random bytes) name neither the file nor what was
-    expected. Loaded with ``weights_only=True``: a weights file is a plain mapping of tensors (pitfall 20).
+    ``torch.load``'s and ``load_state_dict``'s own messages name neither the file nor what was expected (an unpickling
+    error for random bytes; every missing key on its own line). Loaded with ``weights_only=True``: a weights file is a
+    plain mapping of tensors (pitfall 20).
     """
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
@@ -317,24 +267,13 @@ def _load_state_dict_file(path: Path, expected: str) -> Dict[str, Tensor]:
     if not isinstance(state_dict, Mapping) or not state_dict or not all(
         isinstance(key, str) and isinstance(value, Tensor) for key, value in state_dict.items()
     ):
-        got = type(state_dict).__name__ if not isinstance(state_dict, Mapping) else "a mapping that is not name -> tensor"
+        got = "a mapping that is not name -> tensor" if isinstance(state_dict, Mapping) else type(state_dict).__name__
         raise ValueError(f"weights file {str(path)!r} must hold {expected} (a mapping name -> tensor), got {got}")
-    return dict(state_dict)
-
-
-def _one_line(error: Exception, limit: int = 300) -> str:
-    """``error``'s message on one line, shortened (load_state_dict lists every key on its own line)."""
-    return " ".join(str(error).split())[:limit]
-
-
-def _load_into(model: nn.Module, state_dict: Mapping[str, Tensor], path: Path, expected: str) -> None:
-    """``model.load_state_dict(state_dict)``, its error naming the file it came from."""
     try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as error:
-        raise ValueError(
-            f"weights file {str(path)!r} does not hold {expected}: {_one_line(error)}"
-        ) from None
+        return load(dict(state_dict))
+    except RuntimeError as error:  # a strict load_state_dict of another network's weights
+        message = " ".join(str(error).split())[:300]  # on one line: load_state_dict lists every key on its own
+        raise ValueError(f"weights file {str(path)!r} does not hold {expected}: {message}") from None
 
 
 def resolve_tf_inception_weights(
@@ -370,30 +309,33 @@ def resolve_tf_inception_weights(
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"weights_path {str(weights_path)!r} is not a file")
-        _verify_sha256(path, sha256)
-        return path
-
-    directory = Path(cache_dir).expanduser() if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
-    path = directory / os.path.basename(url.split("?", 1)[0])
-    if not path.is_file():
-        how_to = (
-            f"download {url} (SHA-256 {sha256}) on a machine with internet access and pass "
-            f"weights_path='<file>', or copy it to {str(path)!r}"
+    else:
+        directory = Path(cache_dir).expanduser() if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
+        path = directory / os.path.basename(url.split("?", 1)[0])
+        if not path.is_file():
+            how_to = (
+                f"download {url} (SHA-256 {sha256}) on a machine with internet access and pass "
+                f"weights_path='<file>', or copy it to {str(path)!r}"
+            )
+            if not download:
+                raise RuntimeError(f"the Inception weights are not at {str(path)!r} and download=False; {how_to}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # torch.hub writes to a temporary file, checks the digest, and only then moves the file into place,
+                # so concurrent processes and interrupted downloads never leave a partial file under the final name.
+                torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256, progress=progress)
+            except (URLError, OSError) as error:
+                raise RuntimeError(f"could not download the Inception weights ({error}); {how_to}") from error
+            except RuntimeError as error:
+                if "invalid hash value" in str(error):
+                    raise ValueError(f"the file downloaded from {url} failed the SHA-256 check: {error}") from error
+                raise
+    got = sha256_of_file(path) if sha256 is not None else None
+    if got is not None and got != sha256.lower():
+        raise ValueError(
+            f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is corrupt or a "
+            "different one (delete it to download again, or pass sha256=None to trust a file of your own)"
         )
-        if not download:
-            raise RuntimeError(f"the Inception weights are not at {str(path)!r} and download=False; {how_to}")
-        directory.mkdir(parents=True, exist_ok=True)
-        try:
-            # torch.hub writes to a temporary file, checks the digest, and only then moves the file into place,
-            # so concurrent processes and interrupted downloads never leave a partial file under the final name.
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256, progress=progress)
-        except (URLError, OSError) as error:
-            raise RuntimeError(f"could not download the Inception weights ({error}); {how_to}") from error
-        except RuntimeError as error:
-            if "invalid hash value" in str(error):
-                raise ValueError(f"the file downloaded from {url} failed the SHA-256 check: {error}") from error
-            raise
-    _verify_sha256(path, sha256)
     return path
 
 
@@ -414,6 +356,12 @@ class ImageExtractor(nn.Module):
     resize: str = "unspecified"
     #: True when :meth:`logits_and_features` costs one pass (so both outputs are computed whenever one is needed).
     single_pass: bool = False
+    #: True for a network with fixed weights (the Inception networks): ``train()`` leaves it in eval mode, so its
+    #: BatchNorm layers keep the statistics it was trained with.
+    frozen: bool = False
+
+    def train(self, mode: bool = True) -> "ImageExtractor":
+        return super().train(mode and not self.frozen)
 
     @property
     def features_name(self) -> str:
@@ -422,16 +370,18 @@ class ImageExtractor(nn.Module):
         return f"{cls.__module__}.{cls.__qualname__}.features"
 
     def check_images(self, images: Tensor, argument: str = "images") -> None:
-        """Raises ``ValueError`` unless ``images`` has a shape this extractor accepts."""
+        """Raises ``TypeError`` unless ``images`` are uint8, ``ValueError`` unless they have a shape this extractor
+        accepts."""
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
+            raise TypeError(f"{type(self).__name__} expects uint8 images, got {getattr(images, 'dtype', images)!r}")
         if self.channels is None:
-            if images.dim() < 2 or images.shape[0] < 1:
-                raise ValueError(f"{argument} must have shape (N, ...) with N >= 1, got {tuple(images.shape)}")
-            return
-        if images.dim() != 4 or images.shape[1] != self.channels or images.shape[0] < 1:
+            bad_shape = images.dim() < 2
+        else:
+            bad_shape = images.dim() != 4 or images.shape[1] != self.channels
+        if bad_shape or images.shape[0] < 1:
+            shape = "(N, ...)" if self.channels is None else f"(N, {self.channels}, H, W)"
             hint = " (repeat grey images with x.expand(-1, 3, -1, -1))" if self.channels == 3 else ""
-            raise ValueError(
-                f"{argument} must have shape (N, {self.channels}, H, W) with N >= 1, got {tuple(images.shape)}{hint}"
-            )
+            raise ValueError(f"{argument} must have shape {shape} with N >= 1, got {tuple(images.shape)}{hint}")
 
     @property
     def provides_features(self) -> bool:
@@ -440,10 +390,7 @@ class ImageExtractor(nn.Module):
 
     def features(self, images: Tensor) -> Tensor:
         """Pool features ``(N, num_features)`` for FID; not every extractor provides them."""
-        raise NotImplementedError(
-            f"{type(self).__name__} provides no features for FID; implement features(images) -> (N, D) in the "
-            "subclass, or wrap a classifier as ClassifierExtractor(net, features_fn=lambda net, x: ...)"
-        )
+        raise NotImplementedError(_missing_features_message(self))
 
     def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """Both outputs; extractors that get them from one pass override this."""
@@ -462,7 +409,8 @@ class ImageExtractor(nn.Module):
 
     @property
     def dtype_name(self) -> str:
-        """The dtype the network computes in (of its first floating-point parameter or buffer)."""
+        """The dtype the network computes in: ``dtype`` if set, else that of its first floating-point parameter or
+        buffer."""
         dtype = getattr(self, "dtype", None)
         if not isinstance(dtype, torch.dtype):
             tensors = [t for t in list(self.parameters()) + list(self.buffers()) if t.is_floating_point()]
@@ -470,7 +418,8 @@ class ImageExtractor(nn.Module):
         return str(dtype).replace("torch.", "")
 
     def describe(self) -> Dict[str, Any]:
-        """``network``, ``weights_sha256``, ``resize`` and ``dtype``: the extractor's part of a protocol card."""
+        """``network``, ``weights_sha256``, ``resize``, ``dtype`` and ``features``: the extractor's part of a protocol
+        card and of FID's cache key."""
         return {
             "network": self.network_name,
             "weights_sha256": self.weights_digest,
@@ -480,113 +429,90 @@ class ImageExtractor(nn.Module):
         }
 
 
-class _LastBatch:
-    """What an extractor computed for the last batch object it saw (see :func:`run_extractor`)."""
+class SharedPass:
+    """One network pass per batch, shared by every metric given this object (the Inception Score and FID).
 
-    __slots__ = ("images", "version", "key", "uint8", "outputs")
-
-    def __init__(self, images: Tensor, version: int, key: Tuple[Any, ...], uint8: Tensor) -> None:
-        self.images = images  # a strong reference: its id cannot be reused while it is remembered
-        self.version = version
-        self.key = key
-        self.uint8 = uint8
-        self.outputs: Dict[str, Tensor] = {}
-
-
-def _tensor_version(images: Any) -> Optional[int]:
-    if not isinstance(images, Tensor):
-        return None
-    try:
-        return int(images._version)
-    except (RuntimeError, AttributeError):  # inference-mode tensors have no version counter
-        return None
-
-
-def forget_last_batch(extractor: nn.Module) -> None:
-    """Drops what :func:`run_extractor` remembers for ``extractor`` (frees the last batch's outputs)."""
-    extractor.__dict__.pop("_igan_last_batch", None)
-
-
-def run_extractor(
-    extractor: ImageExtractor,
-    images: Tensor,
-    *,
-    input_range: str,
-    output: str,
-    device: Union[str, torch.device],
-    allow_tf32: bool = False,
-    batch_size: Optional[int] = None,
-    argument: str = "images",
-) -> Tensor:
-    """Validates a batch, converts it to uint8 by rounding and runs the extractor; shared between metrics.
-
-    The result for the last batch *object* is remembered on the extractor: when an Inception Score and an FID
-    that share one extractor are attached to the same evaluator, they receive the same output tensor, and the
-    second metric gets the first one's result instead of running the network again. For extractors whose logits
-    and features come from one pass (:class:`TFInceptionV3`), both are computed whenever one is asked for. A batch
-    counts as the same only if it is the very same tensor object, unmodified (same version counter), with the same
-    input range, device, TF32 setting and chunk size.
+    An :class:`~ignite_igan.metrics.InceptionScore` and an :class:`~ignite_igan.metrics.FID` attached to one
+    evaluator receive the same batch. Given the same ``SharedPass``, the first metric's call runs the network (both
+    logits and features when the extractor computes them in one pass, as :class:`TFInceptionV3` does) and the
+    second takes the result of that pass. Only the last batch is kept, and it counts as the same only if it is the
+    very same tensor object, unmodified (same version counter), asked for with the same input range, device, TF32
+    setting and chunk size. A metric given an extractor instead makes a pass of its own, shared with nobody.
 
     Args:
-        extractor: the network.
-        images: the batch, in ``input_range``.
-        input_range: ``"[-1,1]"``, ``"[0,1]"`` or ``"uint8"``.
-        output: ``"logits"`` or ``"features"``.
-        device: where the network runs (the uint8 images are moved there).
-        allow_tf32: allow TF32 during the pass (:func:`~ignite_igan.metrics.tf32_mode`).
-        batch_size: run the network on at most this many images at once (``None``: all).
-        argument: the name of ``images`` in error messages.
+        extractor: ``"inception-v3-compat"`` (default, the paper's network), ``"torchvision"`` or an
+            :class:`ImageExtractor` (wrap a plain classifier in :class:`ClassifierExtractor`).
+        device: where a named network is built.
 
-    Returns:
-        ``(N, K)`` logits or ``(N, D)`` features, detached, on the extractor's output device.
+    Example:
+        >>> import torch
+        >>> from ignite.engine import Engine
+        >>> from ignite_igan.metrics import FID, InceptionScore
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
+        >>> shared = SharedPass(ClassifierExtractor(net, features_fn=lambda net, x: net[0](x)))
+        >>> real = torch.rand(64, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+        >>> evaluator = Engine(lambda engine, batch: batch)
+        >>> InceptionScore(shared, input_range="[0,1]", splits=2).attach(evaluator, "is")
+        >>> FID(shared, input_range="[0,1]", real=real).attach(evaluator, "fid")
+        >>> state = evaluator.run([torch.rand(32, 3, 4, 4) for _ in range(2)])  # the network runs once per batch
+        >>> sorted(state.metrics)
+        ['fid', 'is', 'is_std']
     """
-    if output not in ("logits", "features"):
-        raise ValueError(f"output must be 'logits' or 'features', got {output!r}")
-    if output == "features" and not extractor.provides_features:
-        raise NotImplementedError(_missing_features_message(extractor))
-    key = (_normalize_range(input_range), str(torch.device(device)), bool(allow_tf32), batch_size)
-    version = _tensor_version(images)
-    memo = extractor.__dict__.get("_igan_last_batch")
-    hit = memo is not None and version is not None and memo.images is images and memo.version == version
-    hit = hit and memo.key == key
-    if hit and output in memo.outputs:
-        return memo.outputs[output]
-    if hit:
-        uint8 = memo.uint8
-    else:
-        uint8 = to_uint8(images, input_range, argument=argument)
-        extractor.check_images(uint8, argument=argument)
-    both = extractor.single_pass and extractor.provides_features
-    wanted = ("logits", "features") if both else (output,)
-    chunks: Dict[str, list] = {name: [] for name in wanted}
-    n = uint8.shape[0]
-    step = batch_size or n
-    with torch.no_grad(), tf32_mode(bool(allow_tf32)):
-        for start in range(0, n, step):
-            chunk = uint8[start : start + step].to(device)
-            if both:
-                results = dict(zip(wanted, extractor.logits_and_features(chunk)))
-            elif output == "logits":
-                results = {"logits": extractor(chunk)}
-            else:
-                results = {"features": extractor.features(chunk)}
-            for name, value in results.items():
-                if isinstance(value, (tuple, list)) and name == "logits":
-                    value = value[0]
-                if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != chunk.shape[0]:
-                    shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                    letter = "K" if name == "logits" else "D"
-                    raise ValueError(
-                        f"the extractor must return {name} of shape (N, {letter}) with N={chunk.shape[0]}, got {shape}"
-                    )
-                chunks[name].append(value.detach())
-    outputs = {name: torch.cat(parts) for name, parts in chunks.items()}
-    if version is not None:
-        if not hit:
-            memo = _LastBatch(images, version, key, uint8)
-            extractor.__dict__["_igan_last_batch"] = memo
-        memo.outputs.update(outputs)
-    return outputs[output]
+
+    def __init__(self, extractor: Union[str, ImageExtractor] = "inception-v3-compat",
+                 device: Union[str, torch.device] = "cpu") -> None:
+        if not isinstance(extractor, (str, ImageExtractor)):
+            raise TypeError(
+                f"extractor must be a network name or an ImageExtractor, got {type(extractor).__name__}; wrap a "
+                "classifier as ClassifierExtractor(net, input_range=..., features_fn=...)"
+            )
+        self.extractor = _as_extractor(extractor, "[0,1]", device)
+        self._last: Optional[Tuple[Tensor, int, Tuple[Any, ...]]] = None
+        self._outputs: Dict[str, Tensor] = {}
+
+    def forget(self) -> None:
+        """Drops the last batch and its outputs (metrics call it at ``reset`` and ``compute``)."""
+        self._last, self._outputs = None, {}
+
+    def __call__(
+        self,
+        images: Tensor,
+        output: str,
+        *,
+        input_range: str,
+        device: Union[str, torch.device],
+        allow_tf32: bool = False,
+        batch_size: Optional[int] = None,
+        argument: str = "images",
+    ) -> Tensor:
+        """The ``"logits"`` ``(N, K)`` or ``"features"`` ``(N, D)`` of a batch in ``input_range``, detached.
+
+        The batch is converted to uint8 by rounding (:func:`to_uint8`) and run through the network on ``device`` in
+        chunks of at most ``batch_size`` images (``None``: all), with TF32 allowed only if ``allow_tf32``.
+        """
+        key = (input_range, str(torch.device(device)), allow_tf32, batch_size)
+        version = images._version if isinstance(images, Tensor) and not images.is_inference() else None
+        last = self._last
+        if version is None or last is None or last[0] is not images or last[1:] != (version, key):
+            self.forget()
+        if output not in self._outputs:
+            uint8 = to_uint8(images, input_range, argument=argument)
+            self.extractor.check_images(uint8, argument=argument)
+            wanted = ("logits", "features") if self.extractor.single_pass else (output,)
+            chunks: Dict[str, list] = {name: [] for name in wanted}
+            with torch.no_grad(), tf32_mode(allow_tf32):
+                for chunk in uint8.split(batch_size or max(len(uint8), 1)):
+                    chunk = chunk.to(device)
+                    if self.extractor.single_pass:
+                        results = self.extractor.logits_and_features(chunk)
+                    else:
+                        results = (self.extractor(chunk) if output == "logits" else self.extractor.features(chunk),)
+                    for name, value in zip(wanted, results):
+                        chunks[name].append(value.detach())
+            self._outputs.update({name: torch.cat(parts) for name, parts in chunks.items()})
+        if version is not None:
+            self._last = (images, version, key)  # a strong reference: its id cannot be reused meanwhile
+        return self._outputs[output]
 
 
 def _missing_features_message(extractor: nn.Module) -> str:
@@ -624,7 +550,41 @@ def _build_torch_fidelity_inception(state_dict: dict) -> nn.Module:
         )
 
 
-class TFInceptionV3(ImageExtractor):
+class _InceptionNetwork(ImageExtractor):
+    """What the two Inception networks share: frozen in eval mode, uint8 ``(N, 3, H, W)`` in, and from one pass the
+    logits and the 2048 pool features, which a forward hook on the pool layer catches in the network's own dtype
+    (torch-fidelity casts the features it returns to float32, so float64 mode would not stay float64 to the end).
+    Subclasses call :meth:`_catch_pool` with their pool layer and give ``_network(images)``, the network's output on
+    checked uint8 images, and ``_logits(output, pool)``, the logits from that output or from the pool features."""
+
+    num_features = 2048
+    channels = 3
+    single_pass = True
+    frozen = True
+
+    def _catch_pool(self, pool_layer: nn.Module) -> None:
+        self._pool: List[Tensor] = []
+        pool_layer.register_forward_hook(lambda module, args, output: self._pool.append(output))
+
+    def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """The logits and the 2048 pool features from one pass, in the extractor's dtype."""
+        self.check_images(images)
+        self._pool.clear()
+        with torch.no_grad():
+            output = self._network(images)
+        pool = self._pool.pop().flatten(1)
+        self._pool.clear()
+        return self._logits(output, pool), pool
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.logits_and_features(images)[0]
+
+    def features(self, images: Tensor) -> Tensor:
+        """The 2048 pool features (FID's), in the extractor's dtype."""
+        return self.logits_and_features(images)[1]
+
+
+class TFInceptionV3(_InceptionNetwork):
     """The paper's Inception network: the 1008 unbiased logits of TensorFlow's 2015-12-05 Inception-v3.
 
     torch-fidelity's ``inception-v3-compat`` network with its TensorFlow-1 bilinear resize to 299x299 does the work;
@@ -649,10 +609,7 @@ class TFInceptionV3(ImageExtractor):
     """
 
     num_logits = 1008
-    num_features = 2048
-    channels = 3
     resize = "TF1 bilinear to 299x299 (align_corners=False, no half-pixel centres; torch-fidelity)"
-    single_pass = True
     network_name = "TFInceptionV3 (TF inception-2015-12-05 via torch-fidelity inception-v3-compat)"
     features_name = "2048 pool_3 features"
 
@@ -668,19 +625,12 @@ class TFInceptionV3(ImageExtractor):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        check_choice("dtype", dtype, (torch.float32, torch.float64))
         path = resolve_tf_inception_weights(
             weights_path, sha256=sha256, url=url, cache_dir=cache_dir, download=download, progress=progress
         )
         expected = "the state dict of torch-fidelity's inception-v3-compat network (TF Inception 2015-12-05)"
-        state_dict = _load_state_dict_file(path, expected)
-        try:
-            self.net = _build_torch_fidelity_inception(state_dict)
-        except RuntimeError as error:  # strict load_state_dict of another network's weights
-            raise ValueError(
-                f"weights file {str(path)!r} does not hold {expected}: {_one_line(error)}"
-            ) from None
+        self.net = _load_weights(path, expected, _build_torch_fidelity_inception)
         #: SHA-256 of the loaded file (checked against ``sha256``, or computed when that is ``None``).
         self.weights_sha256 = sha256.lower() if sha256 is not None else sha256_of_file(path)
         self.weights_path = path
@@ -692,43 +642,17 @@ class TFInceptionV3(ImageExtractor):
             self.net.feature_extractor_internal_dtype = torch.float64
         self.net.requires_grad_(False)
         self.net.eval()
-        self._pool: list = []
-        # torch-fidelity casts its returned features to float32; the hook keeps the pool output in the network's
-        # own dtype, so float64 mode stays float64 to the end.
-        self.net.AvgPool.register_forward_hook(lambda module, args, output: self._pool.append(output))
+        self._catch_pool(self.net.AvgPool)
 
-    def train(self, mode: bool = True) -> "TFInceptionV3":
-        # A frozen evaluation network: BatchNorm must keep using the TensorFlow statistics.
-        super().train(False)
-        return self
+    def _network(self, images: Tensor) -> Tensor:
+        return self.net(images)
 
-    def _pool_features(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-            raise TypeError(f"TFInceptionV3 expects uint8 images, got {getattr(images, 'dtype', type(images))}")
-        self.check_images(images)
-        self._pool.clear()
-        with torch.no_grad():
-            self.net(images)
-        pool = self._pool.pop()
-        self._pool.clear()
-        return pool.flatten(1)
-
-    def features(self, images: Tensor) -> Tensor:
-        """The 2048 ``pool_3`` features (FID's features), in the extractor's dtype."""
-        return self._pool_features(images)
-
-    def forward(self, images: Tensor) -> Tensor:
-        """The 1008 logits without the softmax bias, in the extractor's dtype."""
-        return self.logits_and_features(images)[0]
-
-    def logits_and_features(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        """The 1008 unbiased logits and the 2048 pool features from one pass."""
-        pool = self._pool_features(images)
+    def _logits(self, output: Tensor, pool: Tensor) -> Tensor:
         # torch-fidelity's "logits_unbiased": pool_3 times the softmax weights, without the bias (spec §5).
-        return pool.mm(self.net.fc.weight.t()), pool
+        return pool.mm(self.net.fc.weight.t())
 
 
-class TorchvisionInceptionV3(ImageExtractor):
+class TorchvisionInceptionV3(_InceptionNetwork):
     """torchvision's ImageNet Inception-v3 (1000 classes), with the input handling it expects.
 
     The uint8 images are scaled to [0, 1], resized to 299x299 with bilinear interpolation (``align_corners=False``)
@@ -745,8 +669,6 @@ class TorchvisionInceptionV3(ImageExtractor):
     """
 
     num_logits = 1000
-    num_features = 2048
-    channels = 3
     resize = "torch bilinear to 299x299 (align_corners=False), ImageNet normalization"
     network_name = "TorchvisionInceptionV3 (torchvision IMAGENET1K_V1)"
     features_name = "2048 avgpool features"
@@ -764,16 +686,11 @@ class TorchvisionInceptionV3(ImageExtractor):
         super().__init__()
         from torchvision.models import Inception_V3_Weights, inception_v3
 
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        check_choice("dtype", dtype, (torch.float32, torch.float64))
         if weights_path is not None:
-            path = Path(weights_path).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"weights_path {str(weights_path)!r} is not a file")
-            _verify_sha256(path, sha256)
+            path = resolve_tf_inception_weights(weights_path, sha256=sha256)  # a local file: it exists, its SHA-256
             model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
-            expected = "the state dict of torchvision's inception_v3"
-            _load_into(model, _load_state_dict_file(path, expected), path, expected)
+            _load_weights(path, "the state dict of torchvision's inception_v3", model.load_state_dict)
             weights_file = path
         else:
             weights = Inception_V3_Weights.IMAGENET1K_V1
@@ -797,36 +714,16 @@ class TorchvisionInceptionV3(ImageExtractor):
         self.dtype = dtype
         self.register_buffer("mean", torch.tensor(self._MEAN, dtype=dtype).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self._STD, dtype=dtype).view(1, 3, 1, 1), persistent=False)
+        self._catch_pool(self.model.avgpool)
 
-    def train(self, mode: bool = True) -> "TorchvisionInceptionV3":
-        super().train(False)
-        return self
-
-    def _prepare(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-            raise TypeError(
-                f"TorchvisionInceptionV3 expects uint8 images, got {getattr(images, 'dtype', type(images))}"
-            )
-        self.check_images(images)
+    def _network(self, images: Tensor) -> Tensor:
         x = images.to(self.dtype) / 255.0
         if x.shape[-2:] != (299, 299):
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
+        return self.model((x - self.mean) / self.std)
 
-    def forward(self, images: Tensor) -> Tensor:
-        with torch.no_grad():
-            return self.model(self._prepare(images))
-
-    def features(self, images: Tensor) -> Tensor:
-        """The 2048 average-pool features before the classifier."""
-        pooled: list = []
-        handle = self.model.avgpool.register_forward_hook(lambda m, a, out: pooled.append(out))
-        try:
-            with torch.no_grad():
-                self.model(self._prepare(images))
-        finally:
-            handle.remove()
-        return pooled[-1].flatten(1)
+    def _logits(self, output: Tensor, pool: Tensor) -> Tensor:
+        return output
 
 
 class ClassifierExtractor(ImageExtractor):
@@ -867,25 +764,17 @@ class ClassifierExtractor(ImageExtractor):
         features_fn: Optional[FeaturesFn] = None,
     ) -> None:
         super().__init__()
-        if not isinstance(classifier, nn.Module):
-            raise TypeError(f"classifier must be a torch.nn.Module, got {type(classifier).__name__}")
-        if isinstance(classifier, ImageExtractor):
+        if not isinstance(classifier, nn.Module) or isinstance(classifier, ImageExtractor):
             raise TypeError(
-                f"classifier is already an ImageExtractor ({type(classifier).__name__}); pass it to the metric "
-                "directly instead of wrapping it in ClassifierExtractor"
+                f"classifier must be a torch.nn.Module that is not an ImageExtractor (pass those to the metric "
+                f"directly), got {type(classifier).__name__}"
             )
-        for name, value in (("num_logits", num_logits), ("num_features", num_features)):
-            check_int(name, value, minimum=1, allow_none=True)
-        num_logits = None if num_logits is None else int(num_logits)
-        num_features = None if num_features is None else int(num_features)
         if features_fn is not None and not callable(features_fn):
-            raise TypeError(
-                f"features_fn must be a callable (classifier, x) -> (N, D) features, got {type(features_fn).__name__}"
-            )
+            raise TypeError(f"features_fn must be a callable (classifier, x) -> features, got {features_fn!r}")
         self.classifier = classifier
         self.input_range = _normalize_range(input_range)
-        self.num_logits = num_logits
-        self.num_features = num_features
+        self.num_logits = check_int("num_logits", num_logits, minimum=1, allow_none=True)
+        self.num_features = check_int("num_features", num_features, minimum=1, allow_none=True)
         self.features_fn = features_fn
 
     @property
@@ -904,32 +793,23 @@ class ClassifierExtractor(ImageExtractor):
         return f"features_fn {callable_fingerprint(self.features_fn)}"
 
     @property
-    def weights_digest(self) -> str:
+    def weights_sha256(self) -> str:
         """SHA-256 of the classifier's ``state_dict`` (computed on every call: the classifier may be trained)."""
         return state_dict_sha256(self.classifier)
 
-    @property
-    def dtype_name(self) -> str:
-        parameter = next((p for p in self.classifier.parameters() if p.is_floating_point()), None)
-        return str(parameter.dtype if parameter is not None else torch.float32).replace("torch.", "")
-
     def _input(self, images: Tensor) -> Tensor:
-        if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-            raise TypeError(f"ClassifierExtractor expects uint8 images, got {getattr(images, 'dtype', type(images))}")
+        self.check_images(images)
         parameter = next(self.classifier.parameters(), None)
         dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
         device = parameter.device if parameter is not None else images.device
         return _from_uint8(images.to(device), self.input_range, dtype)
 
     @staticmethod
-    def _check(name: str, value: Any, n: int, size: Optional[int], argument: str) -> Tensor:
-        if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != n:
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"{argument} must return {name} of shape (N, {'K' if name == 'logits' else 'D'}) "
-                             f"with N={n}, got {shape}")
-        if size is not None and value.shape[1] != size:
-            declared = "num_logits" if name == "logits" else "num_features"
-            raise ValueError(f"{argument} returned {value.shape[1]} {name}, but {declared}={size}")
+    def _shaped(name: str, value: Tensor, n: int, size: Optional[int], argument: str) -> Tensor:
+        """``value`` if it is ``(n, size)``: the user's network is checked where its output enters the metrics."""
+        if value.shape[:1] != (n,) or value.dim() != 2 or value.shape[1] != (size or value.shape[1]):
+            declared = f", but num_{name}={size}" if size is not None else ""
+            raise ValueError(f"{argument} returned {name} of shape {tuple(value.shape)} for N={n} images{declared}")
         return value
 
     def forward(self, images: Tensor) -> Tensor:
@@ -938,22 +818,22 @@ class ClassifierExtractor(ImageExtractor):
             logits = self.classifier(x)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
-        return self._check("logits", logits, images.shape[0], self.num_logits, "the classifier")
+        return self._shaped("logits", logits, images.shape[0], self.num_logits, "the classifier")
 
     def features(self, images: Tensor) -> Tensor:
         """``features_fn(classifier, x)`` on the images in the classifier's range, in eval mode, without grad."""
         if self.features_fn is None:
-            raise NotImplementedError(_missing_features_message(self))
+            return super().features(images)
         x = self._input(images)
         with torch.no_grad(), evaluation_mode(self.classifier):
             features = self.features_fn(self.classifier, x)
-        return self._check("features", features, images.shape[0], self.num_features, "features_fn")
+        return self._shaped("features", features, images.shape[0], self.num_features, "features_fn")
 
 
 NAMED_EXTRACTORS = ("inception-v3-compat", "torchvision")
 
 # One network per (name, device), shared by every metric that asks for it by name: an Inception Score and an FID
-# built with the default network hold the same module, so one pass per batch serves both (run_extractor).
+# built with the default network hold the same module (one copy in memory; one pass per batch needs a SharedPass).
 _SHARED_EXTRACTORS: "weakref.WeakValueDictionary[Tuple[str, str], ImageExtractor]" = weakref.WeakValueDictionary()
 
 
@@ -978,22 +858,57 @@ def _as_extractor(
     features_fn: Optional[FeaturesFn] = None,
 ) -> ImageExtractor:
     """Resolves the ``extractor`` argument of the metrics; a name is built (and its weights checked) right away."""
-    if features_fn is not None and not (isinstance(extractor, nn.Module) and not isinstance(extractor, ImageExtractor)):
+    plain = isinstance(extractor, nn.Module) and not isinstance(extractor, ImageExtractor)
+    if features_fn is not None and not plain:
         raise TypeError(
-            "features_fn is for a plain classifier nn.Module given as extractor, got extractor="
-            f"{extractor if isinstance(extractor, str) or extractor is None else type(extractor).__name__}; "
-            "give an ImageExtractor its features through its own features() method (ClassifierExtractor(net, "
-            "features_fn=...))"
+            f"features_fn is for a plain classifier nn.Module given as extractor, got {type(extractor).__name__}; "
+            "give an ImageExtractor its features through ClassifierExtractor(net, features_fn=...)"
         )
-    if extractor is None or isinstance(extractor, str):
-        name = "inception-v3-compat" if extractor is None else extractor
-        if name not in NAMED_EXTRACTORS:
-            raise ValueError(
-                f"extractor must be an nn.Module, 'inception-v3-compat' or 'torchvision', got {extractor!r}"
-            )
-        return _build_named_extractor(name, device)
-    if isinstance(extractor, ImageExtractor):
-        return extractor
-    if isinstance(extractor, nn.Module):
-        return ClassifierExtractor(extractor, _normalize_range(input_range), features_fn=features_fn)
-    raise TypeError(f"extractor must be an nn.Module or a name, got {type(extractor).__name__}")
+    if extractor is None or extractor in NAMED_EXTRACTORS:
+        return _build_named_extractor(extractor or "inception-v3-compat", device)
+    if not isinstance(extractor, nn.Module):
+        raise ValueError(f"extractor must be an nn.Module, 'inception-v3-compat' or 'torchvision', got {extractor!r}")
+    return ClassifierExtractor(extractor, input_range, features_fn=features_fn) if plain else extractor
+
+
+class _ExtractorMetric(Metric):
+    """The base of :class:`~ignite_igan.metrics.InceptionScore` and :class:`~ignite_igan.metrics.FID`: the checks
+    of their shared arguments, the network (a :class:`SharedPass`), and the one call that turns a batch into logits
+    or features, whose checks (:func:`to_uint8`, :meth:`ImageExtractor.check_images`) sit in that pass."""
+
+    required_output_keys = None
+
+    def __init__(
+        self,
+        extractor: Union[str, nn.Module, SharedPass, None],
+        input_range: str,
+        output_transform: Callable,
+        device: Union[str, torch.device],
+        extractor_batch_size: Optional[int],
+        allow_tf32: bool,
+        features_fn: Optional[FeaturesFn] = None,
+    ) -> None:
+        self._input_range = _normalize_range(input_range)
+        self._allow_tf32 = check_bool("allow_tf32", allow_tf32)
+        self._extractor_batch_size = check_int("extractor_batch_size", extractor_batch_size, minimum=1, allow_none=True)
+        # The network first (reset() needs it): a named one is built, and its weights checked, right now.
+        if not isinstance(extractor, SharedPass) or features_fn is not None:
+            extractor = SharedPass(_as_extractor(extractor, self._input_range, torch.device(device), features_fn))
+        self._pass = extractor
+        self._extractor = extractor.extractor.to(torch.device(device))
+        super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
+
+    @property
+    def extractor(self) -> ImageExtractor:
+        """The network."""
+        return self._extractor
+
+    def _options(self, input_range: Optional[str] = None) -> Dict[str, Any]:
+        """The keyword arguments of this metric's pass (:class:`SharedPass`) over images in ``input_range`` (default:
+        the metric's)."""
+        return dict(input_range=input_range or self._input_range, device=self._device, allow_tf32=self._allow_tf32,
+                    batch_size=self._extractor_batch_size)
+
+    def _run(self, images: Tensor, output: str, argument: str = "images") -> Tensor:
+        """The logits or features of a batch of the metric's images, on the metric's device."""
+        return self._pass(images, output, argument=argument, **self._options())

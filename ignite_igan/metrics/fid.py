@@ -1,16 +1,24 @@
-"""FID of generated images against a real data set (or precomputed statistics), as an Ignite metric.
+"""FID of generated images against real data (or precomputed statistics), as an Ignite metric.
 
-:class:`FID` scores the generated images an evaluator produces against the feature statistics of real images:
+The real side of FID is a :class:`FeatureStatistics` (the float64 mean and covariance of features), made by one of
+its constructors:
 
-- ``FID(real=dataset_or_loader, real_name="cifar10", real_split="train")``: the mean and covariance of the
-  extractor's features of the real images are computed once (accumulated in float64), kept in memory, and saved to
-  a cache file whose name and contents carry a key of everything that determines them (data set name and split,
-  number of images, network and the SHA-256 of its weights, resize, input range, rounding, dtype, TF32, batch
-  sizes, features function). A later run with the same key loads the file; any difference in the key computes the
-  statistics again (a stale cache is never used).
-- ``FID(real="stats.npz")`` or ``FID(real=(mu, sigma))``: precomputed statistics, e.g. the ``.npz`` files with
-  ``mu``/``sigma`` that pytorch-fid and others publish (they must come from the same network and preprocessing).
-- ``FID()`` without ``real``: ``update((real, fake))`` takes pairs of batches, as Ignite's ``FID`` does.
+- ``FeatureStatistics.from_images(RealImages(train_set, name="cifar10", split="train"), extractor)``: the mean
+  and covariance of the extractor's features of the real images, accumulated in float64. With a ``name`` they are
+  saved to a cache file whose name and contents carry a key of everything that determines them (data set name and
+  split, number of images, network and the SHA-256 of its weights, resize, input range, rounding, dtype, TF32,
+  batch sizes, transform, features function). A later run with the same key loads the file; any difference in the
+  key computes the statistics again (a stale cache is never used).
+- ``FeatureStatistics.from_file("stats.npz")`` or ``FeatureStatistics.from_arrays(mu, sigma)``: precomputed
+  statistics, e.g. the ``.npz`` files with ``mu``/``sigma`` that pytorch-fid and others publish (they must come
+  from the same network and preprocessing).
+- ``FeatureStatistics.from_features(features)``: of a feature matrix.
+
+:class:`FID` takes them as ``real=``, or a :class:`RealImages`, whose statistics it computes when it is attached
+and again whenever their key changes (a classifier being trained). The forms ``real=`` took before these
+constructors still work: a ``Dataset``, ``DataLoader`` or tensor of images is read as ``RealImages(real)``, an
+``.npz`` path as ``from_file``, ``(mu, sigma)`` or a mapping with ``mu`` and ``sigma`` as ``from_arrays``. Without
+``real``, ``update((real, fake))`` takes pairs of batches, as Ignite's ``FID`` does.
 
 The Fréchet distance is :func:`ignite_igan.functional.frechet_distance`'s exact float64 computation (a factor of
 the real covariance, computed once, and one symmetric eigenvalue problem per evaluation), never an approximation.
@@ -37,35 +45,33 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 import ignite.distributed as idist
 from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
-from ignite.metrics import Metric
 from ignite.metrics.metric import EpochWise, MetricUsage, reinit__is_reduced
 
 from ignite_igan.functional import _check_statistics, _covariance_factor, _frechet_from_factor
 from ignite_igan.metrics.extractors import (
     FeaturesFn,
     ImageExtractor,
-    _as_extractor,
+    SharedPass,
+    _ExtractorMetric,
     _missing_features_message,
     _normalize_range,
     callable_fingerprint,
-    forget_last_batch,
-    run_extractor,
     sha256_of_file,
 )
 from ignite_igan.metrics.protocol import ROUNDING, Protocol, publish_protocol
-
 from ignite_igan.validation import check_bool, check_int
 
-__all__ = ["FID", "FeatureStatistics", "default_statistics_dir"]
+__all__ = ["FID", "FeatureStatistics", "RealImages", "default_statistics_dir"]
 
 #: Version of the cache key's layout; bumped whenever the way statistics are computed changes.
 CACHE_FORMAT = 1
 
-RealSource = Union[DataLoader, Dataset, Tensor, str, os.PathLike, Tuple[Any, Any], Mapping[str, Any], "FeatureStatistics"]
+RealSource = Union["FeatureStatistics", "RealImages", DataLoader, Dataset, Tensor, str, os.PathLike, Tuple[Any, Any],
+                   Mapping[str, Any]]
 
 
 def default_statistics_dir() -> Path:
-    """Where :class:`FID` caches real statistics by default: ``<torch hub dir>/../ignite_igan/fid_statistics``
+    """Where real statistics are cached by default: ``<torch hub dir>/../ignite_igan/fid_statistics``
     (``~/.cache/torch/ignite_igan/fid_statistics`` unless ``TORCH_HOME`` says otherwise)."""
     return Path(torch.hub.get_dir()).parent / "ignite_igan" / "fid_statistics"
 
@@ -126,18 +132,77 @@ class FeatureStatistics:
             shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
             raise ValueError(f"features must be a tensor (N, D) with N >= 2, got {shape}")
         f = features.detach().to(torch.float64)
-        if not torch.isfinite(f).all():
-            raise ValueError("features must be finite, got NaN or inf")
-        mu = f.mean(dim=0)
+        mu = f.mean(dim=0)  # NaN or inf features make it so, which the constructor reports
         centered = f - mu
         sigma = centered.T @ centered / (f.shape[0] - 1)
         kwargs.setdefault("count", int(f.shape[0]))
         return cls(mu, sigma, **kwargs)
 
+    @classmethod
+    def from_arrays(cls, mu: Any, sigma: Any) -> "FeatureStatistics":
+        """Given ``mu`` ``(D,)`` and ``sigma`` ``(D, D)`` (tensors or NumPy arrays), keyed by the SHA-256 of their
+        float64 values, so that equal statistics carry equal keys on the protocol card."""
+        mu, sigma = (torch.as_tensor(value).detach().to("cpu", torch.float64) for value in (mu, sigma))
+        digest = hashlib.sha256()
+        for value in (mu, sigma):
+            digest.update(value.contiguous().numpy().tobytes())
+        return cls(mu, sigma, None, {"source": "tensors", "sha256": digest.hexdigest()}, "given mu/sigma")
+
+    @classmethod
+    def from_file(cls, path: Union[str, os.PathLike]) -> "FeatureStatistics":
+        """A published ``.npz`` of ``mu`` and ``sigma`` (pytorch-fid's layout, or :meth:`save`'s), keyed by the
+        file's name and SHA-256."""
+        path = Path(path).expanduser()
+        if path.suffix != ".npz":
+            raise ValueError(f"real must be a .npz file of statistics (mu, sigma) when it is a path, got {str(path)!r}")
+        loaded = cls.load(path)
+        key = {"source": "npz", "file": path.name, "sha256": sha256_of_file(path)}
+        return cls(loaded.mu, loaded.sigma, loaded.count, key, f"file {path.name}")
+
+    @classmethod
+    def from_images(
+        cls,
+        images: Union["RealImages", DataLoader, Dataset, Tensor],
+        extractor: Union[str, ImageExtractor, SharedPass] = "inception-v3-compat",
+        *,
+        input_range: str = "[-1,1]",
+        device: Union[str, torch.device] = "cpu",
+        allow_tf32: bool = False,
+        extractor_batch_size: Optional[int] = None,
+    ) -> "FeatureStatistics":
+        """The statistics of the extractor's features of real images, loaded from the cache or computed now.
+
+        Args:
+            images: a :class:`RealImages` (name, split, number of images, transform, cache), or the data alone.
+            extractor: the network, as :class:`~ignite_igan.metrics.SharedPass` takes it.
+            input_range: the images' range, unless ``images`` names its own.
+            device: where the network runs and the statistics are kept.
+            allow_tf32: allow TF32 in the network's pass.
+            extractor_batch_size: run the network on at most this many images at once.
+
+        Example:
+            >>> import torch
+            >>> from ignite_igan.metrics import ClassifierExtractor
+            >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
+            >>> extractor = ClassifierExtractor(net, features_fn=lambda net, x: net[0](x))
+            >>> stats = FeatureStatistics.from_images(torch.rand(64, 3, 4, 4), extractor, input_range="[0,1]")
+            >>> stats.count, stats.num_features
+            (64, 48)
+        """
+        real = images if isinstance(images, RealImages) else RealImages(images)
+        shared = extractor if isinstance(extractor, SharedPass) else SharedPass(extractor, device)
+        shared.extractor.to(torch.device(device))
+        options = dict(
+            input_range=real.input_range or _normalize_range(input_range),
+            device=torch.device(device),
+            allow_tf32=check_bool("allow_tf32", allow_tf32),
+            batch_size=check_int("extractor_batch_size", extractor_batch_size, minimum=1, allow_none=True),
+        )
+        return real.statistics(shared, options)
+
     def to(self, device: Union[str, torch.device]) -> "FeatureStatistics":
         """The same statistics on ``device``."""
-        moved = FeatureStatistics(self.mu.to(device), self.sigma.to(device), self.count, self.key, self.source)
-        return moved
+        return FeatureStatistics(self.mu.to(device), self.sigma.to(device), self.count, self.key, self.source)
 
     def factor(self) -> Tensor:
         """``F`` with ``F Fᵀ = sigma`` (computed once, then reused by every FID against these statistics)."""
@@ -213,18 +278,8 @@ class _Moments:
         self.scatter: Optional[Tensor] = None
         self.count = 0
 
-    def add(self, features: Tensor, what: str) -> None:
+    def add(self, features: Tensor) -> None:
         f = features.detach().to(device=self.device, dtype=torch.float64)
-        if f.dim() != 2:
-            raise ValueError(f"the {what} features must have shape (N, D), got {tuple(f.shape)}")
-        if not torch.isfinite(f).all():
-            raise ValueError(f"the extractor returned NaN or inf features for the {what} images")
-        if f.shape[0] == 0:
-            return
-        if self.mean is not None and f.shape[1] != self.mean.shape[0]:
-            raise ValueError(
-                f"the extractor returned {f.shape[1]} features for the {what} images, earlier {self.mean.shape[0]}"
-            )
         n_b = int(f.shape[0])
         batch_mean = f.mean(dim=0)
         centred = f - batch_mean
@@ -250,16 +305,13 @@ class _Moments:
             return None, None, count
         if local_d not in (0, d):
             raise ValueError(f"processes disagree on the number of features: {local_d} here, {d} elsewhere")
-        zeros = torch.zeros(d, dtype=torch.float64, device=self.device)
-        local_mean = self.mean if self.mean is not None else zeros
-        total = idist.all_reduce(local_mean * self.count).to(self.device)
-        mean = total / count
-        if self.mean is None:
-            scatter = torch.zeros(d, d, dtype=torch.float64, device=self.device)
-        else:
-            offset = self.mean - mean
-            scatter = self.scatter + torch.outer(offset, offset) * self.count
-        scatter = idist.all_reduce(scatter).to(self.device)
+        # A process that saw no batch takes part with zeros (and a count of 0, so it adds nothing).
+        local_mean = self.mean if self.mean is not None else torch.zeros(d, dtype=torch.float64, device=self.device)
+        local_scatter = self.scatter if self.scatter is not None else torch.zeros(d, d, dtype=torch.float64,
+                                                                                   device=self.device)
+        mean = idist.all_reduce(local_mean * self.count).to(self.device) / count
+        offset = local_mean - mean
+        scatter = idist.all_reduce(local_scatter + torch.outer(offset, offset) * self.count).to(self.device)
         return mean, scatter, count
 
     def statistics(self, what: str = "features", **kwargs: Any) -> FeatureStatistics:
@@ -268,6 +320,9 @@ class _Moments:
             raise NotComputableError(f"FID must have at least one {what} image before it can be computed")
         if count < 2:
             raise ValueError(f"FID needs at least 2 {what} images for a covariance, got {count}")
+        # A NaN or inf feature of any batch carries into the mean or the scatter matrix: one check for all of them.
+        if not (torch.isfinite(mean).all() and torch.isfinite(scatter).all()):
+            raise ValueError(f"the extractor returned NaN or inf features for the {what} images")
         sigma = scatter / (count - 1)
         sigma = 0.5 * (sigma + sigma.T)
         kwargs.setdefault("count", count)
@@ -281,7 +336,7 @@ def _default_images(batch: Any) -> Tensor:
         return batch[0]  # (images, labels)
     raise TypeError(
         f"real data must give image tensors or (images, labels) pairs, got {type(batch).__name__}; pass "
-        "real_transform=lambda batch: <the images> to pick them out"
+        "RealImages(..., transform=lambda batch: <the images>) to pick them out"
     )
 
 
@@ -289,25 +344,257 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "data"
 
 
-class FID(Metric):
+class RealImages:
+    """The real images of FID and how to read them: the data, its name for the cache, how many, in which range.
+
+    Their statistics are :meth:`FeatureStatistics.from_images`; :class:`FID` computes them when it is attached, and
+    again whenever their key (:meth:`key`) changes. Under ``ignite.distributed`` every process reads its own share
+    of the images and the moments are all-reduced; the cache is read and written by rank 0.
+
+    Args:
+        data: a map-style ``Dataset`` (items: images, or ``(image, label)`` as torchvision's), a tensor
+            ``(N, C, H, W)`` of images, or a ``DataLoader`` (its own batch size and order; not one with a
+            ``DistributedSampler``, nor one that shuffles a subset or drops a different remainder on every pass).
+        name: the data set's name (e.g. ``"cifar10"``); required to cache their statistics.
+        split: its split (e.g. ``"train"``), part of the cache key.
+        samples: use the first this many images (default: all). Needs an unshuffled order.
+        input_range: range of the images (default: the metric's ``input_range``).
+        transform: ``transform(batch) -> images`` for the data's batches (default: the batch itself, or its first
+            element for ``(images, labels)``).
+        batch_size: batch size of the pass over a ``Dataset`` or tensor (a ``DataLoader`` keeps its own).
+        cache_dir: where the statistics are cached (default :func:`default_statistics_dir`); only with ``name``.
+
+    Example:
+        >>> import torch
+        >>> real = RealImages(torch.rand(8, 3, 4, 4), input_range="[0,1]", samples=6)
+        >>> real.count(), real.cache_path({"any": "key"}) is None  # no name, no cache
+        (6, True)
+    """
+
+    def __init__(
+        self,
+        data: Union[DataLoader, Dataset, Tensor],
+        *,
+        name: Optional[str] = None,
+        split: Optional[str] = None,
+        samples: Optional[int] = None,
+        input_range: Optional[str] = None,
+        transform: Optional[Callable[[Any], Tensor]] = None,
+        batch_size: int = 100,
+        cache_dir: Optional[Union[str, os.PathLike]] = None,
+    ) -> None:
+        for label, value in (("name", name), ("split", split)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{label} must be a non-empty string or None, got {value!r}")
+        if name is None and (split is not None or cache_dir is not None):
+            raise ValueError("split and cache_dir need name: the name of the real data set is part of the cache key")
+        self.samples = check_int("samples", samples, minimum=1, allow_none=True)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        error = _data_error(data, self.samples)
+        if error is not None:
+            raise error
+        if name is not None and self.samples is None and _length(data) is None:
+            raise ValueError("the real data has no length; pass samples=N so that the cache key can name the number")
+        self.data, self.name, self.split, self.transform = data, name, split, transform
+        self.input_range = _normalize_range(input_range, "input_range") if input_range is not None else None
+        self.cache_dir = None if name is None else Path(cache_dir or default_statistics_dir()).expanduser()
+
+    def count(self) -> Optional[int]:
+        """The number of images used (``None`` if the data has no length and ``samples`` is not given)."""
+        length = _length(self.data)
+        if length is not None and self.samples is not None and self.samples > length:
+            raise ValueError(f"samples={self.samples}, but the real data has only {length} images")
+        return self.samples if self.samples is not None else length
+
+    def key(self, extractor: ImageExtractor, options: Mapping[str, Any]) -> Dict[str, Any]:
+        """Everything that determines the statistics, with ``options`` those of the network's pass (``input_range``,
+        ``allow_tf32``, ``batch_size``): the cache key."""
+        info = extractor.describe()
+        return {
+            "format": CACHE_FORMAT,
+            "real_name": self.name,
+            "real_split": self.split,
+            "n_images": self.count(),
+            "network": info["network"],
+            "weights_sha256": info["weights_sha256"],
+            "features": info["features"],
+            "resize": info["resize"],
+            "dtype": info["dtype"],
+            "input_range": options["input_range"],
+            "rounding": ROUNDING,
+            "allow_tf32": options["allow_tf32"],
+            "real_batch_size": self.data.batch_size if isinstance(self.data, DataLoader) else self.batch_size,
+            "extractor_batch_size": options["batch_size"],
+            "real_transform": callable_fingerprint(self.transform) if self.transform else None,
+        }
+
+    def cache_path(self, key: Mapping[str, Any]) -> Optional[Path]:
+        """The cache file of the statistics of ``key`` (``None`` without ``name``)."""
+        if self.cache_dir is None:
+            return None
+        name = _slug(self.name) + (f"_{_slug(self.split)}" if self.split else "")
+        return self.cache_dir / f"fid_{name}_{_key_digest(key)[:16]}.npz"
+
+    def description(self, key: Mapping[str, Any]) -> str:
+        """``"<name>/<split>, <n> images, key <digest>"``, for the protocol card."""
+        name = (self.name or "unnamed real data") + (f"/{self.split}" if self.split else "")
+        count = key["n_images"]
+        return f"{name}, {count if count is not None else '?'} images, key {_key_digest(key)[:12]}"
+
+    def statistics(
+        self, shared: SharedPass, options: Mapping[str, Any], cached: Optional[FeatureStatistics] = None
+    ) -> FeatureStatistics:
+        """``cached`` if its key is still the images' key, else the statistics loaded from the cache file or computed
+        now (collective under ``ignite.distributed``); ``options`` are :class:`SharedPass`'s keyword arguments."""
+        key = self.key(shared.extractor, options)
+        if cached is not None and cached.key == key:
+            return cached
+        path = self.cache_path(key)
+        rank = idist.get_rank()
+        loaded = _try_load(path, key) if path is not None and rank == 0 else None
+        if idist.get_world_size() > 1 and path is not None:
+            hit = int(idist.broadcast(torch.tensor([int(loaded is not None)]), src=0)[0])
+            if hit:
+                mu = idist.broadcast(loaded.mu if rank == 0 else None, src=0, safe_mode=True)
+                sigma = idist.broadcast(loaded.sigma if rank == 0 else None, src=0, safe_mode=True)
+                count = int(idist.broadcast(torch.tensor([loaded.count if rank == 0 else 0]), src=0)[0])
+                loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), count, key)
+        if loaded is not None:
+            return FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, self.description(key)).to(
+                options["device"]
+            )
+        stats = self._compute(key, shared, options)
+        if path is not None and rank == 0:
+            stats.save(path)
+        return stats
+
+    def _compute(self, key: Dict[str, Any], shared: SharedPass, options: Mapping[str, Any]) -> FeatureStatistics:
+        moments = _Moments(options["device"])
+        try:
+            for images in self.batches():
+                moments.add(shared(images, "features", argument="real images", **options))
+        finally:
+            shared.forget()
+        stats = moments.statistics("real", key=key, source=self.description(key))
+        expected = key["n_images"]
+        if expected is not None and stats.count != expected:
+            raise ValueError(f"the real pass saw {stats.count} images, expected {expected}")
+        if expected is None:  # no length known and no cache: record the count that was seen
+            stats.key = dict(key, n_images=stats.count)
+            stats.source = self.description(stats.key)
+        return stats
+
+    def batches(self) -> Iterator[Tensor]:
+        """This process's share of the first ``count()`` images, batch by batch, through ``transform``."""
+        select = self.transform or _default_images
+        n, data = self.count(), self.data
+        if isinstance(data, DataLoader) or n is None:
+            yield from self._loader_batches(n, select)
+            return
+        world_size, rank = idist.get_world_size(), idist.get_rank()
+        start, stop = rank * n // world_size, (rank + 1) * n // world_size
+        if isinstance(data, Tensor):
+            for begin in range(start, stop, self.batch_size):
+                yield select(data[begin : min(begin + self.batch_size, stop)])
+            return
+        loader = DataLoader(Subset(data, range(start, stop)), batch_size=self.batch_size, generator=torch.Generator())
+        try:
+            for batch in loader:
+                yield select(batch)
+        except TypeError as error:
+            if "default_collate" in str(error) or "PIL" in str(error):
+                raise TypeError(
+                    f"the real data set's items cannot be batched ({error}); give it a transform that makes "
+                    "tensors, e.g. torchvision.transforms.ToTensor() with input_range='[0,1]'"
+                ) from error
+            raise
+
+    def _loader_batches(self, n: Optional[int], select: Callable[[Any], Tensor]) -> Iterator[Tensor]:
+        """Whole batches of a ``DataLoader`` (or of data without a length), dealt to the processes in turn."""
+        world_size, rank = idist.get_world_size(), idist.get_rank()
+        # A generator of its own: iterating a DataLoader otherwise draws from the global RNG (and so would
+        # shift a training run that computes the real statistics in the middle of it).
+        data = self.data
+        loader = data if isinstance(data, DataLoader) else DataLoader(
+            data, batch_size=self.batch_size, generator=torch.Generator())
+        offset = 0
+        for index, batch in enumerate(loader):
+            if n is not None and offset >= n:
+                break
+            images = select(batch)
+            take = images.shape[0] if n is None else min(images.shape[0], n - offset)
+            if index % world_size == rank:
+                yield images[:take]
+            offset += take
+        if n is not None and offset < n:
+            expected = f"samples={n}" if self.samples is not None else f"its length, {n}"
+            raise ValueError(f"the real data gave {offset} images, fewer than {expected}")
+
+
+def _try_load(path: Path, key: Dict[str, Any]) -> Optional[FeatureStatistics]:
+    """The cached statistics of ``key`` at ``path``, or ``None`` (no file, another key, an unreadable file)."""
+    if not path.is_file():
+        return None
+    try:
+        stats = FeatureStatistics.load(path)
+    except (ValueError, OSError) as error:
+        warnings.warn(f"FID: ignoring the unreadable cache file {str(path)!r} ({error}); recomputing", RuntimeWarning)
+        return None
+    return stats if stats.key == key else None  # another key under the same name: never use it
+
+
+def _data_error(data: Any, samples: Optional[int]) -> Optional[Exception]:
+    """The error to raise for ``data`` as real images, or ``None`` if they can be read."""
+    if isinstance(data, Tensor):
+        if data.dim() < 2 or data.shape[0] < 2:
+            return ValueError(f"real images must have shape (N, C, H, W) with N >= 2, got {tuple(data.shape)}")
+        return None
+    if isinstance(data, DataLoader):
+        if isinstance(data.sampler, DistributedSampler) or isinstance(data.batch_sampler, DistributedSampler):
+            return ValueError(
+                "real must not be a DataLoader with a DistributedSampler: FID shards the real data across processes "
+                "itself (pass the Dataset, or a DataLoader without a distributed sampler)"
+            )
+        size = _length(data.dataset)
+        shuffled = isinstance(data.sampler, RandomSampler)
+        if shuffled and samples is not None and (size is None or samples < size):
+            return ValueError(f"real is a shuffling DataLoader and samples={samples} takes a subset: the first images "
+                              "would differ from run to run. Pass shuffle=False (or the Dataset)")
+        if shuffled and data.drop_last and data.batch_size and (size is None or size % data.batch_size):
+            return ValueError(
+                f"real is a shuffling DataLoader with drop_last=True, which leaves out other images on every pass "
+                f"(batch_size={data.batch_size}, {size if size is not None else 'unknown'} images): the real "
+                "statistics would differ from run to run. Pass the Dataset, or shuffle=False"
+            )
+        return None
+    if isinstance(data, (Dataset, IterableDataset)) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        return None
+    return TypeError(
+        "real must be a DataLoader, a Dataset or a tensor of images (RealImages), an .npz path "
+        "(FeatureStatistics.from_file), (mu, sigma) or a mapping with 'mu' and 'sigma' (FeatureStatistics.from_arrays) "
+        f"or FeatureStatistics, got {type(data).__name__}"
+    )
+
+
+class FID(_ExtractorMetric):
     """Fréchet Inception Distance of generated images against real data, by the paper network's pool features.
 
-    With ``real=`` (a ``DataLoader``, a ``Dataset``, a tensor of images, an ``.npz`` file, ``(mu, sigma)`` or
-    :class:`FeatureStatistics`), ``update`` takes a batch of generated images, so the metric goes into a
-    :class:`~ignite_igan.metrics.GeneratorEvaluator` next to the Inception Score and is scored at every evaluation::
+    With ``real=`` (a :class:`RealImages`, or :class:`FeatureStatistics` from one of its constructors), ``update``
+    takes a batch of generated images, so the metric goes into a :class:`~ignite_igan.metrics.GeneratorEvaluator`
+    next to the Inception Score and is scored at every evaluation::
 
-        fid = FID(real=train_set, real_name="cifar10", real_split="train", input_range="[-1,1]")
+        fid = FID(real=RealImages(train_set, name="cifar10", split="train"), input_range="[-1,1]")
         scorer = GeneratorEvaluator(generator, {"is": InceptionScore(), "fid": fid}, n_samples=50_000)
 
-    The real images must be in ``real_input_range`` (default: ``input_range``, the generator's). Their statistics
-    are computed (or loaded from the cache) when the metric is attached to an engine, i.e. before training starts,
-    or else at the first ``compute``; see the module docstring for the cache. Without ``real``,
-    ``update((real, fake))`` takes pairs of batches (any sizes), as Ignite's ``FID`` does.
+    The statistics of :class:`RealImages` are computed (or loaded from the cache) when the metric is attached to an
+    engine, i.e. before training starts, or else at the first ``compute``, and again whenever their key changes;
+    see the module docstring for the cache and for the other forms ``real`` takes. Without ``real``,
+    ``update((real, fake))`` takes pairs of batches (any sizes, both in ``input_range``), as Ignite's ``FID`` does.
 
     Images are rounded to uint8 (:func:`~ignite_igan.metrics.to_uint8`) and passed through the extractor's features
     (2048 ``pool_3`` features of the paper's Inception by default). The float64 means and scatter matrices are
-    all-reduced across processes. When an :class:`~ignite_igan.metrics.InceptionScore` and this metric use the same network (both by
-    name, or the same instance) and see the same batch, the network runs once for both. The result,
+    all-reduced across processes. An :class:`~ignite_igan.metrics.InceptionScore` and this metric given the same
+    :class:`~ignite_igan.metrics.SharedPass` run the network once per batch. The result,
     :func:`~ignite_igan.functional.frechet_distance` of the two Gaussians, goes to ``engine.state.metrics[name]``
     as a float, and the protocol card (:class:`~ignite_igan.metrics.Protocol`, with the real statistics' key) to
     ``engine.state.protocols[name]``; it is also ``metric.protocol``.
@@ -315,24 +602,15 @@ class FID(Metric):
     Args:
         extractor: ``"inception-v3-compat"`` (default, the paper's network, weights checked when the metric is
             built), ``"torchvision"``, an :class:`~ignite_igan.metrics.ImageExtractor` with ``features`` (e.g.
-            ``ClassifierExtractor(net, features_fn=...)``), or a classifier ``nn.Module`` together with
-            ``features_fn``.
+            ``ClassifierExtractor(net, features_fn=...)``), a :class:`~ignite_igan.metrics.SharedPass`, or a
+            classifier ``nn.Module`` together with ``features_fn``.
         input_range: range of the generated images: ``"[-1,1]"`` (default), ``"[0,1]"`` or ``"uint8"``.
         num_features: D, if you want it checked (default: whatever the extractor returns).
         output_transform: maps the engine's output to the generated images (to ``(real, fake)`` without ``real``).
         device: where the extractor runs and the statistics are kept.
-        real: the real data or statistics (see above); ``None`` for ``(real, fake)`` pairs.
+        real: the real side (see above); ``None`` for ``(real, fake)`` pairs.
         features_fn: with a classifier ``nn.Module`` as ``extractor``: ``features_fn(net, x) -> (N, D)``, e.g. the
             penultimate layer ``lambda net, x: net.body(x).flatten(1)``; ``x`` are the images in ``input_range``.
-        real_name: the real data set's name (e.g. ``"cifar10"``); required to cache its statistics.
-        real_split: its split (e.g. ``"train"``), part of the cache key.
-        real_samples: use the first this many real images (default: all). Needs an unshuffled order.
-        real_input_range: range of the real images (default: ``input_range``).
-        real_transform: ``real_transform(batch) -> images`` for the real data's batches (default: the batch itself,
-            or its first element for ``(images, labels)``).
-        real_batch_size: batch size of the pass over a real ``Dataset`` (a ``DataLoader`` keeps its own).
-        cache_dir: where real statistics are cached (default :func:`default_statistics_dir`); used only with
-            ``real_name``.
         extractor_batch_size: run the network on at most this many images at once.
         allow_tf32: allow TF32 in the network's pass (default ``False``, true float32).
 
@@ -340,7 +618,7 @@ class FID(Metric):
         >>> import torch
         >>> from ignite.engine import Engine
         >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
-        >>> real = torch.rand(64, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+        >>> real = RealImages(torch.rand(64, 3, 4, 4, generator=torch.Generator().manual_seed(0)))
         >>> fid = FID(extractor=net, features_fn=lambda net, x: net[0](x), input_range="[0,1]", real=real)
         >>> evaluator = Engine(lambda engine, batch: batch)
         >>> fid.attach(evaluator, "fid")
@@ -349,11 +627,9 @@ class FID(Metric):
         (True, 64)
     """
 
-    required_output_keys = None
-
     def __init__(
         self,
-        extractor: Union[str, nn.Module, None] = "inception-v3-compat",
+        extractor: Union[str, nn.Module, SharedPass, None] = "inception-v3-compat",
         input_range: str = "[-1,1]",
         num_features: Optional[int] = None,
         output_transform: Callable = lambda x: x,
@@ -361,354 +637,80 @@ class FID(Metric):
         *,
         real: Optional[RealSource] = None,
         features_fn: Optional[FeaturesFn] = None,
-        real_name: Optional[str] = None,
-        real_split: Optional[str] = None,
-        real_samples: Optional[int] = None,
-        real_input_range: Optional[str] = None,
-        real_transform: Optional[Callable[[Any], Tensor]] = None,
-        real_batch_size: int = 100,
-        cache_dir: Optional[Union[str, os.PathLike]] = None,
         extractor_batch_size: Optional[int] = None,
         allow_tf32: bool = False,
     ) -> None:
-        for name, value in (
-            ("num_features", num_features),
-            ("real_samples", real_samples),
-            ("extractor_batch_size", extractor_batch_size),
-        ):
-            check_int(name, value, minimum=1, allow_none=True)
-        num_features, real_samples, extractor_batch_size = (
-            None if v is None else int(v) for v in (num_features, real_samples, extractor_batch_size)
+        num_features = check_int("num_features", num_features, minimum=1, allow_none=True)
+        super().__init__(
+            extractor, input_range, output_transform, device, extractor_batch_size, allow_tf32, features_fn
         )
-        real_batch_size = check_int("real_batch_size", real_batch_size, minimum=1)
-        allow_tf32 = check_bool("allow_tf32", allow_tf32)
-        for name, value in (("real_name", real_name), ("real_split", real_split)):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
-        if real_transform is not None and not callable(real_transform):
-            raise TypeError(f"real_transform must be callable, got {type(real_transform).__name__}")
-        self._input_range = _normalize_range(input_range)
-        self._real_input_range = _normalize_range(
-            real_input_range if real_input_range is not None else self._input_range, argument="real_input_range"
-        )
-        self._allow_tf32 = allow_tf32
-        self._extractor_batch_size = extractor_batch_size
-        # The network first (reset() needs it): a named one is built, and its weights checked, right now.
-        self._extractor = _as_extractor(
-            extractor, self._input_range, device=torch.device(device), features_fn=features_fn
-        )
-        self._extractor.to(torch.device(device))
-        super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
         if not self._extractor.provides_features:
             raise ValueError(_missing_features_message(self._extractor))
         declared = self._extractor.num_features
         if num_features is not None and declared is not None and num_features != declared:
             raise ValueError(f"num_features={num_features}, but the extractor gives {declared} features")
         self._num_features = num_features if num_features is not None else declared
-
-        self._real_name = real_name
-        self._real_split = real_split
-        self._real_samples = real_samples
-        self._real_transform = real_transform
-        self._real_batch_size = real_batch_size
-        self._real_data: Any = None
+        self._real = _as_real(real)
         self._real_stats: Optional[FeatureStatistics] = None
-        self._given_stats = False
+        if isinstance(self._real, FeatureStatistics):
+            dims = self._real.num_features
+            if self._num_features is not None and dims != self._num_features:
+                raise ValueError(
+                    f"real statistics have {dims} features, but the extractor gives {self._num_features}; they "
+                    "were computed with another network or layer"
+                )
+            self._real_stats = self._real = self._real.to(self._device)
         self._n_samples: Optional[int] = None
         self._n_real: Optional[int] = None
-        if (real_name is None) and (real_split is not None or cache_dir is not None):
-            raise ValueError(
-                "real_split and cache_dir need real_name: the name of the real data set is part of the cache key"
-            )
-        self._cache_dir = (
-            Path(cache_dir).expanduser() if cache_dir is not None else default_statistics_dir()
-        ) if real_name is not None else None
-        self._classify_real(real)
-
-    # ----------------------------------------------------------------------------------------------------------
-    # The real side
-    def _classify_real(self, real: Any) -> None:
-        if real is None:
-            if self._real_name is not None or self._real_samples is not None or self._real_transform is not None:
-                raise ValueError("real_name, real_samples and real_transform describe real=...; pass real too")
-            return
-        stats: Optional[FeatureStatistics] = None
-        if isinstance(real, FeatureStatistics):
-            stats = real
-        elif isinstance(real, (str, os.PathLike)):
-            path = Path(real).expanduser()
-            if path.suffix != ".npz":
-                raise ValueError(f"real must be a .npz file of statistics (mu, sigma) when it is a path, got {str(real)!r}")
-            loaded = FeatureStatistics.load(path)
-            key = {"source": "npz", "file": path.name, "sha256": sha256_of_file(path)}
-            stats = FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, f"file {path.name}")
-        elif isinstance(real, Mapping):
-            if not {"mu", "sigma"} <= set(real):
-                raise ValueError(f"real as a mapping must have 'mu' and 'sigma', got keys {sorted(real)}")
-            stats = self._stats_from_arrays(real["mu"], real["sigma"])
-        elif isinstance(real, (tuple, list)):
-            if len(real) != 2:
-                raise ValueError(
-                    f"real as a tuple or list must be (mu, sigma), got {len(real)} items; stack real images into one "
-                    "tensor, or pass a Dataset or DataLoader"
-                )
-            stats = self._stats_from_arrays(real[0], real[1])
-        elif isinstance(real, Tensor):
-            if real.dim() < 2 or real.shape[0] < 2:
-                raise ValueError(f"real images must have shape (N, C, H, W) with N >= 2, got {tuple(real.shape)}")
-            self._real_data = real
-        elif isinstance(real, DataLoader):
-            sampler = real.sampler
-            if isinstance(sampler, DistributedSampler) or isinstance(getattr(real, "batch_sampler", None), DistributedSampler):
-                raise ValueError(
-                    "real must not be a DataLoader with a DistributedSampler: FID shards the real data across "
-                    "processes itself (pass the Dataset, or a DataLoader without a distributed sampler)"
-                )
-            if isinstance(sampler, RandomSampler) and self._real_samples is not None:
-                size = _length(real.dataset)
-                if size is None or self._real_samples < size:
-                    raise ValueError(
-                        f"real is a shuffling DataLoader and real_samples={self._real_samples} takes a subset: the "
-                        "first images would differ from run to run. Pass shuffle=False (or the Dataset)"
-                    )
-            if isinstance(sampler, RandomSampler) and real.drop_last and real.batch_size:
-                size = _length(real.dataset)
-                if size is None or size % real.batch_size:
-                    raise ValueError(
-                        f"real is a shuffling DataLoader with drop_last=True, which leaves out other images on every "
-                        f"pass (batch_size={real.batch_size}, {size if size is not None else 'unknown'} images): the "
-                        "real statistics would differ from run to run. Pass the Dataset, or shuffle=False"
-                    )
-            self._real_data = real
-        elif isinstance(real, (Dataset, IterableDataset)) or (hasattr(real, "__getitem__") and hasattr(real, "__len__")):
-            self._real_data = real
-        else:
-            raise TypeError(
-                "real must be a DataLoader, a Dataset, a tensor of images, an .npz path, (mu, sigma), a mapping with "
-                f"'mu' and 'sigma' or FeatureStatistics, got {type(real).__name__}"
-            )
-        if stats is not None:
-            if self._real_samples is not None or self._real_transform is not None:
-                raise ValueError("real_samples and real_transform apply to real images, not to precomputed statistics")
-            if self._num_features is not None and stats.num_features != self._num_features:
-                raise ValueError(
-                    f"real statistics have {stats.num_features} features, but the extractor gives "
-                    f"{self._num_features}; they were computed with another network or layer"
-                )
-            self._real_stats = stats.to(self._device)
-            self._given_stats = True
-        elif self._real_name is not None and self._real_samples is None and _length(self._real_data) is None:
-            raise ValueError(
-                "the real data has no length; pass real_samples=N so that the cache key can name the number of images"
-            )
-
-    def _stats_from_arrays(self, mu: Any, sigma: Any) -> FeatureStatistics:
-        arrays = {}
-        for name, value in (("mu", mu), ("sigma", sigma)):
-            if isinstance(value, np.ndarray):
-                value = torch.from_numpy(value)
-            if not isinstance(value, Tensor):
-                raise TypeError(f"real {name} must be a tensor or NumPy array, got {type(value).__name__}")
-            arrays[name] = value.detach().to("cpu", torch.float64)
-        digest = hashlib.sha256()
-        for name in ("mu", "sigma"):
-            digest.update(arrays[name].contiguous().numpy().tobytes())
-        key = {"source": "tensors", "sha256": digest.hexdigest()}
-        return FeatureStatistics(arrays["mu"], arrays["sigma"], None, key, "given mu/sigma")
 
     @property
     def paired(self) -> bool:
         """True when ``update`` takes ``(real, fake)`` pairs (no ``real`` was given)."""
-        return self._real_data is None and not self._given_stats
+        return self._real is None
 
-    def _real_count(self) -> Optional[int]:
-        length = _length(self._real_data)
-        if self._real_samples is None:
-            return length
-        if length is not None and self._real_samples > length:
-            raise ValueError(f"real_samples={self._real_samples}, but the real data has only {length} images")
-        return self._real_samples
+    def _real_options(self) -> Dict[str, Any]:
+        """The keyword arguments of the real images' pass (:class:`SharedPass`)."""
+        return self._options(self._real.input_range if isinstance(self._real, RealImages) else None)
 
     def real_key(self) -> Dict[str, Any]:
-        """The cache key of the real statistics: everything that determines them (data mode only)."""
-        if self._real_data is None:
-            raise ValueError("real_key is for real images (real=DataLoader/Dataset/tensor)")
-        info = self._extractor.describe()
-        return {
-            "format": CACHE_FORMAT,
-            "real_name": self._real_name,
-            "real_split": self._real_split,
-            "n_images": self._real_count(),
-            "network": info["network"],
-            "weights_sha256": info["weights_sha256"],
-            "features": info["features"],
-            "resize": info["resize"],
-            "dtype": info["dtype"],
-            "input_range": self._real_input_range,
-            "rounding": ROUNDING,
-            "allow_tf32": self._allow_tf32,
-            "real_batch_size": self._real_batch_size if not isinstance(self._real_data, DataLoader)
-            else self._real_data.batch_size,
-            "extractor_batch_size": self._extractor_batch_size,
-            "real_transform": callable_fingerprint(self._real_transform) if self._real_transform else None,
-        }
+        """The cache key of the real statistics: everything that determines them (real images only)."""
+        if not isinstance(self._real, RealImages):
+            raise ValueError("real_key is for real images (real=RealImages(...), a DataLoader, Dataset or tensor)")
+        return self._real.key(self._extractor, self._real_options())
 
     def cache_path(self) -> Optional[Path]:
-        """The cache file of the real statistics (``None`` without ``real_name``)."""
-        if self._cache_dir is None or self._real_data is None:
-            return None
-        name = _slug(self._real_name) + (f"_{_slug(self._real_split)}" if self._real_split else "")
-        return self._cache_dir / f"fid_{name}_{_key_digest(self.real_key())[:16]}.npz"
+        """The cache file of the real statistics (``None`` without a name for the real images)."""
+        return self._real.cache_path(self.real_key()) if isinstance(self._real, RealImages) else None
 
     @property
     def real_statistics(self) -> FeatureStatistics:
         """The real side, given, loaded from the cache, or computed now (collective under ``ignite.distributed``).
 
-        In data mode the key is checked on every access: if anything in it changed (e.g. the weights of a user
-        classifier), the statistics are recomputed.
+        For :class:`RealImages` the key is checked on every access: if anything in it changed (e.g. the weights of
+        a user classifier), the statistics are recomputed.
         """
-        if self.paired:
+        if self._real is None:
             raise ValueError("FID without real= has no fixed real statistics; update takes (real, fake) pairs")
-        if self._given_stats:
-            assert self._real_stats is not None
-            return self._real_stats
-        key = self.real_key()
-        if self._real_stats is None or self._real_stats.key != key:
-            self._real_stats = self._load_or_compute(key)
+        if isinstance(self._real, RealImages):
+            self._real_stats = self._real.statistics(self._pass, self._real_options(), self._real_stats)
+        assert self._real_stats is not None
         return self._real_stats
-
-    def _try_load(self, path: Path, key: Dict[str, Any]) -> Optional[FeatureStatistics]:
-        if not path.is_file():
-            return None
-        try:
-            stats = FeatureStatistics.load(path)
-        except (ValueError, OSError) as error:
-            warnings.warn(f"FID: ignoring the unreadable cache file {str(path)!r} ({error}); recomputing", RuntimeWarning)
-            return None
-        if stats.key != key:
-            return None  # another key under the same name (hash collision or an edited file): never use it
-        return stats
-
-    def _load_or_compute(self, key: Dict[str, Any]) -> FeatureStatistics:
-        path = self.cache_path()
-        world_size, rank = idist.get_world_size(), idist.get_rank()
-        description = self._real_description(key)
-        loaded = self._try_load(path, key) if path is not None and rank == 0 else None
-        if world_size > 1 and path is not None:
-            hit = int(idist.broadcast(torch.tensor([int(loaded is not None)]), src=0)[0])
-            if hit:
-                mu = idist.broadcast(loaded.mu if rank == 0 else None, src=0, safe_mode=True)
-                sigma = idist.broadcast(loaded.sigma if rank == 0 else None, src=0, safe_mode=True)
-                count = int(idist.broadcast(torch.tensor([loaded.count if rank == 0 else 0]), src=0)[0])
-                loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), count, key, description)
-        if loaded is not None:
-            return FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, description).to(self._device)
-        stats = self._compute_real(key, description)
-        if path is not None and rank == 0:
-            stats.save(path)
-        return stats
-
-    def _real_description(self, key: Dict[str, Any]) -> str:
-        name = (self._real_name or "unnamed real data") + (f"/{self._real_split}" if self._real_split else "")
-        count = key["n_images"]
-        return f"{name}, {count if count is not None else '?'} images, key {_key_digest(key)[:12]}"
-
-    def _real_batches(self) -> Iterator[Tensor]:
-        """This process's share of the first ``n`` real images, batch by batch."""
-        data = self._real_data
-        world_size, rank = idist.get_world_size(), idist.get_rank()
-        select = self._real_transform or _default_images
-        n = self._real_count()
-        if isinstance(data, DataLoader) or n is None:
-            # A generator of its own: iterating a DataLoader otherwise draws from the global RNG (and so would
-            # shift a training run that computes the real statistics in the middle of it).
-            loader = data if isinstance(data, DataLoader) else DataLoader(
-                data, batch_size=self._real_batch_size, generator=torch.Generator())
-            offset = 0
-            for index, batch in enumerate(loader):
-                if n is not None and offset >= n:
-                    break
-                images = select(batch)
-                if not isinstance(images, Tensor) or images.dim() < 1:
-                    raise TypeError(f"real_transform must return a tensor of images, got {type(images).__name__}")
-                take = images.shape[0] if n is None else min(images.shape[0], n - offset)
-                if index % world_size == rank:
-                    yield images[:take]
-                offset += take
-            if n is not None and offset < n:
-                expected = f"real_samples={n}" if self._real_samples is not None else f"its length, {n}"
-                raise ValueError(f"the real data gave {offset} images, fewer than {expected}")
-            return
-        start, stop = rank * n // world_size, (rank + 1) * n // world_size
-        if isinstance(data, Tensor):
-            for begin in range(start, stop, self._real_batch_size):
-                yield select(data[begin : min(begin + self._real_batch_size, stop)])
-            return
-        loader = DataLoader(Subset(data, range(start, stop)), batch_size=self._real_batch_size, shuffle=False,
-                            generator=torch.Generator())
-        iterator = iter(loader)
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except TypeError as error:
-                if "default_collate" in str(error) or "PIL" in str(error):
-                    raise TypeError(
-                        f"the real data set's items cannot be batched ({error}); give it a transform that makes "
-                        "tensors, e.g. torchvision.transforms.ToTensor() with real_input_range='[0,1]'"
-                    ) from error
-                raise
-            yield select(batch)
-
-    def _compute_real(self, key: Dict[str, Any], description: str) -> FeatureStatistics:
-        moments = _Moments(self._device)
-        try:
-            for images in self._real_batches():
-                features = run_extractor(
-                    self._extractor,
-                    images,
-                    input_range=self._real_input_range,
-                    output="features",
-                    device=self._device,
-                    allow_tf32=self._allow_tf32,
-                    batch_size=self._extractor_batch_size,
-                    argument="real images",
-                )
-                moments.add(features, "real")
-        finally:
-            forget_last_batch(self._extractor)
-        stats = moments.statistics("real", key=key, source=description)
-        expected = key["n_images"]
-        if expected is not None and stats.count != expected:
-            raise ValueError(f"the real pass saw {stats.count} images, expected {expected}")
-        if expected is None:  # no length known and no cache: record the count that was seen
-            stats.key = dict(key, n_images=stats.count)
-            stats.source = self._real_description(stats.key)
-        return stats
-
-    # ----------------------------------------------------------------------------------------------------------
-    # The metric
-    @property
-    def extractor(self) -> ImageExtractor:
-        """The network."""
-        return self._extractor
 
     @property
     def protocol(self) -> Protocol:
         """The protocol card (``n_samples``: generated images in the last ``compute``)."""
         info = self._extractor.describe()
-        if self.paired:
+        if self._real is None:
             real = "real images given to update() in (real, fake) pairs"
             if self._n_real is not None:
                 real += f", {self._n_real} images"
-        elif self._given_stats:
-            assert self._real_stats is not None
-            real = f"{self._real_stats.source}, key {self._real_stats.key_digest}"
-        elif self._real_stats is not None:
-            real = self._real_stats.source
+        elif isinstance(self._real, FeatureStatistics):
+            real = f"{self._real.source}, key {self._real.key_digest}"
         else:
-            real = self._real_description(self.real_key())
+            real = self._real_stats.source if self._real_stats is not None else self._real.description(self.real_key())
+        real_range = self._real_options()["input_range"]
+        if real_range != self._input_range:
+            real += f" (real input {real_range})"
         dims = self._num_features or (self._real_stats.num_features if self._real_stats is not None else None)
         features = info["features"] or "features"
         return Protocol.of_network(
@@ -716,16 +718,14 @@ class FID(Metric):
             info,
             output=features if (dims is None or features.startswith(f"{dims} ")) else f"{features} ({dims} features)",
             input_range=self._input_range,
-            rounding=ROUNDING,
             allow_tf32=self._allow_tf32,
             n_samples=self._n_samples,
-            real_statistics=real
-            + (f" (real input {self._real_input_range})" if self._real_input_range != self._input_range else ""),
+            real_statistics=real,
         )
 
     def attach(self, engine: Engine, name: str, usage: Union[str, MetricUsage] = EpochWise()) -> None:
         """Attaches the metric and, with ``real`` images, computes or loads their statistics now (before any run)."""
-        if not self.paired:
+        if self._real is not None:
             self.real_statistics
         super().attach(engine, name, usage)
 
@@ -733,44 +733,27 @@ class FID(Metric):
     def reset(self) -> None:
         self._fake = _Moments(self._device)
         self._real_moments = _Moments(self._device)
-        forget_last_batch(self._extractor)
-
-    def _features(self, images: Any, input_range: str, argument: str) -> Tensor:
-        return run_extractor(
-            self._extractor,
-            images,
-            input_range=input_range,
-            output="features",
-            device=self._device,
-            allow_tf32=self._allow_tf32,
-            batch_size=self._extractor_batch_size,
-            argument=argument,
-        )
+        self._pass.forget()
 
     @reinit__is_reduced
     def update(self, output: Any) -> None:
-        if self.paired:
-            if not isinstance(output, (tuple, list)) or len(output) != 2:
-                raise TypeError(
-                    f"FID without real= takes (real, fake) pairs of image batches, got {type(output).__name__}; pass "
-                    "real=<DataLoader, Dataset, .npz or (mu, sigma)> to score generated images alone"
-                )
-            real, fake = output
-            self._real_moments.add(self._features(real, self._real_input_range, "real"), "real")
-            self._fake.add(self._features(fake, self._input_range, "fake"), "generated")
+        if self._real is not None:  # a pair here fails in to_uint8, which names what it got
+            self._fake.add(self._run(output, "features"))
             return
-        if isinstance(output, (tuple, list)):
+        # The one check per batch: a tensor of two images would unpack as a pair silently.
+        if not isinstance(output, (tuple, list)) or len(output) != 2:
             raise TypeError(
-                f"FID(real=...) takes a batch of generated images, got a {type(output).__name__} of {len(output)}; "
-                "use output_transform to pick the images (pairs (real, fake) are for FID without real=)"
+                f"FID without real= takes (real, fake) pairs of image batches, got {type(output).__name__}; pass "
+                "real=RealImages(...) or FeatureStatistics to score generated images alone"
             )
-        self._fake.add(self._features(output, self._input_range, "images"), "generated")
+        self._real_moments.add(self._run(output[0], "features", argument="real"))
+        self._fake.add(self._run(output[1], "features", argument="fake"))
 
     def compute(self) -> float:
         """FID between the generated images' statistics (all processes) and the real statistics."""
-        forget_last_batch(self._extractor)
+        self._pass.forget()
         fake = self._fake.statistics("generated")
-        if self.paired:
+        if self._real is None:
             real = self._real_moments.statistics("real")
             self._n_real = real.count
         else:
@@ -780,9 +763,8 @@ class FID(Metric):
                 f"the real statistics have {real.num_features} features, the generated images {fake.num_features}; "
                 "they were computed with another network or layer"
             )
-        sigma = fake.sigma.to(real.sigma.device)
-        mu = fake.mu.to(real.sigma.device)
-        value = _frechet_from_factor(real.mu, real.sigma, real.factor(), mu, sigma)
+        device = real.sigma.device
+        value = _frechet_from_factor(real.mu, real.sigma, real.factor(), fake.mu.to(device), fake.sigma.to(device))
         self._n_samples = fake.count
         return value
 
@@ -792,11 +774,29 @@ class FID(Metric):
         publish_protocol(engine, name, self.protocol)
 
 
+def _as_real(real: Optional[RealSource]) -> Union[None, FeatureStatistics, RealImages]:
+    """The forms ``real=`` takes, each mapped to the constructor that reads it."""
+    if real is None or isinstance(real, (FeatureStatistics, RealImages)):
+        return real
+    if isinstance(real, (str, os.PathLike)):
+        return FeatureStatistics.from_file(real)
+    if isinstance(real, Mapping):
+        if not {"mu", "sigma"} <= set(real):
+            raise ValueError(f"real as a mapping must have 'mu' and 'sigma', got keys {sorted(real)}")
+        return FeatureStatistics.from_arrays(real["mu"], real["sigma"])
+    if isinstance(real, (tuple, list)):
+        if len(real) != 2:
+            raise ValueError(
+                f"real as a tuple or list must be (mu, sigma), got {len(real)} items; stack real images into one "
+                "tensor, or pass a Dataset or DataLoader"
+            )
+        return FeatureStatistics.from_arrays(*real)
+    return RealImages(real)
+
+
 def _length(data: Any) -> Optional[int]:
     """The number of images one pass over ``data`` gives (``None`` if unknown); for a ``DataLoader``, its sampler's
     length less the last partial batch when ``drop_last`` is set (as Ignite's ``examples/gan/dcgan.py`` loads)."""
-    if data is None:
-        return None
     if isinstance(data, DataLoader):
         if data.batch_size is None or isinstance(data.dataset, IterableDataset):
             count = _length(data.dataset)  # a custom batch_sampler, or no sampler: what the data set holds
@@ -808,12 +808,7 @@ def _length(data: Any) -> Optional[int]:
         if count is not None and data.batch_size and data.drop_last:
             count -= count % data.batch_size
         return count
-    if isinstance(data, IterableDataset):
-        try:
-            return len(data)  # type: ignore[arg-type]
-        except TypeError:
-            return None
     try:
         return len(data)
-    except TypeError:
+    except TypeError:  # an IterableDataset without __len__
         return None

@@ -9,7 +9,7 @@ computed in float64 by :func:`ignite_igan.functional.inception_score`. Its proto
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -18,19 +18,11 @@ from torch import Tensor, nn
 import ignite.distributed as idist
 from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
-from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
 from ignite_igan.functional import inception_score
-from ignite_igan.metrics.extractors import (
-    ImageExtractor,
-    TFInceptionV3,
-    _as_extractor,
-    _normalize_range,
-    forget_last_batch,
-    run_extractor,
-)
-from ignite_igan.metrics.protocol import ROUNDING, Protocol, publish_protocol
+from ignite_igan.metrics.extractors import SharedPass, TFInceptionV3, _ExtractorMetric
+from ignite_igan.metrics.protocol import Protocol, publish_protocol
 from ignite_igan.validation import check_bool, check_int
 
 __all__ = ["InceptionScore", "gather_in_rank_order"]
@@ -51,7 +43,7 @@ def gather_in_rank_order(local: Tensor) -> Tensor:
     return torch.cat([p[:c] for p, c in zip(parts, counts)], dim=0)
 
 
-class InceptionScore(Metric):
+class InceptionScore(_ExtractorMetric):
     """The Inception Score by the paper's protocol (splits, std, the 2015 TensorFlow network), as an Ignite metric.
 
     ``update`` takes a batch of images (or ``(images, indices)``), converts it to uint8 by rounding according to
@@ -79,7 +71,8 @@ class InceptionScore(Metric):
             logits (wrapped in :class:`ClassifierExtractor`; it receives the images in ``input_range``). A named
             network is built when the metric is: its weights are found (downloaded on first use) and their SHA-256
             checked right away, so a missing file fails here and not after an epoch of training. Metrics that name
-            the same network on the same device share one copy, and one pass per batch (with :class:`FID`).
+            the same network on the same device share one copy. A :class:`~ignite_igan.metrics.SharedPass` given
+            to this metric and to :class:`~ignite_igan.metrics.FID` runs the network once per batch for both.
         input_range: what the images are: ``"[-1,1]"`` (default, tanh generators), ``"[0,1]"`` or ``"uint8"``.
         splits: number of contiguous splits (10 in the paper).
         shuffle: shuffle the samples before splitting (off by default, as in the original code).
@@ -105,11 +98,9 @@ class InceptionScore(Metric):
         (12, 2)
     """
 
-    required_output_keys = None
-
     def __init__(
         self,
-        extractor: Union[str, nn.Module, None] = "inception-v3-compat",
+        extractor: Union[str, nn.Module, SharedPass, None] = "inception-v3-compat",
         input_range: str = "[-1,1]",
         splits: int = 10,
         shuffle: bool = False,
@@ -119,28 +110,12 @@ class InceptionScore(Metric):
         device: Union[str, torch.device] = torch.device("cpu"),
         allow_tf32: bool = False,
     ) -> None:
-        splits = check_int("splits", splits, minimum=1)
-        extractor_batch_size = check_int("extractor_batch_size", extractor_batch_size, minimum=1, allow_none=True)
-        allow_tf32 = check_bool("allow_tf32", allow_tf32)
-        shuffle = check_bool("shuffle", shuffle)
-        seed = check_int("seed", seed)
-        self._input_range = _normalize_range(input_range)
-        self._splits = splits
-        self._shuffle = bool(shuffle)
-        self._seed = seed
-        self._extractor_batch_size = extractor_batch_size
-        self._allow_tf32 = allow_tf32
+        self._splits = check_int("splits", splits, minimum=1)
+        self._shuffle = check_bool("shuffle", shuffle)
+        self._seed = check_int("seed", seed)
         self._n_samples: Optional[int] = None
         self._num_logits: Optional[int] = None
-        # The network first (reset() needs it): a named one is built, and its weights checked, right now.
-        self._extractor = _as_extractor(extractor, self._input_range, device=torch.device(device))
-        self._extractor.to(torch.device(device))
-        super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
-
-    @property
-    def extractor(self) -> ImageExtractor:
-        """The network."""
-        return self._extractor
+        super().__init__(extractor, input_range, output_transform, device, extractor_batch_size, allow_tf32)
 
     @property
     def protocol(self) -> Protocol:
@@ -155,7 +130,6 @@ class InceptionScore(Metric):
             info,
             output=output,
             input_range=self._input_range,
-            rounding=ROUNDING,
             allow_tf32=self._allow_tf32,
             n_samples=self._n_samples,
             splits=self._splits,
@@ -167,46 +141,17 @@ class InceptionScore(Metric):
     def reset(self) -> None:
         self._logits: List[Tensor] = []
         self._indices: List[Tensor] = []
-        forget_last_batch(self._extractor)
-
-    def _split_output(self, output: Any) -> Tuple[Tensor, Optional[Tensor]]:
-        if isinstance(output, (tuple, list)):
-            indices = output[1] if len(output) == 2 else None
-            is_index = (
-                isinstance(indices, Tensor)
-                and not indices.is_floating_point()
-                and indices.dtype != torch.bool
-                and indices.dim() == 1
-            )
-            if not is_index:
-                raise TypeError(
-                    f"images must be a torch.Tensor, got {type(output).__name__} (stack lists or TensorDataset items "
-                    "into one tensor first; a pair (images, indices) needs a 1-D integer tensor of indices)"
-                )
-            return output[0], indices
-        return output, None
+        self._pass.forget()
 
     @reinit__is_reduced
     def update(self, output: Any) -> None:
-        images, indices = self._split_output(output)
-        if indices is not None and isinstance(images, Tensor) and indices.shape[0] != images.shape[0]:
+        images, indices = output if isinstance(output, (tuple, list)) and len(output) == 2 else (output, None)
+        if indices is not None and (indices.is_floating_point() or indices.shape != images.shape[:1]):
             raise ValueError(
-                f"indices must have shape ({images.shape[0]},) to match images, got {tuple(indices.shape)}"
+                f"indices must be a 1-D integer tensor of shape ({images.shape[0]},) to match images, got "
+                f"{indices.dtype} of shape {tuple(indices.shape)}"
             )
-        if self._logits and (indices is not None) != bool(self._indices):
-            raise ValueError("indices must be given with every batch or with none")
-        logits = run_extractor(
-            self._extractor,
-            images,
-            input_range=self._input_range,
-            output="logits",
-            device=self._device,
-            allow_tf32=self._allow_tf32,
-            batch_size=self._extractor_batch_size,
-        ).to(self._device)
-        if self._logits and logits.shape[1] != self._logits[0].shape[1]:
-            raise ValueError(f"the extractor returned {logits.shape[1]} logits, earlier {self._logits[0].shape[1]}")
-        self._logits.append(logits)
+        self._logits.append(self._run(images, "logits").to(self._device))
         if indices is not None:
             self._indices.append(indices.detach().to(device=self._device, dtype=torch.int64))
 
@@ -214,9 +159,10 @@ class InceptionScore(Metric):
         if self._logits:
             local = torch.cat(self._logits)
         else:
-            num_logits = getattr(self._extractor, "num_logits", None) or 0
-            local = torch.zeros(0, num_logits, device=self._device)
+            local = torch.zeros(0, self._extractor.num_logits or 0, device=self._device)
         with_indices = len(self._indices) > 0
+        if with_indices and sum(len(i) for i in self._indices) != local.shape[0]:
+            raise ValueError("indices must be given with every batch or with none")
         if idist.get_world_size() > 1:
             # Every process must take part in the same collectives, including one that saw no batch.
             num_classes = int(idist.all_reduce(int(local.shape[1]), op="MAX"))
@@ -235,15 +181,14 @@ class InceptionScore(Metric):
             local_indices = torch.cat(self._indices) if self._indices else torch.zeros(0, dtype=torch.int64)
             indices = gather_in_rank_order(local_indices.to(self._device)).cpu()
             order = torch.argsort(indices, stable=True)
-            sorted_indices = indices[order]
-            keep = torch.ones_like(sorted_indices, dtype=torch.bool)
-            keep[1:] = sorted_indices[1:] != sorted_indices[:-1]
-            logits = logits[order[keep].to(logits.device)]
+            counts = torch.unique_consecutive(indices[order], return_counts=True)[1]
+            first = torch.cumsum(counts, 0) - counts  # the first of each index's repeats (DistributedSampler's padding)
+            logits = logits[order[first].to(logits.device)]
         return logits
 
     def compute(self) -> Dict[str, float]:
         """Returns ``{"mean": float, "std": float}`` over all processes' samples."""
-        forget_last_batch(self._extractor)
+        self._pass.forget()
         logits = self._gathered_logits()
         n = logits.shape[0]
         if n == 0:

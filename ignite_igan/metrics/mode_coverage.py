@@ -32,7 +32,7 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
-from ignite_igan.validation import check_int, check_real
+from ignite_igan.validation import check_int, check_points, check_real
 
 __all__ = [
     "benchmark_mixture",
@@ -45,6 +45,14 @@ __all__ = [
     "mode_coverage",
     "ModeCoverage",
 ]
+
+
+def _as_centers(centers: Any) -> Tensor:
+    """``centers`` as a float64 tensor ``(K, 2)``, K >= 1."""
+    centers = torch.as_tensor(centers, dtype=torch.float64)
+    if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
+        raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
+    return centers
 
 
 def ring_centers(num_modes: int = 8, radius: float = 2.0) -> Tensor:
@@ -82,9 +90,7 @@ class GaussianMixture2D:
     """
 
     def __init__(self, centers: Tensor, std: float) -> None:
-        centers = torch.as_tensor(centers, dtype=torch.float64)
-        if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
-            raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
+        centers = _as_centers(centers)
         std = check_real("std", std, minimum=0.0, low_open=True)
         self.centers = centers
         self.std = float(std)
@@ -129,9 +135,7 @@ class GaussianMixture2D:
         import matplotlib.pyplot as plt
         from matplotlib.patches import Circle
 
-        if not isinstance(samples, Tensor) or samples.dim() != 2 or samples.shape[1] != 2:
-            shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
-            raise ValueError(f"samples must have shape (N, 2), got {shape}")
+        check_points("samples", samples)
         figure, ax = plt.subplots(figsize=(4, 4)) if ax is None else (ax.figure, ax)
         points, centers = samples.detach().cpu().double().numpy(), self.centers.numpy()
         for center in centers:
@@ -174,23 +178,11 @@ def default_min_count(n_samples: int) -> int:
     return max(1, math.ceil(n_samples * 20 / 2500))
 
 
-def _check_samples(samples: Any, argument: str = "samples") -> Tensor:
-    if not isinstance(samples, Tensor):
-        raise TypeError(f"{argument} must be a torch.Tensor, got {type(samples).__name__}")
-    if samples.dim() != 2 or samples.shape[1] != 2:
-        raise ValueError(f"{argument} must have shape (N, 2), got {tuple(samples.shape)}")
-    if not samples.is_floating_point():
-        raise TypeError(f"{argument} must be floating point, got {samples.dtype}")
-    if not torch.isfinite(samples).all():
-        raise ValueError(f"{argument} contains NaN or inf")
-    return samples
-
-
-def _assign(samples: Tensor, centers: Tensor, std: float) -> tuple:
-    """Nearest centre of every sample and whether it is within 3 std of it."""
+def _high_quality_counts(samples: Tensor, centers: Tensor, std: float) -> Tensor:
+    """The number of high-quality samples of every mode: those within 3 std of their nearest centre."""
     distances = torch.cdist(samples.to(torch.float64), centers.to(device=samples.device, dtype=torch.float64))
     nearest_distance, nearest = distances.min(dim=1)
-    return nearest, nearest_distance <= 3 * std
+    return torch.bincount(nearest[nearest_distance <= 3 * std], minlength=centers.shape[0])
 
 
 def _summary(hq_counts: Tensor, n_samples: int, min_count: int) -> Dict[str, Any]:
@@ -236,19 +228,15 @@ def mode_coverage(
         >>> result["modes"], result["modes_any"], result["high_quality"], result["kl"]
         (25, 25, 1.0, 0.0)
     """
-    samples = _check_samples(samples)
-    centers = torch.as_tensor(centers, dtype=torch.float64)
-    if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
-        raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
+    samples = check_points("samples", samples)
+    centers = _as_centers(centers)
     std = check_real("std", std, minimum=0.0, low_open=True)
     n = samples.shape[0]
     if n == 0:
         raise ValueError("samples must hold at least one sample, got 0")
     min_count = default_min_count(n) if min_count is None else min_count
     min_count = check_int("min_count", min_count, minimum=1)
-    nearest, high_quality = _assign(samples, centers, std)
-    counts = torch.bincount(nearest[high_quality], minlength=centers.shape[0])
-    return _summary(counts, n, min_count)
+    return _summary(_high_quality_counts(samples, centers, std), n, min_count)
 
 
 class ModeCoverage(Metric):
@@ -266,11 +254,13 @@ class ModeCoverage(Metric):
         device: where the counts are kept.
 
     Example:
+        >>> from ignite.engine import Engine
         >>> mixture = grid_mixture()
-        >>> metric = ModeCoverage(mixture.centers, mixture.std)
-        >>> metric.update(mixture.sample(2500))
-        >>> metric.compute()["modes"]
-        25
+        >>> evaluator = Engine(lambda engine, batch: batch)  # batches of generated 2-D samples
+        >>> ModeCoverage(mixture.centers, mixture.std).attach(evaluator, "modes")
+        >>> state = evaluator.run([mixture.sample(1250), mixture.sample(1250)])
+        >>> state.metrics["modes"], state.metrics["modes_any"]
+        (25, 25)
     """
 
     required_output_keys = None
@@ -284,9 +274,7 @@ class ModeCoverage(Metric):
         output_transform: Callable = lambda x: x,
         device: Union[str, torch.device] = torch.device("cpu"),
     ) -> None:
-        centers = torch.as_tensor(centers, dtype=torch.float64)
-        if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
-            raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
+        centers = _as_centers(centers)
         std = check_real("std", std, minimum=0.0, low_open=True)
         min_count = check_int("min_count", min_count, minimum=1, allow_none=True)
         self._centers = centers
@@ -301,10 +289,8 @@ class ModeCoverage(Metric):
 
     @reinit__is_reduced
     def update(self, output: Tensor) -> None:
-        samples = _check_samples(output, argument="samples")
-        nearest, high_quality = _assign(samples.detach(), self._centers, self._std)
-        counts = torch.bincount(nearest[high_quality], minlength=self._centers.shape[0])
-        self._hq_counts += counts.to(self._device)
+        samples = check_points("samples", output)  # NaN samples would count as uncovered, silently
+        self._hq_counts += _high_quality_counts(samples.detach(), self._centers, self._std).to(self._device)
         self._num_samples += samples.shape[0]
 
     @sync_all_reduce("_hq_counts", "_num_samples")

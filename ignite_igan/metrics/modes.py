@@ -11,6 +11,8 @@ from typing import Iterator, Optional, Union
 import torch
 from torch import nn
 
+from ignite_igan.validation import check_choice
+
 __all__ = ["evaluation_mode"]
 
 
@@ -49,8 +51,7 @@ def evaluation_mode(
         >>> net.training
         True
     """
-    if mode not in ("eval", "train"):
-        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    check_choice("mode", mode, ("eval", "train"))
     flags = [(m, m.training) for m in module.modules()]
     original_device = _module_device(module) if device is not None else None
     saved_buffers = None

@@ -20,7 +20,7 @@ from ignite.metrics import Metric
 from ignite_igan.metrics.inception import InceptionScore
 from ignite_igan.metrics.modes import _module_device, evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, published_protocols
-from ignite_igan.validation import check_int
+from ignite_igan.validation import check_choice, check_int
 
 __all__ = ["evaluation_mode", "GeneratorEvaluator", "score_generator", "generate_samples"]
 
@@ -60,9 +60,10 @@ class GeneratorEvaluator:
         engine: the Ignite ``Engine``; attach loggers, ``Checkpoint`` or more metrics to it.
 
     Example:
-        >>> from ignite_igan.metrics import FID, GeneratorEvaluator, InceptionScore
-        >>> fid = FID(real=train_set, real_name="cifar10", real_split="train")  # doctest: +SKIP
-        >>> scorer = GeneratorEvaluator(generator, {"is": InceptionScore(), "fid": fid})  # doctest: +SKIP
+        >>> from ignite_igan.metrics import FID, GeneratorEvaluator, InceptionScore, RealImages, SharedPass
+        >>> inception = SharedPass()  # doctest: +SKIP
+        >>> fid = FID(inception, real=RealImages(train_set, name="cifar10", split="train"))  # doctest: +SKIP
+        >>> scorer = GeneratorEvaluator(generator, {"is": InceptionScore(inception), "fid": fid})  # doctest: +SKIP
         >>> scorer.attach(trainer, Events.EPOCH_COMPLETED(every=10))  # doctest: +SKIP
         >>> scorer.run()  # doctest: +SKIP
         {'is': 8.1, 'is_std': 0.07, 'fid': 31.2}
@@ -86,18 +87,12 @@ class GeneratorEvaluator:
         n_samples = check_int("n_samples", n_samples, minimum=1)
         batch_size = check_int("batch_size", batch_size, minimum=1)
         seed = check_int("seed", seed)
-        if mode not in ("eval", "train"):
-            raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
-        if noise_fn is None:
-            if not callable(getattr(generator, "sample_noise", None)):
-                raise TypeError(
-                    f"{type(generator).__name__} has no sample_noise(n, generator=None, device=None); pass "
-                    "noise_fn=lambda n, generator: ... to draw its input"
-                )
-        elif not callable(noise_fn):
-            raise TypeError(f"noise_fn must be callable, got {type(noise_fn).__name__}")
-        if not isinstance(metrics, Mapping):
-            raise TypeError(f"metrics must be a mapping name -> Metric, got {type(metrics).__name__}")
+        check_choice("mode", mode, ("eval", "train"))
+        if noise_fn is None and not callable(getattr(generator, "sample_noise", None)):
+            raise TypeError(
+                f"{type(generator).__name__} has no sample_noise(n, generator=None, device=None); pass "
+                "noise_fn=lambda n, generator: ... to draw its input"
+            )
         self.generator = generator
         self.n_samples = n_samples
         self.batch_size = batch_size

@@ -15,6 +15,7 @@ from ignite.engine import Engine, Events
 from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
+from ignite.utils import convert_tensor
 
 from ignite_igan.metrics.modes import evaluation_mode
 
@@ -38,10 +39,13 @@ class SemiSupervisedError(Metric):
 
     Example:
         >>> import torch
-        >>> metric = SemiSupervisedError()
-        >>> metric.update((torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([0, 0, 0])))
-        >>> metric.compute()
-        {'rate': 0.3333333333333333, 'count': 1, 'total': 3}
+        >>> from ignite.engine import Engine
+        >>> evaluator = Engine(lambda engine, batch: batch)  # batches of (logits, labels)
+        >>> SemiSupervisedError().attach(evaluator, "error")
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+        >>> state = evaluator.run([(logits, torch.tensor([0, 0, 0]))])
+        >>> state.metrics["error"], state.metrics["error_count"]
+        (0.3333333333333333, 1)
     """
 
     _state_dict_all_req_keys = ("_num_errors", "_num_examples")
@@ -58,28 +62,16 @@ class SemiSupervisedError(Metric):
 
     @reinit__is_reduced
     def update(self, output: Sequence[Tensor]) -> None:
-        if not isinstance(output, (tuple, list)) or len(output) != 2:
-            raise TypeError(f"output must be (y_pred, y), got {type(output).__name__}")
         y_pred, y = output
-        if not isinstance(y_pred, Tensor) or not y_pred.is_floating_point() or y_pred.dim() != 2:
+        # The one check: argmax and != would count out-of-range labels, NaN logits and broadcast shapes silently.
+        k = y_pred.shape[-1] if y_pred.dim() == 2 else 0
+        low, high = (int(y.min()), int(y.max())) if y.numel() else (0, 0)
+        if y.shape != y_pred.shape[:1] or y.is_floating_point() or not 0 <= low <= high < k or y_pred.isnan().any():
             raise ValueError(
-                "y_pred must be floating-point logits of shape (N, K), got "
-                f"{(y_pred.dtype, tuple(y_pred.shape)) if isinstance(y_pred, Tensor) else type(y_pred).__name__}"
+                "update takes (y_pred, y): floating-point logits (N, K) without NaN and N integer labels in [0, K-1]; "
+                f"got y_pred {y_pred.dtype} of shape {tuple(y_pred.shape)}{' with NaN' * bool(y_pred.isnan().any())} "
+                f"and y {y.dtype} of shape {tuple(y.shape)} with labels in [{low}, {high}]"
             )
-        if not isinstance(y, Tensor) or y.is_floating_point() or y.dtype == torch.bool:
-            raise TypeError(f"y must be an integer tensor of labels, got {getattr(y, 'dtype', type(y).__name__)}")
-        if y.dim() != 1 or y.shape[0] != y_pred.shape[0]:
-            raise ValueError(f"y must have shape ({y_pred.shape[0]},) to match y_pred, got {tuple(y.shape)}")
-        num_classes = y_pred.shape[1]
-        if y.numel() > 0:
-            low, high = int(y.min()), int(y.max())
-            if low < 0 or high >= num_classes:
-                raise ValueError(
-                    f"y must hold labels in [0, {num_classes - 1}] for y_pred with K={num_classes} classes, got "
-                    f"labels in [{low}, {high}]"
-                )
-        if torch.isnan(y_pred).any():
-            raise ValueError("y_pred contains NaN")
         errors = (y_pred.detach().argmax(dim=1) != y.to(y_pred.device)).sum()
         self._num_errors += errors.to(self._device)
         self._num_examples += y.shape[0]
@@ -101,11 +93,7 @@ class SemiSupervisedError(Metric):
 
 
 def _default_prepare_batch(batch: Any, device: Optional[torch.device], non_blocking: bool) -> Tuple[Tensor, Tensor]:
-    x, y = batch[0], batch[1]
-    if device is not None:
-        x = x.to(device, non_blocking=non_blocking)
-        y = y.to(device, non_blocking=non_blocking)
-    return x, y
+    return convert_tensor(batch[0], device, non_blocking), convert_tensor(batch[1], device, non_blocking)
 
 
 class ErrorEvaluator:
