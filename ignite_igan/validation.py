@@ -543,3 +543,17 @@ def check_input_dtype(x: torch.Tensor, expected: torch.dtype) -> None:
             f"the input with .to({expected}) or the layer with .to({x.dtype}) (inside torch.autocast, inputs in its "
             f"dtype are accepted by a float32 layer)"
         )
+
+
+# --- added by models2 ---
+
+
+def check_one_of(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` itself, checked to be one of ``choices``: ``"normalization must be one of ('batch', 'virtual'),
+    got 'layer'"`` (the tuple as the caller's constant spells it)."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+__all__ += ["check_one_of"]
