@@ -49,37 +49,18 @@ from torch import Tensor, nn
 
 from ignite_igan.digits_classifier import DigitsClassifier, load_digits_classifier, train_digits_classifier
 from ignite_igan.nn import (
-    GaussianNoise,
-    MinibatchDiscrimination,
-    ScaleFreeBatchNorm,
-    VirtualBatchNorm,
-    WeightNormConv2d,
-    WeightNormConvTranspose2d,
-    WeightNormLinear,
-    minibatch_batch_mean_init,
+    GaussianNoise, MinibatchDiscrimination, ScaleFreeBatchNorm, VirtualBatchNorm, WeightNormConv2d,
+    WeightNormConvTranspose2d, WeightNormLinear, minibatch_batch_mean_init,
 )
 from ignite_igan.validation import check_int, check_int_tuple, check_one_of, check_real, describe
 
-__all__ = [
-    "MNISTGenerator",
-    "MNISTDiscriminator",
-    "CIFARGenerator",
-    "CIFARDiscriminator",
-    "mnist_generator",
-    "mnist_discriminator",
-    "digits_generator",
+__all__ = [  # one line per family of networks
+    "MNISTGenerator", "MNISTDiscriminator", "mnist_generator", "mnist_discriminator", "digits_generator",
     "digits_discriminator",
-    "cifar10_generator",
-    "svhn_generator",
-    "cifar10_fm_discriminator",
-    "cifar10_md_discriminator",
-    "svhn_fm_discriminator",
-    "svhn_md_discriminator",
-    "MixtureGenerator",
-    "MixtureDiscriminator",
-    "DigitsClassifier",
-    "train_digits_classifier",
-    "load_digits_classifier",
+    "CIFARGenerator", "CIFARDiscriminator", "cifar10_generator", "svhn_generator", "cifar10_fm_discriminator",
+    "cifar10_md_discriminator", "svhn_fm_discriminator", "svhn_md_discriminator",
+    "MixtureGenerator", "MixtureDiscriminator",
+    "DigitsClassifier", "train_digits_classifier", "load_digits_classifier",
 ]
 
 LEAKY_SLOPE = 0.2  # spec §1.1: lrelu slope at HEAD (0.1 in the paper-era commits)

@@ -77,12 +77,10 @@ class DataDependentInitialization(Handler):
             _arguments(inputs, "inputs must be", ", or a callable returning one")
         if not any(isinstance(m, DataDependentInit) and m.data_init for m in model.modules()):
             # Harmless but almost certainly not what the caller meant: say so instead of reporting done=True.
-            warnings.warn(
-                f"model ({type(model).__name__}) has no layer with a data-dependent initialization (no "
-                f"ignite_igan.nn.DataDependentInit layer with data_init=True, such as WeightNormLinear, "
-                f"WeightNormConv2d or MinibatchDiscrimination): the initialization pass will leave it unchanged",
-                UserWarning, stacklevel=2,
-            )
+            warnings.warn(f"model ({type(model).__name__}) has no layer with a data-dependent initialization (no "
+                          f"ignite_igan.nn.DataDependentInit layer with data_init=True, such as WeightNormLinear, "
+                          f"WeightNormConv2d or MinibatchDiscrimination): the initialization pass will leave it "
+                          f"unchanged", UserWarning, stacklevel=2)
         self.model = model
         self.inputs = inputs
         self.done = False
@@ -91,12 +89,10 @@ class DataDependentInitialization(Handler):
         if self.done:
             return
         if engine.state.iteration > 0:
-            warnings.warn(
-                f"DataDependentInitialization: the engine resumes at iteration {engine.state.iteration} but this "
-                f"handler's state was not restored (done=False); skipping the initialization pass so as not to "
-                f"overwrite trained weights. Save the handler with Checkpoint to silence this warning.",
-                UserWarning,
-            )
+            warnings.warn(f"DataDependentInitialization: the engine resumes at iteration {engine.state.iteration} "
+                          f"but this handler's state was not restored (done=False); skipping the initialization pass "
+                          f"so as not to overwrite trained weights. Save the handler with Checkpoint to silence this "
+                          f"warning.", UserWarning)
             self.done = True
             return
         self.run()
