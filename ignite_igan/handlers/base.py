@@ -15,8 +15,6 @@ Example:
     ...         self.count = 0
     ...     def _on_event(self, engine):  # the event logic
     ...         self.count += 1
-    ...     def state_dict(self):
-    ...         return {"count": self.count}
     ...     def _load_state(self, state_dict):
     ...         self.count = state_dict["count"]
     >>> counter, trainer = Count(), Engine(lambda engine, batch: None)
@@ -69,7 +67,7 @@ class Handler(ABC):
         twice: what acting twice per event would do, completing "... would ...".
         one_engine: why the handler serves one engine only (its state belongs to one run); "" if several engines
             may share it.
-        state_keys: the keys of :meth:`state_dict`.
+        state_keys: the keys of :meth:`state_dict`: by default the attributes of these names.
     """
 
     default_event: EventType = Events.ITERATION_COMPLETED
@@ -155,8 +153,9 @@ class Handler(ABC):
 
     # --- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        """What a resumed run needs, for :class:`ignite.handlers.Checkpoint`."""
-        return {}
+        """What a resumed run needs, for :class:`ignite.handlers.Checkpoint`: by default the attributes named by
+        :attr:`state_keys`."""
+        return {key: getattr(self, key) for key in self.state_keys}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (its keys are checked, then each value)."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Sequence, Tuple, Union
 
 import ignite.distributed as idist
 import torch
@@ -112,10 +112,6 @@ class DataDependentInitialization(Handler):
                         tensor.copy_(idist.broadcast(tensor.detach().contiguous(), src=0))
         self.done = True
         return output
-
-    def state_dict(self) -> Dict[str, Any]:
-        """``{"done": whether the initialization pass has run}``."""
-        return {"done": self.done}
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         self.done = check_bool("state_dict['done']", state_dict["done"])

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 import torch
 from ignite.engine import Engine, Events
@@ -118,10 +118,6 @@ class OneSidedLabelSmoothing(Handler):
         except (TypeError, ValueError) as error:
             where = f"at iteration {engine.state.iteration} (is a state parameter scheduler driving it out of range?)"
             raise type(error)(f"{error} {where}. Only the real targets may be smoothed, to a value in (0, 1].") from error
-
-    def state_dict(self) -> Dict[str, Any]:
-        """``{"real_target": value in force}``."""
-        return {"real_target": self.real_target}
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         # written to engine.state at once if registered
