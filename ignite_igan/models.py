@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import numbers
 from functools import partial
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as torch_F
@@ -83,7 +83,9 @@ def _minibatch_layer(in_features: int, kernels: int, kernel_dim: int) -> Tuple[O
     return (MinibatchDiscrimination(in_features, kernels, kernel_dim) if kernels else None), in_features + kernels
 
 
-def _mlp(in_features: int, hidden: int, layers: int, activation: Callable[[], nn.Module]) -> Tuple[list, int]:
+def _mlp(
+    in_features: int, hidden: int, layers: int, activation: Callable[[], nn.Module]
+) -> Tuple[List[nn.Module], int]:
     """The hidden layers of the mixture networks: ``layers`` x [Linear -> activation] of ``hidden`` units, and their
     output width."""
     hidden, layers = check_int("hidden", hidden, minimum=1), check_int("layers", layers, minimum=1)
