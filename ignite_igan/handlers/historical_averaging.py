@@ -183,9 +183,9 @@ class HistoricalAveraging(Handler):
                 self._averages = [p.detach().clone() for p in self._params]
                 return
             fraction = 1.0 / self.num_updates if self.average == "uniform" else 1.0 - self.decay
-            for index, (avg, param) in enumerate(zip(self._averages, self._params)):
-                if avg.device != param.device or avg.dtype != param.dtype:
-                    avg = self._averages[index] = avg.to(device=param.device, dtype=param.dtype)
+            for index, param in enumerate(self._params):
+                # the average follows the parameter's device and dtype (.to() returns it as is when they agree)
+                avg = self._averages[index] = self._averages[index].to(device=param.device, dtype=param.dtype)
                 avg.lerp_(param.detach(), fraction)  # θ̄ + fraction·(θ - θ̄)
 
     def penalty(self) -> Tensor:
