@@ -115,7 +115,6 @@ def load_digits_classifier(path: Any, device: Union[str, torch.device] = "cpu") 
         model = DigitsClassifier()
         model.load_state_dict(state)
     except Exception as error:  # noqa: BLE001 - unpickling and key errors both mean "not such a file"
-        raise ValueError(
-            f"path: {str(path)!r} is not a DigitsClassifier state dict ({type(error).__name__}: {error})"
-        ) from error
+        why = f"{type(error).__name__}: {error}"
+        raise ValueError(f"path: {str(path)!r} is not a DigitsClassifier state dict ({why})") from error
     return model.to(device).eval()

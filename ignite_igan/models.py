@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from functools import partial
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as torch_F
@@ -48,45 +49,48 @@ from torch import Tensor, nn
 
 from ignite_igan.digits_classifier import DigitsClassifier, load_digits_classifier, train_digits_classifier
 from ignite_igan.nn import (
-    GaussianNoise,
-    MinibatchDiscrimination,
-    ScaleFreeBatchNorm,
-    VirtualBatchNorm,
-    WeightNormConv2d,
-    WeightNormConvTranspose2d,
-    WeightNormLinear,
-    minibatch_batch_mean_init,
+    GaussianNoise, MinibatchDiscrimination, ScaleFreeBatchNorm, VirtualBatchNorm, WeightNormConv2d,
+    WeightNormConvTranspose2d, WeightNormLinear, minibatch_batch_mean_init,
 )
-from ignite_igan.validation import check_int, check_int_tuple, check_real, describe
+from ignite_igan.validation import check_choice, check_int, check_int_tuple, check_real, describe
 
-__all__ = [
-    "MNISTGenerator",
-    "MNISTDiscriminator",
-    "CIFARGenerator",
-    "CIFARDiscriminator",
-    "mnist_generator",
-    "mnist_discriminator",
-    "digits_generator",
+__all__ = [  # one line per family of networks
+    "MNISTGenerator", "MNISTDiscriminator", "mnist_generator", "mnist_discriminator", "digits_generator",
     "digits_discriminator",
-    "cifar10_generator",
-    "svhn_generator",
-    "cifar10_fm_discriminator",
-    "cifar10_md_discriminator",
-    "svhn_fm_discriminator",
-    "svhn_md_discriminator",
-    "MixtureGenerator",
-    "MixtureDiscriminator",
-    "DigitsClassifier",
-    "train_digits_classifier",
-    "load_digits_classifier",
+    "CIFARGenerator", "CIFARDiscriminator", "cifar10_generator", "svhn_generator", "cifar10_fm_discriminator",
+    "cifar10_md_discriminator", "svhn_fm_discriminator", "svhn_md_discriminator",
+    "MixtureGenerator", "MixtureDiscriminator",
+    "DigitsClassifier", "train_digits_classifier", "load_digits_classifier",
 ]
 
 LEAKY_SLOPE = 0.2  # spec §1.1: lrelu slope at HEAD (0.1 in the paper-era commits)
 NORMALIZATIONS = ("batch", "virtual")
 INPUT_CORRUPTIONS = ("dropout", "noise")
 _WEIGHT_NORM_LAYERS = (WeightNormLinear, WeightNormConv2d, WeightNormConvTranspose2d)
-_MINIBATCH_HINT = "0 = no minibatch discrimination"
 _Device = Optional[Union[torch.device, str]]
+
+
+def _glorot(layer: nn.Module) -> nn.Module:
+    """``layer`` with its weight redrawn Glorot-uniform (Lasagne's ``GlorotUniform``, the MNIST generator's init)."""
+    nn.init.xavier_uniform_(layer.weight)
+    return layer
+
+
+def _minibatch_layer(in_features: int, kernels: int, kernel_dim: int) -> Tuple[Optional[nn.Module], int]:
+    """A discriminator's optional :class:`~ignite_igan.nn.MinibatchDiscrimination` layer (None for 0 kernels) and
+    the width of what the output layer reads: ``in_features`` and one feature per kernel."""
+    kernels = check_int("minibatch_kernels", kernels, minimum=0, hint="0 = no minibatch discrimination")
+    return (MinibatchDiscrimination(in_features, kernels, kernel_dim) if kernels else None), in_features + kernels
+
+
+def _mlp(
+    in_features: int, hidden: int, layers: int, activation: Callable[[], nn.Module]
+) -> Tuple[List[nn.Module], int]:
+    """The hidden layers of the mixture networks: ``layers`` x [Linear -> activation] of ``hidden`` units, and their
+    output width."""
+    hidden, layers = check_int("hidden", hidden, minimum=1), check_int("layers", layers, minimum=1)
+    widths = [in_features] + [hidden] * layers
+    return [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), activation())], hidden
 
 
 class _Network(nn.Module):
@@ -121,11 +125,19 @@ class _Generator(_Network):
     def __init__(self, z_dim: int, normalization: str) -> None:
         super().__init__()
         self.z_dim = check_int("z_dim", z_dim, minimum=1)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        self.normalization = str(normalization)
+        self.normalization = str(check_choice("normalization", normalization, NORMALIZATIONS))
         if self.normalization == "virtual":
             self.register_buffer("reference_noise", torch.empty(0, self.z_dim))
+
+    def _norm(self, num_features: int) -> nn.Module:
+        """The generator's norm layer of ``num_features`` units or channels."""
+        return VirtualBatchNorm(num_features) if self.normalization == "virtual" else ScaleFreeBatchNorm(num_features)
+
+    def _layers_and_norms(self, make: Callable[[int, int], nn.Module], widths: Sequence[int]) -> Tuple[nn.Module, ...]:
+        """``make(a, b)`` for each two consecutive ``widths``, and the norm of its ``b`` outputs after it."""
+        # Built in turn, layer then norm: virtual batch norm draws its gains, so this is the reference's order of draws.
+        pairs = [(make(a, b), self._norm(b)) for a, b in zip(widths, widths[1:])]
+        return nn.ModuleList(layer for layer, _ in pairs), nn.ModuleList(norm for _, norm in pairs)
 
     def sample_noise(self, n: int, generator: Optional[torch.Generator] = None, device: _Device = None) -> Tensor:
         """Draws ``n`` latent vectors z ~ U[0, 1)^z_dim, the reference's noise (spec §7.8).
@@ -228,21 +240,12 @@ class MNISTGenerator(_Generator):
         if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
             hidden = (hidden, hidden)
         self.hidden = check_int_tuple("hidden", hidden, minimum=1)
-        norm = VirtualBatchNorm if self.normalization == "virtual" else ScaleFreeBatchNorm
-        dense, norms = [], []
-        width = self.z_dim
-        for h in self.hidden:
-            layer = nn.Linear(width, h, bias=False)
-            nn.init.xavier_uniform_(layer.weight)  # Lasagne's GlorotUniform
-            dense.append(layer)
-            norms.append(norm(h))
-            width = h
-        self.dense = nn.ModuleList(dense)
-        self.norms = nn.ModuleList(norms)
-        self.output = WeightNormLinear(width, out_features, train_scale=True, eps=1e-6, data_init=False)
+        self.dense, self.norms = self._layers_and_norms(
+            lambda a, b: _glorot(nn.Linear(a, b, bias=False)), (self.z_dim, *self.hidden)
+        )
+        self.output = WeightNormLinear(self.hidden[-1], out_features, train_scale=True, eps=1e-6, data_init=False)
         self.out_features = self.output.out_features
-        with torch.no_grad():
-            nn.init.xavier_uniform_(self.output.weight)
+        _glorot(self.output)
 
     def forward(self, z: Tensor) -> Tensor:
         """Maps z (N, z_dim) to samples (N, out_features) in (0, 1)."""
@@ -294,19 +297,12 @@ class MNISTDiscriminator(_Network):
         self.in_features = in_features  # checked by the first layer
         self.num_classes = check_int("num_classes", num_classes, minimum=1)
         self.hidden = check_int_tuple("hidden", hidden, minimum=1)
-        minibatch_kernels = check_int("minibatch_kernels", minibatch_kernels, minimum=0, hint=_MINIBATCH_HINT)
         self.input_noise = GaussianNoise(input_noise)
-        blocks = []
-        width = self.in_features
-        for h in self.hidden:
-            blocks.append(nn.Sequential(WeightNormLinear(width, h, eps=0.0, weight_std=0.1), nn.ReLU()))
-            width = h
-        self.blocks = nn.ModuleList(blocks)
+        widths = (self.in_features, *self.hidden)
+        dense = partial(WeightNormLinear, eps=0.0, weight_std=0.1)
+        self.blocks = nn.ModuleList(nn.Sequential(dense(a, b), nn.ReLU()) for a, b in zip(widths, widths[1:]))
         self.hidden_noise = nn.ModuleList(GaussianNoise(hidden_noise) for _ in self.hidden)
-        self.minibatch: Optional[MinibatchDiscrimination] = None
-        if minibatch_kernels > 0:
-            self.minibatch = MinibatchDiscrimination(width, minibatch_kernels, minibatch_kernel_dim)
-            width += minibatch_kernels
+        self.minibatch, width = _minibatch_layer(self.hidden[-1], minibatch_kernels, minibatch_kernel_dim)
         self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, eps=0.0, weight_std=0.1)
 
     @property
@@ -440,16 +436,12 @@ class CIFARGenerator(_Generator):
         super().__init__(z_dim, normalization)
         self.widths = check_int_tuple("widths", widths, minimum=1)
         self.base_size = 4
-        norm = VirtualBatchNorm if self.normalization == "virtual" else ScaleFreeBatchNorm
         first = self.widths[0] * self.base_size**2
         self.dense = nn.Linear(self.z_dim, first, bias=False)
-        self.dense_norm = norm(first)
-        deconvs, norms = [], []
-        for cin, cout in zip(self.widths[:-1], self.widths[1:]):
-            deconvs.append(nn.ConvTranspose2d(cin, cout, 5, stride=2, padding=2, output_padding=1, bias=False))
-            norms.append(norm(cout))
-        self.deconvs = nn.ModuleList(deconvs)
-        self.norms = nn.ModuleList(norms)
+        self.dense_norm = self._norm(first)
+        self.deconvs, self.norms = self._layers_and_norms(
+            partial(nn.ConvTranspose2d, kernel_size=5, stride=2, padding=2, output_padding=1, bias=False), self.widths
+        )
         with torch.no_grad():
             for layer in [self.dense, *self.deconvs]:
                 layer.weight.normal_(0.0, 0.05)
@@ -522,16 +514,13 @@ class CIFARDiscriminator(_Network):
         self.in_channels = in_channels  # checked by the first layer
         self.num_classes = check_int("num_classes", num_classes, minimum=1)
         w1, w2 = self.widths = check_int_tuple("widths", widths, minimum=1, length=2)
-        if input_corruption not in INPUT_CORRUPTIONS:
-            raise ValueError(f"input_corruption must be one of {INPUT_CORRUPTIONS}, got {input_corruption!r}")
-        self.input_corruption = input_corruption
+        self.input_corruption = check_choice("input_corruption", input_corruption, INPUT_CORRUPTIONS)
         if input_corruption == "dropout":
             level = check_real("input_corruption_level", input_corruption_level, minimum=0, maximum=1, high_open=True)
             corruption: nn.Module = nn.Dropout(level)
         else:
             corruption = GaussianNoise(input_corruption_level)
         dropout = check_real("dropout", dropout, minimum=0, maximum=1, high_open=True)
-        minibatch_kernels = check_int("minibatch_kernels", minibatch_kernels, minimum=0, hint=_MINIBATCH_HINT)
 
         def conv(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 1) -> nn.Sequential:
             return nn.Sequential(
@@ -554,11 +543,7 @@ class CIFARDiscriminator(_Network):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.minibatch: Optional[MinibatchDiscrimination] = None
-        width = w2
-        if minibatch_kernels > 0:
-            self.minibatch = MinibatchDiscrimination(w2, minibatch_kernels, minibatch_kernel_dim)
-            width = self.minibatch.out_features
+        self.minibatch, width = _minibatch_layer(w2, minibatch_kernels, minibatch_kernel_dim)
         self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, init_scale=0.1)
 
     @property
@@ -597,7 +582,7 @@ def svhn_generator(normalization: str = "batch") -> CIFARGenerator:
         >>> svhn_generator("virtual").normalization
         'virtual'
     """
-    return CIFARGenerator(z_dim=100, out_channels=3, normalization=normalization)
+    return cifar10_generator(normalization)
 
 
 def cifar10_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
@@ -647,10 +632,7 @@ def svhn_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100) -
         >>> svhn_md_discriminator().minibatch.num_kernels
         100
     """
-    return CIFARDiscriminator(
-        num_classes=num_classes, widths=(96, 192), input_corruption="noise", minibatch_kernels=minibatch_kernels,
-        minibatch_kernel_dim=5,
-    )
+    return cifar10_md_discriminator(num_classes, minibatch_kernels)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -680,15 +662,9 @@ class MixtureGenerator(nn.Module):
     def __init__(self, z_dim: int = 16, hidden: int = 256, layers: int = 3, scale: float = 1.0) -> None:
         super().__init__()
         self.z_dim = check_int("z_dim", z_dim, minimum=1)
-        hidden, layers = check_int("hidden", hidden, minimum=1), check_int("layers", layers, minimum=1)
+        blocks, width = _mlp(self.z_dim, hidden, layers, nn.ReLU)
         self.scale = check_real("scale", scale, minimum=0, low_open=True)
-        blocks = []
-        width = self.z_dim
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.ReLU()]
-            width = hidden
-        blocks.append(nn.Linear(width, 2))
-        self.net = nn.Sequential(*blocks)
+        self.net = nn.Sequential(*blocks, nn.Linear(width, 2))
 
     def sample_noise(self, n: int, generator: Optional[torch.Generator] = None, device: _Device = None) -> Tensor:
         """``n`` noise vectors z ~ N(0, I) of ``z_dim`` dimensions, on ``device`` (default: the model's).
@@ -745,18 +721,10 @@ class MixtureDiscriminator(nn.Module):
     ) -> None:
         super().__init__()
         self.scale = check_real("scale", scale, minimum=0, low_open=True)
-        hidden, layers = check_int("hidden", hidden, minimum=1), check_int("layers", layers, minimum=1)
-        minibatch_kernels = check_int("minibatch_kernels", minibatch_kernels, minimum=0, hint=_MINIBATCH_HINT)
-        blocks = []
-        width = 2
-        for _ in range(layers):
-            blocks += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
-            width = hidden
+        blocks, width = _mlp(2, hidden, layers, partial(nn.LeakyReLU, 0.2))
         self.body = nn.Sequential(*blocks)
-        self.minibatch = (
-            MinibatchDiscrimination(width, minibatch_kernels, minibatch_kernel_dim) if minibatch_kernels else None
-        )
-        self.out = nn.Linear(width + minibatch_kernels, 1)
+        self.minibatch, width = _minibatch_layer(width, minibatch_kernels, minibatch_kernel_dim)
+        self.out = nn.Linear(width, 1)
 
     def forward(self, x: Tensor, return_features: bool = False) -> Any:
         # The one check: a 1-D x would pass through the MLP as a single example.

@@ -413,12 +413,14 @@ def check_points(name: str, value: Any, columns: int = 2) -> torch.Tensor:
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     """``value`` itself, checked to be one of ``choices``.
 
-    The message reads ``"average must be 'uniform' or 'exponential', got 'x'"`` for two choices and
-    ``"generator_loss must be one of ('a', 'b', 'c'), got 'x'"`` for more.
+    Example:
+        >>> check_choice("average", "mean", ("uniform", "exponential"))
+        Traceback (most recent call last):
+        ...
+        ValueError: average must be one of ('uniform', 'exponential'), got 'mean'
     """
     if value not in choices:
-        expected = " or ".join(map(repr, choices)) if len(choices) == 2 else f"one of {tuple(choices)}"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
 
 

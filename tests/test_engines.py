@@ -382,7 +382,7 @@ def test_output_transform_can_keep_tensors():
     "kwargs, error, match",
     [
         (dict(generator_loss="wasserstein"), ValueError,
-         r"generator_loss must be 'feature_matching' or 'minimax', got 'wasserstein'"),
+         r"generator_loss must be one of \('feature_matching', 'minimax'\), got 'wasserstein'"),
         (dict(feature_matching_distance="l3"), ValueError, r"feature_matching_distance must be one of .*'l3'"),
         (dict(generator_steps=0), ValueError, r"generator_steps must be >= 1, got 0"),
         (dict(unlabeled_weight=-1.0), ValueError, r"unlabeled_weight must be >= 0, got -1.0"),

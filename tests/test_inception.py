@@ -535,6 +535,6 @@ def test_evaluation_mode_restores_on_error_and_leaves_device_alone_by_default():
             assert not generator.training
             raise RuntimeError("boom")
     assert generator.training and generator.bn.training
-    with pytest.raises(ValueError, match="mode must be 'eval' or 'train'"):
+    with pytest.raises(ValueError, match=r"mode must be one of \('eval', 'train'\)"):
         with evaluation_mode(generator, mode="test"):
             pass

@@ -126,6 +126,38 @@ def test_virtual_mnist_generators_shapes_for_batch_sizes_1_7_100(make):
         assert (out > 0).all() and (out < 1).all()  # sigmoid
 
 
+def test_generators_draw_their_initial_weights_layer_by_layer_as_the_reference_builds_them():
+    # Virtual batch norm draws its gains, so building all the dense layers first would change every weight after
+    # the first: the networks must equal the layers built by hand in the reference's order.
+    torch.manual_seed(0)
+    gen = MNISTGenerator(z_dim=5, hidden=(7, 6, 4), out_features=3, normalization="virtual")
+    torch.manual_seed(0)
+    by_hand = []
+    for a, b in [(5, 7), (7, 6), (6, 4)]:
+        by_hand.append(nn.Linear(a, b, bias=False))
+        nn.init.xavier_uniform_(by_hand[-1].weight)
+        by_hand.append(VirtualBatchNorm(b))
+    by_hand.append(WeightNormLinear(4, 3, train_scale=True, eps=1e-6, data_init=False))
+    nn.init.xavier_uniform_(by_hand[-1].weight)
+    expected = [p for module in by_hand for p in module.parameters()]
+    got = [p for pair in zip(gen.dense, gen.norms) for m in pair for p in m.parameters()] + list(gen.output.parameters())
+    assert len(got) == len(expected) and all(torch.equal(g, e) for g, e in zip(got, expected))
+
+    torch.manual_seed(1)
+    cifar = CIFARGenerator(z_dim=4, normalization="virtual", widths=(8, 6, 4, 2))
+    torch.manual_seed(1)
+    dense, dense_norm = nn.Linear(4, 8 * 16, bias=False), VirtualBatchNorm(8 * 16)
+    pairs = [(nn.ConvTranspose2d(a, b, 5, stride=2, padding=2, output_padding=1, bias=False), VirtualBatchNorm(b))
+             for a, b in [(8, 6), (6, 4), (4, 2)]]
+    with torch.no_grad():
+        for layer in [dense] + [deconv for deconv, _ in pairs]:
+            layer.weight.normal_(0.0, 0.05)
+    expected = [dense.weight, *dense_norm.parameters()] + [p for pair in pairs for m in pair for p in m.parameters()]
+    got = [cifar.dense.weight, *cifar.dense_norm.parameters()]
+    got += [p for pair in zip(cifar.deconvs, cifar.norms) for m in pair for p in m.parameters()]
+    assert len(got) == len(expected) and all(torch.equal(g, e) for g, e in zip(got, expected))
+
+
 def test_svhn_generator_is_the_cifar_generator():
     cifar, svhn = cifar10_generator(), svhn_generator("virtual")
     assert type(svhn) is CIFARGenerator and svhn.normalization == "virtual"

@@ -15,8 +15,6 @@ Example:
     ...         self.count = 0
     ...     def _on_event(self, engine):  # the event logic
     ...         self.count += 1
-    ...     def state_dict(self):
-    ...         return {"count": self.count}
     ...     def _load_state(self, state_dict):
     ...         self.count = state_dict["count"]
     >>> counter, trainer = Count(), Engine(lambda engine, batch: None)
@@ -38,12 +36,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.engine.events import RemovableEventHandle
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ignite_igan.validation import check_identifier, check_instance, check_state_keys
 
 __all__ = ["EventType", "Handler", "unwrap"]
 
 EventType = Union[str, Events, CallableEventWithFilter, EventsList]
+Removable = Union[RemovableEventHandle, RemovableHandle]  # what detach removes: event handlers, torch hooks
 
 # What registering a handler again says, by (how it is registered, how again); each ends "... would <twice>".
 _TWICE = {
@@ -58,7 +58,7 @@ class Handler(ABC):
     """Base of the package's handlers: ``attach``, the callable form, ``detach`` and the checked state.
 
     A subclass gives its event logic (:meth:`_on_event`), optionally the set-up that precedes it
-    (:meth:`_set_up`, :meth:`_tear_down`), its state (:meth:`state_dict`, :meth:`_load_state` and
+    (:meth:`_set_up`, whose handles :meth:`detach` removes), its state (:meth:`state_dict`, :meth:`_load_state` and
     :attr:`state_keys`), and these class attributes:
 
     Attributes:
@@ -67,7 +67,7 @@ class Handler(ABC):
         twice: what acting twice per event would do, completing "... would ...".
         one_engine: why the handler serves one engine only (its state belongs to one run); "" if several engines
             may share it.
-        state_keys: the keys of :meth:`state_dict`.
+        state_keys: the keys of :meth:`state_dict`: by default the attributes of these names.
     """
 
     default_event: EventType = Events.ITERATION_COMPLETED
@@ -77,8 +77,8 @@ class Handler(ABC):
     state_keys: Sequence[str] = ()
 
     def __init__(self) -> None:
-        # engine -> (how it was registered, the handles attach added); weak, so a finished trainer can go
-        self._engines: "weakref.WeakKeyDictionary[Engine, Tuple[str, List[RemovableEventHandle]]]" = (
+        # engine -> (how it was registered, the handles the set-up added); weak, so a finished trainer can go
+        self._engines: "weakref.WeakKeyDictionary[Engine, Tuple[str, List[Removable]]]" = (
             weakref.WeakKeyDictionary()
         )
         self.state_name: Optional[str] = None  # the engine.state attribute in use, once registered
@@ -106,8 +106,8 @@ class Handler(ABC):
         from an engine does ``attach``'s set-up with the default ``engine.state`` name."""
         if engine not in self._engines:  # the first call from this engine
             self._refuse_twice(engine, "call")
-            self._set_up(engine, self.default_name, False)
-            self._engines[engine], self.state_name = ("call", []), self.default_name
+            handles = self._set_up(engine, self.default_name, False)
+            self._engines[engine], self.state_name = ("call", handles), self.default_name
         elif self._engines[engine][0] == "attach":
             self._refuse_twice(engine, "call")
         self._on_event(engine)
@@ -120,7 +120,6 @@ class Handler(ABC):
             handle.remove()
         if self.state_name is not None and hasattr(engine.state, self.state_name):
             delattr(engine.state, self.state_name)
-        self._tear_down(engine)
         self.state_name = None
 
     @property
@@ -138,29 +137,25 @@ class Handler(ABC):
         if registered:
             raise ValueError(f"engine already has this {owner} {_TWICE[registered, how]} would {self.twice}")
         if self.one_engine and any(other is not engine for other in self._engines.keys()):
-            raise ValueError(
-                f"engine is not the engine this {owner} is registered with, and it serves one engine only: "
-                f"{self.one_engine}. Build one {owner} per engine"
-            )
+            raise ValueError(f"engine is not the engine this {owner} is registered with, and it serves one engine "
+                             f"only: {self.one_engine}. Build one {owner} per engine")
 
     # --- what a subclass gives ---------------------------------------------------------------------------------
-    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[RemovableEventHandle]:
+    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[Removable]:
         """Before the first event, with the ``engine.state`` name to publish: ``attach`` calls it at once
-        (``attached=True``; the handles of the handlers it adds are returned, for :meth:`detach`), the callable
-        at its first call."""
+        (``attached=True``), the callable at its first call. It returns the handles of what it registered (event
+        handlers, optimizer hooks), which :meth:`detach` removes."""
         return []
 
     @abstractmethod
     def _on_event(self, engine: Engine) -> None:
         """What the handler does at its event."""
 
-    def _tear_down(self, engine: Engine) -> None:
-        """Undo what :meth:`_set_up` did besides the ``engine.state`` attribute."""
-
     # --- state -------------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        """What a resumed run needs, for :class:`ignite.handlers.Checkpoint`."""
-        return {}
+        """What a resumed run needs, for :class:`ignite.handlers.Checkpoint`: by default the attributes named by
+        :attr:`state_keys`."""
+        return {key: getattr(self, key) for key in self.state_keys}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (its keys are checked, then each value)."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Sequence, Tuple, Union
 
 import ignite.distributed as idist
 import torch
@@ -77,12 +77,10 @@ class DataDependentInitialization(Handler):
             _arguments(inputs, "inputs must be", ", or a callable returning one")
         if not any(isinstance(m, DataDependentInit) and m.data_init for m in model.modules()):
             # Harmless but almost certainly not what the caller meant: say so instead of reporting done=True.
-            warnings.warn(
-                f"model ({type(model).__name__}) has no layer with a data-dependent initialization (no "
-                f"ignite_igan.nn.DataDependentInit layer with data_init=True, such as WeightNormLinear, "
-                f"WeightNormConv2d or MinibatchDiscrimination): the initialization pass will leave it unchanged",
-                UserWarning, stacklevel=2,
-            )
+            warnings.warn(f"model ({type(model).__name__}) has no layer with a data-dependent initialization (no "
+                          f"ignite_igan.nn.DataDependentInit layer with data_init=True, such as WeightNormLinear, "
+                          f"WeightNormConv2d or MinibatchDiscrimination): the initialization pass will leave it "
+                          f"unchanged", UserWarning, stacklevel=2)
         self.model = model
         self.inputs = inputs
         self.done = False
@@ -91,12 +89,10 @@ class DataDependentInitialization(Handler):
         if self.done:
             return
         if engine.state.iteration > 0:
-            warnings.warn(
-                f"DataDependentInitialization: the engine resumes at iteration {engine.state.iteration} but this "
-                f"handler's state was not restored (done=False); skipping the initialization pass so as not to "
-                f"overwrite trained weights. Save the handler with Checkpoint to silence this warning.",
-                UserWarning,
-            )
+            warnings.warn(f"DataDependentInitialization: the engine resumes at iteration {engine.state.iteration} "
+                          f"but this handler's state was not restored (done=False); skipping the initialization pass "
+                          f"so as not to overwrite trained weights. Save the handler with Checkpoint to silence this "
+                          f"warning.", UserWarning)
             self.done = True
             return
         self.run()
@@ -116,10 +112,6 @@ class DataDependentInitialization(Handler):
                         tensor.copy_(idist.broadcast(tensor.detach().contiguous(), src=0))
         self.done = True
         return output
-
-    def state_dict(self) -> Dict[str, Any]:
-        """``{"done": whether the initialization pass has run}``."""
-        return {"done": self.done}
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         self.done = check_bool("state_dict['done']", state_dict["done"])

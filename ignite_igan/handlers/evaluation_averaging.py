@@ -11,11 +11,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.engine.events import RemovableEventHandle
 from ignite.handlers import EMAHandler
 from torch import Tensor, nn
 
-from ignite_igan.handlers.base import Handler
+from ignite_igan.handlers.base import Handler, Removable
 from ignite_igan.validation import (
     check_bool, check_finite_parameters, check_finite_state, check_instance, check_int, check_real, check_trainable,
 )
@@ -115,12 +114,10 @@ class EvaluationAveraging(Handler):
                                hint="the reference uses 1e-4, i.e. decay 0.9999")
         if self.rate > 0.5:
             # Other EMA code takes the decay (0.9999): passed here it would make the "average" the live weights.
-            warnings.warn(
-                f"rate={self.rate!r} is the weight of the NEW value in each update, ema <- (1 - rate)·ema + rate·θ "
-                f"(the reference uses rate=1e-4, i.e. decay 0.9999); above 0.5 the average mostly follows the live "
-                f"weights. If you meant a decay of {self.rate!r}, pass rate={1.0 - self.rate:.6g}",
-                UserWarning, stacklevel=2,
-            )
+            warnings.warn(f"rate={self.rate!r} is the weight of the NEW value in each update, ema <- (1 - rate)·ema + "
+                          f"rate·θ (the reference uses rate=1e-4, i.e. decay 0.9999); above 0.5 the average mostly "
+                          f"follows the live weights. If you meant a decay of {self.rate!r}, pass "
+                          f"rate={1.0 - self.rate:.6g}", UserWarning, stacklevel=2)
         self.bias_correction = check_bool("bias_correction", bias_correction)
         self.check_finite = check_bool("check_finite", check_finite)
         self.ema_handler = EMAHandler(model, momentum=self.rate, handle_buffers="copy")
@@ -161,7 +158,7 @@ class EvaluationAveraging(Handler):
         return min(1.0, self.rate / total_weight)
 
     # ------------------------------------------------------------------------------------------------------
-    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[RemovableEventHandle]:
+    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[Removable]:
         if self._device_count is not None:
             raise RuntimeError("EvaluationAveraging updates inside a trainer's step (step_update): not at an event too")
         if not hasattr(engine.state, name):  # readable before the first update, as EMAHandler.attach makes it

@@ -13,12 +13,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.engine.events import RemovableEventHandle
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ignite_igan.functional import historical_average_penalty
-from ignite_igan.handlers.base import Handler, unwrap
+from ignite_igan.handlers.base import Handler, Removable, unwrap
 from ignite_igan.validation import (
     check_choice, check_finite_parameters, check_finite_state, check_instance, check_int, check_real,
     check_same_trainable, check_state_keys, check_tensor_shape, check_trainable,
@@ -113,11 +112,7 @@ class HistoricalAveraging(Handler):
     state_keys = ("num_updates", "averages")
 
     def __init__(
-        self,
-        model: nn.Module,
-        weight: float,
-        optimizer: Optional[Optimizer] = None,
-        average: str = "uniform",
+        self, model: nn.Module, weight: float, optimizer: Optional[Optimizer] = None, average: str = "uniform",
         decay: float = 0.999,
     ) -> None:
         super().__init__()
@@ -128,9 +123,7 @@ class HistoricalAveraging(Handler):
             stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
             missing = [name for name, p in named if id(p) not in stepped]
             if missing:
-                raise ValueError(
-                    f"optimizer must step every trainable parameter of model, but it does not hold {missing}"
-                )
+                raise ValueError(f"optimizer must step every trainable parameter of model; it does not hold {missing}")
         self.model = model
         self.optimizer = optimizer
         self.weight = weight  # validated by the property setter
@@ -141,7 +134,6 @@ class HistoricalAveraging(Handler):
         self._params: List[Tensor] = [p for _, p in named]
         self._averages: Optional[List[Tensor]] = None
         self.num_updates = 0
-        self._hook_handle: Optional[Any] = None
 
     @property
     def weight(self) -> float:
@@ -159,21 +151,14 @@ class HistoricalAveraging(Handler):
         return OrderedDict(zip(self._names, self._averages or []))
 
     # ------------------------------------------------------------------------------------------------------
-    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[RemovableEventHandle]:
+    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[Removable]:
         # Besides recording at `event`: the published penalty and the optimizer hook.
         if hasattr(engine.state, name):
             advice = f"pass a different name, e.g. name='{name}_generator'"
             raise ValueError(f"engine.state already has an attribute {name!r} (another handler's?); "
                              + (advice if attached else "register it with attach(engine, name=...) instead"))
         setattr(engine.state, name, 0.0)
-        if self.optimizer is not None:
-            self._hook_handle = self.optimizer.register_step_pre_hook(self._step_pre_hook)
-        return []
-
-    def _tear_down(self, engine: Engine) -> None:
-        if self._hook_handle is not None:
-            self._hook_handle.remove()
-            self._hook_handle = None
+        return [] if self.optimizer is None else [self.optimizer.register_step_pre_hook(self._step_pre_hook)]
 
     def _on_event(self, engine: Engine) -> None:
         self.update(iteration=engine.state.iteration)
@@ -198,9 +183,9 @@ class HistoricalAveraging(Handler):
                 self._averages = [p.detach().clone() for p in self._params]
                 return
             fraction = 1.0 / self.num_updates if self.average == "uniform" else 1.0 - self.decay
-            for index, (avg, param) in enumerate(zip(self._averages, self._params)):
-                if avg.device != param.device or avg.dtype != param.dtype:
-                    avg = self._averages[index] = avg.to(device=param.device, dtype=param.dtype)
+            for index, param in enumerate(self._params):
+                # the average follows the parameter's device and dtype (.to() returns it as is when they agree)
+                avg = self._averages[index] = self._averages[index].to(device=param.device, dtype=param.dtype)
                 avg.lerp_(param.detach(), fraction)  # θ̄ + fraction·(θ - θ̄)
 
     def penalty(self) -> Tensor:
@@ -230,7 +215,7 @@ class HistoricalAveraging(Handler):
         # gradient a hand-written penalty term would add. Multiply, then add: add_(alpha=) may fuse and round once.
         scale = 2.0 * self._weight
         with torch.no_grad():
-            total: Optional[Tensor] = None
+            terms = []
             for param, avg in zip(self._params, self._averages):
                 diff = param - avg.to(device=param.device, dtype=param.dtype)
                 grad = diff * scale
@@ -238,18 +223,13 @@ class HistoricalAveraging(Handler):
                     param.grad = grad
                 else:
                     param.grad.add_(grad)
-                term = diff.square().sum()
-                total = term if total is None else total + term
-            assert total is not None
-            self._publish(total * self._weight)
-        return None
+                terms.append(diff.square().sum())
+            self._publish(sum(terms) * self._weight)  # sum starts from the int 0: the same bits as t0 + t1 + ...
 
     # ------------------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         """The number of updates and the averages by parameter name (``None`` before the first update)."""
-        averages = None
-        if self._averages is not None:
-            averages = OrderedDict((name, avg.detach()) for name, avg in zip(self._names, self._averages))
+        averages = None if self._averages is None else OrderedDict((k, v.detach()) for k, v in self.averages.items())
         return {"num_updates": self.num_updates, "averages": averages}
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.engine.events import RemovableEventHandle
 
-from ignite_igan.handlers.base import Handler
+from ignite_igan.handlers.base import Handler, Removable
 from ignite_igan.validation import ArgumentTypeError, check_real, describe
 
 __all__ = ["OneSidedLabelSmoothing"]
@@ -22,10 +21,8 @@ _TWO_SIDED_REASON = (
 
 
 def _as_target(name: str, value: Any) -> float:
-    return check_real(
-        name, value, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True,
-        hint="1 = no smoothing; the paper's ImageNet code used 0.75",
-    )
+    return check_real(name, value, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True,
+                      hint="1 = no smoothing; the paper's ImageNet code used 0.75")
 
 
 class OneSidedLabelSmoothing(Handler):
@@ -103,7 +100,7 @@ class OneSidedLabelSmoothing(Handler):
         value = getattr(self.engine.state, self.state_name, None) if self.engine and self.state_name else None
         return self._real_target if value is None else _as_target(f"engine.state.{self.state_name}", value)
 
-    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[RemovableEventHandle]:
+    def _set_up(self, engine: Engine, name: Optional[str], attached: bool) -> List[Removable]:
         # The callable leaves a value in place: a state scheduler registered before it may have written this
         # event's value already.
         if attached or getattr(engine.state, name, None) is None:
@@ -119,14 +116,8 @@ class OneSidedLabelSmoothing(Handler):
         try:
             self._real_target = _as_target(f"engine.state.{self.state_name}", value)
         except (TypeError, ValueError) as error:
-            raise type(error)(
-                f"{error} at iteration {engine.state.iteration} (is a state parameter scheduler driving it out of "
-                f"range?). Only the real targets may be smoothed, to a value in (0, 1]."
-            ) from error
-
-    def state_dict(self) -> Dict[str, Any]:
-        """``{"real_target": value in force}``."""
-        return {"real_target": self.real_target}
+            where = f"at iteration {engine.state.iteration} (is a state parameter scheduler driving it out of range?)"
+            raise type(error)(f"{error} {where}. Only the real targets may be smoothed, to a value in (0, 1].") from error
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         # written to engine.state at once if registered

@@ -112,10 +112,8 @@ class VirtualBatchReference(Handler):
             # Any noise shape the generator draws, e.g. (size, z_dim) or dcgan.py's (size, nz, 1, 1).
             if not isinstance(reference, Tensor) or reference.dim() < 2 or reference.shape[0] != self.size:
                 shape = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference).__name__
-                raise ValueError(
-                    f"state_dict['reference_noise'] must be a tensor of size={self.size} noise vectors (size, ...) or "
-                    f"None, got {shape}"
-                )
+                raise ValueError(f"state_dict['reference_noise'] must be a tensor of size={self.size} noise vectors "
+                                 f"(size, ...) or None, got {shape}")
             # Refused here: a NaN reference would make every VBN output NaN, blamed later on divergence.
             check_finite_state("VirtualBatchReference.load_state_dict", "state_dict['reference_noise']", reference)
             reference = reference.detach().cpu().clone()
