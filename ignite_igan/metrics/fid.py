@@ -390,9 +390,7 @@ class RealImages:
             raise ValueError("split and cache_dir need name: the name of the real data set is part of the cache key")
         self.samples = check_int("samples", samples, minimum=1, allow_none=True)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        error = _data_error(data, self.samples)
-        if error is not None:
-            raise error
+        _check_real_data(data, self.samples)
         if name is not None and self.samples is None and _length(data) is None:
             raise ValueError("the real data has no length; pass samples=N so that the cache key can name the number")
         self.data, self.name, self.split, self.transform = data, name, split, transform
@@ -543,33 +541,33 @@ def _try_load(path: Path, key: Dict[str, Any]) -> Optional[FeatureStatistics]:
     return stats if stats.key == key else None  # another key under the same name: never use it
 
 
-def _data_error(data: Any, samples: Optional[int]) -> Optional[Exception]:
-    """The error to raise for ``data`` as real images, or ``None`` if they can be read."""
+def _check_real_data(data: Any, samples: Optional[int]) -> None:
+    """Refuses ``data`` as real images when they cannot be read, or not the same images on every pass."""
     if isinstance(data, Tensor):
         if data.dim() < 2 or data.shape[0] < 2:
-            return ValueError(f"real images must have shape (N, C, H, W) with N >= 2, got {tuple(data.shape)}")
-        return None
+            raise ValueError(f"real images must have shape (N, C, H, W) with N >= 2, got {tuple(data.shape)}")
+        return
     if isinstance(data, DataLoader):
         if isinstance(data.sampler, DistributedSampler) or isinstance(data.batch_sampler, DistributedSampler):
-            return ValueError(
+            raise ValueError(
                 "real must not be a DataLoader with a DistributedSampler: FID shards the real data across processes "
                 "itself (pass the Dataset, or a DataLoader without a distributed sampler)"
             )
         size = _length(data.dataset)
         shuffled = isinstance(data.sampler, RandomSampler)
         if shuffled and samples is not None and (size is None or samples < size):
-            return ValueError(f"real is a shuffling DataLoader and samples={samples} takes a subset: the first images "
+            raise ValueError(f"real is a shuffling DataLoader and samples={samples} takes a subset: the first images "
                               "would differ from run to run. Pass shuffle=False (or the Dataset)")
         if shuffled and data.drop_last and data.batch_size and (size is None or size % data.batch_size):
-            return ValueError(
+            raise ValueError(
                 f"real is a shuffling DataLoader with drop_last=True, which leaves out other images on every pass "
                 f"(batch_size={data.batch_size}, {size if size is not None else 'unknown'} images): the real "
                 "statistics would differ from run to run. Pass the Dataset, or shuffle=False"
             )
-        return None
+        return
     if isinstance(data, (Dataset, IterableDataset)) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return None
-    return TypeError(
+        return
+    raise TypeError(
         "real must be a DataLoader, a Dataset or a tensor of images (RealImages), an .npz path "
         "(FeatureStatistics.from_file), (mu, sigma) or a mapping with 'mu' and 'sigma' (FeatureStatistics.from_arrays) "
         f"or FeatureStatistics, got {type(data).__name__}"
