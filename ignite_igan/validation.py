@@ -388,6 +388,7 @@ def check_instance(name: str, value: Any, kind: Any, expected: str) -> Any:
     """
     if not isinstance(value, kind):
         raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    return value
 
 
 # --- added by metrics ---
