@@ -352,6 +352,13 @@ class Run:
             resume must match (except :data:`RESUMABLE_FLAGS`).
         experiment: the recipe's name, recorded and checked on resume.
         resumable_flags: flags that may differ on resume (default :data:`RESUMABLE_FLAGS`).
+
+    Attributes:
+        checkpoint_dir: ``<output-dir>/checkpoints``.
+        tensorboard_dir: ``<output-dir>/tensorboard``, for the recipe's logger.
+        summary_path: ``<output-dir>/summary.json``, written by :meth:`finish`.
+        record: the run's record (``run.json``), set by :meth:`start`.
+        resumed_from: the checkpoint :meth:`attach` loaded, or None.
     """
 
     def __init__(self, args: argparse.Namespace, experiment: str, resumable_flags: Iterable[str] = RESUMABLE_FLAGS):
@@ -446,8 +453,7 @@ class Run:
             except RunFolderError as failure:
                 self._lock.release()
                 error = str(failure)
-        if idist.get_world_size() > 1:
-            error = idist.broadcast(error, src=0, safe_mode=True)
+        error = idist.broadcast(error, src=0, safe_mode=True)  # every process refuses, or none
         if error:
             raise RunFolderError(error)
         return record
@@ -632,7 +638,7 @@ class Run:
         """
         rank0 = idist.get_rank() == 0
         if rank0:
-            config = jsonable(vars(self.args))
+            config = vars(self.args)
             summary = {
                 "experiment": self.experiment,
                 "config": config,
