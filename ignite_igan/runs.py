@@ -473,13 +473,14 @@ class Run:
     def _check_resume(self, record: Optional[Dict[str, Any]]) -> None:
         """Every rule of a resume that can be checked from the folder alone (read-only, on every process)."""
         folder = str(self.folder)
-        if record is None:
+        if record is None and list_checkpoints(self.checkpoint_dir):
             raise RunFolderError(
                 f"--resume: {folder!r} holds checkpoints but no run record ({RECORD_NAME}): they were written by "
                 "an older version of ignite-igan, whose configuration cannot be checked. Start the run again "
-                "into a new --output-dir" if list_checkpoints(self.checkpoint_dir) else
-                f"--resume: {folder!r} holds no run to resume; run once without --resume first"
+                "into a new --output-dir"
             )
+        if record is None:
+            raise RunFolderError(f"--resume: {folder!r} holds no run to resume; run once without --resume first")
         recorded, now, epochs = record["config"], self.configuration(), int(record.get("epochs", 0))
         changed = [f"--{key.replace('_', '-')}: {recorded.get(key)!r} in the run, {now.get(key)!r} now"
                    for key in sorted(set(recorded) | set(now)) if recorded.get(key) != now.get(key)]
