@@ -325,12 +325,12 @@ def attach_checkpointing(
     trainer: Engine,
     to_save: Mapping[str, Any],
     output_dir: PathLike,
-    event: Any = Events.EPOCH_COMPLETED,
     n_saved: int = 2,
 ) -> Checkpoint:
-    """Saves ``to_save`` into ``output_dir`` on ``event`` (every epoch by default) with a :class:`ChecksummedSaver`.
+    """Saves ``to_save`` into ``output_dir`` after every epoch with a :class:`ChecksummedSaver`.
 
-    Files are named ``checkpoint_<epoch>.pt``, each with ``checkpoint_<epoch>.pt.sha256``. ``n_saved`` must be at
+    Files are named ``checkpoint_<epoch>.pt``, each with ``checkpoint_<epoch>.pt.sha256`` (one per epoch: a
+    checkpoint within an epoch would replace that epoch's file, so there is no other event to choose). ``n_saved`` must be at
     least 2 so that a run killed while a checkpoint is being replaced still has the previous one; exactly the
     ``n_saved`` newest stay, however often the run was resumed.
     """
@@ -343,7 +343,7 @@ def attach_checkpointing(
         n_saved=n_saved,
         global_step_transform=global_step_from_engine(trainer, Events.EPOCH_COMPLETED),
     )
-    trainer.add_event_handler(event, checkpoint)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
     return checkpoint
 
 

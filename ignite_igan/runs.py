@@ -356,9 +356,9 @@ class Run:
     Attributes:
         checkpoint_dir: ``<output-dir>/checkpoints``.
         tensorboard_dir: ``<output-dir>/tensorboard``, for the recipe's logger.
-        summary_path: ``<output-dir>/summary.json``, written by :meth:`finish`.
-        record: the run's record (``run.json``), set by :meth:`start`.
-        resumed_from: the checkpoint :meth:`attach` loaded, or None.
+        summary_path: ``<output-dir>/summary.json``, written by :meth:`Run.finish`.
+        record: the run's record (``run.json``), set by :meth:`Run.start`.
+        resumed_from: the checkpoint :meth:`Run.attach` loaded, or None.
     """
 
     def __init__(self, args: argparse.Namespace, experiment: str, resumable_flags: Iterable[str] = RESUMABLE_FLAGS):
