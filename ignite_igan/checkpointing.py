@@ -176,10 +176,8 @@ class RunIdentity:
         if state["run_id"] != self.run_id:
             problems.append(f"belongs to another run (run id {state['run_id']}, not {self.run_id})")
         if state["config_sha256"] != self.config_sha256:
-            problems.append(
-                f"another configuration (flags hash {str(state['config_sha256'])[:12]}, this run's "
-                f"{self.config_sha256[:12]})"
-            )
+            problems.append(f"another configuration (flags hash {str(state['config_sha256'])[:12]}, this run's "
+                            f"{self.config_sha256[:12]})")
         return " with ".join(problems) if problems else None
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -228,10 +226,8 @@ def free_bytes(folder: PathLike) -> Optional[int]:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
     if isinstance(value, Path):
@@ -263,7 +259,7 @@ def write_json_atomic(path: PathLike, data: Any) -> None:
     _write_atomic(path, text.encode("utf-8"))
 
 
-def _checksum_path(path: Path) -> Path:
+def _sha256_path(path: Path) -> Path:
     return path.with_name(path.name + CHECKSUM_SUFFIX)
 
 
@@ -309,7 +305,7 @@ class ChecksummedSaver(BaseSaveHandler):
         path = self.dirname / filename
         try:
             _write_atomic(path, data)
-            _write_atomic(_checksum_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n".encode())
+            _write_atomic(_sha256_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n".encode())
         except OSError as error:
             raise CheckpointError(
                 f"checkpoint not saved: {error}. The previous checkpoints in {str(self.dirname)!r} are intact; free "
@@ -322,19 +318,19 @@ class ChecksummedSaver(BaseSaveHandler):
         if idist.get_rank() == 0:
             path = self.dirname / filename
             path.unlink(missing_ok=True)  # missing: already pruned
-            _checksum_path(path).unlink(missing_ok=True)
+            _sha256_path(path).unlink(missing_ok=True)
 
 
 def attach_checkpointing(
     trainer: Engine,
     to_save: Mapping[str, Any],
     output_dir: PathLike,
-    event: Any = Events.EPOCH_COMPLETED,
     n_saved: int = 2,
 ) -> Checkpoint:
-    """Saves ``to_save`` into ``output_dir`` on ``event`` (every epoch by default) with a :class:`ChecksummedSaver`.
+    """Saves ``to_save`` into ``output_dir`` after every epoch with a :class:`ChecksummedSaver`.
 
-    Files are named ``checkpoint_<epoch>.pt``, each with ``checkpoint_<epoch>.pt.sha256``. ``n_saved`` must be at
+    Files are named ``checkpoint_<epoch>.pt``, each with ``checkpoint_<epoch>.pt.sha256`` (one per epoch: a
+    checkpoint within an epoch would replace that epoch's file, so there is no other event to choose). ``n_saved`` must be at
     least 2 so that a run killed while a checkpoint is being replaced still has the previous one; exactly the
     ``n_saved`` newest stay, however often the run was resumed.
     """
@@ -347,7 +343,7 @@ def attach_checkpointing(
         n_saved=n_saved,
         global_step_transform=global_step_from_engine(trainer, Events.EPOCH_COMPLETED),
     )
-    trainer.add_event_handler(event, checkpoint)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, checkpoint)
     return checkpoint
 
 
@@ -382,7 +378,7 @@ def verify_checkpoint(path: PathLike) -> Optional[str]:
     size = path.stat().st_size
     if size == 0:
         return "empty file"
-    checksum = _checksum_path(path)
+    checksum = _sha256_path(path)
     if not checksum.is_file():
         return "no checksum"
     expected = (checksum.read_text().split() or [""])[0]

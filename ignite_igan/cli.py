@@ -323,10 +323,8 @@ def launch(main: Callable[..., Any], args: argparse.Namespace, *extra: Any) -> N
     backend = args.backend
     if backend is None and (under_torchrun or args.nproc_per_node):
         backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
-    kwargs: Dict[str, Any] = {}
-    if args.nproc_per_node and not under_torchrun:
-        kwargs["nproc_per_node"] = args.nproc_per_node
-    with idist.Parallel(backend=backend, **kwargs) as parallel:
+    nproc_per_node = None if under_torchrun else args.nproc_per_node  # torchrun has started the processes
+    with idist.Parallel(backend=backend, nproc_per_node=nproc_per_node) as parallel:
         parallel.run(main, args, *extra)
 
 

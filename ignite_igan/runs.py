@@ -352,12 +352,22 @@ class Run:
             resume must match (except :data:`RESUMABLE_FLAGS`).
         experiment: the recipe's name, recorded and checked on resume.
         resumable_flags: flags that may differ on resume (default :data:`RESUMABLE_FLAGS`).
+
+    Attributes:
+        checkpoint_dir: ``<output-dir>/checkpoints``.
+        tensorboard_dir: ``<output-dir>/tensorboard``, for the recipe's logger.
+        summary_path: ``<output-dir>/summary.json``, written by :meth:`Run.finish`.
+        record: the run's record (``run.json``), set by :meth:`Run.start`.
+        resumed_from: the checkpoint :meth:`Run.attach` loaded, or None.
     """
 
     def __init__(self, args: argparse.Namespace, experiment: str, resumable_flags: Iterable[str] = RESUMABLE_FLAGS):
         self.args = args
         self.experiment = experiment
         self.folder = Path(args.output_dir)
+        self.checkpoint_dir = self.folder / "checkpoints"
+        self.tensorboard_dir = self.folder / "tensorboard"
+        self.summary_path = self.folder / SUMMARY_NAME
         self.resumable_flags = frozenset(resumable_flags)
         self.record: Dict[str, Any] = {}
         self.resumed_from: Optional[Path] = None
@@ -365,19 +375,7 @@ class Run:
         self._lock = _FolderLock(self.folder)
         self._trainer: Optional[Engine] = None
 
-    # Paths and what the record says ----------------------------------------------------------------------------
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.folder / "checkpoints"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.folder / "tensorboard"
-
-    @property
-    def summary_path(self) -> Path:
-        return self.folder / SUMMARY_NAME
-
+    # What the record says --------------------------------------------------------------------------------------
     @property
     def phase(self) -> str:
         """``"training"``, ``"baseline"`` or ``"complete"``: how far the run has got."""
@@ -455,8 +453,7 @@ class Run:
             except RunFolderError as failure:
                 self._lock.release()
                 error = str(failure)
-        if idist.get_world_size() > 1:
-            error = idist.broadcast(error, src=0, safe_mode=True)
+        error = idist.broadcast(error, src=0, safe_mode=True)  # every process refuses, or none
         if error:
             raise RunFolderError(error)
         return record
@@ -484,36 +481,30 @@ class Run:
             )
         if record is None:
             raise RunFolderError(f"--resume: {folder!r} holds no run to resume; run once without --resume first")
-        if record.get("experiment") != self.experiment:
-            raise RunFolderError(
-                f"--resume: {folder!r} holds a {record.get('experiment')!r} run, not {self.experiment!r}"
-            )
-        recorded, now = record["config"], self.configuration()
+        recorded, now, epochs = record["config"], self.configuration(), int(record.get("epochs", 0))
         changed = [f"--{key.replace('_', '-')}: {recorded.get(key)!r} in the run, {now.get(key)!r} now"
                    for key in sorted(set(recorded) | set(now)) if recorded.get(key) != now.get(key)]
-        if changed:
-            raise RunFolderError(
-                f"--resume: the flags differ from those the run in {folder!r} was started with, and the recorded ones "
-                f"are what its checkpoints hold: {'; '.join(changed)}. Resume with the recorded values, or start a "
-                "new run in another --output-dir"
-            )
-        if record.get("world_size") != idist.get_world_size():
-            raise RunFolderError(
-                f"--resume: the run in {folder!r} ran in {record.get('world_size')} process(es), this is "
-                f"{idist.get_world_size()}: every process's random state is checkpointed, so resume with the same "
-                "number of processes"
-            )
-        epochs = int(record["epochs"])
-        if self.args.epochs < epochs:
-            raise RunFolderError(
-                f"--epochs: the run in {folder!r} is set to {epochs} epochs; a run cannot be shortened on resume "
-                f"(got {self.args.epochs}). Resume with --epochs {epochs}"
-            )
-        if self.args.epochs > epochs and not getattr(self.args, "extend", False):
-            raise RunFolderError(
-                f"--epochs {self.args.epochs} is more than the {epochs} epochs the run in {folder!r} was started "
-                f"with; to train it further from its last state, add --extend"
-            )
+        # (refused when, why and what to do), in this order: the first that holds is the error.
+        rules = [
+            (record.get("experiment") != self.experiment,
+             f"--resume: {folder!r} holds a {record.get('experiment')!r} run, not {self.experiment!r}"),
+            (changed, f"--resume: the flags differ from those the run in {folder!r} was started with, and the "
+                      f"recorded ones are what its checkpoints hold: {'; '.join(changed)}. Resume with the recorded "
+                      "values, or start a new run in another --output-dir"),
+            (record.get("world_size") != idist.get_world_size(),
+             f"--resume: the run in {folder!r} ran in {record.get('world_size')} process(es), this is "
+             f"{idist.get_world_size()}: every process's random state is checkpointed, so resume with the same "
+             "number of processes"),
+            (self.args.epochs < epochs,
+             f"--epochs: the run in {folder!r} is set to {epochs} epochs; a run cannot be shortened on resume "
+             f"(got {self.args.epochs}). Resume with --epochs {epochs}"),
+            (self.args.epochs > epochs and not getattr(self.args, "extend", False),
+             f"--epochs {self.args.epochs} is more than the {epochs} epochs the run in {folder!r} was started "
+             "with; to train it further from its last state, add --extend"),
+        ]
+        for refused, message in rules:
+            if refused:
+                raise RunFolderError(message)
         if record.get("status") == "complete" and self.args.epochs == epochs:
             raise RunComplete(
                 f"the run in {folder!r} is complete ({epochs} epochs; summary in "
@@ -648,7 +639,7 @@ class Run:
         """
         rank0 = idist.get_rank() == 0
         if rank0:
-            config = jsonable(vars(self.args))
+            config = vars(self.args)
             summary = {
                 "experiment": self.experiment,
                 "config": config,

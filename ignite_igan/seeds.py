@@ -80,17 +80,11 @@ def parse_seeds(text: str) -> List[int]:
 def without_flags(argv: Sequence[str], flags: Sequence[str]) -> List[str]:
     """``argv`` without the given value-taking flags (``--flag value`` or ``--flag=value``)."""
     out: List[str] = []
-    skip = False
+    is_value = False  # the item after a dropped flag is its value
     for item in argv:
-        if skip:
-            skip = False
-            continue
-        if item in flags:
-            skip = True
-            continue
-        if any(item.startswith(flag + "=") for flag in flags):
-            continue
-        out.append(item)
+        if not is_value and item not in flags and not item.startswith(tuple(flag + "=" for flag in flags)):
+            out.append(item)
+        is_value = not is_value and item in flags
     return out
 
 
