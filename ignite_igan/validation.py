@@ -543,3 +543,33 @@ def check_input_dtype(x: torch.Tensor, expected: torch.dtype) -> None:
             f"the input with .to({expected}) or the layer with .to({x.dtype}) (inside torch.autocast, inputs in its "
             f"dtype are accepted by a float32 layer)"
         )
+
+
+# --- added by formulas2 ---
+def check_statistics(name_mu: str, mu: Any, name_sigma: str, sigma: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A Gaussian's mean and covariance from outside (``frechet_distance``, ``FeatureStatistics``), as tensors.
+
+    NumPy arrays are taken as tensors; the mean must be a finite non-empty ``(D,)`` vector of real numbers and the
+    covariance a finite ``(D, D)`` matrix of them.
+
+    Raises:
+        TypeError: not a tensor or array of real numbers.
+        ValueError: NaN or infinity, or a shape other than ``(D,)`` and ``(D, D)``.
+    """
+    mu, sigma = (torch.as_tensor(value) if isinstance(value, np.ndarray) else value for value in (mu, sigma))
+    for name, value in ((name_mu, mu), (name_sigma, sigma)):
+        dtype = value.dtype if isinstance(value, torch.Tensor) else None
+        if dtype is None or not (dtype.is_floating_point or dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"{name} must be a torch.Tensor (or a NumPy array) of real numbers, got {describe(value)}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} must be finite, got NaN or inf")
+    d = mu.shape[0] if mu.ndim == 1 else 0
+    if d == 0:
+        raise ValueError(f"{name_mu} must be a non-empty 1-D mean vector (D,), got shape {tuple(mu.shape)}")
+    if tuple(sigma.shape) != (d, d):
+        got = f"got shape {tuple(sigma.shape)}"
+        raise ValueError(f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, {got}")
+    return mu, sigma
+
+
+__all__ += ["check_statistics"]
