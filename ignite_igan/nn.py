@@ -199,32 +199,25 @@ def _expand(per_channel: Tensor, ndim: int) -> Tensor:
 class _WeightNorm(DataDependentInit, nn.Module):
     """Shared parametrization of the weight-normalized layers.
 
-    Subclasses set ``_out_dim`` (the weight axis that indexes output units) and implement ``_transform``; this
-    class owns the parameters, the normalized weight and the data-dependent init.
+    Subclasses set ``_out_dim`` (the weight axis that indexes output units) and ``_repr`` (their own arguments, a
+    template filled from their attributes) and implement ``_transform(x, weight)``, the linear map without bias;
+    this class owns the parameters, the normalized weight, the data-dependent init and the rest of the repr.
     """
 
     _out_dim = 0
+    _repr = ""
 
-    def __init__(
-        self,
-        weight_shape: Tuple[int, ...],
-        out_units: int,
-        train_scale: bool,
-        init_scale: float,
-        eps: float,
-        weight_std: float,
-        data_init: bool,
-    ) -> None:
+    def __init__(self, weight_shape: Tuple[int, ...], train_scale: bool, init_scale: float, eps: float,
+                 weight_std: float, data_init: bool) -> None:
         super().__init__()
         train_scale = check_bool("train_scale", train_scale)
-        data_init = check_bool("data_init", data_init)
+        self.data_init = check_bool("data_init", data_init)
         self.init_scale = check_real("init_scale", init_scale, minimum=0.0, low_open=True)
         self.eps = check_real("eps", eps, minimum=0.0)
         self.weight_std = check_real("weight_std", weight_std, minimum=0.0, low_open=True)
-        self.data_init = data_init
         self.weight = nn.Parameter(torch.empty(weight_shape))
-        self.scale = nn.Parameter(torch.empty(out_units), requires_grad=train_scale)
-        self.bias = nn.Parameter(torch.empty(out_units))
+        self.scale = nn.Parameter(torch.empty(weight_shape[self._out_dim]), requires_grad=train_scale)
+        self.bias = nn.Parameter(torch.empty(weight_shape[self._out_dim]))
         self.reset_parameters()
 
     @property
@@ -248,9 +241,6 @@ class _WeightNorm(DataDependentInit, nn.Module):
         shape = [1] * self.weight.dim()
         shape[self._out_dim] = -1
         return self.weight * self.output_factor().view(shape)
-
-    def _transform(self, x: Tensor, weight: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         # Linear maps commute with a per-output-unit scale: x·(V·f)ᵀ = (x·Vᵀ)·f. Scaling the (N, out) output
@@ -287,7 +277,8 @@ class _WeightNorm(DataDependentInit, nn.Module):
         return (t - _expand(mean, t.dim())) * _expand(inv, t.dim())
 
     def extra_repr(self) -> str:
-        return f"train_scale={self.train_scale}, init_scale={self.init_scale}, eps={self.eps}"
+        arguments = self._repr.format(**vars(self))
+        return f"{arguments}, train_scale={self.train_scale}, init_scale={self.init_scale}, eps={self.eps}"
 
 
 class WeightNormLinear(_WeightNorm):
@@ -325,7 +316,7 @@ class WeightNormLinear(_WeightNorm):
         True
     """
 
-    _out_dim = 0
+    _repr = "in_features={in_features}, out_features={out_features}"
 
     def __init__(
         self,
@@ -340,10 +331,8 @@ class WeightNormLinear(_WeightNorm):
     ) -> None:
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
-        super().__init__(
-            (self.out_features, self.in_features), self.out_features, train_scale, init_scale, eps, weight_std,
-            data_init,
-        )
+        weight_shape = (self.out_features, self.in_features)
+        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         # linear takes (N, ..., in_features) too; the per-unit scale and the data-dependent init expect (N, out).
@@ -351,9 +340,6 @@ class WeightNormLinear(_WeightNorm):
             shape = tuple(x.shape)
             raise ValueError(f"input must be 2-D (N, in_features={self.in_features}), got a tensor of shape {shape}")
         return torch_F.linear(x, weight)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
 
 
 class WeightNormConv2d(_WeightNorm):
@@ -382,7 +368,7 @@ class WeightNormConv2d(_WeightNorm):
         torch.Size([2, 8, 10, 10])
     """
 
-    _out_dim = 0
+    _repr = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}, padding={padding}"
 
     def __init__(
         self,
@@ -403,19 +389,11 @@ class WeightNormConv2d(_WeightNorm):
         self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
         self.stride = check_int_pair("stride", stride, minimum=1)
         self.padding = check_int_pair("padding", padding, minimum=0)
-        super().__init__(
-            (self.out_channels, self.in_channels, *self.kernel_size), self.out_channels, train_scale, init_scale,
-            eps, weight_std, data_init,
-        )
+        weight_shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv2d(x, weight, stride=self.stride, padding=self.padding)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, " + super().extra_repr()
-        )
 
 
 class WeightNormConvTranspose2d(_WeightNorm):
@@ -447,6 +425,7 @@ class WeightNormConvTranspose2d(_WeightNorm):
     """
 
     _out_dim = 1
+    _repr = WeightNormConv2d._repr + ", output_padding={output_padding}"
 
     def __init__(
         self,
@@ -471,20 +450,12 @@ class WeightNormConvTranspose2d(_WeightNorm):
         self.output_padding = check_int_pair("output_padding", output_padding, minimum=0)
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"output_padding must be smaller than stride {self.stride}, got {self.output_padding}")
-        super().__init__(
-            (self.in_channels, self.out_channels, *self.kernel_size), self.out_channels, train_scale, init_scale,
-            eps, weight_std, data_init,
-        )
+        weight_shape = (self.in_channels, self.out_channels, *self.kernel_size)  # torch's layout: (in, out, kh, kw)
+        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv_transpose2d(
             x, weight, stride=self.stride, padding=self.padding, output_padding=self.output_padding
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, output_padding={self.output_padding}, " + super().extra_repr()
         )
 
 
