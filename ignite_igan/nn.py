@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from ignite_igan import _fast_paths
 from ignite_igan.functional import minibatch_l1_distances, virtual_batch_norm
-from ignite_igan.validation import check_bool, check_input_dtype, check_int, check_int_pair, check_real
+from ignite_igan.validation import check_bool, check_input_dtype, check_instance, check_int, check_int_pair, check_real
 
 __all__ = [
     "DataDependentInit",
@@ -136,8 +136,7 @@ def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
         >>> layer.training  # mode restored
         False
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_instance("model", model, nn.Module, "a torch.nn.Module")
     layers = [m for m in model.modules() if isinstance(m, DataDependentInit) and m.data_init]
     modes = [(module, module.training) for module in model.modules()]
     model.train()
@@ -191,6 +190,12 @@ def data_dependent_init(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
 def _expand(per_channel: Tensor, ndim: int) -> Tensor:
     """Reshapes a (C,) tensor to broadcast over (N, C) or (N, C, H, W)."""
     return per_channel.view(1, -1) if ndim == 2 else per_channel.view(1, -1, 1, 1)
+
+
+def _batch_norm(x: Tensor, eps: float) -> Tensor:
+    """``(x - mean) / sqrt(var + eps)`` with the batch's mean and biased variance per unit (2-D) or channel (4-D)."""
+    var, mean = torch.var_mean(x, dim=(0,) if x.dim() == 2 else (0, 2, 3), correction=0, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -505,15 +510,13 @@ class ScaleFreeBatchNorm(nn.Module):
         # A 3-D input would fail obscurely in var_mean, and a single value per channel (a batch of one) has no batch
         # statistics: every example would silently map to the bias.
         if x.dim() not in (2, 4) or x.numel() // x.shape[1] < 2:
-            why = "a batch of one has no batch statistics (every example would map to the bias)"
+            c, shape = self.num_features, tuple(x.shape)
             raise ValueError(
-                f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W) with at least 2 "
-                f"values per channel, got a tensor of shape {tuple(x.shape)}; {why}: pass several examples at once or "
+                f"input must be 2-D (N, C={c}) or 4-D (N, C={c}, H, W) with at least 2 values per channel, got a "
+                f"tensor of shape {shape}; a batch of one has no batch statistics: pass several examples at once or "
                 "use VirtualBatchNorm"
             )
-        dims = (0,) if x.dim() == 2 else (0, 2, 3)
-        var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + self.eps) + _expand(self.bias, x.dim())
+        return _batch_norm(x, self.eps) + _expand(self.bias, x.dim())
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -613,9 +616,7 @@ class VirtualBatchNorm(nn.Module):
         hint = "the number of leading rows of the input that are the reference batch"
         reference_size = check_int("reference_size", reference_size, minimum=1, maximum=len(x), hint=hint)
         reference, live = x[:reference_size], x[reference_size:]
-        dims = (0,) if x.dim() == 2 else (0, 2, 3)
-        var, mean = torch.var_mean(reference, dim=dims, correction=0, keepdim=True)
-        parts = [(reference - mean) * torch.rsqrt(var + self.eps)]
+        parts = [_batch_norm(reference, self.eps)]
         if live.shape[0] > 0:
             parts.append(virtual_batch_norm(live, reference, eps=self.eps))
         normalized = torch.cat(parts) if len(parts) > 1 else parts[0]
@@ -703,11 +704,7 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
         distances.diagonal(dim1=0, dim2=1).fill_(math.inf)
         mmd = 0.5 * distances.min(dim=1).values.mean(dim=0)  # (B,)
         del distances
-        if not bool((mmd > 0).all()):
-            dead = torch.nonzero(mmd <= 0).flatten().tolist()
-            raise ValueError(f"{name}: kernel(s) {dead[:10]} see identical examples")
-        with torch.no_grad():
-            self.log_weight_scale.sub_(mmd.log().unsqueeze(1))
+        self._rescale_kernels(mmd, name)
         # T is linear in exp(log_weight_scale), so the rescaled projection is M / mmd: the distances become
         # d / mmd, as the reference divides them in place.
         o = _minibatch_features(m / mmd.view(1, -1, 1))
@@ -715,6 +712,14 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
         with torch.no_grad():
             self.bias.copy_(-centre)
         return torch.cat([x, o - centre], dim=1)
+
+    def _rescale_kernels(self, distance: Tensor, who: str) -> None:
+        """Divides every kernel's projections, and so its distances, by ``distance[b]`` (all > 0)."""
+        if not bool((distance > 0).all()):
+            dead = torch.nonzero(distance <= 0).flatten().tolist()
+            raise ValueError(f"{who}: kernel(s) {dead[:10]} see identical examples")
+        with torch.no_grad():
+            self.log_weight_scale.sub_(distance.log().unsqueeze(1))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, num_kernels={self.num_kernels}, kernel_dim={self.kernel_dim}"
@@ -764,8 +769,7 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
         >>> layer(features)[:, 8:].mean(dim=0).abs().max() < 1e-5  # centred on the batch
         tensor(True)
     """
-    if not isinstance(layer, MinibatchDiscrimination):
-        raise TypeError(f"layer must be a MinibatchDiscrimination, got {type(layer).__name__}")
+    check_instance("layer", layer, MinibatchDiscrimination, "a MinibatchDiscrimination")
     if features.dim() < 2 or features.shape[0] < 2:
         raise ValueError(f"features must be a batch of at least 2 examples, got shape {tuple(features.shape)}")
     x = features.flatten(1)
@@ -777,10 +781,7 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
         m = (x @ layer.projection().flatten(1)).view(n, layer.num_kernels, layer.kernel_dim)
         distances = minibatch_l1_distances(m)  # (N, N, B), zero diagonal
         mean = distances.sum(dim=(0, 1)) / (n * (n - 1))  # (B,)
-        if not bool((mean > 0).all()):
-            dead = torch.nonzero(mean <= 0).flatten().tolist()
-            raise ValueError(f"minibatch_batch_mean_init: kernel(s) {dead[:10]} see identical examples")
-        layer.log_weight_scale.sub_((mean / target).log().unsqueeze(1))
+        layer._rescale_kernels(mean / target, "minibatch_batch_mean_init")
         o = (-distances / (mean / target)).exp().sum(dim=1) - 1.0  # self excluded, as the layer does
         layer.bias.copy_(-o.mean(dim=0))
     return mean
