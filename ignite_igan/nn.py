@@ -347,7 +347,22 @@ class WeightNormLinear(_WeightNorm):
         return torch_F.linear(x, weight)
 
 
-class WeightNormConv2d(_WeightNorm):
+class _WeightNormConv(_WeightNorm):
+    """The arguments that the weight-normalized convolutions share, checked in one place, and their repr."""
+
+    _repr = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}, padding={padding}"
+
+    def _set_conv_arguments(
+        self, in_channels: int, out_channels: int, kernel_size: _IntPair, stride: _IntPair, padding: _IntPair
+    ) -> None:
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.out_channels = check_int("out_channels", out_channels, minimum=1)
+        self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
+        self.stride = check_int_pair("stride", stride, minimum=1)
+        self.padding = check_int_pair("padding", padding, minimum=0)
+
+
+class WeightNormConv2d(_WeightNormConv):
     """Weight-normalized 2-D convolution, normalized per output channel (spec §1.3).
 
     ``W = V * g / sqrt(eps + sum V^2)`` with the sum over (in, kh, kw) of the (out, in, kh, kw) weight; the
@@ -373,8 +388,6 @@ class WeightNormConv2d(_WeightNorm):
         torch.Size([2, 8, 10, 10])
     """
 
-    _repr = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}, padding={padding}"
-
     def __init__(
         self,
         in_channels: int,
@@ -389,11 +402,7 @@ class WeightNormConv2d(_WeightNorm):
         weight_std: float = 0.05,
         data_init: bool = True,
     ) -> None:
-        self.in_channels = check_int("in_channels", in_channels, minimum=1)
-        self.out_channels = check_int("out_channels", out_channels, minimum=1)
-        self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
-        self.stride = check_int_pair("stride", stride, minimum=1)
-        self.padding = check_int_pair("padding", padding, minimum=0)
+        self._set_conv_arguments(in_channels, out_channels, kernel_size, stride, padding)
         weight_shape = (self.out_channels, self.in_channels, *self.kernel_size)
         super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
@@ -401,7 +410,7 @@ class WeightNormConv2d(_WeightNorm):
         return torch_F.conv2d(x, weight, stride=self.stride, padding=self.padding)
 
 
-class WeightNormConvTranspose2d(_WeightNorm):
+class WeightNormConvTranspose2d(_WeightNormConv):
     """Weight-normalized transposed convolution, normalized per OUTPUT channel (spec §1.3, §1.4).
 
     The weight has PyTorch's transposed layout (in, out, kh, kw), so the output channel is axis 1 and the norm
@@ -430,7 +439,7 @@ class WeightNormConvTranspose2d(_WeightNorm):
     """
 
     _out_dim = 1
-    _repr = WeightNormConv2d._repr + ", output_padding={output_padding}"
+    _repr = _WeightNormConv._repr + ", output_padding={output_padding}"
 
     def __init__(
         self,
@@ -447,11 +456,7 @@ class WeightNormConvTranspose2d(_WeightNorm):
         weight_std: float = 0.05,
         data_init: bool = True,
     ) -> None:
-        self.in_channels = check_int("in_channels", in_channels, minimum=1)
-        self.out_channels = check_int("out_channels", out_channels, minimum=1)
-        self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
-        self.stride = check_int_pair("stride", stride, minimum=1)
-        self.padding = check_int_pair("padding", padding, minimum=0)
+        self._set_conv_arguments(in_channels, out_channels, kernel_size, stride, padding)
         self.output_padding = check_int_pair("output_padding", output_padding, minimum=0)
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"output_padding must be smaller than stride {self.stride}, got {self.output_padding}")
@@ -616,10 +621,9 @@ class VirtualBatchNorm(nn.Module):
         hint = "the number of leading rows of the input that are the reference batch"
         reference_size = check_int("reference_size", reference_size, minimum=1, maximum=len(x), hint=hint)
         reference, live = x[:reference_size], x[reference_size:]
-        parts = [_batch_norm(reference, self.eps)]
-        if live.shape[0] > 0:
-            parts.append(virtual_batch_norm(live, reference, eps=self.eps))
-        normalized = torch.cat(parts) if len(parts) > 1 else parts[0]
+        normalized = _batch_norm(reference, self.eps)
+        if live.shape[0] > 0:  # the reference rows alone are batch-normalized only
+            normalized = torch.cat([normalized, virtual_batch_norm(live, reference, eps=self.eps)])
         return normalized * _expand(self.weight, x.dim()) + _expand(self.bias, x.dim())
 
     def extra_repr(self) -> str:
