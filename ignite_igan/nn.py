@@ -622,7 +622,7 @@ class VirtualBatchNorm(nn.Module):
         reference_size = check_int("reference_size", reference_size, minimum=1, maximum=len(x), hint=hint)
         reference, live = x[:reference_size], x[reference_size:]
         normalized = _batch_norm(reference, self.eps)
-        if live.shape[0] > 0:  # the reference rows alone are batch-normalized only
+        if live.shape[0] > 0:  # without live rows, the output is the normalized reference alone
             normalized = torch.cat([normalized, virtual_batch_norm(live, reference, eps=self.eps)])
         return normalized * _expand(self.weight, x.dim()) + _expand(self.bias, x.dim())
 
