@@ -399,7 +399,8 @@ def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tupl
     if logits.shape[1] > 1 and not (logits < 0).any() and torch.allclose(logits.sum(dim=1), ones, rtol=0, atol=1e-3):
         warnings.warn(
             "inception_score: logits look like probabilities (every row is non-negative and sums to 1); pass the "
-            "logits (or log-probabilities) instead: softmax of probabilities is nearly uniform",
+            "logits (or log-probabilities) instead: softmax of probabilities is nearly uniform and the score "
+            "means nothing",
             UserWarning,
             stacklevel=2,
         )
@@ -431,7 +432,8 @@ def _psd_eigenvalues(name: str, values: Tensor) -> Tensor:
     if lowest < -PSD_TOLERANCE * max(top, 1e-300):
         warnings.warn(
             f"frechet_distance: {name} has the eigenvalue {lowest:.3e} (largest {top:.3e}); a covariance is positive "
-            "semi-definite, so these are not a covariance or of too few samples. Negative eigenvalues are taken as 0",
+            "semi-definite, so its statistics are not a covariance or were computed from too few samples. Negative "
+            "eigenvalues are treated as 0.",
             RuntimeWarning,
             stacklevel=4,
         )

@@ -515,10 +515,10 @@ class ScaleFreeBatchNorm(nn.Module):
         # A 3-D input would fail obscurely in var_mean, and a single value per channel (a batch of one) has no batch
         # statistics: every example would silently map to the bias.
         if x.dim() not in (2, 4) or x.numel() // x.shape[1] < 2:
-            c, shape = self.num_features, tuple(x.shape)
+            why = "a batch of one has no batch statistics (every example would map to the bias)"
             raise ValueError(
-                f"input must be 2-D (N, C={c}) or 4-D (N, C={c}, H, W) with at least 2 values per channel, got a "
-                f"tensor of shape {shape}; a batch of one has no batch statistics: pass several examples at once or "
+                f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W) with at least 2 "
+                f"values per channel, got a tensor of shape {tuple(x.shape)}; {why}: pass several examples at once or "
                 "use VirtualBatchNorm"
             )
         return _batch_norm(x, self.eps) + _expand(self.bias, x.dim())
