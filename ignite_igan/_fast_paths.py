@@ -131,9 +131,8 @@ class _MinibatchFeatures(torch.autograd.Function):
         return grad.neg_().permute(2, 1, 0)
 
 
-def minibatch_features(m: Tensor) -> Tensor:
-    """:func:`ignite_igan.functional.minibatch_features` in O(N²·B) memory, forward and backward."""
-    return _MinibatchFeatures.apply(m)
+#: :func:`ignite_igan.functional.minibatch_features` in O(N²·B) memory, forward and backward: ``(m) -> o``.
+minibatch_features = _MinibatchFeatures.apply
 
 
 class _UnitNorm(torch.autograd.Function):
@@ -163,6 +162,6 @@ class _UnitNorm(torch.autograd.Function):
         return weight * (grad / norm).view(shape), None, None
 
 
-def unit_norm(weight: Tensor, out_dim: int, eps: float) -> Tensor:
-    """``sqrt(eps + Σ V²)`` over every axis of ``weight`` but ``out_dim``, with the one-pass backward."""
-    return _UnitNorm.apply(weight, out_dim, eps)
+#: ``sqrt(eps + Σ V²)`` over every axis of ``weight`` but ``out_dim``, with the one-pass backward:
+#: ``unit_norm(weight, out_dim, eps)``.
+unit_norm = _UnitNorm.apply

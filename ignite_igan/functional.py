@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
-from ignite_igan.validation import ArgumentTypeError, check_int, check_real, describe
+from ignite_igan.validation import ArgumentTypeError, check_choice, check_int, check_real, check_statistics
 
 __all__ = [
     "minibatch_l1_distances",
@@ -182,8 +182,7 @@ def feature_matching_loss(real_features: Tensor, fake_features: Tensor, distance
     Returns:
         A scalar tensor.
     """
-    if distance not in FEATURE_MATCHING_DISTANCES:
-        raise ValueError(f"distance must be one of {FEATURE_MATCHING_DISTANCES}, got {distance!r}")
+    check_choice("distance", distance, FEATURE_MATCHING_DISTANCES)
     # Means of F features and of 1 would broadcast, and an empty batch has a NaN mean: both silently.
     real, fake = real_features.shape, fake_features.shape
     if len(real) < 2 or len(fake) < 2 or 0 in (real[0], fake[0]) or math.prod(real[1:]) != math.prod(fake[1:]):
@@ -349,33 +348,12 @@ def historical_average_penalty(params: Sequence[Tensor], averages: Sequence[Tens
     if not params or shapes[0] != shapes[1]:
         got = f"got params of shapes {shapes[0]} and {len(averages)} averages of shapes {shapes[1]}"
         raise ValueError(f"params must hold at least one tensor and averages one of each parameter's shape, {got}")
-    total = (params[0] - averages[0].detach()).square().sum()
-    for param, average in zip(params[1:], averages[1:]):
-        total = total + (param - average.detach()).square().sum()
-    return total
+    return sum((param - average.detach()).square().sum() for param, average in zip(params, averages))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Inception Score (paper §4, spec §5)
 # --------------------------------------------------------------------------------------------------------------
-def _warn_if_probabilities(logits: Tensor) -> None:
-    """Warns when ``logits`` look like probabilities (every row non-negative and summing to 1).
-
-    softmax of probabilities is nearly uniform, so the score comes out close to 1 whatever the samples: a number
-    with no meaning. Only a warning, since such logits can be intended (though that is very unlikely with K > 1).
-    """
-    if logits.shape[1] < 2 or bool((logits < 0).any()):
-        return
-    if bool(torch.allclose(logits.sum(dim=1), torch.ones((), dtype=logits.dtype), rtol=0.0, atol=1e-3)):
-        warnings.warn(
-            "inception_score: logits look like probabilities (every row is non-negative and sums to 1); pass the "
-            "logits (or log-probabilities) instead: softmax of probabilities is nearly uniform and the score "
-            "means nothing",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
 def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tuple[float, float]:
     """The Inception Score by the paper's protocol (spec §5).
 
@@ -411,12 +389,21 @@ def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tupl
             f"samples, got dtype {logits.dtype} and shape {tuple(logits.shape)}"
         )
     logits = logits.detach().to(device="cpu", dtype=torch.float64)
-    if torch.isnan(logits).any() or torch.isposinf(logits).any():
-        raise ValueError("logits must not contain NaN or +inf")
-    _warn_if_probabilities(logits)
     log_p = torch.log_softmax(logits, dim=1)
+    # log_softmax turns NaN, +inf and a row of -inf alone (a distribution with no mass) into NaN, and only those.
     if torch.isnan(log_p).any():
-        raise ValueError("logits has a row whose entries are all -inf (a distribution with no mass)")
+        raise ValueError("logits must not contain NaN or +inf, nor a row whose entries are all -inf (no mass)")
+    # The score of probabilities would be close to 1 whatever the samples. Only a warning, since such logits can be
+    # intended (though that is very unlikely with K > 1).
+    ones = torch.ones((), dtype=torch.float64)
+    if logits.shape[1] > 1 and not (logits < 0).any() and torch.allclose(logits.sum(dim=1), ones, rtol=0, atol=1e-3):
+        warnings.warn(
+            "inception_score: logits look like probabilities (every row is non-negative and sums to 1); pass the "
+            "logits (or log-probabilities) instead: softmax of probabilities is nearly uniform and the score "
+            "means nothing",
+            UserWarning,
+            stacklevel=2,
+        )
 
     scores = []
     for i in range(splits):
@@ -433,38 +420,19 @@ def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tupl
 # --------------------------------------------------------------------------------------------------------------
 # Fréchet distance (FID; Heusel et al., 2017)
 # --------------------------------------------------------------------------------------------------------------
+
 #: A negative eigenvalue larger than this share of the largest one is not rounding: the matrix is not PSD.
 PSD_TOLERANCE = 1e-6
 
 
-def _check_statistics(name_mu: str, mu: object, name_sigma: str, sigma: object) -> Tuple[Tensor, Tensor]:
-    """A mean and a covariance from outside (``frechet_distance``, ``FID``), NumPy arrays accepted, checked."""
-    mu, sigma = (torch.as_tensor(value) if isinstance(value, np.ndarray) else value for value in (mu, sigma))
-    for name, value in ((name_mu, mu), (name_sigma, sigma)):
-        real = isinstance(value, Tensor) and (value.is_floating_point() or value.dtype in (torch.int32, torch.int64))
-        if not real:
-            raise TypeError(f"{name} must be a torch.Tensor (or a NumPy array) of real numbers, got {describe(value)}")
-        if not torch.isfinite(value).all():
-            raise ValueError(f"{name} must be finite, got NaN or inf")
-    if mu.ndim != 1 or mu.shape[0] < 1:
-        raise ValueError(f"{name_mu} must be a non-empty 1-D mean vector (D,), got shape {tuple(mu.shape)}")
-    d = mu.shape[0]
-    if tuple(sigma.shape) != (d, d):
-        raise ValueError(
-            f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, got shape {tuple(sigma.shape)}"
-        )
-    return mu, sigma
-
-
 def _psd_eigenvalues(name: str, values: Tensor) -> Tensor:
     """Eigenvalues of a symmetric PSD matrix, rounding errors below zero set to 0; a clearly negative one warns."""
-    top = float(values.abs().max()) if values.numel() else 0.0
-    lowest = float(values.min()) if values.numel() else 0.0
+    top, lowest = (float(values.abs().max()), float(values.min())) if values.numel() else (0.0, 0.0)
     if lowest < -PSD_TOLERANCE * max(top, 1e-300):
         warnings.warn(
-            f"frechet_distance: {name} has the eigenvalue {lowest:.3e} (largest {top:.3e}); a covariance is "
-            "positive semi-definite, so its statistics are not a covariance or were computed from too few "
-            "samples. Negative eigenvalues are treated as 0.",
+            f"frechet_distance: {name} has the eigenvalue {lowest:.3e} (largest {top:.3e}); a covariance is positive "
+            "semi-definite, so its statistics are not a covariance or were computed from too few samples. Negative "
+            "eigenvalues are treated as 0.",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -499,12 +467,13 @@ def _covariance_factor(name: str, sigma: Tensor) -> Tensor:
         return factor
     values, vectors = torch.linalg.eigh(sigma)
     values = _psd_eigenvalues(name, values)
-    tolerance = sigma.shape[0] * torch.finfo(sigma.dtype).eps * float(values.max() if values.numel() else 0.0)
+    tolerance = sigma.shape[0] * torch.finfo(sigma.dtype).eps * float(values.max())
     keep = values > tolerance
     return vectors[:, keep] * values[keep].sqrt()
 
 
 def _frechet_from_factor(mu1: Tensor, sigma1: Tensor, factor1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
+    """The Fréchet distance of checked float64 statistics, with ``factor1 = _covariance_factor(sigma1)``."""
     # tr((Σ1^½ Σ2 Σ1^½)^½) is the sum of the square roots of the eigenvalues of Σ1 Σ2 = F1 F1ᵀ Σ2.
     if _definite_cholesky(sigma2) is not None:
         # Those are the eigenvalues of the symmetric matrix F1ᵀ Σ2 F1, positive definite here: one eigvalsh.
@@ -521,17 +490,6 @@ def _frechet_from_factor(mu1: Tensor, sigma1: Tensor, factor1: Tensor, mu2: Tens
     diff = mu1 - mu2
     value = diff.dot(diff) + torch.trace(sigma1) + torch.trace(sigma2) - 2.0 * trace_sqrt
     return float(value)
-
-
-def _prepare_statistics(mu1: object, sigma1: object, mu2: object, sigma2: object) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    mu1, sigma1 = _check_statistics("mu1", mu1, "sigma1", sigma1)
-    mu2, sigma2 = _check_statistics("mu2", mu2, "sigma2", sigma2)
-    if mu1.shape != mu2.shape:
-        raise ValueError(f"mu1 and mu2 must have the same size, got {mu1.shape[0]} and {mu2.shape[0]}")
-    device = sigma1.device
-    mu1, mu2, sigma1, sigma2 = (t.detach().to(device=device, dtype=torch.float64) for t in (mu1, mu2, sigma1, sigma2))
-    # Covariances accumulated in float are symmetric only to rounding; the factorizations read one triangle.
-    return mu1, 0.5 * (sigma1 + sigma1.T), mu2, 0.5 * (sigma2 + sigma2.T)
 
 
 def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
@@ -565,5 +523,11 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
         >>> frechet_distance(mu, sigma, mu + 1, 4 * torch.eye(3))  # 3·1 + 3 + 12 − 2·3·2
         6.0
     """
-    mu1, sigma1, mu2, sigma2 = _prepare_statistics(mu1, sigma1, mu2, sigma2)
+    mu1, sigma1 = check_statistics("mu1", mu1, "sigma1", sigma1)
+    mu2, sigma2 = check_statistics("mu2", mu2, "sigma2", sigma2)
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"mu1 and mu2 must have the same size, got {mu1.shape[0]} and {mu2.shape[0]}")
+    mu1, mu2, sigma1, sigma2 = (t.detach().to(sigma1.device, torch.float64) for t in (mu1, mu2, sigma1, sigma2))
+    # Covariances accumulated in float are symmetric only to rounding; the factorizations read one triangle.
+    sigma1, sigma2 = 0.5 * (sigma1 + sigma1.T), 0.5 * (sigma2 + sigma2.T)
     return _frechet_from_factor(mu1, sigma1, _covariance_factor("sigma1", sigma1), mu2, sigma2)

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from ignite_igan import _fast_paths
 from ignite_igan.functional import minibatch_l1_distances, virtual_batch_norm
-from ignite_igan.validation import check_bool, check_input_dtype, check_int, check_int_pair, check_real
+from ignite_igan.validation import check_bool, check_input_dtype, check_instance, check_int, check_int_pair, check_real
 
 __all__ = [
     "DataDependentInit",
@@ -136,8 +136,7 @@ def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
         >>> layer.training  # mode restored
         False
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_instance("model", model, nn.Module, "a torch.nn.Module")
     layers = [m for m in model.modules() if isinstance(m, DataDependentInit) and m.data_init]
     modes = [(module, module.training) for module in model.modules()]
     model.train()
@@ -193,38 +192,37 @@ def _expand(per_channel: Tensor, ndim: int) -> Tensor:
     return per_channel.view(1, -1) if ndim == 2 else per_channel.view(1, -1, 1, 1)
 
 
+def _batch_norm(x: Tensor, eps: float) -> Tensor:
+    """``(x - mean) / sqrt(var + eps)`` with the batch's mean and biased variance per unit (2-D) or channel (4-D)."""
+    var, mean = torch.var_mean(x, dim=(0,) if x.dim() == 2 else (0, 2, 3), correction=0, keepdim=True)
+    return (x - mean) * torch.rsqrt(var + eps)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Weight normalization (spec §1.3, §1.8)
 # --------------------------------------------------------------------------------------------------------------
 class _WeightNorm(DataDependentInit, nn.Module):
     """Shared parametrization of the weight-normalized layers.
 
-    Subclasses set ``_out_dim`` (the weight axis that indexes output units) and implement ``_transform``; this
-    class owns the parameters, the normalized weight and the data-dependent init.
+    Subclasses set ``_out_dim`` (the weight axis that indexes output units) and ``_repr`` (their own arguments, a
+    template filled from their attributes) and implement ``_transform(x, weight)``, the linear map without bias;
+    this class owns the parameters, the normalized weight, the data-dependent init and the rest of the repr.
     """
 
     _out_dim = 0
+    _repr = ""
 
-    def __init__(
-        self,
-        weight_shape: Tuple[int, ...],
-        out_units: int,
-        train_scale: bool,
-        init_scale: float,
-        eps: float,
-        weight_std: float,
-        data_init: bool,
-    ) -> None:
+    def __init__(self, weight_shape: Tuple[int, ...], train_scale: bool, init_scale: float, eps: float,
+                 weight_std: float, data_init: bool) -> None:
         super().__init__()
         train_scale = check_bool("train_scale", train_scale)
-        data_init = check_bool("data_init", data_init)
+        self.data_init = check_bool("data_init", data_init)
         self.init_scale = check_real("init_scale", init_scale, minimum=0.0, low_open=True)
         self.eps = check_real("eps", eps, minimum=0.0)
         self.weight_std = check_real("weight_std", weight_std, minimum=0.0, low_open=True)
-        self.data_init = data_init
         self.weight = nn.Parameter(torch.empty(weight_shape))
-        self.scale = nn.Parameter(torch.empty(out_units), requires_grad=train_scale)
-        self.bias = nn.Parameter(torch.empty(out_units))
+        self.scale = nn.Parameter(torch.empty(weight_shape[self._out_dim]), requires_grad=train_scale)
+        self.bias = nn.Parameter(torch.empty(weight_shape[self._out_dim]))
         self.reset_parameters()
 
     @property
@@ -248,9 +246,6 @@ class _WeightNorm(DataDependentInit, nn.Module):
         shape = [1] * self.weight.dim()
         shape[self._out_dim] = -1
         return self.weight * self.output_factor().view(shape)
-
-    def _transform(self, x: Tensor, weight: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         # Linear maps commute with a per-output-unit scale: x·(V·f)ᵀ = (x·Vᵀ)·f. Scaling the (N, out) output
@@ -287,7 +282,8 @@ class _WeightNorm(DataDependentInit, nn.Module):
         return (t - _expand(mean, t.dim())) * _expand(inv, t.dim())
 
     def extra_repr(self) -> str:
-        return f"train_scale={self.train_scale}, init_scale={self.init_scale}, eps={self.eps}"
+        arguments = self._repr.format(**vars(self))
+        return f"{arguments}, train_scale={self.train_scale}, init_scale={self.init_scale}, eps={self.eps}"
 
 
 class WeightNormLinear(_WeightNorm):
@@ -325,7 +321,7 @@ class WeightNormLinear(_WeightNorm):
         True
     """
 
-    _out_dim = 0
+    _repr = "in_features={in_features}, out_features={out_features}"
 
     def __init__(
         self,
@@ -340,10 +336,8 @@ class WeightNormLinear(_WeightNorm):
     ) -> None:
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
-        super().__init__(
-            (self.out_features, self.in_features), self.out_features, train_scale, init_scale, eps, weight_std,
-            data_init,
-        )
+        weight_shape = (self.out_features, self.in_features)
+        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         # linear takes (N, ..., in_features) too; the per-unit scale and the data-dependent init expect (N, out).
@@ -352,11 +346,23 @@ class WeightNormLinear(_WeightNorm):
             raise ValueError(f"input must be 2-D (N, in_features={self.in_features}), got a tensor of shape {shape}")
         return torch_F.linear(x, weight)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, " + super().extra_repr()
+
+class _WeightNormConv(_WeightNorm):
+    """The arguments that the weight-normalized convolutions share, checked in one place, and their repr."""
+
+    _repr = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}, padding={padding}"
+
+    def _set_conv_arguments(
+        self, in_channels: int, out_channels: int, kernel_size: _IntPair, stride: _IntPair, padding: _IntPair
+    ) -> None:
+        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.out_channels = check_int("out_channels", out_channels, minimum=1)
+        self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
+        self.stride = check_int_pair("stride", stride, minimum=1)
+        self.padding = check_int_pair("padding", padding, minimum=0)
 
 
-class WeightNormConv2d(_WeightNorm):
+class WeightNormConv2d(_WeightNormConv):
     """Weight-normalized 2-D convolution, normalized per output channel (spec §1.3).
 
     ``W = V * g / sqrt(eps + sum V^2)`` with the sum over (in, kh, kw) of the (out, in, kh, kw) weight; the
@@ -382,8 +388,6 @@ class WeightNormConv2d(_WeightNorm):
         torch.Size([2, 8, 10, 10])
     """
 
-    _out_dim = 0
-
     def __init__(
         self,
         in_channels: int,
@@ -398,27 +402,15 @@ class WeightNormConv2d(_WeightNorm):
         weight_std: float = 0.05,
         data_init: bool = True,
     ) -> None:
-        self.in_channels = check_int("in_channels", in_channels, minimum=1)
-        self.out_channels = check_int("out_channels", out_channels, minimum=1)
-        self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
-        self.stride = check_int_pair("stride", stride, minimum=1)
-        self.padding = check_int_pair("padding", padding, minimum=0)
-        super().__init__(
-            (self.out_channels, self.in_channels, *self.kernel_size), self.out_channels, train_scale, init_scale,
-            eps, weight_std, data_init,
-        )
+        self._set_conv_arguments(in_channels, out_channels, kernel_size, stride, padding)
+        weight_shape = (self.out_channels, self.in_channels, *self.kernel_size)
+        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv2d(x, weight, stride=self.stride, padding=self.padding)
 
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, " + super().extra_repr()
-        )
 
-
-class WeightNormConvTranspose2d(_WeightNorm):
+class WeightNormConvTranspose2d(_WeightNormConv):
     """Weight-normalized transposed convolution, normalized per OUTPUT channel (spec §1.3, §1.4).
 
     The weight has PyTorch's transposed layout (in, out, kh, kw), so the output channel is axis 1 and the norm
@@ -447,6 +439,7 @@ class WeightNormConvTranspose2d(_WeightNorm):
     """
 
     _out_dim = 1
+    _repr = _WeightNormConv._repr + ", output_padding={output_padding}"
 
     def __init__(
         self,
@@ -463,28 +456,16 @@ class WeightNormConvTranspose2d(_WeightNorm):
         weight_std: float = 0.05,
         data_init: bool = True,
     ) -> None:
-        self.in_channels = check_int("in_channels", in_channels, minimum=1)
-        self.out_channels = check_int("out_channels", out_channels, minimum=1)
-        self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
-        self.stride = check_int_pair("stride", stride, minimum=1)
-        self.padding = check_int_pair("padding", padding, minimum=0)
+        self._set_conv_arguments(in_channels, out_channels, kernel_size, stride, padding)
         self.output_padding = check_int_pair("output_padding", output_padding, minimum=0)
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"output_padding must be smaller than stride {self.stride}, got {self.output_padding}")
-        super().__init__(
-            (self.in_channels, self.out_channels, *self.kernel_size), self.out_channels, train_scale, init_scale,
-            eps, weight_std, data_init,
-        )
+        weight_shape = (self.in_channels, self.out_channels, *self.kernel_size)  # torch's layout: (in, out, kh, kw)
+        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv_transpose2d(
             x, weight, stride=self.stride, padding=self.padding, output_padding=self.output_padding
-        )
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, output_padding={self.output_padding}, " + super().extra_repr()
         )
 
 
@@ -540,9 +521,7 @@ class ScaleFreeBatchNorm(nn.Module):
                 f"values per channel, got a tensor of shape {tuple(x.shape)}; {why}: pass several examples at once or "
                 "use VirtualBatchNorm"
             )
-        dims = (0,) if x.dim() == 2 else (0, 2, 3)
-        var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
-        return (x - mean) * torch.rsqrt(var + self.eps) + _expand(self.bias, x.dim())
+        return _batch_norm(x, self.eps) + _expand(self.bias, x.dim())
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -642,12 +621,9 @@ class VirtualBatchNorm(nn.Module):
         hint = "the number of leading rows of the input that are the reference batch"
         reference_size = check_int("reference_size", reference_size, minimum=1, maximum=len(x), hint=hint)
         reference, live = x[:reference_size], x[reference_size:]
-        dims = (0,) if x.dim() == 2 else (0, 2, 3)
-        var, mean = torch.var_mean(reference, dim=dims, correction=0, keepdim=True)
-        parts = [(reference - mean) * torch.rsqrt(var + self.eps)]
-        if live.shape[0] > 0:
-            parts.append(virtual_batch_norm(live, reference, eps=self.eps))
-        normalized = torch.cat(parts) if len(parts) > 1 else parts[0]
+        normalized = _batch_norm(reference, self.eps)
+        if live.shape[0] > 0:  # without live rows, the output is the normalized reference alone
+            normalized = torch.cat([normalized, virtual_batch_norm(live, reference, eps=self.eps)])
         return normalized * _expand(self.weight, x.dim()) + _expand(self.bias, x.dim())
 
     def extra_repr(self) -> str:
@@ -732,11 +708,7 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
         distances.diagonal(dim1=0, dim2=1).fill_(math.inf)
         mmd = 0.5 * distances.min(dim=1).values.mean(dim=0)  # (B,)
         del distances
-        if not bool((mmd > 0).all()):
-            dead = torch.nonzero(mmd <= 0).flatten().tolist()
-            raise ValueError(f"{name}: kernel(s) {dead[:10]} see identical examples")
-        with torch.no_grad():
-            self.log_weight_scale.sub_(mmd.log().unsqueeze(1))
+        self._rescale_kernels(mmd, name)
         # T is linear in exp(log_weight_scale), so the rescaled projection is M / mmd: the distances become
         # d / mmd, as the reference divides them in place.
         o = _minibatch_features(m / mmd.view(1, -1, 1))
@@ -744,6 +716,14 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
         with torch.no_grad():
             self.bias.copy_(-centre)
         return torch.cat([x, o - centre], dim=1)
+
+    def _rescale_kernels(self, distance: Tensor, who: str) -> None:
+        """Divides every kernel's projections, and so its distances, by ``distance[b]`` (all > 0)."""
+        if not bool((distance > 0).all()):
+            dead = torch.nonzero(distance <= 0).flatten().tolist()
+            raise ValueError(f"{who}: kernel(s) {dead[:10]} see identical examples")
+        with torch.no_grad():
+            self.log_weight_scale.sub_(distance.log().unsqueeze(1))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, num_kernels={self.num_kernels}, kernel_dim={self.kernel_dim}"
@@ -793,8 +773,7 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
         >>> layer(features)[:, 8:].mean(dim=0).abs().max() < 1e-5  # centred on the batch
         tensor(True)
     """
-    if not isinstance(layer, MinibatchDiscrimination):
-        raise TypeError(f"layer must be a MinibatchDiscrimination, got {type(layer).__name__}")
+    check_instance("layer", layer, MinibatchDiscrimination, "a MinibatchDiscrimination")
     if features.dim() < 2 or features.shape[0] < 2:
         raise ValueError(f"features must be a batch of at least 2 examples, got shape {tuple(features.shape)}")
     x = features.flatten(1)
@@ -806,10 +785,7 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
         m = (x @ layer.projection().flatten(1)).view(n, layer.num_kernels, layer.kernel_dim)
         distances = minibatch_l1_distances(m)  # (N, N, B), zero diagonal
         mean = distances.sum(dim=(0, 1)) / (n * (n - 1))  # (B,)
-        if not bool((mean > 0).all()):
-            dead = torch.nonzero(mean <= 0).flatten().tolist()
-            raise ValueError(f"minibatch_batch_mean_init: kernel(s) {dead[:10]} see identical examples")
-        layer.log_weight_scale.sub_((mean / target).log().unsqueeze(1))
+        layer._rescale_kernels(mean / target, "minibatch_batch_mean_init")
         o = (-distances / (mean / target)).exp().sum(dim=1) - 1.0  # self excluded, as the layer does
         layer.bias.copy_(-o.mean(dim=0))
     return mean

@@ -51,14 +51,26 @@ __all__ = [
     "check_choice",
     "check_class_labels",
     "check_fields",
+    "check_finite_parameters",
     "check_finite_state",
+    "check_identifier",
+    "check_indices",
     "check_input_dtype",
+    "check_instance",
     "check_int",
     "check_int_pair",
     "check_int_tuple",
+    "check_methods",
     "check_optimizer_state",
     "check_players",
+    "check_points",
     "check_real",
+    "check_same_trainable",
+    "check_state_holds",
+    "check_state_keys",
+    "check_statistics",
+    "check_tensor_shape",
+    "check_trainable",
     "describe",
 ]
 
@@ -347,7 +359,6 @@ def check_fields(
             raise ValueError(f"{name} must be in {'[' if closed else '('}{low}, {high}), got {value!r}")
 
 
-# --- added by models ---
 def check_int_tuple(
     name: str, value: Any, *, minimum: Optional[int] = None, length: Optional[int] = None
 ) -> Tuple[int, ...]:
@@ -379,7 +390,6 @@ def check_int_tuple(
     return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
 
 
-# --- added by handlers ---
 def check_instance(name: str, value: Any, kind: Any, expected: str) -> Any:
     """``value`` itself, checked to be an instance of ``kind`` (a type or a tuple of types).
 
@@ -391,7 +401,6 @@ def check_instance(name: str, value: Any, kind: Any, expected: str) -> Any:
     return value
 
 
-# --- added by metrics ---
 def check_points(name: str, value: Any, columns: int = 2) -> torch.Tensor:
     """``value`` if it is a finite floating-point tensor of ``columns``-dimensional points ``(N, columns)``.
 
@@ -525,13 +534,6 @@ def check_same_trainable(owner: str, model: torch.nn.Module, tracked: Sequence[T
     )
 
 
-__all__ += ["check_choice", "check_finite_parameters", "check_identifier", "check_instance", "check_methods",
-            "check_same_trainable", "check_state_keys", "check_tensor_shape", "check_trainable"]
-
-
-# --- added by formulas ---
-
-
 def check_int_pair(name: str, value: Any, *, minimum: int) -> Tuple[int, int]:
     """``value``, an int or a pair of ints as torch's convolutions take them, as a pair of Python ints >= ``minimum``.
 
@@ -578,7 +580,6 @@ def check_input_dtype(x: torch.Tensor, expected: torch.dtype) -> None:
         )
 
 
-# --- added by engines ---
 def check_callables(name: str, value: Any) -> Tuple[Any, ...]:
     """``value`` as a tuple of callables; a single callable (not in a list) or anything else is refused."""
     if callable(value) or not isinstance(value, (list, tuple)) or not all(callable(item) for item in value):
@@ -661,11 +662,6 @@ def check_players(
             )
 
 
-# --- added by dataio ---
-
-__all__ += ["check_indices", "check_state_holds"]
-
-
 def check_indices(
     name: str,
     values: Any,
@@ -733,3 +729,29 @@ def check_state_holds(owner: str, state_dict: Any, keys: Sequence[str]) -> Mappi
         raise ValueError(f"{owner}: state_dict is missing {missing}; expected a mapping with the keys {list(keys)}, "
                          f"got {describe(state_dict)}")
     return state_dict
+
+
+def check_statistics(name_mu: str, mu: Any, name_sigma: str, sigma: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A Gaussian's mean and covariance from outside (``frechet_distance``, ``FeatureStatistics``), as tensors.
+
+    NumPy arrays are taken as tensors; the mean must be a finite non-empty ``(D,)`` vector of real numbers and the
+    covariance a finite ``(D, D)`` matrix of them.
+
+    Raises:
+        TypeError: not a tensor or array of real numbers.
+        ValueError: NaN or infinity, or a shape other than ``(D,)`` and ``(D, D)``.
+    """
+    mu, sigma = (torch.as_tensor(value) if isinstance(value, np.ndarray) else value for value in (mu, sigma))
+    for name, value in ((name_mu, mu), (name_sigma, sigma)):
+        dtype = value.dtype if isinstance(value, torch.Tensor) else None
+        if dtype is None or not (dtype.is_floating_point or dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"{name} must be a torch.Tensor (or a NumPy array) of real numbers, got {describe(value)}")
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} must be finite, got NaN or inf")
+    d = mu.shape[0] if mu.ndim == 1 else 0
+    if d == 0:
+        raise ValueError(f"{name_mu} must be a non-empty 1-D mean vector (D,), got shape {tuple(mu.shape)}")
+    if tuple(sigma.shape) != (d, d):
+        got = f"got shape {tuple(sigma.shape)}"
+        raise ValueError(f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, {got}")
+    return mu, sigma

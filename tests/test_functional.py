@@ -884,6 +884,8 @@ def test_inception_score_bad_input():
     assert_raises_naming(ValueError, ["logits", "0"], F.inception_score, torch.zeros(0, 3), splits=1)
     assert_raises_naming(ValueError, ["logits", "NaN"], F.inception_score, torch.full((5, 3), float("nan")), splits=1)
     assert_raises_naming(ValueError, ["logits", "-inf"], F.inception_score, torch.full((5, 3), float("-inf")), splits=1)
+    plus_inf = torch.tensor([[0.0, 1.0, 2.0]] * 4 + [[0.0, float("inf"), 2.0]])  # one +inf entry, finite elsewhere
+    assert_raises_naming(ValueError, ["logits", "+inf"], F.inception_score, plus_inf, splits=1)
     integers = torch.zeros(5, 3, dtype=torch.int64)
     assert_raises_naming(TypeError, ["logits", "int64"], F.inception_score, integers, splits=1)
 

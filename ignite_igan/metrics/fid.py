@@ -47,7 +47,7 @@ from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
 from ignite.metrics.metric import EpochWise, MetricUsage, reinit__is_reduced
 
-from ignite_igan.functional import _check_statistics, _covariance_factor, _frechet_from_factor
+from ignite_igan.functional import _covariance_factor, _frechet_from_factor
 from ignite_igan.metrics.extractors import (
     FeaturesFn,
     ImageExtractor,
@@ -59,7 +59,7 @@ from ignite_igan.metrics.extractors import (
     sha256_of_file,
 )
 from ignite_igan.metrics.protocol import ROUNDING, Protocol, publish_protocol
-from ignite_igan.validation import check_bool, check_int
+from ignite_igan.validation import check_bool, check_int, check_statistics
 
 __all__ = ["FID", "FeatureStatistics", "RealImages", "default_statistics_dir"]
 
@@ -107,7 +107,7 @@ class FeatureStatistics:
         key: Optional[Mapping[str, Any]] = None,
         source: str = "given statistics",
     ) -> None:
-        mu, sigma = _check_statistics("mu", mu, "sigma", sigma)
+        mu, sigma = check_statistics("mu", mu, "sigma", sigma)
         self.mu = mu.detach().to(torch.float64)
         self.sigma = sigma.detach().to(torch.float64)
         self.count = check_int("count", count, minimum=1, allow_none=True)
