@@ -53,7 +53,7 @@ import torch
 from _harness import (  # first: it puts the repository root on sys.path (benchmarks/ is there already)
     ROOT, command_line, load_average, load_note, machine_info, utc_now, write_results,
 )
-from ignite_igan import cli
+from ignite_igan.experiments import cli
 from ignite_igan.data import balanced_labeled_subset, dataset_labels
 from ignite_igan.datasets import load_dataset
 

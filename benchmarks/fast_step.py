@@ -43,7 +43,7 @@ from ignite_igan.handlers import EvaluationAveraging
 from ignite_igan.models import mnist_discriminator, mnist_generator
 from ignite_igan.nn import data_dependent_init
 from ignite_igan.optim import ReferenceAdam
-from ignite_igan.runs import attach_nonfinite_guard, attach_progress
+from ignite_igan.experiments.runs import attach_nonfinite_guard, attach_progress
 
 VARIANTS = ("host", "device", "graph", "graph+compile", "bare")
 OUTPUTS = ["loss_labeled", "loss_unlabeled", "loss_generator", "train_error"]

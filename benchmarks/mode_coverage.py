@@ -134,7 +134,7 @@ def one_run(job: Tuple[str, str, int, Dict[str, Any]]) -> Dict[str, Any]:
     """Trains one (mixture, setting, seed) in this process with one thread; returns its scores and samples."""
     mixture, setting, seed, overrides = job
     torch.set_num_threads(1)
-    torch.set_flush_denormal(True)  # as the recipes do on the CPU (ignite_igan.runs.Run.start)
+    torch.set_flush_denormal(True)  # as the recipes do on the CPU (ignite_igan.experiments.runs.Run.start)
     torch.manual_seed(seed)
     config = MixtureConfig(mixture=mixture, seed=seed, **SETTINGS[setting], **overrides)
     experiment = create_experiment(config, device="cpu")

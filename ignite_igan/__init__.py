@@ -8,9 +8,11 @@ Import what you need from the submodules:
 - :mod:`ignite_igan.engines`, :mod:`ignite_igan.data`, :mod:`ignite_igan.optim`: ready-made training steps,
   semi-supervised data loading, the reference's optimizer and schedules.
 - :mod:`ignite_igan.metrics` and :mod:`ignite_igan.logging`: the Inception Score and other metrics, TensorBoard.
-- :mod:`ignite_igan.datasets`, :mod:`ignite_igan.checkpointing`, :mod:`ignite_igan.runs`, :mod:`ignite_igan.cli`:
-  data sets, checkpoints, and what every training script needs around its step (seeds, device, output folder,
-  resume, progress, summary). The experiments themselves are scripts in ``recipes/``, outside the package.
+- :mod:`ignite_igan.datasets`, :mod:`ignite_igan.checkpointing`: real data sets through torchvision, checkpoints
+  with exact resume.
+- :mod:`ignite_igan.experiments`: the recipes' scaffolding (run folders, several seeds in one command, the command
+  line, scoring during training), kept apart from the library. The experiments themselves are scripts in
+  ``recipes/``, outside the package. Which module holds what, and which way the imports go: docs/guides/layout.md.
 
 Nothing is imported here, so ``import ignite_igan.functional`` does not load the metrics' Inception network code.
 """
@@ -19,10 +21,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "checkpointing",
-    "cli",
     "data",
     "datasets",
     "engines",
+    "experiments",
     "functional",
     "handlers",
     "logging",
@@ -30,5 +32,4 @@ __all__ = [
     "models",
     "nn",
     "optim",
-    "runs",
 ]

@@ -136,7 +136,7 @@ def config_sha256(config: Mapping[str, Any]) -> str:
 class RunIdentity:
     """The run a checkpoint belongs to: its experiment, its id and its configuration's hash.
 
-    Put it in ``to_save`` (:class:`ignite_igan.runs.Run` does): every checkpoint then says whose it is, and
+    Put it in ``to_save`` (:class:`ignite_igan.experiments.runs.Run` does): every checkpoint then says whose it is, and
     :func:`load_latest_checkpoint` skips, naming it, a checkpoint of another run or configuration (a file copied
     from another run folder with its checksum), falling back to the newest one of this run.
 

@@ -99,7 +99,7 @@ def outputs_on_device(outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
 
     The iteration then never waits for the device: on an accelerator the host queues the next step while this one
     runs. Whatever reads ``engine.state.output`` waits instead, so read it rarely: :mod:`ignite_igan.logging` and
-    :mod:`ignite_igan.runs` do so every ``log_every`` iterations and at the end of each epoch.
+    :mod:`ignite_igan.experiments.runs` do so every ``log_every`` iterations and at the end of each epoch.
     """
     return outputs
 

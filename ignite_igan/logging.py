@@ -310,7 +310,7 @@ def hparams_from_config(config: Mapping[str, Any]) -> Dict[str, Union[bool, int,
     has no column type for them.
 
     Args:
-        config: e.g. ``vars(args)`` or :meth:`ignite_igan.runs.Run.configuration`.
+        config: e.g. ``vars(args)`` or :meth:`ignite_igan.experiments.runs.Run.configuration`.
 
     Returns:
         ``{name: value}`` in the order of ``config``.
@@ -461,19 +461,19 @@ def log_run_hparams(
 ) -> None:
     """The HParams record of a recipe's run: :func:`log_hparams` into the run's TensorBoard folder with the
     experiment's name, every configuration flag TensorBoard can show (:func:`hparams_from_config` of
-    :meth:`Run.configuration <ignite_igan.runs.Run.configuration>`), the epochs, and ``hparams``; the metrics are
-    tagged ``final/<name>`` and ``final/wall_time_s`` (this process's seconds since :class:`~ignite_igan.runs.Run`
+    :meth:`Run.configuration <ignite_igan.experiments.runs.Run.configuration>`), the epochs, and ``hparams``; the metrics are
+    tagged ``final/<name>`` and ``final/wall_time_s`` (this process's seconds since :class:`~ignite_igan.experiments.runs.Run`
     was made, so a resumed run counts from its resume, as its report does) is added.
 
     Args:
-        run: the recipe's :class:`ignite_igan.runs.Run`.
+        run: the recipe's :class:`ignite_igan.experiments.runs.Run`.
         metrics: ``{name: number}``, the run's final numbers (e.g. ``{"test_error": 0.2, "iterations": 2400}``).
         step: the scalars' step, the run's last iteration.
         hparams: more hyperparameters (e.g. the number of labels), added to the configuration's.
 
     Example:
         >>> import argparse, tempfile
-        >>> from ignite_igan.runs import Run
+        >>> from ignite_igan.experiments.runs import Run
         >>> args = argparse.Namespace(output_dir=tempfile.mkdtemp(), seed=1, device="cpu", threads=None, epochs=2,
         ...                           resume=False, extend=False, no_progress=True, lr=0.1)
         >>> run = Run(args, "demo")

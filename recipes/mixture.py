@@ -28,7 +28,7 @@ import torch
 from ignite.engine import Engine, Events, State
 from torch import Tensor, nn
 
-from ignite_igan import cli
+from ignite_igan.experiments import cli
 from ignite_igan.data import MixtureStream
 from ignite_igan.engines import create_gan_trainer
 from ignite_igan.handlers import DataDependentInitialization, OneSidedLabelSmoothing, attach_historical_averaging
@@ -37,7 +37,7 @@ from ignite_igan.metrics.mode_coverage import GaussianMixture2D, ModeCoverage, b
 from ignite_igan.metrics.sampling import GeneratorEvaluator, generate_samples
 from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
-from ignite_igan.runs import Run, attach_nonfinite_guard
+from ignite_igan.experiments.runs import Run, attach_nonfinite_guard
 from ignite_igan.validation import check_fields
 
 MIXTURES = ("ring", "grid")

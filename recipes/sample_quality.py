@@ -37,7 +37,8 @@ from typing import Callable, Optional, Sequence
 import ignite.distributed as idist
 import torch
 
-from ignite_igan import cli, models
+from ignite_igan import models
+from ignite_igan.experiments import cli
 from ignite_igan.data import attach_epoch_order, epoch_loader, init_batch
 from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.engines import create_gan_trainer
@@ -47,8 +48,8 @@ from ignite_igan.handlers import (
 from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import GeneratorEvaluator, InceptionScore
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
-from ignite_igan.runs import History, Run, attach_nonfinite_guard
-from ignite_igan.scoring import attach_periodic_score, inception_report, score_network
+from ignite_igan.experiments.runs import History, Run, attach_nonfinite_guard
+from ignite_igan.experiments.scoring import attach_periodic_score, inception_report, score_network
 
 REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 500
 DIGITS_MINIBATCH_KERNELS = 32  # for the 64 features: the reference's 100 kernels for 192, in proportion

@@ -19,7 +19,7 @@ One run: the data set and a balanced labeled subset (``--seed-data``); the netwo
 players; the trainer (one discriminator step on labeled, unlabeled and generated batches, then the generator's
 feature-matching or minimax steps); the data-dependent init; the evaluation average of the discriminator; the
 learning-rate schedule; the averaged discriminator's test error after every ``--eval-every`` epochs and after the
-last; TensorBoard; checkpoints and resume (:class:`ignite_igan.runs.Run`); with ``--baseline`` the same
+last; TensorBoard; checkpoints and resume (:class:`ignite_igan.experiments.runs.Run`); with ``--baseline`` the same
 discriminator trained on the labeled images alone for as many steps; ``summary.json`` and a short report.
 """
 import argparse
@@ -33,7 +33,8 @@ import torch.nn.functional as torch_F
 from ignite.engine import Events, create_supervised_trainer
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
-from ignite_igan import cli, models
+from ignite_igan import models
+from ignite_igan.experiments import cli
 from ignite_igan.data import SemiSupervisedLoader, balanced_labeled_subset, dataset_labels, init_batch, unlabeled_pool
 from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.device_data import DeviceSemiSupervisedLoader, fits_on_device
@@ -42,8 +43,8 @@ from ignite_igan.handlers import DataDependentInitialization, EvaluationAveragin
 from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import ErrorEvaluator
 from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
-from ignite_igan.runs import Run, attach_nonfinite_guard, attach_progress
-from ignite_igan.seeds import parse_seeds, seeds_command
+from ignite_igan.experiments.runs import Run, attach_nonfinite_guard, attach_progress
+from ignite_igan.experiments.seeds import parse_seeds, seeds_command
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Sequence
 
 from ignite.engine import Events
 
-from ignite_igan import runs
+from ignite_igan.experiments import runs
 
 
 def kill_after_checkpoint(

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ignite_igan import cli
+from ignite_igan.experiments import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from ignite_igan.runs import NonFiniteLossError, attach_nonfinite_guard
+from ignite_igan.experiments.runs import NonFiniteLossError, attach_nonfinite_guard
 
 
 def _engine(bad_at, as_tensor):

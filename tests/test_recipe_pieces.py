@@ -8,15 +8,15 @@ import torch
 from ignite.engine import Engine, Events
 from torch.utils.data import TensorDataset
 
-from ignite_igan import cli
+from ignite_igan.experiments import cli
 from ignite_igan.data import attach_epoch_order, epoch_loader
 from ignite_igan.handlers import HistoricalAveraging, attach_historical_averaging
 from ignite_igan.logging import log_figure
 from ignite_igan.metrics import GeneratorEvaluator, ModeCoverage, generate_samples, ring_mixture
 from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
 from ignite_igan.optim import ReferenceAdam, linear_decay_factor, linear_decay_scheduler
-from ignite_igan.runs import History
-from ignite_igan.scoring import attach_periodic_score, inception_report, score_network
+from ignite_igan.experiments.runs import History
+from ignite_igan.experiments.scoring import attach_periodic_score, inception_report, score_network
 from ignite_igan.validation import check_fields
 
 

@@ -3,8 +3,8 @@ import argparse
 
 import pytest
 
-from ignite_igan.cli import MAX_SEED
-from ignite_igan.seeds import parse_seeds, without_flags
+from ignite_igan.experiments.cli import MAX_SEED
+from ignite_igan.experiments.seeds import parse_seeds, without_flags
 
 
 @pytest.mark.parametrize("text, seeds", [

@@ -299,7 +299,7 @@ def attach_nonfinite_guard(
         >>> trainer.run([0, 1, 2, 3], max_epochs=1)
         Traceback (most recent call last):
         ...
-        ignite_igan.runs.NonFiniteLossError: iteration 3 (epoch 1) produced non-finite values: loss = nan. ...
+        ignite_igan.experiments.runs.NonFiniteLossError: iteration 3 (epoch 1) produced non-finite values: loss = nan. ...
     """
     check_every = check_int("check_every", check_every, minimum=1)
     record: Dict[str, Any] = {"first_bad": None}  # a 0-d int64 tensor on the device: -1 or the first bad iteration
@@ -538,7 +538,7 @@ class Run:
             ) from None
 
     def _device(self) -> torch.device:
-        # The command line has checked that the device exists (ignite_igan.cli.device_name).
+        # The command line has checked that the device exists (ignite_igan.experiments.cli.device_name).
         if getattr(self.args, "device", None) is None:
             return idist.device()
         device = torch.device(self.args.device)

@@ -1,7 +1,7 @@
 """Scoring a generator while it trains: the score's network, the score every few epochs, and its report.
 
 A sample-quality run scores its generator every few epochs and once more after the last, keeps the scores in a
-checkpointed :class:`~ignite_igan.runs.History` (a resumed run reports the evaluations of its earlier processes
+checkpointed :class:`~ignite_igan.experiments.runs.History` (a resumed run reports the evaluations of its earlier processes
 too), and reports the last one with its protocol card. The pieces:
 
 - :func:`score_network`: the network that scores the samples, resolved before training (a run that cannot be
@@ -44,7 +44,7 @@ from torch import nn
 
 from ignite_igan import models
 from ignite_igan.metrics import ClassifierExtractor, GeneratorEvaluator, TFInceptionV3, TorchvisionInceptionV3
-from ignite_igan.runs import History
+from ignite_igan.experiments.runs import History
 from ignite_igan.validation import check_int
 
 __all__ = ["SCORE_NETWORKS", "score_network", "attach_periodic_score", "inception_report"]

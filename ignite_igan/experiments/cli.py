@@ -236,8 +236,8 @@ def add_score_arguments(parser: argparse.ArgumentParser, every: int, samples: in
     the paper) and ``--is-seed`` (the scored samples' noise); then the network: for 8x8 digits
     ``--is-classifier`` (a :class:`~ignite_igan.models.DigitsClassifier` state dict; default: train one), else
     ``--is-network`` (the paper's TensorFlow Inception or torchvision's) and ``--inception-weights`` (a local
-    weights file). They are what :func:`ignite_igan.scoring.score_network` and
-    :func:`ignite_igan.scoring.attach_periodic_score` take.
+    weights file). They are what :func:`ignite_igan.experiments.scoring.score_network` and
+    :func:`ignite_igan.experiments.scoring.attach_periodic_score` take.
 
     Args:
         parser: the recipe's parser.
@@ -333,14 +333,14 @@ def launch_recipe(
 ) -> None:
     """:func:`launch` with the errors a user can act on turned into messages instead of tracebacks.
 
-    - ``--resume`` of a complete run (:class:`~ignite_igan.runs.RunComplete`): the message, exit status 0.
+    - ``--resume`` of a complete run (:class:`~ignite_igan.experiments.runs.RunComplete`): the message, exit status 0.
     - A missing or unreadable data set, a refused output folder, no usable checkpoint, a bad value: the message
       after ``<prog>: error:``, exit status 2 (as argparse's own errors).
-    - A non-finite loss (:class:`~ignite_igan.runs.NonFiniteLossError`): the message, exit status 1.
+    - A non-finite loss (:class:`~ignite_igan.experiments.runs.NonFiniteLossError`): the message, exit status 1.
     """
     from ignite_igan.checkpointing import CheckpointError
     from ignite_igan.datasets import DatasetNotFoundError
-    from ignite_igan.runs import NonFiniteLossError, RunComplete, RunFolderError
+    from ignite_igan.experiments.runs import NonFiniteLossError, RunComplete, RunFolderError
 
     try:
         launch(main, args, *extra)

@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from ignite_igan.checkpointing import write_json_atomic
-from ignite_igan.cli import MAX_SEED
+from ignite_igan.experiments.cli import MAX_SEED
 from ignite_igan.validation import check_int
 
 __all__ = [
