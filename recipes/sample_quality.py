@@ -30,7 +30,8 @@ scored with :class:`~ignite_igan.models.DigitsClassifier` in place of Inception.
 """
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
 
@@ -51,7 +52,6 @@ from ignite_igan.runs import History, Run, attach_nonfinite_guard
 from ignite_igan.scoring import attach_periodic_score, inception_report, score_network
 
 REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 500
-DIGITS_MINIBATCH_KERNELS = 32  # for the 64 features: the reference's 100 kernels for 192, in proportion
 
 #: The paper's Inception-table columns (spec §6.4) as switches, their names in the paper, and Table 3's scores
 #: (CIFAR-10, 50,000 samples; "our_methods", "no_labels_historical_averaging" and "real" verified in secondary
@@ -69,32 +69,35 @@ PAPER_INCEPTION_SCORES = {"real": "11.24 ± .12", "our_methods": "8.09 ± .07", 
 
 @dataclass(frozen=True)
 class Setting:
-    dataset: str
-    generator: Callable  # normalization ("virtual" or "batch") -> generator
-    discriminator: Callable  # (num_classes, minibatch features?) -> discriminator
-    epochs: int
-    lr: float
-    decay_epochs: int
-    init_generator: bool
-    image: tuple  # (shape of one sample, range of the generator's output and of the data)
-    score_samples: int
-    score_every: int
-    paper: Optional[str]
+    """One experiment's defaults, the CIFAR-10 minibatch-discrimination script's (spec §3.3); rows state what
+    differs."""
+
+    dataset: str = "cifar10"
+    generator: Callable = models.cifar10_generator  # normalization="virtual" or "batch" -> generator
+    discriminator: Callable = models.cifar10_md_discriminator  # (num_classes, minibatch_kernels=B) -> discriminator
+    minibatch_kernels: int = 100  # B of the minibatch layer (0 with --no-minibatch-features)
+    epochs: int = 1200
+    lr: float = 3e-4
+    decay_epochs: int = 400  # the reference's min(3 - epoch/400, 1): linear decay to 0 over the last 400 epochs
+    init_generator: bool = True  # the generator's weight-normalized output layer gets the data-dependent init too
+    threads: Optional[int] = None  # CPU threads by default (None: torch's choice)
+    image_shape: tuple = (3, 32, 32)  # one sample, for TensorBoard's grids
+    image_range: str = "[-1,1]"  # of the generator's output and of the data
+    score_samples: int = 50_000  # samples of each Inception score (the paper's)
+    score_every: int = 20  # epochs between scores
+    paper: Optional[str] = "Inception score 8.09 ± .07 on 50,000 samples (real data 11.24 ± .12)"
 
 
-SETTINGS = {
-    "cifar10_samples": Setting(
-        "cifar10", models.cifar10_generator,
-        lambda k, minibatch: models.cifar10_md_discriminator(k, minibatch_kernels=100 if minibatch else 0),
-        1200, 3e-4, 400, True, ((3, 32, 32), "[-1,1]"), 50_000, 20,
-        "Inception score 8.09 ± .07 on 50,000 samples (real data 11.24 ± .12)"),
-    # The CIFAR schedule's shape at the MNIST scripts' rate 3e-3 (720 steps fit a CPU minute).
-    "digits_samples": Setting(
-        "digits", lambda normalization: models.digits_generator(normalization=normalization),
-        lambda k, minibatch: models.digits_discriminator(k, minibatch_kernels=DIGITS_MINIBATCH_KERNELS if minibatch
-                                                         else 0),
-        60, 3e-3, 20, False, ((1, 8, 8), "[0,1]"), 5_000, 10, None),
-}
+CIFAR10 = Setting()
+# The MNIST networks scaled to 8x8; 32 minibatch kernels for the 64 features (the reference's 100 for 192, in
+# proportion); the CIFAR schedule's shape at the MNIST scripts' rate 3e-3 (720 steps fit a CPU minute); one thread
+# for the MLPs; scored by the digits classifier on 5,000 samples.
+DIGITS = replace(CIFAR10, dataset="digits", generator=models.digits_generator,
+                 discriminator=models.digits_discriminator, minibatch_kernels=32, epochs=60, lr=3e-3, decay_epochs=20,
+                 init_generator=False, threads=1, image_shape=(1, 8, 8), image_range="[0,1]", score_samples=5_000,
+                 score_every=10, paper=None)
+SETTINGS = {"cifar10_samples": CIFAR10, "digits_samples": DIGITS}
+DIGITS_MINIBATCH_KERNELS = DIGITS.minibatch_kernels  # the name benchmarks/digits_ablation.py reports it under
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
@@ -103,7 +106,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         f"{name}: sample quality with the techniques of Salimans et al. (2016)" + (f"; paper: {s.paper}" if s.paper
                                                                                   else ""),
         epochs=s.epochs, labels_per_class=None, data_dir=None if s.dataset == "digits" else "data",
-        output_dir=f"runs/{name}", threads=1 if s.dataset == "digits" else None,
+        output_dir=f"runs/{name}", threads=s.threads,
     )
     if s.dataset != "digits":
         parser.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
@@ -165,10 +168,10 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
     """The data loader, networks, optimizers, trainer and technique handlers of one process, attached, not run."""
     # Every epoch's order is a function of (seed, epoch); the batch size is global, each process takes its share.
     loader = epoch_loader(train_set, args.batch_size, args.seed, args.num_workers, pin_memory=device.type == "cuda")
-
     conditional = not args.no_labels
-    generator = s.generator("batch" if args.batch_norm else "virtual").to(device)
-    discriminator = s.discriminator(10 if conditional else 1, not args.no_minibatch_features).to(device)
+    generator = s.generator(normalization="batch" if args.batch_norm else "virtual").to(device)
+    discriminator = s.discriminator(10 if conditional else 1, minibatch_kernels=0 if args.no_minibatch_features
+                                    else s.minibatch_kernels).to(device)
     d_optimizer = ReferenceAdam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     g_optimizer = ReferenceAdam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     handlers = {}
@@ -177,30 +180,12 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
                                                           seed=args.seed)
     if s.init_generator:
         handlers["init_generator"] = DataDependentInitialization(
-            generator, lambda: generator.sample_noise(loader.batch_size, device=device))
+            generator, partial(generator.sample_noise, loader.batch_size, device=device))
     count = min(args.init_examples, len(train_set))
     handlers["init_discriminator"] = DataDependentInitialization(discriminator, init_batch(train_set, count, args.seed))
-    trainer = create_gan_trainer(
-        idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
-        d_optimizer, g_optimizer, generator_loss=args.generator_loss, generator_steps=args.generator_steps,
-        conditional=conditional, class_weight=args.class_weight if conditional else 0.0,
-        noise_fn=lambda n: generator.sample_noise(n, device=device), device=device,
-        amp=False if args.amp == "off" else args.amp, compile=args.compile,
-    )
-    attach_nonfinite_guard(trainer)
-    attach_epoch_order(trainer, loader)  # a fresh iterator over this epoch's permutation, also with short epochs
-    for handler in handlers.values():
-        handler.attach(trainer)
-    if not args.no_label_smoothing:
-        handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
-        handlers["label_smoothing"].attach(trainer)
-    if args.historical_averaging:
-        players = {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}
-        handlers.update(attach_historical_averaging(trainer, players, args.historical_averaging_weight))
-    if min(args.lr_decay_epochs, args.epochs) > 0:
-        decay = min(args.lr_decay_epochs, args.epochs)
-        handlers["lr_schedule"] = linear_decay_scheduler([d_optimizer, g_optimizer], args.epochs, decay)
-        handlers["lr_schedule"].attach(trainer)
+    trainer = create_trainer(args, generator, discriminator, d_optimizer, g_optimizer, conditional, device)
+    players = {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}
+    attach_techniques(args, trainer, loader, handlers, players)
     to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
                "g_optimizer": g_optimizer, "trainer": trainer,
                **{key: h for key, h in handlers.items() if hasattr(h, "state_dict")}}
@@ -217,59 +202,106 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
                            epoch_length=min(len(loader), args.iterations_per_epoch or len(loader)))
 
 
+def create_trainer(args: argparse.Namespace, generator, discriminator, d_optimizer, g_optimizer, conditional: bool,
+                   device: torch.device):
+    """The library's GAN trainer with this run's options: one discriminator step, then the generator's steps."""
+    return create_gan_trainer(
+        idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
+        d_optimizer, g_optimizer, generator_loss=args.generator_loss, generator_steps=args.generator_steps,
+        conditional=conditional, class_weight=args.class_weight if conditional else 0.0,
+        noise_fn=partial(generator.sample_noise, device=device), device=device,
+        amp=False if args.amp == "off" else args.amp, compile=args.compile,
+    )
+
+
+def attach_techniques(args: argparse.Namespace, trainer, loader, handlers: dict, players: dict) -> None:
+    """The guard, the epoch order, the built handlers (in order), then label smoothing, historical averaging and
+    the schedule, which join ``handlers``."""
+    attach_nonfinite_guard(trainer)
+    attach_epoch_order(trainer, loader)  # a fresh iterator over this epoch's permutation, also with short epochs
+    for handler in handlers.values():
+        handler.attach(trainer)
+    if not args.no_label_smoothing:
+        handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
+        handlers["label_smoothing"].attach(trainer)
+    if args.historical_averaging:
+        handlers.update(attach_historical_averaging(trainer, players, args.historical_averaging_weight))
+    decay = min(args.lr_decay_epochs, args.epochs)
+    if decay > 0:
+        handlers["lr_schedule"] = linear_decay_scheduler([players["d"][1], players["g"][1]], args.epochs, decay)
+        handlers["lr_schedule"].attach(trainer)
+
+
+def attach_scoring(s: Setting, args: argparse.Namespace, experiment: SimpleNamespace, extractor, history: History,
+                   device: torch.device) -> Optional[GeneratorEvaluator]:
+    """The score every --is-every epochs and after the last (once), checkpointed as a history; None without one."""
+    if extractor is None:
+        return None
+    metric = InceptionScore(extractor, input_range=s.image_range, splits=args.is_splits, device=device)
+    scorer = GeneratorEvaluator(experiment.generator, {"is": metric}, n_samples=args.is_samples,
+                                batch_size=args.batch_size, seed=args.is_seed, mode="eval")
+    experiment.to_save["score_history"] = attach_periodic_score(experiment.trainer, scorer, args.is_every, history)
+    return scorer
+
+
+def attach_logging(s: Setting, args: argparse.Namespace, run: Run, experiment: SimpleNamespace, scorer):
+    """TensorBoard: the outputs, the scores, the learning rates, the techniques' state and image grids."""
+    return attach_tensorboard(
+        str(run.tensorboard_dir), experiment.trainer, evaluators={"samples": scorer.engine} if scorer else None,
+        optimizers={"discriminator": experiment.d_optimizer, "generator": experiment.g_optimizer},
+        state_attributes=["real_target", "historical_penalty_d", "historical_penalty_g"], log_every=args.log_every,
+        generator=experiment.generator, image_every=args.image_every, image_range=s.image_range,
+        image_shape=s.image_shape,
+    )
+
+
 def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
+    """One process's run: build, train (or resume), then report."""
     s = SETTINGS[name]
     with Run(args, name) as run:  # the folder's lock is released however the run ends
         device = run.start()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the models' seed stays intact
             weights = getattr(args, "is_classifier", None) or getattr(args, "inception_weights", None)
-            extractor, network = (score_network(getattr(args, "is_network", "digits"), weights, device, s.image[1])
+            extractor, network = (score_network(getattr(args, "is_network", "digits"), weights, device, s.image_range)
                                   if args.is_every else (None, None))
         root = getattr(args, "data_dir", None) or "data"
         options = {} if s.dataset == "digits" else {"verify_checksums": args.verify_checksums}
         train_set = load_dataset_rank_zero_first(s.dataset, root, train=True, download=getattr(args, "download", False),
                                                  **options)
         experiment = build(s, args, train_set, device)
-        trainer, generator, to_save = experiment.trainer, experiment.generator, experiment.to_save
-
-        # The score every --is-every epochs and after the last (once), checkpointed as a history.
-        history, scorer = History(), None
-        if extractor is not None:
-            metric = InceptionScore(extractor, input_range=s.image[1], splits=args.is_splits, device=device)
-            scorer = GeneratorEvaluator(generator, {"is": metric}, n_samples=args.is_samples,
-                                        batch_size=args.batch_size, seed=args.is_seed, mode="eval")
-            to_save["score_history"] = attach_periodic_score(trainer, scorer, args.is_every, history)
-
-        logger = attach_tensorboard(
-            str(run.tensorboard_dir), trainer, evaluators={"samples": scorer.engine} if scorer else None,
-            optimizers={"discriminator": experiment.d_optimizer, "generator": experiment.g_optimizer},
-            state_attributes=["real_target", "historical_penalty_d", "historical_penalty_g"], log_every=args.log_every,
-            generator=generator, image_every=args.image_every, image_range=s.image[1], image_shape=s.image[0],
-        )
+        history = History()
+        scorer = attach_scoring(s, args, experiment, extractor, history, device)
+        logger = attach_logging(s, args, run, experiment, scorer)
         outputs = ["loss_discriminator", "loss_generator", "D_x", "D_G_z"] + (["loss_labeled", "train_error"]
                                                                               if experiment.conditional else [])
-        run.attach(trainer, to_save, outputs)
+        run.attach(experiment.trainer, experiment.to_save, outputs)
         try:
             if not run.training_done:
-                trainer.run(experiment.loader, max_epochs=args.epochs, epoch_length=experiment.epoch_length)
+                experiment.trainer.run(experiment.loader, max_epochs=args.epochs, epoch_length=experiment.epoch_length)
         finally:
             logger.close()
         if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
             run.close()
             return
+        report(s, args, name, run, experiment, history, scorer, network)
 
-        metrics = {"iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
-                   "final_train_outputs": trainer.state.output, "techniques": experiment.techniques}
-        headline = [f"{name}: {metrics['iterations']:,} iterations ({metrics['epochs']} epochs)"]
-        final = {"iterations": metrics["iterations"]}
-        if history.last is not None:  # the protocol card travels with the number (summary, TensorBoard, here)
-            report, lines = inception_report(history, scorer, args.is_samples, args.is_splits, network)
-            metrics.update(report)
-            final.update(inception_score=report["inception_score"], inception_score_std=report["inception_score_std"])
-            headline += lines
-        headline.append(f"  paper        {s.paper or 'no number for this setting'}")
-        log_run_hparams(run, final, step=metrics["iterations"], hparams=experiment.techniques)
-        run.finish(metrics, extra={"paper": s.paper}, headline=headline)
+
+def report(s: Setting, args: argparse.Namespace, name: str, run: Run, experiment: SimpleNamespace, history: History,
+           scorer, network) -> None:
+    """``summary.json``, the HParams row and the console's lines: iterations, the last score and its protocol."""
+    trainer = experiment.trainer
+    metrics = {"iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
+               "final_train_outputs": trainer.state.output, "techniques": experiment.techniques}
+    headline = [f"{name}: {metrics['iterations']:,} iterations ({metrics['epochs']} epochs)"]
+    final = {"iterations": metrics["iterations"]}
+    if history.last is not None:  # the protocol card travels with the number (summary, TensorBoard, here)
+        score, lines = inception_report(history, scorer, args.is_samples, args.is_splits, network)
+        metrics.update(score)
+        final.update(inception_score=score["inception_score"], inception_score_std=score["inception_score_std"])
+        headline += lines
+    headline.append(f"  paper        {s.paper or 'no number for this setting'}")
+    log_run_hparams(run, final, step=metrics["iterations"], hparams=experiment.techniques)
+    run.finish(metrics, extra={"paper": s.paper}, headline=headline)
 
 
 def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
