@@ -77,7 +77,7 @@ class Setting:
 MNIST = Setting()
 FASHION_MNIST = replace(MNIST, dataset="fashion_mnist", paper=None)  # the MNIST script on Fashion-MNIST
 # 1,297 training images make 12 steps per epoch; ~2,400 steps are a quarter of the 1e-4 average's time constant, so
-# the average uses 1e-3. The baseline is cheap here and tells whether the GAN helps at all.
+# the average uses 1e-3. At this size the labeled-only baseline, the GAN's comparison, is cheap: on by default.
 DIGITS = replace(MNIST, dataset="digits", generator=models.digits_generator, discriminator=models.digits_discriminator,
                  epochs=200, ema_rate=1e-3, image_shape=(1, 8, 8), baseline=True, paper=None)
 # train_cifar_feature_matching.py: convnets, 4,000 labels, a slower rate decayed over the last third, mean absolute
@@ -176,13 +176,14 @@ def fast_path(args: argparse.Namespace, train_set, device: torch.device) -> Simp
     # The training set on the device, the batches drawn there (the host loader's batches): no host copy and no
     # wait for the device per step. By default where it takes at most a quarter of the free memory.
     device_data = fits_on_device(train_set, device) if args.device_data is None else args.device_data
-    graph, before = args.cuda_graph, args.ema_reference
-    # The whole iteration in one CUDA graph (the optimizers then keep their counts and rates on the device), the
-    # evaluation average part of the captured step: before it for the reference's average (of the weights from
-    # before each step), after it for ours. Without a graph the average is an event handler at the same points.
+    # The whole iteration in one CUDA graph; the optimizers then keep their counts and rates on the device.
+    graph = args.cuda_graph
+    # Where the evaluation average updates: before the step for the reference's average (of the weights from
+    # before each step), after it for ours; inside the captured step with a graph, else an event handler.
+    before = args.ema_reference
     average_event = None if graph else Events.ITERATION_STARTED if before else Events.ITERATION_COMPLETED
-    # With device data the outputs stay on the device until logged (labels were checked once by its loader);
-    # logging reads them from the device, rarely where that waits for it.
+    # With device data the outputs stay on the device until logged (its loader checked the labels once); logging
+    # reads them from the device, rarely where that waits for it.
     return SimpleNamespace(device_data=device_data, cuda_graph=graph, average_before_step=graph and before,
                            average_after_step=graph and not before, average_event=average_event,
                            output_transform=outputs_on_device if device_data else outputs_to_floats,
@@ -317,8 +318,7 @@ def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace
     else:
         results = run.results
     if args.baseline:
-        results.update(labeled_only_baseline(s, args, data.train_set, data.test_set, data.labeled, device,
-                                             results["iterations"]))
+        results.update(labeled_only_baseline(s, args, data, device, results["iterations"]))
     headline = [f"{name}: test error {100 * results['test_error']:.2f} % ({results['test_error_count']:,} of "
                 f"{results['test_examples']:,}) after {results['iterations']:,} iterations"]
     if args.baseline:
@@ -330,12 +330,12 @@ def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace
     return results
 
 
-def labeled_only_baseline(s: Setting, args, train_set, test_set, labeled, device, iterations: int) -> dict:
+def labeled_only_baseline(s: Setting, args, data: SimpleNamespace, device, iterations: int) -> dict:
     """The same discriminator, noise, init, average and schedule on the labeled images alone, as many steps."""
     torch.manual_seed(args.seed + idist.get_rank())
     classifier = s.discriminator().to(device)
     optimizer = ReferenceAdam(classifier.parameters(), lr=args.lr, betas=(0.5, 0.999))
-    labeled_set = Subset(train_set, labeled.tolist())
+    labeled_set = Subset(data.train_set, data.labeled.tolist())
     sampler = RandomSampler(labeled_set, generator=torch.Generator().manual_seed(args.seed))
     loader = DataLoader(labeled_set, batch_size=min(args.batch_size, len(labeled_set)), sampler=sampler,
                         drop_last=True)
@@ -351,7 +351,8 @@ def labeled_only_baseline(s: Setting, args, train_set, test_set, labeled, device
         trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: setattr(e.state, "loss", e.state.output))
         attach_progress(trainer, [], state_attributes=["loss"], label="baseline epoch")
     trainer.run(loader, max_epochs=args.epochs, epoch_length=max(1, iterations // args.epochs))
-    result = ErrorEvaluator(averaging.averaged_model, test_loader(test_set, args), name="error", device=device).run()
+    result = ErrorEvaluator(averaging.averaged_model, test_loader(data.test_set, args), name="error",
+                            device=device).run()
     return {"baseline_test_error": result["error"], "baseline_test_error_count": result["error_count"]}
 
 
