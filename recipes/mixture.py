@@ -85,9 +85,9 @@ class MixtureConfig:
                      choices=dict(mixture=MIXTURES, generator_loss=GENERATOR_LOSSES, minibatch_init=MINIBATCH_INITS),
                      ranges=dict(real_target=(0.0, 1.0, False), historical_weight=(0.0, math.inf, True),
                                  lr=(0.0, math.inf, False), data_scale=(0.0, math.inf, False)))  # the other ints: >= 1
-        if self.decay_epochs > self.epochs:
-            raise ValueError(f"decay_epochs must be <= epochs ({self.epochs}): the decay happens over the last epochs "
-                             f"of the run, got {self.decay_epochs}")
+        if self.decay_epochs > self.epochs:  # worded as the flags: the command line reports this message as is
+            raise ValueError(f"--decay-epochs must be <= --epochs ({self.epochs}), got {self.decay_epochs}: the "
+                             "learning rates decay over the last epochs of the run")
 
     @property
     def techniques(self) -> list:
@@ -232,14 +232,13 @@ def config_from_args(args: argparse.Namespace) -> MixtureConfig:
         raise ValueError("--batch-size must be >= 2 with --minibatch-discrimination (features compare examples), "
                          f"got {args.batch_size}")
     decay_epochs = args.epochs // 2 if args.decay_epochs is None else args.decay_epochs
-    if decay_epochs > args.epochs:
-        raise ValueError(f"--decay-epochs must be <= --epochs ({args.epochs}), got {decay_epochs}")
     return cli.dataclass_from_args(MixtureConfig, args, **switches, decay_epochs=decay_epochs,
                                    generator_loss=args.generator_loss or MixtureConfig.generator_loss)
 
 
 def train(local_rank: int, args: argparse.Namespace) -> None:
-    """One process's run: build, train (or resume), then report (score, plot and summarize)."""
+    """One process's run: build, train (or resume), then report: score, plot, ``summary.json``, the HParams row and
+    the console's line."""
     config = config_from_args(args)
     with Run(args, "mixture") as run:  # the folder's lock is released however the run ends
         device = run.start()  # seeds torch with --seed + rank
@@ -269,17 +268,13 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
                                        path=Path(args.output_dir) / "samples.png")
         finally:
             logger.close()
-        report(run, config, result, trainer.state.iteration, plot_path)
-
-
-def report(run: Run, config: MixtureConfig, result: Dict[str, Any], iterations: int, plot_path: Optional[str]) -> None:
-    """``summary.json``, the HParams row and the console's line: the final coverage of the finished run."""
-    metrics = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl", "counts", "min_count")}
-    extra = {"techniques": config.techniques, "iterations": iterations, "scatter_plot": plot_path}
-    final = {key: metrics[key] for key in ("modes", "modes_any", "high_quality", "kl")}
-    log_run_hparams(run, {**final, "iterations": iterations}, step=iterations,
-                    hparams=hparams_from_config(dataclasses.asdict(config)))  # the resolved switches too
-    run.finish(metrics, extra=extra, headline=[f"mixture {describe(config, result, ': ')}"])
+        iterations = trainer.state.iteration
+        final = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl")}
+        log_run_hparams(run, {**final, "iterations": iterations}, step=iterations,
+                        hparams=hparams_from_config(dataclasses.asdict(config)))  # the resolved switches too
+        run.finish({**final, "counts": result["counts"], "min_count": result["min_count"]},
+                   extra={"techniques": config.techniques, "iterations": iterations, "scatter_plot": plot_path},
+                   headline=[f"mixture {describe(config, result, ': ')}"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -165,13 +165,18 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, s: Set
 
 
 def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device) -> SimpleNamespace:
-    """The data loader, networks, optimizers, trainer and technique handlers of one process, attached, not run."""
+    """The data loader, networks, optimizers, trainer and technique handlers of one process, attached in the order
+    they must run, not run; ``techniques`` is what the switches resolve to, and what the parts are built from."""
+    techniques = {"minibatch_features": not args.no_minibatch_features,
+                  "generator_normalization": "batch" if args.batch_norm else "virtual",
+                  "real_target": 1.0 if args.no_label_smoothing else args.real_target, "labels": not args.no_labels,
+                  "historical_averaging_weight": args.historical_averaging_weight if args.historical_averaging else 0.0}
+    conditional = techniques["labels"]
     # Every epoch's order is a function of (seed, epoch); the batch size is global, each process takes its share.
     loader = epoch_loader(train_set, args.batch_size, args.seed, args.num_workers, pin_memory=device.type == "cuda")
-    conditional = not args.no_labels
-    generator = s.generator(normalization="batch" if args.batch_norm else "virtual").to(device)
-    discriminator = s.discriminator(10 if conditional else 1, minibatch_kernels=0 if args.no_minibatch_features
-                                    else s.minibatch_kernels).to(device)
+    generator = s.generator(normalization=techniques["generator_normalization"]).to(device)
+    discriminator = s.discriminator(10 if conditional else 1, minibatch_kernels=s.minibatch_kernels
+                                    if techniques["minibatch_features"] else 0).to(device)
     d_optimizer = ReferenceAdam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     g_optimizer = ReferenceAdam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     handlers = {}
@@ -183,40 +188,16 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
             generator, partial(generator.sample_noise, loader.batch_size, device=device))
     count = min(args.init_examples, len(train_set))
     handlers["init_discriminator"] = DataDependentInitialization(discriminator, init_batch(train_set, count, args.seed))
-    trainer = create_trainer(args, generator, discriminator, d_optimizer, g_optimizer, conditional, device)
-    players = {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}
-    attach_techniques(args, trainer, loader, handlers, players)
-    to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
-               "g_optimizer": g_optimizer, "trainer": trainer,
-               **{key: h for key, h in handlers.items() if hasattr(h, "state_dict")}}
-    for scaler in ("d_scaler", "g_scaler"):  # float16 loss scaling (--amp fp16) resumes with its scale
-        if getattr(trainer.state, scaler, None) is not None:
-            to_save[scaler] = getattr(trainer.state, scaler)
-    techniques = {"minibatch_features": not args.no_minibatch_features,
-                  "generator_normalization": "batch" if args.batch_norm else "virtual",
-                  "real_target": 1.0 if args.no_label_smoothing else args.real_target, "labels": conditional,
-                  "historical_averaging_weight": args.historical_averaging_weight if args.historical_averaging else 0.0}
-    return SimpleNamespace(generator=generator, discriminator=discriminator, d_optimizer=d_optimizer,
-                           g_optimizer=g_optimizer, trainer=trainer, loader=loader, conditional=conditional,
-                           handlers=handlers, to_save=to_save, techniques=techniques,
-                           epoch_length=min(len(loader), args.iterations_per_epoch or len(loader)))
 
-
-def create_trainer(args: argparse.Namespace, generator, discriminator, d_optimizer, g_optimizer, conditional: bool,
-                   device: torch.device):
-    """The library's GAN trainer with this run's options: one discriminator step, then the generator's steps."""
-    return create_gan_trainer(
+    # The library's GAN trainer: one discriminator step, then the generator's steps; the guard, the epoch order and
+    # the handlers above, then label smoothing, historical averaging and the schedule, which join ``handlers``.
+    trainer = create_gan_trainer(
         idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
         d_optimizer, g_optimizer, generator_loss=args.generator_loss, generator_steps=args.generator_steps,
         conditional=conditional, class_weight=args.class_weight if conditional else 0.0,
         noise_fn=partial(generator.sample_noise, device=device), device=device,
         amp=False if args.amp == "off" else args.amp, compile=args.compile,
     )
-
-
-def attach_techniques(args: argparse.Namespace, trainer, loader, handlers: dict, players: dict) -> None:
-    """The guard, the epoch order, the built handlers (in order), then label smoothing, historical averaging and
-    the schedule, which join ``handlers``."""
     attach_nonfinite_guard(trainer)
     attach_epoch_order(trainer, loader)  # a fresh iterator over this epoch's permutation, also with short epochs
     for handler in handlers.values():
@@ -225,34 +206,22 @@ def attach_techniques(args: argparse.Namespace, trainer, loader, handlers: dict,
         handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
         handlers["label_smoothing"].attach(trainer)
     if args.historical_averaging:
+        players = {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}
         handlers.update(attach_historical_averaging(trainer, players, args.historical_averaging_weight))
     decay = min(args.lr_decay_epochs, args.epochs)
     if decay > 0:
-        handlers["lr_schedule"] = linear_decay_scheduler([players["d"][1], players["g"][1]], args.epochs, decay)
+        handlers["lr_schedule"] = linear_decay_scheduler([d_optimizer, g_optimizer], args.epochs, decay)
         handlers["lr_schedule"].attach(trainer)
-
-
-def attach_scoring(s: Setting, args: argparse.Namespace, experiment: SimpleNamespace, extractor, history: History,
-                   device: torch.device) -> Optional[GeneratorEvaluator]:
-    """The score every --is-every epochs and after the last (once), checkpointed as a history; None without one."""
-    if extractor is None:
-        return None
-    metric = InceptionScore(extractor, input_range=s.image_range, splits=args.is_splits, device=device)
-    scorer = GeneratorEvaluator(experiment.generator, {"is": metric}, n_samples=args.is_samples,
-                                batch_size=args.batch_size, seed=args.is_seed, mode="eval")
-    experiment.to_save["score_history"] = attach_periodic_score(experiment.trainer, scorer, args.is_every, history)
-    return scorer
-
-
-def attach_logging(s: Setting, args: argparse.Namespace, run: Run, experiment: SimpleNamespace, scorer):
-    """TensorBoard: the outputs, the scores, the learning rates, the techniques' state and image grids."""
-    return attach_tensorboard(
-        str(run.tensorboard_dir), experiment.trainer, evaluators={"samples": scorer.engine} if scorer else None,
-        optimizers={"discriminator": experiment.d_optimizer, "generator": experiment.g_optimizer},
-        state_attributes=["real_target", "historical_penalty_d", "historical_penalty_g"], log_every=args.log_every,
-        generator=experiment.generator, image_every=args.image_every, image_range=s.image_range,
-        image_shape=s.image_shape,
-    )
+    to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
+               "g_optimizer": g_optimizer, "trainer": trainer,
+               **{key: h for key, h in handlers.items() if hasattr(h, "state_dict")}}
+    for scaler in ("d_scaler", "g_scaler"):  # float16 loss scaling (--amp fp16) resumes with its scale
+        if getattr(trainer.state, scaler, None) is not None:
+            to_save[scaler] = getattr(trainer.state, scaler)
+    return SimpleNamespace(generator=generator, discriminator=discriminator, d_optimizer=d_optimizer,
+                           g_optimizer=g_optimizer, trainer=trainer, loader=loader, conditional=conditional,
+                           handlers=handlers, to_save=to_save, techniques=techniques,
+                           epoch_length=min(len(loader), args.iterations_per_epoch or len(loader)))
 
 
 def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
@@ -269,15 +238,26 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
         train_set = load_dataset_rank_zero_first(s.dataset, root, train=True, download=getattr(args, "download", False),
                                                  **options)
         experiment = build(s, args, train_set, device)
-        history = History()
-        scorer = attach_scoring(s, args, experiment, extractor, history, device)
-        logger = attach_logging(s, args, run, experiment, scorer)
+        trainer, history, scorer = experiment.trainer, History(), None
+        if extractor is not None:  # the score every --is-every epochs and after the last (once), checkpointed
+            metric = InceptionScore(extractor, input_range=s.image_range, splits=args.is_splits, device=device)
+            scorer = GeneratorEvaluator(experiment.generator, {"is": metric}, n_samples=args.is_samples,
+                                        batch_size=args.batch_size, seed=args.is_seed, mode="eval")
+            experiment.to_save["score_history"] = attach_periodic_score(trainer, scorer, args.is_every, history)
+        # TensorBoard: the outputs, the scores, the learning rates, the techniques' state and image grids.
+        logger = attach_tensorboard(
+            str(run.tensorboard_dir), trainer, evaluators={"samples": scorer.engine} if scorer else None,
+            optimizers={"discriminator": experiment.d_optimizer, "generator": experiment.g_optimizer},
+            state_attributes=["real_target", "historical_penalty_d", "historical_penalty_g"], log_every=args.log_every,
+            generator=experiment.generator, image_every=args.image_every, image_range=s.image_range,
+            image_shape=s.image_shape,
+        )
         outputs = ["loss_discriminator", "loss_generator", "D_x", "D_G_z"] + (["loss_labeled", "train_error"]
                                                                               if experiment.conditional else [])
-        run.attach(experiment.trainer, experiment.to_save, outputs)
+        run.attach(trainer, experiment.to_save, outputs)
         try:
             if not run.training_done:
-                experiment.trainer.run(experiment.loader, max_epochs=args.epochs, epoch_length=experiment.epoch_length)
+                trainer.run(experiment.loader, max_epochs=args.epochs, epoch_length=experiment.epoch_length)
         finally:
             logger.close()
         if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it

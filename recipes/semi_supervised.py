@@ -193,7 +193,8 @@ def fast_path(args: argparse.Namespace, train_set, device: torch.device) -> Simp
 def build(s: Setting, args: argparse.Namespace, data: SimpleNamespace, fast: SimpleNamespace,
           device: torch.device) -> SimpleNamespace:
     """The loader, networks, optimizers, evaluation average and inits of one process, in the order of the random
-    draws; the trainer comes from them (:func:`create_trainer`)."""
+    draws, then the library's trainer (one discriminator step on labeled, unlabeled and generated batches, then the
+    generator's steps) with its handlers attached in the order they must run; ``to_save`` is what resumes it."""
     batches = dict(batch_size=args.batch_size, unlabeled_indices=data.pool, seed=args.seed,
                    generator_batch=args.generator_loss == "feature_matching")
     if fast.device_data:
@@ -216,34 +217,33 @@ def build(s: Setting, args: argparse.Namespace, data: SimpleNamespace, fast: Sim
     init_d = DataDependentInitialization(discriminator, init_batch(data.train_set, count, args.seed, indices=init_pool))
     noise = partial(generator.sample_noise, args.batch_size, device=device)
     init_g = DataDependentInitialization(generator, noise) if s.init_generator else None
-    return SimpleNamespace(loader=loader, generator=generator, discriminator=discriminator, d_optimizer=d_optimizer,
-                           g_optimizer=g_optimizer, averaging=averaging, init_d=init_d, init_g=init_g)
 
-
-def create_trainer(args: argparse.Namespace, parts: SimpleNamespace, fast: SimpleNamespace, device: torch.device):
-    """The library's semi-supervised trainer with this run's options (one discriminator step on labeled, unlabeled
-    and generated batches, then the generator's steps), its handlers attached in the order they must run."""
     trainer = create_semi_supervised_trainer(
-        idist.auto_model(parts.generator, sync_bn=False), idist.auto_model(parts.discriminator, sync_bn=False),
-        parts.d_optimizer, parts.g_optimizer, generator_loss=args.generator_loss,
+        idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
+        d_optimizer, g_optimizer, generator_loss=args.generator_loss,
         feature_matching_distance=args.feature_matching_distance,
         generator_steps=1 if args.generator_loss == "feature_matching" else 3,
-        unlabeled_weight=args.unlabeled_weight, noise_fn=partial(parts.generator.sample_noise, device=device),
+        unlabeled_weight=args.unlabeled_weight, noise_fn=partial(generator.sample_noise, device=device),
         device=device, amp=False if args.amp == "off" else args.amp, compile=args.compile,
         output_transform=fast.output_transform, check_labels=fast.check_labels, cuda_graph=fast.cuda_graph,
-        before_step=[parts.averaging.step_update] if fast.average_before_step else [],
-        after_step=[parts.averaging.step_update] if fast.average_after_step else [],
+        before_step=[averaging.step_update] if fast.average_before_step else [],
+        after_step=[averaging.step_update] if fast.average_after_step else [],
     )
     attach_nonfinite_guard(trainer)
-    if parts.init_g is not None:
-        parts.init_g.attach(trainer)  # STARTED handlers run in order: the generator first, then D, then the average
-    parts.init_d.attach(trainer)
+    to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
+               "g_optimizer": g_optimizer, "trainer": trainer, "loader": loader, "evaluation_average": averaging,
+               "init_discriminator": init_d}
+    if init_g is not None:
+        init_g.attach(trainer)  # STARTED handlers run in order: the generator first, then D, then the average
+        to_save["init_generator"] = init_g
+    init_d.attach(trainer)
     if fast.average_event is not None:
-        parts.averaging.attach(trainer, event=fast.average_event)
+        averaging.attach(trainer, event=fast.average_event)
     decay = min(args.lr_decay_epochs, args.epochs)
     if decay > 0:
-        linear_decay_scheduler([parts.d_optimizer, parts.g_optimizer], args.epochs, decay).attach(trainer)
-    return trainer
+        linear_decay_scheduler([d_optimizer, g_optimizer], args.epochs, decay).attach(trainer)
+    return SimpleNamespace(loader=loader, generator=generator, discriminator=discriminator, d_optimizer=d_optimizer,
+                           g_optimizer=g_optimizer, averaging=averaging, trainer=trainer, to_save=to_save)
 
 
 def attach_evaluation(args: argparse.Namespace, trainer, parts: SimpleNamespace, test_set, device: torch.device):
@@ -264,17 +264,6 @@ def attach_evaluation(args: argparse.Namespace, trainer, parts: SimpleNamespace,
     return averaged, live
 
 
-def attach_logging(s: Setting, args, run: Run, trainer, parts: SimpleNamespace, evaluators: tuple, fast):
-    """TensorBoard: the outputs, both test errors, the learning rates, the average's momentum and image grids."""
-    return attach_tensorboard(
-        str(run.tensorboard_dir), trainer, evaluators={"test": evaluators[0].engine, "test_live": evaluators[1].engine},
-        optimizers={"discriminator": parts.d_optimizer, "generator": parts.g_optimizer},
-        state_attributes=["ema_momentum"], log_every=fast.log_every, generator=parts.generator,
-        image_every=args.image_every, image_range=s.image_range, image_shape=s.image_shape,
-        generator_mode="train",  # the reference's generators always use batch statistics
-    )
-
-
 def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict]:
     """One process's run: build, train (or resume), then report; None where it stopped before its last epoch."""
     s = SETTINGS[name]
@@ -283,15 +272,17 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         data = load_data(s, args)
         fast = fast_path(args, data.train_set, device)
         parts = build(s, args, data, fast, device)
-        trainer = create_trainer(args, parts, fast, device)
-        evaluators = attach_evaluation(args, trainer, parts, data.test_set, device)
-        logger = attach_logging(s, args, run, trainer, parts, evaluators, fast)
-        to_save = {"generator": parts.generator, "discriminator": parts.discriminator, "d_optimizer": parts.d_optimizer,
-                   "g_optimizer": parts.g_optimizer, "trainer": trainer, "loader": parts.loader,
-                   "evaluation_average": parts.averaging, "init_discriminator": parts.init_d}
-        if parts.init_g is not None:
-            to_save["init_generator"] = parts.init_g
-        run.attach(trainer, to_save, OUTPUTS)
+        trainer = parts.trainer
+        averaged, live = attach_evaluation(args, trainer, parts, data.test_set, device)
+        # TensorBoard: the outputs, both test errors, the learning rates, the average's momentum and image grids.
+        logger = attach_tensorboard(
+            str(run.tensorboard_dir), trainer, evaluators={"test": averaged.engine, "test_live": live.engine},
+            optimizers={"discriminator": parts.d_optimizer, "generator": parts.g_optimizer},
+            state_attributes=["ema_momentum"], log_every=fast.log_every, generator=parts.generator,
+            image_every=args.image_every, image_range=s.image_range, image_shape=s.image_shape,
+            generator_mode="train",  # the reference's generators always use batch statistics
+        )
+        run.attach(trainer, parts.to_save, OUTPUTS)
         epoch_length = min(len(parts.loader), args.iterations_per_epoch or len(parts.loader))
         try:
             if not run.training_done:
@@ -301,7 +292,7 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
             run.close()
             return None
-        return report(s, args, name, run, trainer, data, evaluators[0], device)
+        return report(s, args, name, run, trainer, data, averaged, device)
 
 
 def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace, evaluator, device) -> dict:
@@ -317,11 +308,10 @@ def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace
             run.enter_phase("baseline", results)  # a run stopped in the baseline resumes there
     else:
         results = run.results
-    if args.baseline:
-        results.update(labeled_only_baseline(s, args, data, device, results["iterations"]))
     headline = [f"{name}: test error {100 * results['test_error']:.2f} % ({results['test_error_count']:,} of "
                 f"{results['test_examples']:,}) after {results['iterations']:,} iterations"]
     if args.baseline:
+        results.update(labeled_only_baseline(s, args, data, device, results["iterations"]))
         headline.append(f"  labeled-only baseline  {100 * results['baseline_test_error']:.2f} %")
     headline.append(f"  paper        {s.paper or 'no number for this setting'}")
     final = {k: results[k] for k in ("test_error", "baseline_test_error", "iterations") if k in results}
