@@ -251,7 +251,7 @@ def main(argv=None) -> Dict[str, Any]:
             "is_samples": args.is_samples,
             "is_splits": args.is_splits,
             "processes": args.processes,
-            "digits_minibatch_kernels": sq.DIGITS_MINIBATCH_KERNELS,
+            "digits_minibatch_kernels": sq.DIGITS.minibatch_kernels,
             "historical_averaging_weight": sq.HISTORICAL_WEIGHT,
             "real_target": sq.REAL_TARGET,
         },

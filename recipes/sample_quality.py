@@ -97,7 +97,6 @@ DIGITS = replace(CIFAR10, dataset="digits", generator=models.digits_generator,
                  init_generator=False, threads=1, image_shape=(1, 8, 8), image_range="[0,1]", score_samples=5_000,
                  score_every=10, paper=None)
 SETTINGS = {"cifar10_samples": CIFAR10, "digits_samples": DIGITS}
-DIGITS_MINIBATCH_KERNELS = DIGITS.minibatch_kernels  # the name benchmarks/digits_ablation.py reports it under
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
