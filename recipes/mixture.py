@@ -85,9 +85,9 @@ class MixtureConfig:
                      choices=dict(mixture=MIXTURES, generator_loss=GENERATOR_LOSSES, minibatch_init=MINIBATCH_INITS),
                      ranges=dict(real_target=(0.0, 1.0, False), historical_weight=(0.0, math.inf, True),
                                  lr=(0.0, math.inf, False), data_scale=(0.0, math.inf, False)))  # the other ints: >= 1
-        if self.decay_epochs > self.epochs:  # worded as the flags: the command line reports this message as is
-            raise ValueError(f"--decay-epochs must be <= --epochs ({self.epochs}), got {self.decay_epochs}: the "
-                             "learning rates decay over the last epochs of the run")
+        # The rates decay over the last epochs of the run. Worded as the flags: the command line reports it as is.
+        if self.decay_epochs > self.epochs:
+            raise ValueError(f"--decay-epochs must be <= --epochs ({self.epochs}), got {self.decay_epochs}")
 
     @property
     def techniques(self) -> list:
