@@ -246,24 +246,6 @@ def build(s: Setting, args: argparse.Namespace, data: SimpleNamespace, fast: Sim
                            g_optimizer=g_optimizer, averaging=averaging, trainer=trainer, to_save=to_save)
 
 
-def attach_evaluation(args: argparse.Namespace, trainer, parts: SimpleNamespace, test_set, device: torch.device):
-    """The averaged discriminator's test error every --eval-every epochs and after the last one (once), and the
-    live discriminator's beside it for TensorBoard only (is the average lagging? the report stays averaged)."""
-    averaged = ErrorEvaluator(lambda: parts.averaging.averaged_model, test_loader(test_set, args), name="error",
-                              device=device)
-    when = Events.EPOCH_COMPLETED(event_filter=lambda e, epoch: epoch % args.eval_every == 0
-                                  or epoch == e.state.max_epochs)
-    averaged.attach(trainer, when)
-    live = ErrorEvaluator(parts.discriminator, test_loader(test_set, args), name="error", device=device)
-    trainer.add_event_handler(when, live.run)
-
-    def publish(engine) -> None:  # shown by the progress bar or line
-        engine.state.test_error = averaged.engine.state.metrics["error"]
-
-    trainer.add_event_handler(when, publish)
-    return averaged, live
-
-
 def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict]:
     """One process's run: build, train (or resume), then report; None where it stopped before its last epoch."""
     s = SETTINGS[name]
@@ -273,7 +255,21 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         fast = fast_path(args, data.train_set, device)
         parts = build(s, args, data, fast, device)
         trainer = parts.trainer
-        averaged, live = attach_evaluation(args, trainer, parts, data.test_set, device)
+
+        # The averaged discriminator's test error every --eval-every epochs and after the last one (once), and the
+        # live discriminator's beside it for TensorBoard only (is the average lagging? the report stays averaged).
+        averaged = ErrorEvaluator(lambda: parts.averaging.averaged_model, test_loader(data.test_set, args),
+                                  name="error", device=device)
+        when = Events.EPOCH_COMPLETED(event_filter=lambda e, epoch: epoch % args.eval_every == 0
+                                      or epoch == e.state.max_epochs)
+        averaged.attach(trainer, when)
+        live = ErrorEvaluator(parts.discriminator, test_loader(data.test_set, args), name="error", device=device)
+        trainer.add_event_handler(when, live.run)
+
+        def publish(engine) -> None:  # shown by the progress bar or line
+            engine.state.test_error = averaged.engine.state.metrics["error"]
+
+        trainer.add_event_handler(when, publish)
         # TensorBoard: the outputs, both test errors, the learning rates, the average's momentum and image grids.
         logger = attach_tensorboard(
             str(run.tensorboard_dir), trainer, evaluators={"test": averaged.engine, "test_live": live.engine},
