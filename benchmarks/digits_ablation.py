@@ -105,7 +105,7 @@ def sample_grid(run_dirs: Dict[str, Path], epochs: int, path: Path) -> None:
     for axis, (title, run_dir) in zip(axes[0], run_dirs.items()):
         state = torch.load(run_dir / "checkpoints" / f"checkpoint_{epochs}.pt", weights_only=True)
         normalization = "virtual" if "reference_noise" in state["generator"] else "batch"
-        generator = sq.SETTINGS["digits_samples"].generator(normalization)
+        generator = sq.SETTINGS["digits_samples"].generator(normalization=normalization)
         generator.load_state_dict(state["generator"])
         with torch.no_grad():
             images = generator(generator.sample_noise(100, generator=torch.Generator().manual_seed(0)))
@@ -251,7 +251,7 @@ def main(argv=None) -> Dict[str, Any]:
             "is_samples": args.is_samples,
             "is_splits": args.is_splits,
             "processes": args.processes,
-            "digits_minibatch_kernels": sq.DIGITS_MINIBATCH_KERNELS,
+            "digits_minibatch_kernels": sq.DIGITS.minibatch_kernels,
             "historical_averaging_weight": sq.HISTORICAL_WEIGHT,
             "real_target": sq.REAL_TARGET,
         },

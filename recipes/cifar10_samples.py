@@ -1,8 +1,6 @@
 #!/usr/bin/env python
 """The cifar10_samples experiment of recipes/sample_quality.py; `--help` lists the flags."""
-import sys
-
 from sample_quality import main
 
 if __name__ == "__main__":
-    main("cifar10_samples", sys.argv[1:])
+    main("cifar10_samples")  # the flags: sys.argv[1:]

@@ -1,8 +1,6 @@
 #!/usr/bin/env python
 """The cifar10_ssl_md experiment of recipes/semi_supervised.py; `--help` lists the flags."""
-import sys
-
 from semi_supervised import main
 
 if __name__ == "__main__":
-    main("cifar10_ssl_md", sys.argv[1:])
+    main("cifar10_ssl_md")  # the flags: sys.argv[1:]

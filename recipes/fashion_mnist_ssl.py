@@ -1,8 +1,6 @@
 #!/usr/bin/env python
 """The fashion_mnist_ssl experiment of recipes/semi_supervised.py; `--help` lists the flags."""
-import sys
-
 from semi_supervised import main
 
 if __name__ == "__main__":
-    main("fashion_mnist_ssl", sys.argv[1:])
+    main("fashion_mnist_ssl")  # the flags: sys.argv[1:]

@@ -47,35 +47,36 @@ SWITCHES = ("minibatch_discrimination", "feature_matching", "label_smoothing", "
 OUTPUTS = ["loss_discriminator", "loss_generator", "D_x", "D_G_z"]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class MixtureConfig:
-    """Everything that defines a run (each field is the flag of the same name); checked when built."""
+    """Everything that defines a run (each field is the flag of the same name); checked when built. A study's
+    settings state what differs: ``dataclasses.replace(MixtureConfig(), minibatch_discrimination=True)``."""
 
-    mixture: str = "ring"
-    minibatch_discrimination: bool = False
+    mixture: str = "ring"  # ring of 8 or 5x5 grid of 25 Gaussians
+    minibatch_discrimination: bool = False  # the four techniques' switches, all off: a vanilla GAN
     feature_matching: bool = False
     label_smoothing: bool = False
     historical_averaging: bool = False
     generator_loss: str = "non_saturating"  # ignored with feature_matching (which is the generator's loss)
     generator_steps: int = 1
-    real_target: float = 0.9
-    historical_weight: float = 1e-2
-    minibatch_kernels: int = 5
+    real_target: float = 0.9  # of one-sided label smoothing (the paper's example)
+    historical_weight: float = 1e-2  # λ of historical averaging (the paper gives none)
+    minibatch_kernels: int = 5  # B kernels of C dimensions each
     minibatch_kernel_dim: int = 3
-    minibatch_init: str = "none"
-    init_samples: int = 500
+    minibatch_init: str = "none"  # the layer's init-time scale ("data", the reference's init, blinds it: above)
+    init_samples: int = 500  # real examples of the minibatch init ("data" or "batch_mean")
     data_scale: Optional[float] = None  # None: the mixture's largest absolute centre coordinate (see data_scale)
     z_dim: int = 16
-    generator_hidden: int = 128
+    generator_hidden: int = 128  # G: 3 hidden layers of 128 units; D: 2 of 128
     generator_layers: int = 3
     discriminator_hidden: int = 128
     discriminator_layers: int = 2
-    lr: float = 1e-3
-    decay_epochs: int = 10
+    lr: float = 1e-3  # the reference's Adam (β1 = 0.5) for both players
+    decay_epochs: int = 10  # the rates decay linearly to 0 over the last half of the run (the flag: epochs // 2)
     batch_size: int = 100
     epochs: int = 20
-    iterations_per_epoch: int = 500
-    eval_samples: int = 2500
+    iterations_per_epoch: int = 500  # the data are sampled afresh for every batch: this defines an epoch
+    eval_samples: int = 2500  # scored after every epoch, from fixed noise
     eval_seed: int = 0
     seed: int = 1  # of the real data; the models and the noise use torch's global generator (seed it first)
 
@@ -84,9 +85,9 @@ class MixtureConfig:
                      choices=dict(mixture=MIXTURES, generator_loss=GENERATOR_LOSSES, minibatch_init=MINIBATCH_INITS),
                      ranges=dict(real_target=(0.0, 1.0, False), historical_weight=(0.0, math.inf, True),
                                  lr=(0.0, math.inf, False), data_scale=(0.0, math.inf, False)))  # the other ints: >= 1
+        # The rates decay over the last epochs of the run. Worded as the flags: the command line reports it as is.
         if self.decay_epochs > self.epochs:
-            raise ValueError(f"decay_epochs must be <= epochs ({self.epochs}): the decay happens over the last epochs "
-                             f"of the run, got {self.decay_epochs}")
+            raise ValueError(f"--decay-epochs must be <= --epochs ({self.epochs}), got {self.decay_epochs}")
 
     @property
     def techniques(self) -> list:
@@ -231,14 +232,13 @@ def config_from_args(args: argparse.Namespace) -> MixtureConfig:
         raise ValueError("--batch-size must be >= 2 with --minibatch-discrimination (features compare examples), "
                          f"got {args.batch_size}")
     decay_epochs = args.epochs // 2 if args.decay_epochs is None else args.decay_epochs
-    if decay_epochs > args.epochs:
-        raise ValueError(f"--decay-epochs must be <= --epochs ({args.epochs}), got {decay_epochs}")
     return cli.dataclass_from_args(MixtureConfig, args, **switches, decay_epochs=decay_epochs,
                                    generator_loss=args.generator_loss or MixtureConfig.generator_loss)
 
 
 def train(local_rank: int, args: argparse.Namespace) -> None:
-    """One process's run: build, train (or resume), score, plot and summarize."""
+    """One process's run: build, train (or resume), then report: score, plot, ``summary.json``, the HParams row and
+    the console's line."""
     config = config_from_args(args)
     with Run(args, "mixture") as run:  # the folder's lock is released however the run ends
         device = run.start()  # seeds torch with --seed + rank
@@ -268,13 +268,13 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
                                        path=Path(args.output_dir) / "samples.png")
         finally:
             logger.close()
-        metrics = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl", "counts", "min_count")}
-        extra = {"techniques": config.techniques, "iterations": trainer.state.iteration,
-                 "scatter_plot": plot_path}
-        final = {key: metrics[key] for key in ("modes", "modes_any", "high_quality", "kl")}
-        log_run_hparams(run, {**final, "iterations": trainer.state.iteration}, step=trainer.state.iteration,
+        iterations = trainer.state.iteration
+        final = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl")}
+        log_run_hparams(run, {**final, "iterations": iterations}, step=iterations,
                         hparams=hparams_from_config(dataclasses.asdict(config)))  # the resolved switches too
-        run.finish(metrics, extra=extra, headline=[f"mixture {describe(config, result, ': ')}"])
+        run.finish({**final, "counts": result["counts"], "min_count": result["min_count"]},
+                   extra={"techniques": config.techniques, "iterations": iterations, "scatter_plot": plot_path},
+                   headline=[f"mixture {describe(config, result, ': ')}"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -30,7 +30,8 @@ scored with :class:`~ignite_igan.models.DigitsClassifier` in place of Inception.
 """
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
 
@@ -52,7 +53,6 @@ from ignite_igan.experiments.runs import History, Run, attach_nonfinite_guard
 from ignite_igan.experiments.scoring import attach_periodic_score, inception_report, score_network
 
 REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 500
-DIGITS_MINIBATCH_KERNELS = 32  # for the 64 features: the reference's 100 kernels for 192, in proportion
 
 #: The paper's Inception-table columns (spec §6.4) as switches, their names in the paper, and Table 3's scores
 #: (CIFAR-10, 50,000 samples; "our_methods", "no_labels_historical_averaging" and "real" verified in secondary
@@ -70,32 +70,34 @@ PAPER_INCEPTION_SCORES = {"real": "11.24 ± .12", "our_methods": "8.09 ± .07", 
 
 @dataclass(frozen=True)
 class Setting:
-    dataset: str
-    generator: Callable  # normalization ("virtual" or "batch") -> generator
-    discriminator: Callable  # (num_classes, minibatch features?) -> discriminator
-    epochs: int
-    lr: float
-    decay_epochs: int
-    init_generator: bool
-    image: tuple  # (shape of one sample, range of the generator's output and of the data)
-    score_samples: int
-    score_every: int
-    paper: Optional[str]
+    """One experiment's defaults, the CIFAR-10 minibatch-discrimination script's (spec §3.3); rows state what
+    differs."""
+
+    dataset: str = "cifar10"
+    generator: Callable = models.cifar10_generator  # normalization="virtual" or "batch" -> generator
+    discriminator: Callable = models.cifar10_md_discriminator  # (num_classes, minibatch_kernels=B) -> discriminator
+    minibatch_kernels: int = 100  # B of the minibatch layer (0 with --no-minibatch-features)
+    epochs: int = 1200
+    lr: float = 3e-4
+    decay_epochs: int = 400  # the reference's min(3 - epoch/400, 1): linear decay to 0 over the last 400 epochs
+    init_generator: bool = True  # the generator's weight-normalized output layer gets the data-dependent init too
+    threads: Optional[int] = None  # CPU threads by default (None: torch's choice)
+    image_shape: tuple = (3, 32, 32)  # one sample, for TensorBoard's grids
+    image_range: str = "[-1,1]"  # of the generator's output and of the data
+    score_samples: int = 50_000  # samples of each Inception score (the paper's)
+    score_every: int = 20  # epochs between scores
+    paper: Optional[str] = "Inception score 8.09 ± .07 on 50,000 samples (real data 11.24 ± .12)"
 
 
-SETTINGS = {
-    "cifar10_samples": Setting(
-        "cifar10", models.cifar10_generator,
-        lambda k, minibatch: models.cifar10_md_discriminator(k, minibatch_kernels=100 if minibatch else 0),
-        1200, 3e-4, 400, True, ((3, 32, 32), "[-1,1]"), 50_000, 20,
-        "Inception score 8.09 ± .07 on 50,000 samples (real data 11.24 ± .12)"),
-    # The CIFAR schedule's shape at the MNIST scripts' rate 3e-3 (720 steps fit a CPU minute).
-    "digits_samples": Setting(
-        "digits", lambda normalization: models.digits_generator(normalization=normalization),
-        lambda k, minibatch: models.digits_discriminator(k, minibatch_kernels=DIGITS_MINIBATCH_KERNELS if minibatch
-                                                         else 0),
-        60, 3e-3, 20, False, ((1, 8, 8), "[0,1]"), 5_000, 10, None),
-}
+CIFAR10 = Setting()
+# The MNIST networks scaled to 8x8; 32 minibatch kernels for the 64 features (the reference's 100 for 192, in
+# proportion); the CIFAR schedule's shape at the MNIST scripts' rate 3e-3 (720 steps fit a CPU minute); one thread
+# for the MLPs; scored by the digits classifier on 5,000 samples.
+DIGITS = replace(CIFAR10, dataset="digits", generator=models.digits_generator,
+                 discriminator=models.digits_discriminator, minibatch_kernels=32, epochs=60, lr=3e-3, decay_epochs=20,
+                 init_generator=False, threads=1, image_shape=(1, 8, 8), image_range="[0,1]", score_samples=5_000,
+                 score_every=10, paper=None)
+SETTINGS = {"cifar10_samples": CIFAR10, "digits_samples": DIGITS}
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
@@ -104,7 +106,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
         f"{name}: sample quality with the techniques of Salimans et al. (2016)" + (f"; paper: {s.paper}" if s.paper
                                                                                   else ""),
         epochs=s.epochs, labels_per_class=None, data_dir=None if s.dataset == "digits" else "data",
-        output_dir=f"runs/{name}", threads=1 if s.dataset == "digits" else None,
+        output_dir=f"runs/{name}", threads=s.threads,
     )
     if s.dataset != "digits":
         parser.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
@@ -163,13 +165,18 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, s: Set
 
 
 def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device) -> SimpleNamespace:
-    """The data loader, networks, optimizers, trainer and technique handlers of one process, attached, not run."""
+    """The data loader, networks, optimizers, trainer and technique handlers of one process, attached in the order
+    they must run, not run; ``techniques`` is what the switches resolve to, and what the parts are built from."""
+    techniques = {"minibatch_features": not args.no_minibatch_features,
+                  "generator_normalization": "batch" if args.batch_norm else "virtual",
+                  "real_target": 1.0 if args.no_label_smoothing else args.real_target, "labels": not args.no_labels,
+                  "historical_averaging_weight": args.historical_averaging_weight if args.historical_averaging else 0.0}
+    conditional = techniques["labels"]
     # Every epoch's order is a function of (seed, epoch); the batch size is global, each process takes its share.
     loader = epoch_loader(train_set, args.batch_size, args.seed, args.num_workers, pin_memory=device.type == "cuda")
-
-    conditional = not args.no_labels
-    generator = s.generator("batch" if args.batch_norm else "virtual").to(device)
-    discriminator = s.discriminator(10 if conditional else 1, not args.no_minibatch_features).to(device)
+    generator = s.generator(normalization=techniques["generator_normalization"]).to(device)
+    discriminator = s.discriminator(10 if conditional else 1, minibatch_kernels=s.minibatch_kernels
+                                    if techniques["minibatch_features"] else 0).to(device)
     d_optimizer = ReferenceAdam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     g_optimizer = ReferenceAdam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999))
     handlers = {}
@@ -178,14 +185,17 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
                                                           seed=args.seed)
     if s.init_generator:
         handlers["init_generator"] = DataDependentInitialization(
-            generator, lambda: generator.sample_noise(loader.batch_size, device=device))
+            generator, partial(generator.sample_noise, loader.batch_size, device=device))
     count = min(args.init_examples, len(train_set))
     handlers["init_discriminator"] = DataDependentInitialization(discriminator, init_batch(train_set, count, args.seed))
+
+    # The library's GAN trainer: one discriminator step, then the generator's steps; the guard, the epoch order and
+    # the handlers above, then label smoothing, historical averaging and the schedule, which join ``handlers``.
     trainer = create_gan_trainer(
         idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
         d_optimizer, g_optimizer, generator_loss=args.generator_loss, generator_steps=args.generator_steps,
         conditional=conditional, class_weight=args.class_weight if conditional else 0.0,
-        noise_fn=lambda n: generator.sample_noise(n, device=device), device=device,
+        noise_fn=partial(generator.sample_noise, device=device), device=device,
         amp=False if args.amp == "off" else args.amp, compile=args.compile,
     )
     attach_nonfinite_guard(trainer)
@@ -198,8 +208,8 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
     if args.historical_averaging:
         players = {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}
         handlers.update(attach_historical_averaging(trainer, players, args.historical_averaging_weight))
-    if min(args.lr_decay_epochs, args.epochs) > 0:
-        decay = min(args.lr_decay_epochs, args.epochs)
+    decay = min(args.lr_decay_epochs, args.epochs)
+    if decay > 0:
         handlers["lr_schedule"] = linear_decay_scheduler([d_optimizer, g_optimizer], args.epochs, decay)
         handlers["lr_schedule"].attach(trainer)
     to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
@@ -208,10 +218,6 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
     for scaler in ("d_scaler", "g_scaler"):  # float16 loss scaling (--amp fp16) resumes with its scale
         if getattr(trainer.state, scaler, None) is not None:
             to_save[scaler] = getattr(trainer.state, scaler)
-    techniques = {"minibatch_features": not args.no_minibatch_features,
-                  "generator_normalization": "batch" if args.batch_norm else "virtual",
-                  "real_target": 1.0 if args.no_label_smoothing else args.real_target, "labels": conditional,
-                  "historical_averaging_weight": args.historical_averaging_weight if args.historical_averaging else 0.0}
     return SimpleNamespace(generator=generator, discriminator=discriminator, d_optimizer=d_optimizer,
                            g_optimizer=g_optimizer, trainer=trainer, loader=loader, conditional=conditional,
                            handlers=handlers, to_save=to_save, techniques=techniques,
@@ -219,38 +225,36 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
 
 
 def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
+    """One process's run: build, train (or resume), then report."""
     s = SETTINGS[name]
     with Run(args, name) as run:  # the folder's lock is released however the run ends
         device = run.start()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the models' seed stays intact
             weights = getattr(args, "is_classifier", None) or getattr(args, "inception_weights", None)
-            extractor, network = (score_network(getattr(args, "is_network", "digits"), weights, device, s.image[1])
+            extractor, network = (score_network(getattr(args, "is_network", "digits"), weights, device, s.image_range)
                                   if args.is_every else (None, None))
         root = getattr(args, "data_dir", None) or "data"
         options = {} if s.dataset == "digits" else {"verify_checksums": args.verify_checksums}
         train_set = load_dataset_rank_zero_first(s.dataset, root, train=True, download=getattr(args, "download", False),
                                                  **options)
         experiment = build(s, args, train_set, device)
-        trainer, generator, to_save = experiment.trainer, experiment.generator, experiment.to_save
-
-        # The score every --is-every epochs and after the last (once), checkpointed as a history.
-        history, scorer = History(), None
-        if extractor is not None:
-            metric = InceptionScore(extractor, input_range=s.image[1], splits=args.is_splits, device=device)
-            scorer = GeneratorEvaluator(generator, {"is": metric}, n_samples=args.is_samples,
+        trainer, history, scorer = experiment.trainer, History(), None
+        if extractor is not None:  # the score every --is-every epochs and after the last (once), checkpointed
+            metric = InceptionScore(extractor, input_range=s.image_range, splits=args.is_splits, device=device)
+            scorer = GeneratorEvaluator(experiment.generator, {"is": metric}, n_samples=args.is_samples,
                                         batch_size=args.batch_size, seed=args.is_seed, mode="eval")
-            to_save["score_history"] = attach_periodic_score(trainer, scorer, args.is_every, history)
-
+            experiment.to_save["score_history"] = attach_periodic_score(trainer, scorer, args.is_every, history)
+        # TensorBoard: the outputs, the scores, the learning rates, the techniques' state and image grids.
         logger = attach_tensorboard(
             str(run.tensorboard_dir), trainer, evaluators={"samples": scorer.engine} if scorer else None,
             optimizers={"discriminator": experiment.d_optimizer, "generator": experiment.g_optimizer},
             state_attributes=["real_target", "historical_penalty_d", "historical_penalty_g"], log_every=args.log_every,
-            images=ImageGridHandler(generator, image_range=s.image[1], image_shape=s.image[0]),
+            images=ImageGridHandler(experiment.generator, image_range=s.image_range, image_shape=s.image_shape),
             image_every=args.image_every,
         )
         outputs = ["loss_discriminator", "loss_generator", "D_x", "D_G_z"] + (["loss_labeled", "train_error"]
                                                                               if experiment.conditional else [])
-        run.attach(trainer, to_save, outputs)
+        run.attach(trainer, experiment.to_save, outputs)
         try:
             if not run.training_done:
                 trainer.run(experiment.loader, max_epochs=args.epochs, epoch_length=experiment.epoch_length)
@@ -259,19 +263,25 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
         if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
             run.close()
             return
+        report(s, args, name, run, experiment, history, scorer, network)
 
-        metrics = {"iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
-                   "final_train_outputs": trainer.state.output, "techniques": experiment.techniques}
-        headline = [f"{name}: {metrics['iterations']:,} iterations ({metrics['epochs']} epochs)"]
-        final = {"iterations": metrics["iterations"]}
-        if history.last is not None:  # the protocol card travels with the number (summary, TensorBoard, here)
-            report, lines = inception_report(history, scorer, args.is_samples, args.is_splits, network)
-            metrics.update(report)
-            final.update(inception_score=report["inception_score"], inception_score_std=report["inception_score_std"])
-            headline += lines
-        headline.append(f"  paper        {s.paper or 'no number for this setting'}")
-        log_run_hparams(run, final, step=metrics["iterations"], hparams=experiment.techniques)
-        run.finish(metrics, extra={"paper": s.paper}, headline=headline)
+
+def report(s: Setting, args: argparse.Namespace, name: str, run: Run, experiment: SimpleNamespace, history: History,
+           scorer, network) -> None:
+    """``summary.json``, the HParams row and the console's lines: iterations, the last score and its protocol."""
+    trainer = experiment.trainer
+    metrics = {"iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
+               "final_train_outputs": trainer.state.output, "techniques": experiment.techniques}
+    headline = [f"{name}: {metrics['iterations']:,} iterations ({metrics['epochs']} epochs)"]
+    final = {"iterations": metrics["iterations"]}
+    if history.last is not None:  # the protocol card travels with the number (summary, TensorBoard, here)
+        score, lines = inception_report(history, scorer, args.is_samples, args.is_splits, network)
+        metrics.update(score)
+        final.update(inception_score=score["inception_score"], inception_score_std=score["inception_score_std"])
+        headline += lines
+    headline.append(f"  paper        {s.paper or 'no number for this setting'}")
+    log_run_hparams(run, final, step=metrics["iterations"], hparams=experiment.techniques)
+    run.finish(metrics, extra={"paper": s.paper}, headline=headline)
 
 
 def main(name: str, argv: Optional[Sequence[str]] = None) -> None:

@@ -24,7 +24,9 @@ discriminator trained on the labeled images alone for as many steps; ``summary.j
 """
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
+from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
 
 import ignite.distributed as idist
@@ -42,54 +44,58 @@ from ignite_igan.engines import create_semi_supervised_trainer, outputs_on_devic
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
 from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import ErrorEvaluator
-from ignite_igan.optim import EpochLRScheduler, ReferenceAdam, linear_decay_factor
+from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
 from ignite_igan.experiments.runs import Run, attach_nonfinite_guard, attach_progress
 from ignite_igan.experiments.seeds import parse_seeds, seeds_command
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One reference script's configuration (spec §3, §4): the defaults of its recipe."""
+    """One reference script's configuration (spec §3, §4): the defaults of its recipe's flags and its networks.
 
-    dataset: str
-    generator: Callable
-    discriminator: Callable
-    epochs: int
-    labels_per_class: int
-    lr: float
-    decay_epochs: int  # linear decay to 0 over the last N epochs (0: constant)
-    generator_loss: str  # feature matching (its distance) or the minimax loss with 3 generator steps
-    fm_distance: Optional[str]
-    init_on_labeled: bool  # CIFAR/SVHN scripts: D's init batch is 500 labeled images; MNIST: the whole set
-    init_generator: bool  # CIFAR/SVHN: the generator's weight-normalized output layer is initialized too
-    ema_rate: float
-    threads: Optional[int]  # CPU threads by default: 1 for the MLPs (see --help), torch's choice for the convnets
-    image: tuple  # (shape of one sample, range of the generator's output) for TensorBoard's grids
-    paper: Optional[str]
+    The defaults are the MNIST script's (``train_mnist_feature_matching.py``); every other row states what differs.
+    """
+
+    dataset: str = "mnist"
+    generator: Callable = models.mnist_generator
+    discriminator: Callable = models.mnist_discriminator
+    epochs: int = 300
+    labels_per_class: int = 10
+    lr: float = 3e-3
+    decay_epochs: int = 0  # linear decay to 0 over the last N epochs (0: constant)
+    generator_loss: str = "feature_matching"  # or the minibatch-discrimination scripts' minimax loss (3 G steps)
+    fm_distance: str = "mean_squared"  # of feature matching: the code's mean squared (MNIST), mean absolute (others)
+    init_on_labeled: bool = False  # D's init batch: 500 of all (unlabeled) images; CIFAR/SVHN: 500 labeled ones
+    init_generator: bool = False  # CIFAR/SVHN: the generator's weight-normalized output layer is initialized too
+    ema_rate: float = 1e-4  # weight of the new weights in each update of the evaluation average
+    threads: Optional[int] = 1  # CPU threads by default: 1 for the MLPs (see --help), None (torch's) for convnets
+    image_shape: tuple = (1, 28, 28)  # one sample, for TensorBoard's grids
+    image_range: str = "[0,1]"  # of the generator's output
+    baseline: bool = False  # also train D on the labeled images alone (--baseline)
+    paper: Optional[str] = "93 ± 6.5 test errors of 10,000 with 100 labels"
 
 
-MNIST_IMAGE, CIFAR_IMAGE = ((1, 28, 28), "[0,1]"), ((3, 32, 32), "[-1,1]")
-SETTINGS = {
-    "mnist_ssl": Setting("mnist", models.mnist_generator, models.mnist_discriminator, 300, 10, 3e-3, 0,
-                         "feature_matching", "mean_squared", False, False, 1e-4, 1, MNIST_IMAGE,
-                         "93 ± 6.5 test errors of 10,000 with 100 labels"),
-    "fashion_mnist_ssl": Setting("fashion_mnist", models.mnist_generator, models.mnist_discriminator, 300, 10, 3e-3,
-                                 0, "feature_matching", "mean_squared", False, False, 1e-4, 1, MNIST_IMAGE, None),
-    # 1,297 training images make 12 steps per epoch; ~2,400 steps are a quarter of the 1e-4 average's time
-    # constant, so the average uses 1e-3.
-    "digits_ssl": Setting("digits", models.digits_generator, models.digits_discriminator, 200, 10, 3e-3, 0,
-                          "feature_matching", "mean_squared", False, False, 1e-3, 1, ((1, 8, 8), "[0,1]"), None),
-    "cifar10_ssl": Setting("cifar10", models.cifar10_generator, models.cifar10_fm_discriminator, 1200, 400, 3e-4, 400,
-                           "feature_matching", "mean_absolute", True, True, 1e-4, None, CIFAR_IMAGE,
-                           "18.63 ± 2.32 % test error with 4,000 labels"),
-    "svhn_ssl": Setting("svhn", models.svhn_generator, models.svhn_fm_discriminator, 900, 100, 3e-4, 300,
-                        "feature_matching", "mean_absolute", True, True, 1e-4, None, CIFAR_IMAGE,
-                        "8.11 ± 1.3 % test error with 1,000 labels"),
-    "cifar10_ssl_md": Setting("cifar10", models.cifar10_generator, models.cifar10_md_discriminator, 1200, 400, 3e-4,
-                              400, "minimax", None, True, True, 1e-4, None, CIFAR_IMAGE, None),
-    "svhn_ssl_md": Setting("svhn", models.svhn_generator, models.svhn_md_discriminator, 900, 100, 3e-4, 300,
-                           "minimax", None, True, True, 1e-4, None, CIFAR_IMAGE, None),
-}
+MNIST = Setting()
+FASHION_MNIST = replace(MNIST, dataset="fashion_mnist", paper=None)  # the MNIST script on Fashion-MNIST
+# 1,297 training images make 12 steps per epoch; ~2,400 steps are a quarter of the 1e-4 average's time constant, so
+# the average uses 1e-3. At this size the labeled-only baseline, the GAN's comparison, is cheap: on by default.
+DIGITS = replace(MNIST, dataset="digits", generator=models.digits_generator, discriminator=models.digits_discriminator,
+                 epochs=200, ema_rate=1e-3, image_shape=(1, 8, 8), baseline=True, paper=None)
+# train_cifar_feature_matching.py: convnets, 4,000 labels, a slower rate decayed over the last third, mean absolute
+# feature matching, the init on labeled images and of the generator's output layer.
+CIFAR10 = replace(MNIST, dataset="cifar10", generator=models.cifar10_generator,
+                  discriminator=models.cifar10_fm_discriminator, epochs=1200, labels_per_class=400, lr=3e-4,
+                  decay_epochs=400, fm_distance="mean_absolute", init_on_labeled=True, init_generator=True,
+                  threads=None, image_shape=(3, 32, 32), image_range="[-1,1]",
+                  paper="18.63 ± 2.32 % test error with 4,000 labels")
+# train_svhn_feature_matching.py: the CIFAR script with SVHN's networks, 1,000 labels, 900 epochs.
+SVHN = replace(CIFAR10, dataset="svhn", generator=models.svhn_generator, discriminator=models.svhn_fm_discriminator,
+               epochs=900, labels_per_class=100, decay_epochs=300, paper="8.11 ± 1.3 % test error with 1,000 labels")
+# The minibatch-discrimination scripts: their discriminators and the minimax generator loss; the paper gives no number.
+CIFAR10_MD = replace(CIFAR10, discriminator=models.cifar10_md_discriminator, generator_loss="minimax", paper=None)
+SVHN_MD = replace(SVHN, discriminator=models.svhn_md_discriminator, generator_loss="minimax", paper=None)
+SETTINGS = {"mnist_ssl": MNIST, "fashion_mnist_ssl": FASHION_MNIST, "digits_ssl": DIGITS, "cifar10_ssl": CIFAR10,
+            "svhn_ssl": SVHN, "cifar10_ssl_md": CIFAR10_MD, "svhn_ssl_md": SVHN_MD}
 INIT_EXAMPLES, EVAL_BATCH = 500, 100  # spec §4.4; the reference evaluates in batches of 100 (minibatch features)
 OUTPUTS = ["loss_labeled", "loss_unlabeled", "loss_generator", "train_error"]
 
@@ -111,7 +117,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     group.add_argument("--generator-loss", choices=["feature_matching", "minimax"], default=s.generator_loss,
                        help="feature matching, or the minibatch-discrimination scripts' minimax loss (3 G steps)")
     group.add_argument("--feature-matching-distance", choices=["squared_l2", "mean_squared", "mean_absolute"],
-                       default=s.fm_distance or "mean_absolute",
+                       default=s.fm_distance,
                        help="the paper's squared L2, or the code's mean squared (MNIST) / mean absolute (CIFAR, SVHN)")
     group.add_argument("--unlabeled-weight", type=cli.positive_float, default=1.0, help="weight of the unlabeled loss")
     group.add_argument("--unlabeled-examples", type=cli.positive_int, default=None,
@@ -125,7 +131,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     group.add_argument("--init-examples", type=cli.init_examples, default=INIT_EXAMPLES,
                        help="examples of the data-dependent init batch")
     group.add_argument("--eval-every", type=cli.positive_int, default=1, help="epochs between test evaluations")
-    group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=name == "digits_ssl",
+    group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=s.baseline,
                        help="also train the discriminator on the labeled images alone and report its test error")
     group.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision")
     group.add_argument("--compile", action="store_true", help="torch.compile the models")
@@ -153,134 +159,170 @@ def test_loader(test_set, args) -> DataLoader:
                       generator=torch.Generator().manual_seed(0))
 
 
+def load_data(s: Setting, args: argparse.Namespace) -> SimpleNamespace:
+    """The training and test sets, the balanced labeled subset and the unlabeled pool (None: the whole set)."""
+    options = {"verify_checksums": False} if getattr(args, "no_verify_checksums", False) else {}
+    root, download = getattr(args, "data_dir", None) or "data", getattr(args, "download", False)
+    train_set = load_dataset_rank_zero_first(s.dataset, root, train=True, download=download, **options)
+    test_set = load_dataset_rank_zero_first(s.dataset, root, train=False, download=download, **options)
+    labeled = balanced_labeled_subset(dataset_labels(train_set), args.labels_per_class, seed=args.seed_data)
+    pool = None if args.unlabeled_examples is None else unlabeled_pool(
+        len(train_set), labeled, args.unlabeled_examples, seed=args.seed_data)
+    return SimpleNamespace(train_set=train_set, test_set=test_set, labeled=labeled, pool=pool)
+
+
+def fast_path(args: argparse.Namespace, train_set, device: torch.device) -> SimpleNamespace:
+    """The run's speed choices, made here once; each computes what the plain path computes (the graph: to float
+    rounding)."""
+    # The training set on the device, the batches drawn there (the host loader's batches): no host copy and no
+    # wait for the device per step. By default where it takes at most a quarter of the free memory.
+    device_data = fits_on_device(train_set, device) if args.device_data is None else args.device_data
+    # The whole iteration in one CUDA graph; the optimizers then keep their counts and rates on the device.
+    graph = args.cuda_graph
+    # Where the evaluation average updates: before the step for the reference's average (of the weights from
+    # before each step), after it for ours; inside the captured step with a graph, else an event handler.
+    before = args.ema_reference
+    average_event = None if graph else Events.ITERATION_STARTED if before else Events.ITERATION_COMPLETED
+    # With device data the outputs stay on the device until logged (its loader checked the labels once); logging
+    # reads them from the device, rarely where that waits for it.
+    return SimpleNamespace(device_data=device_data, cuda_graph=graph, average_before_step=graph and before,
+                           average_after_step=graph and not before, average_event=average_event,
+                           output_transform=outputs_on_device if device_data else outputs_to_floats,
+                           check_labels=not device_data, log_every=10 if device.type == "cpu" else 100)
+
+
+def build(s: Setting, args: argparse.Namespace, data: SimpleNamespace, fast: SimpleNamespace,
+          device: torch.device) -> SimpleNamespace:
+    """The loader, networks, optimizers, evaluation average and inits of one process, in the order of the random
+    draws, then the library's trainer (one discriminator step on labeled, unlabeled and generated batches, then the
+    generator's steps) with its handlers attached in the order they must run; ``to_save`` is what resumes it."""
+    batches = dict(batch_size=args.batch_size, unlabeled_indices=data.pool, seed=args.seed,
+                   generator_batch=args.generator_loss == "feature_matching")
+    if fast.device_data:
+        loader = DeviceSemiSupervisedLoader(data.train_set, data.labeled, device=device, num_classes=10, **batches)
+    else:
+        loader = SemiSupervisedLoader(data.train_set, data.labeled, num_workers=args.num_workers,
+                                      pin_memory=device.type == "cuda", **batches)
+    # Networks and optimizers; the data-dependent init runs when training starts, before data parallelism wraps.
+    generator, discriminator = s.generator().to(device), s.discriminator().to(device)
+    d_optimizer = ReferenceAdam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=fast.cuda_graph)
+    g_optimizer = ReferenceAdam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=fast.cuda_graph)
+    # The non-finite guard, attached first, stops training before a NaN reaches the average: the average need
+    # not read every weight again at every update.
+    averaging = EvaluationAveraging(discriminator, rate=args.ema_rate, bias_correction=not args.ema_reference,
+                                    check_finite=False)
+    # The init batch: 500 labeled images in the CIFAR/SVHN scripts, 500 of all (unlabeled) images in MNIST's.
+    init_pool = data.labeled if s.init_on_labeled else data.pool
+    available = len(data.train_set) if init_pool is None else len(init_pool)
+    count = args.init_examples if s.init_on_labeled else min(args.init_examples, available)
+    init_d = DataDependentInitialization(discriminator, init_batch(data.train_set, count, args.seed, indices=init_pool))
+    noise = partial(generator.sample_noise, args.batch_size, device=device)
+    init_g = DataDependentInitialization(generator, noise) if s.init_generator else None
+
+    trainer = create_semi_supervised_trainer(
+        idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
+        d_optimizer, g_optimizer, generator_loss=args.generator_loss,
+        feature_matching_distance=args.feature_matching_distance,
+        generator_steps=1 if args.generator_loss == "feature_matching" else 3,
+        unlabeled_weight=args.unlabeled_weight, noise_fn=partial(generator.sample_noise, device=device),
+        device=device, amp=False if args.amp == "off" else args.amp, compile=args.compile,
+        output_transform=fast.output_transform, check_labels=fast.check_labels, cuda_graph=fast.cuda_graph,
+        before_step=[averaging.step_update] if fast.average_before_step else [],
+        after_step=[averaging.step_update] if fast.average_after_step else [],
+    )
+    attach_nonfinite_guard(trainer)
+    to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
+               "g_optimizer": g_optimizer, "trainer": trainer, "loader": loader, "evaluation_average": averaging,
+               "init_discriminator": init_d}
+    if init_g is not None:
+        init_g.attach(trainer)  # STARTED handlers run in order: the generator first, then D, then the average
+        to_save["init_generator"] = init_g
+    init_d.attach(trainer)
+    if fast.average_event is not None:
+        averaging.attach(trainer, event=fast.average_event)
+    decay = min(args.lr_decay_epochs, args.epochs)
+    if decay > 0:
+        linear_decay_scheduler([d_optimizer, g_optimizer], args.epochs, decay).attach(trainer)
+    return SimpleNamespace(loader=loader, generator=generator, discriminator=discriminator, d_optimizer=d_optimizer,
+                           g_optimizer=g_optimizer, averaging=averaging, trainer=trainer, to_save=to_save)
+
+
 def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict]:
+    """One process's run: build, train (or resume), then report; None where it stopped before its last epoch."""
     s = SETTINGS[name]
     with Run(args, name) as run:  # the folder's lock is released however the run ends
         device = run.start()
+        data = load_data(s, args)
+        fast = fast_path(args, data.train_set, device)
+        parts = build(s, args, data, fast, device)
+        trainer = parts.trainer
 
-        # Data: the training set, a balanced labeled subset, batches of labeled / unlabeled / unlabeled again.
-        options = {"verify_checksums": False} if getattr(args, "no_verify_checksums", False) else {}
-        root, download = getattr(args, "data_dir", None) or "data", getattr(args, "download", False)
-        train_set = load_dataset_rank_zero_first(s.dataset, root, train=True, download=download, **options)
-        test_set = load_dataset_rank_zero_first(s.dataset, root, train=False, download=download, **options)
-        labeled = balanced_labeled_subset(dataset_labels(train_set), args.labels_per_class, seed=args.seed_data)
-        pool = None if args.unlabeled_examples is None else unlabeled_pool(
-            len(train_set), labeled, args.unlabeled_examples, seed=args.seed_data)
-        on_device = fits_on_device(train_set, device) if args.device_data is None else args.device_data
-        batches = dict(batch_size=args.batch_size, unlabeled_indices=pool, seed=args.seed,
-                       generator_batch=args.generator_loss == "feature_matching")
-        if on_device:  # the same batches, drawn on the device: no host copy and no wait for the device per step
-            loader = DeviceSemiSupervisedLoader(train_set, labeled, device=device, num_classes=10, **batches)
-        else:
-            loader = SemiSupervisedLoader(train_set, labeled, num_workers=args.num_workers,
-                                          pin_memory=device.type == "cuda", **batches)
-
-        # Networks and optimizers; the data-dependent init runs when training starts, before data parallelism wraps.
-        generator, discriminator = s.generator().to(device), s.discriminator().to(device)
-        graph = args.cuda_graph  # the optimizers then keep their counts and learning rates on the device
-        d_optimizer = ReferenceAdam(discriminator.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
-        g_optimizer = ReferenceAdam(generator.parameters(), lr=args.lr, betas=(0.5, 0.999), capturable=graph)
-        # The non-finite guard, attached first, stops training before a NaN reaches the average: the average need
-        # not read every weight again at every update.
-        averaging = EvaluationAveraging(discriminator, rate=args.ema_rate, bias_correction=not args.ema_reference,
-                                        check_finite=False)
-        # The init batch: 500 labeled images in the CIFAR/SVHN scripts, 500 of all (unlabeled) images in MNIST's.
-        init_pool = labeled if s.init_on_labeled else pool
-        available = len(train_set) if init_pool is None else len(init_pool)
-        count = args.init_examples if s.init_on_labeled else min(args.init_examples, available)
-        init_d = DataDependentInitialization(discriminator, init_batch(train_set, count, args.seed, indices=init_pool))
-        noise = lambda: generator.sample_noise(args.batch_size, device=device)  # noqa: E731
-        init_g = DataDependentInitialization(generator, noise) if s.init_generator else None
-
-        trainer = create_semi_supervised_trainer(
-            idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
-            d_optimizer, g_optimizer, generator_loss=args.generator_loss,
-            feature_matching_distance=args.feature_matching_distance,
-            generator_steps=1 if args.generator_loss == "feature_matching" else 3,
-            unlabeled_weight=args.unlabeled_weight, noise_fn=lambda n: generator.sample_noise(n, device=device),
-            device=device, amp=False if args.amp == "off" else args.amp, compile=args.compile,
-            # Outputs stay on the device until logged; labels were checked once by the device loader.
-            output_transform=outputs_on_device if on_device else outputs_to_floats, check_labels=not on_device,
-            # With a CUDA graph the average is part of the captured step (before it, for the reference's average).
-            before_step=[averaging.step_update] if graph and args.ema_reference else [],
-            after_step=[averaging.step_update] if graph and not args.ema_reference else [], cuda_graph=graph,
-        )
-        attach_nonfinite_guard(trainer)
-        if init_g is not None:
-            init_g.attach(trainer)  # STARTED handlers run in order: the generator first, then D, then the average
-        init_d.attach(trainer)
-        if not graph:
-            averaging.attach(trainer, event=Events.ITERATION_STARTED if args.ema_reference else
-                             Events.ITERATION_COMPLETED)
-        if min(args.lr_decay_epochs, args.epochs) > 0:
-            total, decay = args.epochs, min(args.lr_decay_epochs, args.epochs)
-            EpochLRScheduler([d_optimizer, g_optimizer], lambda e: linear_decay_factor(e, total, decay)).attach(trainer)
-
-        # The averaged discriminator's test error every --eval-every epochs and after the last one (once).
-        evaluator = ErrorEvaluator(lambda: averaging.averaged_model, test_loader(test_set, args), name="error",
-                                   device=device)
+        # The averaged discriminator's test error every --eval-every epochs and after the last one (once), and the
+        # live discriminator's beside it for TensorBoard only (is the average lagging? the report stays averaged).
+        averaged = ErrorEvaluator(lambda: parts.averaging.averaged_model, test_loader(data.test_set, args),
+                                  name="error", device=device)
         when = Events.EPOCH_COMPLETED(event_filter=lambda e, epoch: epoch % args.eval_every == 0
                                       or epoch == e.state.max_epochs)
-        evaluator.attach(trainer, when)
-        # The live discriminator beside it, for TensorBoard only: is the average lagging? (the report stays averaged)
-        live = ErrorEvaluator(discriminator, test_loader(test_set, args), name="error", device=device)
-        trainer.add_event_handler(when, lambda engine: live.run())
-        publish = lambda e: setattr(e.state, "test_error", evaluator.engine.state.metrics["error"])  # noqa: E731
-        trainer.add_event_handler(when, publish)  # shown by the progress bar or line
+        averaged.attach(trainer, when)
+        live = ErrorEvaluator(parts.discriminator, test_loader(data.test_set, args), name="error", device=device)
+        trainer.add_event_handler(when, live.run)
 
-        to_save = {"generator": generator, "discriminator": discriminator, "d_optimizer": d_optimizer,
-                   "g_optimizer": g_optimizer, "trainer": trainer, "loader": loader, "evaluation_average": averaging,
-                   "init_discriminator": init_d}
-        if init_g is not None:
-            to_save["init_generator"] = init_g
+        def publish(engine) -> None:  # shown by the progress bar or line
+            engine.state.test_error = averaged.engine.state.metrics["error"]
+
+        trainer.add_event_handler(when, publish)
+        # TensorBoard: the outputs, both test errors, the learning rates, the average's momentum and image grids.
         logger = attach_tensorboard(
-            str(run.tensorboard_dir), trainer, evaluators={"test": evaluator.engine, "test_live": live.engine},
-            optimizers={"discriminator": d_optimizer, "generator": g_optimizer}, state_attributes=["ema_momentum"],
-            # Logging reads the outputs from the device: rarely where that waits for it.
-            log_every=10 if device.type == "cpu" else 100, image_every=args.image_every,
-            images=ImageGridHandler(generator, image_range=s.image[1], image_shape=s.image[0],
+            str(run.tensorboard_dir), trainer, evaluators={"test": averaged.engine, "test_live": live.engine},
+            optimizers={"discriminator": parts.d_optimizer, "generator": parts.g_optimizer},
+            state_attributes=["ema_momentum"], log_every=fast.log_every, image_every=args.image_every,
+            images=ImageGridHandler(parts.generator, image_range=s.image_range, image_shape=s.image_shape,
                                     mode="train"),  # the reference's generators always use batch statistics
         )
-        run.attach(trainer, to_save, OUTPUTS)
-        epoch_length = min(len(loader), args.iterations_per_epoch or len(loader))
+        run.attach(trainer, parts.to_save, OUTPUTS)
+        epoch_length = min(len(parts.loader), args.iterations_per_epoch or len(parts.loader))
         try:
             if not run.training_done:
-                trainer.run(loader, max_epochs=args.epochs, epoch_length=epoch_length)
+                trainer.run(parts.loader, max_epochs=args.epochs, epoch_length=epoch_length)
         finally:
             logger.close()
         if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
             run.close()
             return None
-        if run.phase == "training":
-            metrics = evaluator.engine.state.metrics or evaluator.run()  # resumed after its last epoch: score once
-            results = {"test_error": metrics["error"], "test_error_count": metrics["error_count"],
-                       "test_examples": len(test_set), "labels": len(labeled),
-                       "unlabeled_examples": len(train_set) if pool is None else len(pool),
-                       "iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
-                       "final_train_outputs": outputs_to_floats(trainer.state.output)}
-            if args.baseline:
-                run.enter_phase("baseline", results)  # a run stopped in the baseline resumes there
-        else:
-            results = run.results
-        if args.baseline:
-            results.update(labeled_only_baseline(s, args, train_set, test_set, labeled, device, results["iterations"]))
-        headline = [f"{name}: test error {100 * results['test_error']:.2f} % ({results['test_error_count']:,} of "
-                    f"{results['test_examples']:,}) after {results['iterations']:,} iterations"]
-        if args.baseline:
-            headline.append(f"  labeled-only baseline  {100 * results['baseline_test_error']:.2f} %")
-        headline.append(f"  paper        {s.paper or 'no number for this setting'}")
-        final = {k: results[k] for k in ("test_error", "baseline_test_error", "iterations") if k in results}
-        log_run_hparams(run, final, step=results["iterations"], hparams={"labels": results["labels"]})
-        run.finish(results, extra={"paper": s.paper}, headline=headline)
-        return results
+        return report(s, args, name, run, trainer, data, averaged, device)
 
 
-def labeled_only_baseline(s: Setting, args, train_set, test_set, labeled, device, iterations: int) -> dict:
+def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace, evaluator, device) -> dict:
+    """The results (with the labeled-only baseline), ``summary.json``, the HParams row and the console's lines."""
+    if run.phase == "training":
+        metrics = evaluator.engine.state.metrics or evaluator.run()  # resumed after its last epoch: score once
+        results = {"test_error": metrics["error"], "test_error_count": metrics["error_count"],
+                   "test_examples": len(data.test_set), "labels": len(data.labeled),
+                   "unlabeled_examples": len(data.train_set) if data.pool is None else len(data.pool),
+                   "iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
+                   "final_train_outputs": outputs_to_floats(trainer.state.output)}
+        if args.baseline:
+            run.enter_phase("baseline", results)  # a run stopped in the baseline resumes there
+    else:
+        results = run.results
+    headline = [f"{name}: test error {100 * results['test_error']:.2f} % ({results['test_error_count']:,} of "
+                f"{results['test_examples']:,}) after {results['iterations']:,} iterations"]
+    if args.baseline:
+        results.update(labeled_only_baseline(s, args, data, device, results["iterations"]))
+        headline.append(f"  labeled-only baseline  {100 * results['baseline_test_error']:.2f} %")
+    headline.append(f"  paper        {s.paper or 'no number for this setting'}")
+    final = {k: results[k] for k in ("test_error", "baseline_test_error", "iterations") if k in results}
+    log_run_hparams(run, final, step=results["iterations"], hparams={"labels": results["labels"]})
+    run.finish(results, extra={"paper": s.paper}, headline=headline)
+    return results
+
+
+def labeled_only_baseline(s: Setting, args, data: SimpleNamespace, device, iterations: int) -> dict:
     """The same discriminator, noise, init, average and schedule on the labeled images alone, as many steps."""
     torch.manual_seed(args.seed + idist.get_rank())
     classifier = s.discriminator().to(device)
     optimizer = ReferenceAdam(classifier.parameters(), lr=args.lr, betas=(0.5, 0.999))
-    labeled_set = Subset(train_set, labeled.tolist())
+    labeled_set = Subset(data.train_set, data.labeled.tolist())
     sampler = RandomSampler(labeled_set, generator=torch.Generator().manual_seed(args.seed))
     loader = DataLoader(labeled_set, batch_size=min(args.batch_size, len(labeled_set)), sampler=sampler,
                         drop_last=True)
@@ -289,14 +331,15 @@ def labeled_only_baseline(s: Setting, args, train_set, test_set, labeled, device
     DataDependentInitialization(classifier, init_batch(labeled_set, count, args.seed)).attach(trainer)
     averaging = EvaluationAveraging(classifier, rate=args.ema_rate, bias_correction=not args.ema_reference)
     averaging.attach(trainer, event=Events.ITERATION_STARTED if args.ema_reference else Events.ITERATION_COMPLETED)
-    if min(args.lr_decay_epochs, args.epochs) > 0:
-        total, decay = args.epochs, min(args.lr_decay_epochs, args.epochs)
-        EpochLRScheduler(optimizer, lambda e: linear_decay_factor(e, total, decay)).attach(trainer)
+    decay = min(args.lr_decay_epochs, args.epochs)
+    if decay > 0:
+        linear_decay_scheduler(optimizer, args.epochs, decay).attach(trainer)
     if idist.get_rank() == 0 and not args.no_progress:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: setattr(e.state, "loss", e.state.output))
         attach_progress(trainer, [], state_attributes=["loss"], label="baseline epoch")
     trainer.run(loader, max_epochs=args.epochs, epoch_length=max(1, iterations // args.epochs))
-    result = ErrorEvaluator(averaging.averaged_model, test_loader(test_set, args), name="error", device=device).run()
+    result = ErrorEvaluator(averaging.averaged_model, test_loader(data.test_set, args), name="error",
+                            device=device).run()
     return {"baseline_test_error": result["error"], "baseline_test_error_count": result["error_count"]}
 
 
