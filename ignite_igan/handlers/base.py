@@ -57,8 +57,8 @@ _TWICE = {
 class Handler(ABC):
     """Base of the package's handlers: ``attach``, the callable form, ``detach`` and the checked state.
 
-    A subclass gives its event logic (:meth:`_on_event`), optionally the set-up that precedes it
-    (:meth:`_set_up`, whose handles :meth:`detach` removes), its state (:meth:`state_dict`, :meth:`_load_state` and
+    A subclass gives its event logic (``_on_event``), optionally the set-up that precedes it
+    (``_set_up``, whose handles :meth:`detach` removes), its state (:meth:`state_dict`, ``_load_state`` and
     :attr:`state_keys`), and these class attributes:
 
     Attributes:

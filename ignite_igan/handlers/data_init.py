@@ -28,7 +28,7 @@ class DataDependentInitialization(Handler):
     ``lambda: gen.sample_noise(100)``).
 
     At ``event`` (default :attr:`Events.STARTED`) the handler runs the initialization pass unless it has already
-    run (``done``, kept in :meth:`state_dict`, so a run resumed with ``ignite.handlers.Checkpoint`` does not
+    run (``done``, kept in :meth:`~ignite_igan.handlers.Handler.state_dict`, so a run resumed with ``ignite.handlers.Checkpoint`` does not
     re-initialize trained weights). If the engine is already past iteration 0 at that point although ``done`` is
     False (a resumed run whose checkpoint lacks this handler), it skips the pass with a warning rather than
     overwrite trained weights. Under :mod:`ignite.distributed` the parameters and buffers computed by rank 0 are

@@ -34,7 +34,7 @@ class EvaluationAveraging(Handler):
     **Mapping onto EMAHandler's momentum.** In Ignite 0.5.x ``EMAHandler`` updates
     ``ema ← (1 - momentum)·ema + momentum·param`` at each event, so ``momentum`` is the weight of the *new* value:
     the reference's rate 1e-4 (its decay 0.9999) is ``momentum=1e-4``, not 0.9999. The rate has one name, ``rate``,
-    from the recipes' ``--ema-rate`` to :attr:`rate`; the momentum is the weight of one update (the rate, or more
+    from the recipes' ``--ema-rate`` to ``rate``; the momentum is the weight of one update (the rate, or more
     with the bias correction below), published as ``engine.state.<name>`` as EMAHandler publishes it.
 
     **Start and bias correction.**
@@ -184,7 +184,7 @@ class EvaluationAveraging(Handler):
         pre-step average) instead of attaching the handler: it then runs inside the step, compiled or captured in
         a CUDA graph with it. The count and the momentum live on the device (float64, the host's formula), so
         nothing waits for the device; the update is EMAHandler's ``ema ← (1 - m)·ema + m·θ``
-        (:func:`_ema_update_`), equal to the attached handler's to float rounding. It does not check the weights
+        (``_ema_update_``), equal to the attached handler's to float rounding. It does not check the weights
         for NaN (that would wait for the device): the trainer's non-finite guard stops a diverged run before its
         next checkpoint.
 

@@ -39,7 +39,7 @@ class HistoricalAveraging(Handler):
     ``θ̄ ← decay·θ̄ + (1-decay)·θ`` started from the first recorded value. Until the first update the penalty is
     zero. A filtered event (``Events.ITERATION_STARTED(every=10)``) records every tenth iteration only.
 
-    **How the penalty reaches the cost.** With an ``optimizer``, :meth:`attach` registers an optimizer step
+    **How the penalty reaches the cost.** With an ``optimizer``, :meth:`~ignite_igan.handlers.Handler.attach` registers an optimizer step
     pre-hook (:meth:`torch.optim.Optimizer.register_step_pre_hook`) that adds the penalty's exact gradient
     ``2λ(θ - θ̄)`` to every tracked parameter's ``.grad`` just before each ``optimizer.step()``: the same update as
     adding ``λ||θ - θ̄||²`` to the loss, with no change to the process function. (Gradient clipping in the process

@@ -28,7 +28,7 @@ def _as_target(name: str, value: Any) -> float:
 class OneSidedLabelSmoothing(Handler):
     """Owns the discriminator's target for real data; fake data keeps the target 0 (paper §3.4).
 
-    :meth:`attach` writes the target to ``engine.state.<name>`` (default ``engine.state.real_target``) at once and
+    :meth:`~ignite_igan.handlers.Handler.attach` writes the target to ``engine.state.<name>`` (default ``engine.state.real_target``) at once and
     again at :attr:`Events.STARTED` (so a resumed run starts from the checkpointed value). The process function
     reads it, e.g. ``one_sided_label_smoothing_loss(real_logits, fake_logits, engine.state.real_target)`` or
     ``torch.full_like(real_logits, engine.state.real_target)`` as the BCE target: that read is the only change a
@@ -40,7 +40,7 @@ class OneSidedLabelSmoothing(Handler):
     :attr:`Events.ITERATION_STARTED`) the handler reads the attribute back, checks that it is still in (0, 1] (a
     schedule that leaves that range raises a ValueError before the value is used, provided the scheduler fires at
     ``Events.ITERATION_COMPLETED``, its default, or was attached before this handler) and keeps it, so that
-    :meth:`state_dict` saves the value in force.
+    :meth:`~ignite_igan.handlers.Handler.state_dict` saves the value in force.
 
     The reference's ImageNet code smooths the real targets to 0.75 (``d_label_smooth = 0.25``) and trains the
     generator towards ``0.75 / 2``; 0.9 is the common default and ours.
