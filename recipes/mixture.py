@@ -28,16 +28,16 @@ import torch
 from ignite.engine import Engine, Events, State
 from torch import Tensor, nn
 
-from ignite_igan.experiments import cli
 from ignite_igan.data import MixtureStream
 from ignite_igan.engines import create_gan_trainer
+from ignite_igan.experiments import cli
+from ignite_igan.experiments.runs import Run, attach_nonfinite_guard
 from ignite_igan.handlers import DataDependentInitialization, OneSidedLabelSmoothing, attach_historical_averaging
 from ignite_igan.logging import attach_tensorboard, hparams_from_config, log_figure, log_run_hparams
 from ignite_igan.metrics.mode_coverage import GaussianMixture2D, ModeCoverage, benchmark_mixture, mode_coverage
 from ignite_igan.metrics.sampling import GeneratorEvaluator, generate_samples
 from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
-from ignite_igan.experiments.runs import Run, attach_nonfinite_guard
 from ignite_igan.validation import check_fields
 
 MIXTURES = ("ring", "grid")

@@ -39,18 +39,18 @@ import ignite.distributed as idist
 import torch
 
 from ignite_igan import models
-from ignite_igan.experiments import cli
 from ignite_igan.data import attach_epoch_order, epoch_loader, init_batch
 from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.engines import create_gan_trainer
+from ignite_igan.experiments import cli
+from ignite_igan.experiments.runs import History, Run, attach_nonfinite_guard
+from ignite_igan.experiments.scoring import attach_periodic_score, inception_report, score_network
 from ignite_igan.handlers import (
     DataDependentInitialization, OneSidedLabelSmoothing, VirtualBatchReference, attach_historical_averaging,
 )
 from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import GeneratorEvaluator, InceptionScore
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
-from ignite_igan.experiments.runs import History, Run, attach_nonfinite_guard
-from ignite_igan.experiments.scoring import attach_periodic_score, inception_report, score_network
 
 REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 500
 

@@ -36,17 +36,17 @@ from ignite.engine import Events, create_supervised_trainer
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from ignite_igan import models
-from ignite_igan.experiments import cli
 from ignite_igan.data import SemiSupervisedLoader, balanced_labeled_subset, dataset_labels, init_batch, unlabeled_pool
 from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.device_data import DeviceSemiSupervisedLoader, fits_on_device
 from ignite_igan.engines import create_semi_supervised_trainer, outputs_on_device, outputs_to_floats
+from ignite_igan.experiments import cli
+from ignite_igan.experiments.runs import Run, attach_nonfinite_guard, attach_progress
+from ignite_igan.experiments.seeds import parse_seeds, seeds_command
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
 from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import ErrorEvaluator
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
-from ignite_igan.experiments.runs import Run, attach_nonfinite_guard, attach_progress
-from ignite_igan.experiments.seeds import parse_seeds, seeds_command
 
 
 @dataclass(frozen=True)
