@@ -47,9 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 __all__ = [
     "ArgumentTypeError",
     "check_bool",
-    "check_callables",
     "check_choice",
-    "check_class_labels",
     "check_fields",
     "check_finite_parameters",
     "check_finite_state",
@@ -330,17 +328,6 @@ def check_indices(
     return array.astype(np.int64, copy=False)
 
 
-def check_class_labels(name: str, value: Any) -> torch.Tensor:
-    """``value`` if it is a 1-D integer tensor ``(N,)`` of class indices (their range is the caller's to check)."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor of class indices, got {type(value).__name__}")
-    if value.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {value.dtype}")
-    if value.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D tensor (N,) of class indices, got shape {tuple(value.shape)}")
-    return value
-
-
 def check_points(name: str, value: Any, columns: int = 2) -> torch.Tensor:
     """``value`` if it is a finite floating-point tensor of ``columns``-dimensional points ``(N, columns)``.
 
@@ -415,13 +402,6 @@ def check_input_dtype(x: torch.Tensor, expected: torch.dtype) -> None:
             f"the input with .to({expected}) or the layer with .to({x.dtype}) (inside torch.autocast, inputs in its "
             f"dtype are accepted by a float32 layer)"
         )
-
-
-def check_callables(name: str, value: Any) -> Tuple[Any, ...]:
-    """``value`` as a tuple of callables; a single callable (not in a list) or anything else is refused."""
-    if callable(value) or not isinstance(value, (list, tuple)) or not all(callable(item) for item in value):
-        raise TypeError(f"{name} must be a list of zero-argument callables, got {value!r}")
-    return tuple(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
