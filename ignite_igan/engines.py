@@ -67,7 +67,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from ignite_igan import functional as F
-from ignite_igan.validation import check_bool, check_choice, check_int, check_players, check_real
+from ignite_igan.validation import check_bool, check_choice, check_instance, check_int, check_players, check_real
 
 __all__ = ["semi_supervised_step", "gan_step", "create_semi_supervised_trainer", "create_gan_trainer",
            "outputs_to_floats", "outputs_on_device"]
@@ -269,26 +269,22 @@ class _ClassLabels:
     def read(self, labels: Any, host_labels: Any = None) -> None:
         """Reads the range of the coming step's labels (from ``host_labels``, their CPU copy, when given); checks
         it at once when K is known (a CUDA graph's replay runs no step code)."""
-        self._read = None
-        if self.enabled:
-            self._read = self._range(labels, host_labels)
-            if self.num_classes is not None:
-                self.check(labels, self.num_classes)
+        self._read = self._range(labels, host_labels) if self.enabled else None
+        if self._read is not None and self.num_classes is not None:
+            self.check(labels, self.num_classes)
 
     def check(self, labels: Tensor, num_classes: int) -> None:
         """Raise if the labels leave [0, ``num_classes``); the range ``read`` read, or read now."""
         if not self.enabled:
             return
         self.num_classes = num_classes
-        bounds = self._read if self._read is not None else self._range(labels)
-        if bounds[0] < 0 or bounds[1] >= num_classes:
-            bad = bounds[0] if bounds[0] < 0 else bounds[1]
+        low, high = self._read if self._read is not None else self._range(labels)
+        if low < 0 or high >= num_classes:
             raise ValueError(f"{self.name} must hold class indices in [0, {num_classes}) (the discriminator has "
-                             f"K={num_classes} class logits), got the label {bad}")
+                             f"K={num_classes} class logits), got the label {low if low < 0 else high}")
 
     def _range(self, labels: Any, host_labels: Any = None) -> Tuple[int, int]:
-        if not isinstance(labels, Tensor):
-            raise TypeError(f"{self.name} must be a tensor of class indices, got {type(labels).__name__}")
+        check_instance(self.name, labels, Tensor, "a tensor of class indices")
         if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise TypeError(f"{self.name} must be an integer tensor of class indices, got dtype {labels.dtype}")
         if labels.dim() != 1:

@@ -44,31 +44,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = [
-    "ArgumentTypeError",
-    "check_bool",
-    "check_choice",
-    "check_fields",
-    "check_finite_parameters",
-    "check_finite_state",
-    "check_identifier",
-    "check_indices",
-    "check_input_dtype",
-    "check_instance",
-    "check_int",
-    "check_int_tuple",
-    "check_methods",
-    "check_optimizer_state",
-    "check_players",
-    "check_points",
-    "check_real",
-    "check_same_trainable",
-    "check_state_keys",
-    "check_statistics",
-    "check_tensor_shape",
-    "check_trainable",
-    "describe",
-]
+__all__ = ["ArgumentTypeError", "check_bool", "check_choice", "check_fields", "check_finite_parameters",
+           "check_finite_state", "check_identifier", "check_indices", "check_input_dtype", "check_instance",
+           "check_int", "check_int_tuple", "check_methods", "check_optimizer_state", "check_players", "check_points",
+           "check_real", "check_same_trainable", "check_state_keys", "check_statistics", "check_tensor_shape",
+           "check_trainable", "describe"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
