@@ -406,7 +406,7 @@ def semi_supervised_step(
     game = _Game(generator, discriminator, d_optimizer, g_optimizer, generator_steps=generator_steps,
                  feature_matching_distance=feature_matching_distance, real_target=real_target,
                  fake_batch_size=fake_batch_size, noise_fn=noise_fn, amp=amp, compile=compile)
-    d, labels = game.d, _ClassLabels("y_labeled")
+    d, labels = game.d, _ClassLabels("y_labeled")  # the discriminator; the labels' one per-call check
     feature_matching = generator_loss == "feature_matching"
     logit_loss = None if feature_matching else F.minimax_generator_loss
 
@@ -533,7 +533,7 @@ def gan_step(
     game = _Game(generator, discriminator, d_optimizer, g_optimizer, generator_steps=generator_steps,
                  feature_matching_distance=feature_matching_distance, real_target=real_target,
                  fake_batch_size=fake_batch_size, noise_fn=noise_fn, amp=amp, compile=compile)
-    d, labels = game.d, _ClassLabels("y")
+    d, labels = game.d, _ClassLabels("y")  # the discriminator; the labels' one per-call check
 
     def update(engine: Engine, batch: Sequence[Any]) -> Dict[str, Tensor]:
         x_real, y_real = batch
@@ -623,8 +623,8 @@ class _GraphedStep:
         key = (tuple(None if t is None else (t.shape, t.dtype, t.device) for t in batch),
                getattr(engine.state, "real_target", None))
         self.calls += 1
-        for optimizer in self.optimizers:
-            refresh = getattr(optimizer, "refresh_hyperparameters", None)
+        for optimizer in self.optimizers:  # a replay reads the learning rates from tensors: a scheduler's change
+            refresh = getattr(optimizer, "refresh_hyperparameters", None)  # reaches them here (ReferenceAdam)
             if callable(refresh):
                 refresh()
         if self.graph is None and self.calls <= self.WARMUP:

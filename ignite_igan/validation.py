@@ -430,9 +430,8 @@ def check_players(
     """
     for name, value in (("generator", generator), ("discriminator", discriminator)):
         check_instance(name, value, torch.nn.Module, "a torch.nn.Module")
-    for name, value in (("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)):
-        check_instance(name, value, torch.optim.Optimizer, "a torch.optim.Optimizer")
     for name, optimizer in (("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)):
+        check_instance(name, optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
         if not any(p.requires_grad for group in optimizer.param_groups for p in group["params"]):
             raise ValueError(f"{name} has no parameter that requires a gradient; expected the player's parameters")
     if d_optimizer is g_optimizer:
@@ -707,11 +706,10 @@ def check_fields(
         value, kind = getattr(config, field.name), {float: (int, float)}.get(annotation, annotation)
         if annotation in _KINDS and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
             raise TypeError(f"{field.name} must be {_KINDS[annotation]}, got {type(value).__name__} {value!r}")
-        if kind is int and value < minimums.get(field.name, default_minimum):
-            raise ValueError(f"{field.name} must be >= {minimums.get(field.name, default_minimum)}, got {value}")
+        if kind is int:
+            check_int(field.name, value, minimum=minimums.get(field.name, default_minimum))
     for name, allowed in choices.items():
-        if getattr(config, name) not in allowed:
-            raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(config, name)!r}")
+        check_choice(name, getattr(config, name), allowed)
     for name, (low, high, closed) in ranges.items():
         value = getattr(config, name)
         if value is not None and not (low < value < high or (closed and value == low)):
