@@ -20,6 +20,9 @@ infinity there is refused at load time, naming the entry, rather than surfacing 
 
 :func:`check_fields` checks every field of a configuration dataclass against its annotation at once.
 
+The module's sections: numbers; sequences and tensors; modules and optimizers; state loaded from outside and
+configurations.
+
 Example:
     >>> import numpy as np
     >>> check_int("splits", np.int64(2), minimum=1)
@@ -179,9 +182,10 @@ def check_int(
     value = _unwrap_scalar(value, False)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise ArgumentTypeError(f"{name} must be an int{' or None' if allow_none else ''}, got {describe(value)}")
-    number = int(value)
-    # The range and its message are check_real's (an int's bounds print as ints there).
-    check_real(name, number, minimum=minimum, maximum=maximum, allow_none=allow_none, hint=hint)
+    number = int(value)  # compared as an int: a float would round seeds beyond 2**53
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        bounds, none = _interval(minimum, maximum, False, False), " or None" if allow_none else ""
+        raise ValueError(f"{name} must be {bounds}{none}" + (f" ({hint})" if hint else "") + f", got {number}")
     return number
 
 
@@ -544,9 +548,16 @@ def check_state_keys(
     """``state_dict``, checked to be a mapping with exactly ``keys`` (what a ``load_state_dict`` is given), or with
     at least ``keys`` when not ``exact`` (a state that may hold more than the loader reads).
 
+    Args:
+        state_dict: what was given to load.
+        keys: the keys expected.
+        name: the state's name in the message (``"state_dict['averages']"`` for a nested one).
+        exact: refuse other keys too; else only missing ones.
+        owner: who is loading, to begin the message with (e.g. ``"MixtureStream.load_state_dict"``), or "".
+
     Raises:
-        ValueError: not a mapping, or other keys (exact: all keys named) or missing ones (not exact: the missing
-            keys named, after ``owner``, who is loading).
+        ValueError: not a mapping, other keys (exact: the message names the keys expected and got) or missing ones
+            (not exact: the message names those missing).
 
     Example:
         >>> check_state_keys({"count": 2}, ["count", "total"])
@@ -558,13 +569,13 @@ def check_state_keys(
         ...
         ValueError: MixtureStream.load_state_dict: state_dict is missing ['generator']; expected a mapping ...
     """
-    is_mapping = isinstance(state_dict, Mapping)
+    is_mapping, who = isinstance(state_dict, Mapping), f"{owner}: " if owner else ""
     if exact and (not is_mapping or set(state_dict) != set(keys)):
         got = sorted(state_dict) if is_mapping else type(state_dict).__name__
-        raise ValueError(f"{name} must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
+        raise ValueError(f"{who}{name} must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
     missing = [key for key in keys if not is_mapping or key not in state_dict]
     if missing:
-        raise ValueError(f"{owner}: {name} is missing {missing}; expected a mapping with the keys {list(keys)}, "
+        raise ValueError(f"{who}{name} is missing {missing}; expected a mapping with the keys {list(keys)}, "
                          f"got {describe(state_dict)}")
     return state_dict
 
