@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
-from ignite_igan.validation import check_bool, check_indices, check_int, check_state_holds
+from ignite_igan.validation import check_bool, check_indices, check_int, check_state_keys
 
 __all__ = [
     "balanced_labeled_subset",
@@ -489,7 +489,8 @@ class SemiSupervisedLoader:
         The batch sizes and the size of the unlabeled pool must be those of the saved run, since they define the
         epochs.
         """
-        check_state_holds(f"{type(self).__name__}.load_state_dict", state_dict, list(self.state_dict()))
+        owner = f"{type(self).__name__}.load_state_dict"
+        check_state_keys(state_dict, list(self.state_dict()), exact=False, owner=owner)
         for key, current in (
             ("batch_size", self.batch_size),
             ("labeled_batch_size", self.labeled_batch_size),
@@ -559,7 +560,7 @@ class MixtureStream:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        check_state_holds("MixtureStream.load_state_dict", state_dict, ["generator"])
+        check_state_keys(state_dict, ["generator"], exact=False, owner="MixtureStream.load_state_dict")
         self.generator.set_state(state_dict["generator"])
 
 

@@ -67,15 +67,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from ignite_igan import functional as F
-from ignite_igan.validation import check_bool, check_callables, check_choice, check_class_labels, check_int
-from ignite_igan.validation import check_players, check_real
+from ignite_igan.validation import check_bool, check_choice, check_instance, check_int, check_players, check_real
 
 __all__ = ["semi_supervised_step", "gan_step", "create_semi_supervised_trainer", "create_gan_trainer",
            "outputs_to_floats", "outputs_on_device"]
 
 SEMI_SUPERVISED_GENERATOR_LOSSES = ("feature_matching", "minimax")
 GAN_GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
-_AMP_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+_AMP_DTYPES = {True: torch.bfloat16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16,
+               "fp16": torch.float16, "float16": torch.float16, torch.float16: torch.float16}
 
 AmpOption = Union[bool, str, torch.dtype, None]
 CompileOption = Union[bool, Mapping[str, Any]]
@@ -110,11 +110,7 @@ def outputs_on_device(outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
 def _amp_dtype(amp: AmpOption) -> Optional[torch.dtype]:
     if amp is None or amp is False:
         return None
-    if amp is True:
-        return torch.bfloat16
-    if isinstance(amp, torch.dtype) and amp in (torch.bfloat16, torch.float16):
-        return amp
-    if isinstance(amp, str) and amp in _AMP_DTYPES:
+    if isinstance(amp, (bool, str, torch.dtype)) and amp in _AMP_DTYPES:  # not 1 for True
         return _AMP_DTYPES[amp]
     raise ValueError(f"amp must be False, True (bfloat16), 'bf16', 'fp16', torch.bfloat16 or float16, got {amp!r}")
 
@@ -170,12 +166,28 @@ class _Player:
             self.scaler.update()
 
 
+def _train_mode(models: Sequence[nn.Module]) -> None:
+    for model in models:
+        if not model.training:  # a no-op otherwise: no walk over the modules at every iteration
+            model.train()
+
+
 class _Game:
-    """Both players of a step, the autocast context of their forward passes and the generator's noise."""
+    """Both players of a step, the autocast context of their forward passes, the generator's noise, and the options
+    both steps share (checked here, once)."""
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, d_optimizer: Optimizer,
-                 g_optimizer: Optimizer, noise_fn: Optional[Callable[[int], Tensor]], amp: AmpOption,
+                 g_optimizer: Optimizer, *, generator_steps: int, feature_matching_distance: str, real_target: float,
+                 fake_batch_size: Optional[int], noise_fn: Optional[Callable[[int], Tensor]], amp: AmpOption,
                  compile: CompileOption) -> None:
+        self.distance = check_choice("feature_matching_distance", feature_matching_distance,
+                                     F.FEATURE_MATCHING_DISTANCES)
+        self.steps = check_int("generator_steps", generator_steps, minimum=1)
+        self.real_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True,
+                                      allow_tensor=True)
+        if fake_batch_size is not None:
+            check_int("fake_batch_size", fake_batch_size, minimum=1)
+        self.fake_batch_size = fake_batch_size
         check_players(generator, discriminator, d_optimizer, g_optimizer, stacklevel=5)
         amp_dtype, device_type = _amp_dtype(amp), _model_device(discriminator).type
         self.d = _Player(discriminator, d_optimizer, amp_dtype, compile, device_type)
@@ -187,10 +199,43 @@ class _Game:
         if not callable(self.noise):
             raise TypeError(f"noise_fn must be callable (n -> noise batch), got {type(noise_fn).__name__}")
 
-    def train(self) -> None:
-        for model in (self.d.model, self.g.model):
-            if not model.training:  # a no-op otherwise: no walk over the modules at every iteration
-                model.train()
+    def begin(self, engine: Engine, batch_size: int) -> Tuple[float, int]:
+        """Both models in training mode; the iteration's real target (``engine.state.real_target`` if set) and
+        the size of its generated batches (``batch_size``, the real batch's, unless ``fake_batch_size``)."""
+        _train_mode((self.d.model, self.g.model))
+        n_fake = batch_size if self.fake_batch_size is None else self.fake_batch_size
+        return getattr(engine.state, "real_target", self.real_target), n_fake
+
+    def sample(self, n: int) -> Tensor:
+        """``n`` samples from fresh noise, without gradient: constants in the discriminator's step."""
+        with torch.no_grad(), self.autocast():
+            return self.g.raw_call(self.noise(n))
+
+    def generator_steps(self, n_fake: int, x_real: Optional[Tensor],
+                        logit_loss: Optional[Callable[[Tensor], Tensor]]) -> Tensor:
+        """The generator's updates, each with fresh noise; the mean of their losses.
+
+        ``logit_loss`` maps ``D(G(z))``'s logits to the generator's loss; None is feature matching
+        (:func:`~ignite_igan.functional.feature_matching_loss`) against the features of ``x_real``, computed
+        without gradient again at each step.
+        """
+        losses = []
+        for _ in range(self.steps):
+            with self.autocast():
+                x_gen = self.g.call(self.noise(n_fake))
+                if logit_loss is None:
+                    _, features_fake = self.d.raw_call(x_gen, return_features=True)
+                    with torch.no_grad():
+                        _, features_real = self.d.raw_call(x_real, return_features=True)
+                else:
+                    logits_gen = self.d.raw_call(x_gen)
+            if logit_loss is None:
+                loss = F.feature_matching_loss(features_real.float(), features_fake.float(), distance=self.distance)
+            else:
+                loss = logit_loss(logits_gen.float())
+            self.g.step(loss)
+            losses.append(loss.detach())
+        return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
 def _default_noise(generator: nn.Module) -> Callable[[int], Tensor]:
@@ -199,35 +244,6 @@ def _default_noise(generator: nn.Module) -> Callable[[int], Tensor]:
         raise TypeError(f"generator ({type(generator).__name__}) has no sample_noise(n, device=...) method; pass "
                         "noise_fn=lambda n: <a batch of n latent vectors>")
     return lambda n: sample_noise(n, device=None)  # None: the device of the generator's parameters
-
-
-def _generator_steps(
-    game: _Game, steps: int, n_fake: int, x_real: Optional[Tensor], distance: str,
-    logit_loss: Optional[Callable[[Tensor], Tensor]],
-) -> Tensor:
-    """``steps`` generator updates, each with fresh noise; the mean of their losses.
-
-    ``logit_loss`` maps ``D(G(z))``'s logits to the generator's loss; None is feature matching
-    (:func:`~ignite_igan.functional.feature_matching_loss` with ``distance``) against the features of ``x_real``,
-    computed without gradient again at each step.
-    """
-    losses = []
-    for _ in range(steps):
-        with game.autocast():
-            x_gen = game.g.call(game.noise(n_fake))
-            if logit_loss is None:
-                _, features_fake = game.d.raw_call(x_gen, return_features=True)
-                with torch.no_grad():
-                    _, features_real = game.d.raw_call(x_real, return_features=True)
-            else:
-                logits_gen = game.d.raw_call(x_gen)
-        if logit_loss is None:
-            loss = F.feature_matching_loss(features_real.float(), features_fake.float(), distance=distance)
-        else:
-            loss = logit_loss(logits_gen.float())
-        game.g.step(loss)
-        losses.append(loss.detach())
-    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -253,25 +269,27 @@ class _ClassLabels:
     def read(self, labels: Any, host_labels: Any = None) -> None:
         """Reads the range of the coming step's labels (from ``host_labels``, their CPU copy, when given); checks
         it at once when K is known (a CUDA graph's replay runs no step code)."""
-        self._read = None
-        if self.enabled:
-            self._read = self._range(labels, host_labels)
-            if self.num_classes is not None:
-                self.check(labels, self.num_classes)
+        self._read = self._range(labels, host_labels) if self.enabled else None
+        if self._read is not None and self.num_classes is not None:
+            self.check(labels, self.num_classes)
 
     def check(self, labels: Tensor, num_classes: int) -> None:
         """Raise if the labels leave [0, ``num_classes``); the range ``read`` read, or read now."""
         if not self.enabled:
             return
         self.num_classes = num_classes
-        bounds = self._read if self._read is not None else self._range(labels)
-        if bounds[0] < 0 or bounds[1] >= num_classes:
-            bad = bounds[0] if bounds[0] < 0 else bounds[1]
+        low, high = self._read if self._read is not None else self._range(labels)
+        if low < 0 or high >= num_classes:
             raise ValueError(f"{self.name} must hold class indices in [0, {num_classes}) (the discriminator has "
-                             f"K={num_classes} class logits), got the label {bad}")
+                             f"K={num_classes} class logits), got the label {low if low < 0 else high}")
 
     def _range(self, labels: Any, host_labels: Any = None) -> Tuple[int, int]:
-        source = check_class_labels(self.name, labels)
+        check_instance(self.name, labels, Tensor, "a tensor of class indices")
+        if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise TypeError(f"{self.name} must be an integer tensor of class indices, got dtype {labels.dtype}")
+        if labels.dim() != 1:
+            raise ValueError(f"{self.name} must be a 1-D tensor (N,) of class indices, got shape {tuple(labels.shape)}")
+        source = labels
         if isinstance(host_labels, Tensor) and host_labels.device.type == "cpu" and host_labels.shape == labels.shape:
             source = host_labels
         if source.numel() == 0:
@@ -384,30 +402,24 @@ def semi_supervised_step(
         ['D_G_z', 'D_x', 'loss_discriminator']
     """
     check_choice("generator_loss", generator_loss, SEMI_SUPERVISED_GENERATOR_LOSSES)
-    check_choice("feature_matching_distance", feature_matching_distance, F.FEATURE_MATCHING_DISTANCES)
-    check_int("generator_steps", generator_steps, minimum=1)
     unlabeled_weight = check_real("unlabeled_weight", unlabeled_weight, minimum=0.0)
-    default_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
-    if fake_batch_size is not None:
-        check_int("fake_batch_size", fake_batch_size, minimum=1)
-    game = _Game(generator, discriminator, d_optimizer, g_optimizer, noise_fn, amp, compile)
-    d, g = game.d, game.g
-    labels = _ClassLabels("y_labeled")
+    game = _Game(generator, discriminator, d_optimizer, g_optimizer, generator_steps=generator_steps,
+                 feature_matching_distance=feature_matching_distance, real_target=real_target,
+                 fake_batch_size=fake_batch_size, noise_fn=noise_fn, amp=amp, compile=compile)
+    d, labels = game.d, _ClassLabels("y_labeled")  # the discriminator; the labels' one per-call check
     feature_matching = generator_loss == "feature_matching"
+    logit_loss = None if feature_matching else F.minimax_generator_loss
 
     def update(engine: Engine, batch: Sequence[Tensor]) -> Dict[str, Tensor]:
         x_lab, y_lab, x_unl, x_unl2 = batch
         if feature_matching and x_unl2 is None:
             raise ValueError("feature matching needs the second unlabeled batch (x_unlabeled2), got None: create "
                              "the SemiSupervisedLoader with generator_batch=True")
-        game.train()
-        target = getattr(engine.state, "real_target", default_target)
-        n_fake = x_unl.shape[0] if fake_batch_size is None else fake_batch_size
+        target, n_fake = game.begin(engine, x_unl.shape[0])
 
         # The discriminator on the labeled, unlabeled and generated batches: three separate passes (minibatch
         # features stay within their source); the samples are constants here.
-        with torch.no_grad(), game.autocast():
-            x_fake = g.raw_call(game.noise(n_fake))
+        x_fake = game.sample(n_fake)
         with game.autocast():
             logits_lab, logits_unl, logits_fake = d.call(x_lab), d.call(x_unl), d.call(x_fake)
         logits_lab, logits_unl, logits_fake = logits_lab.float(), logits_unl.float(), logits_fake.float()
@@ -419,8 +431,7 @@ def semi_supervised_step(
         d.step(loss_d)
 
         # The generator: feature matching against the second unlabeled batch, or the minimax loss.
-        logit_loss = None if feature_matching else F.minimax_generator_loss
-        loss_g = _generator_steps(game, generator_steps, n_fake, x_unl2, feature_matching_distance, logit_loss)
+        loss_g = game.generator_steps(n_fake, x_unl2, logit_loss)
 
         with torch.no_grad():
             return {
@@ -433,7 +444,7 @@ def semi_supervised_step(
                 "D_G_z": torch.sigmoid(F.gan_logit(logits_fake)).mean(),
             }
 
-    update.labels, update.d_scaler, update.g_scaler = labels, d.scaler, g.scaler  # type: ignore[attr-defined]
+    update.labels, update.d_scaler, update.g_scaler = labels, game.d.scaler, game.g.scaler  # type: ignore[attr-defined]
     return update
 
 
@@ -441,7 +452,7 @@ def _gan_logit(logits: Tensor) -> Tensor:
     return logits if logits.dim() == 1 else F.gan_logit(logits)
 
 
-# The GAN step's generator losses on D(G(z))'s logits; feature matching is _generator_steps' own.
+# The GAN step's generator losses on D(G(z))'s logits; feature matching is _Game.generator_steps' own.
 _GAN_LOGIT_LOSSES: Dict[str, Optional[Callable[[Tensor], Tensor]]] = {
     "non_saturating": lambda logits: torch_F.softplus(-_gan_logit(logits)).mean(),  # E[-log D(G(z))]
     "minimax": lambda logits: -torch_F.softplus(_gan_logit(logits)).mean(),  # E[log(1 - D(G(z)))], saturating
@@ -517,26 +528,19 @@ def gan_step(
         ['D_G_z', 'D_x', 'loss_discriminator', 'loss_generator']
     """
     logit_loss = _GAN_LOGIT_LOSSES[check_choice("generator_loss", generator_loss, GAN_GENERATOR_LOSSES)]
-    check_choice("feature_matching_distance", feature_matching_distance, F.FEATURE_MATCHING_DISTANCES)
-    check_int("generator_steps", generator_steps, minimum=1)
-    default_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True, allow_tensor=True)
     conditional = class_weight is not None
     class_weight = check_real("class_weight", class_weight, minimum=0.0, allow_none=True)
-    if fake_batch_size is not None:
-        check_int("fake_batch_size", fake_batch_size, minimum=1)
-    game = _Game(generator, discriminator, d_optimizer, g_optimizer, noise_fn, amp, compile)
-    d, g = game.d, game.g
-    labels = _ClassLabels("y")
+    game = _Game(generator, discriminator, d_optimizer, g_optimizer, generator_steps=generator_steps,
+                 feature_matching_distance=feature_matching_distance, real_target=real_target,
+                 fake_batch_size=fake_batch_size, noise_fn=noise_fn, amp=amp, compile=compile)
+    d, labels = game.d, _ClassLabels("y")  # the discriminator; the labels' one per-call check
 
     def update(engine: Engine, batch: Sequence[Any]) -> Dict[str, Tensor]:
         x_real, y_real = batch
-        game.train()
-        target = getattr(engine.state, "real_target", default_target)
-        n_fake = x_real.shape[0] if fake_batch_size is None else fake_batch_size
+        target, n_fake = game.begin(engine, x_real.shape[0])
 
         # The discriminator on the real and the generated batch, in two passes; the samples are constants here.
-        with torch.no_grad(), game.autocast():
-            x_fake = g.raw_call(game.noise(n_fake))
+        x_fake = game.sample(n_fake)
         with game.autocast():
             logits_real, logits_fake = d.call(x_real), d.call(x_fake)
         logits_real, logits_fake = logits_real.float(), logits_fake.float()
@@ -549,7 +553,7 @@ def gan_step(
         d.step(loss_d)
 
         # The generator: non-saturating, minimax or feature matching against the real batch.
-        loss_g = _generator_steps(game, generator_steps, n_fake, x_real, feature_matching_distance, logit_loss)
+        loss_g = game.generator_steps(n_fake, x_real, logit_loss)
 
         with torch.no_grad():
             outputs = {
@@ -563,7 +567,7 @@ def gan_step(
                 outputs["train_error"] = (logits_real.argmax(dim=1) != y_real).float().mean()
         return outputs
 
-    update.labels, update.d_scaler, update.g_scaler = labels, d.scaler, g.scaler  # type: ignore[attr-defined]
+    update.labels, update.d_scaler, update.g_scaler = labels, game.d.scaler, game.g.scaler  # type: ignore[attr-defined]
     return update
 
 
@@ -571,7 +575,9 @@ def gan_step(
 # Wrappers around a step: hooks inside it, the CUDA graph
 # ---------------------------------------------------------------------------------------------------------------
 def _with_hooks(step: _Update, before: Sequence[Callable[[], None]], after: Sequence[Callable[[], None]]) -> _Update:
-    before, after = check_callables("before_step", before), check_callables("after_step", after)
+    for name, hooks in (("before_step", before), ("after_step", after)):
+        if callable(hooks) or not isinstance(hooks, (list, tuple)) or not all(callable(hook) for hook in hooks):
+            raise TypeError(f"{name} must be a list of zero-argument callables, got {hooks!r}")
     if not before and not after:
         return step
 
@@ -617,8 +623,8 @@ class _GraphedStep:
         key = (tuple(None if t is None else (t.shape, t.dtype, t.device) for t in batch),
                getattr(engine.state, "real_target", None))
         self.calls += 1
-        for optimizer in self.optimizers:
-            refresh = getattr(optimizer, "refresh_hyperparameters", None)
+        for optimizer in self.optimizers:  # a replay reads the learning rates from tensors: a scheduler's change
+            refresh = getattr(optimizer, "refresh_hyperparameters", None)  # reaches them here (ReferenceAdam)
             if callable(refresh):
                 refresh()
         if self.graph is None and self.calls <= self.WARMUP:
@@ -630,9 +636,7 @@ class _GraphedStep:
             return outputs
         if self.graph is None or key != self.key:
             self._capture(engine, batch, key)
-        for model in self.models:  # a replay runs no step code: the models' modes as an eager step leaves them
-            if not model.training:
-                model.train()
+        _train_mode(self.models)  # a replay runs no step code: the models' modes as an eager step leaves them
         for static, tensor in zip(self.static_batch, batch):
             if static is not None:
                 static.copy_(tensor, non_blocking=True)
@@ -674,13 +678,11 @@ def _prepare_semi_supervised_batch(batch: Sequence[Any], device: Optional[torch.
 
 def _prepare_gan_batch(batch: Any, device: Optional[torch.device], non_blocking: bool
                        ) -> Tuple[Tensor, Optional[Tensor]]:
-    if isinstance(batch, Tensor):
-        return _move(batch, device, non_blocking), None
-    if isinstance(batch, (tuple, list)) and len(batch) >= 1:
-        # Labels are moved by the trainer, and only if the step uses them (conditional=True).
-        labels = batch[1] if len(batch) >= 2 else None
-        return _move(batch[0], device, non_blocking), labels
-    raise TypeError(f"the GAN trainer expects batches x or (x, y, ...), got {type(batch).__name__}")
+    batch = (batch,) if isinstance(batch, Tensor) else batch
+    if not isinstance(batch, (tuple, list)) or len(batch) == 0:
+        raise TypeError(f"the GAN trainer expects batches x or (x, y, ...), got {type(batch).__name__}")
+    # Labels are moved by the trainer, and only if the step uses them (conditional=True).
+    return _move(batch[0], device, non_blocking), batch[1] if len(batch) >= 2 else None
 
 
 def _engine(update: Callable[[Engine, Any], Any], step: _Update, graphed: Optional[_GraphedStep] = None) -> Engine:

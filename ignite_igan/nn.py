@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from ignite_igan import _fast_paths
 from ignite_igan.functional import minibatch_l1_distances, virtual_batch_norm
-from ignite_igan.validation import check_bool, check_input_dtype, check_instance, check_int, check_int_pair, check_real
+from ignite_igan.validation import check_bool, check_input_dtype, check_instance, check_int, check_int_tuple, check_real
 
 __all__ = [
     "DataDependentInit",
@@ -357,9 +357,9 @@ class _WeightNormConv(_WeightNorm):
     ) -> None:
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         self.out_channels = check_int("out_channels", out_channels, minimum=1)
-        self.kernel_size = check_int_pair("kernel_size", kernel_size, minimum=1)
-        self.stride = check_int_pair("stride", stride, minimum=1)
-        self.padding = check_int_pair("padding", padding, minimum=0)
+        self.kernel_size = check_int_tuple("kernel_size", kernel_size, minimum=1, length=2, repeat_int=True)
+        self.stride = check_int_tuple("stride", stride, minimum=1, length=2, repeat_int=True)
+        self.padding = check_int_tuple("padding", padding, minimum=0, length=2, repeat_int=True)
 
 
 class WeightNormConv2d(_WeightNormConv):
@@ -457,7 +457,7 @@ class WeightNormConvTranspose2d(_WeightNormConv):
         data_init: bool = True,
     ) -> None:
         self._set_conv_arguments(in_channels, out_channels, kernel_size, stride, padding)
-        self.output_padding = check_int_pair("output_padding", output_padding, minimum=0)
+        self.output_padding = check_int_tuple("output_padding", output_padding, minimum=0, length=2, repeat_int=True)
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"output_padding must be smaller than stride {self.stride}, got {self.output_padding}")
         weight_shape = (self.in_channels, self.out_channels, *self.kernel_size)  # torch's layout: (in, out, kh, kw)

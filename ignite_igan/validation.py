@@ -20,6 +20,9 @@ infinity there is refused at load time, naming the entry, rather than surfacing 
 
 :func:`check_fields` checks every field of a configuration dataclass against its annotation at once.
 
+The module's sections: numbers; sequences and tensors; modules and optimizers; state loaded from outside and
+configurations.
+
 Example:
     >>> import numpy as np
     >>> check_int("splits", np.int64(2), minimum=1)
@@ -44,37 +47,16 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = [
-    "ArgumentTypeError",
-    "check_bool",
-    "check_callables",
-    "check_choice",
-    "check_class_labels",
-    "check_fields",
-    "check_finite_parameters",
-    "check_finite_state",
-    "check_identifier",
-    "check_indices",
-    "check_input_dtype",
-    "check_instance",
-    "check_int",
-    "check_int_pair",
-    "check_int_tuple",
-    "check_methods",
-    "check_optimizer_state",
-    "check_players",
-    "check_points",
-    "check_real",
-    "check_same_trainable",
-    "check_state_holds",
-    "check_state_keys",
-    "check_statistics",
-    "check_tensor_shape",
-    "check_trainable",
-    "describe",
-]
+__all__ = ["ArgumentTypeError", "check_bool", "check_choice", "check_fields", "check_finite_parameters",
+           "check_finite_state", "check_identifier", "check_indices", "check_input_dtype", "check_instance",
+           "check_int", "check_int_tuple", "check_methods", "check_optimizer_state", "check_players", "check_points",
+           "check_real", "check_same_trainable", "check_state_keys", "check_statistics", "check_tensor_shape",
+           "check_trainable", "describe"]
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Numbers
+# ---------------------------------------------------------------------------------------------------------------------
 class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong kind (a string where a number belongs, a bool where an int belongs, ...)."""
 
@@ -195,15 +177,14 @@ def check_int(
         ArgumentTypeError: not an integer.
         ValueError: outside the range.
     """
-    bounds = _interval(minimum, maximum, False, False)
-    none = " or None" if allow_none else ""
     if value is None and allow_none:
         return None
     value = _unwrap_scalar(value, False)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ArgumentTypeError(f"{name} must be an int{none}, got {describe(value)}")
-    number = int(value)
+        raise ArgumentTypeError(f"{name} must be an int{' or None' if allow_none else ''}, got {describe(value)}")
+    number = int(value)  # compared as an int: a float would round seeds beyond 2**53
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        bounds, none = _interval(minimum, maximum, False, False), " or None" if allow_none else ""
         raise ValueError(f"{name} must be {bounds}{none}" + (f" ({hint})" if hint else "") + f", got {number}")
     return number
 
@@ -217,207 +198,6 @@ def check_bool(name: str, value: Any) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise ArgumentTypeError(f"{name} must be a bool (True or False), got {describe(value)}")
-
-
-def _tensors(value: Any, prefix: str) -> Iterable[Tuple[str, torch.Tensor]]:
-    if isinstance(value, torch.Tensor):
-        yield prefix, value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            yield from _tensors(item, f"{prefix}[{key!r}]")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _tensors(item, f"{prefix}[{index}]")
-
-
-def check_optimizer_state(owner: str, optimizer: torch.optim.Optimizer, state_dict: Any) -> None:
-    """Refuses an optimizer state that belongs to other parameters, before any of it is loaded.
-
-    :meth:`torch.optim.Optimizer.load_state_dict` checks the number of groups and of parameters per group only;
-    another model's state with as many parameters loads, and fails at the first step with a shape error that names
-    no parameter. This checks, for every parameter, that each of its state tensors that is not a scalar (Adam's
-    moments, SGD's momentum buffer) has the parameter's shape.
-
-    Args:
-        owner: who is loading, for the message (e.g. ``"load_latest_checkpoint('.../checkpoint_3.pt')"``).
-        optimizer: the optimizer about to load ``state_dict``.
-        state_dict: what :meth:`torch.optim.Optimizer.state_dict` returned.
-
-    Raises:
-        ValueError: not an optimizer state, or one of other parameters; the message names the parameter
-            (group and index) with both shapes.
-    """
-    if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
-        got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-        raise ValueError(f"{owner}: not an optimizer state (expected the keys ['param_groups', 'state']), got {got}")
-    groups, saved_groups = optimizer.param_groups, state_dict["param_groups"]
-    sizes = [len(group["params"]) for group in groups]
-    saved_sizes = [len(group.get("params", ())) for group in saved_groups]
-    if sizes != saved_sizes:
-        raise ValueError(
-            f"{owner}: the optimizer state is of other parameters: {saved_sizes} parameters per group, this "
-            f"optimizer has {sizes}"
-        )
-    state = state_dict["state"]
-    for group_index, (group, saved) in enumerate(zip(groups, saved_groups)):
-        for position, (param, key) in enumerate(zip(group["params"], saved["params"])):
-            for name, value in (state.get(key) or {}).items():
-                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
-                    raise ValueError(
-                        f"{owner}: the optimizer state is of other parameters: its {name!r} for parameter {position} "
-                        f"of group {group_index} has shape {tuple(value.shape)}, the parameter has "
-                        f"{tuple(param.shape)}. Load the state saved with this model"
-                    )
-
-
-def check_finite_state(owner: str, name: str, value: Any) -> None:
-    """Refuses NaN or infinity in the tensors of ``value`` (nested mappings and sequences), loaded from outside.
-
-    Call it in ``load_state_dict`` of anything whose state must be finite to be meaningful (averages, reference
-    batches): training on such a state would stop later, blaming the run's own divergence.
-
-    Args:
-        owner: who is loading, for the message (e.g. ``"HistoricalAveraging.load_state_dict"``).
-        name: the entry's name in the state dict (e.g. ``"state_dict['averages']"``).
-        value: a tensor, or mappings/sequences of them.
-
-    Raises:
-        ValueError: naming each entry with non-finite values and how many there are.
-    """
-    bad = []
-    for where, tensor in _tensors(value, name):
-        if tensor.is_floating_point() or tensor.is_complex():
-            count = int((~torch.isfinite(tensor)).sum())
-            if count:
-                bad.append(f"{where} ({count} of {tensor.numel()} values)")
-    if bad:
-        raise ValueError(
-            f"{owner}: the loaded state holds NaN or infinity in {', '.join(bad[:5])}"
-            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-            + "; it comes from a diverged or damaged run. Load a state saved before the divergence"
-        )
-
-
-_KINDS = {bool: "a bool", int: "an int", float: "a real number", str: "a string"}
-
-
-def check_fields(
-    config: Any,
-    minimums: Optional[Mapping[str, int]] = None,
-    choices: Optional[Mapping[str, Sequence[Any]]] = None,
-    ranges: Optional[Mapping[str, Tuple[float, float, bool]]] = None,
-    default_minimum: int = 1,
-) -> None:
-    """Checks the fields of a dataclass instance (a run's configuration), in this order, at the first wrong one:
-
-    1. every field annotated ``bool``, ``int``, ``float`` or ``str`` holds a value of that kind (a ``float`` field
-       takes an ``int`` too; no field but a ``bool`` one takes a ``bool``): else a ``TypeError``;
-    2. every ``int`` field is at least its minimum (``minimums[name]``, else ``default_minimum``);
-    3. every field of ``choices`` is one of its choices;
-    4. every field of ``ranges``, ``name: (low, high, low_closed)``, is ``None`` or in ``(low, high)`` (``[low,
-       high)`` if ``low_closed``); NaN is refused.
-
-    Fields are checked in their declaration order; other annotations (``Optional[float]``) are checked by 3 and 4
-    only. Raises ``ValueError`` (``TypeError`` for 1) naming the field: ``"lr must be in (0.0, inf), got -1.0"``.
-
-    Example:
-        >>> import dataclasses
-        >>> @dataclasses.dataclass
-        ... class Config:
-        ...     mixture: str = "ring"
-        ...     batch_size: int = 100
-        ...     lr: float = 1e-3
-        ...     def __post_init__(self):
-        ...         check_fields(self, minimums={"batch_size": 2}, choices={"mixture": ("ring", "grid")},
-        ...                      ranges={"lr": (0.0, math.inf, False)})
-        >>> Config(batch_size=1)
-        Traceback (most recent call last):
-        ...
-        ValueError: batch_size must be >= 2, got 1
-        >>> Config(lr=True)
-        Traceback (most recent call last):
-        ...
-        TypeError: lr must be a real number, got bool True
-    """
-    if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
-    minimums, choices, ranges = minimums or {}, choices or {}, ranges or {}
-    hints = typing.get_type_hints(type(config))
-    for field in dataclasses.fields(config):
-        annotation = hints.get(field.name, field.type)
-        value, kind = getattr(config, field.name), {float: (int, float)}.get(annotation, annotation)
-        if annotation in _KINDS and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
-            raise TypeError(f"{field.name} must be {_KINDS[annotation]}, got {type(value).__name__} {value!r}")
-        if kind is int and value < minimums.get(field.name, default_minimum):
-            raise ValueError(f"{field.name} must be >= {minimums.get(field.name, default_minimum)}, got {value}")
-    for name, allowed in choices.items():
-        if getattr(config, name) not in allowed:
-            raise ValueError(f"{name} must be one of {tuple(allowed)}, got {getattr(config, name)!r}")
-    for name, (low, high, closed) in ranges.items():
-        value = getattr(config, name)
-        if value is not None and not (low < value < high or (closed and value == low)):
-            raise ValueError(f"{name} must be in {'[' if closed else '('}{low}, {high}), got {value!r}")
-
-
-def check_int_tuple(
-    name: str, value: Any, *, minimum: Optional[int] = None, length: Optional[int] = None
-) -> Tuple[int, ...]:
-    """``value``, a non-empty sequence (layer widths, say), as a tuple of Python ints checked by :func:`check_int`.
-
-    Args:
-        name: the argument's name; an entry is named ``name[i]`` in the message.
-        value: what was passed: a list or tuple of Python or NumPy integers.
-        minimum: lower bound of every entry (inclusive), or None.
-        length: the number of entries required, or None for any number of at least one.
-
-    Raises:
-        ArgumentTypeError: not a sequence (a string is not one), or an entry that is not an int.
-        ValueError: empty, not of ``length`` entries, or an entry below ``minimum``.
-
-    Example:
-        >>> check_int_tuple("widths", [96, np.int64(192)], minimum=1, length=2)
-        (96, 192)
-        >>> check_int_tuple("hidden", (500, 0), minimum=1)
-        Traceback (most recent call last):
-        ...
-        ValueError: hidden[1] must be >= 1, got 0
-    """
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ArgumentTypeError(f"{name} must be a sequence of ints, got {describe(value)}")
-    if len(value) == 0 or (length is not None and len(value) != length):
-        expected = "at least one entry" if length is None else f"{length} entries"
-        raise ValueError(f"{name} must have {expected}, got {len(value)}: {tuple(value)!r}")
-    return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
-
-
-def check_instance(name: str, value: Any, kind: Any, expected: str) -> Any:
-    """``value`` itself, checked to be an instance of ``kind`` (a type or a tuple of types).
-
-    Raises:
-        ArgumentTypeError: ``"{name} must be {expected}, got {type}"``.
-    """
-    if not isinstance(value, kind):
-        raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
-    return value
-
-
-def check_points(name: str, value: Any, columns: int = 2) -> torch.Tensor:
-    """``value`` if it is a finite floating-point tensor of ``columns``-dimensional points ``(N, columns)``.
-
-    Example:
-        >>> check_points("samples", torch.zeros(10, 3))
-        Traceback (most recent call last):
-        ...
-        ValueError: samples must have shape (N, 2), got (10, 3)
-    """
-    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        got = value.dtype if isinstance(value, torch.Tensor) else describe(value)
-        raise TypeError(f"{name} must be a torch.Tensor of floating point, got {got}")
-    if value.dim() != 2 or value.shape[1] != columns:
-        raise ValueError(f"{name} must have shape (N, {columns}), got {tuple(value.shape)}")
-    if not torch.isfinite(value).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return value
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
@@ -441,225 +221,45 @@ def check_identifier(name: str, value: Any) -> str:
     return value
 
 
-def check_trainable(name: str, model: torch.nn.Module, purpose: str = "") -> List[Tuple[str, torch.Tensor]]:
-    """The ``(name, parameter)`` pairs of ``model`` with ``requires_grad=True``, checked to be at least one.
-
-    Raises:
-        ValueError: none is trainable (the message ends with ``purpose``, e.g. ``" to average"``).
-    """
-    named = [(key, param) for key, param in model.named_parameters() if param.requires_grad]
-    if not named:
-        raise ValueError(
-            f"{name} must have at least one trainable parameter (requires_grad=True){purpose}, "
-            f"got {type(model).__name__} with none"
-        )
-    return named
-
-
-def check_state_keys(state_dict: Any, keys: Sequence[str], name: str = "state_dict") -> Mapping[str, Any]:
-    """``state_dict``, checked to be a mapping with exactly ``keys`` (what a ``load_state_dict`` is given)."""
-    if not isinstance(state_dict, Mapping) or set(state_dict) != set(keys):
-        got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-        raise ValueError(f"{name} must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
-    return state_dict
-
-
-def check_finite_parameters(owner: str, named_tensors: Sequence[Tuple[str, torch.Tensor]], when: str) -> None:
-    """Refuses NaN or infinity in tensors about to be averaged (an average would keep it for good).
-
-    The common case (all finite) costs one ``isfinite().all()`` per tensor and one host transfer per device: the
-    per-tensor flags are reduced on their device before being read.
+# ---------------------------------------------------------------------------------------------------------------------
+# Sequences and tensors
+# ---------------------------------------------------------------------------------------------------------------------
+def check_int_tuple(
+    name: str, value: Any, *, minimum: Optional[int] = None, length: Optional[int] = None, repeat_int: bool = False
+) -> Tuple[int, ...]:
+    """``value``, a non-empty sequence (layer widths, say), as a tuple of Python ints checked by :func:`check_int`.
 
     Args:
-        owner: who averages, for the message (e.g. ``"HistoricalAveraging"``).
-        named_tensors: ``(name, tensor)`` pairs, e.g. a model's trainable parameters.
-        when: when, for the message (e.g. ``"iteration 3"``).
+        name: the argument's name; an entry is named ``name[i]`` in the message.
+        value: what was passed: a list or tuple of Python or NumPy integers.
+        minimum: lower bound of every entry (inclusive), or None.
+        length: the number of entries required, or None for any number of at least one.
+        repeat_int: a single int stands for ``length`` copies of itself, as torch's convolutions take a kernel
+            size, a stride or a padding.
 
     Raises:
-        ValueError: naming the first tensor with a non-finite value, the value and how many there are.
+        ArgumentTypeError: not a sequence (a string is not one), or an entry that is not an int.
+        ValueError: empty, not of ``length`` entries, or an entry below ``minimum``.
+
+    Example:
+        >>> check_int_tuple("widths", [96, np.int64(192)], minimum=1, length=2)
+        (96, 192)
+        >>> check_int_tuple("stride", 2, minimum=1, length=2, repeat_int=True)
+        (2, 2)
+        >>> check_int_tuple("hidden", (500, 0), minimum=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: hidden[1] must be >= 1, got 0
     """
-    flags: dict = {}
-    for _, tensor in named_tensors:
-        flags.setdefault(tensor.device, []).append(torch.isfinite(tensor.detach()).all())
-    if all(bool(torch.stack(group).all()) for group in flags.values()):
-        return
-    for key, tensor in named_tensors:
-        bad = ~torch.isfinite(tensor.detach())
-        if bool(bad.any()):
-            count = int(bad.sum())
-            raise ValueError(
-                f"{owner}: parameter {key!r} holds {float(tensor.detach()[bad].flatten()[0])} ({count} non-finite "
-                f"entr{'y' if count == 1 else 'ies'}) at {when}; refusing to take it into the average, which would "
-                f"stay non-finite for good. The training diverged before this update"
-            )
-
-
-def check_methods(name: str, value: Any, methods: Sequence[str], example: str) -> Any:
-    """``value`` itself, checked to have each of ``methods`` (``example`` names a class that has them)."""
-    for method in methods:
-        if not callable(getattr(value, method, None)):
-            raise ArgumentTypeError(
-                f"{name} must have a {method}() method (e.g. {example}), got {type(value).__name__} without one"
-            )
-    return value
-
-
-def check_tensor_shape(name: str, value: Any, shape: Sequence[int]) -> torch.Tensor:
-    """``value``, checked to be a tensor of ``shape`` (a tensor loaded from outside)."""
-    if not isinstance(value, torch.Tensor) or value.shape != tuple(shape):
-        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-        raise ValueError(f"{name} must be a tensor of shape {tuple(shape)}, got {got}")
-    return value
-
-
-def check_same_trainable(owner: str, model: torch.nn.Module, tracked: Sequence[Tuple[str, torch.Tensor]]) -> None:
-    """Refuses a model whose trainable parameters are no longer exactly ``tracked`` (``(name, parameter)`` pairs
-    taken when ``owner``, an averaging handler, was built): a parameter frozen since would keep being pulled, one
-    unfrozen or added since would be silently left out.
-
-    Raises:
-        ValueError: naming the parameters no longer trainable and those trainable but not tracked.
-    """
-    current = [(key, param) for key, param in model.named_parameters() if param.requires_grad]
-    if len(current) == len(tracked) and all(p is q for (_, p), (_, q) in zip(current, tracked)):
-        return
-    current_ids, tracked_ids = {id(p) for _, p in current}, {id(p) for _, p in tracked}
-    raise ValueError(
-        f"model: its trainable parameters changed since this {owner} was built; no longer trainable (frozen with "
-        f"requires_grad=False, or removed): {[key for key, p in tracked if id(p) not in current_ids]}; trainable "
-        f"but not averaged (unfrozen or added after the handler was built): "
-        f"{[key for key, p in current if id(p) not in tracked_ids]}. The handler averages exactly the parameters "
-        f"that were trainable when it was built: build a new {owner} (detach this one) after changing which "
-        f"parameters train"
-    )
-
-
-def check_int_pair(name: str, value: Any, *, minimum: int) -> Tuple[int, int]:
-    """``value``, an int or a pair of ints as torch's convolutions take them, as a pair of Python ints >= ``minimum``.
-
-    Raises:
-        ArgumentTypeError: not an int or a pair of ints.
-        ValueError: an entry below ``minimum``.
-    """
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) for v in pair):
-        raise ArgumentTypeError(f"{name} must be an int or a pair of ints, got {describe(value)}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
-    """The low-precision dtype of the ``torch.autocast`` region active for ``device_type``, or None outside one."""
-    try:
-        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-    except (RuntimeError, TypeError, ValueError):  # a device type autocast does not know
-        return None
-
-
-def check_input_dtype(x: torch.Tensor, expected: torch.dtype) -> None:
-    """Refuses a layer's input whose dtype is not the layer's (its parameters'), except the mixes of autocast.
-
-    For the layers whose arithmetic would otherwise promote silently (a float64 input to a float32 normalization
-    layer gives a float64 output); a matrix product or a convolution refuses a mismatch itself. Inside
-    ``torch.autocast`` for the input's device type, activations in autocast's dtype (bfloat16 or float16) meet
-    float32 weights by design, so float32 and that dtype may meet in any combination; float64, and the other
-    low-precision dtype, never mix.
-
-    Raises:
-        TypeError: naming ``input``, the dtype it got and the one expected.
-    """
-    if x.dtype == expected:
-        return
-    low = _autocast_dtype(x.device.type)
-    if low is None or not {x.dtype, expected} <= {torch.float32, low}:
-        raise TypeError(
-            f"input must have the layer's dtype {expected} (the dtype of its parameters), got dtype {x.dtype}; convert "
-            f"the input with .to({expected}) or the layer with .to({x.dtype}) (inside torch.autocast, inputs in its "
-            f"dtype are accepted by a float32 layer)"
-        )
-
-
-def check_callables(name: str, value: Any) -> Tuple[Any, ...]:
-    """``value`` as a tuple of callables; a single callable (not in a list) or anything else is refused."""
-    if callable(value) or not isinstance(value, (list, tuple)) or not all(callable(item) for item in value):
-        raise TypeError(f"{name} must be a list of zero-argument callables, got {value!r}")
-    return tuple(value)
-
-
-def check_class_labels(name: str, value: Any) -> torch.Tensor:
-    """``value`` if it is a 1-D integer tensor ``(N,)`` of class indices (their range is the caller's to check)."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor of class indices, got {type(value).__name__}")
-    if value.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"{name} must be an integer tensor of class indices, got dtype {value.dtype}")
-    if value.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D tensor (N,) of class indices, got shape {tuple(value.shape)}")
-    return value
-
-
-def _names(names: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(repr(name) for name in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def check_players(
-    generator: Any, discriminator: Any, d_optimizer: Any, g_optimizer: Any, *, stacklevel: int = 3
-) -> None:
-    """Two models and one optimizer per player, each stepping its own player's parameters (a GAN trainer's check).
-
-    A parameter of the other player means swapped optimizers (the player would never train, the other one would
-    be stepped by the wrong loss), one of neither model a stale optimizer: both raise. A trainable parameter of a
-    model that its optimizer does not hold never changes, which can be meant (a partly trained model) but is
-    usually a mistake: it warns. Models wrapped in ``DistributedDataParallel`` are seen through.
-
-    Raises:
-        TypeError: a model that is not a module, an optimizer that is not an optimizer.
-        ValueError: an optimizer without trainable parameters, the same optimizer twice, or one holding
-            parameters of the other player or of neither model.
-    """
-    kinds = {"generator": (generator, torch.nn.Module, "torch.nn.Module"),
-             "discriminator": (discriminator, torch.nn.Module, "torch.nn.Module"),
-             "d_optimizer": (d_optimizer, torch.optim.Optimizer, "torch.optim.Optimizer"),
-             "g_optimizer": (g_optimizer, torch.optim.Optimizer, "torch.optim.Optimizer")}
-    for name, (value, kind, kind_name) in kinds.items():
-        if not isinstance(value, kind):
-            raise TypeError(f"{name} must be a {kind_name}, got {type(value).__name__}")
-    for name, optimizer in (("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)):
-        if not any(p.requires_grad for group in optimizer.param_groups for p in group["params"]):
-            raise ValueError(f"{name} has no parameter that requires a gradient; expected the player's parameters")
-    if d_optimizer is g_optimizer:
-        raise ValueError("d_optimizer and g_optimizer must be two optimizers (one per player), got the same object")
-    models = {name: m.module if isinstance(m, DistributedDataParallel) else m
-              for name, m in (("generator", generator), ("discriminator", discriminator))}
-    for name, optimizer, own, other in (("d_optimizer", d_optimizer, "discriminator", "generator"),
-                                        ("g_optimizer", g_optimizer, "generator", "discriminator")):
-        own_ids = {id(p) for p in models[own].parameters()}
-        other_names = {id(p): n for n, p in models[other].named_parameters()}
-        held = [p for group in optimizer.param_groups for p in group["params"]]
-        swapped = [other_names[id(p)] for p in held if id(p) not in own_ids and id(p) in other_names]
-        if swapped:
-            raise ValueError(
-                f"{name} must step the {own}'s parameters, but it holds {len(swapped)} parameter(s) of the "
-                f"{other} ({_names(swapped)}): are d_optimizer and g_optimizer swapped? Expected "
-                f"(generator, discriminator, d_optimizer, g_optimizer)"
-            )
-        foreign = [tuple(p.shape) for p in held if id(p) not in own_ids]
-        if foreign:
-            raise ValueError(
-                f"{name} must step only the {own}'s parameters, but it holds {len(foreign)} parameter(s) of "
-                f"neither model (shapes {foreign[:5]}): was it built for another instance of the {own}?"
-            )
-        held_ids = {id(p) for p in held}
-        missing = [n for n, p in models[own].named_parameters() if p.requires_grad and id(p) not in held_ids]
-        if missing:
-            warnings.warn(
-                f"{name} does not step {len(missing)} trainable parameter(s) of the {own} ({_names(missing)}): "
-                f"they will never change. Build it from {own}.parameters(), or set requires_grad=False on the "
-                "parameters meant to stay fixed",
-                UserWarning,
-                stacklevel=stacklevel,
-            )
+    if repeat_int and length is not None and isinstance(value, numbers.Integral):
+        value = (value,) * length
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        kind = "an int or a sequence of ints" if repeat_int else "a sequence of ints"
+        raise ArgumentTypeError(f"{name} must be {kind}, got {describe(value)}")
+    if len(value) == 0 or (length is not None and len(value) != length):
+        expected = "at least one entry" if length is None else f"{length} entries"
+        raise ValueError(f"{name} must have {expected}, got {len(value)}: {tuple(value)!r}")
+    return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
 
 
 def check_indices(
@@ -712,23 +312,23 @@ def check_indices(
     return array.astype(np.int64, copy=False)
 
 
-def check_state_holds(owner: str, state_dict: Any, keys: Sequence[str]) -> Mapping:
-    """``state_dict``, checked to be a mapping that holds ``keys`` (what a ``load_state_dict`` reads).
-
-    Raises:
-        ValueError: not a mapping, or one without some of ``keys``; the message names the missing keys.
+def check_points(name: str, value: Any, columns: int = 2) -> torch.Tensor:
+    """``value`` if it is a finite floating-point tensor of ``columns``-dimensional points ``(N, columns)``.
 
     Example:
-        >>> check_state_holds("MixtureStream.load_state_dict", {}, ["generator"])
+        >>> check_points("samples", torch.zeros(10, 3))
         Traceback (most recent call last):
         ...
-        ValueError: MixtureStream.load_state_dict: state_dict is missing ['generator']; expected a mapping ...
+        ValueError: samples must have shape (N, 2), got (10, 3)
     """
-    missing = [key for key in keys if not isinstance(state_dict, Mapping) or key not in state_dict]
-    if missing:
-        raise ValueError(f"{owner}: state_dict is missing {missing}; expected a mapping with the keys {list(keys)}, "
-                         f"got {describe(state_dict)}")
-    return state_dict
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        got = value.dtype if isinstance(value, torch.Tensor) else describe(value)
+        raise TypeError(f"{name} must be a torch.Tensor of floating point, got {got}")
+    if value.dim() != 2 or value.shape[1] != columns:
+        raise ValueError(f"{name} must have shape (N, {columns}), got {tuple(value.shape)}")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return value
 
 
 def check_statistics(name_mu: str, mu: Any, name_sigma: str, sigma: Any) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -755,3 +355,373 @@ def check_statistics(name_mu: str, mu: Any, name_sigma: str, sigma: Any) -> Tupl
         got = f"got shape {tuple(sigma.shape)}"
         raise ValueError(f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, {got}")
     return mu, sigma
+
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The low-precision dtype of the ``torch.autocast`` region active for ``device_type``, or None outside one."""
+    try:
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    except (RuntimeError, TypeError, ValueError):  # a device type autocast does not know
+        return None
+
+
+def check_input_dtype(x: torch.Tensor, expected: torch.dtype) -> None:
+    """Refuses a layer's input whose dtype is not the layer's (its parameters'), except the mixes of autocast.
+
+    For the layers whose arithmetic would otherwise promote silently (a float64 input to a float32 normalization
+    layer gives a float64 output); a matrix product or a convolution refuses a mismatch itself. Inside
+    ``torch.autocast`` for the input's device type, activations in autocast's dtype (bfloat16 or float16) meet
+    float32 weights by design, so float32 and that dtype may meet in any combination; float64, and the other
+    low-precision dtype, never mix.
+
+    Raises:
+        TypeError: naming ``input``, the dtype it got and the one expected.
+    """
+    if x.dtype == expected:
+        return
+    low = _autocast_dtype(x.device.type)
+    if low is None or not {x.dtype, expected} <= {torch.float32, low}:
+        raise TypeError(
+            f"input must have the layer's dtype {expected} (the dtype of its parameters), got dtype {x.dtype}; convert "
+            f"the input with .to({expected}) or the layer with .to({x.dtype}) (inside torch.autocast, inputs in its "
+            f"dtype are accepted by a float32 layer)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Modules and optimizers
+# ---------------------------------------------------------------------------------------------------------------------
+def check_instance(name: str, value: Any, kind: Any, expected: str) -> Any:
+    """``value`` itself, checked to be an instance of ``kind`` (a type or a tuple of types).
+
+    Raises:
+        ArgumentTypeError: ``"{name} must be {expected}, got {type}"``.
+    """
+    if not isinstance(value, kind):
+        raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def check_methods(name: str, value: Any, methods: Sequence[str], example: str) -> Any:
+    """``value`` itself, checked to have each of ``methods`` (``example`` names a class that has them)."""
+    for method in methods:
+        if not callable(getattr(value, method, None)):
+            raise ArgumentTypeError(
+                f"{name} must have a {method}() method (e.g. {example}), got {type(value).__name__} without one"
+            )
+    return value
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_players(
+    generator: Any, discriminator: Any, d_optimizer: Any, g_optimizer: Any, *, stacklevel: int = 3
+) -> None:
+    """Two models and one optimizer per player, each stepping its own player's parameters (a GAN trainer's check).
+
+    A parameter of the other player means swapped optimizers (the player would never train, the other one would
+    be stepped by the wrong loss), one of neither model a stale optimizer: both raise. A trainable parameter of a
+    model that its optimizer does not hold never changes, which can be meant (a partly trained model) but is
+    usually a mistake: it warns. Models wrapped in ``DistributedDataParallel`` are seen through.
+
+    Raises:
+        TypeError: a model that is not a module, an optimizer that is not an optimizer.
+        ValueError: an optimizer without trainable parameters, the same optimizer twice, or one holding
+            parameters of the other player or of neither model.
+    """
+    for name, value in (("generator", generator), ("discriminator", discriminator)):
+        check_instance(name, value, torch.nn.Module, "a torch.nn.Module")
+    for name, optimizer in (("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)):
+        check_instance(name, optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
+        if not any(p.requires_grad for group in optimizer.param_groups for p in group["params"]):
+            raise ValueError(f"{name} has no parameter that requires a gradient; expected the player's parameters")
+    if d_optimizer is g_optimizer:
+        raise ValueError("d_optimizer and g_optimizer must be two optimizers (one per player), got the same object")
+    models = {name: m.module if isinstance(m, DistributedDataParallel) else m
+              for name, m in (("generator", generator), ("discriminator", discriminator))}
+    for name, optimizer, own, other in (("d_optimizer", d_optimizer, "discriminator", "generator"),
+                                        ("g_optimizer", g_optimizer, "generator", "discriminator")):
+        own_ids = {id(p) for p in models[own].parameters()}
+        other_names = {id(p): n for n, p in models[other].named_parameters()}
+        held = [p for group in optimizer.param_groups for p in group["params"]]
+        swapped = [other_names[id(p)] for p in held if id(p) not in own_ids and id(p) in other_names]
+        if swapped:
+            raise ValueError(
+                f"{name} must step the {own}'s parameters, but it holds {len(swapped)} parameter(s) of the "
+                f"{other} ({_names(swapped)}): are d_optimizer and g_optimizer swapped? Expected "
+                f"(generator, discriminator, d_optimizer, g_optimizer)"
+            )
+        foreign = [tuple(p.shape) for p in held if id(p) not in own_ids]
+        if foreign:
+            raise ValueError(
+                f"{name} must step only the {own}'s parameters, but it holds {len(foreign)} parameter(s) of "
+                f"neither model (shapes {foreign[:5]}): was it built for another instance of the {own}?"
+            )
+        held_ids = {id(p) for p in held}
+        missing = [n for n, p in models[own].named_parameters() if p.requires_grad and id(p) not in held_ids]
+        if missing:
+            warnings.warn(
+                f"{name} does not step {len(missing)} trainable parameter(s) of the {own} ({_names(missing)}): "
+                f"they will never change. Build it from {own}.parameters(), or set requires_grad=False on the "
+                "parameters meant to stay fixed",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+
+
+def check_trainable(name: str, model: torch.nn.Module, purpose: str = "") -> List[Tuple[str, torch.Tensor]]:
+    """The ``(name, parameter)`` pairs of ``model`` with ``requires_grad=True``, checked to be at least one.
+
+    Raises:
+        ValueError: none is trainable (the message ends with ``purpose``, e.g. ``" to average"``).
+    """
+    named = [(key, param) for key, param in model.named_parameters() if param.requires_grad]
+    if not named:
+        raise ValueError(
+            f"{name} must have at least one trainable parameter (requires_grad=True){purpose}, "
+            f"got {type(model).__name__} with none"
+        )
+    return named
+
+
+def check_same_trainable(owner: str, model: torch.nn.Module, tracked: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    """Refuses a model whose trainable parameters are no longer exactly ``tracked`` (``(name, parameter)`` pairs
+    taken when ``owner``, an averaging handler, was built): a parameter frozen since would keep being pulled, one
+    unfrozen or added since would be silently left out.
+
+    Raises:
+        ValueError: naming the parameters no longer trainable and those trainable but not tracked.
+    """
+    current = [(key, param) for key, param in model.named_parameters() if param.requires_grad]
+    if len(current) == len(tracked) and all(p is q for (_, p), (_, q) in zip(current, tracked)):
+        return
+    current_ids, tracked_ids = {id(p) for _, p in current}, {id(p) for _, p in tracked}
+    raise ValueError(
+        f"model: its trainable parameters changed since this {owner} was built; no longer trainable (frozen with "
+        f"requires_grad=False, or removed): {[key for key, p in tracked if id(p) not in current_ids]}; trainable "
+        f"but not averaged (unfrozen or added after the handler was built): "
+        f"{[key for key, p in current if id(p) not in tracked_ids]}. The handler averages exactly the parameters "
+        f"that were trainable when it was built: build a new {owner} (detach this one) after changing which "
+        f"parameters train"
+    )
+
+
+def check_finite_parameters(owner: str, named_tensors: Sequence[Tuple[str, torch.Tensor]], when: str) -> None:
+    """Refuses NaN or infinity in tensors about to be averaged (an average would keep it for good).
+
+    The common case (all finite) costs one ``isfinite().all()`` per tensor and one host transfer per device: the
+    per-tensor flags are reduced on their device before being read.
+
+    Args:
+        owner: who averages, for the message (e.g. ``"HistoricalAveraging"``).
+        named_tensors: ``(name, tensor)`` pairs, e.g. a model's trainable parameters.
+        when: when, for the message (e.g. ``"iteration 3"``).
+
+    Raises:
+        ValueError: naming the first tensor with a non-finite value, the value and how many there are.
+    """
+    flags: dict = {}
+    for _, tensor in named_tensors:
+        flags.setdefault(tensor.device, []).append(torch.isfinite(tensor.detach()).all())
+    if all(bool(torch.stack(group).all()) for group in flags.values()):
+        return
+    for key, tensor in named_tensors:
+        bad = ~torch.isfinite(tensor.detach())
+        if bool(bad.any()):
+            count = int(bad.sum())
+            raise ValueError(
+                f"{owner}: parameter {key!r} holds {float(tensor.detach()[bad].flatten()[0])} ({count} non-finite "
+                f"entr{'y' if count == 1 else 'ies'}) at {when}; refusing to take it into the average, which would "
+                f"stay non-finite for good. The training diverged before this update"
+            )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# State loaded from outside and configurations
+# ---------------------------------------------------------------------------------------------------------------------
+def check_state_keys(
+    state_dict: Any, keys: Sequence[str], name: str = "state_dict", *, exact: bool = True, owner: str = ""
+) -> Mapping[str, Any]:
+    """``state_dict``, checked to be a mapping with exactly ``keys`` (what a ``load_state_dict`` is given), or with
+    at least ``keys`` when not ``exact`` (a state that may hold more than the loader reads).
+
+    Args:
+        state_dict: what was given to load.
+        keys: the keys expected.
+        name: the state's name in the message (``"state_dict['averages']"`` for a nested one).
+        exact: refuse other keys too; else only missing ones.
+        owner: who is loading, to begin the message with (e.g. ``"MixtureStream.load_state_dict"``), or "".
+
+    Raises:
+        ValueError: not a mapping, other keys (exact: the message names the keys expected and got) or missing ones
+            (not exact: the message names those missing).
+
+    Example:
+        >>> check_state_keys({"count": 2}, ["count", "total"])
+        Traceback (most recent call last):
+        ...
+        ValueError: state_dict must have the keys ['count', 'total'], got ['count']
+        >>> check_state_keys({}, ["generator"], exact=False, owner="MixtureStream.load_state_dict")
+        Traceback (most recent call last):
+        ...
+        ValueError: MixtureStream.load_state_dict: state_dict is missing ['generator']; expected a mapping ...
+    """
+    is_mapping, who = isinstance(state_dict, Mapping), f"{owner}: " if owner else ""
+    if exact and (not is_mapping or set(state_dict) != set(keys)):
+        got = sorted(state_dict) if is_mapping else type(state_dict).__name__
+        raise ValueError(f"{who}{name} must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
+    missing = [key for key in keys if not is_mapping or key not in state_dict]
+    if missing:
+        raise ValueError(f"{who}{name} is missing {missing}; expected a mapping with the keys {list(keys)}, "
+                         f"got {describe(state_dict)}")
+    return state_dict
+
+
+def check_tensor_shape(name: str, value: Any, shape: Sequence[int]) -> torch.Tensor:
+    """``value``, checked to be a tensor of ``shape`` (a tensor loaded from outside)."""
+    if not isinstance(value, torch.Tensor) or value.shape != tuple(shape):
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ValueError(f"{name} must be a tensor of shape {tuple(shape)}, got {got}")
+    return value
+
+
+def _tensors(value: Any, prefix: str) -> Iterable[Tuple[str, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        yield prefix, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _tensors(item, f"{prefix}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _tensors(item, f"{prefix}[{index}]")
+
+
+def check_finite_state(owner: str, name: str, value: Any) -> None:
+    """Refuses NaN or infinity in the tensors of ``value`` (nested mappings and sequences), loaded from outside.
+
+    Call it in ``load_state_dict`` of anything whose state must be finite to be meaningful (averages, reference
+    batches): training on such a state would stop later, blaming the run's own divergence.
+
+    Args:
+        owner: who is loading, for the message (e.g. ``"HistoricalAveraging.load_state_dict"``).
+        name: the entry's name in the state dict (e.g. ``"state_dict['averages']"``).
+        value: a tensor, or mappings/sequences of them.
+
+    Raises:
+        ValueError: naming each entry with non-finite values and how many there are.
+    """
+    bad = []
+    for where, tensor in _tensors(value, name):
+        if tensor.is_floating_point() or tensor.is_complex():
+            count = int((~torch.isfinite(tensor)).sum())
+            if count:
+                bad.append(f"{where} ({count} of {tensor.numel()} values)")
+    if bad:
+        raise ValueError(
+            f"{owner}: the loaded state holds NaN or infinity in {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            + "; it comes from a diverged or damaged run. Load a state saved before the divergence"
+        )
+
+
+def check_optimizer_state(owner: str, optimizer: torch.optim.Optimizer, state_dict: Any) -> None:
+    """Refuses an optimizer state that belongs to other parameters, before any of it is loaded.
+
+    :meth:`torch.optim.Optimizer.load_state_dict` checks the number of groups and of parameters per group only;
+    another model's state with as many parameters loads, and fails at the first step with a shape error that names
+    no parameter. This checks, for every parameter, that each of its state tensors that is not a scalar (Adam's
+    moments, SGD's momentum buffer) has the parameter's shape.
+
+    Args:
+        owner: who is loading, for the message (e.g. ``"load_latest_checkpoint('.../checkpoint_3.pt')"``).
+        optimizer: the optimizer about to load ``state_dict``.
+        state_dict: what :meth:`torch.optim.Optimizer.state_dict` returned.
+
+    Raises:
+        ValueError: not an optimizer state, or one of other parameters; the message names the parameter
+            (group and index) with both shapes.
+    """
+    if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
+        got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+        raise ValueError(f"{owner}: not an optimizer state (expected the keys ['param_groups', 'state']), got {got}")
+    groups, saved_groups = optimizer.param_groups, state_dict["param_groups"]
+    sizes = [len(group["params"]) for group in groups]
+    saved_sizes = [len(group.get("params", ())) for group in saved_groups]
+    if sizes != saved_sizes:
+        raise ValueError(
+            f"{owner}: the optimizer state is of other parameters: {saved_sizes} parameters per group, this "
+            f"optimizer has {sizes}"
+        )
+    state = state_dict["state"]
+    for group_index, (group, saved) in enumerate(zip(groups, saved_groups)):
+        for position, (param, key) in enumerate(zip(group["params"], saved["params"])):
+            for name, value in (state.get(key) or {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise ValueError(
+                        f"{owner}: the optimizer state is of other parameters: its {name!r} for parameter {position} "
+                        f"of group {group_index} has shape {tuple(value.shape)}, the parameter has "
+                        f"{tuple(param.shape)}. Load the state saved with this model"
+                    )
+
+
+_KINDS = {bool: "a bool", int: "an int", float: "a real number", str: "a string"}
+
+
+def check_fields(
+    config: Any,
+    minimums: Optional[Mapping[str, int]] = None,
+    choices: Optional[Mapping[str, Sequence[Any]]] = None,
+    ranges: Optional[Mapping[str, Tuple[float, float, bool]]] = None,
+    default_minimum: int = 1,
+) -> None:
+    """Checks the fields of a dataclass instance (a run's configuration), in this order, at the first wrong one:
+
+    1. every field annotated ``bool``, ``int``, ``float`` or ``str`` holds a value of that kind (a ``float`` field
+       takes an ``int`` too; no field but a ``bool`` one takes a ``bool``): else a ``TypeError``;
+    2. every ``int`` field is at least its minimum (``minimums[name]``, else ``default_minimum``);
+    3. every field of ``choices`` is one of its choices;
+    4. every field of ``ranges``, ``name: (low, high, low_closed)``, is ``None`` or in ``(low, high)`` (``[low,
+       high)`` if ``low_closed``); NaN is refused.
+
+    Fields are checked in their declaration order; other annotations (``Optional[float]``) are checked by 3 and 4
+    only. Raises ``ValueError`` (``TypeError`` for 1) naming the field: ``"lr must be in (0.0, inf), got -1.0"``.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class Config:
+        ...     mixture: str = "ring"
+        ...     batch_size: int = 100
+        ...     lr: float = 1e-3
+        ...     def __post_init__(self):
+        ...         check_fields(self, minimums={"batch_size": 2}, choices={"mixture": ("ring", "grid")},
+        ...                      ranges={"lr": (0.0, math.inf, False)})
+        >>> Config(batch_size=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size must be >= 2, got 1
+        >>> Config(lr=True)
+        Traceback (most recent call last):
+        ...
+        TypeError: lr must be a real number, got bool True
+    """
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"config must be a dataclass instance, got {type(config).__name__}")
+    minimums, choices, ranges = minimums or {}, choices or {}, ranges or {}
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        annotation = hints.get(field.name, field.type)
+        value, kind = getattr(config, field.name), {float: (int, float)}.get(annotation, annotation)
+        if annotation in _KINDS and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            raise TypeError(f"{field.name} must be {_KINDS[annotation]}, got {type(value).__name__} {value!r}")
+        if kind is int:
+            check_int(field.name, value, minimum=minimums.get(field.name, default_minimum))
+    for name, allowed in choices.items():
+        check_choice(name, getattr(config, name), allowed)
+    for name, (low, high, closed) in ranges.items():
+        value = getattr(config, name)
+        if value is not None and not (low < value < high or (closed and value == low)):
+            raise ValueError(f"{name} must be in {'[' if closed else '('}{low}, {high}), got {value!r}")
