@@ -274,31 +274,27 @@ class _Moments:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.mean: Optional[Tensor] = None
-        self.scatter: Optional[Tensor] = None
         self.count = 0
+        # Zeros until the first batch, which the merge then takes as it is (n_a = 0: its mean, its scatter matrix).
+        self.mean: Union[Tensor, float] = 0.0
+        self.scatter: Union[Tensor, float] = 0.0
 
     def add(self, features: Tensor) -> None:
         f = features.detach().to(device=self.device, dtype=torch.float64)
-        n_b = int(f.shape[0])
+        n_a, n_b = self.count, int(f.shape[0])
         batch_mean = f.mean(dim=0)
         centred = f - batch_mean
-        batch_scatter = centred.T @ centred
-        if self.mean is None:
-            self.mean, self.scatter, self.count = batch_mean, batch_scatter, n_b
-            return
-        n_a = self.count
         n = n_a + n_b
         delta = batch_mean - self.mean
         self.mean = self.mean + delta * (n_b / n)
-        self.scatter = self.scatter + batch_scatter + torch.outer(delta, delta) * (n_a * n_b / n)
+        self.scatter = self.scatter + centred.T @ centred + torch.outer(delta, delta) * (n_a * n_b / n)
         self.count = n
 
     def reduced(self) -> Tuple[Optional[Tensor], Optional[Tensor], int]:
         """``(mean, scatter, count)`` over all processes (collective: every process must call it)."""
         if idist.get_world_size() == 1:
-            return self.mean, self.scatter, self.count
-        local_d = 0 if self.mean is None else int(self.mean.shape[0])
+            return (self.mean, self.scatter, self.count) if self.count else (None, None, 0)
+        local_d = int(self.mean.shape[0]) if self.count else 0
         d = int(idist.all_reduce(local_d, op="MAX"))
         count = int(idist.all_reduce(self.count))
         if d == 0 or count == 0:
@@ -306,9 +302,9 @@ class _Moments:
         if local_d not in (0, d):
             raise ValueError(f"processes disagree on the number of features: {local_d} here, {d} elsewhere")
         # A process that saw no batch takes part with zeros (and a count of 0, so it adds nothing).
-        local_mean = self.mean if self.mean is not None else torch.zeros(d, dtype=torch.float64, device=self.device)
-        local_scatter = self.scatter if self.scatter is not None else torch.zeros(d, d, dtype=torch.float64,
-                                                                                   device=self.device)
+        zeros = torch.zeros(d, dtype=torch.float64, device=self.device)
+        local_mean = self.mean if self.count else zeros
+        local_scatter = self.scatter if self.count else torch.outer(zeros, zeros)
         mean = idist.all_reduce(local_mean * self.count).to(self.device) / count
         offset = local_mean - mean
         scatter = idist.all_reduce(local_scatter + torch.outer(offset, offset) * self.count).to(self.device)
@@ -316,7 +312,7 @@ class _Moments:
 
     def statistics(self, what: str = "features", **kwargs: Any) -> FeatureStatistics:
         mean, scatter, count = self.reduced()
-        if mean is None or count == 0:
+        if mean is None:
             raise NotComputableError(f"FID must have at least one {what} image before it can be computed")
         if count < 2:
             raise ValueError(f"FID needs at least 2 {what} images for a covariance, got {count}")
@@ -448,21 +444,18 @@ class RealImages:
         if cached is not None and cached.key == key:
             return cached
         path = self.cache_path(key)
-        rank = idist.get_rank()
-        loaded = _try_load(path, key) if path is not None and rank == 0 else None
-        if idist.get_world_size() > 1 and path is not None:
-            hit = int(idist.broadcast(torch.tensor([int(loaded is not None)]), src=0)[0])
-            if hit:
-                mu = idist.broadcast(loaded.mu if rank == 0 else None, src=0, safe_mode=True)
-                sigma = idist.broadcast(loaded.sigma if rank == 0 else None, src=0, safe_mode=True)
-                count = int(idist.broadcast(torch.tensor([loaded.count if rank == 0 else 0]), src=0)[0])
-                loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), count, key)
+        loaded = _try_load(path, key) if path is not None and idist.get_rank() == 0 else None
+        # Rank 0 alone reads the cache (the others may not see its folder) and sends them what it found; a hit's
+        # count is the key's (a file whose key matches holds exactly the images the key names).
+        if idist.get_world_size() > 1 and path is not None and idist.broadcast(int(loaded is not None), src=0):
+            mu, sigma = (idist.broadcast(getattr(loaded, name, None), src=0, safe_mode=True) for name in ("mu", "sigma"))
+            loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), key["n_images"], key)
         if loaded is not None:
             return FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, self.description(key)).to(
                 options["device"]
             )
         stats = self._compute(key, shared, options)
-        if path is not None and rank == 0:
+        if path is not None and idist.get_rank() == 0:
             stats.save(path)
         return stats
 
@@ -491,10 +484,7 @@ class RealImages:
             return
         world_size, rank = idist.get_world_size(), idist.get_rank()
         start, stop = rank * n // world_size, (rank + 1) * n // world_size
-        if isinstance(data, Tensor):
-            for begin in range(start, stop, self.batch_size):
-                yield select(data[begin : min(begin + self.batch_size, stop)])
-            return
+        # A tensor is a map-style data set too: its batches are the stacked rows, the same values as its slices.
         loader = DataLoader(Subset(data, range(start, stop)), batch_size=self.batch_size, generator=torch.Generator())
         try:
             for batch in loader:
