@@ -380,7 +380,7 @@ def test_float64_option_really_runs_in_float64(tf_weights, tf_images, tf_referen
     logits32 = tf_reference[1][:1].double()
     assert torch.allclose(logits64, logits32, rtol=1e-3, atol=1e-3 * logits64.abs().max().item())
     assert not torch.equal(logits64, logits32)  # not float32 values in disguise
-    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+    with pytest.raises(ValueError, match=r"dtype must be one of \(torch.float32, torch.float64\), got torch.float16"):
         TFInceptionV3(weights_path=path, sha256=digest, dtype=torch.float16)
 
 

@@ -498,18 +498,14 @@ class SharedPass:
         if output not in self._outputs:
             uint8 = to_uint8(images, input_range, argument=argument)
             self.extractor.check_images(uint8, argument=argument)
+            network = self.extractor if output == "logits" else self.extractor.features
+            # A single-pass network gives both outputs at once: the other is kept for the other metric.
             wanted = ("logits", "features") if self.extractor.single_pass else (output,)
-            chunks: Dict[str, list] = {name: [] for name in wanted}
+            run = self.extractor.logits_and_features if self.extractor.single_pass else lambda x: (network(x),)
             with torch.no_grad(), tf32_mode(allow_tf32):
-                for chunk in uint8.split(batch_size or max(len(uint8), 1)):
-                    chunk = chunk.to(device)
-                    if self.extractor.single_pass:
-                        results = self.extractor.logits_and_features(chunk)
-                    else:
-                        results = (self.extractor(chunk) if output == "logits" else self.extractor.features(chunk),)
-                    for name, value in zip(wanted, results):
-                        chunks[name].append(value.detach())
-            self._outputs.update({name: torch.cat(parts) for name, parts in chunks.items()})
+                parts = [run(chunk.to(device)) for chunk in uint8.split(batch_size or max(len(uint8), 1))]
+            for i, name in enumerate(wanted):
+                self._outputs[name] = torch.cat([part[i].detach() for part in parts])
         if version is not None:
             self._last = (images, version, key)  # a strong reference: its id cannot be reused meanwhile
         return self._outputs[output]

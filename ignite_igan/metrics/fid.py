@@ -403,17 +403,12 @@ class RealImages:
     def key(self, extractor: ImageExtractor, options: Mapping[str, Any]) -> Dict[str, Any]:
         """Everything that determines the statistics, with ``options`` those of the network's pass (``input_range``,
         ``allow_tf32``, ``batch_size``): the cache key."""
-        info = extractor.describe()
         return {
             "format": CACHE_FORMAT,
             "real_name": self.name,
             "real_split": self.split,
             "n_images": self.count(),
-            "network": info["network"],
-            "weights_sha256": info["weights_sha256"],
-            "features": info["features"],
-            "resize": info["resize"],
-            "dtype": info["dtype"],
+            **extractor.describe(),  # network, weights_sha256, features, resize, dtype
             "input_range": options["input_range"],
             "rounding": ROUNDING,
             "allow_tf32": options["allow_tf32"],
@@ -448,7 +443,8 @@ class RealImages:
         # Rank 0 alone reads the cache (the others may not see its folder) and sends them what it found; a hit's
         # count is the key's (a file whose key matches holds exactly the images the key names).
         if idist.get_world_size() > 1 and path is not None and idist.broadcast(int(loaded is not None), src=0):
-            mu, sigma = (idist.broadcast(getattr(loaded, name, None), src=0, safe_mode=True) for name in ("mu", "sigma"))
+            send = ("mu", "sigma")
+            mu, sigma = (idist.broadcast(getattr(loaded, part, None), src=0, safe_mode=True) for part in send)
             loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), key["n_images"], key)
         if loaded is not None:
             return FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, self.description(key)).to(
@@ -476,33 +472,27 @@ class RealImages:
         return stats
 
     def batches(self) -> Iterator[Tensor]:
-        """This process's share of the first ``count()`` images, batch by batch, through ``transform``."""
+        """This process's share of the first ``count()`` images, batch by batch, through ``transform``: a contiguous
+        block of a ``Dataset`` or tensor (a tensor is a map-style data set too), or the whole batches of a
+        ``DataLoader`` (or of data without a length) dealt to the processes in turn."""
         select = self.transform or _default_images
         n, data = self.count(), self.data
-        if isinstance(data, DataLoader) or n is None:
-            yield from self._loader_batches(n, select)
-            return
-        world_size, rank = idist.get_world_size(), idist.get_rank()
-        start, stop = rank * n // world_size, (rank + 1) * n // world_size
-        # A tensor is a map-style data set too: its batches are the stacked rows, the same values as its slices.
-        loader = DataLoader(Subset(data, range(start, stop)), batch_size=self.batch_size, generator=torch.Generator())
-        try:
-            for batch in loader:
-                yield select(batch)
-        except TypeError as error:
-            if "default_collate" in str(error) or "PIL" in str(error):
-                raise TypeError(
-                    f"the real data set's items cannot be batched ({error}); give it a transform that makes "
-                    "tensors, e.g. torchvision.transforms.ToTensor() with input_range='[0,1]'"
-                ) from error
-            raise
-
-    def _loader_batches(self, n: Optional[int], select: Callable[[Any], Tensor]) -> Iterator[Tensor]:
-        """Whole batches of a ``DataLoader`` (or of data without a length), dealt to the processes in turn."""
         world_size, rank = idist.get_world_size(), idist.get_rank()
         # A generator of its own: iterating a DataLoader otherwise draws from the global RNG (and so would
         # shift a training run that computes the real statistics in the middle of it).
-        data = self.data
+        if not isinstance(data, DataLoader) and n is not None:
+            shard = Subset(data, range(rank * n // world_size, (rank + 1) * n // world_size))
+            try:
+                for batch in DataLoader(shard, batch_size=self.batch_size, generator=torch.Generator()):
+                    yield select(batch)
+            except TypeError as error:
+                if "default_collate" in str(error) or "PIL" in str(error):
+                    raise TypeError(
+                        f"the real data set's items cannot be batched ({error}); give it a transform that makes "
+                        "tensors, e.g. torchvision.transforms.ToTensor() with input_range='[0,1]'"
+                    ) from error
+                raise
+            return
         loader = data if isinstance(data, DataLoader) else DataLoader(
             data, batch_size=self.batch_size, generator=torch.Generator())
         offset = 0

@@ -22,7 +22,8 @@ from ignite_igan.metrics.modes import _module_device, evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, published_protocols
 from ignite_igan.validation import check_choice, check_int
 
-__all__ = ["evaluation_mode", "GeneratorEvaluator", "score_generator", "generate_samples"]
+# evaluation_mode is also importable from here, as it was; the package lists it once, under modes.
+__all__ = ["GeneratorEvaluator", "score_generator", "generate_samples"]
 
 NoiseFn = Callable[[int, torch.Generator], Tensor]
 
