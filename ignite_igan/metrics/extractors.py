@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ignite.metrics import Metric
 
 from ignite_igan.metrics.modes import evaluation_mode
-from ignite_igan.metrics.protocol import tf32_mode
+from ignite_igan.metrics.protocol import Protocol, tf32_mode
 from ignite_igan.validation import ArgumentTypeError, check_bool, check_choice, check_int
 
 __all__ = [
@@ -904,6 +904,11 @@ class _ExtractorMetric(Metric):
         the metric's)."""
         return dict(input_range=input_range or self._input_range, device=self._device, allow_tf32=self._allow_tf32,
                     batch_size=self._extractor_batch_size)
+
+    def _card(self, metric: str, output: str, **fields: Any) -> Protocol:
+        """The protocol card of the metric's last ``compute``: its network, input range, TF32 setting and samples."""
+        return Protocol.of_network(metric, self._extractor.describe(), output=output, input_range=self._input_range,
+                                   allow_tf32=self._allow_tf32, n_samples=self._n_samples, **fields)
 
     def _run(self, images: Tensor, output: str, argument: str = "images") -> Tensor:
         """The logits or features of a batch of the metric's images, on the metric's device."""

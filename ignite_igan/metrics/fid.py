@@ -143,10 +143,8 @@ class FeatureStatistics:
         """Given ``mu`` ``(D,)`` and ``sigma`` ``(D, D)`` (tensors or NumPy arrays), keyed by the SHA-256 of their
         float64 values, so that equal statistics carry equal keys on the protocol card."""
         mu, sigma = (torch.as_tensor(value).detach().to("cpu", torch.float64) for value in (mu, sigma))
-        digest = hashlib.sha256()
-        for value in (mu, sigma):
-            digest.update(value.contiguous().numpy().tobytes())
-        return cls(mu, sigma, None, {"source": "tensors", "sha256": digest.hexdigest()}, "given mu/sigma")
+        digest = hashlib.sha256(b"".join(value.contiguous().numpy().tobytes() for value in (mu, sigma))).hexdigest()
+        return cls(mu, sigma, None, {"source": "tensors", "sha256": digest}, "given mu/sigma")
 
     @classmethod
     def from_file(cls, path: Union[str, os.PathLike]) -> "FeatureStatistics":
@@ -677,7 +675,6 @@ class FID(_ExtractorMetric):
     @property
     def protocol(self) -> Protocol:
         """The protocol card (``n_samples``: generated images in the last ``compute``)."""
-        info = self._extractor.describe()
         if self._real is None:
             real = "real images given to update() in (real, fake) pairs"
             if self._n_real is not None:
@@ -690,16 +687,10 @@ class FID(_ExtractorMetric):
         if real_range != self._input_range:
             real += f" (real input {real_range})"
         dims = self._num_features or (self._real_stats.num_features if self._real_stats is not None else None)
-        features = info["features"] or "features"
-        return Protocol.of_network(
-            "fid",
-            info,
-            output=features if (dims is None or features.startswith(f"{dims} ")) else f"{features} ({dims} features)",
-            input_range=self._input_range,
-            allow_tf32=self._allow_tf32,
-            n_samples=self._n_samples,
-            real_statistics=real,
-        )
+        features = self._extractor.features_name or "features"  # FID's extractor provides features
+        if dims is not None and not features.startswith(f"{dims} "):
+            features += f" ({dims} features)"
+        return self._card("fid", features, real_statistics=real)
 
     def attach(self, engine: Engine, name: str, usage: Union[str, MetricUsage] = EpochWise()) -> None:
         """Attaches the metric and, with ``real`` images, computes or loads their statistics now (before any run)."""

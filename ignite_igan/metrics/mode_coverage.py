@@ -303,7 +303,5 @@ class ModeCoverage(Metric):
 
     def completed(self, engine: Engine, name: str) -> None:
         result = self.compute()
-        engine.state.metrics[name] = result["modes"]
-        engine.state.metrics[f"{name}_any"] = result["modes_any"]
-        engine.state.metrics[f"{name}_high_quality"] = result["high_quality"]
-        engine.state.metrics[f"{name}_kl"] = result["kl"]
+        for suffix, key in (("", "modes"), ("_any", "modes_any"), ("_high_quality", "high_quality"), ("_kl", "kl")):
+            engine.state.metrics[name + suffix] = result[key]

@@ -133,11 +133,9 @@ class Protocol:
 
 def publish_protocol(engine: Engine, name: str, protocol: Protocol) -> None:
     """Puts ``protocol`` into ``engine.state.protocols[name]`` (creating the dict on first use)."""
-    protocols = getattr(engine.state, "protocols", None)
-    if not isinstance(protocols, dict):
-        protocols = {}
-        engine.state.protocols = protocols
-    protocols[name] = protocol
+    if not isinstance(getattr(engine.state, "protocols", None), dict):
+        engine.state.protocols = {}
+    engine.state.protocols[name] = protocol
 
 
 def published_protocols(engine: Engine) -> Dict[str, Protocol]:

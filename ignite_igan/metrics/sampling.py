@@ -124,8 +124,8 @@ class GeneratorEvaluator:
         """The ``(start, stop)`` sample ranges this process generates: a contiguous block of whole batches."""
         rank = idist.get_rank() if rank is None else rank
         world_size = idist.get_world_size() if world_size is None else world_size
-        edges = list(range(0, self.n_samples, self.batch_size)) + [self.n_samples]
-        all_batches = list(zip(edges[:-1], edges[1:]))
+        n, size = self.n_samples, self.batch_size
+        all_batches = [(start, min(start + size, n)) for start in range(0, n, size)]
         if len(all_batches) < world_size:
             raise ValueError(
                 f"n_samples={self.n_samples} with batch_size={self.batch_size} makes {len(all_batches)} batches, "
