@@ -90,10 +90,8 @@ class GaussianMixture2D:
     """
 
     def __init__(self, centers: Tensor, std: float) -> None:
-        centers = _as_centers(centers)
-        std = check_real("std", std, minimum=0.0, low_open=True)
-        self.centers = centers
-        self.std = float(std)
+        self.centers = _as_centers(centers)
+        self.std = float(check_real("std", std, minimum=0.0, low_open=True))
 
     @property
     def num_modes(self) -> int:
@@ -274,12 +272,9 @@ class ModeCoverage(Metric):
         output_transform: Callable = lambda x: x,
         device: Union[str, torch.device] = torch.device("cpu"),
     ) -> None:
-        centers = _as_centers(centers)
-        std = check_real("std", std, minimum=0.0, low_open=True)
-        min_count = check_int("min_count", min_count, minimum=1, allow_none=True)
-        self._centers = centers
-        self._std = float(std)
-        self._min_count = min_count
+        self._centers = _as_centers(centers)
+        self._std = float(check_real("std", std, minimum=0.0, low_open=True))
+        self._min_count = check_int("min_count", min_count, minimum=1, allow_none=True)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
 
     @reinit__is_reduced

@@ -85,20 +85,16 @@ class GeneratorEvaluator:
     ) -> None:
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
-        n_samples = check_int("n_samples", n_samples, minimum=1)
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-        seed = check_int("seed", seed)
-        check_choice("mode", mode, ("eval", "train"))
+        self.n_samples = check_int("n_samples", n_samples, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.seed = check_int("seed", seed)
+        self.mode = check_choice("mode", mode, ("eval", "train"))
         if noise_fn is None and not callable(getattr(generator, "sample_noise", None)):
             raise TypeError(
                 f"{type(generator).__name__} has no sample_noise(n, generator=None, device=None); pass "
                 "noise_fn=lambda n, generator: ... to draw its input"
             )
         self.generator = generator
-        self.n_samples = n_samples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.mode = mode
         self.device = device
         self._noise_fn = noise_fn
         self._output_transform = output_transform
@@ -227,8 +223,7 @@ def score_generator(
     Returns:
         The evaluator's ``state.metrics``, e.g. ``{"is": 8.1, "is_std": 0.07}``.
     """
-    if metric is None:
-        metric = InceptionScore()
+    metric = InceptionScore() if metric is None else metric
     return GeneratorEvaluator(generator, {name: metric}, **kwargs).run()
 
 
