@@ -374,10 +374,8 @@ class ImageExtractor(nn.Module):
         accepts."""
         if not isinstance(images, Tensor) or images.dtype != torch.uint8:
             raise TypeError(f"{type(self).__name__} expects uint8 images, got {getattr(images, 'dtype', images)!r}")
-        if self.channels is None:
-            bad_shape = images.dim() < 2
-        else:
-            bad_shape = images.dim() != 4 or images.shape[1] != self.channels
+        fixed = self.channels is not None  # (N, C, H, W) with C = channels; else any (N, ...)
+        bad_shape = (images.dim() != 4 or images.shape[1] != self.channels) if fixed else images.dim() < 2
         if bad_shape or images.shape[0] < 1:
             shape = "(N, ...)" if self.channels is None else f"(N, {self.channels}, H, W)"
             hint = " (repeat grey images with x.expand(-1, 3, -1, -1))" if self.channels == 3 else ""
@@ -636,8 +634,7 @@ class TFInceptionV3(_InceptionNetwork):
             # torch-fidelity casts the input to this dtype before the resize; its own option maps "float64" to
             # float32, so we set the attribute directly.
             self.net.feature_extractor_internal_dtype = torch.float64
-        self.net.requires_grad_(False)
-        self.net.eval()
+        self.net.requires_grad_(False).eval()
         self._catch_pool(self.net.AvgPool)
 
     def _network(self, images: Tensor) -> Tensor:
