@@ -32,7 +32,7 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
-from ignite_igan.validation import check_int, check_points, check_real
+from ignite_igan.validation import check_choice, check_int, check_points, check_real
 
 __all__ = [
     "benchmark_mixture",
@@ -166,9 +166,7 @@ def benchmark_mixture(name: str) -> GaussianMixture2D:
         >>> benchmark_mixture("grid").num_modes
         25
     """
-    if name not in _BENCHMARKS:
-        raise ValueError(f"mixture must be one of {tuple(_BENCHMARKS)}, got {name!r}")
-    return _BENCHMARKS[name]()
+    return _BENCHMARKS[check_choice("mixture", name, tuple(_BENCHMARKS))]()
 
 
 def default_min_count(n_samples: int) -> int:

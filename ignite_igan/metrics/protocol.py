@@ -187,12 +187,10 @@ def tf32_mode(allow: bool) -> Iterator[None]:
         return
     precision = _matmul_precision()
     try:
-        torch.backends.cuda.matmul.allow_tf32 = allow
-        torch.backends.cudnn.allow_tf32 = allow
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved[0]
-        torch.backends.cudnn.allow_tf32 = saved[1]
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
         # allow_tf32=True means "high"; a "medium" (bfloat16) setting comes back only through its own setter,
         # which is called only then, so that a process using the legacy flags alone never sees the newer API.
         if precision is not None and _matmul_precision() != precision:
