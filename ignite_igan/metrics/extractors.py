@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ignite.metrics import Metric
 
 from ignite_igan.metrics.modes import evaluation_mode
-from ignite_igan.metrics.protocol import tf32_mode
+from ignite_igan.metrics.protocol import Protocol, tf32_mode
 from ignite_igan.validation import ArgumentTypeError, check_bool, check_choice, check_int
 
 __all__ = [
@@ -374,10 +374,8 @@ class ImageExtractor(nn.Module):
         accepts."""
         if not isinstance(images, Tensor) or images.dtype != torch.uint8:
             raise TypeError(f"{type(self).__name__} expects uint8 images, got {getattr(images, 'dtype', images)!r}")
-        if self.channels is None:
-            bad_shape = images.dim() < 2
-        else:
-            bad_shape = images.dim() != 4 or images.shape[1] != self.channels
+        fixed = self.channels is not None  # (N, C, H, W) with C = channels; else any (N, ...)
+        bad_shape = (images.dim() != 4 or images.shape[1] != self.channels) if fixed else images.dim() < 2
         if bad_shape or images.shape[0] < 1:
             shape = "(N, ...)" if self.channels is None else f"(N, {self.channels}, H, W)"
             hint = " (repeat grey images with x.expand(-1, 3, -1, -1))" if self.channels == 3 else ""
@@ -498,18 +496,14 @@ class SharedPass:
         if output not in self._outputs:
             uint8 = to_uint8(images, input_range, argument=argument)
             self.extractor.check_images(uint8, argument=argument)
+            network = self.extractor if output == "logits" else self.extractor.features
+            # A single-pass network gives both outputs at once: the other is kept for the other metric.
             wanted = ("logits", "features") if self.extractor.single_pass else (output,)
-            chunks: Dict[str, list] = {name: [] for name in wanted}
+            run = self.extractor.logits_and_features if self.extractor.single_pass else lambda x: (network(x),)
             with torch.no_grad(), tf32_mode(allow_tf32):
-                for chunk in uint8.split(batch_size or max(len(uint8), 1)):
-                    chunk = chunk.to(device)
-                    if self.extractor.single_pass:
-                        results = self.extractor.logits_and_features(chunk)
-                    else:
-                        results = (self.extractor(chunk) if output == "logits" else self.extractor.features(chunk),)
-                    for name, value in zip(wanted, results):
-                        chunks[name].append(value.detach())
-            self._outputs.update({name: torch.cat(parts) for name, parts in chunks.items()})
+                parts = [run(chunk.to(device)) for chunk in uint8.split(batch_size or max(len(uint8), 1))]
+            for i, name in enumerate(wanted):
+                self._outputs[name] = torch.cat([part[i].detach() for part in parts])
         if version is not None:
             self._last = (images, version, key)  # a strong reference: its id cannot be reused meanwhile
         return self._outputs[output]
@@ -640,8 +634,7 @@ class TFInceptionV3(_InceptionNetwork):
             # torch-fidelity casts the input to this dtype before the resize; its own option maps "float64" to
             # float32, so we set the attribute directly.
             self.net.feature_extractor_internal_dtype = torch.float64
-        self.net.requires_grad_(False)
-        self.net.eval()
+        self.net.requires_grad_(False).eval()
         self._catch_pool(self.net.AvgPool)
 
     def _network(self, images: Tensor) -> Tensor:
@@ -908,6 +901,11 @@ class _ExtractorMetric(Metric):
         the metric's)."""
         return dict(input_range=input_range or self._input_range, device=self._device, allow_tf32=self._allow_tf32,
                     batch_size=self._extractor_batch_size)
+
+    def _card(self, metric: str, output: str, **fields: Any) -> Protocol:
+        """The protocol card of the metric's last ``compute``: its network, input range, TF32 setting and samples."""
+        return Protocol.of_network(metric, self._extractor.describe(), output=output, input_range=self._input_range,
+                                   allow_tf32=self._allow_tf32, n_samples=self._n_samples, **fields)
 
     def _run(self, images: Tensor, output: str, argument: str = "images") -> Tensor:
         """The logits or features of a batch of the metric's images, on the metric's device."""

@@ -143,10 +143,8 @@ class FeatureStatistics:
         """Given ``mu`` ``(D,)`` and ``sigma`` ``(D, D)`` (tensors or NumPy arrays), keyed by the SHA-256 of their
         float64 values, so that equal statistics carry equal keys on the protocol card."""
         mu, sigma = (torch.as_tensor(value).detach().to("cpu", torch.float64) for value in (mu, sigma))
-        digest = hashlib.sha256()
-        for value in (mu, sigma):
-            digest.update(value.contiguous().numpy().tobytes())
-        return cls(mu, sigma, None, {"source": "tensors", "sha256": digest.hexdigest()}, "given mu/sigma")
+        digest = hashlib.sha256(b"".join(value.contiguous().numpy().tobytes() for value in (mu, sigma))).hexdigest()
+        return cls(mu, sigma, None, {"source": "tensors", "sha256": digest}, "given mu/sigma")
 
     @classmethod
     def from_file(cls, path: Union[str, os.PathLike]) -> "FeatureStatistics":
@@ -274,31 +272,27 @@ class _Moments:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.mean: Optional[Tensor] = None
-        self.scatter: Optional[Tensor] = None
         self.count = 0
+        # Zeros until the first batch, which the merge then takes as it is (n_a = 0: its mean, its scatter matrix).
+        self.mean: Union[Tensor, float] = 0.0
+        self.scatter: Union[Tensor, float] = 0.0
 
     def add(self, features: Tensor) -> None:
         f = features.detach().to(device=self.device, dtype=torch.float64)
-        n_b = int(f.shape[0])
+        n_a, n_b = self.count, int(f.shape[0])
         batch_mean = f.mean(dim=0)
         centred = f - batch_mean
-        batch_scatter = centred.T @ centred
-        if self.mean is None:
-            self.mean, self.scatter, self.count = batch_mean, batch_scatter, n_b
-            return
-        n_a = self.count
         n = n_a + n_b
         delta = batch_mean - self.mean
         self.mean = self.mean + delta * (n_b / n)
-        self.scatter = self.scatter + batch_scatter + torch.outer(delta, delta) * (n_a * n_b / n)
+        self.scatter = self.scatter + centred.T @ centred + torch.outer(delta, delta) * (n_a * n_b / n)
         self.count = n
 
     def reduced(self) -> Tuple[Optional[Tensor], Optional[Tensor], int]:
         """``(mean, scatter, count)`` over all processes (collective: every process must call it)."""
         if idist.get_world_size() == 1:
-            return self.mean, self.scatter, self.count
-        local_d = 0 if self.mean is None else int(self.mean.shape[0])
+            return (self.mean, self.scatter, self.count) if self.count else (None, None, 0)
+        local_d = int(self.mean.shape[0]) if self.count else 0
         d = int(idist.all_reduce(local_d, op="MAX"))
         count = int(idist.all_reduce(self.count))
         if d == 0 or count == 0:
@@ -306,9 +300,9 @@ class _Moments:
         if local_d not in (0, d):
             raise ValueError(f"processes disagree on the number of features: {local_d} here, {d} elsewhere")
         # A process that saw no batch takes part with zeros (and a count of 0, so it adds nothing).
-        local_mean = self.mean if self.mean is not None else torch.zeros(d, dtype=torch.float64, device=self.device)
-        local_scatter = self.scatter if self.scatter is not None else torch.zeros(d, d, dtype=torch.float64,
-                                                                                   device=self.device)
+        zeros = torch.zeros(d, dtype=torch.float64, device=self.device)
+        local_mean = self.mean if self.count else zeros
+        local_scatter = self.scatter if self.count else torch.outer(zeros, zeros)
         mean = idist.all_reduce(local_mean * self.count).to(self.device) / count
         offset = local_mean - mean
         scatter = idist.all_reduce(local_scatter + torch.outer(offset, offset) * self.count).to(self.device)
@@ -316,7 +310,7 @@ class _Moments:
 
     def statistics(self, what: str = "features", **kwargs: Any) -> FeatureStatistics:
         mean, scatter, count = self.reduced()
-        if mean is None or count == 0:
+        if mean is None:
             raise NotComputableError(f"FID must have at least one {what} image before it can be computed")
         if count < 2:
             raise ValueError(f"FID needs at least 2 {what} images for a covariance, got {count}")
@@ -407,17 +401,12 @@ class RealImages:
     def key(self, extractor: ImageExtractor, options: Mapping[str, Any]) -> Dict[str, Any]:
         """Everything that determines the statistics, with ``options`` those of the network's pass (``input_range``,
         ``allow_tf32``, ``batch_size``): the cache key."""
-        info = extractor.describe()
         return {
             "format": CACHE_FORMAT,
             "real_name": self.name,
             "real_split": self.split,
             "n_images": self.count(),
-            "network": info["network"],
-            "weights_sha256": info["weights_sha256"],
-            "features": info["features"],
-            "resize": info["resize"],
-            "dtype": info["dtype"],
+            **extractor.describe(),  # network, weights_sha256, features, resize, dtype
             "input_range": options["input_range"],
             "rounding": ROUNDING,
             "allow_tf32": options["allow_tf32"],
@@ -448,21 +437,19 @@ class RealImages:
         if cached is not None and cached.key == key:
             return cached
         path = self.cache_path(key)
-        rank = idist.get_rank()
-        loaded = _try_load(path, key) if path is not None and rank == 0 else None
-        if idist.get_world_size() > 1 and path is not None:
-            hit = int(idist.broadcast(torch.tensor([int(loaded is not None)]), src=0)[0])
-            if hit:
-                mu = idist.broadcast(loaded.mu if rank == 0 else None, src=0, safe_mode=True)
-                sigma = idist.broadcast(loaded.sigma if rank == 0 else None, src=0, safe_mode=True)
-                count = int(idist.broadcast(torch.tensor([loaded.count if rank == 0 else 0]), src=0)[0])
-                loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), count, key)
+        loaded = _try_load(path, key) if path is not None and idist.get_rank() == 0 else None
+        # Rank 0 alone reads the cache (the others may not see its folder) and sends them what it found; a hit's
+        # count is the key's (a file whose key matches holds exactly the images the key names).
+        if idist.get_world_size() > 1 and path is not None and idist.broadcast(int(loaded is not None), src=0):
+            send = ("mu", "sigma")
+            mu, sigma = (idist.broadcast(getattr(loaded, part, None), src=0, safe_mode=True) for part in send)
+            loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), key["n_images"], key)
         if loaded is not None:
             return FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, self.description(key)).to(
                 options["device"]
             )
         stats = self._compute(key, shared, options)
-        if path is not None and rank == 0:
+        if path is not None and idist.get_rank() == 0:
             stats.save(path)
         return stats
 
@@ -483,36 +470,27 @@ class RealImages:
         return stats
 
     def batches(self) -> Iterator[Tensor]:
-        """This process's share of the first ``count()`` images, batch by batch, through ``transform``."""
+        """This process's share of the first ``count()`` images, batch by batch, through ``transform``: a contiguous
+        block of a ``Dataset`` or tensor (a tensor is a map-style data set too), or the whole batches of a
+        ``DataLoader`` (or of data without a length) dealt to the processes in turn."""
         select = self.transform or _default_images
         n, data = self.count(), self.data
-        if isinstance(data, DataLoader) or n is None:
-            yield from self._loader_batches(n, select)
-            return
-        world_size, rank = idist.get_world_size(), idist.get_rank()
-        start, stop = rank * n // world_size, (rank + 1) * n // world_size
-        if isinstance(data, Tensor):
-            for begin in range(start, stop, self.batch_size):
-                yield select(data[begin : min(begin + self.batch_size, stop)])
-            return
-        loader = DataLoader(Subset(data, range(start, stop)), batch_size=self.batch_size, generator=torch.Generator())
-        try:
-            for batch in loader:
-                yield select(batch)
-        except TypeError as error:
-            if "default_collate" in str(error) or "PIL" in str(error):
-                raise TypeError(
-                    f"the real data set's items cannot be batched ({error}); give it a transform that makes "
-                    "tensors, e.g. torchvision.transforms.ToTensor() with input_range='[0,1]'"
-                ) from error
-            raise
-
-    def _loader_batches(self, n: Optional[int], select: Callable[[Any], Tensor]) -> Iterator[Tensor]:
-        """Whole batches of a ``DataLoader`` (or of data without a length), dealt to the processes in turn."""
         world_size, rank = idist.get_world_size(), idist.get_rank()
         # A generator of its own: iterating a DataLoader otherwise draws from the global RNG (and so would
         # shift a training run that computes the real statistics in the middle of it).
-        data = self.data
+        if not isinstance(data, DataLoader) and n is not None:
+            shard = Subset(data, range(rank * n // world_size, (rank + 1) * n // world_size))
+            try:
+                for batch in DataLoader(shard, batch_size=self.batch_size, generator=torch.Generator()):
+                    yield select(batch)
+            except TypeError as error:
+                if "default_collate" in str(error) or "PIL" in str(error):
+                    raise TypeError(
+                        f"the real data set's items cannot be batched ({error}); give it a transform that makes "
+                        "tensors, e.g. torchvision.transforms.ToTensor() with input_range='[0,1]'"
+                    ) from error
+                raise
+            return
         loader = data if isinstance(data, DataLoader) else DataLoader(
             data, batch_size=self.batch_size, generator=torch.Generator())
         offset = 0
@@ -697,7 +675,6 @@ class FID(_ExtractorMetric):
     @property
     def protocol(self) -> Protocol:
         """The protocol card (``n_samples``: generated images in the last ``compute``)."""
-        info = self._extractor.describe()
         if self._real is None:
             real = "real images given to update() in (real, fake) pairs"
             if self._n_real is not None:
@@ -710,16 +687,10 @@ class FID(_ExtractorMetric):
         if real_range != self._input_range:
             real += f" (real input {real_range})"
         dims = self._num_features or (self._real_stats.num_features if self._real_stats is not None else None)
-        features = info["features"] or "features"
-        return Protocol.of_network(
-            "fid",
-            info,
-            output=features if (dims is None or features.startswith(f"{dims} ")) else f"{features} ({dims} features)",
-            input_range=self._input_range,
-            allow_tf32=self._allow_tf32,
-            n_samples=self._n_samples,
-            real_statistics=real,
-        )
+        features = self._extractor.features_name or "features"  # FID's extractor provides features
+        if dims is not None and not features.startswith(f"{dims} "):
+            features += f" ({dims} features)"
+        return self._card("fid", features, real_statistics=real)
 
     def attach(self, engine: Engine, name: str, usage: Union[str, MetricUsage] = EpochWise()) -> None:
         """Attaches the metric and, with ``real`` images, computes or loads their statistics now (before any run)."""

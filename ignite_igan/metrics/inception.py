@@ -120,18 +120,13 @@ class InceptionScore(_ExtractorMetric):
     @property
     def protocol(self) -> Protocol:
         """The protocol card of this metric's numbers (``n_samples`` is that of the last ``compute``)."""
-        info = self._extractor.describe()
         num_logits = self._extractor.num_logits or self._num_logits
         output = f"softmax over {num_logits or 'K'} logits"
         if isinstance(self._extractor, TFInceptionV3):
             output += " without bias (pool_3 @ W)"
-        return Protocol.of_network(
+        return self._card(
             "inception_score",
-            info,
-            output=output,
-            input_range=self._input_range,
-            allow_tf32=self._allow_tf32,
-            n_samples=self._n_samples,
+            output,
             splits=self._splits,
             split_order="contiguous, after a seeded shuffle" if self._shuffle else "contiguous, in sample order",
             shuffle_seed=self._seed if self._shuffle else None,
@@ -156,10 +151,8 @@ class InceptionScore(_ExtractorMetric):
             self._indices.append(indices.detach().to(device=self._device, dtype=torch.int64))
 
     def _gathered_logits(self) -> Tensor:
-        if self._logits:
-            local = torch.cat(self._logits)
-        else:
-            local = torch.zeros(0, self._extractor.num_logits or 0, device=self._device)
+        empty = torch.zeros(0, self._extractor.num_logits or 0, device=self._device)
+        local = torch.cat(self._logits) if self._logits else empty
         with_indices = len(self._indices) > 0
         if with_indices and sum(len(i) for i in self._indices) != local.shape[0]:
             raise ValueError("indices must be given with every batch or with none")

@@ -32,7 +32,7 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
-from ignite_igan.validation import check_int, check_points, check_real
+from ignite_igan.validation import check_choice, check_int, check_points, check_real
 
 __all__ = [
     "benchmark_mixture",
@@ -90,10 +90,8 @@ class GaussianMixture2D:
     """
 
     def __init__(self, centers: Tensor, std: float) -> None:
-        centers = _as_centers(centers)
-        std = check_real("std", std, minimum=0.0, low_open=True)
-        self.centers = centers
-        self.std = float(std)
+        self.centers = _as_centers(centers)
+        self.std = float(check_real("std", std, minimum=0.0, low_open=True))
 
     @property
     def num_modes(self) -> int:
@@ -168,9 +166,7 @@ def benchmark_mixture(name: str) -> GaussianMixture2D:
         >>> benchmark_mixture("grid").num_modes
         25
     """
-    if name not in _BENCHMARKS:
-        raise ValueError(f"mixture must be one of {tuple(_BENCHMARKS)}, got {name!r}")
-    return _BENCHMARKS[name]()
+    return _BENCHMARKS[check_choice("mixture", name, tuple(_BENCHMARKS))]()
 
 
 def default_min_count(n_samples: int) -> int:
@@ -274,12 +270,9 @@ class ModeCoverage(Metric):
         output_transform: Callable = lambda x: x,
         device: Union[str, torch.device] = torch.device("cpu"),
     ) -> None:
-        centers = _as_centers(centers)
-        std = check_real("std", std, minimum=0.0, low_open=True)
-        min_count = check_int("min_count", min_count, minimum=1, allow_none=True)
-        self._centers = centers
-        self._std = float(std)
-        self._min_count = min_count
+        self._centers = _as_centers(centers)
+        self._std = float(check_real("std", std, minimum=0.0, low_open=True))
+        self._min_count = check_int("min_count", min_count, minimum=1, allow_none=True)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
 
     @reinit__is_reduced
@@ -303,7 +296,5 @@ class ModeCoverage(Metric):
 
     def completed(self, engine: Engine, name: str) -> None:
         result = self.compute()
-        engine.state.metrics[name] = result["modes"]
-        engine.state.metrics[f"{name}_any"] = result["modes_any"]
-        engine.state.metrics[f"{name}_high_quality"] = result["high_quality"]
-        engine.state.metrics[f"{name}_kl"] = result["kl"]
+        for suffix, key in (("", "modes"), ("_any", "modes_any"), ("_high_quality", "high_quality"), ("_kl", "kl")):
+            engine.state.metrics[name + suffix] = result[key]

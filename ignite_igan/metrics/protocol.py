@@ -133,11 +133,9 @@ class Protocol:
 
 def publish_protocol(engine: Engine, name: str, protocol: Protocol) -> None:
     """Puts ``protocol`` into ``engine.state.protocols[name]`` (creating the dict on first use)."""
-    protocols = getattr(engine.state, "protocols", None)
-    if not isinstance(protocols, dict):
-        protocols = {}
-        engine.state.protocols = protocols
-    protocols[name] = protocol
+    if not isinstance(getattr(engine.state, "protocols", None), dict):
+        engine.state.protocols = {}
+    engine.state.protocols[name] = protocol
 
 
 def published_protocols(engine: Engine) -> Dict[str, Protocol]:
@@ -189,12 +187,10 @@ def tf32_mode(allow: bool) -> Iterator[None]:
         return
     precision = _matmul_precision()
     try:
-        torch.backends.cuda.matmul.allow_tf32 = allow
-        torch.backends.cudnn.allow_tf32 = allow
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved[0]
-        torch.backends.cudnn.allow_tf32 = saved[1]
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
         # allow_tf32=True means "high"; a "medium" (bfloat16) setting comes back only through its own setter,
         # which is called only then, so that a process using the legacy flags alone never sees the newer API.
         if precision is not None and _matmul_precision() != precision:

@@ -22,7 +22,8 @@ from ignite_igan.metrics.modes import _module_device, evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, published_protocols
 from ignite_igan.validation import check_choice, check_int
 
-__all__ = ["evaluation_mode", "GeneratorEvaluator", "score_generator", "generate_samples"]
+# evaluation_mode is also importable from here, as it was; the package lists it once, under modes.
+__all__ = ["GeneratorEvaluator", "score_generator", "generate_samples"]
 
 NoiseFn = Callable[[int, torch.Generator], Tensor]
 
@@ -84,20 +85,16 @@ class GeneratorEvaluator:
     ) -> None:
         if not isinstance(generator, nn.Module):
             raise TypeError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
-        n_samples = check_int("n_samples", n_samples, minimum=1)
-        batch_size = check_int("batch_size", batch_size, minimum=1)
-        seed = check_int("seed", seed)
-        check_choice("mode", mode, ("eval", "train"))
+        self.n_samples = check_int("n_samples", n_samples, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.seed = check_int("seed", seed)
+        self.mode = check_choice("mode", mode, ("eval", "train"))
         if noise_fn is None and not callable(getattr(generator, "sample_noise", None)):
             raise TypeError(
                 f"{type(generator).__name__} has no sample_noise(n, generator=None, device=None); pass "
                 "noise_fn=lambda n, generator: ... to draw its input"
             )
         self.generator = generator
-        self.n_samples = n_samples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.mode = mode
         self.device = device
         self._noise_fn = noise_fn
         self._output_transform = output_transform
@@ -123,8 +120,8 @@ class GeneratorEvaluator:
         """The ``(start, stop)`` sample ranges this process generates: a contiguous block of whole batches."""
         rank = idist.get_rank() if rank is None else rank
         world_size = idist.get_world_size() if world_size is None else world_size
-        edges = list(range(0, self.n_samples, self.batch_size)) + [self.n_samples]
-        all_batches = list(zip(edges[:-1], edges[1:]))
+        n, size = self.n_samples, self.batch_size
+        all_batches = [(start, min(start + size, n)) for start in range(0, n, size)]
         if len(all_batches) < world_size:
             raise ValueError(
                 f"n_samples={self.n_samples} with batch_size={self.batch_size} makes {len(all_batches)} batches, "
@@ -226,8 +223,7 @@ def score_generator(
     Returns:
         The evaluator's ``state.metrics``, e.g. ``{"is": 8.1, "is_std": 0.07}``.
     """
-    if metric is None:
-        metric = InceptionScore()
+    metric = InceptionScore() if metric is None else metric
     return GeneratorEvaluator(generator, {name: metric}, **kwargs).run()
 
 
