@@ -217,7 +217,8 @@ def attach_progress(
     Both show running averages (α = 0.98) of ``output_names`` (keys of the step's output dict) and the
     ``engine.state`` attributes in ``state_attributes`` that exist (e.g. ``test_error``, set after evaluations).
     Without a terminal, carriage-return bars would fill a log file with one ever-growing line; a line per epoch
-    (``epoch 3/20  iteration 1800  loss_labeled 0.113 ...  test_error 0.2312  71.3 s``) reads well in ``tail``.
+    (``epoch 3/20  iteration 1800  loss_labeled 0.113 ...  test_error 0.2312  71.3 s``) reads well in ``tail``. Its
+    time is the epoch's as Ignite measures it (``engine.state.times``: the iterations, not the epoch's handlers).
 
     Args:
         trainer: the engine.
@@ -241,11 +242,6 @@ def attach_progress(
     if getattr(stream, "isatty", lambda: False)():
         ProgressBar(persist=False).attach(trainer, metric_names=names, state_attributes=list(state_attributes))
         return
-    started = {"time": time.perf_counter()}
-
-    @trainer.on(Events.EPOCH_STARTED)
-    def _mark(engine: Engine) -> None:
-        started["time"] = time.perf_counter()
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _line(engine: Engine) -> None:
@@ -255,7 +251,7 @@ def attach_progress(
         parts = [f"{label} {state.epoch}/{state.max_epochs}", f"iteration {state.iteration}"]
         parts += [f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
                   for name, value in shown if value is not None]
-        parts.append(f"{time.perf_counter() - started['time']:.1f} s")
+        parts.append(f"{state.times[Events.EPOCH_COMPLETED.name]:.1f} s")
         print("  ".join(parts), file=stream, flush=True)
 
 
@@ -351,7 +347,6 @@ class Run:
             ``resume``, ``extend``, ``no_progress``; every other attribute is part of the configuration that a
             resume must match (except :data:`RESUMABLE_FLAGS`).
         experiment: the recipe's name, recorded and checked on resume.
-        resumable_flags: flags that may differ on resume (default :data:`RESUMABLE_FLAGS`).
 
     Attributes:
         checkpoint_dir: ``<output-dir>/checkpoints``.
@@ -361,14 +356,13 @@ class Run:
         resumed_from: the checkpoint :meth:`Run.attach` loaded, or None.
     """
 
-    def __init__(self, args: argparse.Namespace, experiment: str, resumable_flags: Iterable[str] = RESUMABLE_FLAGS):
+    def __init__(self, args: argparse.Namespace, experiment: str) -> None:
         self.args = args
         self.experiment = experiment
         self.folder = Path(args.output_dir)
         self.checkpoint_dir = self.folder / "checkpoints"
         self.tensorboard_dir = self.folder / "tensorboard"
         self.summary_path = self.folder / SUMMARY_NAME
-        self.resumable_flags = frozenset(resumable_flags)
         self.record: Dict[str, Any] = {}
         self.resumed_from: Optional[Path] = None
         self.started = time.time()
@@ -387,9 +381,8 @@ class Run:
         return dict(self.record.get("results", {}))
 
     def configuration(self) -> Dict[str, Any]:
-        """The flags that define the experiment: every argument except ``resumable_flags``, as JSON reads back."""
-        return jsonable({key: value for key, value in sorted(vars(self.args).items())
-                         if key not in self.resumable_flags})
+        """The flags that define the experiment: every argument except :data:`RESUMABLE_FLAGS`, as JSON reads back."""
+        return jsonable({key: value for key, value in sorted(vars(self.args).items()) if key not in RESUMABLE_FLAGS})
 
     # Start ------------------------------------------------------------------------------------------------------
     def start(self) -> torch.device:
