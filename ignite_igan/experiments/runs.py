@@ -76,7 +76,7 @@ from ignite_igan.checkpointing import (
     RandomStates, RunIdentity, attach_checkpointing, clean_partial_writes, free_bytes, jsonable, list_checkpoints,
     load_latest_checkpoint, write_json_atomic,
 )
-from ignite_igan.validation import check_int
+from ignite_igan.validation import check_choice, check_int
 
 __all__ = [
     "Run", "RunComplete", "RunFolderError", "NonFiniteLossError", "RESUMABLE_FLAGS", "attach_nonfinite_guard",
@@ -298,7 +298,7 @@ def attach_nonfinite_guard(
         ignite_igan.experiments.runs.NonFiniteLossError: iteration 3 (epoch 1) produced non-finite values: loss = nan. ...
     """
     check_every = check_int("check_every", check_every, minimum=1)
-    record: Dict[str, Any] = {"first_bad": None}  # a 0-d int64 tensor on the device: -1 or the first bad iteration
+    record: Dict[str, Any] = {"first_bad": -1}  # -1 or the first bad iteration; once recorded, a tensor on the device
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _check(engine: Engine) -> None:
@@ -316,15 +316,13 @@ def attach_nonfinite_guard(
         if deferred:
             finite = torch.isfinite(torch.cat(deferred)).all()
             first = record["first_bad"]
-            if first is None:
-                first = torch.full((), -1, dtype=torch.int64, device=finite.device)
             # Queued on the device; nothing here waits for it. The first bad iteration is kept.
             record["first_bad"] = torch.where(finite | (first >= 0), first, engine.state.iteration)
             if engine.state.iteration % check_every == 0:
                 _read(engine)
 
     def _read(engine: Engine) -> None:
-        first = -1 if record["first_bad"] is None else int(record["first_bad"])
+        first = int(record["first_bad"])
         if first >= 0:
             now = ", ".join(f"{name} = {torch.as_tensor(v).detach().flatten()[:4].tolist()}"
                             for name, v in _items(engine.state.output))
@@ -604,9 +602,7 @@ class Run:
 
     def enter_phase(self, phase: str, results: Optional[Mapping[str, Any]] = None) -> None:
         """Records that the run has moved on to ``phase`` with ``results`` so far (a resume continues there)."""
-        if phase not in PHASES:
-            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-        self.record["status"] = phase
+        self.record["status"] = check_choice("phase", phase, PHASES)
         if results is not None:
             self.record["results"] = jsonable(dict(results))
         self._write_record()
