@@ -1,8 +1,8 @@
 """Scoring a generator while it trains: the score's network, the score every few epochs, and its report.
 
 A sample-quality run scores its generator every few epochs and once more after the last, keeps the scores in a
-checkpointed :class:`~ignite_igan.experiments.runs.History` (a resumed run reports the evaluations of its earlier processes
-too), and reports the last one with its protocol card. The pieces:
+checkpointed :class:`~ignite_igan.experiments.runs.History` (a resumed run reports the evaluations of its earlier
+processes too), and reports the last one with its protocol card. The pieces:
 
 - :func:`score_network`: the network that scores the samples, resolved before training (a run that cannot be
   scored fails before it spends any time), with a description of it for ``summary.json``: the paper's 2015
