@@ -330,8 +330,8 @@ def attach_checkpointing(
     """Saves ``to_save`` into ``output_dir`` after every epoch with a :class:`ChecksummedSaver`.
 
     Files are named ``checkpoint_<epoch>.pt``, each with ``checkpoint_<epoch>.pt.sha256`` (one per epoch: a
-    checkpoint within an epoch would replace that epoch's file, so there is no other event to choose). ``n_saved`` must be at
-    least 2 so that a run killed while a checkpoint is being replaced still has the previous one; exactly the
+    checkpoint within an epoch would replace that epoch's file, so there is no other event to choose). ``n_saved``
+    must be at least 2 so that a run killed while a checkpoint is being replaced still has the previous one; exactly the
     ``n_saved`` newest stay, however often the run was resumed.
     """
     n_saved = check_int("n_saved", n_saved, minimum=2, hint="so that a killed run always keeps a checkpoint")

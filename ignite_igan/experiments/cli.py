@@ -112,7 +112,6 @@ def recipe_parser(
     threads: Optional[int] = None,
     iterations_per_epoch: Optional[int] = None,
     iterations_per_epoch_help: str = "cut each epoch short (smoke tests); the default is the whole data set",
-    threads_help: Optional[str] = None,
 ) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with the flags every recipe shares; the recipe adds its own switches to it.
 
@@ -127,7 +126,6 @@ def recipe_parser(
             one thread: a second one costs more in synchronization than it saves (``benchmarks/trainer_overhead.py``).
         iterations_per_epoch: default of ``--iterations-per-epoch`` (None: one pass over the data set).
         iterations_per_epoch_help: its help text, for recipes whose data have no natural epoch.
-        threads_help: the help text of ``--threads`` (what its default does, measured).
     """
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add = parser.add_argument_group("common").add_argument
@@ -149,7 +147,7 @@ def recipe_parser(
     add("--extend", action="store_true",
         help="with --resume and a larger --epochs: train a run further than the epochs it was started with")
     add("--num-workers", type=nonnegative_int, default=0, help="data loader worker processes")
-    add("--threads", type=positive_int, default=threads, help=threads_help or (
+    add("--threads", type=positive_int, default=threads, help=(
         "CPU threads per process (default: torch's choice, one per core)" if threads is None
         else _THREADS_HELP.format(threads)))
     add("--backend", default=None, choices=["nccl", "gloo"],

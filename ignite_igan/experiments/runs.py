@@ -76,7 +76,7 @@ from ignite_igan.checkpointing import (
     RandomStates, RunIdentity, attach_checkpointing, clean_partial_writes, free_bytes, jsonable, list_checkpoints,
     load_latest_checkpoint, write_json_atomic,
 )
-from ignite_igan.validation import check_int
+from ignite_igan.validation import check_choice, check_int
 
 __all__ = [
     "Run", "RunComplete", "RunFolderError", "NonFiniteLossError", "RESUMABLE_FLAGS", "attach_nonfinite_guard",
@@ -217,7 +217,8 @@ def attach_progress(
     Both show running averages (α = 0.98) of ``output_names`` (keys of the step's output dict) and the
     ``engine.state`` attributes in ``state_attributes`` that exist (e.g. ``test_error``, set after evaluations).
     Without a terminal, carriage-return bars would fill a log file with one ever-growing line; a line per epoch
-    (``epoch 3/20  iteration 1800  loss_labeled 0.113 ...  test_error 0.2312  71.3 s``) reads well in ``tail``.
+    (``epoch 3/20  iteration 1800  loss_labeled 0.113 ...  test_error 0.2312  71.3 s``) reads well in ``tail``. Its
+    time is the epoch's as Ignite measures it (``engine.state.times``: the iterations, not the epoch's handlers).
 
     Args:
         trainer: the engine.
@@ -241,11 +242,6 @@ def attach_progress(
     if getattr(stream, "isatty", lambda: False)():
         ProgressBar(persist=False).attach(trainer, metric_names=names, state_attributes=list(state_attributes))
         return
-    started = {"time": time.perf_counter()}
-
-    @trainer.on(Events.EPOCH_STARTED)
-    def _mark(engine: Engine) -> None:
-        started["time"] = time.perf_counter()
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def _line(engine: Engine) -> None:
@@ -255,7 +251,7 @@ def attach_progress(
         parts = [f"{label} {state.epoch}/{state.max_epochs}", f"iteration {state.iteration}"]
         parts += [f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
                   for name, value in shown if value is not None]
-        parts.append(f"{time.perf_counter() - started['time']:.1f} s")
+        parts.append(f"{state.times[Events.EPOCH_COMPLETED.name]:.1f} s")
         print("  ".join(parts), file=stream, flush=True)
 
 
@@ -299,10 +295,10 @@ def attach_nonfinite_guard(
         >>> trainer.run([0, 1, 2, 3], max_epochs=1)
         Traceback (most recent call last):
         ...
-        ignite_igan.experiments.runs.NonFiniteLossError: iteration 3 (epoch 1) produced non-finite values: loss = nan. ...
+        ignite_igan.experiments.runs.NonFiniteLossError: iteration 3 (epoch 1) produced non-finite values: loss = nan...
     """
     check_every = check_int("check_every", check_every, minimum=1)
-    record: Dict[str, Any] = {"first_bad": None}  # a 0-d int64 tensor on the device: -1 or the first bad iteration
+    record: Dict[str, Any] = {"first_bad": -1}  # -1 or the first bad iteration; once recorded, a tensor on the device
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _check(engine: Engine) -> None:
@@ -320,15 +316,13 @@ def attach_nonfinite_guard(
         if deferred:
             finite = torch.isfinite(torch.cat(deferred)).all()
             first = record["first_bad"]
-            if first is None:
-                first = torch.full((), -1, dtype=torch.int64, device=finite.device)
             # Queued on the device; nothing here waits for it. The first bad iteration is kept.
             record["first_bad"] = torch.where(finite | (first >= 0), first, engine.state.iteration)
             if engine.state.iteration % check_every == 0:
                 _read(engine)
 
     def _read(engine: Engine) -> None:
-        first = -1 if record["first_bad"] is None else int(record["first_bad"])
+        first = int(record["first_bad"])
         if first >= 0:
             now = ", ".join(f"{name} = {torch.as_tensor(v).detach().flatten()[:4].tolist()}"
                             for name, v in _items(engine.state.output))
@@ -351,7 +345,6 @@ class Run:
             ``resume``, ``extend``, ``no_progress``; every other attribute is part of the configuration that a
             resume must match (except :data:`RESUMABLE_FLAGS`).
         experiment: the recipe's name, recorded and checked on resume.
-        resumable_flags: flags that may differ on resume (default :data:`RESUMABLE_FLAGS`).
 
     Attributes:
         checkpoint_dir: ``<output-dir>/checkpoints``.
@@ -361,14 +354,13 @@ class Run:
         resumed_from: the checkpoint :meth:`Run.attach` loaded, or None.
     """
 
-    def __init__(self, args: argparse.Namespace, experiment: str, resumable_flags: Iterable[str] = RESUMABLE_FLAGS):
+    def __init__(self, args: argparse.Namespace, experiment: str) -> None:
         self.args = args
         self.experiment = experiment
         self.folder = Path(args.output_dir)
         self.checkpoint_dir = self.folder / "checkpoints"
         self.tensorboard_dir = self.folder / "tensorboard"
         self.summary_path = self.folder / SUMMARY_NAME
-        self.resumable_flags = frozenset(resumable_flags)
         self.record: Dict[str, Any] = {}
         self.resumed_from: Optional[Path] = None
         self.started = time.time()
@@ -387,9 +379,8 @@ class Run:
         return dict(self.record.get("results", {}))
 
     def configuration(self) -> Dict[str, Any]:
-        """The flags that define the experiment: every argument except ``resumable_flags``, as JSON reads back."""
-        return jsonable({key: value for key, value in sorted(vars(self.args).items())
-                         if key not in self.resumable_flags})
+        """The flags that define the experiment: every argument except :data:`RESUMABLE_FLAGS`, as JSON reads back."""
+        return jsonable({key: value for key, value in sorted(vars(self.args).items()) if key not in RESUMABLE_FLAGS})
 
     # Start ------------------------------------------------------------------------------------------------------
     def start(self) -> torch.device:
@@ -611,9 +602,7 @@ class Run:
 
     def enter_phase(self, phase: str, results: Optional[Mapping[str, Any]] = None) -> None:
         """Records that the run has moved on to ``phase`` with ``results`` so far (a resume continues there)."""
-        if phase not in PHASES:
-            raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
-        self.record["status"] = phase
+        self.record["status"] = check_choice("phase", phase, PHASES)
         if results is not None:
             self.record["results"] = jsonable(dict(results))
         self._write_record()

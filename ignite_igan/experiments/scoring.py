@@ -1,8 +1,8 @@
 """Scoring a generator while it trains: the score's network, the score every few epochs, and its report.
 
 A sample-quality run scores its generator every few epochs and once more after the last, keeps the scores in a
-checkpointed :class:`~ignite_igan.experiments.runs.History` (a resumed run reports the evaluations of its earlier processes
-too), and reports the last one with its protocol card. The pieces:
+checkpointed :class:`~ignite_igan.experiments.runs.History` (a resumed run reports the evaluations of its earlier
+processes too), and reports the last one with its protocol card. The pieces:
 
 - :func:`score_network`: the network that scores the samples, resolved before training (a run that cannot be
   scored fails before it spends any time), with a description of it for ``summary.json``: the paper's 2015
@@ -45,7 +45,7 @@ from torch import nn
 from ignite_igan import models
 from ignite_igan.metrics import ClassifierExtractor, GeneratorEvaluator, TFInceptionV3, TorchvisionInceptionV3
 from ignite_igan.experiments.runs import History
-from ignite_igan.validation import check_int
+from ignite_igan.validation import check_choice, check_instance, check_int
 
 __all__ = ["SCORE_NETWORKS", "score_network", "attach_periodic_score", "inception_report"]
 
@@ -84,9 +84,7 @@ def score_network(
         >>> sorted(description)
         ['network', 'seed', 'test_accuracy']
     """
-    if network not in SCORE_NETWORKS:
-        raise ValueError(f"network must be one of {SCORE_NETWORKS}, got {network!r}")
-    if network == "digits":
+    if check_choice("network", network, SCORE_NETWORKS) == "digits":
         device = torch.device("cpu") if device is None else torch.device(device)
         if weights is not None:
             classifier, info = models.load_digits_classifier(weights, device), {"file": str(weights)}
@@ -138,8 +136,7 @@ def attach_periodic_score(
         >>> [(entry["epoch"], entry["iteration"]) for entry in history.entries]
         [(3, 6), (6, 12), (7, 14)]
     """
-    if not isinstance(scorer, GeneratorEvaluator):
-        raise TypeError(f"scorer must be a GeneratorEvaluator, got {type(scorer).__name__}")
+    check_instance("scorer", scorer, GeneratorEvaluator, "a GeneratorEvaluator")
     every = check_int("every", every, minimum=1)
     history = History() if history is None else history
     when = Events.EPOCH_COMPLETED(event_filter=lambda e, epoch: epoch % every == 0 or epoch == e.state.max_epochs)

@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -134,45 +135,35 @@ def run_seeds(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     log_path = {seed: output_dir / f"seed{seed}.log" for seed in seeds}
-    pending, running, failed = list(seeds), {}, []
+    processes: List[subprocess.Popen] = []
+    started = time.perf_counter()
 
-    def start(seed: int) -> None:
+    def run(seed: int) -> int:  # in one of the pool's ``jobs`` threads: starts the seed's process, waits for it
         folder = seed_folder(output_dir, seed)
         extra = ["--seed", str(seed), "--seed-data", str(seed), "--output-dir", str(folder)]
         if resume and (folder / "run.json").is_file():
             extra.append("--resume")
-        log = open(log_path[seed], "a")
-        process = subprocess.Popen([*command, *extra], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        running[seed] = (process, log)
+        with open(log_path[seed], "a") as log:
+            processes.append(subprocess.Popen([*command, *extra], stdout=log, stderr=subprocess.STDOUT,
+                                              stdin=subprocess.DEVNULL))
+            code = processes[-1].wait()
+        elapsed = f"after {time.perf_counter() - started:.0f} s"
+        outcome = f"failed (exit status {code}) {elapsed}; see {log_path[seed]}" if code else f"done {elapsed}"
+        print(f"seed {seed}: {outcome}", file=stream, flush=True)
+        return code
 
-    started = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=jobs)
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                start(pending.pop(0))
-            time.sleep(0.2)
-            for seed, (process, log) in list(running.items()):
-                code = process.poll()
-                if code is None:
-                    continue
-                log.close()
-                del running[seed]
-                elapsed = time.perf_counter() - started
-                if code != 0:
-                    failed.append((seed, code))
-                    print(f"seed {seed}: failed (exit status {code}) after {elapsed:.0f} s; see {log_path[seed]}",
-                          file=stream, flush=True)
-                else:
-                    print(f"seed {seed}: done after {elapsed:.0f} s", file=stream, flush=True)
+        codes = dict(zip(seeds, pool.map(run, seeds)))
     finally:  # interrupted: the seeds' processes stop with it (each resumes from its newest checkpoint)
-        for process, log in running.values():
-            process.terminate()
-        for process, log in running.values():
-            process.wait()
-            log.close()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()  # a no-op for a process that has ended
+        pool.shutdown()
+    failed = {seed: code for seed, code in codes.items() if code}
     if failed:
         raise SeedsFailed("; ".join(f"seed {seed} exited with status {code} (log: {log_path[seed]})"
-                                    for seed, code in failed))
+                                    for seed, code in failed.items()))
     summaries = {}
     for seed in seeds:
         path = seed_folder(output_dir, seed) / "summary.json"
