@@ -232,9 +232,7 @@ class _SplitCollate:
     A class rather than a closure so that DataLoader workers can pickle it under any start method.
     """
 
-    labeled_size: int
-    unlabeled_size: int
-    generator_batch: bool
+    sizes: List[int]  # this process's [labeled, unlabeled(, unlabeled2)] batch sizes
     collate_fn: Callable[[List[Any]], Any]
 
     def __call__(self, items: List[Any]) -> SemiSupervisedBatch:
@@ -242,14 +240,12 @@ class _SplitCollate:
         if any(not isinstance(item, (tuple, list)) or len(item) < 2 for item in items):
             raise TypeError("dataset items must be (input, label, ...) tuples; wrap the dataset so that it returns "
                             "(input, label)")
-        end_labeled = self.labeled_size
-        end_unlabeled = end_labeled + self.unlabeled_size
-        labeled = items[:end_labeled]
-        x_labeled = self.collate_fn([item[0] for item in labeled])
-        y_labeled = self.collate_fn([item[1] for item in labeled])
+        labeled, unlabeled = self.sizes[0], self.sizes[0] + self.sizes[1]
+        x_labeled = self.collate_fn([item[0] for item in items[:labeled]])
+        y_labeled = self.collate_fn([item[1] for item in items[:labeled]])
         # Only the inputs of the unlabeled batches leave the loader: their labels are dropped here.
-        x_unlabeled = self.collate_fn([item[0] for item in items[end_labeled:end_unlabeled]])
-        x_unlabeled2 = self.collate_fn([item[0] for item in items[end_unlabeled:]]) if self.generator_batch else None
+        x_unlabeled = self.collate_fn([item[0] for item in items[labeled:unlabeled]])
+        x_unlabeled2 = self.collate_fn([item[0] for item in items[unlabeled:]]) if len(self.sizes) == 3 else None
         return SemiSupervisedBatch(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)
 
 
@@ -268,9 +264,8 @@ class _EpochSampler(Sampler):
     unlabeled: np.ndarray
     batch_size: int
     labeled_batch_size: int
-    world_size: int
     rank: int
-    generator_batch: bool
+    sizes: List[int]  # this process's slice of each table: [labeled, unlabeled(, unlabeled2)]
     start_iteration: int = 0
 
     @property
@@ -293,13 +288,9 @@ class _EpochSampler(Sampler):
 
     def rows(self, epoch: int) -> np.ndarray:
         """This process's index lists of every iteration of ``epoch``, one row per iteration (E, L + U [+ U])."""
-        labeled, unlabeled = self.labeled_batch_size // self.world_size, self.batch_size // self.world_size
-        tables = self.tables(epoch)
-        parts = [tables["labeled"][:, self.rank * labeled:(self.rank + 1) * labeled],
-                 tables["unlabeled"][:, self.rank * unlabeled:(self.rank + 1) * unlabeled]]
-        if self.generator_batch:
-            parts.append(tables["unlabeled2"][:, self.rank * unlabeled:(self.rank + 1) * unlabeled])
-        return np.concatenate(parts, axis=1)
+        tables = self.tables(epoch).values()  # labeled, unlabeled, unlabeled2: zip leaves out the last without sizes[2]
+        return np.concatenate([table[:, self.rank * size:(self.rank + 1) * size]
+                               for table, size in zip(tables, self.sizes)], axis=1)
 
     def __iter__(self) -> Iterator[List[int]]:
         epoch, t = divmod(self.start_iteration, self.epoch_length)
@@ -400,8 +391,11 @@ class SemiSupervisedLoader:
             if size % self.world_size:
                 raise ValueError(f"{name}={size} must be divisible by the number of processes ({self.world_size}): it "
                                  "is the global batch size, split evenly between processes")
-        self.batch_size_per_process = self.batch_size // self.world_size
-        self.labeled_batch_size_per_process = self.labeled_batch_size // self.world_size
+        # This process's share of the labeled, unlabeled (and second unlabeled) batch of every iteration.
+        per_process = self.batch_size // self.world_size
+        self._sizes = [self.labeled_batch_size // self.world_size, per_process]
+        if self.generator_batch:
+            self._sizes.append(per_process)
 
         indices = dict(size=self.dataset_size, unique=True, allow_empty=False, hint="the dataset's size")
         self.unlabeled_indices = np.arange(self.dataset_size, dtype=np.int64) if unlabeled_indices is None else (
@@ -411,11 +405,10 @@ class SemiSupervisedLoader:
                              f"({self.unlabeled_indices.size} examples): expected at least one full batch of them")
         labeled = check_indices("labeled_indices", labeled_indices, **indices)
         self._sampler = _EpochSampler(seed, labeled, self.unlabeled_indices, self.batch_size, self.labeled_batch_size,
-                                      self.world_size, self.rank, self.generator_batch)
+                                      self.rank, self._sizes)
         self.epoch_length = self._sampler.epoch_length
         self.iteration = 0
-        collate = _SplitCollate(self.labeled_batch_size_per_process, self.batch_size_per_process, self.generator_batch,
-                                default_collate if collate_fn is None else collate_fn)
+        collate = _SplitCollate(self._sizes, default_collate if collate_fn is None else collate_fn)
         # The loader's own generator seeds the workers, so that creating an iterator never draws from (and so never
         # shifts) the global torch RNG that the models' noise comes from.
         self._dataloader = DataLoader(dataset, batch_sampler=self._sampler, collate_fn=collate,
@@ -460,17 +453,13 @@ class SemiSupervisedLoader:
         end = (self.epoch + 1) * self.epoch_length
         while self.iteration < end:
             if self._stream is None or self._stream_position != self.iteration:
-                self._restart_stream()
+                self._stream = None  # shuts down the previous iterator's workers before new ones start
+                self._sampler.start_iteration = self.iteration
+                self._stream = iter(self._dataloader)
             batch = next(self._stream)  # type: ignore[arg-type]
             self.iteration += 1
             self._stream_position = self.iteration
             yield batch
-
-    def _restart_stream(self) -> None:
-        self._stream = None  # shuts down the previous iterator's workers before new ones start
-        self._sampler.start_iteration = self.iteration
-        self._stream = iter(self._dataloader)
-        self._stream_position = self.iteration
 
     def state_dict(self) -> Dict[str, Any]:
         """The position, the seed and the labeled subset (plain tensors and ints, for ``weights_only`` loading)."""

@@ -140,9 +140,6 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
         else:
             self._offset, self._scale, self._flatten = None, None, False
         self._rows: Optional[Tuple[int, Tensor]] = None  # (epoch, its index table on the device)
-        self._sizes = [self.labeled_batch_size_per_process, self.batch_size_per_process]
-        if self.generator_batch:
-            self._sizes.append(self.batch_size_per_process)
 
     def _epoch_rows(self, epoch: int) -> Tensor:
         if self._rows is None or self._rows[0] != epoch:
