@@ -8,7 +8,6 @@ and filters or sorts them by any of those values. Under ``ignite.distributed`` o
 """
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import time
@@ -86,8 +85,8 @@ class _StateAttributesHandler(BaseHandler):
     is off never sets its attribute.)
     """
 
-    def __init__(self, names: Sequence[str], tag: str) -> None:
-        self.names = list(names)
+    def __init__(self, names: Union[str, Sequence[str]], tag: str) -> None:
+        self.names = [names] if isinstance(names, str) else list(names)
         self.tag = tag
 
     def __call__(self, engine: Engine, logger: TensorboardLogger, event_name: Any) -> None:
@@ -276,8 +275,7 @@ def attach_tensorboard(
         trainer, every, tag="training", output_transform=output_scalars, global_step_transform=iteration
     )
     if state_attributes:
-        names = [state_attributes] if isinstance(state_attributes, str) else state_attributes
-        logger.attach(trainer, _StateAttributesHandler(names, tag="training"), every)
+        logger.attach(trainer, _StateAttributesHandler(state_attributes, tag="training"), every)
     if optimizers is not None and not isinstance(optimizers, (Mapping, list, tuple)):
         optimizers = [optimizers]
     if isinstance(optimizers, (list, tuple)):
@@ -323,13 +321,8 @@ def hparams_from_config(config: Mapping[str, Any]) -> Dict[str, Union[bool, int,
     """
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping of names to values, got {type(config).__name__}")
-    result: Dict[str, Union[bool, int, float, str]] = {}
-    for key, value in config.items():
-        if isinstance(value, PurePath):
-            result[str(key)] = str(value)
-        elif isinstance(value, _HPARAM_TYPES):
-            result[str(key)] = value
-    return result
+    return {str(key): str(value) if isinstance(value, PurePath) else value
+            for key, value in config.items() if isinstance(value, (PurePath, *_HPARAM_TYPES))}
 
 
 def _summary_writer(target: Any) -> Tuple[Any, bool]:
@@ -338,11 +331,9 @@ def _summary_writer(target: Any) -> Tuple[Any, bool]:
 
     if isinstance(target, (str, os.PathLike)):
         return SummaryWriter(log_dir=os.fspath(target)), True
-    if isinstance(target, SummaryWriter):
-        return target, False
-    inner = getattr(target, "writer", None)  # Ignite's TensorboardLogger holds its SummaryWriter as .writer
-    if isinstance(inner, SummaryWriter):
-        return inner, False
+    writer = getattr(target, "writer", target)  # Ignite's TensorboardLogger holds its SummaryWriter as .writer
+    if isinstance(writer, SummaryWriter):
+        return writer, False
     raise TypeError("log_dir_or_writer must be a directory, a torch.utils.tensorboard.SummaryWriter or an Ignite "
                     f"TensorboardLogger, got {type(target).__name__}")
 
@@ -401,11 +392,10 @@ def log_hparams(
         return
     writer, owned = _summary_writer(log_dir_or_writer)
     try:
-        # The summaries carry the metric tags only as names; their values come from the scalars below.
-        experiment, session_start, session_end = hparams_summaries(values, {tag: math.nan for tag in scalars})
-        file_writer = writer._get_file_writer()
-        for summary in (experiment, session_start, session_end):
-            file_writer.add_summary(summary, step)
+        # What SummaryWriter.add_hparams writes, in this writer's folder rather than a new time-stamped one: the
+        # experiment, session start and session end summaries (they name the metrics; their values are the scalars).
+        for summary in hparams_summaries(values, scalars):
+            writer._get_file_writer().add_summary(summary, step)
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, step)
         writer.flush()
@@ -488,10 +478,8 @@ def log_run_hparams(
     epochs = getattr(run.args, "epochs", None)
     if epochs is not None:  # a resumable flag (--extend may raise it), so not in the configuration
         values["epochs"] = epochs
-    values.update(hparams or {})
-    final = {f"final/{name}": value for name, value in metrics.items()}
-    final["final/wall_time_s"] = time.time() - run.started
-    log_hparams(run.tensorboard_dir, values, final, step=step)
+    final = {**{f"final/{name}": value for name, value in metrics.items()}, "final/wall_time_s": time.time() - run.started}
+    log_hparams(run.tensorboard_dir, {**values, **(hparams or {})}, final, step=step)
 
 
 def log_figure(
@@ -519,8 +507,7 @@ def log_figure(
         >>> os.path.isfile(saved)
         True
     """
-    writer = getattr(logger, "writer", logger)
     if path is not None:
         figure.savefig(path, dpi=dpi, bbox_inches="tight")
-    writer.add_figure(tag, figure, global_step=step)
+    logger.add_figure(tag, figure, global_step=step)  # Ignite's TensorboardLogger passes it on to its writer
     return str(path) if path is not None else None
