@@ -452,14 +452,19 @@ class SemiSupervisedLoader:
         """Yields the batches from ``iteration`` to the end of its epoch."""
         end = (self.epoch + 1) * self.epoch_length
         while self.iteration < end:
-            if self._stream is None or self._stream_position != self.iteration:
-                self._stream = None  # shuts down the previous iterator's workers before new ones start
-                self._sampler.start_iteration = self.iteration
-                self._stream = iter(self._dataloader)
-            batch = next(self._stream)  # type: ignore[arg-type]
+            batch = self._batch()
             self.iteration += 1
-            self._stream_position = self.iteration
             yield batch
+
+    def _batch(self) -> SemiSupervisedBatch:
+        """The batch of iteration :attr:`iteration`, from the DataLoader's stream (restarted there after a jump)."""
+        if self._stream is None or self._stream_position != self.iteration:
+            self._stream = None  # shuts down the previous iterator's workers before new ones start
+            self._sampler.start_iteration = self.iteration
+            self._stream = iter(self._dataloader)
+        batch = next(self._stream)  # type: ignore[arg-type]
+        self._stream_position = self.iteration + 1
+        return batch
 
     def state_dict(self) -> Dict[str, Any]:
         """The position, the seed and the labeled subset (plain tensors and ints, for ``weights_only`` loading)."""

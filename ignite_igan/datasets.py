@@ -94,16 +94,18 @@ class ScaledImages(Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> Tuple[Tensor, Tensor]:
-        x = (self.images[index].float() - self.offset) / self.scale
-        return (x.flatten() if self.flatten else x), self.labels[index]
+        return self.scaled(self.images[index][None])[0], self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> List[Tuple[Tensor, Tensor]]:
         # One gather for the whole batch; default_collate stacks the pairs back.
         index = torch.as_tensor(indices, dtype=torch.long)
-        x = (self.images[index].float() - self.offset) / self.scale
-        if self.flatten:
-            x = x.flatten(start_dim=1)
-        return list(zip(x.unbind(0), self.labels[index].unbind(0)))
+        return list(zip(self.scaled(self.images[index]).unbind(0), self.labels[index].unbind(0)))
+
+    def scaled(self, images: Tensor, scale: Union[float, Tensor, None] = None) -> Tensor:
+        """A batch of these integer ``images`` (N, ...) as floats ``(x - offset) / scale``, flattened to (N, D) with
+        ``flatten``; ``scale`` replaces :attr:`scale` (the device loader passes it as a device tensor)."""
+        x = (images.float() - self.offset) / (self.scale if scale is None else scale)
+        return x.flatten(start_dim=1) if self.flatten else x
 
     @property
     def targets(self) -> Tensor:
