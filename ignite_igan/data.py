@@ -483,15 +483,12 @@ class SemiSupervisedLoader:
         The batch sizes and the size of the unlabeled pool must be those of the saved run, since they define the
         epochs.
         """
-        check_state_holds(f"{type(self).__name__}.load_state_dict", state_dict, list(self.state_dict()))
-        for key, current in (
-            ("batch_size", self.batch_size),
-            ("labeled_batch_size", self.labeled_batch_size),
-            ("unlabeled_count", int(self.unlabeled_indices.size)),
-        ):
-            if int(state_dict[key]) != current:
-                raise ValueError(f"state_dict has {key}={int(state_dict[key])} but this loader has {key}={current}; "
-                                 "resume with the saved run's settings")
+        current = self.state_dict()
+        check_state_holds(f"{type(self).__name__}.load_state_dict", state_dict, list(current))
+        for key in ("batch_size", "labeled_batch_size", "unlabeled_count"):
+            if int(state_dict[key]) != current[key]:
+                raise ValueError(f"state_dict has {key}={int(state_dict[key])} but this loader has {key}="
+                                 f"{current[key]}; resume with the saved run's settings")
         self._sampler.labeled = check_indices("state_dict['labeled_indices']", state_dict["labeled_indices"],
                                              size=self.dataset_size, unique=True, allow_empty=False)
         self._sampler.seed = check_int("state_dict['seed']", int(state_dict["seed"]), minimum=0)

@@ -176,13 +176,8 @@ def _load_torchvision(
 
     name, offset, scale = _TORCHVISION[key]
     idx = key in ("mnist", "fashion_mnist")
-    files: List[Path] = []
-    if idx:  # torchvision raises the same RuntimeError for a missing IDX file and an unreadable one
-        prefix, raw = "train" if train else "t10k", Path(root) / name / "raw"
-        files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
-        absent = [str(path) for path in files if not path.is_file()]
-        if absent and not download:
-            raise _missing(key, root, f"missing {', '.join(absent)}")
+    prefix, raw = "train" if train else "t10k", Path(root) / name / "raw"
+    files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"] if idx else []
     checked = getattr(tvd, name)
     split = {"split": "train" if train else "test"} if key == "svhn" else {"train": train}
     if download and not verify_checksums:  # the checked class fetches the files; the unchecked one only reads them
@@ -190,10 +185,11 @@ def _load_torchvision(
     opener = checked if verify_checksums or idx else _unchecked(name)  # IDX files are read without a checksum
     try:
         ds = opener(str(root), download=download and verify_checksums, **split)
-    except RuntimeError as error:  # torchvision's "Dataset not found (or corrupted)"
-        if files and all(path.is_file() for path in files):
+    except RuntimeError as error:  # torchvision's "Dataset not found (or corrupted)"; for IDX files also "unreadable"
+        absent = [str(path) for path in files if not path.is_file()]
+        if files and not absent:
             raise _unreadable(key, root, error) from error
-        raise _missing(key, root, str(error)) from error
+        raise _missing(key, root, f"missing {', '.join(absent)}" if absent else str(error)) from error
     except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as error:
         raise _unreadable(key, root, error) from error
     images = torch.as_tensor(np.ascontiguousarray(ds.data))
@@ -226,9 +222,8 @@ def load_digits(root: PathLike = None, train: bool = True, download: bool = Fals
     bunch = sklearn_digits()
     images = bunch.images.astype(np.uint8)
     labels = bunch.target.astype(np.int64)
-    index = np.arange(len(labels))
     train_index, test_index = train_test_split(
-        index, test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=DIGITS_SPLIT_SEED
+        np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=DIGITS_SPLIT_SEED
     )
     chosen = np.sort(train_index if train else test_index)
     return ScaledImages(

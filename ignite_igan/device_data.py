@@ -42,8 +42,7 @@ def dataset_bytes(dataset: Dataset) -> int:
     """
     if isinstance(dataset, ScaledImages):
         return dataset.images.numel() * dataset.images.element_size() + dataset.labels.numel() * 8
-    first = dataset[0]
-    x = torch.as_tensor(first[0])
+    x = torch.as_tensor(dataset[0][0])
     return len(dataset) * (x.numel() * 4 + 8)  # type: ignore[arg-type]
 
 

@@ -8,11 +8,12 @@ and filters or sorts them by any of those values. Under ``ignite.distributed`` o
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import time
 from pathlib import PurePath
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ContextManager, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -166,8 +167,7 @@ class ImageGridHandler(BaseHandler):
         if engine.state.iteration == self._last_step:  # COMPLETED right after an every-k iteration
             return
         self._last_step = engine.state.iteration
-        parameter = next(self.generator.parameters(), None)
-        device = parameter.device if parameter is not None else self.noise.device
+        device = next((parameter.device for parameter in self.generator.parameters()), self.noise.device)
         with torch.no_grad(), evaluation_mode(self.generator, mode=self.mode):
             images = self.generator(self.noise.to(device)).detach().float().cpu()
         if self.image_shape is not None:
@@ -325,15 +325,16 @@ def hparams_from_config(config: Mapping[str, Any]) -> Dict[str, Union[bool, int,
             for key, value in config.items() if isinstance(value, (PurePath, *_HPARAM_TYPES))}
 
 
-def _summary_writer(target: Any) -> Tuple[Any, bool]:
-    """``(writer, owned)``: a torch ``SummaryWriter`` for ``target`` and whether this module must close it."""
+def _summary_writer(target: Any) -> ContextManager[Any]:
+    """A torch ``SummaryWriter`` for ``target`` as a context: one made here is closed on leaving it, one passed in
+    (or held by Ignite's logger) is left open."""
     from torch.utils.tensorboard import SummaryWriter
 
     if isinstance(target, (str, os.PathLike)):
-        return SummaryWriter(log_dir=os.fspath(target)), True
+        return SummaryWriter(log_dir=os.fspath(target))
     writer = getattr(target, "writer", target)  # Ignite's TensorboardLogger holds its SummaryWriter as .writer
     if isinstance(writer, SummaryWriter):
-        return writer, False
+        return contextlib.nullcontext(writer)
     raise TypeError("log_dir_or_writer must be a directory, a torch.utils.tensorboard.SummaryWriter or an Ignite "
                     f"TensorboardLogger, got {type(target).__name__}")
 
@@ -390,8 +391,7 @@ def log_hparams(
         scalars[str(tag)] = float(value)
     if idist.get_rank() != 0:
         return
-    writer, owned = _summary_writer(log_dir_or_writer)
-    try:
+    with _summary_writer(log_dir_or_writer) as writer:
         # What SummaryWriter.add_hparams writes, in this writer's folder rather than a new time-stamped one: the
         # experiment, session start and session end summaries (they name the metrics; their values are the scalars).
         for summary in hparams_summaries(values, scalars):
@@ -399,9 +399,6 @@ def log_hparams(
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, step)
         writer.flush()
-    finally:
-        if owned:
-            writer.close()
 
 
 def read_hparams(log_dir: Union[str, "os.PathLike[str]"]) -> Dict[str, Union[float, str, bool]]:
