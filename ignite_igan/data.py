@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
-from ignite_igan.validation import check_bool, check_indices, check_int, check_state_holds
+from ignite_igan.validation import check_bool, check_indices, check_instance, check_int, check_state_holds
 
 __all__ = [
     "balanced_labeled_subset",
@@ -67,9 +67,7 @@ IndexLike = Union[Tensor, np.ndarray, Sequence[int]]
 _MAX_SEED = 2**32 - 1
 
 
-def balanced_labeled_subset(
-    labels: IndexLike, per_class: int, seed: int, num_classes: Optional[int] = None
-) -> Tensor:
+def balanced_labeled_subset(labels: IndexLike, per_class: int, seed: int, num_classes: Optional[int] = None) -> Tensor:
     """Indices of ``per_class`` examples of every class, chosen as the reference does (spec §4.3).
 
     The whole set is permuted with ``numpy.random.RandomState(seed)`` and, for each class in increasing order,
@@ -534,9 +532,7 @@ class MixtureStream:
     def __init__(self, mixture: Any, batch_size: int, seed: int, rank: int = 0, stream: int = 1) -> None:
         from ignite_igan.metrics.mode_coverage import GaussianMixture2D  # data.py otherwise needs no metric
 
-        if not isinstance(mixture, GaussianMixture2D):
-            raise TypeError(f"mixture must be a GaussianMixture2D, got {type(mixture).__name__}")
-        self.mixture = mixture
+        self.mixture = check_instance("mixture", mixture, GaussianMixture2D, "a GaussianMixture2D")
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         seed, rank, stream = (check_int(name, value, minimum=0) for name, value in (("seed", seed), ("rank", rank),
                                                                                      ("stream", stream)))

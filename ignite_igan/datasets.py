@@ -240,7 +240,9 @@ DATASETS: Dict[str, Callable[..., ScaledImages]] = {
 load_mnist, load_fashion_mnist, load_cifar10, load_svhn = (DATASETS[key] for key in _TORCHVISION)
 
 
-def load_dataset(name: str, root: PathLike = "data", train: bool = True, download: bool = False, **kwargs) -> ScaledImages:
+def load_dataset(
+    name: str, root: PathLike = "data", train: bool = True, download: bool = False, **kwargs: Any
+) -> ScaledImages:
     """Loads one of :data:`DATASETS` by name, scaled as the reference scales it (the table above).
 
     Args:

@@ -70,13 +70,8 @@ def output_scalars(output: Any) -> Dict[str, float]:
     # One transfer for all the one-element tensors (outputs left on an accelerator): one wait, not one each.
     tensors = {k: v.detach().reshape(()).double() for k, v in items.items() if isinstance(v, Tensor) and v.numel() == 1}
     read = dict(zip(tensors, torch.stack(list(tensors.values())).tolist())) if tensors else {}
-    scalars = {}
-    for key, value in items.items():
-        if key in read:
-            scalars[key] = read[key]
-        elif isinstance(value, numbers.Number):
-            scalars[key] = float(value)
-    return scalars
+    values = {**{key: float(value) for key, value in items.items() if isinstance(value, numbers.Number)}, **read}
+    return {key: values[key] for key in items if key in values}  # in the output's order
 
 
 class _StateAttributesHandler(BaseHandler):
@@ -440,17 +435,14 @@ def read_hparams(log_dir: Union[str, "os.PathLike[str]"]) -> Dict[str, Union[flo
 
 
 def log_run_hparams(
-    run: Any,
-    metrics: Mapping[str, Any],
-    *,
-    step: int,
-    hparams: Optional[Mapping[str, Any]] = None,
+    run: Any, metrics: Mapping[str, Any], *, step: int, hparams: Optional[Mapping[str, Any]] = None
 ) -> None:
     """The HParams record of a recipe's run: :func:`log_hparams` into the run's TensorBoard folder with the
     experiment's name, every configuration flag TensorBoard can show (:func:`hparams_from_config` of
-    :meth:`Run.configuration <ignite_igan.experiments.runs.Run.configuration>`), the epochs, and ``hparams``; the metrics are
-    tagged ``final/<name>`` and ``final/wall_time_s`` (this process's seconds since :class:`~ignite_igan.experiments.runs.Run`
-    was made, so a resumed run counts from its resume, as its report does) is added.
+    :meth:`Run.configuration <ignite_igan.experiments.runs.Run.configuration>`), the epochs, and ``hparams``; the
+    metrics are tagged ``final/<name>`` and ``final/wall_time_s`` (this process's seconds since
+    :class:`~ignite_igan.experiments.runs.Run` was made, so a resumed run counts from its resume, as its report does)
+    is added.
 
     Args:
         run: the recipe's :class:`ignite_igan.experiments.runs.Run`.
@@ -475,7 +467,8 @@ def log_run_hparams(
     epochs = getattr(run.args, "epochs", None)
     if epochs is not None:  # a resumable flag (--extend may raise it), so not in the configuration
         values["epochs"] = epochs
-    final = {**{f"final/{name}": value for name, value in metrics.items()}, "final/wall_time_s": time.time() - run.started}
+    final = {f"final/{name}": value for name, value in metrics.items()}
+    final["final/wall_time_s"] = time.time() - run.started
     log_hparams(run.tensorboard_dir, {**values, **(hparams or {})}, final, step=step)
 
 

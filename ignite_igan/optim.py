@@ -2,8 +2,8 @@
 
 :class:`ReferenceAdam` is the Adam of ``mnist_svhn_cifar10/nn.py`` (spec §1.2): the epsilon sits *inside* the
 square root, ``p ← p - lr · m̂ / sqrt(v̂ + 1e-8)``, where :class:`torch.optim.Adam` computes
-``m̂ / (sqrt(v̂) + eps)``. The two differ when gradients are small (``|g| ≲ 1e-4``), which is common late in GAN training,
-and no choice of ``eps`` makes :class:`torch.optim.Adam` equal to it.
+``m̂ / (sqrt(v̂) + eps)``. The two differ when gradients are small (``|g| ≲ 1e-4``), which is common late in GAN
+training, and no choice of ``eps`` makes :class:`torch.optim.Adam` equal to it.
 
 The schedules are the reference's per-epoch learning-rate factors (spec §4): constant, then a linear decay to zero
 over the last epochs, ``min(3 - epoch/400, 1)`` on CIFAR-10 and ``min(3 - epoch/300, 1)`` on SVHN. They are plain
@@ -312,9 +312,7 @@ class EpochLRScheduler:
     """
 
     def __init__(self, optimizers: Union[Optimizer, Sequence[Optimizer]], lr_lambda: Callable[[int], float]) -> None:
-        if isinstance(optimizers, Optimizer) or hasattr(optimizers, "param_groups"):
-            optimizers = [optimizers]  # type: ignore[list-item]
-        optimizers = list(optimizers)  # type: ignore[arg-type]
+        optimizers = [optimizers] if hasattr(optimizers, "param_groups") else list(optimizers)  # type: ignore
         if not optimizers:
             raise ValueError("optimizers must hold at least one optimizer, got an empty sequence")
         for index, optimizer in enumerate(optimizers):
@@ -326,9 +324,7 @@ class EpochLRScheduler:
         self.optimizers: List[Optimizer] = optimizers
         self.lr_lambda = lr_lambda
 
-    def attach(
-        self, engine: Engine, event: Union[Events, CallableEventWithFilter] = Events.EPOCH_STARTED
-    ) -> None:
+    def attach(self, engine: Engine, event: Union[Events, CallableEventWithFilter] = Events.EPOCH_STARTED) -> None:
         """Records the base rates and sets the rate on ``event`` (every epoch start by default)."""
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
