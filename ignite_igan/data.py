@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
-from ignite_igan.validation import check_bool, check_indices, check_int, check_state_keys
+from ignite_igan.validation import check_bool, check_indices, check_instance, check_int, check_state_keys
 
 __all__ = [
     "balanced_labeled_subset",
@@ -67,9 +67,7 @@ IndexLike = Union[Tensor, np.ndarray, Sequence[int]]
 _MAX_SEED = 2**32 - 1
 
 
-def balanced_labeled_subset(
-    labels: IndexLike, per_class: int, seed: int, num_classes: Optional[int] = None
-) -> Tensor:
+def balanced_labeled_subset(labels: IndexLike, per_class: int, seed: int, num_classes: Optional[int] = None) -> Tensor:
     """Indices of ``per_class`` examples of every class, chosen as the reference does (spec §4.3).
 
     The whole set is permuted with ``numpy.random.RandomState(seed)`` and, for each class in increasing order,
@@ -232,9 +230,7 @@ class _SplitCollate:
     A class rather than a closure so that DataLoader workers can pickle it under any start method.
     """
 
-    labeled_size: int
-    unlabeled_size: int
-    generator_batch: bool
+    sizes: List[int]  # this process's [labeled, unlabeled(, unlabeled2)] batch sizes
     collate_fn: Callable[[List[Any]], Any]
 
     def __call__(self, items: List[Any]) -> SemiSupervisedBatch:
@@ -242,14 +238,12 @@ class _SplitCollate:
         if any(not isinstance(item, (tuple, list)) or len(item) < 2 for item in items):
             raise TypeError("dataset items must be (input, label, ...) tuples; wrap the dataset so that it returns "
                             "(input, label)")
-        end_labeled = self.labeled_size
-        end_unlabeled = end_labeled + self.unlabeled_size
-        labeled = items[:end_labeled]
-        x_labeled = self.collate_fn([item[0] for item in labeled])
-        y_labeled = self.collate_fn([item[1] for item in labeled])
+        labeled, unlabeled = self.sizes[0], self.sizes[0] + self.sizes[1]
+        x_labeled = self.collate_fn([item[0] for item in items[:labeled]])
+        y_labeled = self.collate_fn([item[1] for item in items[:labeled]])
         # Only the inputs of the unlabeled batches leave the loader: their labels are dropped here.
-        x_unlabeled = self.collate_fn([item[0] for item in items[end_labeled:end_unlabeled]])
-        x_unlabeled2 = self.collate_fn([item[0] for item in items[end_unlabeled:]]) if self.generator_batch else None
+        x_unlabeled = self.collate_fn([item[0] for item in items[labeled:unlabeled]])
+        x_unlabeled2 = self.collate_fn([item[0] for item in items[unlabeled:]]) if len(self.sizes) == 3 else None
         return SemiSupervisedBatch(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)
 
 
@@ -268,9 +262,8 @@ class _EpochSampler(Sampler):
     unlabeled: np.ndarray
     batch_size: int
     labeled_batch_size: int
-    world_size: int
     rank: int
-    generator_batch: bool
+    sizes: List[int]  # this process's slice of each table: [labeled, unlabeled(, unlabeled2)]
     start_iteration: int = 0
 
     @property
@@ -293,13 +286,9 @@ class _EpochSampler(Sampler):
 
     def rows(self, epoch: int) -> np.ndarray:
         """This process's index lists of every iteration of ``epoch``, one row per iteration (E, L + U [+ U])."""
-        labeled, unlabeled = self.labeled_batch_size // self.world_size, self.batch_size // self.world_size
-        tables = self.tables(epoch)
-        parts = [tables["labeled"][:, self.rank * labeled:(self.rank + 1) * labeled],
-                 tables["unlabeled"][:, self.rank * unlabeled:(self.rank + 1) * unlabeled]]
-        if self.generator_batch:
-            parts.append(tables["unlabeled2"][:, self.rank * unlabeled:(self.rank + 1) * unlabeled])
-        return np.concatenate(parts, axis=1)
+        tables = self.tables(epoch).values()  # labeled, unlabeled, unlabeled2: zip leaves out the last without sizes[2]
+        return np.concatenate([table[:, self.rank * size:(self.rank + 1) * size]
+                               for table, size in zip(tables, self.sizes)], axis=1)
 
     def __iter__(self) -> Iterator[List[int]]:
         epoch, t = divmod(self.start_iteration, self.epoch_length)
@@ -400,8 +389,11 @@ class SemiSupervisedLoader:
             if size % self.world_size:
                 raise ValueError(f"{name}={size} must be divisible by the number of processes ({self.world_size}): it "
                                  "is the global batch size, split evenly between processes")
-        self.batch_size_per_process = self.batch_size // self.world_size
-        self.labeled_batch_size_per_process = self.labeled_batch_size // self.world_size
+        # This process's share of the labeled, unlabeled (and second unlabeled) batch of every iteration.
+        per_process = self.batch_size // self.world_size
+        self._sizes = [self.labeled_batch_size // self.world_size, per_process]
+        if self.generator_batch:
+            self._sizes.append(per_process)
 
         indices = dict(size=self.dataset_size, unique=True, allow_empty=False, hint="the dataset's size")
         self.unlabeled_indices = np.arange(self.dataset_size, dtype=np.int64) if unlabeled_indices is None else (
@@ -411,11 +403,10 @@ class SemiSupervisedLoader:
                              f"({self.unlabeled_indices.size} examples): expected at least one full batch of them")
         labeled = check_indices("labeled_indices", labeled_indices, **indices)
         self._sampler = _EpochSampler(seed, labeled, self.unlabeled_indices, self.batch_size, self.labeled_batch_size,
-                                      self.world_size, self.rank, self.generator_batch)
+                                      self.rank, self._sizes)
         self.epoch_length = self._sampler.epoch_length
         self.iteration = 0
-        collate = _SplitCollate(self.labeled_batch_size_per_process, self.batch_size_per_process, self.generator_batch,
-                                default_collate if collate_fn is None else collate_fn)
+        collate = _SplitCollate(self._sizes, default_collate if collate_fn is None else collate_fn)
         # The loader's own generator seeds the workers, so that creating an iterator never draws from (and so never
         # shifts) the global torch RNG that the models' noise comes from.
         self._dataloader = DataLoader(dataset, batch_sampler=self._sampler, collate_fn=collate,
@@ -459,18 +450,19 @@ class SemiSupervisedLoader:
         """Yields the batches from ``iteration`` to the end of its epoch."""
         end = (self.epoch + 1) * self.epoch_length
         while self.iteration < end:
-            if self._stream is None or self._stream_position != self.iteration:
-                self._restart_stream()
-            batch = next(self._stream)  # type: ignore[arg-type]
+            batch = self._batch()
             self.iteration += 1
-            self._stream_position = self.iteration
             yield batch
 
-    def _restart_stream(self) -> None:
-        self._stream = None  # shuts down the previous iterator's workers before new ones start
-        self._sampler.start_iteration = self.iteration
-        self._stream = iter(self._dataloader)
-        self._stream_position = self.iteration
+    def _batch(self) -> SemiSupervisedBatch:
+        """The batch of iteration :attr:`iteration`, from the DataLoader's stream (restarted there after a jump)."""
+        if self._stream is None or self._stream_position != self.iteration:
+            self._stream = None  # shuts down the previous iterator's workers before new ones start
+            self._sampler.start_iteration = self.iteration
+            self._stream = iter(self._dataloader)
+        batch = next(self._stream)  # type: ignore[arg-type]
+        self._stream_position = self.iteration + 1
+        return batch
 
     def state_dict(self) -> Dict[str, Any]:
         """The position, the seed and the labeled subset (plain tensors and ints, for ``weights_only`` loading)."""
@@ -489,16 +481,12 @@ class SemiSupervisedLoader:
         The batch sizes and the size of the unlabeled pool must be those of the saved run, since they define the
         epochs.
         """
-        owner = f"{type(self).__name__}.load_state_dict"
-        check_state_keys(state_dict, list(self.state_dict()), exact=False, owner=owner)
-        for key, current in (
-            ("batch_size", self.batch_size),
-            ("labeled_batch_size", self.labeled_batch_size),
-            ("unlabeled_count", int(self.unlabeled_indices.size)),
-        ):
-            if int(state_dict[key]) != current:
-                raise ValueError(f"state_dict has {key}={int(state_dict[key])} but this loader has {key}={current}; "
-                                 "resume with the saved run's settings")
+        current = self.state_dict()
+        check_state_keys(state_dict, list(current), exact=False, owner=f"{type(self).__name__}.load_state_dict")
+        for key in ("batch_size", "labeled_batch_size", "unlabeled_count"):
+            if int(state_dict[key]) != current[key]:
+                raise ValueError(f"state_dict has {key}={int(state_dict[key])} but this loader has {key}="
+                                 f"{current[key]}; resume with the saved run's settings")
         self._sampler.labeled = check_indices("state_dict['labeled_indices']", state_dict["labeled_indices"],
                                              size=self.dataset_size, unique=True, allow_empty=False)
         self._sampler.seed = check_int("state_dict['seed']", int(state_dict["seed"]), minimum=0)
@@ -544,9 +532,7 @@ class MixtureStream:
     def __init__(self, mixture: Any, batch_size: int, seed: int, rank: int = 0, stream: int = 1) -> None:
         from ignite_igan.metrics.mode_coverage import GaussianMixture2D  # data.py otherwise needs no metric
 
-        if not isinstance(mixture, GaussianMixture2D):
-            raise TypeError(f"mixture must be a GaussianMixture2D, got {type(mixture).__name__}")
-        self.mixture = mixture
+        self.mixture = check_instance("mixture", mixture, GaussianMixture2D, "a GaussianMixture2D")
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         seed, rank, stream = (check_int(name, value, minimum=0) for name, value in (("seed", seed), ("rank", rank),
                                                                                      ("stream", stream)))

@@ -43,10 +43,6 @@ __all__ = [
     "ScaledImages",
     "load_dataset",
     "load_dataset_rank_zero_first",
-    "load_mnist",
-    "load_fashion_mnist",
-    "load_cifar10",
-    "load_svhn",
     "load_digits",
     "DatasetNotFoundError",
     "DatasetReadError",
@@ -98,16 +94,18 @@ class ScaledImages(Dataset):
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> Tuple[Tensor, Tensor]:
-        x = (self.images[index].float() - self.offset) / self.scale
-        return (x.flatten() if self.flatten else x), self.labels[index]
+        return self.scaled(self.images[index][None])[0], self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> List[Tuple[Tensor, Tensor]]:
         # One gather for the whole batch; default_collate stacks the pairs back.
         index = torch.as_tensor(indices, dtype=torch.long)
-        x = (self.images[index].float() - self.offset) / self.scale
-        if self.flatten:
-            x = x.flatten(start_dim=1)
-        return list(zip(x.unbind(0), self.labels[index].unbind(0)))
+        return list(zip(self.scaled(self.images[index]).unbind(0), self.labels[index].unbind(0)))
+
+    def scaled(self, images: Tensor, scale: Union[float, Tensor, None] = None) -> Tensor:
+        """A batch of these integer ``images`` (N, ...) as floats ``(x - offset) / scale``, flattened to (N, D) with
+        ``flatten``; ``scale`` replaces :attr:`scale` (the device loader passes it as a device tensor)."""
+        x = (images.float() - self.offset) / (self.scale if scale is None else scale)
+        return x.flatten(start_dim=1) if self.flatten else x
 
     @property
     def targets(self) -> Tensor:
@@ -130,63 +128,6 @@ def _unreadable(key: str, root: PathLike, error: Exception) -> DatasetReadError:
         f"{error}); they may be truncated or corrupt. Delete them and download again (--download), or replace them "
         f"with a good copy laid out as {EXPECTED_LAYOUTS[key]}."
     )
-
-
-def _idx_images(name: str, root: PathLike, train: bool, download: bool) -> ScaledImages:
-    """torchvision's MNIST-format reader (``name``: ``"MNIST"`` or ``"FashionMNIST"``), pixels / 255 flattened to
-    784, with errors that tell a missing file from an unreadable one."""
-    import torchvision.datasets as tvd
-
-    key = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist"}[name]
-    prefix, raw = "train" if train else "t10k", Path(root) / name / "raw"
-    files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
-    absent = [str(path) for path in files if not path.is_file()]
-    if absent and not download:
-        raise _missing(key, root, f"missing {', '.join(absent)}")
-    try:
-        ds = getattr(tvd, name)(str(root), train=train, download=download)
-    except RuntimeError as error:
-        if all(path.is_file() for path in files):
-            raise _unreadable(key, root, error) from error
-        raise _missing(key, root, str(error)) from error
-    return ScaledImages(ds.data, ds.targets, offset=0.0, scale=255.0, flatten=True)
-
-
-def load_mnist(root: PathLike, train: bool = True, download: bool = False) -> ScaledImages:
-    """MNIST through ``torchvision.datasets.MNIST``: 60,000 training or 10,000 test images.
-
-    The reference trains on the 50k training + 10k validation images of the deeplearning.net split, which are
-    torchvision's 60,000 training images. Pixels are scaled to [0, 1] and flattened to 784 (spec §3.1).
-    """
-    return _idx_images("MNIST", root, train, download)
-
-
-def load_fashion_mnist(root: PathLike, train: bool = True, download: bool = False) -> ScaledImages:
-    """Fashion-MNIST through ``torchvision.datasets.FashionMNIST``: 60,000 training or 10,000 test images.
-
-    The same format and scaling as :func:`load_mnist` (pixels / 255, flattened to 784), so the paper's MNIST
-    setting runs on it unchanged. The files are ``<root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}
-    -ubyte`` (or their ``.gz`` archives).
-    """
-    return _idx_images("FashionMNIST", root, train, download)
-
-
-def load_cifar10(
-    root: PathLike, train: bool = True, download: bool = False, verify_checksums: bool = True
-) -> ScaledImages:
-    """CIFAR-10 through ``torchvision.datasets.CIFAR10``, scaled ``(x − 127.5) / 128`` (spec §3.2).
-
-    Args:
-        root: the data directory (holding ``cifar-10-batches-py/``).
-        train: the 50,000 training images, or the 10,000 test images.
-        download: fetch the archive if it is missing.
-        verify_checksums: check every batch file against torchvision's MD5 sums (the default). With False the
-            pickled batches are read by torchvision's own reader without that check, for copies that were
-            re-packed or cut down (the test suite writes small batches in the real format).
-    """
-    ds = _open_archive("CIFAR10", root, download, verify_checksums, train=train)
-    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
-    return ScaledImages(images, torch.as_tensor(ds.targets), offset=127.5, scale=128.0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -215,35 +156,47 @@ def _unchecked(name: str) -> type:
     return Unchecked
 
 
-def _open_archive(name: str, root: PathLike, download: bool, verify_checksums: bool, **kwargs: Any) -> Dataset:
-    """torchvision's CIFAR10 or SVHN (``name``), with or without its MD5 check, with errors that tell a missing file
-    from an unreadable one."""
+#: torchvision's class of each data set and the reference's scaling ``(x - offset) / scale`` (spec §3-4): MNIST's
+#: 60,000 training images are the reference's 50k training + 10k validation images; Fashion-MNIST runs the MNIST
+#: setting unchanged; SVHN's ``train`` and ``test`` splits, never "extra", with torchvision mapping label 10 to 0.
+_TORCHVISION: Dict[str, Tuple[str, float, float]] = {
+    "mnist": ("MNIST", 0.0, 255.0),
+    "fashion_mnist": ("FashionMNIST", 0.0, 255.0),
+    "cifar10": ("CIFAR10", 127.5, 128.0),
+    "svhn": ("SVHN", 127.5, 127.5),
+}
+
+
+def _load_torchvision(
+    key: str, root: PathLike, train: bool = True, download: bool = False, verify_checksums: bool = True
+) -> ScaledImages:
+    """One of :data:`_TORCHVISION` through torchvision's reader, with errors that tell a missing file from an
+    unreadable one; ``verify_checksums`` as in :func:`load_dataset`."""
     import torchvision.datasets as tvd
 
-    key, checked = {"CIFAR10": "cifar10", "SVHN": "svhn"}[name], getattr(tvd, name)
+    name, offset, scale = _TORCHVISION[key]
+    idx = key in ("mnist", "fashion_mnist")
+    prefix, raw = "train" if train else "t10k", Path(root) / name / "raw"
+    files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"] if idx else []
+    checked = getattr(tvd, name)
+    split = {"split": "train" if train else "test"} if key == "svhn" else {"train": train}
     if download and not verify_checksums:  # the checked class fetches the files; the unchecked one only reads them
-        checked(str(root), download=True, **kwargs)
-    opener = checked if verify_checksums else _unchecked(name)
+        checked(str(root), download=True, **split)
+    opener = checked if verify_checksums or idx else _unchecked(name)  # IDX files are read without a checksum
     try:
-        return opener(str(root), download=download and verify_checksums, **kwargs)
-    except RuntimeError as error:  # torchvision's "Dataset not found or corrupted"
-        raise _missing(key, root, str(error)) from error
+        ds = opener(str(root), download=download and verify_checksums, **split)
+    except RuntimeError as error:  # torchvision's "Dataset not found (or corrupted)"; for IDX files also "unreadable"
+        absent = [str(path) for path in files if not path.is_file()]
+        if files and not absent:
+            raise _unreadable(key, root, error) from error
+        raise _missing(key, root, f"missing {', '.join(absent)}" if absent else str(error)) from error
     except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as error:
         raise _unreadable(key, root, error) from error
-
-
-def load_svhn(
-    root: PathLike, train: bool = True, download: bool = False, verify_checksums: bool = True
-) -> ScaledImages:
-    """SVHN through ``torchvision.datasets.SVHN``, scaled ``(x − 127.5) / 127.5`` (spec §3.4).
-
-    The reference uses the 73,257 ``train`` images and the 26,032 ``test`` images, never the "extra" split.
-    torchvision already maps the digit 0's label 10 to 0, as the reference does. ``verify_checksums`` as in
-    :func:`load_cifar10`.
-    """
-    ds = _open_archive("SVHN", root, download, verify_checksums, split="train" if train else "test")
-    images = torch.from_numpy(np.ascontiguousarray(ds.data))  # already NCHW
-    return ScaledImages(images, torch.as_tensor(ds.labels), offset=127.5, scale=127.5)
+    images = torch.as_tensor(np.ascontiguousarray(ds.data))
+    if key == "cifar10":
+        images = images.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW (SVHN's are NCHW already)
+    labels = torch.as_tensor(ds.labels if key == "svhn" else ds.targets)
+    return ScaledImages(images, labels, offset=offset, scale=scale, flatten=idx)
 
 
 DIGITS_TEST_SIZE = 500
@@ -269,9 +222,8 @@ def load_digits(root: PathLike = None, train: bool = True, download: bool = Fals
     bunch = sklearn_digits()
     images = bunch.images.astype(np.uint8)
     labels = bunch.target.astype(np.int64)
-    index = np.arange(len(labels))
     train_index, test_index = train_test_split(
-        index, test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=DIGITS_SPLIT_SEED
+        np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=DIGITS_SPLIT_SEED
     )
     chosen = np.sort(train_index if train else test_index)
     return ScaledImages(
@@ -281,16 +233,27 @@ def load_digits(root: PathLike = None, train: bool = True, download: bool = Fals
 
 #: The loader of each data set by name (what :func:`load_dataset` dispatches on).
 DATASETS: Dict[str, Callable[..., ScaledImages]] = {
-    "mnist": load_mnist,
-    "fashion_mnist": load_fashion_mnist,
-    "cifar10": load_cifar10,
-    "svhn": load_svhn,
+    **{key: functools.partial(_load_torchvision, key) for key in _TORCHVISION},
     "digits": load_digits,
 }
+# The per-data-set names of earlier versions, kept working: load_mnist(root, train=True, download=False, ...).
+load_mnist, load_fashion_mnist, load_cifar10, load_svhn = (DATASETS[key] for key in _TORCHVISION)
 
 
-def load_dataset(name: str, root: PathLike = "data", train: bool = True, download: bool = False, **kwargs) -> ScaledImages:
-    """Loads one of :data:`DATASETS` by name, scaled as the reference scales it.
+def load_dataset(
+    name: str, root: PathLike = "data", train: bool = True, download: bool = False, **kwargs: Any
+) -> ScaledImages:
+    """Loads one of :data:`DATASETS` by name, scaled as the reference scales it (the table above).
+
+    Args:
+        name: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"svhn"`` or ``"digits"``.
+        root: the data directory, laid out as torchvision reads it (:data:`EXPECTED_LAYOUTS`; unused for digits).
+        train: the training split, or the test split.
+        download: fetch the files with torchvision if they are missing (not for digits, which ships with
+            scikit-learn).
+        **kwargs: ``verify_checksums`` (CIFAR-10 and SVHN, True by default): check every file against
+            torchvision's MD5 sums. With False the files are read by torchvision's own reader without that check,
+            for copies that were re-packed or cut down (the test suite writes small files in the real format).
 
     Raises:
         ValueError: for an unknown name.

@@ -19,7 +19,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -42,8 +42,7 @@ def dataset_bytes(dataset: Dataset) -> int:
     """
     if isinstance(dataset, ScaledImages):
         return dataset.images.numel() * dataset.images.element_size() + dataset.labels.numel() * 8
-    first = dataset[0]
-    x = torch.as_tensor(first[0])
+    x = torch.as_tensor(dataset[0][0])
     return len(dataset) * (x.numel() * 4 + 8)  # type: ignore[arg-type]
 
 
@@ -132,17 +131,12 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
         self.inputs, self.labels = _device_tensors(dataset, self.device)
         labeled = self.labels.index_select(0, torch.from_numpy(self._sampler.labeled).to(self.device))
         check_indices("the labeled examples' labels", labeled, size=num_classes, hint="num_classes")
+        self._scale: Optional[Tensor] = None
         if isinstance(dataset, ScaledImages):
             # The scale as a tensor on the device: CUDA divides by a host scalar as a multiplication by its
             # reciprocal, which rounds differently from the host's division; by a device tensor it divides.
-            scale = torch.tensor(dataset.scale, dtype=torch.float32, device=self.device)
-            self._offset, self._scale, self._flatten = dataset.offset, scale, dataset.flatten
-        else:
-            self._offset, self._scale, self._flatten = None, None, False
+            self._scale = torch.tensor(dataset.scale, dtype=torch.float32, device=self.device)
         self._rows: Optional[Tuple[int, Tensor]] = None  # (epoch, its index table on the device)
-        self._sizes = [self.labeled_batch_size_per_process, self.batch_size_per_process]
-        if self.generator_batch:
-            self._sizes.append(self.batch_size_per_process)
 
     def _epoch_rows(self, epoch: int) -> Tensor:
         if self._rows is None or self._rows[0] != epoch:
@@ -152,23 +146,13 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
             self._rows = (epoch, rows.to(self.device, non_blocking=True))
         return self._rows[1]
 
-    def _images(self, index: Tensor) -> Tensor:
-        x = self.inputs.index_select(0, index)
-        if self._scale is not None:  # the arithmetic of ScaledImages, element for element
-            x = (x.float() - self._offset) / self._scale
-            if self._flatten:
-                x = x.flatten(start_dim=1)
-        return x
-
-    def __iter__(self) -> Iterator[SemiSupervisedBatch]:  # type: ignore[override]
-        """Yields the batches from :attr:`iteration` to the end of its epoch, as tensors on :attr:`device`."""
-        end = (self.epoch + 1) * self.epoch_length
-        while self.iteration < end:
-            row = self._epoch_rows(self.epoch)[self.iteration % self.epoch_length]
-            parts = self._images(row).split(self._sizes)
-            labels = self.labels.index_select(0, row[: self._sizes[0]])
-            self.iteration += 1
-            yield SemiSupervisedBatch(parts[0], labels, parts[1], parts[2] if self.generator_batch else None)
+    def _batch(self) -> SemiSupervisedBatch:
+        """The batch of iteration :attr:`iteration`, as tensors on :attr:`device`: one gather of its rows."""
+        row = self._epoch_rows(self.epoch)[self.iteration % self.epoch_length]
+        x = self.inputs.index_select(0, row)
+        parts = (x if self._scale is None else self.dataset.scaled(x, self._scale)).split(self._sizes)
+        labels = self.labels.index_select(0, row[: self._sizes[0]])
+        return SemiSupervisedBatch(parts[0], labels, parts[1], parts[2] if self.generator_batch else None)
 
     def load_state_dict(self, state_dict: Any) -> None:
         """Restores a position saved by this loader or by the host loader (the two states are the same)."""

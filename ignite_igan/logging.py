@@ -8,12 +8,12 @@ and filters or sorts them by any of those values. Under ``ignite.distributed`` o
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import numbers
 import os
 import time
 from pathlib import PurePath
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ContextManager, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -70,13 +70,8 @@ def output_scalars(output: Any) -> Dict[str, float]:
     # One transfer for all the one-element tensors (outputs left on an accelerator): one wait, not one each.
     tensors = {k: v.detach().reshape(()).double() for k, v in items.items() if isinstance(v, Tensor) and v.numel() == 1}
     read = dict(zip(tensors, torch.stack(list(tensors.values())).tolist())) if tensors else {}
-    scalars = {}
-    for key, value in items.items():
-        if key in read:
-            scalars[key] = read[key]
-        elif isinstance(value, numbers.Number):
-            scalars[key] = float(value)
-    return scalars
+    values = {**{key: float(value) for key, value in items.items() if isinstance(value, numbers.Number)}, **read}
+    return {key: values[key] for key in items if key in values}  # in the output's order
 
 
 class _StateAttributesHandler(BaseHandler):
@@ -86,8 +81,8 @@ class _StateAttributesHandler(BaseHandler):
     is off never sets its attribute.)
     """
 
-    def __init__(self, names: Sequence[str], tag: str) -> None:
-        self.names = list(names)
+    def __init__(self, names: Union[str, Sequence[str]], tag: str) -> None:
+        self.names = [names] if isinstance(names, str) else list(names)
         self.tag = tag
 
     def __call__(self, engine: Engine, logger: TensorboardLogger, event_name: Any) -> None:
@@ -167,8 +162,7 @@ class ImageGridHandler(BaseHandler):
         if engine.state.iteration == self._last_step:  # COMPLETED right after an every-k iteration
             return
         self._last_step = engine.state.iteration
-        parameter = next(self.generator.parameters(), None)
-        device = parameter.device if parameter is not None else self.noise.device
+        device = next((parameter.device for parameter in self.generator.parameters()), self.noise.device)
         with torch.no_grad(), evaluation_mode(self.generator, mode=self.mode):
             images = self.generator(self.noise.to(device)).detach().float().cpu()
         if self.image_shape is not None:
@@ -276,8 +270,7 @@ def attach_tensorboard(
         trainer, every, tag="training", output_transform=output_scalars, global_step_transform=iteration
     )
     if state_attributes:
-        names = [state_attributes] if isinstance(state_attributes, str) else state_attributes
-        logger.attach(trainer, _StateAttributesHandler(names, tag="training"), every)
+        logger.attach(trainer, _StateAttributesHandler(state_attributes, tag="training"), every)
     if optimizers is not None and not isinstance(optimizers, (Mapping, list, tuple)):
         optimizers = [optimizers]
     if isinstance(optimizers, (list, tuple)):
@@ -323,26 +316,20 @@ def hparams_from_config(config: Mapping[str, Any]) -> Dict[str, Union[bool, int,
     """
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping of names to values, got {type(config).__name__}")
-    result: Dict[str, Union[bool, int, float, str]] = {}
-    for key, value in config.items():
-        if isinstance(value, PurePath):
-            result[str(key)] = str(value)
-        elif isinstance(value, _HPARAM_TYPES):
-            result[str(key)] = value
-    return result
+    return {str(key): str(value) if isinstance(value, PurePath) else value
+            for key, value in config.items() if isinstance(value, (PurePath, *_HPARAM_TYPES))}
 
 
-def _summary_writer(target: Any) -> Tuple[Any, bool]:
-    """``(writer, owned)``: a torch ``SummaryWriter`` for ``target`` and whether this module must close it."""
+def _summary_writer(target: Any) -> ContextManager[Any]:
+    """A torch ``SummaryWriter`` for ``target`` as a context: one made here is closed on leaving it, one passed in
+    (or held by Ignite's logger) is left open."""
     from torch.utils.tensorboard import SummaryWriter
 
     if isinstance(target, (str, os.PathLike)):
-        return SummaryWriter(log_dir=os.fspath(target)), True
-    if isinstance(target, SummaryWriter):
-        return target, False
-    inner = getattr(target, "writer", None)  # Ignite's TensorboardLogger holds its SummaryWriter as .writer
-    if isinstance(inner, SummaryWriter):
-        return inner, False
+        return SummaryWriter(log_dir=os.fspath(target))
+    writer = getattr(target, "writer", target)  # Ignite's TensorboardLogger holds its SummaryWriter as .writer
+    if isinstance(writer, SummaryWriter):
+        return contextlib.nullcontext(writer)
     raise TypeError("log_dir_or_writer must be a directory, a torch.utils.tensorboard.SummaryWriter or an Ignite "
                     f"TensorboardLogger, got {type(target).__name__}")
 
@@ -399,19 +386,14 @@ def log_hparams(
         scalars[str(tag)] = float(value)
     if idist.get_rank() != 0:
         return
-    writer, owned = _summary_writer(log_dir_or_writer)
-    try:
-        # The summaries carry the metric tags only as names; their values come from the scalars below.
-        experiment, session_start, session_end = hparams_summaries(values, {tag: math.nan for tag in scalars})
-        file_writer = writer._get_file_writer()
-        for summary in (experiment, session_start, session_end):
-            file_writer.add_summary(summary, step)
+    with _summary_writer(log_dir_or_writer) as writer:
+        # What SummaryWriter.add_hparams writes, in this writer's folder rather than a new time-stamped one: the
+        # experiment, session start and session end summaries (they name the metrics; their values are the scalars).
+        for summary in hparams_summaries(values, scalars):
+            writer._get_file_writer().add_summary(summary, step)
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, step)
         writer.flush()
-    finally:
-        if owned:
-            writer.close()
 
 
 def read_hparams(log_dir: Union[str, "os.PathLike[str]"]) -> Dict[str, Union[float, str, bool]]:
@@ -453,17 +435,14 @@ def read_hparams(log_dir: Union[str, "os.PathLike[str]"]) -> Dict[str, Union[flo
 
 
 def log_run_hparams(
-    run: Any,
-    metrics: Mapping[str, Any],
-    *,
-    step: int,
-    hparams: Optional[Mapping[str, Any]] = None,
+    run: Any, metrics: Mapping[str, Any], *, step: int, hparams: Optional[Mapping[str, Any]] = None
 ) -> None:
     """The HParams record of a recipe's run: :func:`log_hparams` into the run's TensorBoard folder with the
     experiment's name, every configuration flag TensorBoard can show (:func:`hparams_from_config` of
-    :meth:`Run.configuration <ignite_igan.experiments.runs.Run.configuration>`), the epochs, and ``hparams``; the metrics are
-    tagged ``final/<name>`` and ``final/wall_time_s`` (this process's seconds since :class:`~ignite_igan.experiments.runs.Run`
-    was made, so a resumed run counts from its resume, as its report does) is added.
+    :meth:`Run.configuration <ignite_igan.experiments.runs.Run.configuration>`), the epochs, and ``hparams``; the
+    metrics are tagged ``final/<name>`` and ``final/wall_time_s`` (this process's seconds since
+    :class:`~ignite_igan.experiments.runs.Run` was made, so a resumed run counts from its resume, as its report does)
+    is added.
 
     Args:
         run: the recipe's :class:`ignite_igan.experiments.runs.Run`.
@@ -488,10 +467,9 @@ def log_run_hparams(
     epochs = getattr(run.args, "epochs", None)
     if epochs is not None:  # a resumable flag (--extend may raise it), so not in the configuration
         values["epochs"] = epochs
-    values.update(hparams or {})
     final = {f"final/{name}": value for name, value in metrics.items()}
     final["final/wall_time_s"] = time.time() - run.started
-    log_hparams(run.tensorboard_dir, values, final, step=step)
+    log_hparams(run.tensorboard_dir, {**values, **(hparams or {})}, final, step=step)
 
 
 def log_figure(
@@ -519,8 +497,7 @@ def log_figure(
         >>> os.path.isfile(saved)
         True
     """
-    writer = getattr(logger, "writer", logger)
     if path is not None:
         figure.savefig(path, dpi=dpi, bbox_inches="tight")
-    writer.add_figure(tag, figure, global_step=step)
+    logger.add_figure(tag, figure, global_step=step)  # Ignite's TensorboardLogger passes it on to its writer
     return str(path) if path is not None else None

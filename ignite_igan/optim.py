@@ -2,8 +2,8 @@
 
 :class:`ReferenceAdam` is the Adam of ``mnist_svhn_cifar10/nn.py`` (spec §1.2): the epsilon sits *inside* the
 square root, ``p ← p - lr · m̂ / sqrt(v̂ + 1e-8)``, where :class:`torch.optim.Adam` computes
-``m̂ / (sqrt(v̂) + eps)``. The two differ when gradients are small (``|g| ≲ 1e-4``), which is common late in GAN training,
-and no choice of ``eps`` makes :class:`torch.optim.Adam` equal to it.
+``m̂ / (sqrt(v̂) + eps)``. The two differ when gradients are small (``|g| ≲ 1e-4``), which is common late in GAN
+training, and no choice of ``eps`` makes :class:`torch.optim.Adam` equal to it.
 
 The schedules are the reference's per-epoch learning-rate factors (spec §4): constant, then a linear decay to zero
 over the last epochs, ``min(3 - epoch/400, 1)`` on CIFAR-10 and ``min(3 - epoch/300, 1)`` on SVHN. They are plain
@@ -138,9 +138,7 @@ class ReferenceAdam(Optimizer):
             self._capturable_step()
             return loss
         for group in self.param_groups:
-            lr = group["lr"]
             beta1, beta2 = group["betas"]
-            eps = group["eps"]
             # Parameters are bucketed by (device, dtype, step count) so that every bucket is one set of fused
             # foreach kernels with scalar bias corrections; normally there is a single bucket.
             buckets: Dict[Tuple[torch.device, torch.dtype, int], Tuple[List[Tensor], ...]] = {}
@@ -156,19 +154,18 @@ class ReferenceAdam(Optimizer):
             for (_, _, step), (params, grads, exp_avgs, exp_avg_sqs) in buckets.items():
                 bias_correction1 = 1.0 - beta1**step
                 bias_correction2 = 1.0 - beta2**step
-                denominators = _moments(grads, exp_avgs, exp_avg_sqs, beta1, beta2, eps, bias_correction2)
-                torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-lr / bias_correction1)
+                denominators = _moments(group, grads, exp_avgs, exp_avg_sqs, bias_correction2)
+                torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-group["lr"] / bias_correction1)
         return loss
 
     def _state(self, p: Tensor) -> Dict[str, Any]:
-        """The state of ``p``, made on its first update: the step count (a device tensor when capturable) and zero
-        moments."""
+        """The state of ``p``, made on its first update: the step count and zero moments."""
         # torch would run the moments' arithmetic on a complex parameter without error, with |g|² taken as g².
         if p.grad.is_sparse or torch.is_complex(p):
             raise RuntimeError("ReferenceAdam does not support sparse gradients or complex parameters")
         state = self.state[p]
         if len(state) == 0:
-            state["step"] = torch.zeros((), dtype=torch.float64, device=p.device) if self.capturable else 0
+            state["step"] = 0
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
@@ -178,13 +175,11 @@ class ReferenceAdam(Optimizer):
         values that have not changed, and nothing waits for the device."""
         for index, group in enumerate(self.param_groups):
             value = float(group["lr"])
-            held = self._lr_tensors.get(index)
-            if held is None:
+            if index not in self._lr_tensors:
                 device = next((p.device for p in group["params"]), torch.device("cpu"))
                 self._lr_tensors[index] = (value, torch.full((), value, dtype=torch.float64, device=device))
-            elif held[0] != value:
-                held[1].fill_(value)
-                self._lr_tensors[index] = (value, held[1])
+            elif self._lr_tensors[index][0] != value:
+                self._lr_tensors[index] = (value, self._lr_tensors[index][1].fill_(value))
 
     def _capturable_step(self) -> None:
         capturing = torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
@@ -192,7 +187,6 @@ class ReferenceAdam(Optimizer):
             self.refresh_hyperparameters()
         for index, group in enumerate(self.param_groups):
             beta1, beta2 = group["betas"]
-            eps = group["eps"]
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -200,17 +194,17 @@ class ReferenceAdam(Optimizer):
                 raise RuntimeError("ReferenceAdam(capturable=True) needs a gradient for every trainable parameter at "
                                    "every step")
             states = [self._state(p) for p in params]
-            for p, state in zip(params, states):
-                if not torch.is_tensor(state["step"]) or state["step"].device != p.device:
-                    # A state saved by the host-side optimizer, or loaded onto another device.
-                    state["step"] = torch.full((), float(state["step"]), dtype=torch.float64, device=p.device)
             step = states[0]["step"]
-            if any(state["step"] is not step for state in states):
-                # Fresh or loaded states hold a count each: the group's parameters step together (checked above),
-                # so they share one tensor, and a step adds 1 once. Read once, before any capture (warm-up).
-                if not bool(torch.stack([state["step"] for state in states]).eq(step).all()):
+            shared = torch.is_tensor(step) and step.device == params[0].device
+            if not shared or any(state["step"] is not step for state in states):
+                # Fresh states, or states loaded (from the host-side optimizer, or onto another device), hold a count
+                # each: the group's parameters step together (checked above), so they share one float64 tensor on
+                # their device, and a step adds 1 once. Read once, before any capture (warm-up).
+                counts = {float(state["step"]) for state in states}
+                if len(counts) > 1:
                     raise RuntimeError("ReferenceAdam(capturable=True) needs every parameter of a group at the same "
                                        "step count; the loaded state has different ones")
+                step = torch.full((), counts.pop(), dtype=torch.float64, device=params[0].device)
                 for state in states:
                     state["step"] = step
             step.add_(1)
@@ -219,7 +213,7 @@ class ReferenceAdam(Optimizer):
             exp_avg_sqs = [state["exp_avg_sq"] for state in states]
             bias_correction1 = 1.0 - torch.pow(beta1, step)
             bias_correction2 = (1.0 - torch.pow(beta2, step)).to(exp_avg_sqs[0].dtype)
-            denominators = _moments(grads, exp_avgs, exp_avg_sqs, beta1, beta2, eps, bias_correction2)
+            denominators = _moments(group, grads, exp_avgs, exp_avg_sqs, bias_correction2)
             updates = torch._foreach_div(exp_avgs, denominators)
             step_size = (-self._lr_tensors[index][1] / bias_correction1).to(params[0].dtype)
             torch._foreach_mul_(updates, step_size)
@@ -227,19 +221,16 @@ class ReferenceAdam(Optimizer):
 
 
 def _moments(
-    grads: List[Tensor],
-    exp_avgs: List[Tensor],
-    exp_avg_sqs: List[Tensor],
-    beta1: float,
-    beta2: float,
-    eps: float,
+    group: Dict[str, Any], grads: List[Tensor], exp_avgs: List[Tensor], exp_avg_sqs: List[Tensor],
     bias_correction2: Union[float, Tensor],
 ) -> List[Tensor]:
-    """Updates the moments in place and returns ``sqrt(v / (1 - β2^t) + eps)`` per parameter.
+    """Updates the moments in place with the ``group``'s betas and returns ``sqrt(v / (1 - β2^t) + eps)`` per
+    parameter: the arithmetic the host-side and the capturable step share.
 
     The epsilon is inside the root, as in the reference. ``bias_correction2`` is a float (the host-side step) or a
     0-d tensor on the device (the capturable step).
     """
+    (beta1, beta2), eps = group["betas"], group["eps"]
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
@@ -321,9 +312,7 @@ class EpochLRScheduler:
     """
 
     def __init__(self, optimizers: Union[Optimizer, Sequence[Optimizer]], lr_lambda: Callable[[int], float]) -> None:
-        if isinstance(optimizers, Optimizer) or hasattr(optimizers, "param_groups"):
-            optimizers = [optimizers]  # type: ignore[list-item]
-        optimizers = list(optimizers)  # type: ignore[arg-type]
+        optimizers = [optimizers] if hasattr(optimizers, "param_groups") else list(optimizers)  # type: ignore
         if not optimizers:
             raise ValueError("optimizers must hold at least one optimizer, got an empty sequence")
         for index, optimizer in enumerate(optimizers):
@@ -335,9 +324,7 @@ class EpochLRScheduler:
         self.optimizers: List[Optimizer] = optimizers
         self.lr_lambda = lr_lambda
 
-    def attach(
-        self, engine: Engine, event: Union[Events, CallableEventWithFilter] = Events.EPOCH_STARTED
-    ) -> None:
+    def attach(self, engine: Engine, event: Union[Events, CallableEventWithFilter] = Events.EPOCH_STARTED) -> None:
         """Records the base rates and sets the rate on ``event`` (every epoch start by default)."""
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
