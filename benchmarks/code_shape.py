@@ -4,9 +4,11 @@ What a reader meets when they open the package and the recipes, measured the sam
 
 * **code lines**: lines that hold a Python token other than a comment, after removing every docstring (module,
   class and function) and blank line;
-* **check lines**: code lines of argument checks: a ``raise`` statement, an ``if`` whose body only raises or warns
-  (its test counts), a call of ``warn`` or of a function named ``check_*`` / ``_check*`` (as a statement, an
-  assignment or a return), and the whole body of a function named ``check_*`` / ``_check*``;
+* **check statements**: code lines of argument checks where they are made: a ``raise`` statement, an ``if`` whose
+  body only raises or warns (its test counts), a call of ``warn`` or of a function named ``check_*`` / ``_check*``
+  (as a statement, an assignment or a return);
+* **check lines**: the check statements and, in addition, the whole body of every function named ``check_*`` /
+  ``_check*`` (the stricter count: a check vocabulary such as ``validation.py`` counts in full);
 * **long functions**: functions (methods included) with more than ``--max-lines`` code lines (60);
 * **wide signatures**: public functions and methods (no leading underscore) with more than ``--max-parameters``
   parameters (13; ``self``/``cls`` not counted, ``*args``/``**kwargs`` counted once each);
@@ -74,8 +76,8 @@ def _is_check_statement(node: ast.AST) -> bool:
     return isinstance(node, (ast.Expr, ast.Assign, ast.AnnAssign, ast.Return)) and _is_check_call(value)
 
 
-def check_lines(tree: ast.AST, code: Set[int]) -> Set[int]:
-    """Code lines of argument checks (see the module's docstring)."""
+def check_lines(tree: ast.AST, code: Set[int], bodies: bool = True) -> Set[int]:
+    """Code lines of argument checks (see the module's docstring); ``bodies=False``: the check statements only."""
     lines: Set[int] = set()
 
     def span(node: ast.AST) -> Set[int]:
@@ -88,7 +90,9 @@ def check_lines(tree: ast.AST, code: Set[int]) -> Set[int]:
             isinstance(b, ast.Raise) or (isinstance(b, ast.Expr) and _is_check_call(b.value)) for b in node.body
         ):
             lines |= span(node.test) | {node.lineno}
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith(("check_", "_check")):
+        elif bodies and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith(
+            ("check_", "_check")
+        ):
             lines |= span(node)
     return lines
 
@@ -128,6 +132,7 @@ def measure_file(path: Path, root: Path, max_lines: int, max_parameters: int) ->
         "file": path.relative_to(root).as_posix(),
         "code_lines": len(code),
         "check_lines": len(check_lines(tree, code)),
+        "check_statements": len(check_lines(tree, code, bodies=False)),
         "long_functions": long_functions,
         "wide_signatures": wide,
         "autograd_functions": functions,
@@ -140,11 +145,14 @@ def measure(root: Path, paths: Sequence[str], max_lines: int = 60, max_parameter
     per_file = [measure_file(p, root, max_lines, max_parameters) for p in files]
     code = sum(f["code_lines"] for f in per_file)
     checks = sum(f["check_lines"] for f in per_file)
+    statements = sum(f["check_statements"] for f in per_file)
     return {
         "paths": list(paths),
         "code_lines": code,
         "check_lines": checks,
         "check_fraction": checks / code if code else 0.0,
+        "check_statements": statements,
+        "check_statement_fraction": statements / code if code else 0.0,
         "long_functions": [dict(f, file=r["file"]) for r in per_file for f in r["long_functions"]],
         "wide_signatures": [dict(f, file=r["file"]) for r in per_file for f in r["wide_signatures"]],
         "autograd_functions": {r["file"]: r["autograd_functions"] for r in per_file if r["autograd_functions"]},
@@ -154,13 +162,15 @@ def measure(root: Path, paths: Sequence[str], max_lines: int = 60, max_parameter
 
 def report_lines(result: Dict[str, Any]) -> List[str]:
     lines = [
-        f"code lines {result['code_lines']:,}, check lines {result['check_lines']:,} "
+        f"code lines {result['code_lines']:,}, check statements {result['check_statements']:,} "
+        f"({100 * result['check_statement_fraction']:.1f} %), check lines {result['check_lines']:,} "
         f"({100 * result['check_fraction']:.1f} %) in {', '.join(result['paths'])}",
         "",
-        "| file | code lines | check lines |",
-        "|---|---:|---:|",
+        "| file | code lines | check statements | check lines |",
+        "|---|---:|---:|---:|",
     ]
-    lines += [f"| {f['file']} | {f['code_lines']} | {f['check_lines']} |" for f in result["files"]]
+    lines += [f"| {f['file']} | {f['code_lines']} | {f['check_statements']} | {f['check_lines']} |"
+              for f in result["files"]]
     lines.append("")
     for f in result["long_functions"]:
         lines.append(f"long function: {f['file']}:{f['line']} {f['name']} ({f['code_lines']} code lines)")

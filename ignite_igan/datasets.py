@@ -103,7 +103,7 @@ class ScaledImages(Dataset):
 
     def scaled(self, images: Tensor, scale: Union[float, Tensor, None] = None) -> Tensor:
         """A batch of these integer ``images`` (N, ...) as floats ``(x - offset) / scale``, flattened to (N, D) with
-        ``flatten``; ``scale`` replaces :attr:`scale` (the device loader passes it as a device tensor)."""
+        ``flatten``; ``scale`` replaces the data set's own ``scale`` (the device loader passes it as a device tensor)."""
         x = (images.float() - self.offset) / (self.scale if scale is None else scale)
         return x.flatten(start_dim=1) if self.flatten else x
 

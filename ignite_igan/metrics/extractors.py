@@ -356,8 +356,8 @@ class ImageExtractor(nn.Module):
     resize: str = "unspecified"
     #: True when :meth:`logits_and_features` costs one pass (so both outputs are computed whenever one is needed).
     single_pass: bool = False
-    #: True for a network with fixed weights (the Inception networks): ``train()`` leaves it in eval mode, so its
-    #: BatchNorm layers keep the statistics it was trained with.
+    #: Whether the network's weights are fixed, as the Inception networks' are; ``train()`` then leaves it in eval
+    #: mode, so its BatchNorm layers keep the statistics it was trained with.
     frozen: bool = False
 
     def train(self, mode: bool = True) -> "ImageExtractor":
@@ -407,8 +407,8 @@ class ImageExtractor(nn.Module):
 
     @property
     def dtype_name(self) -> str:
-        """The dtype the network computes in: ``dtype`` if set, else that of its first floating-point parameter or
-        buffer."""
+        """The name of the dtype the network computes in (``dtype`` if set, else that of its first floating-point
+        parameter or buffer)."""
         dtype = getattr(self, "dtype", None)
         if not isinstance(dtype, torch.dtype):
             tensors = [t for t in list(self.parameters()) + list(self.buffers()) if t.is_floating_point()]
