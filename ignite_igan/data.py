@@ -546,7 +546,7 @@ class MixtureStream:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        check_state_keys(state_dict, ["generator"], exact=False, owner="MixtureStream.load_state_dict")
+        check_state_keys(state_dict, ["generator"], owner="MixtureStream.load_state_dict")
         self.generator.set_state(state_dict["generator"])
 
 

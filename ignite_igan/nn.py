@@ -350,6 +350,14 @@ class WeightNormLinear(_WeightNorm):
 class _WeightNormConv(_WeightNorm):
     """The arguments that the weight-normalized convolutions share, checked in one place, and their repr."""
 
+    def forward(self, x: Tensor) -> Tensor:
+        # torch's convolutions also take an unbatched (C, H, W) image, which the per-channel scale and the
+        # data-dependent init would silently treat as a batch of one.
+        if x.dim() != 4:
+            raise ValueError(f"input must be 4-D (N, in_channels={self.in_channels}, H, W), got a tensor of shape "
+                             f"{tuple(x.shape)}")
+        return super().forward(x)
+
     _repr = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}, padding={padding}"
 
     def _set_conv_arguments(
@@ -512,16 +520,17 @@ class ScaleFreeBatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_input_dtype(x, self.bias.dtype)  # a float64 input would silently give a float64 output
-        # A 3-D input would fail obscurely in var_mean, and a single value per channel (a batch of one) has no batch
-        # statistics: every example would silently map to the bias.
-        if x.dim() not in (2, 4) or x.numel() // x.shape[1] < 2:
-            why = "a batch of one has no batch statistics (every example would map to the bias)"
-            raise ValueError(
-                f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W) with at least 2 "
-                f"values per channel, got a tensor of shape {tuple(x.shape)}; {why}: pass several examples at once or "
-                "use VirtualBatchNorm"
-            )
-        return _batch_norm(x, self.eps) + _expand(self.bias, x.dim())
+        if x.dim() in (2, 4) and x.shape[1] == self.num_features and x.numel() // x.shape[1] >= 2:
+            return _batch_norm(x, self.eps) + _expand(self.bias, x.dim())
+        # One channel would broadcast silently against the bias, a 3-D input fail obscurely in var_mean, and a
+        # single value per channel (a batch of one) has no statistics: every example would map to the bias.
+        why = ("a batch of one has no batch statistics (every example would map to the bias): pass several examples "
+               "at once or use VirtualBatchNorm") if x.dim() in (2, 4) and x.shape[1] == self.num_features else (
+               "another shape would broadcast against the bias or fail in the statistics")
+        raise ValueError(
+            f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W) with at least 2 "
+            f"values per channel, got a tensor of shape {tuple(x.shape)}; {why}"
+        )
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}"
@@ -617,6 +626,10 @@ class VirtualBatchNorm(nn.Module):
 
     def forward(self, x: Tensor, reference_size: int) -> Tensor:
         check_input_dtype(x, self.weight.dtype)  # a float64 input would silently give a float64 output
+        # One channel would broadcast silently against the gains; other shapes fail obscurely in the statistics.
+        if x.dim() not in (2, 4) or x.shape[1] != self.num_features:
+            raise ValueError(f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W), "
+                             f"got a tensor of shape {tuple(x.shape)}")
         # A slice would silently take what there is (x[:6] of 5 rows), or nothing (NaN statistics).
         hint = "the number of leading rows of the input that are the reference batch"
         reference_size = check_int("reference_size", reference_size, minimum=1, maximum=len(x), hint=hint)

@@ -556,8 +556,9 @@ def check_state_keys(
         owner: who is loading, to begin the message with (e.g. ``"MixtureStream.load_state_dict"``), or "".
 
     Raises:
-        ValueError: not a mapping, other keys (exact: the message names the keys expected and got) or missing ones
-            (not exact: the message names those missing).
+        ArgumentTypeError: not a mapping (a TypeError and a ValueError).
+        ValueError: other keys (exact: the message names the keys expected and got) or missing ones (not exact: the
+            message names those missing).
 
     Example:
         >>> check_state_keys({"count": 2}, ["count", "total"])
@@ -570,13 +571,14 @@ def check_state_keys(
         ValueError: MixtureStream.load_state_dict: state_dict is missing ['generator']; expected a mapping ...
     """
     is_mapping, who = isinstance(state_dict, Mapping), f"{owner}: " if owner else ""
+    error = ValueError if is_mapping else ArgumentTypeError  # not a mapping: a TypeError as well
     if exact and (not is_mapping or set(state_dict) != set(keys)):
         got = sorted(state_dict) if is_mapping else type(state_dict).__name__
-        raise ValueError(f"{who}{name} must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
+        raise error(f"{who}{name} must have the key{'s' if len(keys) > 1 else ''} {sorted(keys)}, got {got}")
     missing = [key for key in keys if not is_mapping or key not in state_dict]
     if missing:
-        raise ValueError(f"{who}{name} is missing {missing}; expected a mapping with the keys {list(keys)}, "
-                         f"got {describe(state_dict)}")
+        raise error(f"{who}{name} is missing {missing}; expected a mapping with the keys {list(keys)}, "
+                    f"got {describe(state_dict)}")
     return state_dict
 
 

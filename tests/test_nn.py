@@ -535,11 +535,13 @@ def test_minibatch_discrimination_batch_of_one_and_bad_input():
         (WeightNormLinear(5, 3), torch.randn(2, 4), RuntimeError, r"mat1 and mat2 shapes cannot be multiplied \(2x4 and 5x3\)"),
         (WeightNormLinear(5, 3), torch.ones(2, 5, dtype=torch.long), RuntimeError, r"expected m1 and m2 to have the same dtype, but got: long int != float"),
         (WeightNormLinear(5, 3), [[1.0] * 5], AttributeError, r"'list' object has no attribute"),
-        (WeightNormConv2d(3, 4, 3), torch.randn(2, 3, 5), RuntimeError, r"expected input\[1, 2, 3, 5\] to have 3 channels, but got 2 channels instead"),
+        (WeightNormConv2d(3, 4, 3), torch.randn(2, 3, 5), ValueError, r"input must be 4-D \(N, in_channels=3, H, W\), got a tensor of shape \(2, 3, 5\)"),
         (WeightNormConv2d(3, 4, 3), torch.randn(2, 2, 5, 5), RuntimeError, r"expected input\[2, 2, 5, 5\] to have 3 channels, but got 2 channels instead"),
         (WeightNormConvTranspose2d(3, 4, 3), torch.randn(2, 4, 5, 5), RuntimeError, r"expected input\[2, 4, 5, 5\] to have 3 channels, but got 4 channels instead"),
         (ScaleFreeBatchNorm(4), torch.randn(2, 4, 3), ValueError, r"input must be 2-D \(N, C=4\) or 4-D .*got a tensor of shape \(2, 4, 3\)"),
-        (ScaleFreeBatchNorm(4), torch.randn(2, 3), RuntimeError, r"The size of tensor a \(3\) must match the size of tensor b \(4\) at non-singleton dimension 1"),
+        (ScaleFreeBatchNorm(4), torch.randn(2, 3), ValueError, r"input must be 2-D \(N, C=4\) .* got a tensor of shape \(2, 3\); another shape"),
+        (ScaleFreeBatchNorm(4), torch.randn(2, 1), ValueError, r"input must be 2-D \(N, C=4\) .* got a tensor of shape \(2, 1\); another shape"),
+        (WeightNormConvTranspose2d(3, 4, 5), torch.randn(3, 8, 8), ValueError, r"input must be 4-D \(N, in_channels=3, H, W\), got a tensor of shape \(3, 8, 8\)"),
         (ScaleFreeBatchNorm(4), torch.randn(0, 4, 2, 2), ValueError, r"at least 2 values per channel.*got a tensor of shape \(0, 4, 2, 2\)"),
         (GaussianNoise(0.1), torch.ones(2, dtype=torch.long), TypeError, r"input must be a floating-point tensor, got dtype torch.int64"),
     ],
@@ -556,10 +558,12 @@ def test_an_empty_batch_gives_an_empty_output():
 
 def test_virtual_batch_norm_bad_input():
     vbn = VirtualBatchNorm(4)
-    with pytest.raises(IndexError, match=r"Dimension out of range"):
+    with pytest.raises(ValueError, match=r"input must be 2-D \(N, C=4\) or 4-D \(N, C=4, H, W\), got a tensor of shape \(3, 4, 2\)"):
         vbn(torch.randn(3, 4, 2), 1)
-    with pytest.raises(RuntimeError, match=r"The size of tensor a \(5\) must match the size of tensor b \(4\)"):
+    with pytest.raises(ValueError, match=r"input must be 2-D \(N, C=4\) or 4-D \(N, C=4, H, W\), got a tensor of shape \(3, 5\)"):
         vbn(torch.randn(3, 5), 1)
+    with pytest.raises(ValueError, match=r"got a tensor of shape \(3, 1\)"):  # one channel would broadcast silently
+        vbn(torch.randn(3, 1), 1)
     with pytest.raises(ValueError, match=r"reference_size must be in \[1, 0\]"):
         vbn(torch.randn(0, 4), 1)
 

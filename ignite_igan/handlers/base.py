@@ -40,7 +40,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ignite_igan.validation import check_identifier, check_instance, check_state_keys
 
-__all__ = ["EventType", "Handler", "unwrap"]
+__all__ = ["Handler"]
 
 EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 Removable = Union[RemovableEventHandle, RemovableHandle]  # what detach removes: event handlers, torch hooks
