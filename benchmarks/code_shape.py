@@ -26,10 +26,13 @@ from __future__ import annotations
 import argparse
 import ast
 import io
-import json
+import sys
 import tokenize
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import command_line, utc_now, write_results  # noqa: E402
 
 DEFAULT_PATHS = ("ignite_igan", "recipes")
 
@@ -195,9 +198,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     result = measure(args.root.resolve(), args.paths.split(","), args.max_lines, args.max_parameters)
     lines = report_lines(result)
     print("\n".join(lines))
-    if args.output is not None:
-        args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        args.output.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result.update(command=command_line(__file__, argv), date=utc_now())
+    write_results(result, args.output, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

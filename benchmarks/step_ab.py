@@ -20,7 +20,6 @@ shared machine). From the repository root, against a checkout of the previous co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _harness import command_line, machine_info, utc_now  # noqa: E402
+from _harness import command_line, machine_info, utc_now, write_results  # noqa: E402
 
 WORKER = r"""
 import sys, time, torch
@@ -95,9 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     lines += [f"| {c} | {m:.2f} | {r:.3f} |" for c, m, r in
               zip(args.checkouts.split(","), result["median_ms"], result["median_ratio_to_first"])]
     print("\n".join(lines))
-    if args.output is not None:
-        args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        args.output.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_results(result, args.output, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
