@@ -294,6 +294,11 @@ def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
+    usage = (f"usage: {sys.argv[0]} EXPERIMENT [flags]; EXPERIMENT is one of {', '.join(SETTINGS)}; "
+             f"an experiment's flags: {sys.argv[0]} EXPERIMENT --help")
+    if sys.argv[1:2] in (["-h"], ["--help"]):  # asked for help: the usage, and success
+        print(usage)
+        sys.exit(0)
     if len(sys.argv) < 2 or sys.argv[1] not in SETTINGS:
-        sys.exit(f"usage: {sys.argv[0]} EXPERIMENT [flags]; EXPERIMENT is one of {', '.join(SETTINGS)}")
+        sys.exit(usage)
     main(sys.argv[1], sys.argv[2:])

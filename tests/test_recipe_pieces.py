@@ -2,6 +2,9 @@
 import argparse
 import dataclasses
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +150,15 @@ def test_batch_mean_init_of_the_mixture_discriminator():
     d = MixtureDiscriminator(minibatch_kernels=4)
     d.init_minibatch_batch_mean(torch.randn(50, 2))
     assert d(torch.randn(8, 2)).shape == (8,)
+
+
+@pytest.mark.parametrize("script, experiment", [("semi_supervised.py", "digits_ssl"),
+                                                ("sample_quality.py", "digits_samples")])
+def test_shared_recipe_files_answer_help_and_refuse_no_experiment(script, experiment):
+    """`--help` on a recipe file that serves several experiments prints their names and exits 0; nothing exits 1."""
+    path = Path(__file__).resolve().parent.parent / "recipes" / script
+    helped = subprocess.run([sys.executable, str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0, helped.stderr
+    assert experiment in helped.stdout and "EXPERIMENT --help" in helped.stdout
+    refused = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and experiment in refused.stderr
