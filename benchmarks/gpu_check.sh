@@ -16,24 +16,11 @@
 # Results land in $OUT: device.txt, cuda_tests.log, fast_step.{json,md}, fashion_seed1.tar.gz (the run's log,
 # record, TensorBoard events and summary if it finished; no checkpoints) and session.log. Copy the numbers into
 # docs/RESULTS.md with the device named.
-set -u
 OUT=${OUT:-gpu-check}
 DATA=${DATA:-data}
 BUDGET_S=${BUDGET_S:-560}
-START=$(date +%s)
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
-exec > >(tee -a "$OUT/session.log") 2>&1
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/device.txt" 2>&1
-python -c "import torch, ignite; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'ignite', ignite.__version__)" >> "$OUT/device.txt" 2>&1
-cat "$OUT/device.txt"
-
-echo "== CUDA tests ($(left) s left)"
-timeout 120 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_fused_step.py \
-  tests/test_optim_capturable.py tests/test_device_data.py > "$OUT/cuda_tests.log" 2>&1
-tail -15 "$OUT/cuda_tests.log"
+. "$(dirname "$0")/_gpu_common.sh"
+cuda_tests 120
 
 echo "== the exact step against the fast paths ($(left) s left)"
 timeout 100 python benchmarks/fast_step.py --device cuda --data-dir "$DATA" --iterations 100 --rounds 3 \

@@ -18,24 +18,11 @@
 # Results land in $OUT (at most 8 files): device.txt, cuda_tests.log, fast_step.{json,md},
 # gpu_paper_step.{json,md}, fashion_seeds.tar.gz (each seed's log, run record, TensorBoard events and summary if it
 # finished; no checkpoints) and session.log.
-set -u
 OUT=${OUT:-gpu-results}
 DATA=${DATA:-data}
 BUDGET_S=${BUDGET_S:-540}
-START=$(date +%s)
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
-exec > >(tee -a "$OUT/session.log") 2>&1
-
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/device.txt" 2>&1
-python -c "import torch, ignite; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'ignite', ignite.__version__)" >> "$OUT/device.txt" 2>&1
-cat "$OUT/device.txt"
-
-echo "== CUDA tests ($(left) s left)"
-timeout 110 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_fused_step.py \
-  tests/test_optim_capturable.py tests/test_device_data.py > "$OUT/cuda_tests.log" 2>&1
-tail -15 "$OUT/cuda_tests.log"
+. "$(dirname "$0")/_gpu_common.sh"
+cuda_tests 110
 
 echo "== MNIST-setting step ($(left) s left)"
 timeout 130 python benchmarks/fast_step.py --device cuda --data-dir "$DATA" --iterations 100 --rounds 3 \
