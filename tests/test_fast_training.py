@@ -3,6 +3,7 @@ steps, multi-seed runs."""
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.test_recipes_ssl import run_recipe
@@ -37,6 +38,7 @@ def test_device_data_trains_the_same_weights_as_the_host_loader(tmp_path):
     assert summaries[0]["test_error"] == summaries[1]["test_error"]
 
 
+@pytest.mark.slow
 def test_a_seed_of_a_multi_seed_run_is_the_run_that_seed_gets_alone(tmp_path):
     common = ["--epochs", "2", "--iterations-per-epoch", "2", "--no-baseline", "--no-progress"]
     many = run_recipe("digits_ssl", *common, "--seeds", "1-2", "--jobs", "2", "--output-dir", tmp_path / "many")

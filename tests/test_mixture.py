@@ -120,6 +120,7 @@ def test_recipe_runs_for_real_and_writes_everything(straight):
     assert "data_scale" not in hparams  # None (the mixture's extent) has no HParams type
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_parameters(straight, tmp_path):
     expected_dir, _ = straight
     killed = tmp_path / "killed"

@@ -261,11 +261,12 @@ print("ok")
 @pytest.mark.parametrize(
     "setup",
     [
-        "pass",
-        "torch.backends.cuda.matmul.allow_tf32 = True",
-        "torch.backends.cudnn.allow_tf32 = False",
         "torch.set_float32_matmul_precision('medium')",
-        "torch.set_float32_matmul_precision('high')",
+        # A fresh interpreter each: the other starting states run with `pytest -m slow` (and in CI).
+        pytest.param("pass", marks=pytest.mark.slow),
+        pytest.param("torch.backends.cuda.matmul.allow_tf32 = True", marks=pytest.mark.slow),
+        pytest.param("torch.backends.cudnn.allow_tf32 = False", marks=pytest.mark.slow),
+        pytest.param("torch.set_float32_matmul_precision('high')", marks=pytest.mark.slow),
     ],
 )
 def test_tf32_mode_restores_exactly_including_the_matmul_precision(setup):
@@ -298,6 +299,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_tf32_mode_with_flags_set_through_the_fp32_precision_api():
     done = subprocess.run([sys.executable, "-c", NEW_API_SCRIPT], capture_output=True, text=True, timeout=300)
     if "nothing to test" in done.stderr:
@@ -396,6 +398,7 @@ sys.exit(1 if failed else 0)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_every_metrics_module_imports_first_in_a_fresh_interpreter():
     # One fresh interpreter loads the third-party libraries, then forks one child per module, so that each module

@@ -76,9 +76,9 @@ def test_digits_ssl_runs_for_real_and_reports_both_errors(tmp_path):
         ("mnist_ssl", write_mnist, []),
         ("fashion_mnist_ssl", write_fashion_mnist, []),
         ("cifar10_ssl", write_cifar10, ["--no-verify-checksums"]),
-        ("svhn_ssl", write_svhn, ["--no-verify-checksums"]),
-        ("cifar10_ssl_md", write_cifar10, ["--no-verify-checksums"]),
-        ("svhn_ssl_md", write_svhn, ["--no-verify-checksums"]),
+        pytest.param("svhn_ssl", write_svhn, ["--no-verify-checksums"], marks=pytest.mark.slow),
+        pytest.param("cifar10_ssl_md", write_cifar10, ["--no-verify-checksums"], marks=pytest.mark.slow),
+        pytest.param("svhn_ssl_md", write_svhn, ["--no-verify-checksums"], marks=pytest.mark.slow),
     ],
 )
 def test_dataset_recipes_on_files_in_the_real_formats(tmp_path, recipe, writer, extra):
@@ -97,6 +97,7 @@ def _final_parameters(output_dir, epoch):
     return {f"{model}.{k}": v for model in ("generator", "discriminator") for k, v in state[model].items()}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     args = ["--epochs", "4", "--iterations-per-epoch", "4", "--no-baseline", "--no-progress"]
     straight = tmp_path / "straight"
@@ -123,6 +124,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun(tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -138,6 +140,7 @@ def test_two_processes_under_torchrun(tmp_path):
     assert result["metrics"]["test_examples"] == 500  # the two shards of the test set add up to all of it
 
 
+@pytest.mark.slow
 def test_bad_input_fails_early_and_clearly(tmp_path):
     missing = run_recipe("mnist_ssl", "--data-dir", tmp_path / "nowhere", "--output-dir", tmp_path / "o", check=False)
     assert missing.returncode == 2 and "--data-dir" in missing.stderr and "--download" in missing.stderr

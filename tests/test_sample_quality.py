@@ -141,6 +141,7 @@ def test_digits_run_scores_its_generator_as_a_numpy_oracle_does(tmp_path, classi
     assert hparams["is_samples"] == 250 and hparams["minibatch_features"] == 1  # TensorBoard stores bools as 0/1
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_train_and_score_as_one_scorer(tmp_path, classifier_file):
     out = tmp_path / "run"
     command = [

@@ -99,6 +99,7 @@ def server(tmp_path_factory):
         log.close()
 
 
+@pytest.mark.slow
 def test_the_server_lists_both_runs_with_their_scalars_and_image_grids(server):
     assert sorted(server.json("/data/runs")) == ["seed1/tensorboard", "seed2/tensorboard"]
     scalars = server.json("/data/plugin/scalars/tags")
