@@ -15,7 +15,8 @@ Our methods         (none)                            minibatch features in D, V
                     averaging``                       averaging on both players
 -LS                 ``--no-label-smoothing``          the real target is 1
 -L                  ``--no-labels``                   no class labels
--MBF                ``--no-minibatch-features``       no minibatch layer in D
+-MBF                ``--no-minibatch-                 no minibatch layer in D
+                    discrimination``
 ==================  ================================  =========================================================
 
 The rest is the reference's CIFAR-10 minibatch-discrimination script (spec §3.3): its discriminator and
@@ -109,7 +110,7 @@ def build_parser(name: str) -> cli.RecipeArgumentParser:
         epochs=s.epochs, labels_per_class=None, data_dir=None if s.dataset == "digits" else "data",
         output_dir=f"runs/{name}", threads=s.threads,
         main_flags=["--batch-norm", "--no-label-smoothing", "--no-labels", "--historical-averaging",
-                    "--no-minibatch-features"],
+                    "--no-minibatch-discrimination"],
     )
     if s.dataset != "digits":
         parser.group("data").add_argument(
@@ -126,7 +127,8 @@ def build_parser(name: str) -> cli.RecipeArgumentParser:
     t.add_argument("--historical-averaging", action="store_true", help="+HA on both players' costs")
     t.add_argument("--historical-averaging-weight", "--historical-weight", type=cli.positive_float,
                    default=HISTORICAL_WEIGHT, help="λ of historical averaging (the paper gives none)")
-    t.add_argument("--no-minibatch-features", action="store_true", help="-MBF: no minibatch layer in D")
+    t.add_argument("--no-minibatch-discrimination", "--no-minibatch-features", dest="no_minibatch_features",
+                   action="store_true", help="-MBF (minibatch features): no minibatch layer in D")
     g = parser.group("training")
     g.add_argument("--lr", type=cli.positive_float, default=s.lr, help="learning rate of D and G")
     g.add_argument("--lr-decay-epochs", "--decay-epochs", type=cli.nonnegative_int, default=s.decay_epochs,
