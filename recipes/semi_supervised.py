@@ -367,7 +367,7 @@ if __name__ == "__main__":
     usage = "\n".join([f"usage: {program} EXPERIMENT [flags]  (or recipes/EXPERIMENT.py [flags])", "",
                         "EXPERIMENT is one of:"]
                        + [f"  {key:18} {s.dataset}, "
-                          + ("feature matching" if s.generator_loss == "feature_matching" else "minibatch discrimination")
+                          + ("minibatch discrimination" if s.generator_loss == "minimax" else "feature matching")
                           + (f"; paper: {s.paper}" if s.paper else "")
                           for key, s in SETTINGS.items()]
                        + ["", f"an experiment's flags: {program} EXPERIMENT --help"])

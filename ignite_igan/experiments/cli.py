@@ -131,8 +131,8 @@ class RecipeHelpFormatter(argparse.HelpFormatter):
 
     A help text that already states its default (it contains the word "default") is left as it is; a switch
     (``store_true``, ``store_false``) is off unless given, so it shows none; a ``--x/--no-x`` switch shows
-    ``(default: on)`` or ``(default: off)``; a default of None shows nothing (its help says what happens). Values are named by kind
-    (``N``: integer, ``X``: number, ``PATH``) unless the flag gives a ``metavar``.
+    ``(default: on)`` or ``(default: off)``; a default of None shows nothing (its help says what happens). Values
+    are named by kind (``N``: integer, ``X``: number, ``PATH``) unless the flag gives a ``metavar``.
 
     Example:
         >>> parser = argparse.ArgumentParser(prog="demo", formatter_class=RecipeHelpFormatter)
