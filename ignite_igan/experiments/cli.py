@@ -197,8 +197,8 @@ class RecipeArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self.main_flags = list(main_flags)
         # argparse reads an argument that this matches as a value, not an option (while no flag looks like a
-        # negative number, as here). The attribute is argparse's own, set in its __init__ on every version since
-        # 3.2; a matcher that knows floats' spellings of negative numbers is all that changes.
+        # negative number, as here). The attribute is argparse's own, set in its __init__ in every Python version
+        # this package supports; a matcher that knows floats' spellings of negative numbers is all that changes.
         self._negative_number_matcher = _NEGATIVE_NUMBER
         self._groups_by_title: Dict[str, Any] = {}
         for title in GROUPS:
@@ -217,7 +217,7 @@ class RecipeArgumentParser(argparse.ArgumentParser):
         if not self.main_flags:
             return self.usage
         by_flag = {option: action for action in self._actions for option in action.option_strings}
-        words = ["[-h]"] + [_flag_usage(by_flag[flag]) for flag in self.main_flags if flag in by_flag] + [more]
+        words = [_flag_usage(by_flag[flag]) for flag in ["-h"] + self.main_flags if flag in by_flag] + [more]
         # Wrapped as argparse wraps its own usage: continuation lines start under the first flag.
         prefix = len("usage: ")  # the formatter writes it before the first line
         indent = " " * (prefix + len(self.prog) + 1)
