@@ -231,13 +231,14 @@ class RecipeArgumentParser(argparse.ArgumentParser):
         return "\n".join(lines).replace("%", "%%")
 
     def format_usage(self) -> str:
+        """The usage line of an error message: the main flags, then where the others are."""
         formatter = self._get_formatter()
         formatter.add_usage(self._usage_line("[more flags: --help]"), self._actions,
                             self._mutually_exclusive_groups)
         return formatter.format_help()
 
     def format_help(self) -> str:
-        # ArgumentParser.format_help with the short usage line: the groups below list every flag.
+        """``--help``: ``ArgumentParser.format_help`` with the short usage line; the groups list every flag."""
         formatter = self._get_formatter()
         formatter.add_usage(self._usage_line("[more flags below]"), self._actions, self._mutually_exclusive_groups)
         formatter.add_text(self.description)
