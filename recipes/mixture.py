@@ -187,38 +187,56 @@ def describe(config: MixtureConfig, result: Dict[str, Any], separator: str) -> s
             f"{result['modes_any']}), high quality {100 * result['high_quality']:.1f}%, KL {result['kl']:.3f}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> cli.RecipeArgumentParser:
+    """The recipe's flags, their defaults :class:`MixtureConfig`'s; ``--help`` lists them by group."""
     d = MixtureConfig()
+    switches = ["--" + name.replace("_", "-") for name in SWITCHES]
     parser = cli.recipe_parser(
         "mixture: a GAN on a 2-D mixture of Gaussians, with a switch for each technique", epochs=d.epochs,
         labels_per_class=None, data_dir=None, batch_size=d.batch_size, output_dir="runs/mixture", threads=1,
         iterations_per_epoch=d.iterations_per_epoch, iterations_per_epoch_help="iterations per epoch (the data are "
-        "sampled afresh for every batch, so this defines an epoch)")  # the MLPs run fastest on one thread
-    add = parser.add_argument_group("mixture").add_argument
-    add("--mixture", choices=MIXTURES, default=d.mixture, help="ring of 8 or 5x5 grid of 25 Gaussians")
-    for name, text in zip(SWITCHES, ("minibatch layer in the discriminator", "train the generator by feature matching",
+        "sampled afresh for every batch, so this defines an epoch)",  # the MLPs run fastest on one thread
+        main_flags=["--mixture"] + switches + ["--all-techniques"])
+    parser.group("data").add_argument("--mixture", choices=MIXTURES, default=d.mixture,
+                                      help="ring of 8 or 5x5 grid of 25 Gaussians")
+    techniques = parser.group("techniques", "without a switch: a vanilla GAN")
+    for flag, text in zip(switches, ("minibatch layer in the discriminator", "train the generator by feature matching",
                                      "one-sided label smoothing (see --real-target)", "historical averaging of both")):
-        add("--" + name.replace("_", "-"), action="store_true", help=text)
-    add("--all-techniques", action="store_true", help="all four switches above")
-    add("--generator-loss", choices=GENERATOR_LOSSES, default=None,
-        help=f"the generator's loss when feature matching is off ({d.generator_loss} if not given)")
-    add("--real-target", type=cli.fraction, default=d.real_target, help="smoothed real target, below 1")
-    add("--historical-weight", type=cli.nonnegative_float, default=d.historical_weight,
-        help="λ of historical averaging (the paper gives none)")
-    add("--minibatch-init", choices=MINIBATCH_INITS, default=d.minibatch_init, help="'none': the layer's init-time "
-        "scale; 'data': the reference's init on --init-samples real examples; 'batch_mean': mean pairwise distance 2")
-    add("--data-scale", type=cli.positive_float, default=d.data_scale,
-        help="networks work in units of this (D sees x/scale, G emits scale*output); default: the mixture's extent")
-    add("--lr", type=cli.positive_float, default=d.lr, help="Adam learning rate of both players")
-    add("--decay-epochs", type=cli.nonnegative_int, default=None,
-        help="the learning rates decay linearly to 0 over this many last epochs (default: half of --epochs)")
-    for name, text in (("generator_steps", "G updates per D update"), ("minibatch_kernels", "B: minibatch kernels"),
-                       ("minibatch_kernel_dim", "C: dimensions per kernel"), ("init_samples", "--minibatch-init batch"),
-                       ("z_dim", "generator noise dimension"), ("generator_hidden", "G's hidden units"),
+        techniques.add_argument(flag, action="store_true", help=text)
+    techniques.add_argument("--all-techniques", action="store_true", help="all four switches above")
+    techniques.add_argument("--real-target", type=cli.fraction, default=d.real_target,
+                            help="smoothed real target, below 1")
+    techniques.add_argument("--historical-averaging-weight", "--historical-weight", dest="historical_weight",
+                            type=cli.nonnegative_float, default=d.historical_weight,
+                            help="λ of historical averaging (the paper gives none)")
+    techniques.add_argument("--minibatch-init", choices=MINIBATCH_INITS, default=d.minibatch_init,
+                            help="'none': the layer's init-time scale; 'data': the reference's init on --init-examples "
+                            "real examples; 'batch_mean': mean pairwise distance 2")
+    techniques.add_argument("--init-examples", "--init-samples", dest="init_samples", type=cli.init_examples,
+                            default=d.init_samples, help="real examples of the --minibatch-init batch")
+    networks = parser.group("networks")
+    for name, text in (("minibatch_kernels", "B: minibatch kernels"), ("minibatch_kernel_dim", "C: dimensions per "
+                       "kernel"), ("z_dim", "generator noise dimension"), ("generator_hidden", "G's hidden units"),
                        ("generator_layers", "G's hidden layers"), ("discriminator_hidden", "D's hidden units"),
-                       ("discriminator_layers", "D's hidden layers"), ("eval_samples", "samples scored per epoch")):
-        add("--" + name.replace("_", "-"), type=cli.positive_int, default=getattr(d, name), help=text)
-    add("--eval-seed", type=cli.nonnegative_int, default=d.eval_seed, help="seed of the evaluation noise")
+                       ("discriminator_layers", "D's hidden layers")):
+        networks.add_argument("--" + name.replace("_", "-"), type=cli.positive_int, default=getattr(d, name), help=text)
+    networks.add_argument("--data-scale", type=cli.positive_float, default=d.data_scale,
+                          help="networks work in units of this (D sees x/scale, G emits scale*output; default: the "
+                          "mixture's extent)")
+    training = parser.group("training")
+    training.add_argument("--lr", type=cli.positive_float, default=d.lr, help="Adam learning rate of both players")
+    training.add_argument("--lr-decay-epochs", "--decay-epochs", dest="decay_epochs", type=cli.nonnegative_int,
+                          default=None, help="decay the learning rates linearly to 0 over the last N epochs (default: "
+                          "half of --epochs)")
+    training.add_argument("--generator-loss", choices=GENERATOR_LOSSES, default=None,
+                          help=f"the generator's loss when feature matching is off (default: {d.generator_loss})")
+    training.add_argument("--generator-steps", type=cli.positive_int, default=d.generator_steps,
+                          help="G updates per D update")
+    evaluation = parser.group("evaluation")
+    evaluation.add_argument("--eval-samples", type=cli.positive_int, default=d.eval_samples,
+                            help="samples scored per epoch")
+    evaluation.add_argument("--eval-seed", type=cli.nonnegative_int, default=d.eval_seed,
+                            help="seed of the evaluation noise")
     return parser
 
 

@@ -15,7 +15,8 @@ Our methods         (none)                            minibatch features in D, V
                     averaging``                       averaging on both players
 -LS                 ``--no-label-smoothing``          the real target is 1
 -L                  ``--no-labels``                   no class labels
--MBF                ``--no-minibatch-features``       no minibatch layer in D
+-MBF                ``--no-minibatch-                 no minibatch layer in D
+                    discrimination``
 ==================  ================================  =========================================================
 
 The rest is the reference's CIFAR-10 minibatch-discrimination script (spec §3.3): its discriminator and
@@ -100,18 +101,23 @@ DIGITS = replace(CIFAR10, dataset="digits", generator=models.digits_generator,
 SETTINGS = {"cifar10_samples": CIFAR10, "digits_samples": DIGITS}
 
 
-def build_parser(name: str) -> argparse.ArgumentParser:
+def build_parser(name: str) -> cli.RecipeArgumentParser:
+    """The experiment's flags, their defaults its row of :data:`SETTINGS`; ``--help`` lists them by group."""
     s = SETTINGS[name]
     parser = cli.recipe_parser(
         f"{name}: sample quality with the techniques of Salimans et al. (2016)" + (f"; paper: {s.paper}" if s.paper
                                                                                   else ""),
         epochs=s.epochs, labels_per_class=None, data_dir=None if s.dataset == "digits" else "data",
         output_dir=f"runs/{name}", threads=s.threads,
+        main_flags=["--batch-norm", "--no-label-smoothing", "--no-labels", "--historical-averaging",
+                    "--no-minibatch-discrimination"],
     )
     if s.dataset != "digits":
-        parser.add_argument("--no-verify-checksums", dest="verify_checksums", action="store_false",
-                            help="skip torchvision's MD5 check of the data files (re-packed or cut-down copies)")
-    t = parser.add_argument_group("techniques (default: the paper's 'our methods'; each switch is a table column)")
+        parser.group("data").add_argument(
+            "--no-verify-checksums", dest="verify_checksums", action="store_false",
+            help="skip torchvision's MD5 check of the data files (re-packed or cut-down copies)")
+    t = parser.group("techniques", "without a switch: the paper's 'our methods'; each switch is a column of the "
+                     "paper's table")
     t.add_argument("--batch-norm", action="store_true", help="-VBN+BN: batch norm instead of VBN in the generator")
     t.add_argument("--no-label-smoothing", action="store_true", help="-LS: real target 1")
     t.add_argument("--real-target", type=cli.fraction, default=REAL_TARGET, help="the smoothed real target")
@@ -119,23 +125,28 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     t.add_argument("--class-weight", type=cli.nonnegative_float, default=CLASS_WEIGHT,
                    help="weight of the class loss next to BCE(real) + BCE(fake)")
     t.add_argument("--historical-averaging", action="store_true", help="+HA on both players' costs")
-    t.add_argument("--historical-averaging-weight", type=cli.positive_float, default=HISTORICAL_WEIGHT,
-                   help="λ of historical averaging (the paper gives none)")
-    t.add_argument("--no-minibatch-features", action="store_true", help="-MBF: no minibatch layer in D")
-    g = parser.add_argument_group("training")
+    t.add_argument("--historical-averaging-weight", "--historical-weight", type=cli.positive_float,
+                   default=HISTORICAL_WEIGHT, help="λ of historical averaging (the paper gives none)")
+    t.add_argument("--no-minibatch-discrimination", "--no-minibatch-features", dest="no_minibatch_features",
+                   action="store_true", help="-MBF (minibatch features): no minibatch layer in D")
+    g = parser.group("training")
     g.add_argument("--lr", type=cli.positive_float, default=s.lr, help="learning rate of D and G")
-    g.add_argument("--lr-decay-epochs", type=cli.nonnegative_int, default=s.decay_epochs,
+    g.add_argument("--lr-decay-epochs", "--decay-epochs", type=cli.nonnegative_int, default=s.decay_epochs,
                    help="decay the learning rate linearly to 0 over the last N epochs (0: constant)")
     g.add_argument("--generator-loss", choices=["minimax", "non_saturating"], default="minimax",
                    help="the reference's saturating E[log(1 - D(G(z)))] or the non-saturating -E[log D(G(z))]")
     g.add_argument("--generator-steps", type=cli.positive_int, default=3, help="generator steps per D step")
     g.add_argument("--vbn-reference-size", type=cli.positive_int, default=None,
                    help="noise vectors in the fixed VBN reference batch (default: the batch size)")
-    g.add_argument("--init-examples", type=cli.init_examples, default=INIT_EXAMPLES, help="data-dependent init batch")
-    g.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision")
-    g.add_argument("--compile", action="store_true", help="torch.compile the models")
-    g.add_argument("--log-every", type=cli.positive_int, default=10, help="iterations between TensorBoard scalars")
-    g.add_argument("--image-every", type=cli.positive_int, default=500, help="iterations between image grids")
+    g.add_argument("--init-examples", type=cli.init_examples, default=INIT_EXAMPLES,
+                   help="examples of the data-dependent init batch")
+    speed = parser.group("device and speed")
+    speed.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the models")
+    output = parser.group("output and resume")
+    output.add_argument("--log-every", type=cli.positive_int, default=10, help="iterations between TensorBoard scalars")
+    output.add_argument("--image-every", type=cli.positive_int, default=500,
+                        help="iterations between image grids in TensorBoard")
     cli.add_score_arguments(parser, every=s.score_every, samples=s.score_samples, digits=s.dataset == "digits")
     return parser
 
@@ -294,11 +305,16 @@ def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    usage = (f"usage: {sys.argv[0]} EXPERIMENT [flags]; EXPERIMENT is one of {', '.join(SETTINGS)}; "
-             f"an experiment's flags: {sys.argv[0]} EXPERIMENT --help")
+    program = sys.argv[0]
+    usage = "\n".join([f"usage: {program} EXPERIMENT [flags]  (or recipes/EXPERIMENT.py [flags])", "",
+                        "EXPERIMENT is one of:"]
+                       + [f"  {key:16} {s.dataset}" + (f"; paper: {s.paper}" if s.paper else "")
+                          for key, s in SETTINGS.items()]
+                       + ["", f"an experiment's flags: {program} EXPERIMENT --help"])
     if sys.argv[1:2] in (["-h"], ["--help"]):  # asked for help: the usage, and success
         print(usage)
         sys.exit(0)
     if len(sys.argv) < 2 or sys.argv[1] not in SETTINGS:
-        sys.exit(usage)
+        sys.exit(usage if len(sys.argv) < 2 else f"{program}: unknown experiment {sys.argv[1]!r}\n{usage}")
+    sys.argv[0] = f"{program} {sys.argv[1]}"  # argparse names the program after it: a usage line to copy
     main(sys.argv[1], sys.argv[2:])

@@ -100,53 +100,59 @@ INIT_EXAMPLES, EVAL_BATCH = 500, 100  # spec §4.4; the reference evaluates in b
 OUTPUTS = ["loss_labeled", "loss_unlabeled", "loss_generator", "train_error"]
 
 
-def build_parser(name: str) -> argparse.ArgumentParser:
+def build_parser(name: str) -> cli.RecipeArgumentParser:
+    """The experiment's flags, their defaults its row of :data:`SETTINGS`; ``--help`` lists them by group."""
     s = SETTINGS[name]
     parser = cli.recipe_parser(
         f"{name}: semi-supervised {s.dataset} with a GAN" + (f"; paper: {s.paper}" if s.paper else ""),
         epochs=s.epochs, labels_per_class=s.labels_per_class, output_dir=f"runs/{name}", threads=s.threads,
-        data_dir=None if s.dataset == "digits" else "data",
+        data_dir=None if s.dataset == "digits" else "data", main_flags=["--baseline", "--seeds"],
     )
-    group = parser.add_argument_group(name)
+    data, training, evaluation = parser.group("data"), parser.group("training"), parser.group("evaluation")
     if s.dataset in ("cifar10", "svhn"):
-        group.add_argument("--no-verify-checksums", action="store_true",
-                           help="read the data files without torchvision's MD5 check (re-packed or cut-down copies)")
-    group.add_argument("--lr", type=cli.positive_float, default=s.lr, help="learning rate of D and G")
-    group.add_argument("--lr-decay-epochs", type=cli.nonnegative_int, default=s.decay_epochs,
-                       help="decay the learning rate linearly to 0 over the last N epochs (0: constant)")
-    group.add_argument("--generator-loss", choices=["feature_matching", "minimax"], default=s.generator_loss,
-                       help="feature matching, or the minibatch-discrimination scripts' minimax loss (3 G steps)")
-    group.add_argument("--feature-matching-distance", choices=["squared_l2", "mean_squared", "mean_absolute"],
-                       default=s.fm_distance,
-                       help="the paper's squared L2, or the code's mean squared (MNIST) / mean absolute (CIFAR, SVHN)")
-    group.add_argument("--unlabeled-weight", type=cli.positive_float, default=1.0, help="weight of the unlabeled loss")
-    group.add_argument("--unlabeled-examples", type=cli.positive_int, default=None,
-                       help="a pool of N training images as the unlabeled data (labeled ones included, chosen with "
-                       "--seed-data); default: the whole training set")
-    group.add_argument("--ema-rate", type=cli.ema_rate, default=s.ema_rate,
-                       help="weight of the new weights in each update of the evaluation average (the reference: 1e-4)")
-    group.add_argument("--ema-reference", "--ema-reference-start", action="store_true",
-                       help="the reference's average exactly: started at zero, no bias correction, averaging the "
-                       "weights from before each step (early test errors are poor by construction)")
-    group.add_argument("--init-examples", type=cli.init_examples, default=INIT_EXAMPLES,
-                       help="examples of the data-dependent init batch")
-    group.add_argument("--eval-every", type=cli.positive_int, default=1, help="epochs between test evaluations")
-    group.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=s.baseline,
-                       help="also train the discriminator on the labeled images alone and report its test error")
-    group.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision")
-    group.add_argument("--compile", action="store_true", help="torch.compile the models")
-    group.add_argument("--cuda-graph", action="store_true",
+        data.add_argument("--no-verify-checksums", action="store_true",
+                          help="read the data files without torchvision's MD5 check (re-packed or cut-down copies)")
+    data.add_argument("--unlabeled-examples", type=cli.positive_int, default=None,
+                      help="a pool of N training images as the unlabeled data (labeled ones included, chosen with "
+                      "--seed-data; default: the whole training set)")
+    training.add_argument("--lr", type=cli.positive_float, default=s.lr, help="learning rate of D and G")
+    training.add_argument("--lr-decay-epochs", "--decay-epochs", type=cli.nonnegative_int, default=s.decay_epochs,
+                          help="decay the learning rate linearly to 0 over the last N epochs (0: constant)")
+    training.add_argument("--generator-loss", choices=["feature_matching", "minimax"], default=s.generator_loss,
+                          help="feature matching, or the minibatch-discrimination scripts' minimax loss (3 G steps)")
+    training.add_argument("--feature-matching-distance", choices=["squared_l2", "mean_squared", "mean_absolute"],
+                          default=s.fm_distance, help="the paper's squared L2, or the code's mean squared (MNIST) / "
+                          "mean absolute (CIFAR, SVHN)")
+    training.add_argument("--unlabeled-weight", type=cli.positive_float, default=1.0,
+                          help="weight of the unlabeled loss")
+    training.add_argument("--init-examples", type=cli.init_examples, default=INIT_EXAMPLES,
+                          help="examples of the data-dependent init batch")
+    evaluation.add_argument("--eval-every", type=cli.positive_int, default=1, help="epochs between test evaluations")
+    evaluation.add_argument("--ema-rate", type=cli.ema_rate, default=s.ema_rate,
+                            help="weight of the new weights in each update of the evaluation average (the reference: "
+                            "1e-4)")
+    evaluation.add_argument("--ema-reference", "--ema-reference-start", action="store_true",
+                            help="the reference's average exactly: started at zero, no bias correction, averaging the "
+                            "weights from before each step (early test errors are poor by construction)")
+    evaluation.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=s.baseline,
+                            help="also train the discriminator on the labeled images alone and report its test error")
+    seeds = parser.group("several seeds")
+    seeds.add_argument("--seeds", type=parse_seeds, default=None, metavar="SEEDS",
+                       help="train several seeds (e.g. 1-10 or 1,3,5): seed k runs as --seed k --seed-data k alone "
+                       "would, in <output-dir>/seed<k>; prints each seed's test error and the mean ± std")
+    seeds.add_argument("--jobs", type=cli.positive_int, default=None,
+                       help="with --seeds: processes at a time (default: one per seed, up to one per CPU core)")
+    parser.group("output and resume").add_argument("--image-every", type=cli.positive_int, default=1000,
+                                                   help="iterations between image grids in TensorBoard")
+    speed = parser.group("device and speed")
+    speed.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the models")
+    speed.add_argument("--cuda-graph", action="store_true",
                        help="capture the whole iteration (both players, both optimizers, the evaluation average) in "
                        "a CUDA graph: the same arithmetic to float rounding, one launch per iteration (CUDA only)")
-    group.add_argument("--device-data", action=argparse.BooleanOptionalAction, default=None,
+    speed.add_argument("--device-data", action=argparse.BooleanOptionalAction, default=None,
                        help="keep the training set on the device and draw the batches there (same batches as the "
-                       "host loader); default: where it takes at most a quarter of the free memory")
-    group.add_argument("--image-every", type=cli.positive_int, default=1000, help="iterations between image grids")
-    group.add_argument("--seeds", type=parse_seeds, default=None,
-                       help="train several seeds (e.g. 1-10): seed k runs as --seed k --seed-data k alone would, in "
-                       "<output-dir>/seed<k>; prints each seed's test error and the mean ± std")
-    group.add_argument("--jobs", type=cli.positive_int, default=None,
-                       help="with --seeds: processes at a time (default: one per seed, up to one per CPU core)")
+                       "host loader; default: where it takes at most a quarter of the free memory)")
     return parser
 
 
@@ -357,11 +363,18 @@ def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    usage = (f"usage: {sys.argv[0]} EXPERIMENT [flags]; EXPERIMENT is one of {', '.join(SETTINGS)}; "
-             f"an experiment's flags: {sys.argv[0]} EXPERIMENT --help")
+    program = sys.argv[0]
+    usage = "\n".join([f"usage: {program} EXPERIMENT [flags]  (or recipes/EXPERIMENT.py [flags])", "",
+                        "EXPERIMENT is one of:"]
+                       + [f"  {key:18} {s.dataset}, "
+                          + ("minibatch discrimination" if s.generator_loss == "minimax" else "feature matching")
+                          + (f"; paper: {s.paper}" if s.paper else "")
+                          for key, s in SETTINGS.items()]
+                       + ["", f"an experiment's flags: {program} EXPERIMENT --help"])
     if sys.argv[1:2] in (["-h"], ["--help"]):  # asked for help: the usage, and success
         print(usage)
         sys.exit(0)
     if len(sys.argv) < 2 or sys.argv[1] not in SETTINGS:
-        sys.exit(usage)
+        sys.exit(usage if len(sys.argv) < 2 else f"{program}: unknown experiment {sys.argv[1]!r}\n{usage}")
+    sys.argv[0] = f"{program} {sys.argv[1]}"  # argparse names the program after it: a usage line to copy
     main(sys.argv[1], sys.argv[2:])

@@ -69,6 +69,17 @@ def test_a_missing_config_file_is_named(tmp_path, capsys):
     (["--lr", "nan"], "--lr: expected a finite number > 0, got 'nan'"),
     (["--unlabeled-weight", "-1"], "--unlabeled-weight: expected a finite number > 0"),
     (["--extend"], "--extend: extends a run, so it goes with --resume"),
+    # A negative number is the flag's value, checked by the flag, not an option argparse does not know.
+    (["--lr", "-inf"], "argument --lr: expected a finite number > 0, got '-inf'"),
+    (["--lr", "-Infinity"], "argument --lr: expected a finite number > 0, got '-Infinity'"),
+    (["--lr", "-nan"], "argument --lr: expected a finite number > 0, got '-nan'"),
+    (["--lr", "-1e-3"], "argument --lr: expected a finite number > 0, got '-1e-3'"),
+    (["--lr", "-.5"], "argument --lr: expected a finite number > 0, got '-.5'"),
+    (["--ema-rate", "-1E+2"], "argument --ema-rate: expected a rate in (0, 0.5]"),
+    (["--epochs", "-3"], "argument --epochs: expected a positive integer, got '-3'"),
+    (["--epochs", "-2.5"], "argument --epochs: expected a positive integer, got '-2.5'"),
+    (["--lr", "0.1", "-inf"], "unrecognized arguments: -inf"),  # a stray negative number is still refused
+    (["--lr", "-in"], "argument --lr: expected one argument"),  # not a number: an option, as before
 ])
 def test_every_range_is_checked_at_parse_time(capsys, argv, message):
     assert message in error_of(capsys, argv)
@@ -87,3 +98,45 @@ def test_values_the_parser_accepts_are_accepted_by_the_run(tmp_path):
             "--no-baseline", "--output-dir", str(tmp_path / "run")]
     result = semi_supervised.train(0, parse(argv), "digits_ssl")
     assert result["iterations"] == 1 and 0.0 <= result["test_error"] <= 1.0
+
+
+def _sample_quality_parser():
+    import sample_quality  # noqa: E402  (recipes/sample_quality.py)
+    return sample_quality.build_parser("cifar10_samples")
+
+
+def _mixture_parser():
+    import mixture  # noqa: E402  (recipes/mixture.py)
+    return mixture.build_parser()
+
+
+@pytest.mark.parametrize("build, config, dest, expected", [
+    # A flag's alias and its destination are keys too, as its name is.
+    (lambda: semi_supervised.build_parser("digits_ssl"), {"lr_decay_epochs": 3}, "lr_decay_epochs", 3),
+    (lambda: semi_supervised.build_parser("digits_ssl"), {"decay_epochs": 3}, "lr_decay_epochs", 3),
+    (_mixture_parser, {"lr_decay_epochs": 3}, "decay_epochs", 3),
+    (_mixture_parser, {"decay_epochs": 3}, "decay_epochs", 3),
+    (_mixture_parser, {"historical_averaging_weight": 0.5}, "historical_weight", 0.5),
+    (_mixture_parser, {"historical_weight": 0.5}, "historical_weight", 0.5),
+    (_mixture_parser, {"init_examples": 7}, "init_samples", 7),
+    # A switch's name as a key: true is the switch given, whatever its destination is called.
+    (lambda: semi_supervised.build_parser("digits_ssl"), {"ema_reference_start": True}, "ema_reference", True),
+    (lambda: semi_supervised.build_parser("digits_ssl"), {"no_baseline": True}, "baseline", False),
+    (lambda: semi_supervised.build_parser("mnist_ssl"), {"no_baseline": False}, "baseline", True),
+    (lambda: semi_supervised.build_parser("mnist_ssl"), {"baseline": True}, "baseline", True),
+    (_sample_quality_parser, {"no_verify_checksums": True}, "verify_checksums", False),
+    (_sample_quality_parser, {"no_verify_checksums": False}, "verify_checksums", True),
+    (_sample_quality_parser, {"verify_checksums": False}, "verify_checksums", False),
+    (_sample_quality_parser, {"no_minibatch_discrimination": True}, "no_minibatch_features", True),
+])
+def test_config_keys_are_the_flags_names_and_aliases(tmp_path, build, config, dest, expected):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert getattr(cli.parse_args(build(), ["--config", str(path)]), dest) == expected
+
+
+def test_two_names_of_one_flag_in_a_config_file_are_refused(tmp_path, capsys):
+    assert "keys 'decay_epochs' and 'lr_decay_epochs' set the same flag; keep one of them" in error_of(
+        capsys, [], {"decay_epochs": 3, "lr_decay_epochs": 4}, tmp_path)
+    assert "keys 'baseline' and 'no_baseline' set the same flag" in error_of(
+        capsys, [], {"baseline": True, "no_baseline": True}, tmp_path)

@@ -2,6 +2,7 @@
 import argparse
 import dataclasses
 import math
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,134 @@ def test_shared_recipe_files_answer_help_and_refuse_no_experiment(script, experi
     assert experiment in helped.stdout and "EXPERIMENT --help" in helped.stdout
     refused = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and experiment in refused.stderr
+
+
+# --- The recipes' command line: --help of every file, defaults shown once, groups, one name per idea ------------------
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+SHARED_FILES = {"semi_supervised.py": "digits_ssl", "sample_quality.py": "digits_samples"}
+
+
+def _recipe_modules(monkeypatch):
+    monkeypatch.syspath_prepend(str(RECIPES))
+    import mixture
+    import sample_quality
+    import semi_supervised
+    return semi_supervised, sample_quality, mixture
+
+
+def _recipe_parsers(monkeypatch):
+    """Every recipe's parser: each experiment of the two shared files, and the mixture's."""
+    semi_supervised, sample_quality, mixture = _recipe_modules(monkeypatch)
+    parsers = {name: module.build_parser(name) for module in (semi_supervised, sample_quality)
+               for name in module.SETTINGS}
+    parsers["mixture"] = mixture.build_parser()
+    return parsers
+
+
+def _flag_blocks(text):
+    """``--help`` text -> {first option string: its invocation and help on one line}."""
+    blocks, current = {}, None
+    for line in text.splitlines():
+        if line.startswith("  -"):
+            current = line.split()[0].rstrip(",")
+            blocks[current] = line
+        elif line.startswith("   ") and current is not None:  # the help's continuation (a group's text has 2)
+            blocks[current] += " " + line
+        else:
+            current = None
+    return {flag: " ".join(block.split()) for flag, block in blocks.items()}
+
+
+@pytest.mark.parametrize("argv", [[path.name, "--help"] for path in sorted(RECIPES.glob("*.py"))]
+                         + [[name, experiment, "--help"] for name, experiment in SHARED_FILES.items()])
+def test_every_recipe_file_answers_help_with_status_0(argv, monkeypatch, capsys):
+    """Run as a script (``__main__``), each file of recipes/ prints its help and exits 0."""
+    _recipe_modules(monkeypatch)  # the thin scripts import their shared file as python does (its folder on the path)
+    monkeypatch.setattr(sys, "argv", [str(RECIPES / argv[0])] + argv[1:])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(RECIPES / argv[0]), run_name="__main__")
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:")
+    if len(argv) == 2 and argv[0] in SHARED_FILES:  # the list of experiments
+        assert SHARED_FILES[argv[0]] in out
+    else:  # an experiment's flags, named after the way it was called
+        assert "--output-dir DIR" in out and "[more flags below]" in out
+        assert out.startswith(f"usage: {' '.join(argv[:-1])} [-h]")
+
+
+def test_every_flag_has_help_and_its_default_shown_once(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    for name, parser in _recipe_parsers(monkeypatch).items():
+        blocks = _flag_blocks(parser.format_help())
+        for action in parser._actions:
+            flag = action.option_strings[0]
+            assert action.help and action.help.strip(), f"{name} {flag}: no help"
+            block = blocks[flag]
+            assert block.lower().count("default") <= 1, f"{name}: {block}"
+            for value in ("None", "True", "False"):
+                assert f"(default: {value})" not in block, f"{name}: {block}"
+            states_one = "default" in action.help.lower()
+            if action.nargs != 0 and action.default is not None and not states_one:  # a value with a default
+                assert f"(default: {action.default})" in block, f"{name}: {block}"
+            if isinstance(action, argparse.BooleanOptionalAction) and action.default is not None:
+                assert f"(default: {'on' if action.default else 'off'})" in block, f"{name}: {block}"
+
+
+def test_the_help_shows_the_right_defaults(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    blocks = {name: _flag_blocks(parser.format_help()) for name, parser in _recipe_parsers(monkeypatch).items()}
+    assert blocks["digits_ssl"]["--output-dir"].endswith("(default: runs/digits_ssl)")
+    assert blocks["mixture"]["--output-dir"].endswith("(default: runs/mixture)")
+    assert blocks["digits_ssl"]["--lr"].endswith("(default: 0.003)")
+    assert blocks["cifar10_ssl"]["--lr"].endswith("(default: 0.0003)")
+    assert blocks["digits_ssl"]["--baseline"].endswith("(default: on)")
+    assert blocks["mnist_ssl"]["--baseline"].endswith("(default: off)")
+    assert blocks["digits_ssl"]["--device"].endswith("(default: cuda when available, else cpu)")
+    assert blocks["cifar10_samples"]["--no-verify-checksums"].endswith("(re-packed or cut-down copies)")
+    assert blocks["mixture"]["--lr-decay-epochs"].endswith("(default: half of --epochs)")
+
+
+def test_the_usage_line_names_the_main_flags_and_the_rest_is_grouped(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    parsers = _recipe_parsers(monkeypatch)
+    for name, parser in parsers.items():
+        text = parser.format_help()
+        usage = text.split("\n\n")[0]
+        assert all(len(line) <= 80 for line in usage.splitlines()), usage
+        assert "[--epochs N]" in usage and "[--output-dir DIR]" in usage and "[--resume]" in usage
+        assert usage.endswith("[more flags below]") and "--batch-size" not in usage and "--nproc" not in usage
+        titles = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+        assert titles[0] in ("options", "optional arguments") and set(titles[1:]) <= set(cli.GROUPS), titles
+        assert sorted(_flag_blocks(text.split("\n\n", 3)[2])) == ["--config", "-h"]  # the rest is in a group
+        assert "[more flags: --help]" in parser.format_usage()
+    usage = parsers["digits_ssl"].format_usage()
+    assert "[--seeds SEEDS]" in usage and "[--baseline | --no-baseline]" in usage and "--data-dir" not in usage
+    assert "[--no-minibatch-discrimination]" in parsers["cifar10_samples"].format_usage()
+
+
+def test_one_name_per_idea_across_the_recipes_and_the_aliases_parse(monkeypatch):
+    parsers = _recipe_parsers(monkeypatch)
+    primaries, aliases = set(), set()
+    for parser in parsers.values():
+        for action in parser._actions:
+            names = action.option_strings[:1 if isinstance(action, argparse.BooleanOptionalAction) else None]
+            primaries.add(names[0])
+            aliases.update(names[1:])
+    assert not primaries & aliases  # no name is a flag in one recipe and another flag's alias in the next
+    for name, primary, alias, value, dest in [
+        ("digits_ssl", "--lr-decay-epochs", "--decay-epochs", "3", "lr_decay_epochs"),
+        ("cifar10_samples", "--lr-decay-epochs", "--decay-epochs", "3", "lr_decay_epochs"),
+        ("mixture", "--lr-decay-epochs", "--decay-epochs", "3", "decay_epochs"),
+        ("digits_samples", "--historical-averaging-weight", "--historical-weight", "0.5",
+         "historical_averaging_weight"),
+        ("mixture", "--historical-averaging-weight", "--historical-weight", "0.5", "historical_weight"),
+        ("mixture", "--init-examples", "--init-samples", "7", "init_samples"),
+        ("digits_samples", "--no-minibatch-discrimination", "--no-minibatch-features", None, "no_minibatch_features"),
+        ("digits_ssl", "--ema-reference", "--ema-reference-start", None, "ema_reference"),
+    ]:
+        parser = parsers[name]
+        with_primary = cli.parse_args(parser, [primary] + ([value] if value else []))
+        with_alias = cli.parse_args(parser, [alias] + ([value] if value else []))
+        assert with_primary == with_alias != cli.parse_args(parser, [])
+        assert getattr(with_alias, dest) == (float(value) if value and "." in value else int(value) if value else True)

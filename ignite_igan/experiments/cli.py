@@ -12,7 +12,13 @@ an unknown key or a file that is not a JSON object is an error naming the key or
 
 Every flag's range is checked when the command line is parsed, so a run never fails later on a value the parser
 accepted: seeds fit NumPy's 32-bit seeds, ``--device`` names a device this machine has, ``--backend nccl`` needs
-CUDA.
+CUDA. A negative number is a flag's value, not an unknown option: ``--lr -inf`` and ``--lr -1e-3`` reach ``--lr``'s
+own check, which says what it expects.
+
+``--help`` shows each flag's default once (a switch is off unless given), a usage line with the flags that matter
+first, and the rest in groups (:data:`GROUPS`). Where the recipes once named one idea differently, the clearer name
+is the flag and the other an alias that still parses (``--lr-decay-epochs`` / ``--decay-epochs``); a config file
+may use either name as its key.
 
 Example:
     >>> parser = recipe_parser("demo", epochs=300, labels_per_class=10, data_dir=None)
@@ -26,8 +32,10 @@ import argparse
 import dataclasses
 import json
 import os
+import re
+import shutil
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
 import torch
@@ -35,7 +43,8 @@ import torch
 from ignite_igan.validation import check_int, check_real
 
 __all__ = [
-    "recipe_parser", "parse_args", "launch", "launch_recipe", "add_score_arguments", "check_data_dir",
+    "RecipeArgumentParser", "RecipeHelpFormatter", "GROUPS", "MAIN_FLAGS", "recipe_parser", "parse_args", "launch",
+    "launch_recipe", "add_score_arguments", "check_data_dir",
     "dataclass_from_args", "positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "fraction",
     "seed_int", "ema_rate", "init_examples", "device_name", "MAX_SEED",
 ]
@@ -76,7 +85,7 @@ init_examples = _number(int, "an integer >= 2 (the init computes a standard devi
 
 #: ``--threads``' help where a recipe sets a default (measured: docs/RESULTS.md).
 _THREADS_HELP = (
-    "CPU threads per process (default {}: never far from the fastest for these small networks; on a 2-core machine "
+    "CPU threads per process (default: {}; never far from the fastest for these small networks; on a 2-core machine "
     "two threads ran the MNIST-network step 1.8x faster when idle but 2.9x slower than one thread when another "
     "process was busy; docs/RESULTS.md)"
 )
@@ -101,6 +110,166 @@ def device_name(text: str) -> str:
     raise argparse.ArgumentTypeError(problem)
 
 
+#: The groups of a recipe's ``--help``, in their order; a recipe adds its flags to them with
+#: :meth:`RecipeArgumentParser.group`, and a group no recipe flag uses is not shown.
+GROUPS = ("data", "techniques", "networks", "training", "evaluation", "several seeds", "output and resume",
+          "device and speed", "distributed")
+
+#: What argparse must take for a number, not an option, after a flag: ``-1``, ``-0.5``, ``-.5``, ``-1e-3``,
+#: ``-inf``, ``-infinity``, ``-nan`` (any case), i.e. the negative numbers ``float()`` reads.
+_NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|inf(?:inity)?|nan)$", re.IGNORECASE)
+
+
+def _type_metavar(action: argparse.Action) -> str:
+    """A flag's value in ``--help``: N for an integer, X for a number, PATH for a path, else the flag's name."""
+    kind = {int: "int", float: "float"}.get(action.type) or getattr(action.type, "kind", None)
+    return {"int": "N", "float": "X"}.get(kind) or ("PATH" if action.type is Path else action.dest.upper())
+
+
+class RecipeHelpFormatter(argparse.HelpFormatter):
+    """``--help`` with each flag's default shown once, as ``(default: X)``, where it says something.
+
+    A help text that already states its default (it contains the word "default") is left as it is; a switch
+    (``store_true``, ``store_false``) is off unless given, so it shows none; a ``--x/--no-x`` switch shows
+    ``(default: on)`` or ``(default: off)``; a default of None shows nothing (its help says what happens). Values
+    are named by kind (``N``: integer, ``X``: number, ``PATH``) unless the flag gives a ``metavar``.
+
+    Example:
+        >>> parser = argparse.ArgumentParser(prog="demo", formatter_class=RecipeHelpFormatter)
+        >>> _ = parser.add_argument("--epochs", type=positive_int, default=3, help="training epochs")
+        >>> _ = parser.add_argument("--resume", action="store_true", help="continue the run")
+        >>> print(parser.format_help())  # doctest: +NORMALIZE_WHITESPACE
+        usage: demo [-h] [--epochs N] [--resume]
+        <BLANKLINE>
+        options:
+          -h, --help  show this help message and exit
+          --epochs N  training epochs (default: 3)
+          --resume    continue the run
+        <BLANKLINE>
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if isinstance(action, argparse.BooleanOptionalAction):  # Python 3.9 and 3.10 append this themselves
+            text = text.replace(" (default: %(default)s)", "")
+        if "default" in text.lower() or action.default is None or action.default is argparse.SUPPRESS:
+            return text
+        if isinstance(action, argparse.BooleanOptionalAction):
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        if action.nargs == 0:  # a switch: off unless given
+            return text
+        return text + " (default: %(default)s)"
+
+    def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
+        return _type_metavar(action)
+
+
+class RecipeArgumentParser(argparse.ArgumentParser):
+    """The recipes' ``ArgumentParser``: their help format, a short usage line, groups by title, negative values.
+
+    - ``--help`` uses :class:`RecipeHelpFormatter`; its usage line names only ``main_flags`` (the flags that
+      matter first), and the groups of :data:`GROUPS` follow with every flag.
+    - :meth:`group` returns the group of a title, so a recipe adds its flags where the shared ones are.
+    - A negative number after a flag is its value (``--lr -inf``, ``--lr -1e-3``): argparse alone takes only
+      ``-1`` and ``-0.5`` for numbers and refuses the others with "expected one argument", before the flag's
+      own check could say what it expects. (``--lr=-inf`` works with any parser.)
+
+    Args:
+        *args: as ``ArgumentParser``'s.
+        main_flags: the flags of the usage line, in its order (flags this parser lacks are left out).
+        **kwargs: as ``ArgumentParser``'s; ``formatter_class`` defaults to :class:`RecipeHelpFormatter`.
+
+    Example:
+        >>> parser = RecipeArgumentParser(prog="demo", main_flags=["--lr"])
+        >>> _ = parser.group("training").add_argument("--lr", type=positive_float, default=0.1, help="rate")
+        >>> _ = parser.group("output and resume").add_argument("--resume", action="store_true", help="resume")
+        >>> print(parser.format_usage().strip())
+        usage: demo [-h] [--lr X] [more flags: --help]
+        >>> parser.exit_on_error = False  # raise instead of printing the usage and exiting with status 2
+        >>> parser.parse_args(["--lr", "-inf"])
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentError: argument --lr: expected a finite number > 0, got '-inf'
+    """
+
+    def __init__(self, *args: Any, main_flags: Sequence[str] = (), **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", RecipeHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.main_flags = list(main_flags)
+        # argparse reads an argument that this matches as a value, not an option (while no flag looks like a
+        # negative number, as here). The attribute is argparse's own, set in its __init__ in every Python version
+        # this package supports; a matcher that knows floats' spellings of negative numbers is all that changes.
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+        self._groups_by_title: Dict[str, Any] = {}
+        for title in GROUPS:
+            self.group(title)
+
+    def group(self, title: str, description: Optional[str] = None) -> Any:
+        """The argument group of ``title`` (made at the end if it is not one of :data:`GROUPS`); ``description``,
+        where given, is shown under its title."""
+        if title not in self._groups_by_title:
+            self._groups_by_title[title] = self.add_argument_group(title)
+        if description is not None:
+            self._groups_by_title[title].description = description
+        return self._groups_by_title[title]
+
+    def _usage_line(self, more: str) -> Optional[str]:
+        if not self.main_flags:
+            return self.usage
+        by_flag = {option: action for action in self._actions for option in action.option_strings}
+        words = [_flag_usage(by_flag[flag]) for flag in ["-h"] + self.main_flags if flag in by_flag] + [more]
+        # Wrapped as argparse wraps its own usage: continuation lines start under the first flag.
+        prefix = len("usage: ")  # the formatter writes it before the first line
+        indent = " " * (prefix + len(self.prog) + 1)
+        width = max(shutil.get_terminal_size().columns - 2, 40)
+        lines: List[str] = [self.prog]
+        for word in words:
+            if len(lines[-1]) + (prefix if len(lines) == 1 else 0) + 1 + len(word) > width:
+                lines.append(indent + word)
+            else:
+                lines[-1] += " " + word
+        return "\n".join(lines).replace("%", "%%")
+
+    def format_usage(self) -> str:
+        """The usage line of an error message: the main flags, then where the others are."""
+        formatter = self._get_formatter()
+        formatter.add_usage(self._usage_line("[more flags: --help]"), self._actions,
+                            self._mutually_exclusive_groups)
+        return formatter.format_help()
+
+    def format_help(self) -> str:
+        """``--help``: ``ArgumentParser.format_help`` with the short usage line; the groups list every flag."""
+        formatter = self._get_formatter()
+        formatter.add_usage(self._usage_line("[more flags below]"), self._actions, self._mutually_exclusive_groups)
+        formatter.add_text(self.description)
+        for action_group in self._action_groups:
+            formatter.start_section(action_group.title)
+            formatter.add_text(action_group.description)
+            formatter.add_arguments(action_group._group_actions)
+            formatter.end_section()
+        formatter.add_text(self.epilog)
+        return formatter.format_help()
+
+
+def _flag_usage(action: argparse.Action) -> str:
+    """A flag as argparse's usage line writes it: ``[--resume]``, ``[--epochs N]``, ``[--baseline | --no-baseline]``."""
+    if action.nargs == 0:
+        flag = " | ".join(action.option_strings) if isinstance(action, argparse.BooleanOptionalAction) \
+            else action.option_strings[0]
+    elif action.metavar is not None:
+        flag = f"{action.option_strings[0]} {action.metavar}"
+    elif action.choices is not None:
+        flag = f"{action.option_strings[0]} {{{','.join(map(str, action.choices))}}}"
+    else:
+        flag = f"{action.option_strings[0]} {_type_metavar(action)}"
+    return f"[{flag}]"
+
+
+#: The shared flags of every recipe's usage line (those a recipe lacks are left out); a recipe adds its own.
+MAIN_FLAGS = ("--data-dir", "--download", "--epochs", "--labels-per-class", "--seed", "--seed-data", "--device",
+              "--output-dir", "--resume", "--config")
+
+
 def recipe_parser(
     description: str,
     *,
@@ -111,9 +280,14 @@ def recipe_parser(
     output_dir: Optional[str] = None,
     threads: Optional[int] = None,
     iterations_per_epoch: Optional[int] = None,
-    iterations_per_epoch_help: str = "cut each epoch short (smoke tests); the default is the whole data set",
-) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` with the flags every recipe shares; the recipe adds its own switches to it.
+    iterations_per_epoch_help: str = "cut each epoch short (smoke tests; default: the whole data set)",
+    main_flags: Sequence[str] = (),
+) -> RecipeArgumentParser:
+    """A :class:`RecipeArgumentParser` with the flags every recipe shares; the recipe adds its own switches to it.
+
+    The shared flags go to the groups of :data:`GROUPS` ("data", "training", "output and resume", "device and
+    speed", "distributed"); ``--config`` stays beside ``--help``. The usage line names :data:`MAIN_FLAGS`, then
+    ``main_flags``.
 
     Args:
         description: the recipe's ``--help`` text.
@@ -121,43 +295,62 @@ def recipe_parser(
         labels_per_class: default labels per class (the paper's), or None for a recipe without labels.
         data_dir: default data directory, or None for a recipe whose data ships with the package.
         batch_size: default batch size (100 for every paper experiment).
-        output_dir: default output directory.
+        output_dir: default output directory (None: ``runs/<the description's first word>``).
         threads: default number of CPU threads per process (None: torch's default). Small networks run faster on
             one thread: a second one costs more in synchronization than it saves (``benchmarks/trainer_overhead.py``).
         iterations_per_epoch: default of ``--iterations-per-epoch`` (None: one pass over the data set).
         iterations_per_epoch_help: its help text, for recipes whose data have no natural epoch.
+        main_flags: the recipe's own flags for the usage line, after the shared ones.
+
+    Example:
+        >>> parser = recipe_parser("demo", epochs=3, labels_per_class=None, data_dir=None)
+        >>> args = parse_args(parser, ["--epochs", "2"])
+        >>> args.epochs, args.seed, str(args.output_dir), args.resume
+        (2, 1, 'runs/demo', False)
     """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add = parser.add_argument_group("common").add_argument
-    add("--config", type=Path, default=None, help="JSON file of flag values (flags given here win)")
+    parser = RecipeArgumentParser(description=description, main_flags=list(MAIN_FLAGS) + list(main_flags))
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help="JSON file of flag values, the keys the flags' names with _ (flags given here win)")
+    data, training = parser.group("data"), parser.group("training")
+    output, speed, distributed = parser.group("output and resume"), parser.group("device and speed"), \
+        parser.group("distributed")
     if data_dir is not None:
-        add("--data-dir", type=Path, default=Path(data_dir), help="where the data set is (or goes)")
-        add("--download", action="store_true", help="download the data set with torchvision if missing")
-    add("--epochs", type=positive_int, default=epochs, help="training epochs")
-    add("--iterations-per-epoch", type=positive_int, default=iterations_per_epoch, help=iterations_per_epoch_help)
+        data.add_argument("--data-dir", type=Path, default=Path(data_dir), metavar="DIR",
+                          help="where the data set is (or goes)")
+        data.add_argument("--download", action="store_true", help="download the data set with torchvision if missing")
     if labels_per_class is not None:
-        add("--labels-per-class", type=positive_int, default=labels_per_class, help="labeled examples per class")
-        add("--seed-data", type=seed_int, default=1, help="seed of the labeled subset")
-    add("--seed", type=seed_int, default=1, help="seed of initialization, noise and shuffling")
-    add("--batch-size", type=positive_int, default=batch_size, help="batch size of each sub-batch")
-    add("--device", type=device_name, default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
-    add("--output-dir", type=Path, default=Path(output_dir or "runs/" + description.split()[0].lower()))
-    add("--resume", action="store_true",
-        help="continue the run in --output-dir from its newest checkpoint (a complete run: nothing to do)")
-    add("--extend", action="store_true",
-        help="with --resume and a larger --epochs: train a run further than the epochs it was started with")
-    add("--num-workers", type=nonnegative_int, default=0, help="data loader worker processes")
-    add("--threads", type=positive_int, default=threads, help=(
+        data.add_argument("--labels-per-class", type=positive_int, default=labels_per_class,
+                          help="labeled examples per class")
+        data.add_argument("--seed-data", type=seed_int, default=1, help="seed of the labeled subset")
+    training.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
+    training.add_argument("--iterations-per-epoch", type=positive_int, default=iterations_per_epoch,
+                          help=iterations_per_epoch_help)
+    training.add_argument("--seed", type=seed_int, default=1, help="seed of initialization, noise and shuffling")
+    training.add_argument("--batch-size", type=positive_int, default=batch_size, help="batch size of each sub-batch")
+    output.add_argument("--output-dir", type=Path, default=Path(output_dir or "runs/" + description.split()[0].lower()),
+                        metavar="DIR", help="the run's folder: checkpoints, TensorBoard logs, summary.json")
+    output.add_argument("--resume", action="store_true",
+                        help="continue the run in --output-dir from its newest checkpoint (a complete run: nothing "
+                        "to do)")
+    output.add_argument("--extend", action="store_true",
+                        help="with --resume and a larger --epochs: train a run further than the epochs it was started "
+                        "with")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines (logs stay)")
+    speed.add_argument("--device", type=device_name, default=None,
+                       help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    speed.add_argument("--threads", type=positive_int, default=threads, help=(
         "CPU threads per process (default: torch's choice, one per core)" if threads is None
         else _THREADS_HELP.format(threads)))
-    add("--backend", default=None, choices=["nccl", "gloo"],
-        help="distributed backend; set automatically under torchrun, or with --nproc-per-node")
-    add("--nproc-per-node", type=positive_int, default=None,
-        help="spawn this many processes through ignite.distributed (prefer torchrun for several machines)")
-    add("--no-progress", action="store_true", help="no progress bar or per-epoch lines (logs stay)")
-    add("--allow-tf32", action="store_true",
-        help="let GPUs compute float32 matrix products and convolutions in TF32 (faster, ~1e-3 relative error); "
-        "off by default: the reference ran true float32")
+    speed.add_argument("--num-workers", type=nonnegative_int, default=0, help="data loader worker processes")
+    speed.add_argument("--allow-tf32", action="store_true",
+                       help="let GPUs compute float32 matrix products and convolutions in TF32 (faster, ~1e-3 "
+                       "relative error); off by default: the reference ran true float32")
+    distributed.add_argument("--backend", default=None, choices=["nccl", "gloo"],
+                             help="distributed backend, for torchrun or --nproc-per-node (default: nccl on CUDA "
+                             "devices, else gloo)")
+    distributed.add_argument("--nproc-per-node", type=positive_int, default=None,
+                             help="spawn this many processes through ignite.distributed (prefer torchrun for several "
+                             "machines)")
     return parser
 
 
@@ -180,6 +373,31 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
     return args
 
 
+def _config_keys(parser: argparse.ArgumentParser) -> Dict[str, Tuple[argparse.Action, Optional[bool]]]:
+    """The keys a config file may hold: each flag's destination, and each of its names with ``_`` for ``-``.
+
+    Maps a key to its action and, for a switch's name that is not its destination, what ``true`` under that key
+    stores (``no_verify_checksums: true`` is ``--no-verify-checksums`` given, whatever the destination is called);
+    None where the value is stored as it is.
+    """
+    keys: Dict[str, Tuple[argparse.Action, Optional[bool]]] = {}
+    for action in parser._actions:
+        if action.dest in ("help", "config"):
+            continue
+        keys[action.dest] = (action, None)
+        for option in action.option_strings:
+            key = option.lstrip("-").replace("-", "_")
+            if not option.startswith("--") or key == action.dest:
+                continue
+            if isinstance(action, argparse.BooleanOptionalAction):
+                keys[key] = (action, not option.startswith("--no-"))
+            elif action.nargs == 0:
+                keys[key] = (action, action.const)
+            else:
+                keys[key] = (action, None)
+    return keys
+
+
 def _read_config(parser: argparse.ArgumentParser, path: Path) -> Dict[str, Any]:
     if not path.is_file():
         parser.error(f"--config: no such file {str(path)!r}")
@@ -189,12 +407,22 @@ def _read_config(parser: argparse.ArgumentParser, path: Path) -> Dict[str, Any]:
         parser.error(f"--config: {str(path)!r} is not valid JSON ({error})")
     if not isinstance(values, dict):
         parser.error(f"--config: {str(path)!r} must hold a JSON object of flag values, got a {type(values).__name__}")
-    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", "config")}
-    unknown = sorted(set(values) - set(actions))
+    keys = _config_keys(parser)
+    unknown = sorted(set(values) - set(keys))
     if unknown:
+        dests = sorted({action.dest for action, _ in keys.values()})
         parser.error(f"--config: unknown key(s) {unknown} in {str(path)!r}; the keys are the flags' names with _, "
-                     f"e.g. {sorted(actions)[:5]}")
-    return {key: _config_value(parser, actions[key], key, value) for key, value in values.items()}
+                     f"e.g. {dests[:5]}")
+    defaults: Dict[str, Any] = {}
+    given: Dict[str, str] = {}
+    for key, value in values.items():
+        action, flag_value = keys[key]
+        if action.dest in given:  # two names of one flag (an alias, or --x and --no-x)
+            parser.error(f"--config: keys {given[action.dest]!r} and {key!r} set the same flag; keep one of them")
+        given[action.dest] = key
+        value = _config_value(parser, action, key, value)
+        defaults[action.dest] = value if flag_value is None else (flag_value if value else not flag_value)
+    return defaults
 
 
 #: What a config file must hold for a flag of each kind: the JSON types, and their name in the error.
@@ -244,7 +472,7 @@ def add_score_arguments(parser: argparse.ArgumentParser, every: int, samples: in
         digits: score with a digits classifier instead of an Inception network.
 
     Returns:
-        The argument group.
+        The argument group ("evaluation" of a :class:`RecipeArgumentParser`, else a new group "score").
 
     Example:
         >>> parser = recipe_parser("demo", epochs=10, labels_per_class=None, data_dir=None)
@@ -253,20 +481,20 @@ def add_score_arguments(parser: argparse.ArgumentParser, every: int, samples: in
         >>> args.is_every, args.is_samples, args.is_splits, args.is_seed, args.is_classifier
         (2, 1000, 10, 0, None)
     """
-    e = parser.add_argument_group("score")
+    e = parser.group("evaluation") if isinstance(parser, RecipeArgumentParser) else parser.add_argument_group("score")
     e.add_argument("--is-every", type=nonnegative_int, default=every,
                    help="epochs between scores (and after the last); 0: no score")
     e.add_argument("--is-samples", type=positive_int, default=samples, help="samples per score")
     e.add_argument("--is-splits", type=positive_int, default=10, help="contiguous splits (10 in the paper)")
     e.add_argument("--is-seed", type=seed_int, default=0, help="seed of the scored samples' noise")
     if digits:
-        e.add_argument("--is-classifier", type=Path, default=None,
+        e.add_argument("--is-classifier", type=Path, default=None, metavar="FILE",
                        help="a DigitsClassifier state dict to score with (default: train one with seed 0, ~6 s)")
     else:
         e.add_argument("--is-network", choices=["inception-v3-compat", "torchvision"], default="inception-v3-compat",
                        help="the paper's 2015 TensorFlow Inception, or torchvision's (lower scores; comparison only)")
-        e.add_argument("--inception-weights", type=Path, default=None,
-                       help="a local weights file of --is-network (offline machines); default: download once")
+        e.add_argument("--inception-weights", type=Path, default=None, metavar="FILE",
+                       help="a local weights file of --is-network, for offline machines (default: download once)")
     return e
 
 
