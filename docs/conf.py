@@ -16,6 +16,7 @@ version = release = ignite_igan.__version__
 
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
     "myst_parser",
@@ -35,6 +36,15 @@ autodoc_default_options = {"members": True, "undoc-members": True, "show-inherit
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
 autodoc_member_order = "bysource"
+
+# Each module's page opens with summary tables (autosummary), its main classes first; each main class has a page of
+# its own, written by autosummary from docs/_templates/autosummary/class.rst into docs/api/generated/ (committed:
+# the build only writes a page that is missing, for a class newly added to a table).
+autosummary_generate = True
+templates_path = ["_templates"]
+
+#: Methods every torch layer defines for torch's own use; shown only where our class documents its own.
+TORCH_BOILERPLATE = {"forward", "extra_repr", "reset_parameters", "training", "dump_patches", "call_super_init"}
 
 # Every reference to our own objects must resolve (a broken one fails the build under -W); references into
 # PyTorch, Ignite, NumPy and the standard library cannot be resolved offline (no intersphinx inventories), so
@@ -80,5 +90,14 @@ def _resolve_short_python_names(app, env, node, contnode):
     return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], node["reftarget"], node, contnode)
 
 
+def _skip_torch_boilerplate(app, what, name, obj, skip, options):
+    """Leaves out ``forward``, ``extra_repr``, ... of a layer unless the layer's own code documents them (a
+    discriminator's ``forward(x, return_features=False)`` is its API; a layer's ``extra_repr`` is not)."""
+    if name in TORCH_BOILERPLATE and not getattr(obj, "__doc__", None):
+        return True
+    return None
+
+
 def setup(app):
     app.connect("missing-reference", _resolve_short_python_names)
+    app.connect("autodoc-skip-member", _skip_torch_boilerplate)

@@ -801,8 +801,8 @@ def create_gan_trainer(
         generator, discriminator, d_optimizer, g_optimizer: as for :func:`semi_supervised_step`.
         conditional: use the batch's labels (second element) for the class loss.
         class_weight: weight of the class loss, >= 0 (with ``conditional=True``).
-        device, non_blocking, output_transform, check_labels: as for :func:`create_semi_supervised_trainer`
-            (``check_labels`` applies with ``conditional=True``).
+        device, non_blocking, output_transform: as for :func:`create_semi_supervised_trainer`.
+        check_labels: as for :func:`create_semi_supervised_trainer`; it applies with ``conditional=True``.
         prepare_batch: ``(batch, device, non_blocking) -> (x, y or None)``; the labels are moved to ``device`` by
             the trainer when ``conditional=True``.
         step_options: the other keyword arguments of :func:`gan_step` (``generator_loss``,

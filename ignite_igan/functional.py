@@ -76,8 +76,9 @@ def minibatch_l1_distances(m: Tensor) -> Tensor:
 def minibatch_features(m: Tensor) -> Tensor:
     """Minibatch-discrimination features: the closeness of each example to the rest of its minibatch.
 
-    .. math::
-        o[i, b] = \\sum_{j \\neq i} \\exp(-\\lVert m[i, b] - m[j, b] \\rVert_1)
+    ::
+
+        o[i, b] = Σ_{j ≠ i} exp(−‖m[i, b] − m[j, b]‖₁)
 
     The paper (§3.2) sums over all j; the reference code excludes the example itself (it adds 1e6 to the
     self-distance, spec §1.5), which only removes a constant 1, and so do we. The per-kernel bias of the
@@ -113,10 +114,11 @@ def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tenso
 
     Spec §3.7 (the corrected 2017 reference, commit ``e0e5ffc``): per channel, with R the reference batch size,
 
-    .. math::
-        \\mu = \\tfrac{1}{R+1} \\mu_i + \\tfrac{R}{R+1} \\mu_{ref}, \\quad
-        s = \\tfrac{1}{R+1} s_i + \\tfrac{R}{R+1} s_{ref}, \\quad
-        y_i = (x_i - \\mu) / \\sqrt{\\epsilon + s - \\mu^2}
+    ::
+
+        μ   = μ_i / (R + 1) + R · μ_ref / (R + 1)
+        s   = s_i / (R + 1) + R · s_ref / (R + 1)
+        y_i = (x_i − μ) / √(ε + s − μ²)
 
     where ``μ_ref`` and ``s_ref`` are the mean and the mean of squares of the reference activations over
     (R, H, W), and ``μ_i``, ``s_i`` the example's own over (H, W) (for 2-D inputs, the value and its square).

@@ -66,6 +66,55 @@ def test_the_site_builds_with_warnings_as_errors(site):
     assert list((site / "_images").glob("*.png"))
 
 
+def autosummary_names(page: Path) -> List[str]:
+    """The names in the summary tables (``.. autosummary::``) of an API page, in order, without ``~`` and path."""
+    names, in_table = [], False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith(".. "):
+            in_table = line.startswith(".. autosummary::")
+        elif in_table and line.startswith("   ") and not line.strip().startswith(":") and line.strip():
+            names.append(line.strip().lstrip("~").split(".")[-1])
+    return names
+
+
+def page_module(page: Path) -> str:
+    return re.search(r"^\.\. automodule:: (\S+)", page.read_text(encoding="utf-8"), re.M).group(1)
+
+
+def test_every_api_page_opens_with_a_summary_of_its_whole_module():
+    for page in sorted((DOCS / "api").glob("*.rst")):
+        if page.stem in ("index", "experiments"):
+            continue
+        module = importlib.import_module(page_module(page))
+        names = autosummary_names(page)
+        assert sorted(names) == sorted(module.__all__), f"{page.name}: the summary tables list {names}"
+    # the metrics page names its four metrics first, each with a page of its own, helpers after
+    first = autosummary_names(DOCS / "api" / "metrics.rst")[:4]
+    assert first == ["InceptionScore", "FID", "SemiSupervisedError", "ModeCoverage"]
+
+
+def test_main_classes_have_their_own_page_without_torch_boilerplate(site):
+    for name in ["metrics.InceptionScore", "metrics.FID", "metrics.SemiSupervisedError", "metrics.ModeCoverage",
+                 "nn.MinibatchDiscrimination", "handlers.EvaluationAveraging", "models.CIFARDiscriminator"]:
+        assert (site / "api" / "generated" / f"ignite_igan.{name}.html").is_file(), name
+    documented = set().union(*(names for kind, names in _inventory(site).items() if kind.startswith("py:")))
+    # a layer's undocumented forward / extra_repr are torch's boilerplate; a discriminator's documented forward
+    # (return_features) is its API
+    boilerplate = sorted(name for name in documented if name.rsplit(".", 1)[-1] in ("extra_repr", "dump_patches"))
+    assert not boilerplate
+    assert "ignite_igan.nn.GaussianNoise.forward" not in documented
+    assert "ignite_igan.models.CIFARDiscriminator.forward" in documented
+
+
+def test_no_garbled_fields_and_nothing_loaded_from_the_internet(site):
+    """napoleon reads a property's "words: more words" first line as "type: description" and prints a "Type"
+    field with half the sentence; the math extension loads MathJax from a CDN. Neither may happen."""
+    for page in sorted(site.rglob("*.html")):
+        html = page.read_text(encoding="utf-8")
+        assert ">Type<" not in html, f"{page.relative_to(site)}: a property's docstring read as 'type: text'"
+        assert not re.search(r"<script[^>]+src=\"(https?:)?//", html), f"{page.relative_to(site)} loads a script"
+
+
 def _inventory(site: Path) -> Dict[str, Set[str]]:
     from sphinx.util.inventory import InventoryFile
 

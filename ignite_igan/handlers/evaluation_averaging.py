@@ -140,7 +140,7 @@ class EvaluationAveraging(Handler):
 
     @property
     def num_updates(self) -> int:
-        """Updates of the average so far (read from the device after :meth:`step_update`: that waits for it)."""
+        """Updates of the average so far, read from the device after :meth:`step_update` (which waits for it)."""
         return self._num_updates if self._device_count is None else int(self._device_count)
 
     @num_updates.setter

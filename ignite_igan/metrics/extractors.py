@@ -57,7 +57,7 @@ __all__ = [
 #: ``x`` are the images in the classifier's ``input_range`` (float) on its device.
 FeaturesFn = Callable[[nn.Module, Tensor], Tensor]
 
-#: The weights torch-fidelity downloads for ``inception-v3-compat`` (its release v0.2.0): the TensorFlow graph
+#: The weights torch-fidelity downloads for ``inception-v3-compat`` (its release v0.2.0), the TensorFlow graph
 #: ``inception-2015-12-05`` converted to a PyTorch state dict.
 TF_INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -787,7 +787,7 @@ class ClassifierExtractor(ImageExtractor):
 
     @property
     def weights_sha256(self) -> str:
-        """SHA-256 of the classifier's ``state_dict`` (computed on every call: the classifier may be trained)."""
+        """SHA-256 of the classifier's ``state_dict``, computed on every call (the classifier may be trained)."""
         return state_dict_sha256(self.classifier)
 
     def _input(self, images: Tensor) -> Tensor:
