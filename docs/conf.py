@@ -23,7 +23,8 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-# docs/results/*.md are the benchmarks' raw tables, linked from RESULTS.md but not pages of the site.
+# docs/results/*.md are the benchmarks' raw tables, as the benchmarks write them: result_tables.md includes them all
+# (one page of the site), so they are not pages of their own.
 exclude_patterns = ["_build", "results/*.md", "Thumbs.db", ".DS_Store"]
 
 # Google-style docstrings; "Example:" sections stay doctest blocks (tests/test_doctests.py runs them).

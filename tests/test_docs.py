@@ -115,6 +115,16 @@ def test_no_garbled_fields_and_nothing_loaded_from_the_internet(site):
         assert not re.search(r"<script[^>]+src=\"(https?:)?//", html), f"{page.relative_to(site)} loads a script"
 
 
+def test_the_raw_result_tables_are_part_of_the_site(site):
+    """docs/results/*.md stay as the benchmarks write them; result_tables.md includes every one of them."""
+    page = (DOCS / "result_tables.md").read_text(encoding="utf-8")
+    included = set(re.findall(r"^```\{include\} results/(\S+\.md)$", page, re.M))
+    assert included == {p.name for p in (DOCS / "results").glob("*.md")}
+    html = (site / "result_tables.html").read_text(encoding="utf-8")
+    assert "LabelSpreading (CV-selected)" in html  # a table of docs/results/digits_ssl.md, rendered
+    assert 'href="result_tables.html#digits-ssl"' in (site / "RESULTS.html").read_text(encoding="utf-8")
+
+
 def _inventory(site: Path) -> Dict[str, Set[str]]:
     from sphinx.util.inventory import InventoryFile
 
