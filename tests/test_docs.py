@@ -125,6 +125,17 @@ def test_the_raw_result_tables_are_part_of_the_site(site):
     assert 'href="result_tables.html#digits-ssl"' in (site / "RESULTS.html").read_text(encoding="utf-8")
 
 
+def test_the_guides_link_their_names_to_the_api_pages(site):
+    """Each guide links the classes and functions it uses to their API pages (MyST roles such as {class}`...`, which
+    the nitpicky build resolves), the metrics guide every metric it describes."""
+    for guide in sorted((DOCS / "guides").glob("*.md")):
+        html = (site / "guides" / f"{guide.stem}.html").read_text(encoding="utf-8")
+        assert 'href="../api/' in html, f"guides/{guide.name} links nothing to the API reference"
+    html = (site / "guides" / "metrics.html").read_text(encoding="utf-8")
+    for name in ["InceptionScore", "FID", "SemiSupervisedError", "ModeCoverage"]:
+        assert f'href="../api/generated/ignite_igan.metrics.{name}.html' in html, name
+
+
 def _inventory(site: Path) -> Dict[str, Set[str]]:
     from sphinx.util.inventory import InventoryFile
 
