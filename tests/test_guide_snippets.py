@@ -381,12 +381,14 @@ def handler_table(text: str) -> List[Dict[str, Any]]:
     rows = []
     for line in section_text(text, ATTACH).splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) != 3 or not cells[0].startswith("`") or "add_event_handler" not in cells[1]:
+        # the handler's name, as code (`Name`) or as a link to its API page ({class}`~ignite_igan.handlers.Name`)
+        name = re.fullmatch(r"(?:\{class\})?`~?(?:[\w.]+\.)?(\w+)`", cells[0]) if len(cells) == 3 else None
+        if not name or "add_event_handler" not in cells[1]:
             continue
         registration = re.search(r"trainer\.add_event_handler\(Events\.(\w+), (\w+)\)", cells[1])
         assert registration, f"no trainer.add_event_handler(Events.X, handler) in the row {line!r}"
         rows.append({
-            "class": cells[0].strip("`"),
+            "class": name.group(1),
             "event": registration.group(1),
             "published": STATE_ATTRIBUTE.findall(cells[1]),
             "attach_adds": cells[2],
