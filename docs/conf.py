@@ -2,7 +2,10 @@
 style through napoleon) and the guides in Markdown (MyST). ``tests/test_docs.py`` builds it with warnings as
 errors on every test run."""
 import os
+import re
 import sys
+
+from docutils import nodes
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)  # the package of this checkout, even where another copy is installed
@@ -99,6 +102,19 @@ def _skip_torch_boilerplate(app, what, name, obj, skip, options):
     return None
 
 
+def _label_reference_links(app, doctree, docname):
+    """A link to a section of the Reference facts page reads "reference: <section>" (``(:ref:`ref-adam`)`` in a
+    docstring shows "(reference: Adam with the epsilon inside the square root)"), so that it is not taken for the
+    paper's section of the same name."""
+    if docname == "reference":
+        return
+    for node in doctree.findall(nodes.reference):
+        to_reference_facts = re.search(r"(^|/)reference\.html#ref-", node.get("refuri", ""))
+        if to_reference_facts and not node.astext().startswith("reference"):
+            node.insert(0, nodes.Text("reference: "))
+
+
 def setup(app):
     app.connect("missing-reference", _resolve_short_python_names)
     app.connect("autodoc-skip-member", _skip_torch_boilerplate)
+    app.connect("doctree-resolved", _label_reference_links)
