@@ -103,6 +103,9 @@ def test_main_classes_have_their_own_page_without_torch_boilerplate(site):
     boilerplate = sorted(name for name in documented if name.rsplit(".", 1)[-1] in ("extra_repr", "dump_patches"))
     assert not boilerplate
     assert "ignite_igan.nn.GaussianNoise.forward" not in documented
+    # a docstring's citation is a link to its section of the Reference facts page, marked as such
+    page = (site / "api" / "generated" / "ignite_igan.nn.MinibatchDiscrimination.html").read_text(encoding="utf-8")
+    assert re.search(r'href="\.\./\.\./reference\.html#ref-minibatch-discrimination">reference: ', page)
     assert "ignite_igan.models.CIFARDiscriminator.forward" in documented
 
 
@@ -134,6 +137,33 @@ def test_the_guides_link_their_names_to_the_api_pages(site):
     html = (site / "guides" / "metrics.html").read_text(encoding="utf-8")
     for name in ["InceptionScore", "FID", "SemiSupervisedError", "ModeCoverage"]:
         assert f'href="../api/generated/ignite_igan.metrics.{name}.html' in html, name
+
+
+def _reference_titles() -> Set[str]:
+    """The section titles of docs/reference.md, the page the code's "docs/reference.md, <title>" pointers name."""
+    lines = (DOCS / "reference.md").read_text(encoding="utf-8").splitlines()
+    return {re.sub(r"^#+ ", "", lines[i + 1]) for i, line in enumerate(lines) if re.match(r"^\(ref-[\w-]+\)=$", line)}
+
+
+def test_citations_name_what_a_reader_can_follow():
+    """Docstrings and comments cite the reference facts page (a :ref: to one of its sections, or a plain
+    "docs/reference.md, <section title>"), never notes a reader does not have: no "spec §x", no "pitfall N", no
+    internal issue numbers in the docs."""
+    titles = _reference_titles()
+    assert len(titles) >= 20
+    sources = [*ROOT.glob("ignite_igan/**/*.py"), *ROOT.glob("recipes/*.py"), *DOCS.glob("*.md"),
+               *DOCS.glob("guides/*.md")]
+    unfollowable, unknown = [], []
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(ROOT).as_posix()
+        for pattern in (r"\bspec §", r"\bpitfall \d", r"\bissue \d+\b", r"\bissue #\d"):
+            unfollowable += [f"{where}: {m.group(0)!r}" for m in re.finditer(pattern, text, re.I)]
+        for m in re.finditer(r"docs/reference\.md, ([^)\n;:]+)", text):
+            if not any(title.startswith(m.group(1).strip()) for title in titles):
+                unknown.append(f"{where}: {m.group(1)!r}")
+    assert not unfollowable, f"citations a reader cannot follow: {unfollowable}"
+    assert not unknown, f"pointers to no section of docs/reference.md: {unknown}"
 
 
 def _inventory(site: Path) -> Dict[str, Set[str]]:
