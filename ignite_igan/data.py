@@ -1,4 +1,5 @@
-"""Data for semi-supervised GAN training, as the reference code feeds it (spec §4.1-4.3).
+"""Data for semi-supervised GAN training, as the reference code feeds it (:ref:`ref-training-loop`,
+:ref:`ref-labeled-subset`).
 
 - :func:`balanced_labeled_subset` chooses ``per_class`` labeled examples of every class: the whole training set is
   permuted with a seeded ``numpy.random.RandomState`` and the first ``per_class`` examples of each class are taken,
@@ -68,7 +69,7 @@ _MAX_SEED = 2**32 - 1
 
 
 def balanced_labeled_subset(labels: IndexLike, per_class: int, seed: int, num_classes: Optional[int] = None) -> Tensor:
-    """Indices of ``per_class`` examples of every class, chosen as the reference does (spec §4.3).
+    """Indices of ``per_class`` examples of every class, chosen as the reference does (:ref:`ref-labeled-subset`).
 
     The whole set is permuted with ``numpy.random.RandomState(seed)`` and, for each class in increasing order,
     the first ``per_class`` examples of that class in permuted order are taken. The result is class-balanced,
@@ -146,7 +147,7 @@ def unlabeled_pool(num_examples: int, labeled_indices: IndexLike, size: int, see
 
 
 def init_batch(dataset: Dataset, count: int, seed: int, indices: Optional[IndexLike] = None) -> Tensor:
-    """The inputs of a data-dependent init batch: ``count`` examples in a seeded random order (spec §4.4).
+    """The inputs of a data-dependent init batch: ``count`` examples in a seeded random order (:ref:`ref-data-init`).
 
     The examples are ``indices`` (default: the whole data set) permuted with
     ``torch.randperm(generator=torch.Generator().manual_seed(seed))``; with fewer than ``count`` of them, as many
@@ -299,7 +300,7 @@ class _EpochSampler(Sampler):
 
 
 class SemiSupervisedLoader:
-    """Iterates a map-style dataset the way the reference's semi-supervised scripts do (spec §4.1).
+    """Iterates a map-style dataset the way the reference's semi-supervised scripts do (:ref:`ref-training-loop`).
 
     Each iteration yields a :class:`SemiSupervisedBatch` ``(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)``.
     At the start of epoch ``e`` (0-based), with ``rng`` seeded by ``(seed, e)``:

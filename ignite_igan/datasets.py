@@ -1,7 +1,7 @@
 """The data sets of the paper's experiments, loaded through torchvision and scaled as the reference code scales them.
 
 =================  ============================================  ==========================  ============================
-data set           source                                        scaling (spec §4)           shape of one example
+data set           source                                        scaling                     shape of one example
 =================  ============================================  ==========================  ============================
 ``mnist``          ``torchvision.datasets.MNIST`` (60k / 10k)    pixels / 255, in [0, 1]     (784,) (permutation-invariant)
 ``fashion_mnist``  ``torchvision.datasets.FashionMNIST``          pixels / 255, in [0, 1]     (784,) (as MNIST)
@@ -12,6 +12,8 @@ data set           source                                        scaling (spec �
 ``digits``         scikit-learn's bundled 8×8 digits (1,797),    pixels / 16, in [0, 1]      (64,)
                    a fixed stratified 1,297 / 500 split
 =================  ============================================  ==========================  ============================
+
+The scaling is the reference code's (:ref:`ref-data-scaling`).
 
 Images are kept as uint8 and scaled when they are read, so a data set costs its size on disk in memory, and
 every process of a distributed run can hold it. :class:`ScaledImages` implements ``__getitems__``, so a
@@ -156,8 +158,8 @@ def _unchecked(name: str) -> type:
     return Unchecked
 
 
-#: torchvision's class of each data set and the reference's scaling ``(x - offset) / scale`` (spec §3-4): MNIST's
-#: 60,000 training images are the reference's 50k training + 10k validation images; Fashion-MNIST runs the MNIST
+#: torchvision's class of each data set and the reference's scaling ``(x - offset) / scale`` (:ref:`ref-data-scaling`):
+#: MNIST's 60,000 training images are the reference's 50k training + 10k validation images; Fashion-MNIST runs the MNIST
 #: setting unchanged; SVHN's ``train`` and ``test`` splits, never "extra", with torchvision mapping label 10 to 0.
 _TORCHVISION: Dict[str, Tuple[str, float, float]] = {
     "mnist": ("MNIST", 0.0, 255.0),

@@ -1,8 +1,8 @@
 """The paper's training steps, and Ignite trainers that run them on any generator/discriminator pair.
 
-- :func:`semi_supervised_step`: the reference's semi-supervised iteration (spec §2, §4.1) as an Ignite update
-  function: one discriminator step on a labeled, an unlabeled and a generated batch with the K+1-class losses, then
-  ``k`` generator steps with feature matching or the minimax objective.
+- :func:`semi_supervised_step`: the reference's semi-supervised iteration (:ref:`ref-ssl-loss`,
+  :ref:`ref-training-loop`) as an Ignite update function: one discriminator step on a labeled, an unlabeled and a
+  generated batch with the K+1-class losses, then ``k`` generator steps with feature matching or the minimax objective.
 - :func:`gan_step`: the GAN step for sample quality (paper §3-4): real-vs-fake with one-sided label smoothing,
   optionally class-conditional through the K+1 formulation.
 - :func:`create_semi_supervised_trainer`, :func:`create_gan_trainer`: an :class:`~ignite.engine.Engine` around
@@ -327,7 +327,8 @@ def semi_supervised_step(
     amp: AmpOption = False,
     compile: CompileOption = False,
 ) -> _Update:
-    """The reference's semi-supervised GAN step (spec §2, §4.1), as an Ignite update function.
+    """The reference's semi-supervised GAN step (:ref:`ref-ssl-loss`, :ref:`ref-training-loop`), as an Ignite update
+    function.
 
     ``update(engine, batch)`` takes ``(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)`` (what
     :class:`~ignite_igan.data.SemiSupervisedLoader` yields) on the models' device and, with both models in training
@@ -476,7 +477,8 @@ def gan_step(
     amp: AmpOption = False,
     compile: CompileOption = False,
 ) -> _Update:
-    """The GAN step of the sample-quality experiments (paper §3-4, spec §3.7), as an Ignite update function.
+    """The GAN step of the sample-quality experiments (paper §3-4, :ref:`ref-label-smoothing`), as an Ignite update
+    function.
 
     ``update(engine, batch)`` takes ``(x, y)`` on the models' device (``y`` is used only with a ``class_weight``)
     and, with both models in training mode:
@@ -487,7 +489,7 @@ def gan_step(
        target read from ``engine.state.real_target`` if present (see
        :class:`~ignite_igan.handlers.OneSidedLabelSmoothing`), else ``real_target``; fakes keep target 0. The
        real-vs-fake logit is ``logsumexp`` of the class logits, the K+1 formulation with the fake logit fixed at
-       0 (spec §2); a discriminator with one output (``(N, 1)`` or ``(N,)``) is a plain GAN. With a
+       0 (:ref:`ref-ssl-loss`); a discriminator with one output (``(N, 1)`` or ``(N,)``) is a plain GAN. With a
        ``class_weight``, the labels ``y`` add ``class_weight ·`` K-way cross-entropy on the real batch, as the
        ImageNet code's ``d_loss_class``.
     2. **Generator steps**, ``generator_steps`` times with fresh noise: ``"non_saturating"`` ``E[-log D(G(z))]``,
@@ -711,7 +713,8 @@ def create_semi_supervised_trainer(
     cuda_graph: bool = False,
     **step_options: Any,
 ) -> Engine:
-    """An Ignite trainer whose iteration is :func:`semi_supervised_step` (spec §2, §4.1).
+    """An Ignite trainer whose iteration is :func:`semi_supervised_step` (:ref:`ref-ssl-loss`,
+    :ref:`ref-training-loop`).
 
     Each iteration moves the batch ``(x_labeled, y_labeled, x_unlabeled, x_unlabeled2)`` (what
     :class:`~ignite_igan.data.SemiSupervisedLoader` yields) to ``device``, runs the step on it and sets
@@ -791,8 +794,8 @@ def create_gan_trainer(
     check_labels: bool = True,
     **step_options: Any,
 ) -> Engine:
-    """An Ignite trainer whose iteration is :func:`gan_step` (paper §3-4, spec §3.7) on batches ``x`` or
-    ``(x, y, ...)``.
+    """An Ignite trainer whose iteration is :func:`gan_step` (paper §3-4, :ref:`ref-label-smoothing`) on batches ``x``
+    or ``(x, y, ...)``.
 
     The output is ``output_transform`` of the step's outputs: ``loss_discriminator``, ``loss_generator``,
     ``D_x``, ``D_G_z`` and, with ``conditional=True``, ``loss_labeled`` and ``train_error``.
@@ -801,8 +804,8 @@ def create_gan_trainer(
         generator, discriminator, d_optimizer, g_optimizer: as for :func:`semi_supervised_step`.
         conditional: use the batch's labels (second element) for the class loss.
         class_weight: weight of the class loss, >= 0 (with ``conditional=True``).
-        device, non_blocking, output_transform, check_labels: as for :func:`create_semi_supervised_trainer`
-            (``check_labels`` applies with ``conditional=True``).
+        device, non_blocking, output_transform: as for :func:`create_semi_supervised_trainer`.
+        check_labels: as for :func:`create_semi_supervised_trainer`; it applies with ``conditional=True``.
         prepare_batch: ``(batch, device, non_blocking) -> (x, y or None)``; the labels are moved to ``device`` by
             the trainer when ``conditional=True``.
         step_options: the other keyword arguments of :func:`gan_step` (``generator_loss``,

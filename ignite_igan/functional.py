@@ -2,8 +2,8 @@
 
 Each function computes one formula of the paper (Salimans et al., 2016) exactly as the reference code
 (``openai/improved-gan``) computes it; where the paper and the code disagree, the docstring says which one is
-followed and, where users would want either, offers both. Section numbers (``spec §x``) refer to the project's
-reference notes on the original code.
+followed and, where users would want either, offers both. The links in parentheses lead to the facts of the
+original code that we follow (:doc:`/reference`).
 
 Nothing here holds state or parameters: the modules in :mod:`ignite_igan.nn` and the handlers in
 :mod:`ignite_igan.handlers` are built on these functions, and users can call them directly, the way
@@ -48,7 +48,7 @@ FEATURE_MATCHING_DISTANCES = ("squared_l2", "mean_squared", "mean_absolute")
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Minibatch discrimination (paper §3.2, spec §1.5)
+# Minibatch discrimination (paper §3.2; docs/reference.md, Minibatch discrimination)
 # --------------------------------------------------------------------------------------------------------------
 def minibatch_l1_distances(m: Tensor) -> Tensor:
     """Pairwise L1 distances between the rows of every kernel: ``d[i, j, b] = ||m[i, b] - m[j, b]||_1``.
@@ -76,12 +76,13 @@ def minibatch_l1_distances(m: Tensor) -> Tensor:
 def minibatch_features(m: Tensor) -> Tensor:
     """Minibatch-discrimination features: the closeness of each example to the rest of its minibatch.
 
-    .. math::
-        o[i, b] = \\sum_{j \\neq i} \\exp(-\\lVert m[i, b] - m[j, b] \\rVert_1)
+    ::
+
+        o[i, b] = Σ_{j ≠ i} exp(−‖m[i, b] − m[j, b]‖₁)
 
     The paper (§3.2) sums over all j; the reference code excludes the example itself (it adds 1e6 to the
-    self-distance, spec §1.5), which only removes a constant 1, and so do we. The per-kernel bias of the
-    reference layer is a parameter and lives in :class:`ignite_igan.nn.MinibatchDiscrimination`.
+    self-distance, :ref:`ref-minibatch-discrimination`), which only removes a constant 1, and so do we. The per-kernel
+    bias of the reference layer is a parameter and lives in :class:`ignite_igan.nn.MinibatchDiscrimination`.
 
     This is the formula as written, with O(N²·B·C) memory for the differences. The layer computes the same
     features in O(N²·B) memory, forward and backward (``ignite_igan._fast_paths``, chosen in :mod:`ignite_igan.nn`;
@@ -106,17 +107,19 @@ def minibatch_features(m: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Virtual batch normalization (paper §3.4, spec §3.7)
+# Virtual batch normalization (paper §3; docs/reference.md, Virtual batch normalization)
 # --------------------------------------------------------------------------------------------------------------
 def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tensor:
     """Normalizes each example with statistics mixed from a fixed reference batch and the example itself.
 
-    Spec §3.7 (the corrected 2017 reference, commit ``e0e5ffc``): per channel, with R the reference batch size,
+    The reference (:ref:`ref-virtual-batch-norm`; the corrected 2017 version, commit ``e0e5ffc``): per channel, with R
+    the reference batch size,
 
-    .. math::
-        \\mu = \\tfrac{1}{R+1} \\mu_i + \\tfrac{R}{R+1} \\mu_{ref}, \\quad
-        s = \\tfrac{1}{R+1} s_i + \\tfrac{R}{R+1} s_{ref}, \\quad
-        y_i = (x_i - \\mu) / \\sqrt{\\epsilon + s - \\mu^2}
+    ::
+
+        μ   = μ_i / (R + 1) + R · μ_ref / (R + 1)
+        s   = s_i / (R + 1) + R · s_ref / (R + 1)
+        y_i = (x_i − μ) / √(ε + s − μ²)
 
     where ``μ_ref`` and ``s_ref`` are the mean and the mean of squares of the reference activations over
     (R, H, W), and ``μ_i``, ``s_i`` the example's own over (H, W) (for 2-D inputs, the value and its square).
@@ -161,16 +164,16 @@ def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tenso
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Feature matching (paper §3.1, spec §3.1-3.2 and §7.1)
+# Feature matching (paper §3.1; docs/reference.md, Feature matching)
 # --------------------------------------------------------------------------------------------------------------
 def feature_matching_loss(real_features: Tensor, fake_features: Tensor, distance: str = "squared_l2") -> Tensor:
     """Distance between the batch means of the discriminator's features on real and generated data.
 
-    The batch *means* are compared, never individual pairs (pitfall 1):
+    The batch *means* are compared, never individual pairs:
 
     - ``"squared_l2"``: the paper's ``||E f(x) - E f(G(z))||²₂``, a sum over features (§3.1).
-    - ``"mean_squared"``: the MNIST code's ``mean_f (E f(G(z)) - E f(x))²`` (spec §3.1).
-    - ``"mean_absolute"``: the CIFAR-10/SVHN code's ``mean_f |E f(x) - E f(G(z))|`` (spec §3.2).
+    - ``"mean_squared"``: the MNIST code's ``mean_f (E f(G(z)) - E f(x))²`` (:ref:`ref-mnist`).
+    - ``"mean_absolute"``: the CIFAR-10/SVHN code's ``mean_f |E f(x) - E f(G(z))|`` (:ref:`ref-cifar10`).
 
     The real side is detached: only the generator learns from this loss.
 
@@ -197,13 +200,13 @@ def feature_matching_loss(real_features: Tensor, fake_features: Tensor, distance
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The K+1-class semi-supervised discriminator (paper §5, spec §2)
+# The K+1-class semi-supervised discriminator (paper §5; docs/reference.md, The K+1-class discriminator)
 # --------------------------------------------------------------------------------------------------------------
 def gan_logit(logits: Tensor) -> Tensor:
     """The real-vs-fake logit of a K-class discriminator whose (K+1)-th "fake" logit is fixed at 0.
 
     With ``Z = Σ_k exp(l_k)``, ``D(x) = Z / (Z + 1) = sigmoid(log Z)``, so the logit of D is ``logsumexp(l)``
-    (spec §2).
+    (:ref:`ref-ssl-loss`).
 
     Args:
         logits: (N, K) class logits.
@@ -225,7 +228,7 @@ def semi_supervised_losses(
     real_target: float = 1.0,
     check_labels: bool = True,
 ) -> Tuple[Tensor, Tensor]:
-    """The discriminator's two losses in the K+1-class semi-supervised GAN (spec §2).
+    """The discriminator's two losses in the K+1-class semi-supervised GAN (:ref:`ref-ssl-loss`).
 
     With ``LSE = logsumexp`` over the K classes (the fake class's logit fixed at 0):
 
@@ -233,7 +236,7 @@ def semi_supervised_losses(
     - ``loss_unlabeled = 0.5·mean(softplus(-LSE(l_unl))) + 0.5·mean(softplus(LSE(l_fake)))``
       ``= 0.5·E[-log D(x)] + 0.5·E[-log(1 - D(G(z)))]``, the reference's form with the half weights.
 
-    Written with logsumexp and softplus only, so it is finite for any finite logits (pitfall list, item 8). The
+    Written with logsumexp and softplus only, so it is finite for any finite logits. The
     reference minimizes ``loss_labeled + unlabeled_weight · loss_unlabeled`` with weight 1.
 
     Args:
@@ -279,7 +282,7 @@ def semi_supervised_losses(
 
 
 def minimax_generator_loss(logits_fake: Tensor) -> Tensor:
-    """The generator loss of the reference's minibatch-discrimination scripts (spec §2, "MD scripts").
+    """The generator loss of the reference's minibatch-discrimination scripts (:ref:`ref-ssl-loss`, "MD scripts").
 
     ``-mean(softplus(LSE(l_fake))) = mean(log(1 - D(G(z))))``: the original, *saturating* minimax objective,
     not the non-saturating ``-log D(G(z))``.
@@ -352,10 +355,10 @@ def historical_average_penalty(params: Sequence[Tensor], averages: Sequence[Tens
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Inception Score (paper §4, spec §5)
+# Inception Score (paper §4; docs/reference.md, The Inception Score)
 # --------------------------------------------------------------------------------------------------------------
 def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tuple[float, float]:
-    """The Inception Score by the paper's protocol (spec §5).
+    """The Inception Score by the paper's protocol (:ref:`ref-inception-score`).
 
     ``p(y|x) = softmax(logits)``; the samples are cut **in order** into ``splits`` contiguous chunks
     ``[i·N//splits, (i+1)·N//splits)``; each chunk scores ``exp(mean_x KL(p(y|x) || p̄(y)))`` with ``p̄`` the
@@ -363,7 +366,7 @@ def inception_score(logits: Union[Tensor, np.ndarray], splits: int = 10) -> Tupl
     scores, as ``inception_score/model.py`` returns them.
 
     The arithmetic is float64 and goes through ``log_softmax``, so exact zeros in p give ``0·log 0 = 0``
-    instead of the original's NaN (pitfall 8). Log-probabilities (``log p``, ``-inf`` allowed) can be passed
+    instead of the original's NaN. Log-probabilities (``log p``, ``-inf`` allowed) can be passed
     in place of logits: ``log_softmax(log p) = log p``. Probabilities cannot: logits whose rows are all
     non-negative and sum to 1 give a ``UserWarning``.
 

@@ -1,13 +1,13 @@
 """The networks of *Improved Techniques for Training GANs*, layer for layer as the reference code builds them.
 
-* :class:`MNISTGenerator`, :class:`MNISTDiscriminator`: the permutation-invariant MNIST networks (spec §3.1);
+* :class:`MNISTGenerator`, :class:`MNISTDiscriminator`: the permutation-invariant MNIST networks (:ref:`ref-mnist`);
   :func:`mnist_generator`, :func:`mnist_discriminator` build the paper's sizes, :func:`digits_generator`,
   :func:`digits_discriminator` the same networks scaled to scikit-learn's 8x8 digits. Options beyond the
   released MNIST code: virtual batch norm in the generator, minibatch features in the discriminator.
-* :class:`CIFARGenerator`: the CIFAR-10/SVHN generator (spec §3.2), with the reference's batch-statistics batch
+* :class:`CIFARGenerator`: the CIFAR-10/SVHN generator (:ref:`ref-cifar10`), with the reference's batch-statistics batch
   norm or with virtual batch norm (paper §3.4).
 * :class:`CIFARDiscriminator`: the 9-layer weight-normalized conv net of the CIFAR-10 and SVHN scripts, for
-  feature matching and minibatch discrimination (spec §3.2-§3.5); factories for the four paper settings.
+  feature matching and minibatch discrimination (:ref:`ref-scripts`); factories for the four paper settings.
 * :class:`MixtureGenerator`, :class:`MixtureDiscriminator`: the small MLPs of the 2-D Gaussian-mixture
   (mode-coverage) experiment, in units of the data's scale; the discriminator has an optional minibatch layer.
 
@@ -21,7 +21,7 @@ Both generators with ``normalization="virtual"`` own their reference noise batch
 
 Nothing depends on the batch size (the reference baked in 100). Generators draw their input with
 ``sample_noise`` (z ~ U[0, 1)^z_dim, as every reference script). Discriminators return K class logits (the
-K+1-th "fake" logit is fixed at 0, spec §2) and, with ``return_features=True``, the features that feature
+K+1-th "fake" logit is fixed at 0, :ref:`ref-ssl-loss`) and, with ``return_features=True``, the features that feature
 matching compares. ``trainable_scale_layers()`` names the weight-normalized layers whose gain is trained (the
 output layers); every other weight-norm gain is frozen after data-dependent init, as in the reference.
 
@@ -63,7 +63,7 @@ __all__ = [  # one line per family of networks
     "DigitsClassifier", "train_digits_classifier", "load_digits_classifier",
 ]
 
-LEAKY_SLOPE = 0.2  # spec §1.1: lrelu slope at HEAD (0.1 in the paper-era commits)
+LEAKY_SLOPE = 0.2  # 0.1 in the paper-era commits (docs/reference.md, Noise, dropout, pooling and activations)
 NORMALIZATIONS = ("batch", "virtual")
 INPUT_CORRUPTIONS = ("dropout", "noise")
 _WEIGHT_NORM_LAYERS = (WeightNormLinear, WeightNormConv2d, WeightNormConvTranspose2d)
@@ -99,8 +99,8 @@ class _Network(nn.Module):
     def trainable_scale_layers(self) -> Dict[str, nn.Module]:
         """The weight-normalized layers whose gain ``scale`` is trained, by qualified name.
 
-        These are the reference's ``train_g=True`` / ``train_scale=True`` output layers (spec §0.1); every other
-        weight-norm gain is frozen (``requires_grad=False``) and changes only in data-dependent init.
+        These are the reference's ``train_g=True`` / ``train_scale=True`` output layers (:ref:`ref-weight-norm`); every
+        other weight-norm gain is frozen (``requires_grad=False``) and changes only in data-dependent init.
         """
         return {
             name: module
@@ -140,7 +140,7 @@ class _Generator(_Network):
         return nn.ModuleList(layer for layer, _ in pairs), nn.ModuleList(norm for _, norm in pairs)
 
     def sample_noise(self, n: int, generator: Optional[torch.Generator] = None, device: _Device = None) -> Tensor:
-        """Draws ``n`` latent vectors z ~ U[0, 1)^z_dim, the reference's noise (spec §7.8).
+        """Draws ``n`` latent vectors z ~ U[0, 1)^z_dim, the reference's noise (:ref:`ref-data-scaling`).
 
         Args:
             n: how many.
@@ -193,10 +193,10 @@ class _Generator(_Network):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# MNIST (spec §3.1)
+# MNIST (docs/reference.md, MNIST, feature matching)
 # --------------------------------------------------------------------------------------------------------------
 class MNISTGenerator(_Generator):
-    """The MNIST feature-matching generator (spec §3.1), any width, with batch or virtual batch norm.
+    """The MNIST feature-matching generator (:ref:`ref-mnist`), any width, with batch or virtual batch norm.
 
     ``z -> [Dense (no bias, Glorot-uniform) -> norm (per unit) -> softplus] x len(hidden) -> Dense with weight
     norm (trainable gain, own bias, Glorot-uniform direction, eps 1e-6) -> sigmoid``: the hidden layers are
@@ -256,19 +256,19 @@ class MNISTGenerator(_Generator):
 
 
 class MNISTDiscriminator(_Network):
-    """The MNIST discriminator (spec §3.1): five weight-normalized ReLU layers with Gaussian noise.
+    """The MNIST discriminator (:ref:`ref-mnist`): five weight-normalized ReLU layers with Gaussian noise.
 
     ``GaussianNoise(input_noise) -> [WN dense -> ReLU -> GaussianNoise(hidden_noise)] x 5 -> WN dense (trainable
-    gain)``. Every dense layer is the reference's MNIST ``nn.DenseLayer`` (spec §1.8): direction ~ N(0, 0.1), no
-    epsilon in the norm, data-dependent init to std 1 (also the output layer), gain frozen except in the output
+    gain)``. Every dense layer is the reference's MNIST ``nn.DenseLayer`` (:ref:`ref-weight-norm`): direction ~ N(0,
+    0.1), no epsilon in the norm, data-dependent init to std 1 (also the output layer), gain frozen except in the output
     layer. The feature-matching features are the last hidden layer's ReLU output, before its noise
     (``layers[-3]`` in the reference).
 
     With ``minibatch_kernels = B > 0`` (not in the released MNIST code) a
     :class:`~ignite_igan.nn.MinibatchDiscrimination` layer (B kernels of ``minibatch_kernel_dim`` dimensions)
     reads the feature-matching features, as the CIFAR-10 minibatch script's layer reads the pooled features that
-    its feature matching would use (spec §3.3), and the output layer reads the last hidden layer's noisy output
-    concatenated with the B minibatch features: ``hidden[-1] + B`` inputs.
+    its feature matching would use (:ref:`ref-minibatch-scripts`), and the output layer reads the last hidden layer's
+    noisy output concatenated with the B minibatch features: ``hidden[-1] + B`` inputs.
 
     Args:
         in_features: input size (784); inputs with more dimensions, e.g. (N, 1, 28, 28), are flattened.
@@ -329,7 +329,7 @@ class MNISTDiscriminator(_Network):
 
 
 def mnist_generator() -> MNISTGenerator:
-    """The reference MNIST generator: 100 -> 500 -> 500 -> 784 (spec §3.1).
+    """The reference MNIST generator: 100 -> 500 -> 500 -> 784 (:ref:`ref-mnist`).
 
     Example:
         >>> gen = mnist_generator()
@@ -340,7 +340,7 @@ def mnist_generator() -> MNISTGenerator:
 
 
 def mnist_discriminator() -> MNISTDiscriminator:
-    """The reference MNIST discriminator: 784 -> 1000-500-250-250-250 -> 10, noise 0.3/0.5 (spec §3.1).
+    """The reference MNIST discriminator: 784 -> 1000-500-250-250-250 -> 10, noise 0.3/0.5 (:ref:`ref-mnist`).
 
     Example:
         >>> mnist_discriminator()(torch.rand(2, 1, 28, 28)).shape
@@ -391,10 +391,10 @@ def digits_discriminator(num_classes: int = 10, minibatch_kernels: int = 0) -> M
 
 
 # --------------------------------------------------------------------------------------------------------------
-# CIFAR-10 / SVHN (spec §3.2-§3.5)
+# CIFAR-10 / SVHN (docs/reference.md, The experiment scripts)
 # --------------------------------------------------------------------------------------------------------------
 class CIFARGenerator(_Generator):
-    """The CIFAR-10/SVHN generator (spec §3.2), with batch or virtual batch norm.
+    """The CIFAR-10/SVHN generator (:ref:`ref-cifar10`), with batch or virtual batch norm.
 
     ``z (U[0,1)^100) -> Dense 100 -> 512*4*4 (no bias, N(0, 0.05)) -> norm (per unit over the 8192 outputs) ->
     ReLU -> reshape (512, 4, 4) -> [Deconv 5x5 stride 2 (no bias, N(0, 0.05)) -> norm per channel -> ReLU] to
@@ -465,7 +465,7 @@ class CIFARGenerator(_Generator):
 
 
 class CIFARDiscriminator(_Network):
-    """The CIFAR-10/SVHN discriminator of the reference scripts (spec §3.2-§3.5).
+    """The CIFAR-10/SVHN discriminator of the reference scripts (:ref:`ref-scripts`).
 
     =====  =====================================================================  ====================
     #      layer (WN = weight-normalized, frozen gain, LeakyReLU 0.2 after each)  output (32x32 input)
@@ -565,7 +565,7 @@ class CIFARDiscriminator(_Network):
 
 
 def cifar10_generator(normalization: str = "batch") -> CIFARGenerator:
-    """The CIFAR-10 generator (spec §3.2); ``normalization="virtual"`` for virtual batch norm (paper §3.4).
+    """The CIFAR-10 generator (:ref:`ref-cifar10`); ``normalization="virtual"`` for virtual batch norm (paper §3.4).
 
     Example:
         >>> gen = cifar10_generator()
@@ -576,7 +576,7 @@ def cifar10_generator(normalization: str = "batch") -> CIFARGenerator:
 
 
 def svhn_generator(normalization: str = "batch") -> CIFARGenerator:
-    """The SVHN generator: identical to CIFAR-10's (spec §3.4).
+    """The SVHN generator: identical to CIFAR-10's (:ref:`ref-svhn`).
 
     Example:
         >>> svhn_generator("virtual").normalization
@@ -586,7 +586,7 @@ def svhn_generator(normalization: str = "batch") -> CIFARGenerator:
 
 
 def cifar10_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
-    """CIFAR-10 feature matching (spec §3.2): 96/192, input dropout 0.2, no minibatch features.
+    """CIFAR-10 feature matching (:ref:`ref-cifar10`): 96/192, input dropout 0.2, no minibatch features.
 
     Example:
         >>> cifar10_fm_discriminator().feature_dim
@@ -596,12 +596,12 @@ def cifar10_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
 
 
 def cifar10_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100) -> CIFARDiscriminator:
-    """CIFAR-10 minibatch discrimination (spec §3.3): 96/192, input noise 0.2, 100 kernels of 5 dims.
+    """CIFAR-10 minibatch discrimination (:ref:`ref-minibatch-scripts`): 96/192, input noise 0.2, 100 kernels of 5 dims.
 
     ``minibatch_kernels`` sets the number of kernels B; ``minibatch_kernels=0`` gives the same network without
     the minibatch layer (input noise 0.2, the output layer on the 192 pooled features): the "-MBF" ablation of
-    the paper's Inception-score table (spec §6.4), which differs from :func:`cifar10_fm_discriminator` in its
-    input corruption.
+    the paper's Inception-score table (:ref:`ref-paper-numbers`), which differs from :func:`cifar10_fm_discriminator` in
+    its input corruption.
 
     Example:
         >>> cifar10_md_discriminator().classifier.in_features  # 192 pooled + 100 minibatch features
@@ -614,7 +614,7 @@ def cifar10_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100
 
 
 def svhn_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
-    """SVHN feature matching (spec §3.4): narrower 64/128, input dropout 0.2; 128-d features.
+    """SVHN feature matching (:ref:`ref-svhn`): narrower 64/128, input dropout 0.2; 128-d features.
 
     Example:
         >>> svhn_fm_discriminator().feature_dim
@@ -624,7 +624,8 @@ def svhn_fm_discriminator(num_classes: int = 10) -> CIFARDiscriminator:
 
 
 def svhn_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100) -> CIFARDiscriminator:
-    """SVHN minibatch discrimination (spec §3.5): 96/192 like CIFAR, input noise 0.2, 100 kernels of 5 dims.
+    """SVHN minibatch discrimination (:ref:`ref-minibatch-scripts`): 96/192 like CIFAR, input noise 0.2, 100 kernels of
+    5 dims.
 
     ``minibatch_kernels`` as in :func:`cifar10_md_discriminator` (0: no minibatch layer).
 

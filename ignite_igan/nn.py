@@ -1,17 +1,20 @@
 """The layers of *Improved Techniques for Training GANs*, as :class:`torch.nn.Module` s.
 
 Every layer computes what the reference code (``openai/improved-gan``, ``mnist_svhn_cifar10/nn.py`` and
-``imagenet/model.py``) computes; section numbers (``spec §x``) refer to the project's notes on that code.
+``imagenet/model.py``) computes; the links in parentheses lead to the facts of that code (:doc:`/reference`).
 
 * :class:`WeightNormLinear`, :class:`WeightNormConv2d`, :class:`WeightNormConvTranspose2d`: weight normalization
   ``W = V * g / sqrt(eps + sum V^2)`` per output unit, with a gain ``g`` that is frozen unless ``train_scale``
-  (spec §1.3, §1.8).
-* :class:`ScaleFreeBatchNorm`: the generators' batch norm, batch statistics always, bias only (spec §1.6).
-* :class:`GaussianNoise`: additive noise in training mode (spec §1.7).
-* :class:`MinibatchDiscrimination`: the reference parametrization of minibatch features (spec §1.5).
-* :class:`VirtualBatchNorm`: the corrected (2017) virtual batch norm of the ImageNet code (spec §3.7).
-* :func:`data_dependent_init`: the one-pass data-dependent initialization of a whole model (spec §4.4), run by
-  every layer that mixes in :class:`DataDependentInit`.
+  (:ref:`ref-weight-norm`).
+* :class:`ScaleFreeBatchNorm`: the generators' batch norm, batch statistics always, bias only
+  (:ref:`ref-generator-batch-norm`).
+* :class:`GaussianNoise`: additive noise in training mode (:ref:`ref-noise-and-activations`).
+* :class:`MinibatchDiscrimination`: the reference parametrization of minibatch features
+  (:ref:`ref-minibatch-discrimination`).
+* :class:`VirtualBatchNorm`: the corrected (2017) virtual batch norm of the ImageNet code
+  (:ref:`ref-virtual-batch-norm`).
+* :func:`data_dependent_init`: the one-pass data-dependent initialization of a whole model (:ref:`ref-data-init`), run
+  by every layer that mixes in :class:`DataDependentInit`.
 
 A layer's ``forward`` checks its input only where torch would be silent or obscure: an input of another dtype or
 width fails in the products and convolutions with torch's own error, which names both. The normalization layers
@@ -80,14 +83,14 @@ _weight_norm = _fast_paths.unit_norm
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Data-dependent initialization (spec §1.3, §1.5, §4.4)
+# Data-dependent initialization (docs/reference.md, Data-dependent initialization)
 # --------------------------------------------------------------------------------------------------------------
 class DataDependentInit:
     """Mixin for layers that can set their own parameters from the statistics of one batch.
 
     The reference code initializes a network with one extra forward pass in which every weight-normalized layer
     (and the minibatch layer) computes its pre-activations, sets its gain and bias so that they have zero mean
-    and a target standard deviation, and passes the *re-normalized* output on to the next layer (spec §4.4).
+    and a target standard deviation, and passes the *re-normalized* output on to the next layer (:ref:`ref-data-init`).
     Here a layer takes part in that pass by mixing in this class and, at the top of its ``forward``, calling
     ``_take_data_init()``: when it returns True the layer re-initializes itself from this call's input and
     returns the re-normalized output. :func:`data_init_mode` arms every such layer of a model for one pass; a
@@ -96,7 +99,7 @@ class DataDependentInit:
 
     Attributes:
         data_init: whether :func:`data_init_mode` arms this layer. Layers that the reference never initializes
-            from data (e.g. the MNIST generator's output layer, spec §3.1) set it to False.
+            from data (e.g. the MNIST generator's output layer, :ref:`ref-mnist`) set it to False.
     """
 
     data_init: bool = True
@@ -157,15 +160,16 @@ def data_init_mode(model: nn.Module) -> Iterator[List[nn.Module]]:
 
 
 def data_dependent_init(model: nn.Module, *inputs: Any, **kwargs: Any) -> Any:
-    """Initializes every init-capable layer of ``model`` from one batch, in one forward pass (spec §4.4).
+    """Initializes every init-capable layer of ``model`` from one batch, in one forward pass (:ref:`ref-data-init`).
 
     Runs ``model(*inputs, **kwargs)`` under :func:`data_init_mode`: no gradients, training mode (noise and
     dropout on; the previous mode of every module is restored afterwards). Each weight-normalized layer with
     ``data_init=True`` sets its gain and bias so that its pre-activations on this batch have zero mean and
     standard deviation ``init_scale`` per output unit or channel (``b <- -m * inv``, ``g <- g * inv`` with
-    ``inv = init_scale / s``), each :class:`MinibatchDiscrimination` layer sets its log scale and bias (spec §1.5),
-    and each already emits its re-normalized output, so deeper layers are initialized on the statistics of the
-    initialized shallower ones, as in the reference. The reference uses 500 examples.
+    ``inv = init_scale / s``), each :class:`MinibatchDiscrimination` layer sets its log scale and bias
+    (:ref:`ref-minibatch-discrimination`), and each already emits its re-normalized output, so deeper layers are
+    initialized on the statistics of the initialized shallower ones, as in the reference. The reference uses 500
+    examples.
 
     Args:
         model: the network.
@@ -199,7 +203,7 @@ def _batch_norm(x: Tensor, eps: float) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Weight normalization (spec §1.3, §1.8)
+# Weight normalization (docs/reference.md, Weight normalization)
 # --------------------------------------------------------------------------------------------------------------
 class _WeightNorm(DataDependentInit, nn.Module):
     """Shared parametrization of the weight-normalized layers.
@@ -258,9 +262,9 @@ class _WeightNorm(DataDependentInit, nn.Module):
         return t + _expand(self.bias, t.dim())
 
     def _initialize_from(self, t: Tensor) -> Tensor:
-        # Spec §1.3: with t computed from the current W (bias ignored), b <- -m*inv and g <- g*inv with
-        # inv = init_scale / std make the pre-activations zero-mean with std init_scale, per unit (2-D) or channel
-        # (4-D); the layer emits exactly those normalized values.
+        # Data-dependent initialization (docs/reference.md): with t computed from the current W (bias ignored),
+        # b <- -m*inv and g <- g*inv with inv = init_scale / std make the pre-activations zero-mean with std
+        # init_scale, per unit (2-D) or channel (4-D); the layer emits exactly those normalized values.
         dims = (0,) if t.dim() == 2 else (0, 2, 3)
         name = f"data-dependent init of {type(self).__name__}"
         if t.numel() // t.shape[1] < 2:
@@ -287,14 +291,15 @@ class _WeightNorm(DataDependentInit, nn.Module):
 
 
 class WeightNormLinear(_WeightNorm):
-    """Weight-normalized dense layer: ``y = x W^T + b`` with ``W = V * g / sqrt(eps + sum_in V^2)`` (spec §1.3).
+    """Weight-normalized dense layer: ``y = x W^T + b`` with ``W = V * g / sqrt(eps + sum_in V^2)``
+    (:ref:`ref-weight-norm`).
 
     The normalization is per output unit. The gain ``g`` (``scale``) is an :class:`~torch.nn.Parameter` with
     ``requires_grad=train_scale``: the reference freezes it in hidden layers, where only the data-dependent init
     sets it, and trains it in output layers. ``eps`` and ``weight_std`` cover both reference dense layers:
 
     * ``weight_norm(DenseLayer)`` of the CIFAR/SVHN code: ``eps=1e-6``, ``V ~ N(0, 0.05)`` (the defaults);
-    * the MNIST-only ``nn.DenseLayer`` (spec §1.8): ``eps=0``, ``V ~ N(0, 0.1)``; its init pass
+    * the MNIST-only ``nn.DenseLayer`` (:ref:`ref-weight-norm`): ``eps=0``, ``V ~ N(0, 0.1)``; its init pass
       (``weight_scale <- weight_scale / stdv``, ``b <- -mean / stdv``) is this init with ``init_scale=1``.
 
     Args:
@@ -371,7 +376,7 @@ class _WeightNormConv(_WeightNorm):
 
 
 class WeightNormConv2d(_WeightNormConv):
-    """Weight-normalized 2-D convolution, normalized per output channel (spec §1.3).
+    """Weight-normalized 2-D convolution, normalized per output channel (:ref:`ref-weight-norm`).
 
     ``W = V * g / sqrt(eps + sum V^2)`` with the sum over (in, kh, kw) of the (out, in, kh, kw) weight; the
     reference's NIN layer is this with ``kernel_size=1``. Parameters and data-dependent init as
@@ -419,7 +424,7 @@ class WeightNormConv2d(_WeightNormConv):
 
 
 class WeightNormConvTranspose2d(_WeightNormConv):
-    """Weight-normalized transposed convolution, normalized per OUTPUT channel (spec §1.3, §1.4).
+    """Weight-normalized transposed convolution, normalized per OUTPUT channel (:ref:`ref-weight-norm`).
 
     The weight has PyTorch's transposed layout (in, out, kh, kw), so the output channel is axis 1 and the norm
     is taken over (in, kh, kw) (the reference's ``Deconv2DLayer`` sums over axes (0, 2, 3)). Normalizing over
@@ -478,10 +483,11 @@ class WeightNormConvTranspose2d(_WeightNormConv):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Normalization and noise (spec §1.6, §1.7, §3.7)
+# Normalization and noise (docs/reference.md, The generators' batch norm; Virtual batch normalization)
 # --------------------------------------------------------------------------------------------------------------
 class ScaleFreeBatchNorm(nn.Module):
-    """The reference generators' batch norm: batch statistics always, no scale, a learned bias (spec §1.6).
+    """The reference generators' batch norm: batch statistics always, no scale, a learned bias
+    (:ref:`ref-generator-batch-norm`).
 
     ``y = (x - mean) / sqrt(1e-6 + var) + b`` with the mean and biased variance of the current batch, per unit
     for (N, C) inputs and per channel over (N, H, W) for (N, C, H, W) inputs. The reference never uses running
@@ -537,7 +543,7 @@ class ScaleFreeBatchNorm(nn.Module):
 
 
 class GaussianNoise(nn.Module):
-    """Adds N(0, sigma^2) noise in training mode; the identity in eval mode (spec §1.7).
+    """Adds N(0, sigma^2) noise in training mode; the identity in eval mode (:ref:`ref-noise-and-activations`).
 
     The layer has no parameters and so no dtype of its own: any floating-point input is accepted and the noise is
     drawn in the input's dtype (the output keeps it).
@@ -571,7 +577,8 @@ class GaussianNoise(nn.Module):
 
 
 class VirtualBatchNorm(nn.Module):
-    """Virtual batch normalization (paper §3.4), the corrected 2017 version of the reference (spec §3.7).
+    """Virtual batch normalization (paper §3.4), the corrected 2017 version of the reference
+    (:ref:`ref-virtual-batch-norm`).
 
     **Design.** The reference batch and the live batch go through the network in *one* forward pass: the input
     of every VBN layer is the concatenation ``[reference; live]`` along the batch axis, and ``reference_size``
@@ -585,13 +592,13 @@ class VirtualBatchNorm(nn.Module):
     * each live example is normalized with its own (spatial) moments mixed into the reference's with weights
       1/(R+1) and R/(R+1) (:func:`ignite_igan.functional.virtual_batch_norm`), so its output does not depend on
       the other live examples and a batch of one is fine;
-    * there is no hidden state: no "first call stores the reference" / "second call uses it" protocol
-      (pitfall 3), so the layer is safe under ``torch.no_grad``, data parallelism, checkpointing and repeated
+    * there is no hidden state: no "first call stores the reference" / "second call uses it" protocol,
+      so the layer is safe under ``torch.no_grad``, data parallelism, checkpointing and repeated
       calls. A model owns its reference *input* (e.g. a generator's fixed reference noise, see
       :class:`ignite_igan.models.CIFARGenerator`) and slices its output.
 
     The affine parameters are named ``weight`` (gamma) and ``bias`` (beta) like PyTorch's batch norms, so generic
-    init code that matches "BatchNorm" in class names finds them (pitfall 4). gamma starts at N(1, 0.02) and
+    init code that matches "BatchNorm" in class names finds them. gamma starts at N(1, 0.02) and
     beta at 0, as in the reference; ``reset_parameters()`` re-draws them.
 
     Args:
@@ -644,10 +651,10 @@ class VirtualBatchNorm(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Minibatch discrimination (paper §3.2, spec §1.5)
+# Minibatch discrimination (paper §3.2; docs/reference.md, Minibatch discrimination)
 # --------------------------------------------------------------------------------------------------------------
 class MinibatchDiscrimination(DataDependentInit, nn.Module):
-    """Minibatch discrimination with the reference parametrization (spec §1.5).
+    """Minibatch discrimination with the reference parametrization (:ref:`ref-minibatch-discrimination`).
 
     Parameters: ``theta`` (A, B, C) ~ N(0, 0.05), ``log_weight_scale`` (B, C) = 0 and ``bias`` (B,) = -1. The
     projection tensor is weight-normalized over the input axis with a log-parametrized scale and no epsilon,
@@ -660,12 +667,12 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
 
     Because every column of T has norm ``exp(log_weight_scale)`` whatever A is, the distances have the scale of
     the input, not of ``sqrt(A)`` times it: the features are alive at initialization (unlike an unscaled
-    ``N(0, 1)`` T, pitfall 2). The data-dependent init (spec §1.5) then puts the mean nearest-neighbour L1
-    distance of every kernel at 2 on the init batch (``log_weight_scale[b] -= log mmd[b]`` with
+    ``N(0, 1)`` T). The data-dependent init (:ref:`ref-minibatch-discrimination`) then puts the mean nearest-neighbour
+    L1 distance of every kernel at 2 on the init batch (``log_weight_scale[b] -= log mmd[b]`` with
     ``mmd[b] = 0.5 mean_i min_{j != i} d[i, j, b]``) and centres the features there (``bias <- -mean_i o``).
 
     The features of an example depend on the rest of the batch: call the layer (or the discriminator) once per
-    source (labeled, unlabeled, generated), as the reference does (pitfall 19). A batch of one gets ``o = 0``.
+    source (labeled, unlabeled, generated), as the reference does. A batch of one gets ``o = 0``.
 
     Args:
         in_features: A; inputs with more than two dimensions are flattened to (N, A).
@@ -747,7 +754,7 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
     its features there; returns the per-kernel mean distances before the scaling.
 
     An alternative to the reference's data-dependent init of :class:`MinibatchDiscrimination` (mean
-    *nearest-neighbour* distance 2, spec §1.5). With ``M = features T`` of shape (N, B, C) and
+    *nearest-neighbour* distance 2, :ref:`ref-minibatch-discrimination`). With ``M = features T`` of shape (N, B, C) and
     ``d[i, j, b] = ||M[i, b] - M[j, b]||_1``, the mean over the ordered pairs ``i != j`` is
     ``mean[b] = sum_{i != j} d[i, j, b] / (N (N - 1))``; then ``log_weight_scale[b] -= log(mean[b] / target)`` (the
     distances become ``target * d / mean``) and ``bias <- -mean_i o`` with ``o`` the layer's features after the

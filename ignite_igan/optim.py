@@ -1,13 +1,13 @@
 """The reference code's optimizer and learning-rate schedules.
 
-:class:`ReferenceAdam` is the Adam of ``mnist_svhn_cifar10/nn.py`` (spec §1.2): the epsilon sits *inside* the
+:class:`ReferenceAdam` is the Adam of ``mnist_svhn_cifar10/nn.py`` (:ref:`ref-adam`): the epsilon sits *inside* the
 square root, ``p ← p - lr · m̂ / sqrt(v̂ + 1e-8)``, where :class:`torch.optim.Adam` computes
 ``m̂ / (sqrt(v̂) + eps)``. The two differ when gradients are small (``|g| ≲ 1e-4``), which is common late in GAN
 training, and no choice of ``eps`` makes :class:`torch.optim.Adam` equal to it.
 
-The schedules are the reference's per-epoch learning-rate factors (spec §4): constant, then a linear decay to zero
-over the last epochs, ``min(3 - epoch/400, 1)`` on CIFAR-10 and ``min(3 - epoch/300, 1)`` on SVHN. They are plain
-functions of the epoch, so they work as the ``lr_lambda`` of :class:`torch.optim.lr_scheduler.LambdaLR`, and
+The schedules are the reference's per-epoch learning-rate factors (:ref:`ref-schedules`): constant, then a linear decay
+to zero over the last epochs, ``min(3 - epoch/400, 1)`` on CIFAR-10 and ``min(3 - epoch/300, 1)`` on SVHN. They are
+plain functions of the epoch, so they work as the ``lr_lambda`` of :class:`torch.optim.lr_scheduler.LambdaLR`, and
 :class:`EpochLRScheduler` applies them from an Ignite engine's epoch counter, which needs nothing saved to resume.
 
 Example:
@@ -48,7 +48,7 @@ __all__ = [
 
 
 class ReferenceAdam(Optimizer):
-    """Adam as the reference code writes it, epsilon inside the square root (spec §1.2).
+    """Adam as the reference code writes it, epsilon inside the square root (:ref:`ref-adam`).
 
     For every parameter, with moments starting at zero and ``t`` the number of updates so far (starting at 1)::
 
@@ -263,7 +263,8 @@ def linear_decay_factor(epoch: int, total_epochs: int, decay_epochs: int) -> flo
 
 
 def cifar10_lr_factor(epoch: int) -> float:
-    """CIFAR-10 scripts' factor ``min(3 - epoch/400, 1)`` over 1200 epochs (spec §3.2-3.3), 0-based ``epoch``.
+    """CIFAR-10 scripts' factor ``min(3 - epoch/400, 1)`` over 1200 epochs (:ref:`ref-cifar10`,
+    :ref:`ref-minibatch-scripts`), 0-based ``epoch``.
 
     Example:
         >>> cifar10_lr_factor(0), cifar10_lr_factor(800), cifar10_lr_factor(1000)
@@ -273,7 +274,8 @@ def cifar10_lr_factor(epoch: int) -> float:
 
 
 def svhn_lr_factor(epoch: int) -> float:
-    """SVHN scripts' factor ``min(3 - epoch/300, 1)`` over 900 epochs (spec §3.4-3.5), 0-based ``epoch``.
+    """SVHN scripts' factor ``min(3 - epoch/300, 1)`` over 900 epochs (:ref:`ref-svhn`, :ref:`ref-minibatch-scripts`),
+    0-based ``epoch``.
 
     Example:
         >>> svhn_lr_factor(600), svhn_lr_factor(750)

@@ -3,7 +3,8 @@
 
 ``python recipes/sample_quality.py EXPERIMENT [flags]``, or ``recipes/cifar10_samples.py`` /
 ``recipes/digits_samples.py``. The default is the paper's "our methods" column of the Inception-score table
-(spec §6.4): every technique except feature matching and historical averaging. One switch per column:
+(docs/reference.md, The paper's numbers): every technique except feature matching and historical averaging. One switch
+per column:
 
 ==================  ================================  =========================================================
 paper column        switch                            what changes
@@ -19,12 +20,12 @@ Our methods         (none)                            minibatch features in D, V
                     discrimination``
 ==================  ================================  =========================================================
 
-The rest is the reference's CIFAR-10 minibatch-discrimination script (spec §3.3): its discriminator and
-generator, the saturating minimax generator loss with 3 generator steps, the reference's Adam (β1 = 0.5), lr 3e-4
-with ``min(3 - epoch/400, 1)`` over 1200 epochs, batches of 100, data-dependent init on 500 training images. The
-Table-3 code was never released; where the released code is silent: label-smoothing target 0.9 (the paper's
-example), class-loss weight 2 (the CIFAR script's relative weights of ``CE + 0.5 (BCE_real + BCE_fake)``), a VBN
-reference batch of 100 noise vectors drawn once with ``--seed``, historical-averaging weight 1e-2.
+The rest is the reference's CIFAR-10 minibatch-discrimination script (docs/reference.md, CIFAR-10 and SVHN, minibatch
+discrimination): its discriminator and generator, the saturating minimax generator loss with 3 generator steps, the
+reference's Adam (β1 = 0.5), lr 3e-4 with ``min(3 - epoch/400, 1)`` over 1200 epochs, batches of 100, data-dependent
+init on 500 training images. The Table-3 code was never released; where the released code is silent: label-smoothing
+target 0.9 (the paper's example), class-loss weight 2 (the CIFAR script's relative weights of ``CE + 0.5 (BCE_real +
+BCE_fake)``), a VBN reference batch of 100 noise vectors drawn once with ``--seed``, historical-averaging weight 1e-2.
 
 On digits (no download) the MNIST networks scaled to 8x8, with a minibatch layer on the last hidden layer, are
 scored with :class:`~ignite_igan.models.DigitsClassifier` in place of Inception.
@@ -55,9 +56,9 @@ from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
 
 REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 500
 
-#: The paper's Inception-table columns (spec §6.4) as switches, their names in the paper, and Table 3's scores
-#: (CIFAR-10, 50,000 samples; "our_methods", "no_labels_historical_averaging" and "real" verified in secondary
-#: sources, the others from one summary only).
+#: The paper's Inception-table columns (docs/reference.md, The paper's numbers) as switches, their names in the
+#: paper, and Table 3's scores (CIFAR-10, 50,000 samples; "our_methods", "no_labels_historical_averaging" and
+#: "real" verified in secondary sources, the others from one summary only).
 ABLATIONS = {"our_methods": [], "batch_norm": ["--batch-norm"],
              "no_labels_historical_averaging": ["--no-labels", "--historical-averaging"],
              "no_label_smoothing": ["--no-label-smoothing"], "no_labels": ["--no-labels"],
@@ -71,8 +72,8 @@ PAPER_INCEPTION_SCORES = {"real": "11.24 ± .12", "our_methods": "8.09 ± .07", 
 
 @dataclass(frozen=True)
 class Setting:
-    """One experiment's defaults, the CIFAR-10 minibatch-discrimination script's (spec §3.3); rows state what
-    differs."""
+    """One experiment's defaults, the CIFAR-10 minibatch-discrimination script's (docs/reference.md, CIFAR-10 and SVHN,
+    minibatch discrimination); rows state what differs."""
 
     dataset: str = "cifar10"
     generator: Callable = models.cifar10_generator  # normalization="virtual" or "batch" -> generator

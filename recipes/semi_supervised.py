@@ -4,7 +4,7 @@
 ``python recipes/semi_supervised.py EXPERIMENT [flags]``, or the thin scripts ``recipes/<EXPERIMENT>.py``:
 
 =====================  =======================================================================  ==================
-experiment             the reference script (spec §3) / data                                    paper
+experiment             the reference script (docs/reference.md, The experiment scripts) / data  paper
 =====================  =======================================================================  ==================
 ``mnist_ssl``          ``train_mnist_feature_matching.py``                                      93 ± 6.5 errors
 ``fashion_mnist_ssl``  the MNIST script's setting on Fashion-MNIST                              —
@@ -51,7 +51,8 @@ from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
 
 @dataclass(frozen=True)
 class Setting:
-    """One reference script's configuration (spec §3, §4): the defaults of its recipe's flags and its networks.
+    """One reference script's configuration (docs/reference.md, The experiment scripts): the defaults of its recipe's
+    flags and its networks.
 
     The defaults are the MNIST script's (``train_mnist_feature_matching.py``); every other row states what differs.
     """
@@ -96,7 +97,7 @@ CIFAR10_MD = replace(CIFAR10, discriminator=models.cifar10_md_discriminator, gen
 SVHN_MD = replace(SVHN, discriminator=models.svhn_md_discriminator, generator_loss="minimax", paper=None)
 SETTINGS = {"mnist_ssl": MNIST, "fashion_mnist_ssl": FASHION_MNIST, "digits_ssl": DIGITS, "cifar10_ssl": CIFAR10,
             "svhn_ssl": SVHN, "cifar10_ssl_md": CIFAR10_MD, "svhn_ssl_md": SVHN_MD}
-INIT_EXAMPLES, EVAL_BATCH = 500, 100  # spec §4.4; the reference evaluates in batches of 100 (minibatch features)
+INIT_EXAMPLES, EVAL_BATCH = 500, 100  # docs/reference.md, Data-dependent init; the reference evaluates in 100s
 OUTPUTS = ["loss_labeled", "loss_unlabeled", "loss_generator", "train_error"]
 
 

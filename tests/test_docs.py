@@ -66,6 +66,106 @@ def test_the_site_builds_with_warnings_as_errors(site):
     assert list((site / "_images").glob("*.png"))
 
 
+def autosummary_names(page: Path) -> List[str]:
+    """The names in the summary tables (``.. autosummary::``) of an API page, in order, without ``~`` and path."""
+    names, in_table = [], False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith(".. "):
+            in_table = line.startswith(".. autosummary::")
+        elif in_table and line.startswith("   ") and not line.strip().startswith(":") and line.strip():
+            names.append(line.strip().lstrip("~").split(".")[-1])
+    return names
+
+
+def page_module(page: Path) -> str:
+    return re.search(r"^\.\. automodule:: (\S+)", page.read_text(encoding="utf-8"), re.M).group(1)
+
+
+def test_every_api_page_opens_with_a_summary_of_its_whole_module():
+    for page in sorted((DOCS / "api").glob("*.rst")):
+        if page.stem in ("index", "experiments"):
+            continue
+        module = importlib.import_module(page_module(page))
+        names = autosummary_names(page)
+        assert sorted(names) == sorted(module.__all__), f"{page.name}: the summary tables list {names}"
+    # the metrics page names its four metrics first, each with a page of its own, helpers after
+    first = autosummary_names(DOCS / "api" / "metrics.rst")[:4]
+    assert first == ["InceptionScore", "FID", "SemiSupervisedError", "ModeCoverage"]
+
+
+def test_main_classes_have_their_own_page_without_torch_boilerplate(site):
+    for name in ["metrics.InceptionScore", "metrics.FID", "metrics.SemiSupervisedError", "metrics.ModeCoverage",
+                 "nn.MinibatchDiscrimination", "handlers.EvaluationAveraging", "models.CIFARDiscriminator"]:
+        assert (site / "api" / "generated" / f"ignite_igan.{name}.html").is_file(), name
+    documented = set().union(*(names for kind, names in _inventory(site).items() if kind.startswith("py:")))
+    # a layer's undocumented forward / extra_repr are torch's boilerplate; a discriminator's documented forward
+    # (return_features) is its API
+    boilerplate = sorted(name for name in documented if name.rsplit(".", 1)[-1] in ("extra_repr", "dump_patches"))
+    assert not boilerplate
+    assert "ignite_igan.nn.GaussianNoise.forward" not in documented
+    # a docstring's citation is a link to its section of the Reference facts page, marked as such
+    page = (site / "api" / "generated" / "ignite_igan.nn.MinibatchDiscrimination.html").read_text(encoding="utf-8")
+    assert re.search(r'href="\.\./\.\./reference\.html#ref-minibatch-discrimination">reference: ', page)
+    assert "ignite_igan.models.CIFARDiscriminator.forward" in documented
+
+
+def test_no_garbled_fields_and_nothing_loaded_from_the_internet(site):
+    """napoleon reads a property's "words: more words" first line as "type: description" and prints a "Type"
+    field with half the sentence; the math extension loads MathJax from a CDN. Neither may happen."""
+    for page in sorted(site.rglob("*.html")):
+        html = page.read_text(encoding="utf-8")
+        assert ">Type<" not in html, f"{page.relative_to(site)}: a property's docstring read as 'type: text'"
+        assert not re.search(r"<script[^>]+src=\"(https?:)?//", html), f"{page.relative_to(site)} loads a script"
+
+
+def test_the_raw_result_tables_are_part_of_the_site(site):
+    """docs/results/*.md stay as the benchmarks write them; result_tables.md includes every one of them."""
+    page = (DOCS / "result_tables.md").read_text(encoding="utf-8")
+    included = set(re.findall(r"^```\{include\} results/(\S+\.md)$", page, re.M))
+    assert included == {p.name for p in (DOCS / "results").glob("*.md")}
+    html = (site / "result_tables.html").read_text(encoding="utf-8")
+    assert "LabelSpreading (CV-selected)" in html  # a table of docs/results/digits_ssl.md, rendered
+    assert 'href="result_tables.html#digits-ssl"' in (site / "RESULTS.html").read_text(encoding="utf-8")
+
+
+def test_the_guides_link_their_names_to_the_api_pages(site):
+    """Each guide links the classes and functions it uses to their API pages (MyST roles such as {class}`...`, which
+    the nitpicky build resolves), the metrics guide every metric it describes."""
+    for guide in sorted((DOCS / "guides").glob("*.md")):
+        html = (site / "guides" / f"{guide.stem}.html").read_text(encoding="utf-8")
+        assert 'href="../api/' in html, f"guides/{guide.name} links nothing to the API reference"
+    html = (site / "guides" / "metrics.html").read_text(encoding="utf-8")
+    for name in ["InceptionScore", "FID", "SemiSupervisedError", "ModeCoverage"]:
+        assert f'href="../api/generated/ignite_igan.metrics.{name}.html' in html, name
+
+
+def _reference_titles() -> Set[str]:
+    """The section titles of docs/reference.md, the page the code's "docs/reference.md, <title>" pointers name."""
+    lines = (DOCS / "reference.md").read_text(encoding="utf-8").splitlines()
+    return {re.sub(r"^#+ ", "", lines[i + 1]) for i, line in enumerate(lines) if re.match(r"^\(ref-[\w-]+\)=$", line)}
+
+
+def test_citations_name_what_a_reader_can_follow():
+    """Docstrings and comments cite the reference facts page (a :ref: to one of its sections, or a plain
+    "docs/reference.md, <section title>"), never notes a reader does not have: no "spec §x", no "pitfall N", no
+    internal issue numbers in the docs."""
+    titles = _reference_titles()
+    assert len(titles) >= 20
+    sources = [*ROOT.glob("ignite_igan/**/*.py"), *ROOT.glob("recipes/*.py"), *DOCS.glob("*.md"),
+               *DOCS.glob("guides/*.md")]
+    unfollowable, unknown = [], []
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        where = path.relative_to(ROOT).as_posix()
+        for pattern in (r"\bspec §", r"\bpitfall \d", r"\bissue \d+\b", r"\bissue #\d"):
+            unfollowable += [f"{where}: {m.group(0)!r}" for m in re.finditer(pattern, text, re.I)]
+        for m in re.finditer(r"docs/reference\.md, ([^)\n;:]+)", text):
+            if not any(title.startswith(m.group(1).strip()) for title in titles):
+                unknown.append(f"{where}: {m.group(1)!r}")
+    assert not unfollowable, f"citations a reader cannot follow: {unfollowable}"
+    assert not unknown, f"pointers to no section of docs/reference.md: {unknown}"
+
+
 def _inventory(site: Path) -> Dict[str, Set[str]]:
     from sphinx.util.inventory import InventoryFile
 

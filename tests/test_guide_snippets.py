@@ -381,12 +381,14 @@ def handler_table(text: str) -> List[Dict[str, Any]]:
     rows = []
     for line in section_text(text, ATTACH).splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) != 3 or not cells[0].startswith("`") or "add_event_handler" not in cells[1]:
+        # the handler's name, as code (`Name`) or as a link to its API page ({class}`~ignite_igan.handlers.Name`)
+        name = re.fullmatch(r"(?:\{class\})?`~?(?:[\w.]+\.)?(\w+)`", cells[0]) if len(cells) == 3 else None
+        if not name or "add_event_handler" not in cells[1]:
             continue
         registration = re.search(r"trainer\.add_event_handler\(Events\.(\w+), (\w+)\)", cells[1])
         assert registration, f"no trainer.add_event_handler(Events.X, handler) in the row {line!r}"
         rows.append({
-            "class": cells[0].strip("`"),
+            "class": name.group(1),
             "event": registration.group(1),
             "published": STATE_ATTRIBUTE.findall(cells[1]),
             "attach_adds": cells[2],
@@ -635,3 +637,50 @@ def test_keyword_arguments_in_the_guides_exist(runs):
             unknown = sorted(mentions - known)
             assert not unknown, f"{subsection}: the guides name arguments no callable of it has: {unknown}"
     assert checked >= 12
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blocks that are checked, not run, still run as written where the reader has what they say they need
+# ---------------------------------------------------------------------------------------------------------------
+def free_names(code: str) -> Set[str]:
+    """Names a block reads that it never binds itself (assignment, import, def, class, loop or comprehension)."""
+    tree = ast.parse(code)
+    bound, read = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, (ast.Store, ast.Del)) else read).add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return read - bound - set(dir(builtins))
+
+
+def test_blocks_that_are_not_run_say_what_they_need_and_name_nothing_undefined(runs):
+    """A block the tests cannot run (it downloads weights or a data set) must say so in the page's visible text
+    just above it, and every name it reads must be defined by the guide's earlier blocks or by itself."""
+    text = guides()
+    lines = text.splitlines()
+    not_run = 0
+    for index, line in enumerate(lines):
+        if not line.startswith(CHECK_ONLY):
+            continue
+        not_run += 1
+        above = "\n".join(lines[max(0, index - 6) : index])
+        assert re.search(r"\bdownload", above, re.I), f"no word above the block at line {index + 1} on what it needs"
+    assert not_run >= 2
+    for heading, namespace in ((METRICS, runs.attach), (EXAMPLE, runs.example)):
+        defined = set(namespace)
+        for block in section_blocks(text, heading):
+            undefined = free_names(block.code) - defined
+            assert not undefined, f"{block.subsection}: a block reads names no earlier block defines: {undefined}"
+            defined |= _bound_names(block.code)
+
+
+def _bound_names(code: str) -> Set[str]:
+    return {node.id for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)
+            and isinstance(node.ctx, ast.Store)} | {
+        (alias.asname or alias.name).split(".")[0] for node in ast.walk(ast.parse(code))
+        if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}

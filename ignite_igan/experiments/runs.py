@@ -83,7 +83,7 @@ __all__ = [
     "attach_progress", "History",
 ]
 
-#: Flags that may differ on ``--resume``: they change where and how fast a run computes, not what it computes.
+#: Flags that may differ on ``--resume``, as they change where and how fast a run computes, not what it computes.
 #: ``epochs`` may grow only with ``--extend``.
 RESUMABLE_FLAGS = frozenset({
     "config", "data_dir", "device", "download", "epochs", "extend", "no_progress", "num_workers", "output_dir",
@@ -370,7 +370,7 @@ class Run:
     # What the record says --------------------------------------------------------------------------------------
     @property
     def phase(self) -> str:
-        """``"training"``, ``"baseline"`` or ``"complete"``: how far the run has got."""
+        """How far the run has got, ``"training"``, ``"baseline"`` or ``"complete"``."""
         return self.record.get("status", "training")
 
     @property

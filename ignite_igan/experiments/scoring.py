@@ -49,7 +49,7 @@ from ignite_igan.validation import check_choice, check_instance, check_int
 
 __all__ = ["SCORE_NETWORKS", "score_network", "attach_periodic_score", "inception_report"]
 
-#: The names :func:`score_network` takes: the paper's Inception, torchvision's, and the 8x8 digits' classifier.
+#: The names :func:`score_network` takes, for the paper's Inception, torchvision's and the 8x8 digits' classifier.
 SCORE_NETWORKS = ("inception-v3-compat", "torchvision", "digits")
 
 

@@ -1,6 +1,6 @@
 """Several seeds of one recipe in one command, each seed's run being exactly the run that seed gets alone.
 
-The paper reports every semi-supervised number as the mean and spread over 10 seeds (spec §4.2: each run gets its
+The paper reports every semi-supervised number as the mean and spread over 10 seeds (:ref:`ref-seeds`: each run gets its
 own ``seed`` and ``seed_data``). :func:`run_seeds` starts one process per seed, the recipe's own command with
 ``--seed k --seed-data k --output-dir <output-dir>/seed<k>``, at most ``jobs`` at a time, and gathers the seeds'
 ``summary.json`` into ``<output-dir>/seeds.json``. Each seed's folder is an ordinary run folder (its own record,

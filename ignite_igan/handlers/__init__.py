@@ -9,10 +9,10 @@ for a handler of your own); registering a handler twice with one engine raises a
 - :class:`HistoricalAveraging` (paper §3.3): ``λ||θ - θ̄||²`` for a player, through an optimizer step hook;
   :func:`attach_historical_averaging` puts it on both players.
 - :class:`OneSidedLabelSmoothing` (paper §3.4): the discriminator's real target in ``engine.state``.
-- :class:`EvaluationAveraging` (spec §4.5): the reference's averaged discriminator for evaluation, around
-  :class:`ignite.handlers.EMAHandler`.
+- :class:`EvaluationAveraging` (:ref:`ref-evaluation-averaging`): the reference's averaged discriminator for evaluation,
+  around :class:`ignite.handlers.EMAHandler`.
 - :class:`VirtualBatchReference` (paper §3.4): the generator's fixed VBN reference noise.
-- :class:`DataDependentInitialization` (spec §4.4): the weight-norm initialization pass, once.
+- :class:`DataDependentInitialization` (:ref:`ref-data-init`): the weight-norm initialization pass, once.
 """
 from ignite_igan.handlers.base import Handler
 from ignite_igan.handlers.data_init import DataDependentInitialization

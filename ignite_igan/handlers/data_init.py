@@ -1,4 +1,5 @@
-"""Data-dependent initialization of weight-normalized networks (spec §1.3, §4.4) as an Ignite handler."""
+"""Data-dependent initialization of weight-normalized networks (:ref:`ref-weight-norm`, :ref:`ref-data-init`) as an
+Ignite handler."""
 from __future__ import annotations
 
 import warnings
@@ -22,7 +23,7 @@ class DataDependentInitialization(Handler):
     """Runs :func:`ignite_igan.nn.data_dependent_init` on one batch when training starts, and never again.
 
     The reference initializes every weight-normalized layer with one extra forward pass over the first 500
-    training examples, with dropout and noise on (spec §4.4); the CIFAR/SVHN generator's output layer is
+    training examples, with dropout and noise on (:ref:`ref-data-init`); the CIFAR/SVHN generator's output layer is
     initialized on one generated batch (100 noise vectors). Use one instance per network: for a discriminator,
     ``inputs`` is the batch of examples; for a generator, its noise (e.g.
     ``lambda: gen.sample_noise(100)``).

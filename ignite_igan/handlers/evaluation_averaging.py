@@ -1,4 +1,5 @@
-"""Test-time parameter averaging of the discriminator (the reference's ``disc_param_avg``, spec §4.5).
+"""Test-time parameter averaging of the discriminator (the reference's ``disc_param_avg``,
+:ref:`ref-evaluation-averaging`).
 
 A thin layer around :class:`ignite.handlers.EMAHandler`, which does the averaging itself: this module adds the
 reference's zero start, the optional bias correction, the frozen tensors and an update for a captured step.
@@ -25,7 +26,7 @@ _UPDATE = Events.ITERATION_COMPLETED  # the private engine's event at which EMAH
 
 
 class EvaluationAveraging(Handler):
-    """An exponential moving average of a model's weights to evaluate with (spec §4.5).
+    """An exponential moving average of a model's weights to evaluate with (:ref:`ref-evaluation-averaging`).
 
     The reference evaluates the classifier with ``a ← a + 1e-4·(p - a)`` per discriminator step, for every
     *trainable* parameter p, with ``a`` starting at zero and no bias correction. The averaging is done by
@@ -129,7 +130,8 @@ class EvaluationAveraging(Handler):
         self._num_updates = 0
         self._device_count: Optional[Tensor] = None  # the count on the device, once step_update is used
         self._step_tensors: Tuple[List[Tensor], ...] = ()  # step_update's averaged, live, frozen tensors
-        if not self.bias_correction:  # the reference's zero start, for the trainable parameters (spec §4.5)
+        # the reference's zero start, for the trainable parameters (docs/reference.md, Evaluation)
+        if not self.bias_correction:
             with torch.no_grad():
                 for ema_param, param in self._pairs():
                     if param.requires_grad:
@@ -140,7 +142,7 @@ class EvaluationAveraging(Handler):
 
     @property
     def num_updates(self) -> int:
-        """Updates of the average so far (read from the device after :meth:`step_update`: that waits for it)."""
+        """Updates of the average so far, read from the device after :meth:`step_update` (which waits for it)."""
         return self._num_updates if self._device_count is None else int(self._device_count)
 
     @num_updates.setter

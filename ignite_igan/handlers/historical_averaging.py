@@ -1,8 +1,8 @@
 """Historical averaging (Salimans et al., 2016, §3.3) as an Ignite handler.
 
 The paper adds ``λ ||θ - (1/t) Σ_{i=1..t} θ[i]||²`` to a player's cost, where ``θ[i]`` is the value of the
-parameters at time ``i``. The original code never implemented it (spec §0.6, §7.3); do not confuse it with the
-test-time parameter average ``disc_param_avg`` (see :mod:`ignite_igan.handlers.evaluation_averaging`).
+parameters at time ``i``. The original code never implemented it (:ref:`ref-historical-averaging`); do not confuse it
+with the test-time parameter average ``disc_param_avg`` (see :mod:`ignite_igan.handlers.evaluation_averaging`).
 The term is part of the player's cost: its gradient joins the loss's gradient in the player's own optimizer step,
 never as a separate "pull towards the average" step of its own.
 """

@@ -18,9 +18,9 @@ class VirtualBatchReference(Handler):
     """Draws a generator's VBN reference noise once, keeps it through checkpoints, and shares it across processes.
 
     Virtual batch norm normalizes each example with the statistics of a reference batch "chosen once and fixed at
-    the start of training". As in the reference code (spec §3.7) the fixed part is the generator's *input* noise:
-    it goes through the current generator at every step. The generator must offer ``sample_noise(n, generator,
-    device)`` and ``set_reference(z)``, as :class:`ignite_igan.models.CIFARGenerator` with
+    the start of training". As in the reference code (:ref:`ref-virtual-batch-norm`) the fixed part is the generator's
+    *input* noise: it goes through the current generator at every step. The generator must offer ``sample_noise(n,
+    generator, device)`` and ``set_reference(z)``, as :class:`ignite_igan.models.CIFARGenerator` with
     ``normalization="virtual"`` does.
 
     At ``event`` (default :attr:`Events.STARTED`):

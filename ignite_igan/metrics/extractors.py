@@ -2,13 +2,12 @@
 
 Every extractor here takes a batch of **uint8** images ``(N, C, H, W)`` in [0, 255], the form a saved PNG has, and
 returns float logits ``(N, K)``. :func:`to_uint8` is the one place where float images become uint8 (by rounding, not
-truncation, pitfall 12), so in-loop scores equal the scores of the same images written to disk.
+truncation), so in-loop scores equal the scores of the same images written to disk.
 
 - :class:`TFInceptionV3`: the TensorFlow Inception of 2015-12-05 that the paper used, through torch-fidelity's port
   (``inception-v3-compat``): its TensorFlow-1 bilinear resize to 299x299, ``(x - 128) / 128``, and the 1008 logits
-  **without** the softmax bias (spec §5, pitfall 7). Weights are checked against a SHA-256 and loaded with
-  ``torch.load(weights_only=True)`` (pitfall 20). ``dtype=torch.float64`` runs the whole network in float64
-  (pitfall 9).
+  **without** the softmax bias (:ref:`ref-inception-score`). Weights are checked against a SHA-256 and loaded with
+  ``torch.load(weights_only=True)``. ``dtype=torch.float64`` runs the whole network in float64.
 - :class:`TorchvisionInceptionV3`: torchvision's ImageNet ``inception_v3`` (1000 classes). It gives lower scores
   than the paper's network (about 9.4-9.7 instead of 11.24 on CIFAR-10's training set) and is offered only for
   comparison with work that used it.
@@ -57,7 +56,7 @@ __all__ = [
 #: ``x`` are the images in the classifier's ``input_range`` (float) on its device.
 FeaturesFn = Callable[[nn.Module, Tensor], Tensor]
 
-#: The weights torch-fidelity downloads for ``inception-v3-compat`` (its release v0.2.0): the TensorFlow graph
+#: The weights torch-fidelity downloads for ``inception-v3-compat`` (its release v0.2.0), the TensorFlow graph
 #: ``inception-2015-12-05`` converted to a PyTorch state dict.
 TF_INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
@@ -255,7 +254,7 @@ def _load_weights(path: Path, expected: str, load: Callable[[Dict[str, Tensor]],
 
     ``torch.load``'s and ``load_state_dict``'s own messages name neither the file nor what was expected (an unpickling
     error for random bytes; every missing key on its own line). Loaded with ``weights_only=True``: a weights file is a
-    plain mapping of tensors (pitfall 20).
+    plain mapping of tensors.
     """
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
@@ -593,8 +592,8 @@ class TFInceptionV3(_InceptionNetwork):
         cache_dir: download directory (default ``torch.hub.get_dir()/checkpoints``).
         download: allow downloading.
         dtype: ``torch.float32`` (default; the paper's TensorFlow precision) or ``torch.float64``, which runs the
-            resize, every layer and the logits in float64, so the scores do not depend on the batch size (pitfall
-            9; torch-fidelity's own ``'float64'`` option silently means float32).
+            resize, every layer and the logits in float64, so the scores do not depend on the batch size
+            (torch-fidelity's own ``'float64'`` option silently means float32).
         progress: show a progress bar while downloading.
 
     Example:
@@ -641,7 +640,8 @@ class TFInceptionV3(_InceptionNetwork):
         return self.net(images)
 
     def _logits(self, output: Tensor, pool: Tensor) -> Tensor:
-        # torch-fidelity's "logits_unbiased": pool_3 times the softmax weights, without the bias (spec §5).
+        # torch-fidelity's "logits_unbiased": pool_3 times the softmax weights, without the bias
+        # (docs/reference.md, The Inception Score).
         return pool.mm(self.net.fc.weight.t())
 
 
@@ -787,7 +787,7 @@ class ClassifierExtractor(ImageExtractor):
 
     @property
     def weights_sha256(self) -> str:
-        """SHA-256 of the classifier's ``state_dict`` (computed on every call: the classifier may be trained)."""
+        """SHA-256 of the classifier's ``state_dict``, computed on every call (the classifier may be trained)."""
         return state_dict_sha256(self.classifier)
 
     def _input(self, images: Tensor) -> Tensor:

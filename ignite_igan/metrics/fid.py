@@ -674,7 +674,7 @@ class FID(_ExtractorMetric):
 
     @property
     def protocol(self) -> Protocol:
-        """The protocol card (``n_samples``: generated images in the last ``compute``)."""
+        """The protocol card (``n_samples`` is the number of generated images in the last ``compute``)."""
         if self._real is None:
             real = "real images given to update() in (real, fake) pairs"
             if self._n_real is not None:

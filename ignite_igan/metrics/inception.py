@@ -1,9 +1,9 @@
 """The Inception Score of the paper as an Ignite metric.
 
-:class:`InceptionScore` follows the protocol of ``inception_score/model.py`` (spec §5): the 1008 unbiased logits of
-TensorFlow's 2015-12-05 Inception (through torch-fidelity's port), softmax over all of them, the samples cut **in
-order** into 10 contiguous splits, ``exp(mean KL)`` per split, and the mean and population std of the split scores,
-computed in float64 by :func:`ignite_igan.functional.inception_score`. Its protocol card
+:class:`InceptionScore` follows the protocol of ``inception_score/model.py`` (:ref:`ref-inception-score`): the 1008
+unbiased logits of TensorFlow's 2015-12-05 Inception (through torch-fidelity's port), softmax over all of them, the
+samples cut **in order** into 10 contiguous splits, ``exp(mean KL)`` per split, and the mean and population std of the
+split scores, computed in float64 by :func:`ignite_igan.functional.inception_score`. Its protocol card
 (:class:`~ignite_igan.metrics.Protocol`) is ``metric.protocol``. FID is :class:`ignite_igan.metrics.FID`
 (module :mod:`ignite_igan.metrics.fid`).
 """

@@ -39,7 +39,8 @@ def evaluation_mode(
     Args:
         module: the network.
         mode: ``"eval"`` (default) or ``"train"``. Use ``"train"`` for generators whose BatchNorm layers must use
-            the statistics of the current batch, as the reference's generators always do (spec §1.6, §7 item 17).
+            the statistics of the current batch, as the reference's generators always do
+            (:ref:`ref-generator-batch-norm`).
         device: move the module there for the duration (``None``: leave it where it is).
 
     Example:

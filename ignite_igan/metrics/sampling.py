@@ -3,7 +3,7 @@
 :class:`GeneratorEvaluator` is an evaluator for generators: every :meth:`~GeneratorEvaluator.run` draws the same
 ``n_samples`` noise vectors (seeded, independent of the batch size and of the number of processes), generates
 images batch by batch under ``torch.no_grad()`` and updates the metrics attached to its Ignite ``engine``. The
-generator's train/eval flags, device and buffers are exactly as they were afterwards (pitfall 14), because all of
+generator's train/eval flags, device and buffers are exactly as they were afterwards, because all of
 it happens inside :func:`evaluation_mode`.
 """
 from __future__ import annotations

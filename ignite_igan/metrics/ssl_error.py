@@ -1,8 +1,8 @@
 """The semi-supervised classification error of the K-class discriminator, and an evaluator that reports it.
 
 The reference scripts print the test error of the averaged discriminator every epoch, computed in deterministic mode
-as ``mean(argmax(logits) != y)`` over the K real classes (spec §2, §4.5-4.6); the paper reports MNIST as a count of
-misclassified images out of 10,000 and CIFAR-10/SVHN as a percentage.
+as ``mean(argmax(logits) != y)`` over the K real classes (:ref:`ref-ssl-loss`, :ref:`ref-evaluation-averaging`); the
+paper reports MNIST as a count of misclassified images out of 10,000 and CIFAR-10/SVHN as a percentage.
 """
 from __future__ import annotations
 
