@@ -515,8 +515,8 @@ def log_run_hparams(
     :meth:`Run.configuration <ignite_igan.experiments.runs.Run.configuration>`), the epochs, and ``hparams``; the
     metrics are tagged ``final/<name>`` and ``final/wall_time_s`` (this process's seconds since
     :class:`~ignite_igan.experiments.runs.Run` was made, so a resumed run counts from its resume, as its report does)
-    is added. The seeds (``seed``, ``seed_data``) and the settings that differ from ``defaults`` are the ones the
-    dashboard shows first (``differing`` of :func:`log_hparams`).
+    is added. The seeds (``seed``, ``seed_data``) and the flags given other values than ``defaults`` are the ones
+    the dashboard shows first (``differing`` of :func:`log_hparams`).
 
     Args:
         run: the recipe's :class:`ignite_igan.experiments.runs.Run`.
@@ -545,12 +545,18 @@ def log_run_hparams(
     values.update(hparams or {})
     if defaults is not None and not isinstance(defaults, Mapping):
         raise TypeError(f"defaults must be a mapping of flags to values, got {type(defaults).__name__}")
+    # Flags compared as given (a default resolved later, e.g. from None, is no change), shown as resolved.
+    given, defaults = vars(run.args), defaults or {}
     differing = [name for name in ("seed", "seed_data") if name in values]
-    differing += [name for name, value in values.items() if name not in differing and name in (defaults or {})
-                  and hparams_from_config({name: defaults[name]}).get(name) != value]
+    differing += [name for name in values if name not in differing and name in given and name in defaults
+                  and _plain(given[name]) != _plain(defaults[name])]
     final = {f"final/{name}": value for name, value in metrics.items()}
     final["final/wall_time_s"] = time.time() - run.started
     log_hparams(run.tensorboard_dir, values, final, step=step, differing=differing)
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, PurePath) else value
 
 
 def log_figure(

@@ -387,18 +387,18 @@ def test_log_run_hparams_marks_the_seeds_and_the_flags_changed_from_the_defaults
 
     args = argparse.Namespace(output_dir=str(tmp_path), seed=1, seed_data=1, device="cpu", threads=None, epochs=3,
                               resume=False, extend=False, no_progress=True, lr=0.1, batch_size=100, amp="off",
-                              data_dir=None)
+                              data_dir=tmp_path, decay_epochs=None)
     defaults = {"seed": 1, "seed_data": 1, "epochs": 300, "lr": 0.1, "batch_size": 50, "amp": "off",
-                "data_dir": None}
+                "data_dir": str(tmp_path), "decay_epochs": None}
     log_run_hparams(Run(args, "demo"), {"test_error": 0.2, "test_error_live": 0.1, "baseline_test_error": 0.3},
-                    step=7, hparams={"labels": 100}, defaults=defaults)
+                    step=7, hparams={"labels": 100, "decay_epochs": 150}, defaults=defaults)  # resolved from None
     infos, metrics = _hparams_experiment(Run(args, "demo").tensorboard_dir)
     # the seeds always (they are what a series of runs varies), then what differs from the defaults
     assert sorted(name for name, differs in infos if differs) == ["batch_size", "epochs", "seed", "seed_data"]
     assert metrics == ["final/test_error", "final/test_error_live", "final/baseline_test_error", "final/wall_time_s"]
     hparams = read_hparams(Run(args, "demo").tensorboard_dir)
-    assert {k: hparams[k] for k in ("seed", "seed_data", "labels", "epochs")} == \
-        {"seed": 1, "seed_data": 1, "labels": 100, "epochs": 3}
+    assert {k: hparams[k] for k in ("seed", "seed_data", "labels", "epochs", "decay_epochs")} == \
+        {"seed": 1, "seed_data": 1, "labels": 100, "epochs": 3, "decay_epochs": 150}
     with pytest.raises(TypeError, match="defaults must be a mapping of flags to values, got list"):
         log_run_hparams(Run(args, "demo"), {"x": 1.0}, step=0, defaults=["lr"])
 
