@@ -269,8 +269,8 @@ def attach_tensorboard(
     Args:
         log_dir: the TensorBoard directory.
         trainer: the training engine.
-        evaluators: ``{name: engine or [engines]}``; e.g. ``{"test": error_evaluator.engine, "samples":
-            scorer.engine}``.
+        evaluators: ``{name: engine or [engines]}``; e.g.
+            ``{"test": error_evaluator.engine, "samples": scorer.engine}``.
         optimizers: an optimizer, a list, or ``{name: optimizer}`` whose learning rates to log.
         state_attributes: names of ``trainer.state`` attributes to log.
         log_every: iterations between scalar logs.
