@@ -172,9 +172,11 @@ def _test_error_history(run_dir: Path) -> List[float]:
         return []
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
-    if "test/error" not in events.Tags().get("scalars", []):
+    tags = events.Tags().get("scalars", [])
+    tag = next((t for t in ("test/error_averaged", "test/error") if t in tags), None)  # "test/error": older runs
+    if tag is None:
         return []
-    return [float(e.value) for e in events.Scalars("test/error")]
+    return [float(e.value) for e in events.Scalars(tag)]
 
 
 def _override_discriminator_noise(input_noise: Optional[float], hidden_noise: Optional[float]) -> Dict[str, float]:

@@ -483,9 +483,11 @@ def _curve(run_dir: Path) -> List[List[float]]:
 
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
-    if "test/error" not in events.Tags().get("scalars", []):
+    tags = events.Tags().get("scalars", [])
+    tag = next((t for t in ("test/error_averaged", "test/error") if t in tags), None)  # "test/error": older runs
+    if tag is None:
         return []
-    return sorted({int(e.step): float(e.value) for e in events.Scalars("test/error")}.items())
+    return sorted({int(e.step): float(e.value) for e in events.Scalars(tag)}.items())
 
 
 def _stats(values: Sequence[float]) -> Dict[str, float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import re
 import time
 from pathlib import PurePath
 from typing import Any, ContextManager, Dict, Mapping, Optional, Sequence, Tuple, Union
@@ -32,6 +33,7 @@ from ignite_igan.validation import check_int, describe
 
 __all__ = [
     "attach_tensorboard",
+    "custom_scalars_layout",
     "ImageGridHandler",
     "InactiveLogger",
     "output_scalars",
@@ -195,11 +197,39 @@ class _ProtocolTextHandler(BaseHandler):
                 self._logged[name] = card.digest
 
 
+def custom_scalars_layout(charts: Mapping[str, Sequence[str]], category: str = "charts") -> Dict[str, Any]:
+    """The layout of TensorBoard's Custom Scalars dashboard that draws each entry of ``charts`` as one chart, for
+    ``SummaryWriter.add_custom_scalars`` (the dashboard reads a chart's tags as regular expressions matched at the
+    start of a tag; here each matches its tag exactly, so ``test/error_live`` does not also draw
+    ``test/error_live_count``).
+
+    Args:
+        charts: ``{title: [tag, ...]}``: the scalar tags drawn as the lines of each chart.
+        category: the dashboard's section that holds the charts.
+
+    Returns:
+        ``{category: {title: ["Multiline", [pattern, ...]]}}``.
+
+    Example:
+        >>> custom_scalars_layout({"test error": ["test/error_averaged", "test/error_live"]})
+        {'charts': {'test error': ['Multiline', ['^test/error_averaged$', '^test/error_live$']]}}
+    """
+    if not isinstance(charts, Mapping) or not charts:
+        raise ValueError(f"charts must be a non-empty mapping of titles to lists of tags, got {charts!r}")
+    layout: Dict[str, Any] = {}
+    for title, tags in charts.items():
+        if isinstance(tags, str) or not isinstance(tags, Sequence) or not tags \
+                or not all(isinstance(tag, str) and tag for tag in tags):
+            raise ValueError(f"charts[{title!r}] must be a non-empty list of scalar tags, got {tags!r}")
+        layout[str(title)] = ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
+    return {category: layout}
+
+
 def attach_tensorboard(
     log_dir: str,
     trainer: Engine,
     *,
-    evaluators: Optional[Mapping[str, Engine]] = None,
+    evaluators: Optional[Mapping[str, Union[Engine, Sequence[Engine]]]] = None,
     optimizers: Optional[Union[Optimizer, Sequence[Optimizer], Mapping[str, Optimizer]]] = None,
     state_attributes: Sequence[str] = (),
     log_every: int = 1,
@@ -210,6 +240,7 @@ def attach_tensorboard(
     weight_histograms: bool = False,
     histogram_every: int = 1,
     protocols: bool = True,
+    charts: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> Union[TensorboardLogger, InactiveLogger]:
     """Attaches TensorBoard logging of a GAN's training to ``trainer`` (and its evaluators) in one call.
 
@@ -220,12 +251,17 @@ def attach_tensorboard(
     - ``training/<name>``: the listed ``engine.state`` attributes that handlers maintain (e.g. ``"real_target"``,
       ``"historical_penalty"``), skipped while not set;
     - ``<optimizer name>/lr/group_<i>``: the learning rates, every ``log_every`` iterations;
-    - ``<evaluator name>/<metric>``: every metric of each evaluator whenever it completes a run;
+    - ``<evaluator name>/<metric>``: every metric of each evaluator whenever it completes a run (several evaluators
+      may share a name, e.g. ``{"test": [averaged.engine, live.engine]}`` with metrics ``error_averaged`` and
+      ``error_live``: ``test/error_averaged`` and ``test/error_live``);
     - ``<evaluator name>/<metric>/protocol`` (text): the protocol card of each metric that publishes one (the
       Inception Score and FID, :class:`~ignite_igan.metrics.Protocol`, from ``engine.state.protocols``), once,
       and again only if the card changes;
     - ``generated``: the :class:`ImageGridHandler` ``images`` every ``image_every`` iterations and at the end of
       training;
+    - ``charts``: a layout of TensorBoard's Custom Scalars dashboard, one chart per entry with the listed scalar
+      tags as its lines (e.g. both test errors on one chart; tags logged elsewhere, such as a baseline's, may be
+      listed too), written once;
     - optionally ``<model name>/grads_norm/<parameter>`` (``grad_norms``, every ``log_every`` iterations) and weight
       histograms (``weight_histograms``, every ``histogram_every`` epochs, with the epoch as step) for each model in
       ``models``.
@@ -233,7 +269,8 @@ def attach_tensorboard(
     Args:
         log_dir: the TensorBoard directory.
         trainer: the training engine.
-        evaluators: ``{name: engine}``; e.g. ``{"test": error_evaluator.engine, "samples": scorer.engine}``.
+        evaluators: ``{name: engine or [engines]}``; e.g.
+            ``{"test": error_evaluator.engine, "samples": scorer.engine}``.
         optimizers: an optimizer, a list, or ``{name: optimizer}`` whose learning rates to log.
         state_attributes: names of ``trainer.state`` attributes to log.
         log_every: iterations between scalar logs.
@@ -244,6 +281,8 @@ def attach_tensorboard(
         weight_histograms: log histograms of the weights.
         histogram_every: epochs between weight histograms.
         protocols: log the evaluators' protocol cards as text.
+        charts: ``{title: [tag, ...]}``, charts of the Custom Scalars dashboard (category ``charts``), each tag
+            matched exactly.
 
     Returns:
         The ``TensorboardLogger`` (call ``close()`` when training ends) on rank 0, an :class:`InactiveLogger` with a
@@ -259,6 +298,12 @@ def attach_tensorboard(
     image_every = check_int("image_every", image_every, minimum=1)
     histogram_every = check_int("histogram_every", histogram_every, minimum=1)
     models = dict(models or {})
+    layout = custom_scalars_layout(charts) if charts else None
+    for name, engines in (evaluators or {}).items():
+        for evaluator in [engines] if isinstance(engines, Engine) else engines:
+            if not isinstance(evaluator, Engine):
+                raise TypeError(f"evaluators[{name!r}] must be an Engine or a sequence of Engines, got "
+                                f"{describe(evaluator)}")
     if (grad_norms or weight_histograms) and not models:
         raise ValueError("grad_norms and weight_histograms need models={name: module}")
     if idist.get_rank() != 0:
@@ -277,12 +322,15 @@ def attach_tensorboard(
         optimizers = {f"optimizer{i}" if len(optimizers) > 1 else "optimizer": opt for i, opt in enumerate(optimizers)}
     for name, optimizer in (optimizers or {}).items():
         logger.attach_opt_params_handler(trainer, every, optimizer, param_name="lr", tag=name)
-    for name, evaluator in (evaluators or {}).items():
-        logger.attach_output_handler(
-            evaluator, Events.COMPLETED, tag=name, metric_names="all", global_step_transform=iteration
-        )
-        if protocols:
-            logger.attach(evaluator, _ProtocolTextHandler(name, trainer), Events.COMPLETED)
+    for name, engines in (evaluators or {}).items():
+        for evaluator in [engines] if isinstance(engines, Engine) else engines:
+            logger.attach_output_handler(
+                evaluator, Events.COMPLETED, tag=name, metric_names="all", global_step_transform=iteration
+            )
+            if protocols:
+                logger.attach(evaluator, _ProtocolTextHandler(name, trainer), Events.COMPLETED)
+    if layout is not None:
+        logger.writer.add_custom_scalars(layout)
     if images is not None:
         logger.attach(trainer, images, Events.ITERATION_COMPLETED(every=image_every) | Events.COMPLETED)
     for name, model in models.items():
@@ -340,6 +388,7 @@ def log_hparams(
     metrics: Mapping[str, Any],
     *,
     step: int = 0,
+    differing: Sequence[str] = (),
 ) -> None:
     """Writes a run's configuration and final numbers to TensorBoard's HParams dashboard, in the run's own folder.
 
@@ -354,6 +403,9 @@ def log_hparams(
         hparams: ``{name: value}`` with values bool, int, float, str or a path (see :func:`hparams_from_config`).
         metrics: ``{tag: number}``, e.g. ``{"final/test_error": 0.042}``; each must be a real number.
         step: the scalars' step (e.g. the run's last iteration).
+        differing: names in ``hparams`` that set this run apart from others (its seeds, the flags it changed). The
+            dashboard shows five columns at first, those it is told differ between runs first, then the others by
+            name; without this the five would be the first names alphabetically, the same in every run.
 
     Example:
         >>> import tempfile
@@ -374,6 +426,8 @@ def log_hparams(
     if not isinstance(metrics, Mapping) or not metrics:
         raise ValueError(f"metrics must be a non-empty mapping of tags to numbers, got {metrics!r}")
     check_int("step", step, minimum=0)
+    if isinstance(differing, str) or any(str(name) not in hparams for name in differing):
+        raise ValueError(f"differing must be a list of names in hparams, got {differing!r}")
     values = hparams_from_config(hparams)
     for key, value in hparams.items():
         if str(key) not in values:  # None or a container: TensorBoard has no column type for it
@@ -389,11 +443,25 @@ def log_hparams(
     with _summary_writer(log_dir_or_writer) as writer:
         # What SummaryWriter.add_hparams writes, in this writer's folder rather than a new time-stamped one: the
         # experiment, session start and session end summaries (they name the metrics; their values are the scalars).
-        for summary in hparams_summaries(values, scalars):
+        experiment, start, end = hparams_summaries(values, scalars)
+        for summary in (_mark_differing(experiment, {str(name) for name in differing}), start, end):
             writer._get_file_writer().add_summary(summary, step)
         for tag, value in scalars.items():
             writer.add_scalar(tag, value, step)
         writer.flush()
+
+
+def _mark_differing(experiment: Any, names: Any) -> Any:
+    """The experiment summary of ``torch.utils.tensorboard.summary.hparams`` with ``names`` marked as differing
+    between runs (TensorBoard computes this mark only when no run states the experiment, as each run here does)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    metadata = experiment.value[0].metadata.plugin_data
+    data = plugin_data_pb2.HParamsPluginData.FromString(metadata.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in names
+    metadata.content = data.SerializeToString()
+    return experiment
 
 
 def read_hparams(log_dir: Union[str, "os.PathLike[str]"]) -> Dict[str, Union[float, str, bool]]:
@@ -435,20 +503,27 @@ def read_hparams(log_dir: Union[str, "os.PathLike[str]"]) -> Dict[str, Union[flo
 
 
 def log_run_hparams(
-    run: Any, metrics: Mapping[str, Any], *, step: int, hparams: Optional[Mapping[str, Any]] = None
+    run: Any,
+    metrics: Mapping[str, Any],
+    *,
+    step: int,
+    hparams: Optional[Mapping[str, Any]] = None,
+    defaults: Optional[Mapping[str, Any]] = None,
 ) -> None:
     """The HParams record of a recipe's run: :func:`log_hparams` into the run's TensorBoard folder with the
     experiment's name, every configuration flag TensorBoard can show (:func:`hparams_from_config` of
     :meth:`Run.configuration <ignite_igan.experiments.runs.Run.configuration>`), the epochs, and ``hparams``; the
     metrics are tagged ``final/<name>`` and ``final/wall_time_s`` (this process's seconds since
     :class:`~ignite_igan.experiments.runs.Run` was made, so a resumed run counts from its resume, as its report does)
-    is added.
+    is added. The seeds (``seed``, ``seed_data``) and the flags given other values than ``defaults`` are the ones
+    the dashboard shows first (``differing`` of :func:`log_hparams`).
 
     Args:
         run: the recipe's :class:`ignite_igan.experiments.runs.Run`.
         metrics: ``{name: number}``, the run's final numbers (e.g. ``{"test_error": 0.2, "iterations": 2400}``).
         step: the scalars' step, the run's last iteration.
         hparams: more hyperparameters (e.g. the number of labels), added to the configuration's.
+        defaults: the recipe's defaults, ``{flag: value}`` (e.g. ``vars(parser.parse_args([]))``).
 
     Example:
         >>> import argparse, tempfile
@@ -456,7 +531,7 @@ def log_run_hparams(
         >>> args = argparse.Namespace(output_dir=tempfile.mkdtemp(), seed=1, device="cpu", threads=None, epochs=2,
         ...                           resume=False, extend=False, no_progress=True, lr=0.1)
         >>> run = Run(args, "demo")
-        >>> log_run_hparams(run, {"test_error": 0.25}, step=10, hparams={"labels": 100})
+        >>> log_run_hparams(run, {"test_error": 0.25}, step=10, hparams={"labels": 100}, defaults={"lr": 0.01})
         >>> hparams = read_hparams(run.tensorboard_dir)
         >>> hparams["experiment"], hparams["lr"], hparams["epochs"], hparams["labels"]
         ('demo', 0.1, 2.0, 100.0)
@@ -467,9 +542,21 @@ def log_run_hparams(
     epochs = getattr(run.args, "epochs", None)
     if epochs is not None:  # a resumable flag (--extend may raise it), so not in the configuration
         values["epochs"] = epochs
+    values.update(hparams or {})
+    if defaults is not None and not isinstance(defaults, Mapping):
+        raise TypeError(f"defaults must be a mapping of flags to values, got {type(defaults).__name__}")
+    # Flags compared as given (a default resolved later, e.g. from None, is no change), shown as resolved.
+    given, defaults = vars(run.args), defaults or {}
+    differing = [name for name in ("seed", "seed_data") if name in values]
+    differing += [name for name in values if name not in differing and name in given and name in defaults
+                  and _plain(given[name]) != _plain(defaults[name])]
     final = {f"final/{name}": value for name, value in metrics.items()}
     final["final/wall_time_s"] = time.time() - run.started
-    log_hparams(run.tensorboard_dir, {**values, **(hparams or {})}, final, step=step)
+    log_hparams(run.tensorboard_dir, values, final, step=step, differing=differing)
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, PurePath) else value
 
 
 def log_figure(

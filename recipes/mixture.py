@@ -288,8 +288,9 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
             logger.close()
         iterations = trainer.state.iteration
         final = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl")}
-        log_run_hparams(run, {**final, "iterations": iterations}, step=iterations,
-                        hparams=hparams_from_config(dataclasses.asdict(config)))  # the resolved switches too
+        log_run_hparams(run, {**final, "iterations": iterations}, step=iterations,  # the resolved switches too
+                        hparams=hparams_from_config(dataclasses.asdict(config)),
+                        defaults=vars(build_parser().parse_args([])))
         run.finish({**final, "counts": result["counts"], "min_count": result["min_count"]},
                    extra={"techniques": config.techniques, "iterations": iterations, "scatter_plot": plot_path},
                    headline=[f"mixture {describe(config, result, ': ')}"])

@@ -46,7 +46,7 @@ from ignite_igan.datasets import load_dataset_rank_zero_first
 from ignite_igan.engines import create_gan_trainer
 from ignite_igan.experiments import cli
 from ignite_igan.experiments.runs import History, Run, attach_nonfinite_guard
-from ignite_igan.experiments.scoring import attach_periodic_score, inception_report, score_network
+from ignite_igan.experiments.scoring import attach_periodic_score, evaluation_event, inception_report, score_network
 from ignite_igan.handlers import (
     DataDependentInitialization, OneSidedLabelSmoothing, VirtualBatchReference, attach_historical_averaging,
 )
@@ -256,6 +256,8 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
             scorer = GeneratorEvaluator(experiment.generator, {"is": metric}, n_samples=args.is_samples,
                                         batch_size=args.batch_size, seed=args.is_seed, mode="eval")
             experiment.to_save["score_history"] = attach_periodic_score(trainer, scorer, args.is_every, history)
+            trainer.add_event_handler(evaluation_event(args.is_every),  # for the progress bar or line
+                                      lambda engine: setattr(engine.state, "inception_score", history.last["is"]))
         # TensorBoard: the outputs, the scores, the learning rates, the techniques' state and image grids.
         logger = attach_tensorboard(
             str(run.tensorboard_dir), trainer, evaluators={"samples": scorer.engine} if scorer else None,
@@ -266,7 +268,10 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
         )
         outputs = ["loss_discriminator", "loss_generator", "D_x", "D_G_z"] + (["loss_labeled", "train_error"]
                                                                               if experiment.conditional else [])
-        run.attach(trainer, experiment.to_save, outputs)
+        # Without a terminal, a line per score; a run that is not scored, a line at about every tenth of it.
+        line_every = args.is_every if scorer is not None else max(1, round(args.epochs / 10))
+        run.attach(trainer, experiment.to_save, outputs, state_attributes=["inception_score"],
+                   progress_event=evaluation_event(line_every))
         try:
             if not run.training_done:
                 trainer.run(experiment.loader, max_epochs=args.epochs, epoch_length=experiment.epoch_length)
@@ -292,7 +297,8 @@ def report(s: Setting, args: argparse.Namespace, name: str, run: Run, experiment
         final.update(inception_score=score["inception_score"], inception_score_std=score["inception_score_std"])
         headline += lines
     headline.append(f"  paper        {s.paper or 'no number for this setting'}")
-    log_run_hparams(run, final, step=metrics["iterations"], hparams=experiment.techniques)
+    log_run_hparams(run, final, step=metrics["iterations"], hparams=experiment.techniques,
+                    defaults=vars(build_parser(name).parse_args([])))
     run.finish(metrics, extra={"paper": s.paper}, headline=headline)
 
 

@@ -26,6 +26,7 @@ import argparse
 import sys
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Optional, Sequence
 
@@ -33,6 +34,8 @@ import ignite.distributed as idist
 import torch
 import torch.nn.functional as torch_F
 from ignite.engine import Events, create_supervised_trainer
+from ignite.handlers.tensorboard_logger import TensorboardLogger
+from ignite.handlers.utils import global_step_from_engine
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from ignite_igan import models
@@ -42,6 +45,7 @@ from ignite_igan.device_data import DeviceSemiSupervisedLoader, fits_on_device
 from ignite_igan.engines import create_semi_supervised_trainer, outputs_on_device, outputs_to_floats
 from ignite_igan.experiments import cli
 from ignite_igan.experiments.runs import Run, attach_nonfinite_guard, attach_progress
+from ignite_igan.experiments.scoring import evaluation_event
 from ignite_igan.experiments.seeds import parse_seeds, seeds_command
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
 from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
@@ -99,6 +103,10 @@ SETTINGS = {"mnist_ssl": MNIST, "fashion_mnist_ssl": FASHION_MNIST, "digits_ssl"
             "svhn_ssl": SVHN, "cifar10_ssl_md": CIFAR10_MD, "svhn_ssl_md": SVHN_MD}
 INIT_EXAMPLES, EVAL_BATCH = 500, 100  # docs/reference.md, Data-dependent init; the reference evaluates in 100s
 OUTPUTS = ["loss_labeled", "loss_unlabeled", "loss_generator", "train_error"]
+# The test errors' TensorBoard tags, drawn on one chart: the evaluation-averaged discriminator (the reported one), the
+# discriminator being trained, and the labeled-only baseline's averaged copy (--baseline).
+TEST_ERROR_CHART = "test error"
+TEST_ERROR_TAGS = ["test/error_averaged", "test/error_live", "test/error_baseline"]
 
 
 def build_parser(name: str) -> cli.RecipeArgumentParser:
@@ -264,29 +272,33 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         parts = build(s, args, data, fast, device)
         trainer = parts.trainer
 
-        # The averaged discriminator's test error every --eval-every epochs and after the last one (once), and the
-        # live discriminator's beside it for TensorBoard only (is the average lagging? the report stays averaged).
+        # The averaged discriminator's test error every --eval-every epochs and after the last one (once): the
+        # reported one, as the reference's; the live discriminator's beside it (is the average lagging?).
+        when = evaluation_event(args.eval_every)
         averaged = ErrorEvaluator(lambda: parts.averaging.averaged_model, test_loader(data.test_set, args),
-                                  name="error", device=device)
-        when = Events.EPOCH_COMPLETED(event_filter=lambda e, epoch: epoch % args.eval_every == 0
-                                      or epoch == e.state.max_epochs)
+                                  name="error_averaged", device=device)
         averaged.attach(trainer, when)
-        live = ErrorEvaluator(parts.discriminator, test_loader(data.test_set, args), name="error", device=device)
+        live = ErrorEvaluator(parts.discriminator, test_loader(data.test_set, args), name="error_live", device=device)
         trainer.add_event_handler(when, live.run)
 
         def publish(engine) -> None:  # shown by the progress bar or line
-            engine.state.test_error = averaged.engine.state.metrics["error"]
+            engine.state.test_error = averaged.engine.state.metrics["error_averaged"]
+            engine.state.test_error_live = live.engine.state.metrics["error_live"]
 
         trainer.add_event_handler(when, publish)
-        # TensorBoard: the outputs, both test errors, the learning rates, the average's momentum and image grids.
+        # TensorBoard: the outputs, both test errors (test/error_averaged, test/error_live, and the baseline's
+        # test/error_baseline on one chart), the learning rates, the average's momentum and image grids.
         logger = attach_tensorboard(
-            str(run.tensorboard_dir), trainer, evaluators={"test": averaged.engine, "test_live": live.engine},
+            str(run.tensorboard_dir), trainer, evaluators={"test": [averaged.engine, live.engine]},
             optimizers={"discriminator": parts.d_optimizer, "generator": parts.g_optimizer},
             state_attributes=["ema_momentum"], log_every=fast.log_every, image_every=args.image_every,
             images=ImageGridHandler(parts.generator, image_range=s.image_range, image_shape=s.image_shape,
                                     mode="train"),  # the reference's generators always use batch statistics
+            charts={TEST_ERROR_CHART: TEST_ERROR_TAGS if args.baseline else TEST_ERROR_TAGS[:2]},
         )
-        run.attach(trainer, parts.to_save, OUTPUTS)
+        # Without a terminal, a line per evaluation with both errors.
+        run.attach(trainer, parts.to_save, OUTPUTS, state_attributes=["test_error", "test_error_live"],
+                   progress_event=when)
         epoch_length = min(len(parts.loader), args.iterations_per_epoch or len(parts.loader))
         try:
             if not run.training_done:
@@ -296,36 +308,61 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
             run.close()
             return None
-        return report(s, args, name, run, trainer, data, averaged, device)
+        return report(s, args, name, run, trainer, data, averaged, device, live=live)
 
 
-def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace, evaluator, device) -> dict:
-    """The results (with the labeled-only baseline), ``summary.json``, the HParams row and the console's lines."""
+def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace, evaluator, device,
+           live: Optional[ErrorEvaluator] = None) -> dict:
+    """The results (with the labeled-only baseline), ``summary.json``, the HParams row and the console's lines.
+
+    ``evaluator`` scores the averaged discriminator, ``live`` the discriminator itself (named ``error_averaged``
+    and ``error_live``, as :func:`train` makes them).
+    """
     if run.phase == "training":
-        metrics = evaluator.engine.state.metrics or evaluator.run()  # resumed after its last epoch: score once
-        results = {"test_error": metrics["error"], "test_error_count": metrics["error_count"],
-                   "test_examples": len(data.test_set), "labels": len(data.labeled),
-                   "unlabeled_examples": len(data.train_set) if data.pool is None else len(data.pool),
-                   "iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
-                   "final_train_outputs": outputs_to_floats(trainer.state.output)}
+        def scored(scorer):  # resumed after its last epoch: score once
+            return scorer.engine.state.metrics or scorer.run()
+
+        averaged = scored(evaluator)
+        results = {"test_error": averaged[evaluator.name], "test_error_count": averaged[evaluator.name + "_count"]}
+        if live is not None:
+            now = scored(live)
+            results.update(test_error_live=now[live.name], test_error_live_count=now[live.name + "_count"])
+        results.update({"test_examples": len(data.test_set), "labels": len(data.labeled),
+                        "unlabeled_examples": len(data.train_set) if data.pool is None else len(data.pool),
+                        "iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
+                        "final_train_outputs": outputs_to_floats(trainer.state.output)})
         if args.baseline:
             run.enter_phase("baseline", results)  # a run stopped in the baseline resumes there
     else:
         results = run.results
+    examples = results["test_examples"]
     headline = [f"{name}: test error {100 * results['test_error']:.2f} % ({results['test_error_count']:,} of "
-                f"{results['test_examples']:,}) after {results['iterations']:,} iterations"]
+                f"{examples:,}) after {results['iterations']:,} iterations, the averaged discriminator"]
+    if "test_error_live" in results:  # (a record of an older version holds none)
+        headline.append(f"  live         {100 * results['test_error_live']:.2f} % ({results['test_error_live_count']:,}"
+                        f" of {examples:,}), the discriminator as trained")
     if args.baseline:
-        results.update(labeled_only_baseline(s, args, data, device, results["iterations"]))
-        headline.append(f"  labeled-only baseline  {100 * results['baseline_test_error']:.2f} %")
+        results.update(labeled_only_baseline(s, args, data, device, results["iterations"], log_dir=run.tensorboard_dir))
+        headline.append(f"  baseline     {100 * results['baseline_test_error']:.2f} % "
+                        f"({results['baseline_test_error_count']:,} of {examples:,}), the same discriminator on the "
+                        f"{results['labels']:,} labeled images alone")
     headline.append(f"  paper        {s.paper or 'no number for this setting'}")
-    final = {k: results[k] for k in ("test_error", "baseline_test_error", "iterations") if k in results}
-    log_run_hparams(run, final, step=results["iterations"], hparams={"labels": results["labels"]})
+    final = {key: results[key] for key in ("test_error", "test_error_live", "baseline_test_error", "iterations")
+             if key in results}
+    log_run_hparams(run, final, step=results["iterations"], hparams={"labels": results["labels"]},
+                    defaults=vars(build_parser(name).parse_args([])))
     run.finish(results, extra={"paper": s.paper}, headline=headline)
     return results
 
 
-def labeled_only_baseline(s: Setting, args, data: SimpleNamespace, device, iterations: int) -> dict:
-    """The same discriminator, noise, init, average and schedule on the labeled images alone, as many steps."""
+def labeled_only_baseline(s: Setting, args, data: SimpleNamespace, device, iterations: int,
+                          log_dir: Optional[Path] = None) -> dict:
+    """The same discriminator, noise, init, average and schedule on the labeled images alone, as many steps.
+
+    Its averaged copy is scored at the GAN's evaluation epochs (the same iterations: as many per epoch), into
+    TensorBoard's ``test/error_baseline`` in ``log_dir`` (rank 0) beside the GAN's curves; the last score is the
+    result. Progress: a bar on a terminal, else a line at about every tenth of the run (at an evaluation).
+    """
     torch.manual_seed(args.seed + idist.get_rank())
     classifier = s.discriminator().to(device)
     optimizer = ReferenceAdam(classifier.parameters(), lr=args.lr, betas=(0.5, 0.999))
@@ -341,13 +378,33 @@ def labeled_only_baseline(s: Setting, args, data: SimpleNamespace, device, itera
     decay = min(args.lr_decay_epochs, args.epochs)
     if decay > 0:
         linear_decay_scheduler(optimizer, args.epochs, decay).attach(trainer)
+    evaluator = ErrorEvaluator(lambda: averaging.averaged_model, test_loader(data.test_set, args),
+                               name="error_baseline", device=device)
+    evaluator.attach(trainer, evaluation_event(args.eval_every))
+    logger = None
+    if log_dir is not None and idist.get_rank() == 0:
+        logger = TensorboardLogger(log_dir=str(log_dir))
+        logger.attach_output_handler(evaluator.engine, Events.COMPLETED, tag="test", metric_names="all",
+                                     global_step_transform=global_step_from_engine(trainer,
+                                                                                   Events.ITERATION_COMPLETED))
     if idist.get_rank() == 0 and not args.no_progress:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: setattr(e.state, "loss", e.state.output))
-        attach_progress(trainer, [], state_attributes=["loss"], label="baseline epoch")
-    trainer.run(loader, max_epochs=args.epochs, epoch_length=max(1, iterations // args.epochs))
-    result = ErrorEvaluator(averaging.averaged_model, test_loader(data.test_set, args), name="error",
-                            device=device).run()
-    return {"baseline_test_error": result["error"], "baseline_test_error_count": result["error_count"]}
+        trainer.add_event_handler(evaluation_event(args.eval_every), lambda e: setattr(
+            e.state, "test_error", evaluator.engine.state.metrics["error_baseline"]))
+        # Lines at evaluations, about ten of them: the baseline is the comparison, not the run to watch.
+        every = args.eval_every * max(1, round(args.epochs / 10 / args.eval_every))
+        print(f"labeled-only baseline: the discriminator on the {len(labeled_set):,} labeled images alone, "
+              f"{args.epochs} epochs", file=sys.stderr, flush=True)
+        attach_progress(trainer, [], state_attributes=["loss", "test_error"], label="baseline epoch",
+                        line_event=evaluation_event(every))
+    try:
+        trainer.run(loader, max_epochs=args.epochs, epoch_length=max(1, iterations // args.epochs))
+    finally:
+        if logger is not None:
+            logger.close()
+    result = evaluator.engine.state.metrics  # after the last epoch
+    return {"baseline_test_error": result["error_baseline"],
+            "baseline_test_error_count": result["error_baseline_count"]}
 
 
 def main(name: str, argv: Optional[Sequence[str]] = None) -> None:

@@ -296,3 +296,129 @@ def test_log_hparams_writes_nothing_off_rank_zero(tmp_path, monkeypatch):
     monkeypatch.setattr(idist, "get_rank", lambda: 1)
     log_hparams(tmp_path, {"seed": 1}, {"final/x": 1.0})
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One chart of several curves, the columns the HParams dashboard shows first, the console's lines
+# ---------------------------------------------------------------------------------------------------------------
+def _custom_scalars_charts(log_dir):
+    """``{(category, title): [tag pattern, ...]}`` of the Custom Scalars layout in the event files of ``log_dir``."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    events = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    (event,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    return {(category.title, chart.title): list(chart.multiline.tag)
+            for category in layout.category for chart in category.chart}
+
+
+def test_evaluators_under_one_name_and_their_curves_on_one_chart(tmp_path):
+    import re
+
+    trainer = Engine(lambda engine, batch: {"loss": 0.5})
+    evaluators = []
+    for name, prediction in (("error_averaged", [1.0, 0.0]), ("error_live", [0.0, 1.0])):
+        evaluator = Engine(lambda engine, batch, p=prediction: (torch.tensor([p]), torch.tensor([batch])))
+        SemiSupervisedError().attach(evaluator, name)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _, scored=evaluator: scored.run([0, 1, 1]))
+        evaluators.append(evaluator)
+    tags = ["test/error_averaged", "test/error_live", "baseline/error"]
+    logger = attach_tensorboard(str(tmp_path), trainer, evaluators={"test": evaluators},
+                                charts={"test error": tags})
+    trainer.run([0, 1], max_epochs=2)
+    logger.writer.add_scalar("baseline/error", 0.5, 4)  # a curve logged elsewhere, on the same chart
+    logger.close()
+
+    events = read_events(tmp_path)
+    # predicting class 0 for labels 0, 1, 1 is wrong twice; class 1 once
+    for tag, error in (("test/error_averaged", 2 / 3), ("test/error_live", 1 / 3)):
+        assert [e.step for e in events.Scalars(tag)] == [2, 4]
+        assert [e.value for e in events.Scalars(tag)] == pytest.approx([error, error])
+    assert [e.value for e in events.Scalars("test/error_live_count")] == [1.0, 1.0]
+    (key, patterns), = _custom_scalars_charts(tmp_path).items()
+    assert key == ("charts", "test error")
+    # The dashboard matches each pattern at the start of a tag (re.match): each draws its own tag, not the counts.
+    scalars = events.Tags()["scalars"]
+    assert [[tag for tag in scalars if re.match(pattern, tag)] for pattern in patterns] == [[tag] for tag in tags]
+
+
+def test_charts_and_evaluators_are_checked_where_they_enter(tmp_path):
+    from ignite_igan.logging import custom_scalars_layout
+
+    trainer = Engine(lambda engine, batch: None)
+    with pytest.raises(TypeError, match=r"evaluators\['test'\] must be an Engine or a sequence of Engines, got str"):
+        attach_tensorboard(str(tmp_path / "a"), trainer, evaluators={"test": ["engine"]})
+    with pytest.raises(ValueError, match=r"charts\['errors'\] must be a non-empty list of scalar tags, got 'test/e'"):
+        attach_tensorboard(str(tmp_path / "b"), trainer, charts={"errors": "test/e"})
+    with pytest.raises(ValueError, match="charts must be a non-empty mapping"):
+        custom_scalars_layout({})
+    assert not list(tmp_path.iterdir())  # refused before any event file
+    assert custom_scalars_layout({"lr": ["d/lr.0"]}, category="c") == {"c": {"lr": ["Multiline", [r"^d/lr\.0$"]]}}
+
+
+def _hparams_experiment(log_dir):
+    """``([(name, differs), ...], [metric tag, ...])`` of the HParams experiment in the event files of ``log_dir``."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = read_events(log_dir).PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    return [(i.name, i.differs) for i in experiment.hparam_infos], [i.name.tag for i in experiment.metric_infos]
+
+
+def test_log_hparams_marks_what_sets_a_run_apart_for_the_dashboards_first_columns(tmp_path):
+    from ignite_igan.logging import log_hparams
+
+    log_hparams(tmp_path / "run", {"amp": "off", "batch_size": 100, "lr": 0.1, "seed": 2},
+                {"final/test_error": 0.2, "final/test_error_live": 0.1}, differing=["seed", "lr"])
+    infos, metrics = _hparams_experiment(tmp_path / "run")
+    assert sorted(infos) == [("amp", False), ("batch_size", False), ("lr", True), ("seed", True)]
+    assert metrics == ["final/test_error", "final/test_error_live"]  # in the given order
+    with pytest.raises(ValueError, match=r"differing must be a list of names in hparams, got \['sed'\]"):
+        log_hparams(tmp_path / "bad", {"seed": 1}, {"final/x": 1.0}, differing=["sed"])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_log_run_hparams_marks_the_seeds_and_the_flags_changed_from_the_defaults(tmp_path):
+    import argparse
+
+    from ignite_igan.experiments.runs import Run
+    from ignite_igan.logging import log_run_hparams, read_hparams
+
+    args = argparse.Namespace(output_dir=str(tmp_path), seed=1, seed_data=1, device="cpu", threads=None, epochs=3,
+                              resume=False, extend=False, no_progress=True, lr=0.1, batch_size=100, amp="off",
+                              data_dir=tmp_path, decay_epochs=None)
+    defaults = {"seed": 1, "seed_data": 1, "epochs": 300, "lr": 0.1, "batch_size": 50, "amp": "off",
+                "data_dir": str(tmp_path), "decay_epochs": None}
+    log_run_hparams(Run(args, "demo"), {"test_error": 0.2, "test_error_live": 0.1, "baseline_test_error": 0.3},
+                    step=7, hparams={"labels": 100, "decay_epochs": 150}, defaults=defaults)  # resolved from None
+    infos, metrics = _hparams_experiment(Run(args, "demo").tensorboard_dir)
+    # the seeds always (they are what a series of runs varies), then what differs from the defaults
+    assert sorted(name for name, differs in infos if differs) == ["batch_size", "epochs", "seed", "seed_data"]
+    assert metrics == ["final/test_error", "final/test_error_live", "final/baseline_test_error", "final/wall_time_s"]
+    hparams = read_hparams(Run(args, "demo").tensorboard_dir)
+    assert {k: hparams[k] for k in ("seed", "seed_data", "labels", "epochs", "decay_epochs")} == \
+        {"seed": 1, "seed_data": 1, "labels": 100, "epochs": 3, "decay_epochs": 150}
+    with pytest.raises(TypeError, match="defaults must be a mapping of flags to values, got list"):
+        log_run_hparams(Run(args, "demo"), {"x": 1.0}, step=0, defaults=["lr"])
+
+
+def test_progress_without_a_terminal_prints_a_line_at_each_line_event_only():
+    from ignite_igan.experiments.runs import attach_progress
+
+    def lines(**kwargs):
+        trainer = Engine(lambda engine, batch: {"loss": float(batch)})
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: setattr(e.state, "test_error", e.state.epoch / 10))
+        stream = io.StringIO()
+        attach_progress(trainer, ["loss"], state_attributes=["test_error"], stream=stream, **kwargs)
+        trainer.run([1.0, 1.0], max_epochs=5)
+        return [line.split("  ") for line in stream.getvalue().splitlines()]
+
+    every = lines()
+    assert [line[0] for line in every] == [f"epoch {k}/5" for k in range(1, 6)]
+    evaluations = lines(line_event=Events.EPOCH_COMPLETED(every=2) | Events.COMPLETED)
+    assert [line[:4] for line in evaluations] == [["epoch 2/5", "iteration 4", "loss 1", "test_error 0.2"],
+                                                  ["epoch 4/5", "iteration 8", "loss 1", "test_error 0.4"],
+                                                  ["epoch 5/5", "iteration 10", "loss 1", "test_error 0.5"]]
+    assert all(line[-1].endswith(" s") for line in evaluations)
+    assert lines(line_event=None) == []

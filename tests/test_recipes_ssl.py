@@ -1,6 +1,7 @@
 """The semi-supervised recipes, run end to end as a user runs them."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,6 +35,24 @@ def summary(output_dir):
     return json.loads((Path(output_dir) / "summary.json").read_text())
 
 
+def _custom_scalars_charts(events):
+    """``{title: [tag pattern, ...]}`` of the Custom Scalars layout in a run's event files."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    (event,) = events.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    return {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
+
+
+def _hparams_experiment(events):
+    """The HParams experiment of a run's event files: ``([(name, differs), ...], [metric tag, ...])``."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    data = plugin_data_pb2.HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/experiment"])
+    return ([(info.name, info.differs) for info in data.experiment.hparam_infos],
+            [info.name.tag for info in data.experiment.metric_infos])
+
+
 def test_digits_ssl_runs_for_real_and_reports_both_errors(tmp_path):
     out = tmp_path / "digits"
     run_recipe("digits_ssl", "--epochs", "3", "--output-dir", out, "--no-progress")
@@ -41,26 +60,35 @@ def test_digits_ssl_runs_for_real_and_reports_both_errors(tmp_path):
     metrics = result["metrics"]
     assert metrics["labels"] == 100 and metrics["test_examples"] == 500
     assert metrics["iterations"] == 3 * (1297 // 100)
-    # Measured: 0.216 and 0.216 with these seeds (0.12 to 0.22 with seeds 2 and 3). Chance is 0.9, and a model
-    # that learned nothing scores near it: with the evaluation average never updated, 0.884 and 0.894 (which
-    # passed a "< 0.9" check).
-    for key in ("test_error", "baseline_test_error"):
+    # Measured: 0.176, 0.168 (live) and 0.216 with these seeds (0.12 to 0.22 with seeds 2 and 3). Chance is 0.9,
+    # and a model that learned nothing scores near it: with the evaluation average never updated, 0.884 and 0.894
+    # (which passed a "< 0.9" check).
+    for key in ("test_error", "test_error_live", "baseline_test_error"):
         assert 0.0 < metrics[key] < 0.4, key
-    assert metrics["test_error_count"] == round(metrics["test_error"] * 500)
+    for key in ("test_error", "test_error_live", "baseline_test_error"):
+        assert metrics[f"{key}_count"] == round(metrics[key] * 500), key
+    assert metrics["test_error_live"] != metrics["test_error"]  # two discriminators, not one number twice
     assert result["seeds"] == {"seed": 1, "seed_data": 1} and result["config"]["epochs"] == 3
     assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["checkpoint_2.pt", "checkpoint_3.pt"]
-    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
-    assert {"training/loss_labeled", "training/loss_generator", "test/error"} <= set(tags["scalars"])
+    assert {"training/loss_labeled", "training/loss_generator", "test/error_averaged"} <= set(tags["scalars"])
     assert tags["images"], "no image grid in the TensorBoard log"
-    # the live discriminator beside the averaged one, at the same evaluations; the summary keeps the averaged one
-    averaged, live = events.Scalars("test/error"), events.Scalars("test_live/error")
-    assert [e.step for e in live] == [e.step for e in averaged] == [12, 24, 36]
-    assert averaged[-1].value == pytest.approx(metrics["test_error"])
+    # the live discriminator beside the averaged one, at the same evaluations, and the labeled-only baseline's
+    # curve at the same iterations (it trains as many per epoch); each curve ends on the summary's number
+    curves = {name: events.Scalars(f"test/error_{name}") for name in ("averaged", "live", "baseline")}
+    for name, key in (("averaged", "test_error"), ("live", "test_error_live"), ("baseline", "baseline_test_error")):
+        assert [e.step for e in curves[name]] == [12, 24, 36], name
+        assert curves[name][-1].value == pytest.approx(metrics[key]), name
+    assert len({e.value for e in curves["baseline"]}) == 3  # a curve, not one number repeated
+    # the three on one chart of the Custom Scalars dashboard, each pattern matching exactly its own tag
+    (patterns,) = _custom_scalars_charts(events).values()
+    assert [[tag for tag in tags["scalars"] if re.match(pattern, tag)] for pattern in patterns] == \
+        [["test/error_averaged"], ["test/error_live"], ["test/error_baseline"]]
     # the run's row in the HParams dashboard: its configuration and its final numbers, also as scalars
-    for tag, key in (("final/test_error", "test_error"), ("final/baseline_test_error", "baseline_test_error"),
-                     ("final/iterations", "iterations")):
+    for tag, key in (("final/test_error", "test_error"), ("final/test_error_live", "test_error_live"),
+                     ("final/baseline_test_error", "baseline_test_error"), ("final/iterations", "iterations")):
         (event,) = events.Scalars(tag)
         assert event.step == 36 and event.value == pytest.approx(metrics[key]), tag
     assert events.Scalars("final/wall_time_s")[0].value > 0
@@ -68,6 +96,33 @@ def test_digits_ssl_runs_for_real_and_reports_both_errors(tmp_path):
     assert {k: hparams[k] for k in ("experiment", "seed", "seed_data", "labels_per_class", "labels", "lr", "epochs")} \
         == {"experiment": "digits_ssl", "seed": 1, "seed_data": 1, "labels_per_class": 10, "labels": 100,
             "lr": pytest.approx(3e-3), "epochs": 3}
+    # shown first by the dashboard: the seeds, and the one flag changed from the recipe's defaults (--epochs)
+    infos, metric_tags = _hparams_experiment(events)
+    assert sorted(name for name, differs in infos if differs) == ["epochs", "seed", "seed_data"]
+    assert metric_tags[:3] == ["final/test_error", "final/test_error_live", "final/baseline_test_error"]
+
+
+def test_a_log_file_gets_a_line_per_evaluation_and_no_launcher_lines(tmp_path):
+    out = tmp_path / "digits"
+    result = run_recipe("digits_ssl", "--epochs", "4", "--iterations-per-epoch", "2", "--eval-every", "2",
+                        "--output-dir", out)  # progress on, written to a pipe as to a file
+    lines = result.stderr.splitlines()
+    gan = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split("  ")[0] for line in gan] == ["epoch 2/4", "epoch 4/4"]  # the evaluations, not every epoch
+    metrics = summary(out)["metrics"]
+    assert f"test_error {metrics['test_error']:.4g}" in gan[-1]
+    assert f"test_error_live {metrics['test_error_live']:.4g}" in gan[-1]
+    baseline = [line for line in lines if line.startswith("baseline epoch ")]
+    assert [line.split("  ")[0] for line in baseline] == ["baseline epoch 2/4", "baseline epoch 4/4"]
+    assert f"test_error {metrics['baseline_test_error']:.4g}" in baseline[-1]
+    assert "ignite.distributed" not in result.stderr and "<function" not in result.stderr, result.stderr
+    assert "\r" not in result.stderr
+    report = result.stdout.splitlines()
+    assert report[0] == (f"digits_ssl: test error {100 * metrics['test_error']:.2f} % ({metrics['test_error_count']} "
+                         "of 500) after 8 iterations, the averaged discriminator")
+    assert report[1].startswith(f"  live         {100 * metrics['test_error_live']:.2f} % "
+                                f"({metrics['test_error_live_count']} of 500)")
+    assert report[2].startswith(f"  baseline     {100 * metrics['baseline_test_error']:.2f} %")
 
 
 @pytest.mark.parametrize(
@@ -246,12 +301,12 @@ def test_fashion_mnist_recipe_on_the_real_data(tmp_path):
     # Measured after these 6 iterations: 0.477 and 0.472 (0.558 and 0.583 with seed 2); with the evaluation average
     # never updated, 0.894 and 0.936, which passed the former "< 0.9" on the GAN's error.
     assert metrics["iterations"] == 6 and 0 < metrics["test_error"] < 0.7 and 0 < metrics["baseline_test_error"] < 0.7
-    # The run reports itself: one line per epoch (no terminal here), the numbers and the paths at the end.
-    assert "epoch 1/2  iteration 3" in result.stderr and "test_error" in result.stderr
+    # The run reports itself: a line per evaluation (no terminal here), the numbers and the paths at the end.
+    assert "epoch 1/2  iteration 3" in result.stderr and "test_error_live" in result.stderr
     assert "\r" not in result.stderr
     assert "baseline epoch 2/2" in result.stderr
     assert f"fashion_mnist_ssl: test error {100 * metrics['test_error']:.2f} %" in result.stdout
     assert str(out / "summary.json") in result.stdout and "tensorboard --logdir" in result.stdout
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
-    assert [e.step for e in events.Scalars("test/error")] == [3, 6]  # the last epoch is evaluated once
+    assert [e.step for e in events.Scalars("test/error_averaged")] == [3, 6]  # the last epoch is evaluated once

@@ -104,7 +104,7 @@ def test_the_server_lists_both_runs_with_their_scalars_and_image_grids(server):
     assert sorted(server.json("/data/runs")) == ["seed1/tensorboard", "seed2/tensorboard"]
     scalars = server.json("/data/plugin/scalars/tags")
     for run in ("seed1/tensorboard", "seed2/tensorboard"):
-        expected = {"training/loss_labeled", "test/error", "test_live/error", "final/test_error",
+        expected = {"training/loss_labeled", "test/error_averaged", "test/error_live", "final/test_error",
                     "final/baseline_test_error", "final/iterations", "final/wall_time_s"}
         assert expected <= set(scalars[run]), expected - set(scalars[run])
     # the baseline's error as a scalar, at the run's last iteration, read through the server

@@ -543,15 +543,30 @@ def launch(main: Callable[..., Any], args: argparse.Namespace, *extra: Any) -> N
 
     Under ``torchrun`` the backend is taken from ``--backend`` (default: nccl with CUDA, gloo without) and the
     process group from torchrun's environment; with ``--nproc-per-node`` Ignite spawns the processes; otherwise
-    the run is a single process.
+    the run is a single process, without the launcher's log lines.
     """
+    import logging
+
+    from ignite.utils import setup_logger
+
     under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
     backend = args.backend
     if backend is None and (under_torchrun or args.nproc_per_node):
         backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
     nproc_per_node = None if under_torchrun else args.nproc_per_node  # torchrun has started the processes
-    with idist.Parallel(backend=backend, nproc_per_node=nproc_per_node) as parallel:
-        parallel.run(main, args, *extra)
+    # One process: Ignite's launcher would log "- Run '<function train at 0x...>' in 1 processes" and "End of run"
+    # around the run's own lines, which tells a user nothing. Its logger is set up as Ignite sets it up, quieted for
+    # the run and given its level back after. With several processes its lines (backend, process count) stay.
+    launcher_log = setup_logger("ignite.distributed.launcher.Parallel") if backend is None else None
+    level = launcher_log.level if launcher_log is not None else None
+    if launcher_log is not None:
+        launcher_log.setLevel(logging.WARNING)
+    try:
+        with idist.Parallel(backend=backend, nproc_per_node=nproc_per_node) as parallel:
+            parallel.run(main, args, *extra)
+    finally:
+        if launcher_log is not None:
+            launcher_log.setLevel(level)
 
 
 def launch_recipe(

@@ -5,7 +5,7 @@ rest, the same way for every recipe:
 
 1. :meth:`Run.start`: checks the output folder and takes its lock, seeds ``torch``/NumPy/Python with
    ``seed + rank``, picks the device, and records the run's configuration in ``<output-dir>/run.json``.
-2. :meth:`Run.attach`: progress (a bar on a terminal, one line per epoch otherwise), a guard that stops training
+2. :meth:`Run.attach`: progress (a bar on a terminal, log lines otherwise), a guard that stops training
    at the first non-finite loss, a checkpoint every epoch (atomic, checksummed, the two newest kept, with every
    process's random states), and, with ``--resume``, the newest usable checkpoint loaded.
 3. :meth:`Run.finish`: ``summary.json``, the record marked complete, a short report on stdout, the lock released.
@@ -211,14 +211,16 @@ def attach_progress(
     state_attributes: Sequence[str] = (),
     stream: Any = None,
     label: str = "epoch",
+    line_event: Any = Events.EPOCH_COMPLETED,
 ) -> None:
-    """Progress of ``trainer``: a bar on a terminal, else one line per epoch (for log files).
+    """Progress of ``trainer``: a bar on a terminal, else a line at each ``line_event`` (for log files).
 
     Both show running averages (α = 0.98) of ``output_names`` (keys of the step's output dict) and the
     ``engine.state`` attributes in ``state_attributes`` that exist (e.g. ``test_error``, set after evaluations).
-    Without a terminal, carriage-return bars would fill a log file with one ever-growing line; a line per epoch
-    (``epoch 3/20  iteration 1800  loss_labeled 0.113 ...  test_error 0.2312  71.3 s``) reads well in ``tail``. Its
-    time is the epoch's as Ignite measures it (``engine.state.times``: the iterations, not the epoch's handlers).
+    Without a terminal, carriage-return bars would fill a log file with one ever-growing line; a line per epoch, or
+    per evaluation with ``line_event`` the evaluation's event (``epoch 3/20  iteration 1800  loss_labeled 0.113 ...
+    test_error 0.2312  71.3 s``), reads well in ``tail``. Its time is that of the iterations since the previous line
+    (Ignite's ``engine.state.times`` of each epoch: the iterations, not the epoch's handlers).
 
     Args:
         trainer: the engine.
@@ -226,15 +228,18 @@ def attach_progress(
         state_attributes: ``engine.state`` attributes to show when set.
         stream: where lines go (default ``sys.stderr``); a bar is used only if it is a terminal.
         label: the word that starts each line.
+        line_event: when a line is printed without a terminal: every epoch by default, e.g.
+            ``Events.EPOCH_COMPLETED(every=10)`` for the epochs a run evaluates at; ``None``: no lines (a short run
+            whose result the caller prints).
 
     Example:
         >>> import io
         >>> trainer = Engine(lambda engine, batch: {"loss": 0.5})
         >>> stream = io.StringIO()
-        >>> attach_progress(trainer, ["loss"], stream=stream)
-        >>> _ = trainer.run([0, 1], max_epochs=1)
-        >>> stream.getvalue().split("  ")[:3]
-        ['epoch 1/1', 'iteration 2', 'loss 0.5']
+        >>> attach_progress(trainer, ["loss"], stream=stream, line_event=Events.EPOCH_COMPLETED(every=2))
+        >>> _ = trainer.run([0, 1], max_epochs=4)
+        >>> [line.split("  ")[:3] for line in stream.getvalue().splitlines()]
+        [['epoch 2/4', 'iteration 4', 'loss 0.5'], ['epoch 4/4', 'iteration 8', 'loss 0.5']]
     """
     stream = sys.stderr if stream is None else stream
     names = list(output_names)
@@ -242,8 +247,15 @@ def attach_progress(
     if getattr(stream, "isatty", lambda: False)():
         ProgressBar(persist=False).attach(trainer, metric_names=names, state_attributes=list(state_attributes))
         return
+    if line_event is None:
+        return
+    seconds = [0.0]  # of the iterations since the previous line
 
     @trainer.on(Events.EPOCH_COMPLETED)
+    def _time(engine: Engine) -> None:
+        seconds[0] += engine.state.times[Events.EPOCH_COMPLETED.name] or 0.0
+
+    @trainer.on(line_event)
     def _line(engine: Engine) -> None:
         state = engine.state
         shown = [(name, state.metrics.get(name)) for name in names]
@@ -251,7 +263,8 @@ def attach_progress(
         parts = [f"{label} {state.epoch}/{state.max_epochs}", f"iteration {state.iteration}"]
         parts += [f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
                   for name, value in shown if value is not None]
-        parts.append(f"{state.times[Events.EPOCH_COMPLETED.name]:.1f} s")
+        parts.append(f"{seconds[0]:.1f} s")
+        seconds[0] = 0.0
         print("  ".join(parts), file=stream, flush=True)
 
 
@@ -549,12 +562,15 @@ class Run:
         to_save: Mapping[str, Any],
         output_names: Iterable[str],
         state_attributes: Sequence[str] = ("test_error",),
+        progress_event: Any = Events.EPOCH_COMPLETED,
     ) -> Optional[Path]:
         """Progress, checkpoints, the disk-space check and, with ``--resume``, the checkpoint; returns its path.
 
         Call it after every handler whose state is in ``to_save`` is attached, and before ``trainer.run``; attach
         :func:`attach_nonfinite_guard` right after creating the trainer. ``to_save`` gets the random states of
-        every process added. In a later phase (``baseline``) nothing is loaded: training is over.
+        every process added. In a later phase (``baseline``) nothing is loaded: training is over. Without a
+        terminal, the progress is a line at each ``progress_event`` (e.g. the evaluations'; see
+        :func:`attach_progress`).
         """
         to_save = dict(to_save)
         to_save.setdefault("random_states", RandomStates())
@@ -567,7 +583,7 @@ class Run:
         )
         self._trainer = trainer
         if idist.get_rank() == 0 and not getattr(self.args, "no_progress", False):
-            attach_progress(trainer, output_names, state_attributes)
+            attach_progress(trainer, output_names, state_attributes, line_event=progress_event)
         else:
             _RunningAverages(list(output_names)).attach(trainer)
         self._check_space(to_save)

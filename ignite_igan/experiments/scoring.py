@@ -11,6 +11,8 @@ processes too), and reports the last one with its protocol card. The pieces:
 - :func:`attach_periodic_score`: runs a :class:`~ignite_igan.metrics.GeneratorEvaluator` every ``every`` epochs
   and after the last one, appending each result to a history.
 - :func:`inception_report`: the last Inception score of a history as ``summary.json`` entries and report lines.
+- :func:`evaluation_event`: the event of those epochs (every ``every`` and the last), for whatever else a run does
+  at its evaluations (a console line, another evaluator).
 
 Example:
     >>> import torch
@@ -47,7 +49,7 @@ from ignite_igan.metrics import ClassifierExtractor, GeneratorEvaluator, TFIncep
 from ignite_igan.experiments.runs import History
 from ignite_igan.validation import check_choice, check_instance, check_int
 
-__all__ = ["SCORE_NETWORKS", "score_network", "attach_periodic_score", "inception_report"]
+__all__ = ["SCORE_NETWORKS", "score_network", "attach_periodic_score", "inception_report", "evaluation_event"]
 
 #: The names :func:`score_network` takes, for the paper's Inception, torchvision's and the 8x8 digits' classifier.
 SCORE_NETWORKS = ("inception-v3-compat", "torchvision", "digits")
@@ -107,6 +109,28 @@ def score_network(
     return extractor, {"network": network, "file": str(weights or "") or None}
 
 
+def evaluation_event(every: int) -> Any:
+    """``Events.EPOCH_COMPLETED`` every ``every`` epochs and after the last one (once): when a run evaluates.
+
+    Args:
+        every: epochs between evaluations (at least 1).
+
+    Returns:
+        The filtered event, for ``trainer.add_event_handler``.
+
+    Example:
+        >>> from ignite.engine import Engine
+        >>> trainer, epochs = Engine(lambda engine, batch: None), []
+        >>> _ = trainer.add_event_handler(evaluation_event(3), lambda engine: epochs.append(engine.state.epoch))
+        >>> _ = trainer.run([0], max_epochs=7)
+        >>> epochs
+        [3, 6, 7]
+    """
+    every = check_int("every", every, minimum=1)
+    return Events.EPOCH_COMPLETED(event_filter=lambda engine, epoch: epoch % every == 0
+                                  or epoch == engine.state.max_epochs)
+
+
 def attach_periodic_score(
     trainer: Engine, scorer: GeneratorEvaluator, every: int, history: Optional[History] = None
 ) -> History:
@@ -137,9 +161,8 @@ def attach_periodic_score(
         [(3, 6), (6, 12), (7, 14)]
     """
     check_instance("scorer", scorer, GeneratorEvaluator, "a GeneratorEvaluator")
-    every = check_int("every", every, minimum=1)
+    when = evaluation_event(every)
     history = History() if history is None else history
-    when = Events.EPOCH_COMPLETED(event_filter=lambda e, epoch: epoch % every == 0 or epoch == e.state.max_epochs)
     trainer.add_event_handler(when, lambda e: history.append(epoch=e.state.epoch, iteration=e.state.iteration,
                                                              **scorer.run()))
     return history
