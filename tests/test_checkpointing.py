@@ -284,3 +284,95 @@ def test_jsonable_is_what_a_json_file_reads_back(tmp_path):
     # A table keyed by seed keeps its numeric order in the file (the keys are sorted before they become text).
     write_json_atomic(tmp_path / "seeds.json", {10: "b", 2: "a"})
     assert list(json.loads((tmp_path / "seeds.json").read_text())) == ["2", "10"]
+
+
+# --- added by tests: atomic writes when the disk fails in the middle of a write ---
+
+
+class _HalfWrittenFile:
+    """Wraps a real file: ``write`` puts the first ``keep`` bytes on disk, then fails as a full disk does."""
+
+    def __init__(self, f, keep):
+        self._f, self._keep = f, keep
+
+    def write(self, data):
+        self._f.write(data[: self._keep])
+        self._f.flush()
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def _disk_fills_after(monkeypatch, keep):
+    real = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: _HalfWrittenFile(real(fd, *a, **k), keep))
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_intact_and_no_partial(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"error": 0.25, "rows": list(range(100))})
+    old = path.read_bytes()
+    _disk_fills_after(monkeypatch, keep=20)
+    with pytest.raises(OSError, match=r"could not write .*summary\.json.*No space left on device") as caught:
+        write_json_atomic(path, {"error": 0.5, "rows": list(range(200))})
+    monkeypatch.undo()
+    import errno
+
+    assert caught.value.errno == errno.ENOSPC
+    assert path.read_bytes() == old
+    assert sorted(os.listdir(tmp_path)) == ["summary.json"]
+
+
+def test_a_rename_that_fails_leaves_the_old_file_intact_and_no_partial(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"a": 1})
+    old = path.read_bytes()
+
+    def no_rename(src, dst):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError, match=r"could not write .*summary\.json.*Input/output error"):
+        write_json_atomic(path, {"a": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+    assert sorted(os.listdir(tmp_path)) == ["summary.json"]
+
+
+def test_a_stale_partial_file_is_replaced_not_appended_to(tmp_path):
+    """A partial file left by a killed process (longer than the new data) must not leak into the new file."""
+    path = tmp_path / "summary.json"
+    (tmp_path / "summary.json.partial").write_bytes(b"x" * 5000)
+    write_json_atomic(path, {"a": 1})
+    assert path.read_bytes() == b'{\n  "a": 1\n}\n'
+    assert sorted(os.listdir(tmp_path)) == ["summary.json"]
+
+
+def test_a_checkpoint_that_fails_midway_is_not_left_behind_and_the_run_resumes_from_the_last_good_one(
+    tmp_path, monkeypatch
+):
+    _, trainer, to_save = _make_training()
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=2)
+    good = (tmp_path / "checkpoint_2.pt").read_bytes()
+    _disk_fills_after(monkeypatch, keep=1000)
+    with pytest.raises(CheckpointError, match=r"checkpoint_3\.pt.*No space left on device"):
+        trainer.run(range(2), max_epochs=3)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir() if "checkpoint_3" in p.name) == []
+    assert not list(tmp_path.glob("*.partial"))
+    assert (tmp_path / "checkpoint_2.pt").read_bytes() == good
+    _, resumed, to_load = _make_training(seed=1)
+    assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_2.pt"
+    assert resumed.state.epoch == 2
