@@ -376,3 +376,83 @@ def test_a_checkpoint_that_fails_midway_is_not_left_behind_and_the_run_resumes_f
     _, resumed, to_load = _make_training(seed=1)
     assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_2.pt"
     assert resumed.state.epoch == 2
+
+
+# --- added by tests: a checkpoint that records no run identity ---
+
+
+def _identified_training(seed=0, accept_unmarked=False):
+    from ignite_igan.checkpointing import RunIdentity
+
+    model, trainer, to_save = _make_training(seed)
+    to_save["run_identity"] = RunIdentity("demo", "run-a", {"lr": 0.01}, accept_unmarked=accept_unmarked)
+    return model, trainer, to_save
+
+
+def _rewrite(path, change):
+    """Rewrites a checkpoint with ``change`` applied to its state, with a valid checksum (a well-formed file)."""
+    import hashlib
+
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+
+
+def _parameters(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("how, problem", [
+    ("missing", "records no run identity"),
+    ("not_a_mapping", "holds no valid run identity"),
+    ("incomplete", "holds no valid run identity"),
+])
+def test_a_checkpoint_without_a_run_identity_is_skipped_for_the_previous_one(tmp_path, how, problem):
+    _, trainer, to_save = _identified_training()
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=2)
+    epoch_1 = torch.load(tmp_path / "checkpoint_1.pt", weights_only=True)["model"]
+    changes = {
+        "missing": lambda s: s.pop("run_identity"),
+        "not_a_mapping": lambda s: s.__setitem__("run_identity", "run-a"),
+        "incomplete": lambda s: s["run_identity"].pop("run_id"),
+    }
+    _rewrite(tmp_path / "checkpoint_2.pt", changes[how])
+    model, resumed, to_load = _identified_training(seed=1)
+    with pytest.warns(UserWarning, match=rf"checkpoint_2\.pt: {problem}.*Resuming from checkpoint_1\.pt"):
+        assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_1.pt"
+    assert resumed.state.epoch == 1
+    for p, (key, saved) in zip(model.parameters(), epoch_1.items()):
+        assert torch.equal(p.detach(), saved), key
+
+
+def test_checkpoints_without_a_run_identity_are_refused_and_nothing_is_loaded(tmp_path):
+    _, trainer, to_save = _identified_training()
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=2)
+    for epoch in (1, 2):
+        _rewrite(tmp_path / f"checkpoint_{epoch}.pt", lambda s: s.pop("run_identity"))
+    model, resumed, to_load = _identified_training(seed=1)
+    before = _parameters(model)
+    with pytest.raises(CheckpointError, match=r"no usable checkpoint.*checkpoint_2\.pt: records no run identity.*"
+                                              r"checkpoint_1\.pt: records no run identity"):
+        load_latest_checkpoint(to_load, tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(before, _parameters(model)))
+    assert resumed.state.epoch == 0
+
+
+def test_a_run_started_before_identities_accepts_its_unmarked_checkpoints(tmp_path):
+    _, trainer, to_save = _make_training()  # written with no identity, as an older version did
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=2)
+    _, resumed, to_load = _identified_training(seed=1, accept_unmarked=True)
+    assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_2.pt"
+    assert resumed.state.epoch == 2
+    # ... but a marked checkpoint of another run is still refused.
+    _rewrite(tmp_path / "checkpoint_2.pt", lambda s: s.__setitem__(
+        "run_identity", {"experiment": "demo", "run_id": "run-b", "config_sha256": to_load["run_identity"].config_sha256}))
+    _, resumed, to_load = _identified_training(seed=1, accept_unmarked=True)
+    with pytest.warns(UserWarning, match=r"checkpoint_2\.pt: belongs to another run \(run id run-b, not run-a\)"):
+        assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_1.pt"
