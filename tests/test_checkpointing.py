@@ -152,6 +152,15 @@ def test_json_is_written_whole(tmp_path):
     assert sorted(os.listdir(path.parent)) == ["summary.json"]
 
 
+def _free_port() -> int:
+    """A port free now (the OS picks it), so that parallel test runs never collide on a fixed one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _gather_states(local_rank, results):
     torch.manual_seed(1000 + idist.get_rank())
     expected = torch.get_rng_state()
@@ -168,7 +177,7 @@ def test_random_states_of_every_process_are_gathered():
     import multiprocessing as mp
 
     queue = mp.get_context("spawn").Manager().Queue()
-    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+    with idist.Parallel(backend="gloo", nproc_per_node=2, master_port=_free_port()) as parallel:
         parallel.run(_gather_states, queue)
     per_rank = queue.get(timeout=5)
     assert len(per_rank) == 2 and not torch.equal(per_rank[0], per_rank[1])

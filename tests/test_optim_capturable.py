@@ -146,3 +146,30 @@ def test_capturable_groups_equal_host_groups_in_float32():
 
     for host, device in zip(run(False), run(True)):
         torch.testing.assert_close(device, host, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_capturable_step_with_two_groups_replays_in_a_cuda_graph():
+    def groups(p, q):
+        return [{"params": [p]}, {"params": [q], "lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-3}]
+
+    p, q = (torch.nn.Parameter(torch.randn(n, device="cuda")) for n in (5, 3))
+    opt = ReferenceAdam(groups(p, q), lr=1e-2, betas=(0.5, 0.999), capturable=True)
+    p_host, q_host = (torch.nn.Parameter(x.detach().clone()) for x in (p, q))
+    host = ReferenceAdam(groups(p_host, q_host), lr=1e-2, betas=(0.5, 0.999))
+    grads = torch.randn(5, device="cuda"), torch.randn(3, device="cuda")
+    for _ in range(3):  # warm-up outside the capture
+        p.grad, q.grad, p_host.grad, q_host.grad = (g.clone() for g in grads + grads)
+        opt.step()
+        host.step()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        opt.step()
+    for t in range(10):
+        for optimizer in (opt, host):
+            optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = 1e-2 / (t + 1), 0.1 * (1 - t / 10)
+        opt.refresh_hyperparameters()
+        graph.replay()
+        host.step()
+    torch.testing.assert_close(p.detach(), p_host.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(q.detach(), q_host.detach(), rtol=1e-6, atol=1e-6)
