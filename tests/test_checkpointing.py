@@ -460,8 +460,8 @@ def test_a_run_started_before_identities_accepts_its_unmarked_checkpoints(tmp_pa
     assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_2.pt"
     assert resumed.state.epoch == 2
     # ... but a marked checkpoint of another run is still refused.
-    _rewrite(tmp_path / "checkpoint_2.pt", lambda s: s.__setitem__(
-        "run_identity", {"experiment": "demo", "run_id": "run-b", "config_sha256": to_load["run_identity"].config_sha256}))
+    other = {"experiment": "demo", "run_id": "run-b", "config_sha256": to_load["run_identity"].config_sha256}
+    _rewrite(tmp_path / "checkpoint_2.pt", lambda s: s.__setitem__("run_identity", other))
     _, resumed, to_load = _identified_training(seed=1, accept_unmarked=True)
     with pytest.warns(UserWarning, match=r"checkpoint_2\.pt: belongs to another run \(run id run-b, not run-a\)"):
         assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_1.pt"

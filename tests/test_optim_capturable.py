@@ -136,7 +136,7 @@ def test_groups_with_their_own_lr_betas_eps_and_step_counts_match_the_oracle(cap
 def test_capturable_groups_equal_host_groups_in_float32():
     def run(capturable):
         generator = torch.Generator().manual_seed(2)
-        p, q = torch.nn.Parameter(torch.randn(6, generator=generator)), torch.nn.Parameter(torch.randn(3, generator=generator))
+        p, q = (torch.nn.Parameter(torch.randn(n, generator=generator)) for n in (6, 3))
         opt = ReferenceAdam([{"params": [p]}, {"params": [q], "lr": 1e-1}], lr=1e-3, capturable=capturable)
         for t in range(20):
             opt.param_groups[1]["lr"] = 1e-1 / (t + 1)

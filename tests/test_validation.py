@@ -290,7 +290,8 @@ def test_check_real_at_its_bounds_and_one_float_either_side(low_open, high_open)
         if inside:
             assert check_real("x", value, **kwargs) == value
         else:
-            with pytest.raises(ValueError, match=rf"^x must be in {re.escape(interval)}, got {re.escape(repr(value))}$"):
+            message = rf"^x must be in {re.escape(interval)}, got {re.escape(repr(value))}$"
+            with pytest.raises(ValueError, match=message):
                 check_real("x", value, **kwargs)
 
 
