@@ -152,6 +152,15 @@ def test_json_is_written_whole(tmp_path):
     assert sorted(os.listdir(path.parent)) == ["summary.json"]
 
 
+def _free_port() -> int:
+    """A port free now (the OS picks it), so that parallel test runs never collide on a fixed one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def _gather_states(local_rank, results):
     torch.manual_seed(1000 + idist.get_rank())
     expected = torch.get_rng_state()
@@ -168,7 +177,7 @@ def test_random_states_of_every_process_are_gathered():
     import multiprocessing as mp
 
     queue = mp.get_context("spawn").Manager().Queue()
-    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+    with idist.Parallel(backend="gloo", nproc_per_node=2, master_port=_free_port()) as parallel:
         parallel.run(_gather_states, queue)
     per_rank = queue.get(timeout=5)
     assert len(per_rank) == 2 and not torch.equal(per_rank[0], per_rank[1])
@@ -284,3 +293,175 @@ def test_jsonable_is_what_a_json_file_reads_back(tmp_path):
     # A table keyed by seed keeps its numeric order in the file (the keys are sorted before they become text).
     write_json_atomic(tmp_path / "seeds.json", {10: "b", 2: "a"})
     assert list(json.loads((tmp_path / "seeds.json").read_text())) == ["2", "10"]
+
+
+# --- added by tests: atomic writes when the disk fails in the middle of a write ---
+
+
+class _HalfWrittenFile:
+    """Wraps a real file: ``write`` puts the first ``keep`` bytes on disk, then fails as a full disk does."""
+
+    def __init__(self, f, keep):
+        self._f, self._keep = f, keep
+
+    def write(self, data):
+        self._f.write(data[: self._keep])
+        self._f.flush()
+        import errno
+
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def _disk_fills_after(monkeypatch, keep):
+    real = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: _HalfWrittenFile(real(fd, *a, **k), keep))
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_intact_and_no_partial(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"error": 0.25, "rows": list(range(100))})
+    old = path.read_bytes()
+    _disk_fills_after(monkeypatch, keep=20)
+    with pytest.raises(OSError, match=r"could not write .*summary\.json.*No space left on device") as caught:
+        write_json_atomic(path, {"error": 0.5, "rows": list(range(200))})
+    monkeypatch.undo()
+    import errno
+
+    assert caught.value.errno == errno.ENOSPC
+    assert path.read_bytes() == old
+    assert sorted(os.listdir(tmp_path)) == ["summary.json"]
+
+
+def test_a_rename_that_fails_leaves_the_old_file_intact_and_no_partial(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"a": 1})
+    old = path.read_bytes()
+
+    def no_rename(src, dst):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with pytest.raises(OSError, match=r"could not write .*summary\.json.*Input/output error"):
+        write_json_atomic(path, {"a": 2})
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+    assert sorted(os.listdir(tmp_path)) == ["summary.json"]
+
+
+def test_a_stale_partial_file_is_replaced_not_appended_to(tmp_path):
+    """A partial file left by a killed process (longer than the new data) must not leak into the new file."""
+    path = tmp_path / "summary.json"
+    (tmp_path / "summary.json.partial").write_bytes(b"x" * 5000)
+    write_json_atomic(path, {"a": 1})
+    assert path.read_bytes() == b'{\n  "a": 1\n}\n'
+    assert sorted(os.listdir(tmp_path)) == ["summary.json"]
+
+
+def test_a_checkpoint_that_fails_midway_is_not_left_behind_and_the_run_resumes_from_the_last_good_one(
+    tmp_path, monkeypatch
+):
+    _, trainer, to_save = _make_training()
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=2)
+    good = (tmp_path / "checkpoint_2.pt").read_bytes()
+    _disk_fills_after(monkeypatch, keep=1000)
+    with pytest.raises(CheckpointError, match=r"checkpoint_3\.pt.*No space left on device"):
+        trainer.run(range(2), max_epochs=3)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir() if "checkpoint_3" in p.name) == []
+    assert not list(tmp_path.glob("*.partial"))
+    assert (tmp_path / "checkpoint_2.pt").read_bytes() == good
+    _, resumed, to_load = _make_training(seed=1)
+    assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_2.pt"
+    assert resumed.state.epoch == 2
+
+
+# --- added by tests: a checkpoint that records no run identity ---
+
+
+def _identified_training(seed=0, accept_unmarked=False):
+    from ignite_igan.checkpointing import RunIdentity
+
+    model, trainer, to_save = _make_training(seed)
+    to_save["run_identity"] = RunIdentity("demo", "run-a", {"lr": 0.01}, accept_unmarked=accept_unmarked)
+    return model, trainer, to_save
+
+
+def _rewrite(path, change):
+    """Rewrites a checkpoint with ``change`` applied to its state, with a valid checksum (a well-formed file)."""
+    import hashlib
+
+    state = torch.load(path, weights_only=True)
+    change(state)
+    torch.save(state, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+
+
+def _parameters(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("how, problem", [
+    ("missing", "records no run identity"),
+    ("not_a_mapping", "holds no valid run identity"),
+    ("incomplete", "holds no valid run identity"),
+])
+def test_a_checkpoint_without_a_run_identity_is_skipped_for_the_previous_one(tmp_path, how, problem):
+    _, trainer, to_save = _identified_training()
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=2)
+    epoch_1 = torch.load(tmp_path / "checkpoint_1.pt", weights_only=True)["model"]
+    changes = {
+        "missing": lambda s: s.pop("run_identity"),
+        "not_a_mapping": lambda s: s.__setitem__("run_identity", "run-a"),
+        "incomplete": lambda s: s["run_identity"].pop("run_id"),
+    }
+    _rewrite(tmp_path / "checkpoint_2.pt", changes[how])
+    model, resumed, to_load = _identified_training(seed=1)
+    with pytest.warns(UserWarning, match=rf"checkpoint_2\.pt: {problem}.*Resuming from checkpoint_1\.pt"):
+        assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_1.pt"
+    assert resumed.state.epoch == 1
+    for p, (key, saved) in zip(model.parameters(), epoch_1.items()):
+        assert torch.equal(p.detach(), saved), key
+
+
+def test_checkpoints_without_a_run_identity_are_refused_and_nothing_is_loaded(tmp_path):
+    _, trainer, to_save = _identified_training()
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=2)
+    for epoch in (1, 2):
+        _rewrite(tmp_path / f"checkpoint_{epoch}.pt", lambda s: s.pop("run_identity"))
+    model, resumed, to_load = _identified_training(seed=1)
+    before = _parameters(model)
+    with pytest.raises(CheckpointError, match=r"no usable checkpoint.*checkpoint_2\.pt: records no run identity.*"
+                                              r"checkpoint_1\.pt: records no run identity"):
+        load_latest_checkpoint(to_load, tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(before, _parameters(model)))
+    assert resumed.state.epoch == 0
+
+
+def test_a_run_started_before_identities_accepts_its_unmarked_checkpoints(tmp_path):
+    _, trainer, to_save = _make_training()  # written with no identity, as an older version did
+    attach_checkpointing(trainer, to_save, tmp_path)
+    trainer.run(range(2), max_epochs=2)
+    _, resumed, to_load = _identified_training(seed=1, accept_unmarked=True)
+    assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_2.pt"
+    assert resumed.state.epoch == 2
+    # ... but a marked checkpoint of another run is still refused.
+    other = {"experiment": "demo", "run_id": "run-b", "config_sha256": to_load["run_identity"].config_sha256}
+    _rewrite(tmp_path / "checkpoint_2.pt", lambda s: s.__setitem__("run_identity", other))
+    _, resumed, to_load = _identified_training(seed=1, accept_unmarked=True)
+    with pytest.warns(UserWarning, match=r"checkpoint_2\.pt: belongs to another run \(run id run-b, not run-a\)"):
+        assert load_latest_checkpoint(to_load, tmp_path) == tmp_path / "checkpoint_1.pt"

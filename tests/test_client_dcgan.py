@@ -263,8 +263,12 @@ def test_dcgan_with_is_and_fid_every_epoch_tensorboard_and_checkpoint_resume(tmp
     for scores in uninterrupted_scores:
         assert set(scores) == {"epoch"} | {f"{e}/{m}" for e in ("samples", "samples_ema") for m in ("is", "is_std", "fid")}
         assert all(type(v) is float for k, v in scores.items() if k != "epoch")
-        assert 1.0 < scores["samples/is"] < 10.0 and scores["samples/fid"] > 0.0
-    assert len({s["samples/fid"] for s in uninterrupted_scores}) == 3  # the generator moved: three different FIDs
+        assert scores["samples/fid"] > 0.0
+    # The generator moved: three different scores. (The formulas are checked against NumPy in test_functional and
+    # test_inception; a bound such as 1 < IS < 10 holds for any 10-class network and would check nothing.)
+    assert len({s["samples/fid"] for s in uninterrupted_scores}) == 3
+    assert len({s["samples/is"] for s in uninterrupted_scores}) == 3
+    assert all(s["samples/is"] != s["samples_ema/is"] for s in uninterrupted_scores)  # the two generators differ
     card = run["scorer"].protocols["fid"]
     assert card.n_samples == 200 and not card.allow_tf32 and card.input_range == "[-1,1]"
     assert card.network == "ClassifierExtractor(Classifier, input [-1,1])"

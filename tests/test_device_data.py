@@ -94,3 +94,64 @@ def test_same_batches_on_cuda():
     batches = _batches(device, 12)
     assert batches[0].x_labeled.is_cuda
     _assert_same(_batches(host, 12), batches)
+
+
+# --- added by tests: the length of an epoch (drop_last), host and device alike ---
+
+
+@pytest.mark.parametrize("pool_size, batch_size, world_size", [
+    (90, 10, 1),   # divides: 9 full batches
+    (90, 20, 1),   # does not divide: 4 full batches, the last 10 examples dropped
+    (99, 20, 1),   # one short of a 5th batch
+    (100, 20, 1),  # exactly 5
+    (20, 20, 1),   # exactly one batch
+    (39, 20, 1),   # one batch and 19 left over
+    (90, 20, 2),   # global batches, split between 2 processes: the length does not depend on the rank's share
+])
+def test_len_is_the_number_of_full_batches_of_an_epoch(pool_size, batch_size, world_size):
+    dataset = _images(120)
+    pool = list(range(pool_size))
+    expected = pool_size // batch_size  # oracle: the reference drops the last partial batch
+    for rank in range(world_size):
+        kwargs = dict(batch_size=batch_size, seed=1, unlabeled_indices=pool, world_size=world_size, rank=rank)
+        for loader in (SemiSupervisedLoader(dataset, [0, 1, 2], **kwargs),
+                       DeviceSemiSupervisedLoader(dataset, [0, 1, 2], device="cpu", **kwargs)):
+            assert len(loader) == expected, type(loader).__name__
+            epoch = list(loader)  # one epoch: exactly len() batches, every one full
+            assert len(epoch) == expected, type(loader).__name__
+            assert all(b.x_unlabeled.shape[0] == batch_size // world_size for b in epoch)
+            assert all(b.x_labeled.shape[0] == batch_size // world_size for b in epoch)
+            assert loader.epoch == 1 and loader.iteration == expected
+            # The length is that of an epoch, not what is left of the current one.
+            next(iter(loader))
+            assert len(loader) == expected
+            loader.set_epoch(3)
+            assert len(loader) == expected
+
+
+def test_an_epoch_draws_each_unlabeled_example_at_most_once():
+    """drop_last: no example is repeated to fill a last batch; the leftover of the pool is left out."""
+    dataset = TensorDataset(torch.arange(47.).unsqueeze(1), torch.arange(47) % 3)
+    for loader in (SemiSupervisedLoader(dataset, [0, 1, 2], batch_size=10, seed=3),
+                   DeviceSemiSupervisedLoader(dataset, [0, 1, 2], batch_size=10, seed=3, device="cpu")):
+        epoch = list(loader)
+        assert len(epoch) == 4
+        seen = torch.cat([b.x_unlabeled.squeeze(1) for b in epoch]).long().tolist()
+        assert len(seen) == 40 and len(set(seen)) == 40  # 7 of 47 dropped, none drawn twice
+
+
+def test_ignite_engine_epochs_follow_len():
+    """Ignite takes the epoch length from len(): a wrong one shifts every epoch's batches."""
+    from ignite.engine import Engine, Events
+
+    dataset = TensorDataset(torch.arange(57.).unsqueeze(1), torch.arange(57) % 3)
+    loader = DeviceSemiSupervisedLoader(dataset, [0, 1, 2], batch_size=10, seed=8, device="cpu")
+    seen = {}
+    engine = Engine(lambda e, b: seen.setdefault(e.state.epoch, []).append(b.x_unlabeled.squeeze(1).long()))
+    ends = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: ends.append(e.state.iteration))
+    engine.run(loader, max_epochs=3)
+    assert ends == [5, 10, 15]  # 57 // 10 = 5 iterations per epoch
+    for epoch in (1, 2, 3):
+        expected = torch.from_numpy(loader.epoch_indices(epoch - 1)["unlabeled"])
+        assert torch.equal(torch.stack(seen[epoch]), expected)

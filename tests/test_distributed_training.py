@@ -70,10 +70,19 @@ def _training(local_rank, output_dir):
     )
 
 
+def _free_port() -> int:
+    """A port free now (the OS picks it), so that parallel test runs never collide on a fixed one."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     output_dir = str(tmp_path_factory.mktemp("distributed"))
-    with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
+    with idist.Parallel(backend="gloo", nproc_per_node=2, master_port=_free_port()) as parallel:
         parallel.run(_training, output_dir)
     return [torch.load(os.path.join(output_dir, f"rank{r}.pt"), weights_only=False) for r in range(2)]
 

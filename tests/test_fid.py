@@ -609,3 +609,32 @@ def test_callable_fingerprint_is_deterministic_across_processes_and_sees_what_ch
         lambda net, x: (lambda y: y + 2)(x))
     assert callable_fingerprint(Scale(2)) != callable_fingerprint(Scale(3))
 
+
+
+# --- added by tests: the statistics cache is written atomically, also when the disk fills mid-write ---
+
+
+def test_statistics_that_fail_to_save_midway_leave_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from ignite_igan.metrics.fid import FeatureStatistics
+
+    path = tmp_path / "real.npz"
+    FeatureStatistics(np.zeros(3), np.eye(3), count=10).save(path)
+    old = path.read_bytes()
+    real_savez = np.savez
+
+    def savez_then_full(f, **arrays):
+        real_savez(f, **arrays)
+        f.truncate(len(old) // 2)  # half of a file on disk, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", savez_then_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        FeatureStatistics(np.ones(3), 2 * np.eye(3), count=20).save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+    assert sorted(os.listdir(tmp_path)) == ["real.npz"]
+    loaded = FeatureStatistics.load(path)
+    assert loaded.count == 10 and torch.equal(loaded.mu, torch.zeros(3, dtype=loaded.mu.dtype))

@@ -273,3 +273,114 @@ def test_rate_above_one_half_warns_about_the_convention():
         warnings.simplefilter("error")
         EvaluationAveraging(nn.Linear(2, 2), rate=0.5)
         EvaluationAveraging(nn.Linear(2, 2), rate=1e-4)
+
+
+# --- added by tests: what the state keeps of frozen weights and buffers, and what loading restores ---
+
+
+def _train_with_frozen_changes(model, averaging, steps, start=0, fused=False):
+    """SGD steps that also change the frozen gain (at steps 3 and 6) and the buffer (each training forward).
+
+    Returns the trainable parameters after each step, flattened (the values the average sees)."""
+    optimizer = torch.optim.SGD(model.linear.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(7)
+    batches = [torch.randn(6, 4, generator=g, dtype=torch.float64) for _ in range(start + steps)][start:]
+    recorded = []
+
+    def step(engine, x):
+        t = start + engine.state.iteration
+        with torch.no_grad():
+            if t in (3, 6):  # e.g. a data-dependent init or a user's edit of a frozen tensor
+                model.gain.fill_(float(t))
+        optimizer.zero_grad()
+        torch.manual_seed(t)  # the dropout mask of step t, whatever run it is in
+        (model.train()(x) - x[:, :3].cos()).pow(2).mean().backward()
+        optimizer.step()
+        if fused:
+            averaging.step_update()
+        recorded.append(torch.cat([model.linear.weight.flatten(), model.linear.bias]).detach().numpy().copy())
+
+    trainer = Engine(step)
+    if not fused:
+        averaging.attach(trainer)
+    trainer.run(batches, max_epochs=1)
+    return recorded
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["attached", "step_update"])
+def test_state_dict_keeps_the_average_and_the_frozen_tensors_and_buffers_of_the_last_update(fused):
+    rate = 0.2
+    model = make_disc()
+    averaging = EvaluationAveraging(model, rate=rate)
+    recorded = np.stack(_train_with_frozen_changes(model, averaging, steps=8, fused=fused))
+    state = averaging.state_dict()
+    assert state["num_updates"] == 8
+    saved = state["averaged_model"]
+    assert sorted(saved) == ["calls", "gain", "linear.bias", "linear.weight"]
+    assert torch.equal(saved["gain"], torch.full((3,), 6.0, dtype=torch.float64))
+    assert saved["calls"].item() == 8  # the model's buffer, whether or not averaged_model was read
+    n = len(recorded)
+    expected = reference_recursion(recorded, rate) / (1 - (1 - rate) ** n)  # the bias-corrected average
+    got = torch.cat([saved["linear.weight"].flatten(), saved["linear.bias"]]).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-14)
+    # The frozen gain is the model's (6 since step 6), not an average of 1, 3 and 6.
+    assert torch.equal(averaging.averaged_model.gain, torch.full((3,), 6.0, dtype=torch.float64))
+    assert torch.equal(averaging.state_dict()["averaged_model"]["gain"], torch.full((3,), 6.0, dtype=torch.float64))
+    assert averaging.state_dict()["averaged_model"]["calls"].item() == 8  # the buffer follows the model
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["attached", "step_update"])
+def test_a_resumed_average_equals_the_uninterrupted_one_frozen_tensors_and_buffers_included(fused):
+    rate = 0.2
+    straight_model = make_disc()
+    straight = EvaluationAveraging(straight_model, rate=rate)
+    _train_with_frozen_changes(straight_model, straight, steps=9, fused=fused)
+
+    first_model = make_disc()
+    first = EvaluationAveraging(first_model, rate=rate)
+    _train_with_frozen_changes(first_model, first, steps=5, fused=fused)  # stopped after step 5 (gain 3)
+    saved_model = {k: v.clone() for k, v in first_model.state_dict().items()}
+    saved_average = first.state_dict()
+    saved_average = {"averaged_model": {k: v.clone() for k, v in saved_average["averaged_model"].items()},
+                     "num_updates": saved_average["num_updates"]}
+
+    resumed_model = make_disc()  # gain 1, no calls: everything must come from the checkpoint
+    resumed = EvaluationAveraging(resumed_model, rate=rate)
+    resumed_model.load_state_dict(saved_model)
+    resumed.load_state_dict(saved_average)
+    assert resumed.num_updates == 5
+    for key, value in resumed.ema_handler.ema_model.state_dict().items():
+        assert torch.equal(value, saved_average["averaged_model"][key]), key
+    assert torch.equal(resumed.averaged_model.gain, torch.full((3,), 3.0, dtype=torch.float64))
+    assert resumed.averaged_model.calls.item() == 5
+    _train_with_frozen_changes(resumed_model, resumed, steps=4, start=5, fused=fused)
+    expected, got = straight.averaged_model.state_dict(), resumed.averaged_model.state_dict()
+    assert sorted(got) == sorted(expected) == ["calls", "gain", "linear.bias", "linear.weight"]
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    assert torch.equal(got["gain"], torch.full((3,), 6.0, dtype=torch.float64)) and got["calls"].item() == 9
+
+
+def test_loading_a_state_without_the_frozen_tensors_or_buffers_is_refused():
+    model = make_disc()
+    averaging = EvaluationAveraging(model, rate=0.2)
+    state = averaging.state_dict()
+    for key in ("gain", "calls"):
+        partial = {k: v for k, v in state["averaged_model"].items() if k != key}
+        with pytest.raises(RuntimeError, match=key):
+            EvaluationAveraging(make_disc(), rate=0.2).load_state_dict({"averaged_model": partial, "num_updates": 1})
+
+
+def test_loading_the_average_leaves_the_models_buffers_alone():
+    """averaged_model shares the model's buffers: a load must not write the checkpoint's into the live model."""
+    model = make_disc()
+    averaging = EvaluationAveraging(model, rate=0.2)
+    _train_with_frozen_changes(model, averaging, steps=2)
+    saved = {"averaged_model": {k: v.clone() for k, v in averaging.state_dict()["averaged_model"].items()},
+             "num_updates": 2}  # calls = 2, as a checkpoint file holds it
+    _train_with_frozen_changes(model, averaging, steps=3, start=2)
+    assert averaging.averaged_model.calls.item() == 5
+    averaging.load_state_dict(saved)
+    assert model.calls.item() == 5
+    assert averaging.ema_handler.ema_model.calls.item() == 2  # as loaded, until the model's are shared again
+    assert averaging.averaged_model.calls.item() == 5

@@ -477,7 +477,7 @@ def test_generator_scoring_restores_mode_buffers_and_is_reproducible():
         assert all(torch.equal(v, generator.state_dict()[k]) for k, v in buffers.items())
     assert results[0] == results[1]  # eval mode: the batch size does not matter
     assert results[0] != results[2]  # batch statistics do change the samples
-    assert set(results[0]) == {"is", "is_std"} and results[0]["is"] >= 1.0
+    assert set(results[0]) == {"is", "is_std"}
 
 
 def test_generator_scoring_attaches_with_an_event_filter_and_uses_a_noise_fn():

@@ -87,3 +87,89 @@ def test_capturable_step_replays_in_a_cuda_graph():
         graph.replay()
         host.step()
     torch.testing.assert_close(p.detach(), reference.detach(), rtol=1e-6, atol=1e-6)
+
+
+# --- added by tests: several parameter groups, each with its own hyperparameters and step count ---
+
+
+def _oracle_steps(p, steps, beta1, beta2, eps):
+    """The reference's Adam in float64 NumPy for one parameter: ``steps`` is a list of (grad, lr); t counts them."""
+    p, m, v = p.astype(np.float64), np.zeros_like(p, dtype=np.float64), np.zeros_like(p, dtype=np.float64)
+    for t, (g, lr) in enumerate(steps, start=1):
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p - lr * (m / (1 - beta1**t)) / np.sqrt(v / (1 - beta2**t) + eps)
+    return p
+
+
+@pytest.mark.parametrize("capturable", [False, True])
+def test_groups_with_their_own_lr_betas_eps_and_step_counts_match_the_oracle(capturable):
+    generator = torch.Generator().manual_seed(1)
+    draw = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
+    a, b, c = (torch.nn.Parameter(draw(4, 3)), torch.nn.Parameter(draw(5)), torch.nn.Parameter(draw(2, 2)))
+    frozen = torch.nn.Parameter(draw(3), requires_grad=False)  # in a group, never stepped
+    starts = {name: x.detach().numpy().copy() for name, x in (("a", a), ("b", b), ("c", c), ("frozen", frozen))}
+    hyper = {"a": (0.5, 0.999, 1e-8), "b": (0.9, 0.99, 1e-3), "c": (0.0, 0.9, 1e-6)}
+    opt = ReferenceAdam([{"params": [a, frozen]}, {"params": [b], "lr": 0.2, "betas": (0.9, 0.99), "eps": 1e-3}],
+                        lr=0.01, betas=(0.5, 0.999), eps=1e-8, capturable=capturable)
+    history = {"a": [], "b": [], "c": []}
+    for t in range(30):
+        if t == 10:  # a group added later starts its own step count at 1
+            opt.add_param_group({"params": [c], "lr": 0.05, "betas": (0.0, 0.9), "eps": 1e-6})
+        lrs = {"a": 0.01 * (1 - t / 30), "b": 0.2 / (1 + t), "c": 0.05}
+        for group, name in zip(opt.param_groups, "abc"):
+            group["lr"] = lrs[name]
+        stepped = {"a": True, "b": t % 3 != 0, "c": t >= 10}  # group b has no gradient every third step
+        for name, x in (("a", a), ("b", b), ("c", c)):
+            x.grad = draw(*x.shape) if stepped[name] else None
+            if stepped[name]:
+                history[name].append((x.grad.numpy().copy(), lrs[name]))
+        opt.step()
+    for name, x in (("a", a), ("b", b), ("c", c)):
+        expected = _oracle_steps(starts[name], history[name], *hyper[name])
+        np.testing.assert_allclose(x.detach().numpy(), expected, rtol=1e-12, atol=1e-12, err_msg=name)
+        assert float(opt.state[x]["step"]) == len(history[name])
+    np.testing.assert_array_equal(frozen.detach().numpy(), starts["frozen"])
+    assert frozen not in opt.state
+
+
+def test_capturable_groups_equal_host_groups_in_float32():
+    def run(capturable):
+        generator = torch.Generator().manual_seed(2)
+        p, q = (torch.nn.Parameter(torch.randn(n, generator=generator)) for n in (6, 3))
+        opt = ReferenceAdam([{"params": [p]}, {"params": [q], "lr": 1e-1}], lr=1e-3, capturable=capturable)
+        for t in range(20):
+            opt.param_groups[1]["lr"] = 1e-1 / (t + 1)
+            p.grad, q.grad = torch.randn(6, generator=generator), torch.randn(3, generator=generator)
+            opt.step()
+        return p.detach(), q.detach()
+
+    for host, device in zip(run(False), run(True)):
+        torch.testing.assert_close(device, host, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_capturable_step_with_two_groups_replays_in_a_cuda_graph():
+    def groups(p, q):
+        return [{"params": [p]}, {"params": [q], "lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-3}]
+
+    p, q = (torch.nn.Parameter(torch.randn(n, device="cuda")) for n in (5, 3))
+    opt = ReferenceAdam(groups(p, q), lr=1e-2, betas=(0.5, 0.999), capturable=True)
+    p_host, q_host = (torch.nn.Parameter(x.detach().clone()) for x in (p, q))
+    host = ReferenceAdam(groups(p_host, q_host), lr=1e-2, betas=(0.5, 0.999))
+    grads = torch.randn(5, device="cuda"), torch.randn(3, device="cuda")
+    for _ in range(3):  # warm-up outside the capture
+        p.grad, q.grad, p_host.grad, q_host.grad = (g.clone() for g in grads + grads)
+        opt.step()
+        host.step()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        opt.step()
+    for t in range(10):
+        for optimizer in (opt, host):
+            optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = 1e-2 / (t + 1), 0.1 * (1 - t / 10)
+        opt.refresh_hyperparameters()
+        graph.replay()
+        host.step()
+    torch.testing.assert_close(p.detach(), p_host.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(q.detach(), q_host.detach(), rtol=1e-6, atol=1e-6)

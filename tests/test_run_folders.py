@@ -371,3 +371,25 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_uninterrupted_sum
         assert resumed[key] == expected[key], key
     outputs = resumed["metrics"]["final_train_outputs"]
     assert set(outputs) >= {"loss_labeled", "loss_unlabeled", "loss_generator"}  # not lost to the resume
+
+
+# --- added by tests: a checkpoint that records no run identity ---
+
+
+def test_resume_refuses_checkpoints_that_record_no_run_identity(tmp_path, monkeypatch, capsys):
+    """The record has a run id, so its checkpoints must carry it: an unmarked one may be another run's."""
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        stop_after_epoch(patch, 1)
+        assert run(out, "--epochs", "3") == 0
+    path = out / "checkpoints" / "checkpoint_1.pt"
+    state = torch.load(path, weights_only=True)
+    del state["run_identity"]
+    torch.save(state, path)
+    (out / "checkpoints" / "checkpoint_1.pt.sha256").write_text(
+        f"{hashlib.sha256(path.read_bytes()).hexdigest()}  checkpoint_1.pt\n")
+    before = snapshot(out / "checkpoints")
+    assert run(out, "--epochs", "3", "--resume") == 2
+    error = capsys.readouterr().err
+    assert "no usable checkpoint" in error and "checkpoint_1.pt: records no run identity" in error
+    assert snapshot(out / "checkpoints") == before

@@ -2,9 +2,10 @@
 answers through its HTTP data interface (the one its web page calls) with the runs' scalars, image grids and
 HParams rows, so two runs can be compared in the dashboard.
 
-The server is bounded in time: every request has a timeout, the whole wait for the first load has a deadline,
-and the process is stopped in a ``finally``. Where the server cannot start (no free port, a sandbox that forbids
-listening), the test is skipped with the reason.
+The server is bounded in time: every request has a timeout, the whole wait for the first load has a generous
+deadline (a slow machine is not a failure), and the process is stopped in a ``finally``. A server that exits, or does
+not list both runs by the deadline, fails the test with what it did (its status, what it listed, its log); only a
+machine without TensorBoard, or one that cannot start a process, skips it.
 """
 import json
 import os
@@ -22,7 +23,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # Ten iterations: the recipe logs training scalars every 10.
 QUICK = ["--epochs", "1", "--iterations-per-epoch", "10", "--batch-size", "20", "--init-examples", "40", "--no-progress"]
-START_DEADLINE_S, REQUEST_TIMEOUT_S = 60.0, 10.0
+START_DEADLINE_S, REQUEST_TIMEOUT_S = 120.0, 10.0
+
+# Two recipe runs and a server: about half a minute at best.
+pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -58,6 +62,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    pytest.importorskip("tensorboard")
     logdir = tmp_path_factory.mktemp("tensorboard_runs")
     _recipe(logdir / "seed1")
     _recipe(logdir / "seed2", "--seed", "2")
@@ -72,22 +77,26 @@ def server(tmp_path_factory):
     try:
         client = Server(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + START_DEADLINE_S
-        runs = []
+        runs, last = [], "no answer yet"
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 log.flush()
-                pytest.skip(f"TensorBoard exited with status {process.returncode} before serving: "
-                            f"{(logdir / 'server.log').read_text()[-500:]}")
+                pytest.fail(f"TensorBoard exited with status {process.returncode} before listing both runs (last "
+                            f"answer: {last}); its log ends with: {(logdir / 'server.log').read_text()[-1000:]}")
             try:
                 runs = client.json("/data/runs")
-            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
-                runs = []
+                last = f"runs {runs}"
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError) as error:
+                runs, last = [], f"{type(error).__name__}: {error}"
             if len(runs) == 2:
                 break
             time.sleep(0.5)
         else:
-            pytest.skip(f"TensorBoard on 127.0.0.1:{port} did not list both runs within {START_DEADLINE_S:.0f} s "
-                        f"(it listed {runs}): {(logdir / 'server.log').read_text()[-500:]}")
+            log.flush()
+            pytest.fail(f"TensorBoard on 127.0.0.1:{port} did not list both runs within {START_DEADLINE_S:.0f} s "
+                        f"(still running; last answer: {last}); its log ends with: "
+                        f"{(logdir / 'server.log').read_text()[-1000:]}")
+        client.logdir = logdir
         yield client
     finally:
         process.terminate()
@@ -110,7 +119,8 @@ def test_the_server_lists_both_runs_with_their_scalars_and_image_grids(server):
     # the baseline's error as a scalar, at the run's last iteration, read through the server
     (point,) = server.json("/data/plugin/scalars/scalars", run="seed1/tensorboard", tag="final/baseline_test_error")
     wall_time, step, value = point
-    assert step == 10 and 0.0 <= value <= 1.0
+    recorded = json.loads((server.logdir / "seed1" / "summary.json").read_text())["metrics"]
+    assert step == 10 and value == pytest.approx(recorded["baseline_test_error"], rel=1e-6)  # float32 in the event
     images = server.json("/data/plugin/images/tags")
     assert "generated" in images["seed1/tensorboard"]
     (entry,) = server.json("/data/plugin/images/images", run="seed1/tensorboard", tag="generated", sample="0")[-1:]
@@ -136,6 +146,8 @@ def test_the_hparams_dashboard_compares_the_two_runs(server):
     assert {name: row["hparams"]["seed"] for name, row in rows.items()} == {"seed1/tensorboard": 1,
                                                                            "seed2/tensorboard": 2}
     assert all(row["hparams"]["experiment"] == "digits_ssl" for row in rows.values())
-    for row in rows.values():
+    for name, row in rows.items():
         values = {m["name"]["tag"]: m["value"] for m in row["metricValues"]}
-        assert 0.0 <= values["final/test_error"] <= 1.0 and values["final/iterations"] == 10
+        recorded = json.loads((server.logdir / name.split("/")[0] / "summary.json").read_text())["metrics"]
+        assert values["final/test_error"] == pytest.approx(recorded["test_error"], rel=1e-6)
+        assert values["final/iterations"] == 10

@@ -4,6 +4,7 @@ Five classes of input, each met from the public API: numbers of the wrong type o
 they claim, non-finite state loaded into handlers, inputs of the wrong meaning, and the command line.
 """
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -265,3 +266,106 @@ def test_non_finite_and_malformed_numbers_on_the_command_line_are_refused(flag, 
     assert result.returncode == 2
     assert f"{flag}: expected" in result.stderr and repr(value) in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+# --- added by tests: the bounds of the checks, at the bound and one float either side ---
+from ignite_igan.validation import check_int, check_int_tuple, check_indices, check_real  # noqa: E402
+
+_UP, _DOWN = math.inf, -math.inf
+
+
+@pytest.mark.parametrize("low_open", [False, True])
+@pytest.mark.parametrize("high_open", [False, True])
+def test_check_real_at_its_bounds_and_one_float_either_side(low_open, high_open):
+    low, high = -0.5, 2.0
+    accepted = {
+        low: not low_open, high: not high_open,  # a bound is in the range unless it is open
+        math.nextafter(low, _UP): True, math.nextafter(high, _DOWN): True,  # just inside
+        math.nextafter(low, _DOWN): False, math.nextafter(high, _UP): False,  # just outside
+        0.75: True,
+    }
+    interval = f"{'(' if low_open else '['}-0.5, 2{')' if high_open else ']'}"
+    for value, inside in accepted.items():
+        kwargs = dict(minimum=low, maximum=high, low_open=low_open, high_open=high_open)
+        if inside:
+            assert check_real("x", value, **kwargs) == value
+        else:
+            message = rf"^x must be in {re.escape(interval)}, got {re.escape(repr(value))}$"
+            with pytest.raises(ValueError, match=message):
+                check_real("x", value, **kwargs)
+
+
+@pytest.mark.parametrize("bound, side", [("minimum", _DOWN), ("maximum", _UP)])
+@pytest.mark.parametrize("is_open", [False, True])
+def test_check_real_with_one_bound(bound, side, is_open):
+    flag = {"minimum": "low_open", "maximum": "high_open"}[bound]
+    kwargs = {bound: 1.0, flag: is_open}
+    symbol = {("minimum", False): ">=", ("minimum", True): ">", ("maximum", False): "<=", ("maximum", True): "<"}
+    assert check_real("x", math.nextafter(1.0, -side), **kwargs) == math.nextafter(1.0, -side)
+    for value, inside in ((1.0, not is_open), (math.nextafter(1.0, side), False)):
+        if inside:
+            assert check_real("x", value, **kwargs) == 1.0
+        else:
+            with pytest.raises(ValueError, match=rf"^x must be {symbol[bound, is_open]} 1, got "):
+                check_real("x", value, **kwargs)
+
+
+def test_check_real_infinities_against_bounds():
+    assert check_real("x", math.inf, minimum=0.0, finite=False) == math.inf
+    assert check_real("x", -math.inf, maximum=0.0, finite=False) == -math.inf
+    with pytest.raises(ValueError, match=r"^x must be <= 1, got inf$"):
+        check_real("x", math.inf, maximum=1.0, finite=False)
+    with pytest.raises(ValueError, match=r"^x must be a finite number >= 0, got inf$"):
+        check_real("x", math.inf, minimum=0.0)
+    with pytest.raises(ValueError, match=r"^x must be in \[0, 1\], got nan$"):
+        check_real("x", math.nan, minimum=0.0, maximum=1.0, finite=False)
+
+
+def test_check_int_bounds_are_inclusive_and_exact_beyond_float_precision():
+    assert check_int("n", 3, minimum=3, maximum=7) == 3
+    assert check_int("n", 7, minimum=3, maximum=7) == 7
+    for value in (2, 8):
+        with pytest.raises(ValueError, match=rf"^n must be in \[3, 7\], got {value}$"):
+            check_int("n", value, minimum=3, maximum=7)
+    big = 2**63 - 1  # one above 2**53 would compare equal to it as a float
+    assert check_int("seed", big, maximum=big) == big
+    with pytest.raises(ValueError, match=rf"^seed must be <= {2**53}, got {2**53 + 1}$"):
+        check_int("seed", 2**53 + 1, maximum=2**53)
+    with pytest.raises(ValueError, match=rf"^seed must be >= {2**53 + 1}, got {2**53}$"):
+        check_int("seed", np.int64(2**53), minimum=2**53 + 1)
+    assert check_int_tuple("widths", (1, 5), minimum=1) == (1, 5)
+    with pytest.raises(ValueError, match=r"^widths\[0\] must be >= 1, got 0$"):
+        check_int_tuple("widths", (0, 5), minimum=1)
+
+
+def test_check_indices_range_is_zero_to_size_exclusive():
+    assert check_indices("i", [0, 3], size=4).tolist() == [0, 3]
+    with pytest.raises(ValueError, match=r"^i must lie in \[0, 4\), got values in \[0, 4\]$"):
+        check_indices("i", [0, 4], size=4)
+    with pytest.raises(ValueError, match=r"^i must lie in \[0, 4\), got values in \[-1, 2\]$"):
+        check_indices("i", [-1, 2], size=4)
+    with pytest.raises(ValueError, match=r"^i must be >= 0, got values in \[-1, 9\]$"):
+        check_indices("i", [9, -1])
+    assert check_indices("i", [0, 10**12]).tolist() == [0, 10**12]
+
+
+def test_public_arguments_at_their_bounds():
+    """Where a user meets the bounds: an open end refused at the bound, accepted one float inside."""
+    from ignite_igan.experiments import cli
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    ReferenceAdam(params, lr=1e-3, betas=(0.0, math.nextafter(1.0, 0.0)))  # [0, 1): 0 in, just below 1 in
+    with pytest.raises(ValueError, match=r"betas\[1\] must be in \[0, 1\), got 1\.0"):
+        ReferenceAdam(params, lr=1e-3, betas=(0.5, 1.0))
+    with pytest.raises(ValueError, match=r"betas\[0\] must be in \[0, 1\), got -5e-324"):
+        ReferenceAdam(params, lr=1e-3, betas=(math.nextafter(0.0, -1.0), 0.9))
+    assert OneSidedLabelSmoothing(1.0).real_target == 1.0  # (0, 1]: 1 means no smoothing
+    assert OneSidedLabelSmoothing(5e-324).real_target == 5e-324
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        OneSidedLabelSmoothing(0.0)
+    assert cli.fraction("1") == 1.0 and cli.ema_rate("0.5") == 0.5 and cli.positive_float("5e-324") == 5e-324
+    for parse, text in ((cli.fraction, "0"), (cli.ema_rate, "0.5000000000000001"), (cli.positive_float, "0"),
+                        (cli.seed_int, str(cli.MAX_SEED + 1)), (cli.positive_int, "0")):
+        with pytest.raises(Exception, match="expected"):
+            parse(text)
+    assert cli.seed_int(str(cli.MAX_SEED)) == cli.MAX_SEED and cli.seed_int("0") == 0

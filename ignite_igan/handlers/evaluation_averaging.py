@@ -220,9 +220,13 @@ class EvaluationAveraging(Handler):
         ema_model = self.ema_handler.ema_model
         self._follow_device()
         self._copy_from_model(trained=self.bias_correction and self.num_updates == 0)  # bias-corrected, no update
-        for ema_buffer, buffer in zip(ema_model.buffers(), self.model.buffers()):
-            ema_buffer.data = buffer.data
+        self._share_buffers()
         return ema_model.eval()
+
+    def _share_buffers(self) -> None:
+        # The buffers (batch-norm statistics, counters) are the model's, not averaged: shared, they follow it.
+        for ema_buffer, buffer in zip(self.ema_handler.ema_model.buffers(), self.model.buffers()):
+            ema_buffer.data = buffer.data
 
     def _copy_from_model(self, trained: bool) -> None:
         # The frozen tensors are used as they are, not averaged (with `trained`, the trainable ones too).
@@ -239,7 +243,10 @@ class EvaluationAveraging(Handler):
     # ------------------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         """The averaged weights (``averaged_model``'s state dict, the frozen tensors as last copied) and the number
-        of updates so far."""
+        of updates so far; the buffers are the model's, as :attr:`averaged_model` has them."""
+        # step_update copies no buffer (and nothing may have read averaged_model yet): share them now, so that a
+        # checkpoint holds the model's buffers whichever way the average is updated.
+        self._share_buffers()
         return {"averaged_model": self.ema_handler.ema_model.state_dict(), "num_updates": self.num_updates}
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
@@ -247,6 +254,8 @@ class EvaluationAveraging(Handler):
         # Refused here, not at the first evaluation: NaN averaged weights would score as a broken model.
         averaged = state_dict["averaged_model"]
         check_finite_state("EvaluationAveraging.load_state_dict", "state_dict['averaged_model']", averaged)
+        for ema_buffer in self.ema_handler.ema_model.buffers():  # shared with the model: load into a copy
+            ema_buffer.data = ema_buffer.data.clone()
         self.ema_handler.ema_model.load_state_dict(averaged)
         self.num_updates = num_updates
 
