@@ -296,11 +296,13 @@ def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace
     """The results (with the labeled-only baseline), ``summary.json``, the HParams row and the console's lines."""
     if run.phase == "training":
         metrics = evaluator.engine.state.metrics or evaluator.run()  # resumed after its last epoch: score once
+        output = trainer.state.output
         results = {"test_error": metrics["error"], "test_error_count": metrics["error_count"],
                    "test_examples": len(data.test_set), "labels": len(data.labeled),
                    "unlabeled_examples": len(data.train_set) if data.pool is None else len(data.pool),
                    "iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
-                   "final_train_outputs": outputs_to_floats(trainer.state.output)}
+                   # None: resumed after the last epoch from a checkpoint that predates the saved output
+                   "final_train_outputs": None if output is None else outputs_to_floats(output)}
         if args.baseline:
             run.enter_phase("baseline", results)  # a run stopped in the baseline resumes there
     else:
