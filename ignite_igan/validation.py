@@ -792,7 +792,7 @@ def check_device(name: str, value: Any, *, allow_none: bool = False) -> Optional
     # An index is torch's accelerator index: say which device torch read it as.
     given = repr(str(device))
     if not isinstance(value, (torch.device, str)):
-        given = f"{value!r} (torch reads it as {given})"
+        given = f"{int(value)} (torch reads it as {given})"
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
