@@ -684,6 +684,14 @@ def check_optimizer_state(owner: str, optimizer: torch.optim.Optimizer, state_di
 _KINDS = {bool: "a bool", int: "an int", float: "a real number", str: "a string"}
 
 
+def _optional_of(annotation: Any) -> Any:
+    """``X`` of an ``Optional[X]`` annotation, else the annotation itself."""
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and len(arguments) == 2 and type(None) in arguments:
+        return next(argument for argument in arguments if argument is not type(None))
+    return annotation
+
+
 def check_fields(
     config: Any,
     minimums: Optional[Mapping[str, int]] = None,
@@ -695,7 +703,8 @@ def check_fields(
 
     1. every field annotated ``bool``, ``int``, ``float`` or ``str`` holds a value of that kind (a ``float`` field
        takes an ``int`` too; no field but a ``bool`` one takes a ``bool``; NumPy numbers count as Python's and are
-       replaced by them in the instance, so that it stays writable as JSON): else a ``TypeError``;
+       replaced by them in the instance, also in ``Optional`` fields, so that it stays writable as JSON): else a
+       ``TypeError``;
     2. every ``int`` field is at least its minimum (``minimums[name]``, else ``default_minimum``);
     3. every field of ``choices`` is one of its choices;
     4. every field of ``ranges``, ``name: (low, high, low_closed)``, is ``None`` or in ``(low, high)`` (``[low,
@@ -730,7 +739,8 @@ def check_fields(
     for field in dataclasses.fields(config):
         annotation = hints.get(field.name, field.type)
         value, kind = getattr(config, field.name), {float: (int, float)}.get(annotation, annotation)
-        numpy_number = {int: _is_integer, float: _is_real, bool: lambda v: isinstance(v, np.bool_)}.get(annotation)
+        numpy_number = {int: _is_integer, float: _is_real, bool: lambda v: isinstance(v, np.bool_)}.get(
+            _optional_of(annotation))
         if numpy_number is not None and isinstance(value, np.generic) and numpy_number(value):
             value = value.item()  # a NumPy number as the Python number it stands for (json cannot write NumPy's)
             object.__setattr__(config, field.name, value)  # object's: a frozen dataclass is checked alike

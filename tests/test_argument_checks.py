@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import json
 import math
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -41,6 +42,7 @@ class _Config:
     batch_size: int = 100
     lr: float = 0.1
     resume: bool = False
+    decay_epochs: Optional[int] = None
 
     def __post_init__(self):
         check_fields(self, ranges={"lr": (0.0, math.inf, False)})
@@ -55,10 +57,12 @@ class _FrozenConfig:
 
 
 def test_a_configuration_takes_numpy_numbers_as_python_numbers():
-    config = _Config(batch_size=np.int64(50), lr=np.float32(0.5), resume=np.bool_(True))
+    config = _Config(batch_size=np.int64(50), lr=np.float32(0.5), resume=np.bool_(True), decay_epochs=np.int32(4))
     # Stored as Python's numbers: the run's record is JSON, which cannot write NumPy's.
-    assert json.loads(json.dumps(dataclasses.asdict(config))) == {"batch_size": 50, "lr": 0.5, "resume": True}
+    assert json.loads(json.dumps(dataclasses.asdict(config))) == {"batch_size": 50, "lr": 0.5, "resume": True,
+                                                                  "decay_epochs": 4}
     assert type(config.batch_size) is int and type(config.lr) is float and type(config.resume) is bool
+    assert type(config.decay_epochs) is int
     assert _FrozenConfig(epochs=np.int32(7)).epochs == 7 and type(_FrozenConfig(epochs=np.int32(7)).epochs) is int
     assert _Config(lr=np.int16(2)).lr == 2
 
