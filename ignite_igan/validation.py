@@ -133,7 +133,7 @@ def check_real(
     if value is None and allow_none:
         return None
     value = _unwrap_scalar(value, allow_tensor)
-    if not _is_real(value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(f"{name} must be a real number{none}, got {describe(value)}")
     number = float(value)
     outside = math.isnan(number)
@@ -762,8 +762,8 @@ def check_device(name: str, value: Any, *, allow_none: bool = False) -> Optional
 
     Without this check, a device that is not there surfaces later, from deep inside torch, without naming the
     argument (``"Found no NVIDIA driver on your system"`` when a tensor is first moved to ``"cuda"``). The check
-    costs no device work: :func:`torch.cuda.is_available` and :func:`torch.cuda.device_count` query the driver
-    without creating a context.
+    costs no device work: only for a CUDA device, :func:`torch.cuda.device_count` asks how many GPUs there are
+    (through NVML where it can, which leaves CUDA uninitialized in this process).
 
     Args:
         name: the argument's name.
@@ -804,7 +804,7 @@ def check_device(name: str, value: Any, *, allow_none: bool = False) -> Optional
     if not isinstance(value, (torch.device, str)):
         given = f"{int(value)} (torch reads it as {given})"
     if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = torch.cuda.device_count()  # NVML's count where it can: unlike is_available(), it leaves CUDA unused
         if count == 0:
             raise ValueError(
                 f"{name} is {given}, but CUDA is not available on this machine (no NVIDIA GPU, driver or "
