@@ -66,6 +66,8 @@ IndexLike = Union[Tensor, np.ndarray, Sequence[int]]
 
 #: The largest seed of a ``numpy.random.RandomState`` (the reference's seeds are its seeds).
 _MAX_SEED = 2**32 - 1
+#: The seeds ``torch.Generator.manual_seed`` takes (a negative one stands for its 64-bit two's complement).
+_TORCH_SEEDS = dict(minimum=-(2**63), maximum=2**64 - 1)
 
 
 def balanced_labeled_subset(labels: IndexLike, per_class: int, seed: int, num_classes: Optional[int] = None) -> Tensor:
@@ -171,6 +173,7 @@ def init_batch(dataset: Dataset, count: int, seed: int, indices: Optional[IndexL
         (torch.Size([4, 1]), [1.0, 2.0])
     """
     count = check_int("count", count, minimum=1)
+    seed = check_int("seed", seed, **_TORCH_SEEDS)
     pool = torch.arange(len(dataset)) if indices is None else torch.from_numpy(
         check_indices("indices", indices, size=len(dataset), allow_empty=False, hint="the dataset's size"))
     order = torch.Generator().manual_seed(seed)
@@ -571,6 +574,7 @@ def epoch_loader(
     Raises:
         ValueError: ``batch_size`` not divisible by the number of processes, or fewer examples per process than one
             batch; the messages name ``--batch-size``.
+        TypeError: an argument of the wrong kind (a string or a float for ``seed``, a number for ``pin_memory``).
 
     Example:
         >>> import torch
@@ -581,6 +585,9 @@ def epoch_loader(
     """
     world, rank = idist.get_world_size(), idist.get_rank()
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    seed = check_int("seed", seed, **_TORCH_SEEDS)  # the sampler seeds a torch.Generator with seed + epoch
+    num_workers = check_int("num_workers", num_workers, minimum=0)
+    pin_memory = check_bool("pin_memory", pin_memory)
     if batch_size % world:
         raise ValueError(f"--batch-size must be divisible by the number of processes ({world}), got {batch_size}")
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)

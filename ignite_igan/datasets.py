@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ignite_igan.validation import check_real
+from ignite_igan.validation import check_bool, check_real
 
 __all__ = [
     "DATASETS",
@@ -90,7 +90,7 @@ class ScaledImages(Dataset):
         self.labels = labels.long()
         self.offset = check_real("offset", offset)
         self.scale = check_real("scale", scale, minimum=0.0, low_open=True)
-        self.flatten = flatten
+        self.flatten = check_bool("flatten", flatten)
 
     def __len__(self) -> int:
         return self.images.shape[0]

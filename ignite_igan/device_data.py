@@ -27,7 +27,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ignite_igan.data import IndexLike, SemiSupervisedBatch, SemiSupervisedLoader
 from ignite_igan.datasets import ScaledImages
-from ignite_igan.validation import check_indices, check_real
+from ignite_igan.validation import (
+    ArgumentTypeError, check_device, check_indices, check_int, check_methods, check_real, describe,
+)
 
 __all__ = ["DeviceSemiSupervisedLoader", "dataset_bytes", "fits_on_device"]
 
@@ -40,6 +42,9 @@ def dataset_bytes(dataset: Dataset) -> int:
     :class:`~ignite_igan.datasets.ScaledImages` keeps its integer pixels (one byte each for the image data sets);
     any other data set is stored as float32 inputs, estimated from its first item.
     """
+    if isinstance(dataset, (str, bytes)):
+        raise ArgumentTypeError(f"dataset must be a map-style data set (e.g. a TensorDataset), got {describe(dataset)}")
+    check_methods("dataset", dataset, ("__len__", "__getitem__"), "a TensorDataset")
     if isinstance(dataset, ScaledImages):
         return dataset.images.numel() * dataset.images.element_size() + dataset.labels.numel() * 8
     x = torch.as_tensor(dataset[0][0])
@@ -50,7 +55,7 @@ def fits_on_device(dataset: Dataset, device: Union[str, torch.device], fraction:
     """Whether ``dataset`` takes at most ``fraction`` of the device's free memory (the host's available memory on
     the CPU), leaving the rest to the models, their activations and other processes."""
     fraction = check_real("fraction", fraction, minimum=0.0, maximum=1.0, low_open=True)
-    device = torch.device(device)
+    device = check_device("device", device)
     needed = dataset_bytes(dataset)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -103,9 +108,10 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
         num_classes: the number of classes K, to check the labeled subset's labels against.
 
     Raises:
-        ValueError: the loader's own errors, or a labeled example whose label is outside ``[0, num_classes)``.
-        TypeError: labels that are not integers (:class:`~ignite_igan.validation.ArgumentTypeError`, also a
-            ``ValueError``).
+        ValueError: the loader's own errors, a device this machine does not have, or a labeled example whose label
+            is outside ``[0, num_classes)``.
+        TypeError: labels that are not integers, ``num_classes`` not an int or ``device`` not a device
+            (:class:`~ignite_igan.validation.ArgumentTypeError`, also a ``ValueError``).
     """
 
     def __init__(
@@ -123,11 +129,14 @@ class DeviceSemiSupervisedLoader(SemiSupervisedLoader):
         rank: Optional[int] = None,
         num_classes: Optional[int] = None,
     ) -> None:
+        # Checked before the host loader's work, and before any copy could fail deep inside torch.
+        device = check_device("device", device)
+        num_classes = check_int("num_classes", num_classes, minimum=1, allow_none=True)
         super().__init__(
             dataset, labeled_indices, batch_size, seed=seed, labeled_batch_size=labeled_batch_size,
             unlabeled_indices=unlabeled_indices, generator_batch=generator_batch, world_size=world_size, rank=rank,
         )
-        self.device = torch.device(device)
+        self.device = device
         self.inputs, self.labels = _device_tensors(dataset, self.device)
         labeled = self.labels.index_select(0, torch.from_numpy(self._sampler.labeled).to(self.device))
         check_indices("the labeled examples' labels", labeled, size=num_classes, hint="num_classes")

@@ -21,6 +21,8 @@ import torch.nn.functional as torch_F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ignite_igan.validation import check_device
+
 __all__ = ["DigitsClassifier", "train_digits_classifier", "load_digits_classifier"]
 
 
@@ -71,7 +73,7 @@ def train_digits_classifier(
         x, y = next(iter(DataLoader(dataset, batch_size=len(dataset))))
         return x.to(device), y.to(device)
 
-    device = torch.device(device)
+    device = check_device("device", device)
     (x, y), (x_test, y_test) = whole(True), whole(False)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -107,6 +109,7 @@ def load_digits_classifier(path: Any, device: Union[str, torch.device] = "cpu") 
         >>> load_digits_classifier(path).training
         False
     """
+    device = check_device("device", device)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path: no such file {str(path)!r}")

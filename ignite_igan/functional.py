@@ -93,7 +93,10 @@ def minibatch_features(m: Tensor) -> Tensor:
 
     Returns:
         ``o`` of shape (N, B). Each example's features depend on the other examples of the same call, so call
-        it separately per source (labeled, unlabeled, generated), as the reference does.
+        it separately per source (labeled, unlabeled, generated), as the reference does. Non-finite inputs follow
+        the expression (``docs/nan_policy.md``): a NaN in ``m[i, b]`` makes kernel ``b``'s features NaN for every
+        example; an infinity makes example ``i``'s features NaN in kernel ``b`` (its self-distance is
+        ``inf - inf``) and adds ``exp(-inf) = 0`` to those of the examples with finite entries there.
 
     Example:
         >>> import torch

@@ -52,7 +52,7 @@ from ignite_igan.nn import (
     GaussianNoise, MinibatchDiscrimination, ScaleFreeBatchNorm, VirtualBatchNorm, WeightNormConv2d,
     WeightNormConvTranspose2d, WeightNormLinear, minibatch_batch_mean_init,
 )
-from ignite_igan.validation import check_choice, check_int, check_int_tuple, check_real, describe
+from ignite_igan.validation import check_choice, check_device, check_int, check_int_tuple, check_real, describe
 
 __all__ = [  # one line per family of networks
     "MNISTGenerator", "MNISTDiscriminator", "mnist_generator", "mnist_discriminator", "digits_generator",
@@ -152,7 +152,7 @@ class _Generator(_Network):
         """
         n = check_int("n", n, minimum=1)
         parameter = next(self.parameters())
-        device = parameter.device if device is None else device
+        device = parameter.device if device is None else check_device("device", device)  # None: the trainers' path
         return torch.rand(n, self.z_dim, generator=generator, device=device, dtype=parameter.dtype)
 
     def set_reference(self, z_ref: Tensor) -> None:
@@ -675,7 +675,7 @@ class MixtureGenerator(nn.Module):
         """
         n = check_int("n", n, minimum=1)
         parameter = next(self.parameters())
-        device = parameter.device if device is None else device
+        device = parameter.device if device is None else check_device("device", device)  # None: the trainers' path
         if generator is not None and torch.device(device).type != generator.device.type:
             return torch.randn(n, self.z_dim, generator=generator, dtype=parameter.dtype).to(device)
         return torch.randn(n, self.z_dim, generator=generator, device=device, dtype=parameter.dtype)

@@ -794,6 +794,7 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
         tensor(True)
     """
     check_instance("layer", layer, MinibatchDiscrimination, "a MinibatchDiscrimination")
+    check_instance("features", features, Tensor, "a tensor (N, in_features)")
     if features.dim() < 2 or features.shape[0] < 2:
         raise ValueError(f"features must be a batch of at least 2 examples, got shape {tuple(features.shape)}")
     x = features.flatten(1)

@@ -28,14 +28,18 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+import math
+import numbers
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from ignite.engine import CallableEventWithFilter, Engine, Events
 from torch import Tensor
 from torch.optim import Optimizer
 
-from ignite_igan.validation import check_bool, check_int, check_optimizer_state, check_real, describe
+from ignite_igan.validation import (
+    check_bool, check_finite_state, check_int, check_optimizer_state, check_real, describe,
+)
 
 __all__ = [
     "ReferenceAdam",
@@ -111,12 +115,47 @@ class ReferenceAdam(Optimizer):
         super().__init__(params, defaults)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Loads a state after checking that it belongs to these parameters (their number and shapes).
+        """Loads a state after checking that it belongs to these parameters and that its values can be stepped.
 
         :class:`torch.optim.Optimizer` checks only the number of parameters per group: another model's state with
         as many parameters would load and fail at the first step. Here it is refused at once, naming the parameter.
+        A state of a diverged or damaged run is refused too, naming the entry: a learning rate, beta or epsilon
+        that the constructor would refuse (NaN, infinite, negative), moments holding NaN or infinity, a negative
+        second moment (its square root is NaN) or a negative step count. Loaded silently, each would turn the
+        parameters into NaN at the first step, and the run would stop blaming its own divergence.
+
+        Raises:
+            ValueError: naming the entry (e.g. ``state_dict['param_groups'][0]['lr']``) and its value.
         """
-        check_optimizer_state("ReferenceAdam.load_state_dict", self, state_dict)
+        owner = "ReferenceAdam.load_state_dict"
+        check_optimizer_state(owner, self, state_dict)
+        for index, group in enumerate(state_dict["param_groups"]):
+            where = f"{owner}: state_dict['param_groups'][{index}]"
+            # The constructor's ranges; a scheduler may have set the rate to a one-element tensor.
+            if "lr" in group:
+                check_real(f"{where}['lr']", group["lr"], minimum=0.0, allow_tensor=True)
+            if "eps" in group:
+                check_real(f"{where}['eps']", group["eps"], minimum=0.0, allow_tensor=True)
+            betas = group.get("betas", (0.0, 0.0))
+            if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+                raise ValueError(f"{where}['betas'] must be a pair (beta1, beta2), got {describe(betas)}")
+            for i, beta in enumerate(betas):
+                check_real(f"{where}['betas'][{i}]", beta, minimum=0.0, maximum=1.0, high_open=True, allow_tensor=True)
+        check_finite_state(owner, "state_dict['state']", state_dict["state"])
+        for key, state in state_dict["state"].items():
+            if not isinstance(state, Mapping):
+                continue
+            square = state.get("exp_avg_sq")
+            if isinstance(square, Tensor) and bool((square < 0).any()):
+                raise ValueError(
+                    f"{owner}: state_dict['state'][{key!r}]['exp_avg_sq'] holds negative values "
+                    f"({int((square < 0).sum())} of {square.numel()}); a second moment is a mean of squares. The state "
+                    "is damaged: load one saved by a healthy run"
+                )
+            if "step" in state and not _is_count(state["step"]):
+                raise ValueError(
+                    f"{owner}: state_dict['state'][{key!r}]['step'] must be a count >= 0, got {describe(state['step'])}"
+                )
         super().load_state_dict(state_dict)
 
     @torch.no_grad()
@@ -218,6 +257,18 @@ class ReferenceAdam(Optimizer):
             step_size = (-self._lr_tensors[index][1] / bias_correction1).to(params[0].dtype)
             torch._foreach_mul_(updates, step_size)
             torch._foreach_add_(params, updates)
+
+
+def _is_count(value: Any) -> bool:
+    """Whether ``value`` is a step count: a whole number >= 0, as a Python or NumPy number or a one-element tensor
+    (the capturable optimizer keeps it as a float64 tensor)."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            return False
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value) and value >= 0 and float(value).is_integer()
 
 
 def _moments(

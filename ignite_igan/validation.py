@@ -47,11 +47,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["ArgumentTypeError", "check_bool", "check_choice", "check_fields", "check_finite_parameters",
-           "check_finite_state", "check_identifier", "check_indices", "check_input_dtype", "check_instance",
-           "check_int", "check_int_tuple", "check_methods", "check_optimizer_state", "check_players", "check_points",
-           "check_real", "check_same_trainable", "check_state_keys", "check_statistics", "check_tensor_shape",
-           "check_trainable", "describe"]
+__all__ = ["ArgumentTypeError", "check_bool", "check_choice", "check_device", "check_fields",
+           "check_finite_parameters", "check_finite_state", "check_identifier", "check_indices", "check_input_dtype",
+           "check_instance", "check_int", "check_int_tuple", "check_methods", "check_optimizer_state", "check_players",
+           "check_points", "check_real", "check_same_trainable", "check_state_keys", "check_statistics",
+           "check_tensor_shape", "check_trainable", "describe"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -149,6 +149,16 @@ def check_real(
     return number
 
 
+def _is_integer(value: Any) -> bool:
+    # numbers.Integral covers Python's int and NumPy's integer types (NumPy registers them); a bool is an Integral
+    # too, but True where a count belongs is a mistake.
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (numbers.Real, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def check_int(
     name: str,
     value: Any,
@@ -180,7 +190,7 @@ def check_int(
     if value is None and allow_none:
         return None
     value = _unwrap_scalar(value, False)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not _is_integer(value):
         raise ArgumentTypeError(f"{name} must be an int{' or None' if allow_none else ''}, got {describe(value)}")
     number = int(value)  # compared as an int: a float would round seeds beyond 2**53
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
@@ -251,8 +261,10 @@ def check_int_tuple(
         ...
         ValueError: hidden[1] must be >= 1, got 0
     """
-    if repeat_int and length is not None and isinstance(value, numbers.Integral):
+    if repeat_int and length is not None and _is_integer(value):
         value = (value,) * length
+    if isinstance(value, np.ndarray) and value.ndim == 1:  # a NumPy vector of ints is a sequence to its user
+        value = value.tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         kind = "an int or a sequence of ints" if repeat_int else "a sequence of ints"
         raise ArgumentTypeError(f"{name} must be {kind}, got {describe(value)}")
@@ -672,6 +684,14 @@ def check_optimizer_state(owner: str, optimizer: torch.optim.Optimizer, state_di
 _KINDS = {bool: "a bool", int: "an int", float: "a real number", str: "a string"}
 
 
+def _optional_of(annotation: Any) -> Any:
+    """``X`` of an ``Optional[X]`` annotation, else the annotation itself."""
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and len(arguments) == 2 and type(None) in arguments:
+        return next(argument for argument in arguments if argument is not type(None))
+    return annotation
+
+
 def check_fields(
     config: Any,
     minimums: Optional[Mapping[str, int]] = None,
@@ -682,7 +702,9 @@ def check_fields(
     """Checks the fields of a dataclass instance (a run's configuration), in this order, at the first wrong one:
 
     1. every field annotated ``bool``, ``int``, ``float`` or ``str`` holds a value of that kind (a ``float`` field
-       takes an ``int`` too; no field but a ``bool`` one takes a ``bool``): else a ``TypeError``;
+       takes an ``int`` too; no field but a ``bool`` one takes a ``bool``; NumPy numbers count as Python's and are
+       replaced by them in the instance, also in ``Optional`` fields, so that it stays writable as JSON): else a
+       ``TypeError``;
     2. every ``int`` field is at least its minimum (``minimums[name]``, else ``default_minimum``);
     3. every field of ``choices`` is one of its choices;
     4. every field of ``ranges``, ``name: (low, high, low_closed)``, is ``None`` or in ``(low, high)`` (``[low,
@@ -717,6 +739,11 @@ def check_fields(
     for field in dataclasses.fields(config):
         annotation = hints.get(field.name, field.type)
         value, kind = getattr(config, field.name), {float: (int, float)}.get(annotation, annotation)
+        numpy_number = {int: _is_integer, float: _is_real, bool: lambda v: isinstance(v, np.bool_)}.get(
+            _optional_of(annotation))
+        if numpy_number is not None and isinstance(value, np.generic) and numpy_number(value):
+            value = value.item()  # a NumPy number as the Python number it stands for (json cannot write NumPy's)
+            object.__setattr__(config, field.name, value)  # object's: a frozen dataclass is checked alike
         if annotation in _KINDS and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
             raise TypeError(f"{field.name} must be {_KINDS[annotation]}, got {type(value).__name__} {value!r}")
         if kind is int:
@@ -727,3 +754,66 @@ def check_fields(
         value = getattr(config, name)
         if value is not None and not (low < value < high or (closed and value == low)):
             raise ValueError(f"{name} must be in {'[' if closed else '('}{low}, {high}), got {value!r}")
+
+
+# --- added by robust ---
+def check_device(name: str, value: Any, *, allow_none: bool = False) -> Optional[torch.device]:
+    """``value`` as a :class:`torch.device`, checked to name a device this machine has.
+
+    Without this check, a device that is not there surfaces later, from deep inside torch, without naming the
+    argument (``"Found no NVIDIA driver on your system"`` when a tensor is first moved to ``"cuda"``). The check
+    costs no device work: only for a CUDA device, :func:`torch.cuda.device_count` asks how many GPUs there are
+    (through NVML where it can, which leaves CUDA uninitialized in this process).
+
+    Args:
+        name: the argument's name.
+        value: a :class:`torch.device`, a string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...) or an int (an
+            accelerator's index, as torch reads it).
+        allow_none: None is passed through (a device left to the caller's default).
+
+    Returns:
+        ``torch.device(value)``, or None when ``value`` is None and ``allow_none``.
+
+    Raises:
+        ArgumentTypeError: not a device, a string or an int (a float, a bool, ...).
+        ValueError: a string torch does not read as a device, a negative index, or a CUDA or MPS device this
+            machine does not have.
+
+    Example:
+        >>> check_device("device", "cpu")
+        device(type='cpu')
+        >>> check_device("device", "gpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: device must be a device such as 'cpu', 'cuda' or 'cuda:1', got 'gpu'
+    """
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (torch.device, str)) and not _is_integer(value):
+        none = " or None" if allow_none else ""
+        raise ArgumentTypeError(
+            f"{name} must be a torch.device, a string such as 'cpu' or 'cuda', or a device index{none}, got "
+            f"{describe(value)}"
+        )
+    try:
+        device = torch.device(value if isinstance(value, (torch.device, str)) else int(value))
+    except RuntimeError:  # torch's "Invalid device string" or "Device index must not be negative"
+        raise ValueError(f"{name} must be a device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}") from None
+    # An index is torch's accelerator index: say which device torch read it as.
+    given = repr(str(device))
+    if not isinstance(value, (torch.device, str)):
+        given = f"{int(value)} (torch reads it as {given})"
+    if device.type == "cuda":
+        count = torch.cuda.device_count()  # NVML's count where it can: unlike is_available(), it leaves CUDA unused
+        if count == 0:
+            raise ValueError(
+                f"{name} is {given}, but CUDA is not available on this machine (no NVIDIA GPU, driver or "
+                "CUDA build of torch); pass 'cpu' instead"
+            )
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"{name} is {given}, but this machine has {count} CUDA device(s) (indices 0 to {count - 1})"
+            )
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{name} is 'mps', but MPS is not available on this machine; pass 'cpu' instead")
+    return device

@@ -330,7 +330,9 @@ def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace
         results.update({"test_examples": len(data.test_set), "labels": len(data.labeled),
                         "unlabeled_examples": len(data.train_set) if data.pool is None else len(data.pool),
                         "iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
-                        "final_train_outputs": outputs_to_floats(trainer.state.output)})
+                        # None: resumed after the last epoch from a checkpoint that predates the saved output
+                        "final_train_outputs": None if trainer.state.output is None
+                        else outputs_to_floats(trainer.state.output)})
         if args.baseline:
             run.enter_phase("baseline", results)  # a run stopped in the baseline resumes there
     else:

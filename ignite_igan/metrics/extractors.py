@@ -34,7 +34,7 @@ from ignite.metrics import Metric
 
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, tf32_mode
-from ignite_igan.validation import ArgumentTypeError, check_bool, check_choice, check_int
+from ignite_igan.validation import ArgumentTypeError, check_bool, check_choice, check_device, check_int
 
 __all__ = [
     "INPUT_RANGES",
@@ -881,6 +881,7 @@ class _ExtractorMetric(Metric):
         allow_tf32: bool,
         features_fn: Optional[FeaturesFn] = None,
     ) -> None:
+        device = check_device("device", device)  # before a network is built there
         self._input_range = _normalize_range(input_range)
         self._allow_tf32 = check_bool("allow_tf32", allow_tf32)
         self._extractor_batch_size = check_int("extractor_batch_size", extractor_batch_size, minimum=1, allow_none=True)

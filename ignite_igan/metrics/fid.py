@@ -59,7 +59,7 @@ from ignite_igan.metrics.extractors import (
     sha256_of_file,
 )
 from ignite_igan.metrics.protocol import ROUNDING, Protocol, publish_protocol
-from ignite_igan.validation import check_bool, check_int, check_statistics
+from ignite_igan.validation import check_bool, check_device, check_int, check_statistics
 
 __all__ = ["FID", "FeatureStatistics", "RealImages", "default_statistics_dir"]
 
@@ -187,6 +187,7 @@ class FeatureStatistics:
             >>> stats.count, stats.num_features
             (64, 48)
         """
+        device = check_device("device", device)
         real = images if isinstance(images, RealImages) else RealImages(images)
         shared = extractor if isinstance(extractor, SharedPass) else SharedPass(extractor, device)
         shared.extractor.to(torch.device(device))

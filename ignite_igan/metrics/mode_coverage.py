@@ -32,7 +32,7 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
-from ignite_igan.validation import check_choice, check_int, check_points, check_real
+from ignite_igan.validation import check_choice, check_device, check_int, check_points, check_real
 
 __all__ = [
     "benchmark_mixture",
@@ -273,6 +273,7 @@ class ModeCoverage(Metric):
         self._centers = _as_centers(centers)
         self._std = float(check_real("std", std, minimum=0.0, low_open=True))
         self._min_count = check_int("min_count", min_count, minimum=1, allow_none=True)
+        device = check_device("device", device)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
 
     @reinit__is_reduced

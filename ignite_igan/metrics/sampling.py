@@ -20,7 +20,7 @@ from ignite.metrics import Metric
 from ignite_igan.metrics.inception import InceptionScore
 from ignite_igan.metrics.modes import _module_device, evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, published_protocols
-from ignite_igan.validation import check_choice, check_int
+from ignite_igan.validation import check_choice, check_device, check_int
 
 # evaluation_mode is also importable from here, as it was; the package lists it once, under modes.
 __all__ = ["GeneratorEvaluator", "score_generator", "generate_samples"]
@@ -95,7 +95,7 @@ class GeneratorEvaluator:
                 "noise_fn=lambda n, generator: ... to draw its input"
             )
         self.generator = generator
-        self.device = device
+        self.device = check_device("device", device, allow_none=True)
         self._noise_fn = noise_fn
         self._output_transform = output_transform
         self._noise: Optional[Tensor] = None

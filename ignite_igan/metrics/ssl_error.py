@@ -18,6 +18,7 @@ from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from ignite.utils import convert_tensor
 
 from ignite_igan.metrics.modes import evaluation_mode
+from ignite_igan.validation import check_device
 
 __all__ = ["SemiSupervisedError", "ErrorEvaluator"]
 
@@ -53,6 +54,7 @@ class SemiSupervisedError(Metric):
     def __init__(
         self, output_transform: Callable = lambda x: x, device: Union[str, torch.device] = torch.device("cpu")
     ) -> None:
+        device = check_device("device", device)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
 
     @reinit__is_reduced
@@ -136,7 +138,7 @@ class ErrorEvaluator:
         self._model = model
         self.loader = loader
         self.name = name
-        self.device = torch.device(device) if device is not None else None
+        self.device = check_device("device", device, allow_none=True)
         self._prepare_batch = prepare_batch
         self._non_blocking = non_blocking
         self._current: Optional[nn.Module] = None
