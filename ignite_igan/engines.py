@@ -67,7 +67,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 
 from ignite_igan import functional as F
-from ignite_igan.validation import check_bool, check_choice, check_instance, check_int, check_players, check_real
+from ignite_igan.validation import (
+    check_bool, check_choice, check_device, check_instance, check_int, check_players, check_real,
+)
 
 __all__ = ["semi_supervised_step", "gan_step", "create_semi_supervised_trainer", "create_gan_trainer",
            "outputs_to_floats", "outputs_on_device"]
@@ -767,7 +769,7 @@ def create_semi_supervised_trainer(
     if check_bool("cuda_graph", cuda_graph):
         scaled = step.d_scaler is not None  # type: ignore[attr-defined]
         update = graphed = _GraphedStep(update, [discriminator, generator], [d_optimizer, g_optimizer], scaled)
-    device = None if device is None else torch.device(device)
+    device = check_device("device", device, allow_none=True)
 
     def process(engine: Engine, batch: Any) -> Any:
         prepared = prepare_batch(batch, device, non_blocking)
@@ -835,7 +837,7 @@ def create_gan_trainer(
                     class_weight=class_weight if conditional else None, **step_options)
     labels: _ClassLabels = step.labels  # type: ignore[attr-defined]
     labels.enabled = check_bool("check_labels", check_labels) and conditional
-    device = None if device is None else torch.device(device)
+    device = check_device("device", device, allow_none=True)
 
     def process(engine: Engine, batch: Any) -> Any:
         x_real, y_real = prepare_batch(batch, device, non_blocking)

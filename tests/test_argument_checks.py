@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import json
 import math
+import re
 from typing import Optional
 
 import numpy as np
@@ -311,3 +312,19 @@ def test_the_layer_passes_an_infinite_input_on_as_nan():
     assert torch.isfinite(features[[0, 1, 3, 4, 5]]).all()  # the others' are exact: example 2 is no neighbour
     finite = layer(x[[0, 1, 3, 4, 5]])[:, 4:]
     torch.testing.assert_close(features[[0, 1, 3, 4, 5]], finite)  # up to the order of the sums
+
+
+@pytest.mark.parametrize("factory", ["create_semi_supervised_trainer", "create_gan_trainer"])
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "device must be a device such as 'cpu', 'cuda' or 'cuda:1', got 'gpu'"),
+    (1.5, "device must be a torch.device, a string such as 'cpu' or 'cuda', or a device index or None, got"),
+])
+def test_the_trainer_factories_name_a_bad_device(factory, device, message):
+    import ignite_igan.engines as engines
+    from ignite_igan.models import digits_discriminator, digits_generator
+    from ignite_igan.optim import ReferenceAdam
+
+    generator, discriminator = digits_generator(), digits_discriminator(num_classes=10 if "semi" in factory else 1)
+    optimizers = [ReferenceAdam(m.parameters(), lr=1e-3) for m in (discriminator, generator)]
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        getattr(engines, factory)(generator, discriminator, *optimizers, device=device)
