@@ -611,14 +611,15 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
         raise RunFolderError(
             f"--output-dir {where!r} holds a single run's checkpoints: --seeds needs a folder of its own. Choose "
             "another --output-dir")
-    seed_records = {seed: _seed_record(seed_folder(folder, seed)) for seed in dict.fromkeys(given + (recorded or []))}
+    present = _present(folder, dict.fromkeys(given + (recorded or [])))  # a stat per seed folder that exists only
+    seed_records = {seed: _seed_record(folder / f"seed{seed}") for seed in present}
     started = [seed for seed, seed_record in seed_records.items()
-               if seed_record is not None or list_checkpoints(seed_folder(folder, seed) / "checkpoints")]
+               if seed_record is not None or list_checkpoints(folder / f"seed{seed}" / "checkpoints")]
     table = _read_table(folder)
     if not args.resume:
-        holds = [seed for seed in started if list_checkpoints(seed_folder(folder, seed) / "checkpoints")]
+        holds = [seed for seed in started if list_checkpoints(folder / f"seed{seed}" / "checkpoints")]
         if recorded is not None and (holds or (record or {}).get("status") == "complete" or table is not None):
-            listed = format_seeds(recorded) if recorded else format_seeds(given)
+            listed = runs.format_seeds(recorded) if recorded else runs.format_seeds(given)
             raise RunFolderError(
                 f"--output-dir {where!r} already holds a multi-seed run (seeds {listed}, "
                 f"{(record or {}).get('status', 'made by an earlier version')}). Continue it with --seeds {listed} "
@@ -647,19 +648,20 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
                   "created": runs._now()}
         recorded = record["seeds"]
     epochs, changed = int(record.get("epochs", args.epochs)), _changed(record.get("config", {}), config)
-    missing, added = [s for s in recorded if s not in given], [s for s in given if s not in recorded]
+    given_set, recorded_set = set(given), set(recorded)
+    missing, added = [s for s in recorded if s not in given_set], [s for s in given if s not in recorded_set]
     rules = [
         (record.get("experiment") != experiment,
          f"--resume: {where!r} holds a {record.get('experiment')!r} multi-seed run, not {experiment!r}"),
         (changed, f"--resume: the flags differ from those the multi-seed run in {where!r} was started with, and the "
                   f"recorded ones are what its seeds' checkpoints hold: {'; '.join(changed)}. Resume with the "
                   "recorded values, or start a new run in another --output-dir"),
-        (missing, f"--seeds {format_seeds(given)}: the multi-seed run in {where!r} has seeds {format_seeds(recorded)}, "
+        (missing, f"--seeds {runs.format_seeds(given)}: the multi-seed run in {where!r} has seeds {runs.format_seeds(recorded)}, "
                   "and its table is over every one of them: resume with --seeds "
-                  f"{format_seeds(recorded + added)}" + (" --extend" if added else "")),
+                  f"{runs.format_seeds(recorded + added)}" + (" --extend" if added else "")),
         (added and not extend,
-         f"--seeds {format_seeds(given)} adds seed(s) {format_seeds(added)} to the multi-seed run in {where!r} (seeds "
-         f"{format_seeds(recorded)}); to add them, pass --extend, or resume with --seeds {format_seeds(recorded)}"),
+         f"--seeds {runs.format_seeds(given)} adds seed(s) {runs.format_seeds(added)} to the multi-seed run in {where!r} (seeds "
+         f"{runs.format_seeds(recorded)}); to add them, pass --extend, or resume with --seeds {runs.format_seeds(recorded)}"),
         (args.epochs < epochs,
          f"--epochs: the multi-seed run in {where!r} is set to {epochs} epochs; a run cannot be shortened on resume "
          f"(got {args.epochs}). Resume with --epochs {epochs}"),
@@ -671,12 +673,12 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
         if refused:
             raise RunFolderError(message)
     seeds = recorded + added
-    complete = {seed: summary for seed in seeds
-                if (summary := _complete_summary(seed_folder(folder, seed), args.epochs)) is not None}
+    complete = {seed: summary for seed in _present(folder, seeds)
+                if (summary := _complete_summary(folder / f"seed{seed}", args.epochs)) is not None}
     if (len(complete) == len(seeds) and record.get("status", "complete") == "complete" and table is not None
             and [int(seed) for seed in table.get("seeds", [])] == seeds):
         raise _NothingToDo(
-            f"the multi-seed run in {where!r} is complete (seeds {format_seeds(seeds)}, {epochs} epochs; table in "
+            f"the multi-seed run in {where!r} is complete (seeds {runs.format_seeds(seeds)}, {epochs} epochs; table in "
             f"{str(folder / runs.MULTI_SEED_TABLE)!r}); nothing to do. To add seeds, pass them with --extend; to "
             "train further, --extend with a larger --epochs", table)
     new = dict(record, seeds=seeds, epochs=args.epochs, status="training")
@@ -685,11 +687,21 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     return {"record": new, "seeds": seeds, "complete": complete}
 
 
+def _present(folder: Path, seeds: Any) -> List[int]:
+    """The seeds, in order, whose folder ``seed<k>`` exists in ``folder`` (one listing, not a look-up per seed)."""
+    try:
+        names = {entry.name for entry in os.scandir(folder) if entry.is_dir()}
+    except OSError:  # no folder yet (or not a folder: said later, by the writability check)
+        return []
+    return [seed for seed in seeds if f"seed{seed}" in names]
+
+
 def _check_space(folder: Path, seeds: Sequence[int], checkpoint_bytes: Optional[int]) -> None:
     """A multi-seed run's disk estimate: each seed that has no checkpoint yet keeps two (as a single run does)."""
-    fresh = [seed for seed in seeds if not list_checkpoints(seed_folder(folder, seed) / "checkpoints")]
-    written = [path.stat().st_size for seed in seeds for path in
-               list_checkpoints(seed_folder(folder, seed) / "checkpoints")[:1]]
+    present = _present(folder, seeds)
+    newest = {seed: list_checkpoints(folder / f"seed{seed}" / "checkpoints")[:1] for seed in present}
+    fresh = [seed for seed in seeds if not newest.get(seed)]
+    written = [paths[0].stat().st_size for paths in newest.values() if paths]
     size = max(written) if written else checkpoint_bytes
     if not fresh or size is None:
         return
