@@ -2,6 +2,7 @@
 (record, lock, refusals, resume, signals, failures), with a stand-in recipe that starts in milliseconds and, at the
 end, the digits recipe itself."""
 import argparse
+import importlib.util
 import io
 import json
 import os
@@ -426,3 +427,53 @@ def test_a_signal_to_the_parent_stops_every_seed_and_says_how_to_resume(tmp_path
             os.kill(int(path.read_text()), 0)
     assert not (out / "seed3").exists()  # the third seed never started
 
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The recipe's command
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def recipe():
+    spec = importlib.util.spec_from_file_location("semi_supervised_recipe", ROOT / "recipes" / "semi_supervised.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--jobs", "2"], "--jobs: sets how many seeds run at a time, so it goes with --seeds"),
+    (["--seeds", "1-2", "--seed", "3"], "--seed: --seeds sets each seed's --seed and --seed-data"),
+    (["--seeds", "1-2", "--seed-data", "3"], "--seed-data: --seeds sets each seed's --seed and --seed-data"),
+])
+def test_the_recipe_refuses_flags_that_seeds_overrides_or_ignores(tmp_path, capsys, recipe, argv, message):
+    with pytest.raises(SystemExit) as exit:
+        recipe.main("digits_ssl", [*argv, "--output-dir", str(tmp_path / "out")])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_recipe_estimates_a_checkpoint_from_its_networks(recipe):
+    # digits_ssl's checkpoint_1.pt measured 1,569,548 bytes; the estimate counts the tensors alone.
+    assert 1.3e6 < recipe.checkpoint_bytes(recipe.SETTINGS["digits_ssl"]) < 1.6e6
+
+
+@pytest.mark.slow
+def test_the_digits_recipe_multi_seed_folder_is_a_run_folder(tmp_path):
+    from tests.test_recipes_ssl import run_recipe
+
+    common = ["--epochs", "1", "--iterations-per-epoch", "2", "--no-baseline", "--no-progress"]
+    out = tmp_path / "many"
+    run_recipe("digits_ssl", *common, "--seeds", "1-2", "--output-dir", out)
+    record = json.loads((out / "run.json").read_text())
+    assert (record["kind"], record["seeds"], record["status"], record["epochs"]) == ("multi-seed", [1, 2],
+                                                                                     "complete", 1)
+    before = _snapshot(out)
+    again = run_recipe("digits_ssl", *common, "--seeds", "1-2", "--resume", "--output-dir", out)
+    assert "nothing to do" in again.stdout and _snapshot(out) == before
+    single = run_recipe("digits_ssl", *common, "--resume", "--output-dir", out, check=False)
+    assert single.returncode == 2 and "resume it as a whole with --seeds 1-2 --resume" in single.stderr
+    fewer = run_recipe("digits_ssl", *common, "--seeds", "1", "--resume", "--output-dir", out, check=False)
+    assert fewer.returncode == 2 and "resume with --seeds 1-2" in fewer.stderr
+    inside = run_recipe("digits_ssl", *common, "--seeds", "1-2", "--output-dir", out / "seed1", check=False)
+    assert inside.returncode == 2 and "holds a single 'digits_ssl' run (complete, 1 epochs)" in inside.stderr
+    assert _snapshot(out) == before

@@ -201,10 +201,12 @@ def check_seed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         >>> parser = cli.recipe_parser("demo", epochs=1, labels_per_class=10, data_dir=None)
         >>> _ = parser.add_argument("--seeds", type=parse_seeds)
         >>> _ = parser.add_argument("--jobs", type=int)
-        >>> args = parser.parse_args(["--seeds", "1-3", "--seed", "4"])
-        >>> check_seed_flags(parser, args, ["--seeds", "1-3", "--seed", "4"])  # doctest: +SKIP
-        usage: ...
-        demo: error: --seed: --seeds sets each seed's --seed and --seed-data ...
+        >>> check_seed_flags(parser, parser.parse_args(["--seeds", "1-3"]), ["--seeds", "1-3"])  # accepted
+        >>> check_seed_flags(parser, parser.parse_args(["--seeds", "1-3", "--seed", "4"]), ["--seeds", "1-3", "--seed",
+        ...                  "4"])  # prints "demo: error: --seed: --seeds sets each seed's --seed ..." to stderr
+        Traceback (most recent call last):
+        ...
+        SystemExit: 2
     """
     argv = _canonical_argv(parser, check_strings("argv", argv, allow_empty=True))
     given, in_config = _given(parser, argv), _config_keys(args)
@@ -467,15 +469,16 @@ def _run_seeds(
         with guard:
             if stopping.is_set():
                 return
-            log = open(log_path[seed], "a")
-            offset = log.tell()
-            processes[seed] = subprocess.Popen([*command, *extra], stdout=log, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL)
-        with log:
-            code = processes[seed].wait()
-        if stopping.is_set():
-            return  # stopped by the parent: reported once, by the parent
+            with open(log_path[seed], "a") as log:
+                offset = log.tell()
+                processes[seed] = subprocess.Popen([*command, *extra], stdout=log, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL)
+        code = processes[seed].wait()
         tail, warned = _log_news(log_path[seed], offset)
+        # Ctrl-C in a terminal reaches the seeds too; one may end before the parent's main thread has seen it.
+        interrupted = code in (-signal.SIGINT, 128 + signal.SIGINT) or (tail and tail[-1] == "KeyboardInterrupt")
+        if stopping.wait(timeout=2.0) if interrupted else stopping.is_set():
+            return  # stopped by the parent: reported once, by the parent
         elapsed = f"after {time.perf_counter() - started:.0f} s"
         summary = folder / runs.SUMMARY_NAME
         if code == 0 and not summary.is_file():
