@@ -385,10 +385,16 @@ def test_an_output_dir_that_is_a_file_or_under_one_is_a_message(tmp_path, fake, 
 
 
 def test_the_disk_estimate_refuses_more_seeds_than_the_disk_holds(tmp_path, fake, capsys):
-    code, _, err = _command(fake, ["--seeds", "1-100000", "--output-dir", tmp_path], capsys,
-                            checkpoint_bytes=2**40)
-    assert code == 2 and "100,000 seed(s) start here, each keeping two checkpoints of about 1048576.0 MiB" in err
+    argv = ["--seeds", "1-3", "--fail-seeds", "1,2,3", "--output-dir", tmp_path]
+    code, _, err = _command(fake, argv, capsys, checkpoint_bytes=2**50)
+    assert code == 2 and "3 seed(s) start here, each keeping two checkpoints of about 1073741824.0 MiB" in err
     assert "run fewer seeds (--seeds)" in err and not (tmp_path / "seed1").exists()
+    # A checkpoint that a seed has written gives the size (here 3 MiB, which fits): the estimate is not used.
+    assert _command(fake, argv, capsys)[0] == 1
+    (tmp_path / "seed1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "seed1" / "checkpoints" / "checkpoint_1.pt").write_bytes(b"x" * 3 * 2**20)
+    code, _, err = _command(fake, [*argv, "--resume"], capsys, checkpoint_bytes=2**50)
+    assert code == 1 and "boom in seed 2" in err and "start here" not in err
 
 
 # ------------------------------------------------------------------------------------------------------------------
