@@ -172,7 +172,7 @@ FAKE = textwrap.dedent("""
               "checkpoint_2.pt: checksum mismatch. Resuming from checkpoint_1.pt instead", file=sys.stderr)
     if a.seed in a.sleep_seeds:
         (a.output_dir / "pid").write_text(str(os.getpid()))
-        time.sleep(600)
+        time.sleep(120)
     if a.seed in a.kill_seeds:
         os.kill(os.getpid(), signal.SIGKILL)
     if a.seed in a.fail_seeds:
@@ -420,18 +420,26 @@ def test_a_signal_to_the_parent_stops_every_seed_and_says_how_to_resume(tmp_path
                                "--output-dir", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env)
     pids = [seed_folder(out, seed) / "pid" for seed in (1, 2)]
-    while not all(p.is_file() and p.read_text() for p in pids) and parent.poll() is None:
-        time.sleep(0.1)
-    parent.send_signal(number)
-    stdout, stderr = parent.communicate(timeout=120)
-    assert parent.returncode == 128 + number, stderr
-    assert f"stopped by {signal.Signals(number).name}: every seed's process has been stopped" in stderr
-    assert "Resume with: python " in stderr and stderr.rstrip().endswith("--resume")
-    assert "Traceback" not in stderr
-    for path in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(int(path.read_text()), 0)
-    assert not (out / "seed3").exists()  # the third seed never started
+    try:
+        while not all(p.is_file() and p.read_text() for p in pids) and parent.poll() is None:
+            time.sleep(0.1)
+        parent.send_signal(number)
+        stdout, stderr = parent.communicate(timeout=120)
+        assert parent.returncode == 128 + number, stderr
+        assert f"stopped by {signal.Signals(number).name}: every seed's process has been stopped" in stderr
+        assert "Resume with: python " in stderr and stderr.rstrip().endswith("--resume")
+        assert "Traceback" not in stderr
+        for path in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(int(path.read_text()), 0)
+        assert not (out / "seed3").exists()  # the third seed never started
+    finally:  # where the test fails: no seed left sleeping
+        parent.kill()
+        for path in pids:
+            try:
+                os.kill(int(path.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, OSError, ValueError):
+                pass
 
 
 

@@ -601,7 +601,7 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
         RunFolderError: the folder cannot take this multi-seed run (the message says why and what to do).
         _NothingToDo: ``--resume`` of a complete multi-seed run.
     """
-    given, where = list(args.seeds), str(folder)
+    given, where, fmt = list(args.seeds), str(folder), runs.format_seeds
     config, extend = _configuration(args), bool(getattr(args, "extend", False))
     record = runs.read_record(folder)
     recorded = runs.multi_seed_folder(folder, record)
@@ -622,7 +622,7 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     if not args.resume:
         holds = [seed for seed in started if list_checkpoints(folder / f"seed{seed}" / "checkpoints")]
         if recorded is not None and (holds or (record or {}).get("status") == "complete" or table is not None):
-            listed = runs.format_seeds(recorded) if recorded else runs.format_seeds(given)
+            listed = fmt(recorded) if recorded else fmt(given)
             raise RunFolderError(
                 f"--output-dir {where!r} already holds a multi-seed run (seeds {listed}, "
                 f"{(record or {}).get('status', 'made by an earlier version')}). Continue it with --seeds {listed} "
@@ -659,12 +659,12 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
         (changed, f"--resume: the flags differ from those the multi-seed run in {where!r} was started with, and the "
                   f"recorded ones are what its seeds' checkpoints hold: {'; '.join(changed)}. Resume with the "
                   "recorded values, or start a new run in another --output-dir"),
-        (missing, f"--seeds {runs.format_seeds(given)}: the multi-seed run in {where!r} has seeds {runs.format_seeds(recorded)}, "
+        (missing, f"--seeds {fmt(given)}: the multi-seed run in {where!r} has seeds {fmt(recorded)}, "
                   "and its table is over every one of them: resume with --seeds "
-                  f"{runs.format_seeds(recorded + added)}" + (" --extend" if added else "")),
+                  f"{fmt(recorded + added)}" + (" --extend" if added else "")),
         (added and not extend,
-         f"--seeds {runs.format_seeds(given)} adds seed(s) {runs.format_seeds(added)} to the multi-seed run in {where!r} (seeds "
-         f"{runs.format_seeds(recorded)}); to add them, pass --extend, or resume with --seeds {runs.format_seeds(recorded)}"),
+         f"--seeds {fmt(given)} adds seed(s) {fmt(added)} to the multi-seed run in {where!r} (seeds "
+         f"{fmt(recorded)}); to add them, pass --extend, or resume with --seeds {fmt(recorded)}"),
         (args.epochs < epochs,
          f"--epochs: the multi-seed run in {where!r} is set to {epochs} epochs; a run cannot be shortened on resume "
          f"(got {args.epochs}). Resume with --epochs {epochs}"),
@@ -679,9 +679,9 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     complete = {seed: summary for seed in _present(folder, seeds)
                 if (summary := _complete_summary(folder / f"seed{seed}", args.epochs)) is not None}
     if (len(complete) == len(seeds) and record.get("status", "complete") == "complete" and table is not None
-            and [int(seed) for seed in table.get("seeds", [])] == seeds):
+            and table.get("seeds") == seeds):
         raise _NothingToDo(
-            f"the multi-seed run in {where!r} is complete (seeds {runs.format_seeds(seeds)}, {epochs} epochs; table in "
+            f"the multi-seed run in {where!r} is complete (seeds {fmt(seeds)}, {epochs} epochs; table in "
             f"{str(folder / runs.MULTI_SEED_TABLE)!r}); nothing to do. To add seeds, pass them with --extend; to "
             "train further, --extend with a larger --epochs", table)
     new = dict(record, seeds=seeds, epochs=args.epochs, status="training")
