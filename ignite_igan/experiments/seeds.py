@@ -414,6 +414,16 @@ def run_seeds(
             the message names each, how it ended, its log and the log's last lines.
         SeedsStopped: interrupted; every seed's process has ended.
         RunFolderError: ``output_dir`` is a file, not writable, or in use by another multi-seed run.
+
+    Example:
+        >>> import io, tempfile
+        >>> script = ("import json, pathlib, sys; out = pathlib.Path(sys.argv[sys.argv.index('--output-dir') + 1]); "
+        ...           "out.mkdir(parents=True); seed = int(sys.argv[sys.argv.index('--seed') + 1]); "
+        ...           "(out / 'summary.json').write_text(json.dumps({'metrics': {'test_error': seed / 10}}))")
+        >>> summaries = run_seeds([sys.executable, "-c", script], [1, 2], tempfile.mkdtemp(), jobs=2,
+        ...                       stream=io.StringIO())
+        >>> {seed: summary["metrics"]["test_error"] for seed, summary in summaries.items()}
+        {1: 0.1, 2: 0.2}
     """
     command = check_strings("command", command, example="[sys.executable, 'recipes/digits_ssl.py', '--epochs', '5']")
     seeds = _seed_list("seeds", seeds)
