@@ -49,8 +49,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["ArgumentTypeError", "check_bool", "check_choice", "check_device", "check_fields",
            "check_finite_parameters", "check_finite_state", "check_identifier", "check_indices", "check_input_dtype",
-           "check_instance", "check_int", "check_int_tuple", "check_methods", "check_optimizer_state", "check_players",
-           "check_points", "check_real", "check_same_trainable", "check_state_keys", "check_statistics",
+           "check_instance", "check_int", "check_int_list", "check_int_tuple", "check_mapping", "check_methods",
+           "check_optimizer_state", "check_path", "check_players", "check_points", "check_real",
+           "check_same_trainable", "check_state_keys", "check_statistics", "check_string", "check_strings",
            "check_tensor_shape", "check_trainable", "describe"]
 
 
@@ -756,7 +757,9 @@ def check_fields(
             raise ValueError(f"{name} must be in {'[' if closed else '('}{low}, {high}), got {value!r}")
 
 
-# --- added by robust ---
+# ---------------------------------------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------------------------------------
 def check_device(name: str, value: Any, *, allow_none: bool = False) -> Optional[torch.device]:
     """``value`` as a :class:`torch.device`, checked to name a device this machine has.
 
@@ -817,3 +820,119 @@ def check_device(name: str, value: Any, *, allow_none: bool = False) -> Optional
     elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError(f"{name} is 'mps', but MPS is not available on this machine; pass 'cpu' instead")
     return device
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Strings, paths, lists and mappings (the experiments' helpers)
+# ---------------------------------------------------------------------------------------------------------------------
+def check_string(name: str, value: Any, *, allow_empty: bool = False, allow_none: bool = False) -> Optional[str]:
+    """``value`` itself, checked to be a string (non-empty unless ``allow_empty``).
+
+    Example:
+        >>> check_string("experiment", "digits_ssl")
+        'digits_ssl'
+        >>> check_string("experiment", 3)
+        Traceback (most recent call last):
+        ...
+        ignite_igan.validation.ArgumentTypeError: experiment must be a string, got int 3
+    """
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{name} must be a string{' or None' if allow_none else ''}, got {describe(value)}")
+    if not value and not allow_empty:
+        raise ValueError(f"{name} must be a non-empty string, got ''")
+    return value
+
+
+def check_strings(name: str, value: Any, *, allow_empty: bool = False, example: str = "") -> List[str]:
+    """``value``, a sequence of strings (a command line, say), as a list; one string is refused, not split.
+
+    Args:
+        name: the argument's name; an entry is named ``name[i]``.
+        value: a list or tuple of strings.
+        allow_empty: an empty sequence is accepted.
+        example: what a right value looks like, for the message (e.g. ``"['python', 'train.py']"``).
+
+    Example:
+        >>> check_strings("command", "python train.py", example="['python', 'train.py']")
+        Traceback (most recent call last):
+        ...
+        ignite_igan.validation.ArgumentTypeError: command must be a sequence of strings (e.g. ['python', \
+'train.py']), got str 'python train.py'
+    """
+    expected = "a sequence of strings" + (f" (e.g. {example})" if example else "")
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+        raise ArgumentTypeError(f"{name} must be {expected}, got {describe(value)}")
+    if len(value) == 0 and not allow_empty:
+        raise ValueError(f"{name} must be {expected} with at least one entry, got {describe(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ArgumentTypeError(f"{name}[{i}] must be a string, got {describe(item)}")
+    return list(value)
+
+
+def check_path(name: str, value: Any, *, allow_none: bool = False) -> Any:
+    """``value`` as a :class:`pathlib.Path`, checked to be a non-empty string or path.
+
+    Example:
+        >>> check_path("output_dir", "runs/x").as_posix()
+        'runs/x'
+    """
+    import os
+    from pathlib import Path
+
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise ArgumentTypeError(f"{name} must be a path (a str or os.PathLike), got {describe(value)}")
+    if not os.fspath(value):
+        raise ValueError(f"{name} must be a non-empty path, got {value!r}")
+    return Path(value)
+
+
+def check_int_list(
+    name: str,
+    value: Any,
+    *,
+    minimum: Optional[int] = None,
+    maximum: Optional[int] = None,
+    unique: bool = False,
+) -> List[int]:
+    """``value``, a non-empty sequence or 1-d NumPy array of Python or NumPy integers (seeds, say), as a list of
+    Python ints, each in ``[minimum, maximum]``, each once where ``unique``.
+
+    Raises:
+        ArgumentTypeError: not a sequence (a string is not one), or an entry that is not an int.
+        ValueError: empty, an entry out of range, or an entry given twice where ``unique``.
+
+    Example:
+        >>> check_int_list("seeds", np.arange(1, 4), minimum=0, unique=True)
+        [1, 2, 3]
+        >>> check_int_list("seeds", [1, 2, 1], unique=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: seeds must hold each entry once, got 1 twice in [1, 2, 1]
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = list(value)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ArgumentTypeError(f"{name} must be a sequence of ints, got {describe(value)}")
+    if len(value) == 0:
+        raise ValueError(f"{name} must have at least one entry, got {describe(value)}")
+    numbers_ = [check_int(f"{name}[{i}]", v, minimum=minimum, maximum=maximum) for i, v in enumerate(value)]
+    if unique and len(set(numbers_)) != len(numbers_):
+        twice = next(n for i, n in enumerate(numbers_) if n in numbers_[:i])
+        shown = repr(numbers_) if len(numbers_) <= 20 else repr(numbers_[:20])[:-1] + ", ...]"
+        raise ValueError(f"{name} must hold each entry once, got {twice} twice in {shown}")
+    return numbers_
+
+
+def check_mapping(name: str, value: Any, expected: str = "a mapping", *, allow_empty: bool = False) -> Mapping:
+    """``value`` itself, checked to be a mapping (a dict), non-empty unless ``allow_empty``; ``expected`` says what
+    it should hold (e.g. ``"a mapping of seed to summary"``)."""
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError(f"{name} must be {expected}, got {describe(value)}")
+    if not value and not allow_empty:
+        raise ValueError(f"{name} must be {expected} with at least one entry, got {describe(value)}")
+    return value

@@ -46,7 +46,7 @@ from ignite_igan.engines import create_semi_supervised_trainer, outputs_on_devic
 from ignite_igan.experiments import cli
 from ignite_igan.experiments.runs import Run, attach_nonfinite_guard, attach_progress
 from ignite_igan.experiments.scoring import evaluation_event
-from ignite_igan.experiments.seeds import parse_seeds, seeds_command
+from ignite_igan.experiments.seeds import check_seed_flags, parse_seeds, seeds_command
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
 from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import ErrorEvaluator
@@ -415,11 +415,22 @@ def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
     parser = build_parser(name)
     args = cli.parse_args(parser, argv)
     cli.check_data_dir(parser, args, SETTINGS[name].dataset)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_seed_flags(parser, args, argv)  # --seed with --seeds, --jobs without it: refused, not dropped
     if args.seeds is not None:  # one process per seed, each this recipe alone, then the table
-        seeds_command(parser, args, [sys.executable, __file__, name], list(sys.argv[1:] if argv is None else argv),
-                      experiment=name, paper=SETTINGS[name].paper)
+        seeds_command(parser, args, [sys.executable, __file__, name], argv, experiment=name,
+                      paper=SETTINGS[name].paper, checkpoint_bytes=checkpoint_bytes(SETTINGS[name]))
         return
     cli.launch_recipe(parser, args, train, name)
+
+
+def checkpoint_bytes(s: Setting) -> int:
+    """About how large one checkpoint of ``s`` is, for the disk estimate of ``--seeds``: both networks, the two
+    moments of each one's Adam, and the discriminator's evaluation average."""
+    def size(module: torch.nn.Module) -> int:
+        return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+    return 3 * size(s.generator()) + 4 * size(s.discriminator())
 
 
 if __name__ == "__main__":

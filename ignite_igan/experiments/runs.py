@@ -348,6 +348,81 @@ def attach_nonfinite_guard(
 
 
 # --------------------------------------------------------------------------------------------------------------
+# The folder: its record, writability and space (shared with the multi-seed runs of ``seeds``)
+# --------------------------------------------------------------------------------------------------------------
+#: ``run.json``'s ``kind`` in the top folder of a multi-seed run (a single run's record has no ``kind``).
+MULTI_SEED_KIND = "multi-seed"
+MULTI_SEED_TABLE = "seeds.json"
+
+
+def read_record(folder: Path) -> Optional[Dict[str, Any]]:
+    """``<folder>/run.json`` as a dict, or None where there is none; a damaged one is a :class:`RunFolderError`."""
+    path = Path(folder) / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{str(path)!r} is not valid JSON ({error}); the run's record is damaged") from None
+    except OSError as error:
+        raise RunFolderError(f"{str(path)!r} cannot be read ({error.strerror or error})") from None
+    if not isinstance(record, dict):
+        raise RunFolderError(f"{str(path)!r} is not a run record of this package")
+    return record
+
+
+def multi_seed_folder(folder: Path, record: Optional[Mapping[str, Any]]) -> Optional[List[int]]:
+    """The seeds of the multi-seed run in ``folder`` (``record`` is its ``run.json``, or None), [] where a folder
+    of an earlier version holds one without saying which seeds; None where it holds no multi-seed run."""
+    if record is not None and record.get("kind") == MULTI_SEED_KIND:
+        return [int(seed) for seed in record.get("seeds", [])]
+    if record is None and (Path(folder) / MULTI_SEED_TABLE).is_file():  # made before multi-seed runs had a record
+        try:
+            return [int(seed) for seed in json.loads((Path(folder) / MULTI_SEED_TABLE).read_text())["seeds"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+    return None
+
+
+def format_seeds(seeds: Sequence[int]) -> str:
+    """Seeds as ``--seeds`` reads them, runs of consecutive ones as ranges: ``[1, 2, 3, 7]`` -> ``"1-3,7"``."""
+    ranges: List[List[int]] = []
+    for seed in seeds:
+        if ranges and seed == ranges[-1][1] + 1:
+            ranges[-1][1] = seed
+        else:
+            ranges.append([seed, seed])
+    return ",".join(str(low) if low == high else f"{low}-{high}" for low, high in ranges)
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Creates ``folder`` where needed and writes a probe file there; else a :class:`RunFolderError` naming it."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(f"--output-dir {str(folder)!r} is a file, not a folder; choose a folder's path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as error:
+        raise RunFolderError(
+            f"--output-dir {str(folder)!r} is not writable ({error.strerror or error}); choose a folder you "
+            "can write to"
+        ) from None
+
+
+def check_free_space(folder: Path, free: Optional[int], needed: int, why: str, todo: str = "") -> None:
+    """A :class:`RunFolderError` where ``free`` bytes (None: unknown, no check) are fewer than ``needed``; ``why``
+    says what needs them."""
+    if free is not None and free < needed:
+        raise RunFolderError(
+            f"--output-dir {str(folder)!r} has {free / 2**20:.0f} MiB free; {why}. Free some space{todo} or choose "
+            "another --output-dir"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------------------
 class Run:
@@ -463,15 +538,17 @@ class Run:
         return record
 
     def _read_record(self) -> Optional[Dict[str, Any]]:
-        path = self.folder / RECORD_NAME
-        if not path.is_file():
-            return None
-        try:
-            record = json.loads(path.read_text())
-        except ValueError as error:
-            raise RunFolderError(f"{str(path)!r} is not valid JSON ({error}); the run's record is damaged") from None
-        if not isinstance(record, dict) or "config" not in record:
-            raise RunFolderError(f"{str(path)!r} is not a run record of this package")
+        record = read_record(self.folder)
+        seeds = multi_seed_folder(self.folder, record)
+        if seeds is not None:  # one run would write beside (or over) the seeds' table and folders
+            listed = f"--seeds {format_seeds(seeds)}" if seeds else "--seeds <its seeds>"
+            todo = (f"resume it as a whole with {listed} --resume (one seed k alone: --seed k --seed-data k "
+                    f"--resume --output-dir {str(self.folder / 'seed<k>')!r})" if self.args.resume
+                    else f"continue it with {listed} --resume, or choose another --output-dir")
+            raise RunFolderError(
+                f"--output-dir {str(self.folder)!r} holds a multi-seed run ({listed}), not a single run: {todo}")
+        if record is not None and "config" not in record:
+            raise RunFolderError(f"{str(self.folder / RECORD_NAME)!r} is not a run record of this package")
         return record
 
     #: Flags added to the recipes after their first recorded runs, with the values that do what the recipes did
@@ -559,16 +636,7 @@ class Run:
         )
 
     def _check_writable(self) -> None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            probe = self.folder / f".write-test-{os.getpid()}"
-            probe.write_bytes(b"x")
-            probe.unlink()
-        except OSError as error:
-            raise RunFolderError(
-                f"--output-dir {str(self.folder)!r} is not writable ({error.strerror or error}); choose a folder you "
-                "can write to"
-            ) from None
+        check_writable_folder(self.folder)
 
     def _device(self) -> torch.device:
         # The command line has checked that the device exists (ignite_igan.experiments.cli.device_name).
@@ -638,12 +706,8 @@ class Run:
                    if hasattr(obj, "state_dict") and not isinstance(obj, RandomStates)
                    for leaf in _tensors(obj.state_dict()))
         needed = int(1.5 * size) + (16 << 20)  # one new checkpoint written beside the kept ones, and some slack
-        if free < needed:
-            raise RunFolderError(
-                f"--output-dir {str(self.folder)!r} has {free / 2**20:.0f} MiB free; a checkpoint of this run takes "
-                f"about {size / 2**20:.0f} MiB and {needed / 2**20:.0f} MiB are needed to write one safely. Free "
-                "some space or choose another --output-dir"
-            )
+        check_free_space(self.folder, free, needed, f"a checkpoint of this run takes about {size / 2**20:.0f} MiB "
+                         f"and {needed / 2**20:.0f} MiB are needed to write one safely")
 
     def enter_phase(self, phase: str, results: Optional[Mapping[str, Any]] = None) -> None:
         """Records that the run has moved on to ``phase`` with ``results`` so far (a resume continues there)."""
