@@ -173,6 +173,7 @@ def _gather_states(local_rank, results):
         results.put([s["torch"] for s in sd["per_rank"]])
 
 
+@pytest.mark.slow
 def test_random_states_of_every_process_are_gathered():
     import multiprocessing as mp
 

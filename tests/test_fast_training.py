@@ -16,6 +16,7 @@ def _weights(output_dir, epoch):
     return {f"{m}.{k}": v for m in ("generator", "discriminator") for k, v in state[m].items()}
 
 
+@pytest.mark.slow
 def test_evaluation_never_changes_the_trained_weights(tmp_path):
     common = ["--epochs", "2", "--iterations-per-epoch", "3", "--no-baseline", "--no-progress"]
     run_recipe("digits_ssl", *common, "--eval-every", "1", "--output-dir", tmp_path / "every1")
@@ -26,6 +27,7 @@ def test_evaluation_never_changes_the_trained_weights(tmp_path):
         assert torch.equal(often[key], rarely[key]), f"{key} differs with --eval-every 1 and 2"
 
 
+@pytest.mark.slow
 def test_device_data_trains_the_same_weights_as_the_host_loader(tmp_path):
     common = ["--epochs", "2", "--iterations-per-epoch", "3", "--no-baseline", "--no-progress"]
     run_recipe("digits_ssl", *common, "--device-data", "--output-dir", tmp_path / "device")
@@ -61,6 +63,7 @@ def test_a_seed_of_a_multi_seed_run_is_the_run_that_seed_gets_alone(tmp_path):
     assert again.stdout.splitlines()[-5:-1] == many.stdout.splitlines()[-5:-1]
 
 
+@pytest.mark.slow
 def test_multi_seed_flags_are_checked(tmp_path):
     bad = run_recipe("digits_ssl", "--seeds", "3-1", "--output-dir", tmp_path / "x", check=False)
     assert bad.returncode == 2 and "--seeds" in bad.stderr and "1-10" in bad.stderr

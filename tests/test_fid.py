@@ -574,6 +574,7 @@ class Scale:
         return self.k * x
 
 
+@pytest.mark.slow
 def test_callable_fingerprint_is_deterministic_across_processes_and_sees_what_changes():
     import functools
     import os

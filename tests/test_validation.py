@@ -256,8 +256,11 @@ def test_a_batch_of_one_in_the_generator_evaluator_points_at_n_samples(n_samples
 # --------------------------------------------------------------------------------------------------------------
 # The command line
 # --------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("flag, value", [("--lr", "inf"), ("--lr", "nan"), ("--unlabeled-weight", "1e-3x"),
-                                         ("--ema-rate", "inf")])
+@pytest.mark.parametrize("flag, value", [  # a recipe's process each: one by default, the rest with -m slow
+    ("--lr", "inf"), pytest.param("--lr", "nan", marks=pytest.mark.slow),
+    pytest.param("--unlabeled-weight", "1e-3x", marks=pytest.mark.slow),
+    pytest.param("--ema-rate", "inf", marks=pytest.mark.slow),
+])
 def test_non_finite_and_malformed_numbers_on_the_command_line_are_refused(flag, value, tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / "digits_ssl.py"), flag, value, "--output-dir", str(tmp_path / "o")],
