@@ -491,3 +491,24 @@ def test_the_digits_recipe_multi_seed_folder_is_a_run_folder(tmp_path):
     inside = run_recipe("digits_ssl", *common, "--seeds", "1-2", "--output-dir", out / "seed1", check=False)
     assert inside.returncode == 2 and "holds a single 'digits_ssl' run (complete, 1 epochs)" in inside.stderr
     assert _snapshot(out) == before
+
+
+def test_a_multi_seed_folder_of_an_earlier_version_resumes_without_the_flags_it_lacked(tmp_path, fake, capsys):
+    # An earlier version wrote no top record, and its seeds' records lack the flags added since (here --allow-tf32,
+    # which then ran as False): resuming with that value is the same run; another value is refused, saying why.
+    out = tmp_path / "out"
+    assert _command(fake, ["--seeds", "1-2", "--fail-seeds", "2", "--output-dir", out], capsys)[0] == 1
+    config = json.loads((out / "run.json").read_text())["config"]
+    (out / "run.json").unlink()
+    old = {key: value for key, value in config.items() if key != "allow_tf32"}
+    for seed in (1, 2):
+        (out / f"seed{seed}" / "run.json").write_text(json.dumps(
+            {"experiment": "fake", "config": dict(old, seed=seed, seed_data=seed), "epochs": 1,
+             "status": "complete" if seed == 1 else "training"}))
+    code, _, err = _command(fake, ["--seeds", "1-2", "--fail-seeds", "2", "--allow-tf32", "--resume",
+                                   "--output-dir", out], capsys)
+    assert code == 2 and "--allow-tf32: not recorded (the run was started by an earlier version, before this " \
+                         "flag, which ran as False), True now" in err, err
+    code, _, err = _command(fake, ["--seeds", "1-2", "--fail-seeds", "2", "--resume", "--output-dir", out], capsys)
+    assert "flags differ" not in err and "boom in seed 2" in err, err  # resumed: seed 2 ran (and failed again)
+    assert len(_calls(out, 2)) == 2

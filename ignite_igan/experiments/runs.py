@@ -422,6 +422,44 @@ def check_free_space(folder: Path, free: Optional[int], needed: int, why: str, t
         )
 
 
+#: Flags added to the recipes after their first recorded runs, with the values that do what the recipes did before
+#: the flag existed. A record written before (its configuration lacks the key) was made with such a value: it
+#: resumes when the flag has one of them now; another value is refused, saying so.
+ADDED_FLAGS: Mapping[str, tuple] = {
+    "allow_tf32": (False,),  # full float32 on GPUs
+    "cuda_graph": (False,),  # the eager step
+    "device_data": (None, False),  # the host loader; None may choose the device's, which draws the same batches
+}
+
+
+def changed_flags(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
+    """How this command's configuration ``now`` differs from a run's ``recorded`` one, a phrase per flag in the
+    words of the command line; a flag of :data:`ADDED_FLAGS` missing from an earlier version's record counts as
+    the value it ran with.
+
+    Example:
+        >>> changed_flags({"lr": 0.003, "seed": 1}, {"lr": 0.001, "seed": 1, "cuda_graph": False})
+        ['--lr: 0.003 in the run, 0.001 now']
+    """
+    phrases = []
+    for key in sorted(set(recorded) | set(now)):
+        flag, value = f"--{key.replace('_', '-')}", now.get(key)
+        if key not in recorded and key in ADDED_FLAGS:  # a record from before the flag: its value of that time
+            if value not in ADDED_FLAGS[key]:
+                phrases.append(f"{flag}: not recorded (the run was started by an earlier version, before this flag, "
+                               f"which ran as {' or '.join(map(repr, ADDED_FLAGS[key]))}), {value!r} now")
+        elif recorded.get(key) == value:  # a flag absent on one side counts as None there
+            continue
+        elif key not in recorded:
+            phrases.append(f"{flag}: not recorded (the run was started by an earlier version, before this flag), "
+                           f"{value!r} now")
+        elif key not in now:
+            phrases.append(f"{flag}: {recorded[key]!r} in the run, and this version has no such flag")
+        else:
+            phrases.append(f"{flag}: {recorded[key]!r} in the run, {value!r} now")
+    return phrases
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------------------
@@ -551,15 +589,6 @@ class Run:
             raise RunFolderError(f"{str(self.folder / RECORD_NAME)!r} is not a run record of this package")
         return record
 
-    #: Flags added to the recipes after their first recorded runs, with the values that do what the recipes did
-    #: before the flag existed. A record written before (its configuration lacks the key) was made with such a
-    #: value: it resumes when the flag has one of them now; another value is refused, saying so.
-    ADDED_FLAGS: Mapping[str, tuple] = {
-        "allow_tf32": (False,),  # full float32 on GPUs
-        "cuda_graph": (False,),  # the eager step
-        "device_data": (None, False),  # the host loader; None may choose the device's, which draws the same batches
-    }
-
     def _check_resume(self, record: Optional[Dict[str, Any]]) -> None:
         """Every rule of a resume that can be checked from the folder alone (read-only, on every process)."""
         folder = str(self.folder)
@@ -572,8 +601,7 @@ class Run:
         if record is None:
             raise RunFolderError(f"--resume: {folder!r} holds no run to resume; run once without --resume first")
         recorded, now, epochs = record["config"], self.configuration(), int(record.get("epochs", 0))
-        changed = [self._changed_flag(key, recorded, now) for key in sorted(set(recorded) | set(now))
-                   if self._differs(key, recorded, now)]
+        changed = changed_flags(recorded, now)
         # (refused when, why and what to do), in this order: the first that holds is the error.
         rules = [
             (record.get("experiment") != self.experiment,
@@ -600,26 +628,6 @@ class Run:
                 f"the run in {folder!r} is complete ({epochs} epochs; summary in "
                 f"{str(self.summary_path)!r}); nothing to do. To train it further, pass --extend with a larger --epochs"
             )
-
-    @classmethod
-    def _differs(cls, key: str, recorded: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
-        """Whether flag ``key`` differs between the run's recorded configuration and this command's."""
-        if key not in recorded and key in cls.ADDED_FLAGS:
-            return now.get(key) not in cls.ADDED_FLAGS[key]  # a record from before the flag: its value of that time
-        return recorded.get(key) != now.get(key)  # a flag absent on one side counts as None there
-
-    @classmethod
-    def _changed_flag(cls, key: str, recorded: Mapping[str, Any], now: Mapping[str, Any]) -> str:
-        """How flag ``key`` differs, in the words of the command line."""
-        flag = f"--{key.replace('_', '-')}"
-        if key not in recorded:
-            ran = cls.ADDED_FLAGS.get(key)
-            earlier = f", which ran as {' or '.join(map(repr, ran))}" if ran else ""
-            return f"{flag}: not recorded (the run was started by an earlier version, before this flag{earlier}), " \
-                   f"{now.get(key)!r} now"
-        if key not in now:
-            return f"{flag}: {recorded[key]!r} in the run, and this version has no such flag"
-        return f"{flag}: {recorded[key]!r} in the run, {now[key]!r} now"
 
     def _check_fresh(self, record: Optional[Dict[str, Any]]) -> None:
         # A record without checkpoints is a run that stopped before its first epoch ended: nothing to lose.

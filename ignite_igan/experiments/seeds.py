@@ -578,11 +578,6 @@ def _configuration(args: argparse.Namespace) -> Dict[str, Any]:
                      if key not in runs.RESUMABLE_FLAGS and key not in PER_SEED_FLAGS})
 
 
-def _changed(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> List[str]:
-    return [f"--{key.replace('_', '-')}: {recorded.get(key)!r} in the run, {now.get(key)!r} now"
-            for key in sorted(set(recorded) | set(now)) if recorded.get(key) != now.get(key)]
-
-
 def _read_table(folder: Path) -> Optional[Dict[str, Any]]:
     try:
         table = json.loads((folder / runs.MULTI_SEED_TABLE).read_text())
@@ -660,7 +655,7 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
                                 args.epochs), "status": "training" if table is None else "complete",
                   "created": runs._now()}
         recorded = record["seeds"]
-    epochs, changed = int(record.get("epochs", args.epochs)), _changed(record.get("config", {}), config)
+    epochs, changed = int(record.get("epochs", args.epochs)), runs.changed_flags(record.get("config", {}), config)
     given_set, recorded_set = set(given), set(recorded)
     missing, added = [s for s in recorded if s not in given_set], [s for s in given if s not in recorded_set]
     rules = [
