@@ -512,3 +512,16 @@ def test_a_multi_seed_folder_of_an_earlier_version_resumes_without_the_flags_it_
     code, _, err = _command(fake, ["--seeds", "1-2", "--fail-seeds", "2", "--resume", "--output-dir", out], capsys)
     assert "flags differ" not in err and "boom in seed 2" in err, err  # resumed: seed 2 ran (and failed again)
     assert len(_calls(out, 2)) == 2
+
+
+def test_the_table_and_the_report_hold_the_live_discriminators_error_beside_the_average():
+    runs = _summaries({1: 0.20, 2: 0.30, 3: 0.28}, [20, 30, 28])
+    for seed, live in zip((1, 2, 3), (0.15, 0.26, 0.21)):
+        runs[seed]["metrics"]["test_error_live"] = live
+    table = seed_table("demo", runs, paper=None, jobs=1, wall_seconds=0.0, command=["x"])
+    assert table["test_error_live"]["mean"] == pytest.approx(np.mean([0.15, 0.26, 0.21]), rel=1e-12)
+    assert table["test_error_live"]["std"] == pytest.approx(np.std([0.15, 0.26, 0.21], ddof=1), rel=1e-12)
+    lines = report_lines(table)
+    assert "live 26.00 %" in lines[2]  # seed 2's line
+    live_mean = f"{100 * np.mean([0.15, 0.26, 0.21]):.2f} ± {100 * np.std([0.15, 0.26, 0.21], ddof=1):.2f} %"
+    assert any(line.startswith("  live") and live_mean in line for line in lines), lines

@@ -262,8 +262,9 @@ def seed_table(
     wall_seconds: float,
     command: Sequence[str],
 ) -> Dict[str, Any]:
-    """The multi-seed run's table (``seeds.json``): each seed's metrics and, for the test error, its count and the
-    labeled-only baseline's error where every seed has them, the mean and std over the seeds (:func:`summarize`).
+    """The multi-seed run's table (``seeds.json``): each seed's metrics and, for the test error, its count, the live
+    discriminator's error and the labeled-only baseline's error where every seed has them, the mean and std over the
+    seeds (:func:`summarize`).
 
     Args:
         experiment: the experiment's name.
@@ -295,7 +296,7 @@ def seed_table(
     table: Dict[str, Any] = {"experiment": experiment, "seeds": list(per_seed), "jobs": jobs,
                              "wall_seconds": round(wall_seconds, 1), "paper": paper, "per_seed": per_seed,
                              "command": command}
-    for key in ("test_error", "test_error_count", "baseline_test_error"):
+    for key in ("test_error", "test_error_count", "test_error_live", "baseline_test_error"):
         if all(key in metrics for metrics in per_seed.values()):
             table[key] = summarize({seed: metrics[key] for seed, metrics in per_seed.items()})
     return table
@@ -320,12 +321,16 @@ def report_lines(table: Mapping[str, Any], path: Optional[Path] = None) -> List[
     lines = [f"{table['experiment']}: test error of the averaged discriminator after the last epoch, "
              f"{len(per_seed)} seeds"]
     for seed, metrics in per_seed.items():
-        baseline = metrics.get("baseline_test_error")
+        live, baseline = metrics.get("test_error_live"), metrics.get("baseline_test_error")
         lines.append(f"  seed {seed:<4} {100 * metrics['test_error']:6.2f} %  ({metrics['test_error_count']:,} of "
-                     f"{examples:,})" + (f"   labeled-only {100 * baseline:.2f} %" if baseline is not None else ""))
+                     f"{examples:,})" + (f"   live {100 * live:.2f} %" if live is not None else "")
+                     + (f"   labeled-only {100 * baseline:.2f} %" if baseline is not None else ""))
     error, count = table["test_error"], table["test_error_count"]
     lines.append(f"  mean ± std  {100 * error['mean']:.2f} ± {100 * error['std']:.2f} %  ({count['mean']:,.1f} ± "
                  f"{count['std']:,.1f} errors of {examples:,}; std with n - 1)")
+    if "test_error_live" in table:  # the discriminator as trained, beside its average
+        live = table["test_error_live"]
+        lines.append(f"  live        {100 * live['mean']:.2f} ± {100 * live['std']:.2f} %")
     if "baseline_test_error" in table:
         base = table["baseline_test_error"]
         lines.append(f"  labeled-only {100 * base['mean']:.2f} ± {100 * base['std']:.2f} %")
