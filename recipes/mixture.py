@@ -87,7 +87,7 @@ class MixtureConfig:
                                  lr=(0.0, math.inf, False), data_scale=(0.0, math.inf, False)))  # the other ints: >= 1
         # The rates decay over the last epochs of the run. Worded as the flags: the command line reports it as is.
         if self.decay_epochs > self.epochs:
-            raise ValueError(f"--decay-epochs must be <= --epochs ({self.epochs}), got {self.decay_epochs}")
+            raise ValueError(f"--lr-decay-epochs must be <= --epochs ({self.epochs}), got {self.decay_epochs}")
 
     @property
     def techniques(self) -> list:

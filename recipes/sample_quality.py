@@ -6,19 +6,20 @@
 (docs/reference.md, The paper's numbers): every technique except feature matching and historical averaging. One switch
 per column:
 
-==================  ================================  =========================================================
-paper column        switch                            what changes
-==================  ================================  =========================================================
-Our methods         (none)                            minibatch features in D, VBN in G, one-sided label
-                                                      smoothing, the K+1 discriminator trained with the labels
--VBN+BN             ``--batch-norm``                  G normalizes with batch statistics (the released code)
--L+HA               ``--no-labels --historical-       no class labels (one real-vs-fake logit), historical
-                    averaging``                       averaging on both players
--LS                 ``--no-label-smoothing``          the real target is 1
--L                  ``--no-labels``                   no class labels
--MBF                ``--no-minibatch-                 no minibatch layer in D
-                    discrimination``
-==================  ================================  =========================================================
+====================  =======================================  =================================================
+paper column          switch                                   what changes
+====================  =======================================  =================================================
+Our methods           (none)                                   minibatch features in D, VBN in G, one-sided label
+                                                               smoothing, the K+1 discriminator trained with the
+                                                               labels
+-VBN+BN               ``--batch-norm``                         G normalizes with batch statistics (the released
+                                                               code)
+-L+HA                 ``--no-labels --historical-averaging``   no class labels (one real-vs-fake logit),
+                                                               historical averaging on both players
+-LS                   ``--no-label-smoothing``                 the real target is 1
+-L                    ``--no-labels``                          no class labels
+-MBF                  ``--no-minibatch-discrimination``        no minibatch layer in D
+====================  =======================================  =================================================
 
 The rest is the reference's CIFAR-10 minibatch-discrimination script (docs/reference.md, CIFAR-10 and SVHN, minibatch
 discrimination): its discriminator and generator, the saturating minimax generator loss with 3 generator steps, the
@@ -62,7 +63,7 @@ REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 50
 ABLATIONS = {"our_methods": [], "batch_norm": ["--batch-norm"],
              "no_labels_historical_averaging": ["--no-labels", "--historical-averaging"],
              "no_label_smoothing": ["--no-label-smoothing"], "no_labels": ["--no-labels"],
-             "no_minibatch_features": ["--no-minibatch-features"]}
+             "no_minibatch_features": ["--no-minibatch-discrimination"]}
 PAPER_COLUMNS = {"our_methods": "Our methods", "batch_norm": "-VBN+BN", "no_labels_historical_averaging": "-L+HA",
                  "no_label_smoothing": "-LS", "no_labels": "-L", "no_minibatch_features": "-MBF"}
 PAPER_INCEPTION_SCORES = {"real": "11.24 ± .12", "our_methods": "8.09 ± .07", "batch_norm": "7.54",
@@ -78,7 +79,7 @@ class Setting:
     dataset: str = "cifar10"
     generator: Callable = models.cifar10_generator  # normalization="virtual" or "batch" -> generator
     discriminator: Callable = models.cifar10_md_discriminator  # (num_classes, minibatch_kernels=B) -> discriminator
-    minibatch_kernels: int = 100  # B of the minibatch layer (0 with --no-minibatch-features)
+    minibatch_kernels: int = 100  # B of the minibatch layer (0 with --no-minibatch-discrimination)
     epochs: int = 1200
     lr: float = 3e-4
     decay_epochs: int = 400  # the reference's min(3 - epoch/400, 1): linear decay to 0 over the last 400 epochs

@@ -101,7 +101,7 @@ CIFAR10_MD = replace(CIFAR10, discriminator=models.cifar10_md_discriminator, gen
 SVHN_MD = replace(SVHN, discriminator=models.svhn_md_discriminator, generator_loss="minimax", paper=None)
 SETTINGS = {"mnist_ssl": MNIST, "fashion_mnist_ssl": FASHION_MNIST, "digits_ssl": DIGITS, "cifar10_ssl": CIFAR10,
             "svhn_ssl": SVHN, "cifar10_ssl_md": CIFAR10_MD, "svhn_ssl_md": SVHN_MD}
-INIT_EXAMPLES, EVAL_BATCH = 500, 100  # docs/reference.md, Data-dependent init; the reference evaluates in 100s
+INIT_EXAMPLES, EVAL_BATCH = 500, 100  # docs/reference.md, Data-dependent initialization; evaluated in 100s
 OUTPUTS = ["loss_labeled", "loss_unlabeled", "loss_generator", "train_error"]
 # The test errors' TensorBoard tags, drawn on one chart: the evaluation-averaged discriminator (the reported one), the
 # discriminator being trained, and the labeled-only baseline's averaged copy (--baseline).

@@ -154,7 +154,7 @@ def test_killed_run_resumes_to_the_same_parameters(straight, tmp_path):
         (["--minibatch-kernels", "0"], "--minibatch-kernels: expected a positive integer, got '0'"),
         (["--feature-matching", "--generator-loss", "minimax"], "--generator-loss minimax conflicts with --feature-matching"),
         (["--all-techniques", "--generator-loss", "minimax"], "--generator-loss minimax conflicts with --feature-matching"),
-        (["--epochs", "2", "--decay-epochs", "3"], "--decay-epochs must be <= --epochs (2), got 3"),
+        (["--epochs", "2", "--decay-epochs", "3"], "--lr-decay-epochs must be <= --epochs (2), got 3"),
         (["--minibatch-discrimination", "--batch-size", "1"], "--batch-size must be >= 2 with --minibatch-discrimination"),
         (["--minibatch-init", "median"], "--minibatch-init: invalid choice: 'median'"),
         (["--data-scale", "0"], "--data-scale"),

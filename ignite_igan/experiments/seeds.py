@@ -774,7 +774,7 @@ def seeds_command(
     argv = _canonical_argv(parser, check_strings("argv", argv, allow_empty=True))
     check_seed_flags(parser, args, argv)
     # Each seed's command: this one without the flags run_seeds sets per seed. Its output goes to a log file, so
-    # the recipe shows a line per epoch there (no terminal, no progress bar).
+    # the recipe shows a line per evaluation there (no terminal, no progress bar).
     own = without_flags(argv, ("--seeds", "--jobs", "--output-dir", "--seed", "--seed-data"))
     command = [*program, *(a for a in own if a not in ("--resume", "--extend"))]
     folder, prog = Path(args.output_dir), parser.prog
