@@ -382,6 +382,8 @@ def test_an_output_dir_that_is_a_file_or_under_one_is_a_message(tmp_path, fake, 
     assert code == 2 and "is a file, not a folder" in err and "Traceback" not in err
     code, _, err = _command(fake, ["--seeds", "1", "--output-dir", tmp_path / "file" / "sub"], capsys)
     assert code == 2 and "is not writable (Not a directory)" in err
+    code, _, err = _command(fake, ["--seeds", "1", "--resume", "--output-dir", tmp_path / "file"], capsys)
+    assert code == 2 and "is a file, not a folder" in err  # not "holds no multi-seed run to resume"
 
 
 def test_the_disk_estimate_refuses_more_seeds_than_the_disk_holds(tmp_path, fake, capsys):

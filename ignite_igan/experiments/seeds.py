@@ -612,6 +612,8 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
         _NothingToDo: ``--resume`` of a complete multi-seed run.
     """
     given, where, fmt = list(args.seeds), str(folder), runs.format_seeds
+    if folder.exists() and not folder.is_dir():  # before any rule that would read it as a run folder
+        runs.check_writable_folder(folder)
     config, extend = _configuration(args), bool(getattr(args, "extend", False))
     record = runs.read_record(folder)
     recorded = runs.multi_seed_folder(folder, record)
