@@ -1,4 +1,4 @@
-"""Benchmark 3 (issue 6): the paper's Inception-table ablations, scored on digits with a digits classifier.
+"""Benchmark 3: the paper's Inception-table ablations, scored on digits with a digits classifier.
 
 The paper's Table 3 scores CIFAR-10 samples with Inception. On scikit-learn's 8x8 digits, which run here without a
 download, the network of the score is a digits classifier trained on the full training set (1,297 digits), the

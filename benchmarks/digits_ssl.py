@@ -1,4 +1,4 @@
-"""Benchmark 1 (issue 6): semi-supervised digits, the feature-matching GAN against two baselines.
+"""Benchmark 1: semi-supervised digits, the feature-matching GAN against two baselines.
 
 On scikit-learn's digits with the package's fixed stratified split (``load_dataset("digits")``: 1,297 training and
 500 test images, pixels / 16 in [0, 1]), for every number of labels and every seed ``s`` (labeled subset and

@@ -1,5 +1,5 @@
 """Milliseconds per iteration of the paper's MNIST-setting semi-supervised step, from today's eager step to the
-fused, graph-captured one (issue 15, goals 1 and 4).
+fused, graph-captured one.
 
     python benchmarks/fast_step.py --data-dir ../shared/data/fashion-mnist --device cuda \\
         --output docs/results/fast_step_cuda.json
@@ -9,7 +9,7 @@ of 100 labeled / 100 unlabeled / 100 unlabeled images, ReferenceAdam, mean-squar
 evaluation average, the non-finite guard and running averages of the outputs, through Ignite's ``Engine.run``.
 Variants (``--variants``):
 
-- ``host``: the step as recipes ran it before issue 15: SemiSupervisedLoader (a host Dataset, one image at a time,
+- ``host``: the step as recipes ran it before the fast paths: SemiSupervisedLoader (a host Dataset, one image at a time,
   copied to the device), outputs copied to the host at every iteration, the average as an attached handler;
 - ``device``: the training set on the device (DeviceSemiSupervisedLoader), outputs left there;
 - ``graph``: ``device`` with the whole iteration (both players, both optimizers, the average) captured in a CUDA

@@ -1,4 +1,4 @@
-"""The Fréchet distance on 2048-d statistics: ours against SciPy's ``sqrtm`` formula and Ignite's (issue 10, item 7).
+"""The Fréchet distance on 2048-d statistics: ours against SciPy's ``sqrtm`` formula and Ignite's.
 
 Three ways to compute FID's ``||mu1 - mu2||² + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2))`` from the same float64
 statistics:

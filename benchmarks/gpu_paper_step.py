@@ -1,4 +1,4 @@
-"""The paper's CIFAR-10 training steps and a 50,000-sample Inception Score on a GPU (issue 6, item 8).
+"""The paper's CIFAR-10 training steps and a 50,000-sample Inception Score on a GPU.
 
 Written to be run in one command on a machine with one GPU (an H200 in the issue)::
 
@@ -34,7 +34,7 @@ compiled during the timed iterations is flagged in the table).
    :class:`~ignite_igan.metrics.TFInceptionV3` (the paper's network; here with **random weights** of the right
    shapes, loaded from a temporary file through the same checked path; timing does not need the real weights).
 
-Goals (issue 6): the full paper run (600,000 iterations) in under one hour on one H200, i.e. at least 167
+Goals: the full paper run (600,000 iterations) in under one hour on one H200, i.e. at least 167
 iterations per second; 50,000-sample IS in under a minute.
 
 ``--quick`` runs everything with tiny counts and batches (to check the script, e.g. on a CPU); its numbers mean

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything this project measures on a GPU (issue 15's goals 1-3 and the paper's 10-seed table), in one command
+# Everything this project measures on a GPU (the fast step, multi-seed runs and the paper's 10-seed table), in one command
 # that fits a short lease of one GPU machine:
 #
 #   OUT=gpu-results DATA=/path/with/FashionMNIST BUDGET_S=540 bash benchmarks/gpu_session.sh

@@ -1,4 +1,4 @@
-"""Inception Score throughput: our metric against torch-fidelity's ``calculate_metrics`` (issue 6, item 7).
+"""Inception Score throughput: our metric against torch-fidelity's ``calculate_metrics``.
 
 Both score the same ``--n`` uint8 images of 32x32 with the same network and the same weights file, in batches of
 ``--batch-size``. The images are smooth random pictures (4x4 random colours upsampled bilinearly, fixed seed): pure

@@ -1,6 +1,6 @@
 """Forward+backward time and peak memory of minibatch discrimination: ours against the naive broadcast.
 
-Issue 2, section 5. For each batch size N the script runs, in one process and alternating between the two, a
+For each batch size N the script runs, in one process and alternating between the two, a
 training step (forward, ``sum()`` of the output, backward into the input and every parameter) of
 
 * ``ours``: :class:`ignite_igan.nn.MinibatchDiscrimination` (A=192, B=100, C=5 by default), whose features

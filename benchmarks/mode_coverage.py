@@ -1,4 +1,4 @@
-"""Mode coverage on the 2-D ring of 8 and grid of 25 Gaussians: a vanilla GAN against each technique (issue 6 #2).
+"""Mode coverage on the 2-D ring of 8 and grid of 25 Gaussians: a vanilla GAN against each technique.
 
 For every mixture, setting and seed the script trains ``create_experiment`` of ``recipes/mixture.py`` (with the
 recipe's defaults: the same networks and the same number of iterations for every setting),

@@ -1,4 +1,4 @@
-"""Wall time of a recipe's seeds in one command, side by side against one after another (issue 15, goal 2).
+"""Wall time of a recipe's seeds in one command, side by side against one after another.
 
     python benchmarks/multi_seed.py --recipe digits_ssl --seeds 1-3 --jobs 1,2,3 \\
         --output docs/results/multi_seed_cpu.json

@@ -1,4 +1,4 @@
-"""Where one training iteration of the MNIST-network semi-supervised step spends its time (issue 15).
+"""Where one training iteration of the MNIST-network semi-supervised step spends its time.
 
 The setting is the Fashion-MNIST recipe's (the paper's MNIST networks): :func:`~ignite_igan.models.mnist_generator`
 and :func:`~ignite_igan.models.mnist_discriminator` after data-dependent init on 500 training images,
@@ -32,7 +32,7 @@ and ``all_ops`` (every ``aten::`` call, children included); on CUDA, kernel laun
 friends) and the device's kernels, and the device's busy time per category.
 
 **Speed** (``--speed-rounds``, 0 to skip): each variant's bare step, ``trainer.run`` over the loader without the
-evaluation average (what ``benchmarks/fashion_mnist_ssl.py --stage speed`` times, issue 15 goal 4), timed for
+evaluation average (what ``benchmarks/fashion_mnist_ssl.py --stage speed`` times), timed for
 ``--speed-iterations`` iterations per round, alternating with a replay of the step's own matrix products
 (shapes recorded from one eager iteration, counted by ``FlopCounterMode``) in the same rounds. The fraction of the
 matrix-product rate is ``replay time / step time`` per iteration, medians over the rounds.

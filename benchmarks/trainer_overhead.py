@@ -1,4 +1,4 @@
-"""Per-iteration cost of our semi-supervised trainer against a hand-written PyTorch loop (issue 6, item 4).
+"""Per-iteration cost of our semi-supervised trainer against a hand-written PyTorch loop.
 
 Everything runs in one process on scikit-learn's digits with the digits recipe's models and settings
 (:func:`~ignite_igan.models.digits_generator`, :func:`~ignite_igan.models.digits_discriminator` after data-dependent

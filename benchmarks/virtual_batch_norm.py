@@ -1,4 +1,4 @@
-"""Cost of virtual batch norm in a CIFAR-10 generator step (issue 6, item 6).
+"""Cost of virtual batch norm in a CIFAR-10 generator step.
 
 One **generator step** is: draw ``B`` noise vectors, ``x = G(z)``, a loss (``mean(x²)``: any scalar works, the cost
 is the network's), ``backward``, one :class:`~ignite_igan.optim.ReferenceAdam` step. The generator is
