@@ -9,8 +9,8 @@ of 100 labeled / 100 unlabeled / 100 unlabeled images, ReferenceAdam, mean-squar
 evaluation average, the non-finite guard and running averages of the outputs, through Ignite's ``Engine.run``.
 Variants (``--variants``):
 
-- ``host``: the step as recipes ran it before the fast paths: SemiSupervisedLoader (a host Dataset, one image at a time,
-  copied to the device), outputs copied to the host at every iteration, the average as an attached handler;
+- ``host``: the step as recipes ran it before the fast paths: SemiSupervisedLoader (a host Dataset, one image at a
+  time, copied to the device), outputs copied to the host at every iteration, the average as an attached handler;
 - ``device``: the training set on the device (DeviceSemiSupervisedLoader), outputs left there;
 - ``graph``: ``device`` with the whole iteration (both players, both optimizers, the average) captured in a CUDA
   graph (CUDA only);

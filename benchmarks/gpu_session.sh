@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything this project measures on a GPU (the fast step, multi-seed runs and the paper's 10-seed table), in one command
-# that fits a short lease of one GPU machine:
+# Everything this project measures on a GPU (the fast step, multi-seed runs and the paper's 10-seed table), in one
+# command that fits a short lease of one GPU machine:
 #
 #   OUT=gpu-results DATA=/path/with/FashionMNIST BUDGET_S=540 bash benchmarks/gpu_session.sh
 #
