@@ -1,9 +1,10 @@
 """The data sets of the paper's experiments, loaded through torchvision and scaled as the reference code scales them.
 
-=================  ============================================  ==========================  ============================
+=================  ============================================  ==========================  ===========================
 data set           source                                        scaling                     shape of one example
-=================  ============================================  ==========================  ============================
-``mnist``          ``torchvision.datasets.MNIST`` (60k / 10k)    pixels / 255, in [0, 1]     (784,) (permutation-invariant)
+=================  ============================================  ==========================  ===========================
+``mnist``          ``torchvision.datasets.MNIST`` (60k / 10k)    pixels / 255, in [0, 1]     (784,) (permutation-
+                                                                                             invariant)
 ``fashion_mnist``  ``torchvision.datasets.FashionMNIST``          pixels / 255, in [0, 1]     (784,) (as MNIST)
                    (60k / 10k)
 ``cifar10``        ``torchvision.datasets.CIFAR10`` (50k / 10k)  (x − 127.5) / 128           (3, 32, 32)
@@ -11,7 +12,7 @@ data set           source                                        scaling        
                    26,032 test; no "extra" split)
 ``digits``         scikit-learn's bundled 8×8 digits (1,797),    pixels / 16, in [0, 1]      (64,)
                    a fixed stratified 1,297 / 500 split
-=================  ============================================  ==========================  ============================
+=================  ============================================  ==========================  ===========================
 
 The scaling is the reference code's (:ref:`ref-data-scaling`).
 
@@ -105,7 +106,8 @@ class ScaledImages(Dataset):
 
     def scaled(self, images: Tensor, scale: Union[float, Tensor, None] = None) -> Tensor:
         """A batch of these integer ``images`` (N, ...) as floats ``(x - offset) / scale``, flattened to (N, D) with
-        ``flatten``; ``scale`` replaces the data set's own ``scale`` (the device loader passes it as a device tensor)."""
+        ``flatten``; ``scale`` replaces the data set's own ``scale`` (the device loader passes it as a device
+        tensor)."""
         x = (images.float() - self.offset) / (self.scale if scale is None else scale)
         return x.flatten(start_dim=1) if self.flatten else x
 

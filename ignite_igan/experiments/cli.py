@@ -335,7 +335,8 @@ def recipe_parser(
     output.add_argument("--extend", action="store_true",
                         help="with --resume and a larger --epochs: train a run further than the epochs it was started "
                         "with")
-    output.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines (logs and the report stay)")
+    output.add_argument("--no-progress", action="store_true",
+                        help="no progress bar or progress lines (logs and the report stay)")
     speed.add_argument("--device", type=device_name, default=None,
                        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
     speed.add_argument("--threads", type=positive_int, default=threads, help=(

@@ -28,12 +28,12 @@ class DataDependentInitialization(Handler):
     ``inputs`` is the batch of examples; for a generator, its noise (e.g.
     ``lambda: gen.sample_noise(100)``).
 
-    At ``event`` (default :attr:`Events.STARTED`) the handler runs the initialization pass unless it has already
-    run (``done``, kept in :meth:`~ignite_igan.handlers.Handler.state_dict`, so a run resumed with ``ignite.handlers.Checkpoint`` does not
-    re-initialize trained weights). If the engine is already past iteration 0 at that point although ``done`` is
-    False (a resumed run whose checkpoint lacks this handler), it skips the pass with a warning rather than
-    overwrite trained weights. Under :mod:`ignite.distributed` the parameters and buffers computed by rank 0 are
-    broadcast afterwards, so all processes start from the same model (each may pass its own batch).
+    At ``event`` (default :attr:`Events.STARTED`) the handler runs the initialization pass unless it has already run
+    (``done``, kept in :meth:`~ignite_igan.handlers.Handler.state_dict`, so a run resumed with
+    ``ignite.handlers.Checkpoint`` does not re-initialize trained weights). If the engine is already past iteration 0 at
+    that point although ``done`` is False (a resumed run whose checkpoint lacks this handler), it skips the pass with a
+    warning rather than overwrite trained weights. Under :mod:`ignite.distributed` the parameters and buffers computed
+    by rank 0 are broadcast afterwards, so all processes start from the same model (each may pass its own batch).
 
     A model without any layer that initializes itself from data (no :class:`ignite_igan.nn.DataDependentInit`
     layer with ``data_init=True``, e.g. a plain ``torch.nn`` network, or the MNIST generator whose only such layer

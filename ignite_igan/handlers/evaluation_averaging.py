@@ -83,7 +83,8 @@ class EvaluationAveraging(Handler):
         check_finite: before every update, check that the model's weights are finite and refuse the update
             otherwise (a NaN would stay in the average for good). The check reads every weight, which on a CPU
             costs several times the update itself: pass False where a guard that runs first already stops training
-            at the first non-finite loss (:func:`ignite_igan.experiments.runs.attach_nonfinite_guard`, as the recipes do).
+            at the first non-finite loss (:func:`ignite_igan.experiments.runs.attach_nonfinite_guard`, as the
+            recipes do).
 
     Example:
         >>> import torch

@@ -39,13 +39,13 @@ class HistoricalAveraging(Handler):
     ``θ̄ ← decay·θ̄ + (1-decay)·θ`` started from the first recorded value. Until the first update the penalty is
     zero. A filtered event (``Events.ITERATION_STARTED(every=10)``) records every tenth iteration only.
 
-    **How the penalty reaches the cost.** With an ``optimizer``, :meth:`~ignite_igan.handlers.Handler.attach` registers an optimizer step
-    pre-hook (:meth:`torch.optim.Optimizer.register_step_pre_hook`) that adds the penalty's exact gradient
-    ``2λ(θ - θ̄)`` to every tracked parameter's ``.grad`` just before each ``optimizer.step()``: the same update as
-    adding ``λ||θ - θ̄||²`` to the loss, with no change to the process function. (Gradient clipping in the process
-    function comes before the hook, so it leaves the penalty's part unclipped; with ``torch.amp.GradScaler`` the
-    hook sees the unscaled gradients.) Without
-    an optimizer nothing is added automatically: add :meth:`penalty` to the loss yourself. Use one instance per
+    **How the penalty reaches the cost.** With an ``optimizer``, :meth:`~ignite_igan.handlers.Handler.attach`
+    registers an optimizer step pre-hook (:meth:`torch.optim.Optimizer.register_step_pre_hook`) that adds the
+    penalty's exact gradient ``2λ(θ - θ̄)`` to every tracked parameter's ``.grad`` just before each
+    ``optimizer.step()``: the same update as adding ``λ||θ - θ̄||²`` to the loss, with no change to the process
+    function. (Gradient clipping in the process function comes before the hook, so it leaves the penalty's part
+    unclipped; with ``torch.amp.GradScaler`` the hook sees the unscaled gradients.) Without an optimizer nothing is
+    added automatically: add :meth:`penalty` to the loss yourself. Use one instance per
     player; the generator and the discriminator can each have one.
 
     The value ``λ||θ - θ̄||²`` of the last penalty applied is published as ``engine.state.<name>`` (a detached 0-d
@@ -272,7 +272,8 @@ def attach_historical_averaging(
         >>> import torch
         >>> from ignite.engine import Engine
         >>> d, g = torch.nn.Linear(2, 1), torch.nn.Linear(2, 2)
-        >>> players = {"d": (d, torch.optim.SGD(d.parameters(), lr=0.1)), "g": (g, torch.optim.SGD(g.parameters(), lr=0.1))}
+        >>> players = {"d": (d, torch.optim.SGD(d.parameters(), lr=0.1)),
+        ...            "g": (g, torch.optim.SGD(g.parameters(), lr=0.1))}
         >>> handlers = attach_historical_averaging(Engine(lambda engine, batch: None), players, weight=1e-2)
         >>> sorted(handlers)
         ['historical_averaging_d', 'historical_averaging_g']

@@ -28,11 +28,11 @@ def _as_target(name: str, value: Any) -> float:
 class OneSidedLabelSmoothing(Handler):
     """Owns the discriminator's target for real data; fake data keeps the target 0 (paper §3.4).
 
-    :meth:`~ignite_igan.handlers.Handler.attach` writes the target to ``engine.state.<name>`` (default ``engine.state.real_target``) at once and
-    again at :attr:`Events.STARTED` (so a resumed run starts from the checkpointed value). The process function
-    reads it, e.g. ``one_sided_label_smoothing_loss(real_logits, fake_logits, engine.state.real_target)`` or
-    ``torch.full_like(real_logits, engine.state.real_target)`` as the BCE target: that read is the only change a
-    process function needs.
+    :meth:`~ignite_igan.handlers.Handler.attach` writes the target to ``engine.state.<name>`` (default
+    ``engine.state.real_target``) at once and again at :attr:`Events.STARTED` (so a resumed run starts from the
+    checkpointed value). The process function reads it, e.g. ``one_sided_label_smoothing_loss(real_logits, fake_logits,
+    engine.state.real_target)`` or ``torch.full_like(real_logits, engine.state.real_target)`` as the BCE target: that
+    read is the only change a process function needs.
 
     The target can follow a schedule: attach one of Ignite's state parameter schedulers
     (:mod:`ignite.handlers.state_param_scheduler`, e.g. ``PiecewiseLinearStateScheduler(...,
@@ -117,7 +117,8 @@ class OneSidedLabelSmoothing(Handler):
             self._real_target = _as_target(f"engine.state.{self.state_name}", value)
         except (TypeError, ValueError) as error:
             where = f"at iteration {engine.state.iteration} (is a state parameter scheduler driving it out of range?)"
-            raise type(error)(f"{error} {where}. Only the real targets may be smoothed, to a value in (0, 1].") from error
+            raise type(error)(f"{error} {where}. Only the real targets may be smoothed, to a value in (0, 1].") \
+                from error
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         # written to engine.state at once if registered
