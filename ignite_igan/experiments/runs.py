@@ -76,11 +76,12 @@ from ignite_igan.checkpointing import (
     RandomStates, RunIdentity, attach_checkpointing, clean_partial_writes, free_bytes, jsonable, list_checkpoints,
     load_latest_checkpoint, write_json_atomic,
 )
-from ignite_igan.validation import check_choice, check_int
+from ignite_igan.validation import check_choice, check_int, check_int_list
 
 __all__ = [
-    "Run", "RunComplete", "RunFolderError", "NonFiniteLossError", "RESUMABLE_FLAGS", "attach_nonfinite_guard",
-    "attach_progress", "History",
+    "Run", "RunComplete", "RunFolderError", "NonFiniteLossError", "RESUMABLE_FLAGS", "ADDED_FLAGS", "changed_flags",
+    "attach_nonfinite_guard", "attach_progress", "History", "read_record", "multi_seed_folder", "format_seeds",
+    "check_writable_folder", "check_free_space", "MULTI_SEED_KIND", "MULTI_SEED_TABLE",
 ]
 
 #: Flags that may differ on ``--resume``, as they change where and how fast a run computes, not what it computes.
@@ -352,11 +353,18 @@ def attach_nonfinite_guard(
 # --------------------------------------------------------------------------------------------------------------
 #: ``run.json``'s ``kind`` in the top folder of a multi-seed run (a single run's record has no ``kind``).
 MULTI_SEED_KIND = "multi-seed"
+#: The multi-seed run's table of every seed's results, in its top folder.
 MULTI_SEED_TABLE = "seeds.json"
 
 
 def read_record(folder: Path) -> Optional[Dict[str, Any]]:
-    """``<folder>/run.json`` as a dict, or None where there is none; a damaged one is a :class:`RunFolderError`."""
+    """``<folder>/run.json`` as a dict, or None where there is none; a damaged one is a :class:`RunFolderError`.
+
+    Example:
+        >>> import tempfile
+        >>> read_record(Path(tempfile.mkdtemp())) is None
+        True
+    """
     path = Path(folder) / RECORD_NAME
     if not path.is_file():
         return None
@@ -373,7 +381,14 @@ def read_record(folder: Path) -> Optional[Dict[str, Any]]:
 
 def multi_seed_folder(folder: Path, record: Optional[Mapping[str, Any]]) -> Optional[List[int]]:
     """The seeds of the multi-seed run in ``folder`` (``record`` is its ``run.json``, or None), [] where a folder
-    of an earlier version holds one without saying which seeds; None where it holds no multi-seed run."""
+    of an earlier version holds one without saying which seeds; None where it holds no multi-seed run.
+
+    Example:
+        >>> multi_seed_folder(Path("runs/x"), {"kind": MULTI_SEED_KIND, "seeds": [1, 2]})
+        [1, 2]
+        >>> multi_seed_folder(Path("runs/x"), {"config": {"seed": 1}}) is None  # a single run's record
+        True
+    """
     if record is not None and record.get("kind") == MULTI_SEED_KIND:
         return [int(seed) for seed in record.get("seeds", [])]
     if record is None and (Path(folder) / MULTI_SEED_TABLE).is_file():  # made before multi-seed runs had a record
@@ -385,9 +400,17 @@ def multi_seed_folder(folder: Path, record: Optional[Mapping[str, Any]]) -> Opti
 
 
 def format_seeds(seeds: Sequence[int]) -> str:
-    """Seeds as ``--seeds`` reads them, runs of consecutive ones as ranges: ``[1, 2, 3, 7]`` -> ``"1-3,7"``."""
+    """The seeds as ``--seeds`` reads them, consecutive ones as ranges (the inverse of
+    :func:`ignite_igan.experiments.seeds.parse_seeds`).
+
+    Example:
+        >>> format_seeds([1, 2, 3, 5, 8, 9])
+        '1-3,5,8-9'
+    """
+    if isinstance(seeds, Sequence) and not isinstance(seeds, str) and len(seeds) == 0:
+        return ""  # no seeds (a message's empty list)
     ranges: List[List[int]] = []
-    for seed in seeds:
+    for seed in check_int_list("seeds", seeds, minimum=0, unique=True):
         if ranges and seed == ranges[-1][1] + 1:
             ranges[-1][1] = seed
         else:
@@ -396,7 +419,12 @@ def format_seeds(seeds: Sequence[int]) -> str:
 
 
 def check_writable_folder(folder: Path) -> None:
-    """Creates ``folder`` where needed and writes a probe file there; else a :class:`RunFolderError` naming it."""
+    """Creates ``folder`` where needed and writes a probe file there; else a :class:`RunFolderError` naming it.
+
+    Example:
+        >>> import tempfile
+        >>> check_writable_folder(Path(tempfile.mkdtemp()) / "run")  # created, writable: no error
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise RunFolderError(f"--output-dir {str(folder)!r} is a file, not a folder; choose a folder's path")
@@ -414,7 +442,14 @@ def check_writable_folder(folder: Path) -> None:
 
 def check_free_space(folder: Path, free: Optional[int], needed: int, why: str, todo: str = "") -> None:
     """A :class:`RunFolderError` where ``free`` bytes (None: unknown, no check) are fewer than ``needed``; ``why``
-    says what needs them."""
+    says what needs them.
+
+    Example:
+        >>> check_free_space(Path("runs/x"), 2**20, 2**30, "two checkpoints need 1024 MiB")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ignite_igan.experiments.runs.RunFolderError: --output-dir 'runs/x' has 1 MiB free; two checkpoints need ...
+    """
     if free is not None and free < needed:
         raise RunFolderError(
             f"--output-dir {str(folder)!r} has {free / 2**20:.0f} MiB free; {why}. Free some space{todo} or choose "

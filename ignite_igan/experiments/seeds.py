@@ -59,7 +59,7 @@ import torch
 from ignite_igan.checkpointing import free_bytes, jsonable, list_checkpoints, write_json_atomic
 from ignite_igan.experiments import runs
 from ignite_igan.experiments.cli import MAX_SEED
-from ignite_igan.experiments.runs import RunFolderError
+from ignite_igan.experiments.runs import RunFolderError, format_seeds
 from ignite_igan.validation import (
     check_bool, check_int, check_int_list, check_mapping, check_path, check_real, check_string, check_strings,
     describe,
@@ -128,16 +128,6 @@ def parse_seeds(text: str) -> List[int]:
             f"expected seeds such as 1-10 or 1,3,5-7 (integers in [0, {MAX_SEED}], each once), got {text!r}"
         )
     return seeds
-
-
-def format_seeds(seeds: Sequence[int]) -> str:
-    """The seeds as ``--seeds`` reads them, consecutive ones as ranges (the inverse of :func:`parse_seeds`).
-
-    Example:
-        >>> format_seeds([1, 2, 3, 5, 8, 9])
-        '1-3,5,8-9'
-    """
-    return runs.format_seeds(_seed_list("seeds", seeds))
 
 
 def without_flags(argv: Sequence[str], flags: Sequence[str]) -> List[str]:
