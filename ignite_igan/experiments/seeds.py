@@ -131,7 +131,12 @@ def parse_seeds(text: str) -> List[int]:
 
 
 def without_flags(argv: Sequence[str], flags: Sequence[str]) -> List[str]:
-    """``argv`` without the given value-taking flags (``--flag value`` or ``--flag=value``)."""
+    """``argv`` without the given value-taking flags (``--flag value`` or ``--flag=value``).
+
+    Example:
+        >>> without_flags(["--epochs", "5", "--seeds=1-3", "--jobs", "2"], ["--seeds", "--jobs"])
+        ['--epochs', '5']
+    """
     argv = check_strings("argv", argv, allow_empty=True, example="['--epochs', '5']")
     flags = check_strings("flags", flags, allow_empty=True, example="['--seeds', '--jobs']")
     out: List[str] = []
@@ -170,7 +175,7 @@ def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
     return {dest for dest, value in vars(probe).items() if value is not unset}
 
 
-def _config_keys(args: argparse.Namespace) -> set:
+def _config_file_keys(args: argparse.Namespace) -> set:
     path = getattr(args, "config", None)
     if path is None:
         return set()
@@ -199,7 +204,7 @@ def check_seed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         SystemExit: 2
     """
     argv = _canonical_argv(parser, check_strings("argv", argv, allow_empty=True))
-    given, in_config = _given(parser, argv), _config_keys(args)
+    given, in_config = _given(parser, argv), _config_file_keys(args)
     if getattr(args, "seeds", None) is None:
         if getattr(args, "jobs", None) is not None:
             where = "--jobs" if "jobs" in given else "--config: key 'jobs'"
@@ -219,9 +224,17 @@ def check_seed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, 
 
 
 def seed_folder(output_dir: Path, seed: int) -> Path:
-    """Where seed ``seed`` of a multi-seed run lives: ``<output_dir>/seed<seed>``."""
-    output_dir = check_path("output_dir", output_dir)
-    return output_dir / f"seed{check_int('seed', seed, minimum=0, maximum=MAX_SEED)}"
+    """Where seed ``seed`` of a multi-seed run lives: ``<output_dir>/seed<seed>``.
+
+    Example:
+        >>> seed_folder(Path("runs/digits_ssl"), 3).as_posix()
+        'runs/digits_ssl/seed3'
+    """
+    return _seed_dir(check_path("output_dir", output_dir), check_int("seed", seed, minimum=0, maximum=MAX_SEED))
+
+
+def _seed_dir(output_dir: Path, seed: int) -> Path:  # seed_folder without its checks, for seeds already checked
+    return output_dir / f"seed{seed}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -235,6 +248,10 @@ def summarize(values: Mapping[int, float]) -> Dict[str, Any]:
 
     Returns:
         ``{"seeds": sorted seeds, "count": n, "mean": mean, "std": sample std (0.0 for one seed)}``.
+
+    Example:
+        >>> summarize({2: 0.30, 1: 0.20})
+        {'seeds': [1, 2], 'count': 2, 'mean': 0.25, 'std': 0.07071067811865474}
     """
     check_mapping("values", values, "a mapping of seed to a finite number")
     seeds = sorted(check_int(f"values key {describe(seed)}", seed) for seed in values)
@@ -334,7 +351,12 @@ def report_lines(table: Mapping[str, Any], path: Optional[Path] = None) -> List[
 # --------------------------------------------------------------------------------------------------------------
 def default_jobs(seeds: int, threads: Optional[int], accelerator: bool) -> int:
     """As many processes as seeds, up to one per ``threads`` CPU cores (each process drives its device from one
-    core, on a GPU too)."""
+    core, on a GPU too).
+
+    Example:
+        >>> default_jobs(1, threads=1, accelerator=False)  # one seed: one process, on any machine
+        1
+    """
     seeds = check_int("seeds", seeds, minimum=1)
     threads = check_int("threads", threads, minimum=1, allow_none=True)
     accelerator = check_bool("accelerator", accelerator)
@@ -616,13 +638,13 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
         raise RunFolderError(
             f"--output-dir {where!r} holds a single run's checkpoints: --seeds needs a folder of its own. Choose "
             "another --output-dir")
-    present = _present(folder, dict.fromkeys(given + (recorded or [])))  # a stat per seed folder that exists only
-    seed_records = {seed: _seed_record(folder / f"seed{seed}") for seed in present}
+    present = _seed_folders_present(folder, dict.fromkeys(given + (recorded or [])))  # a stat per seed folder that exists only
+    seed_records = {seed: _seed_record(_seed_dir(folder, seed)) for seed in present}
     started = [seed for seed, seed_record in seed_records.items()
-               if seed_record is not None or list_checkpoints(folder / f"seed{seed}" / "checkpoints")]
+               if seed_record is not None or list_checkpoints(_seed_dir(folder, seed) / "checkpoints")]
     table = _read_table(folder)
     if not args.resume:
-        holds = [seed for seed in started if list_checkpoints(folder / f"seed{seed}" / "checkpoints")]
+        holds = [seed for seed in started if list_checkpoints(_seed_dir(folder, seed) / "checkpoints")]
         if recorded is not None and (holds or (record or {}).get("status") == "complete" or table is not None):
             listed = fmt(recorded) if recorded else fmt(given)
             raise RunFolderError(
@@ -678,8 +700,8 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
         if refused:
             raise RunFolderError(message)
     seeds = recorded + added
-    complete = {seed: summary for seed in _present(folder, seeds)
-                if (summary := _complete_summary(folder / f"seed{seed}", args.epochs)) is not None}
+    complete = {seed: summary for seed in _seed_folders_present(folder, seeds)
+                if (summary := _complete_summary(_seed_dir(folder, seed), args.epochs)) is not None}
     if (len(complete) == len(seeds) and record.get("status", "complete") == "complete" and table is not None
             and table.get("seeds") == seeds):
         raise _NothingToDo(
@@ -692,7 +714,7 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     return {"record": new, "seeds": seeds, "complete": complete}
 
 
-def _present(folder: Path, seeds: Any) -> List[int]:
+def _seed_folders_present(folder: Path, seeds: Any) -> List[int]:
     """The seeds, in order, whose folder ``seed<k>`` exists in ``folder`` (one listing, not a look-up per seed)."""
     try:
         names = {entry.name for entry in os.scandir(folder) if entry.is_dir()}
@@ -703,8 +725,8 @@ def _present(folder: Path, seeds: Any) -> List[int]:
 
 def _check_space(folder: Path, seeds: Sequence[int], checkpoint_bytes: Optional[int]) -> None:
     """A multi-seed run's disk estimate: each seed that has no checkpoint yet keeps two (as a single run does)."""
-    present = _present(folder, seeds)
-    newest = {seed: list_checkpoints(folder / f"seed{seed}" / "checkpoints")[:1] for seed in present}
+    present = _seed_folders_present(folder, seeds)
+    newest = {seed: list_checkpoints(_seed_dir(folder, seed) / "checkpoints")[:1] for seed in present}
     fresh = [seed for seed in seeds if not newest.get(seed)]
     written = [paths[0].stat().st_size for paths in newest.values() if paths]
     size = max(written) if written else checkpoint_bytes
@@ -718,7 +740,7 @@ def _check_space(folder: Path, seeds: Sequence[int], checkpoint_bytes: Optional[
         f"{needed / 2**30:.2f} GiB are needed", todo=", run fewer seeds (--seeds)")
 
 
-def _shown(program: Sequence[str], argv: Sequence[str]) -> str:
+def _resume_command(program: Sequence[str], argv: Sequence[str]) -> str:
     """The command a user types to resume: ``python <script> ... --resume``."""
     def short(item: str) -> str:
         relative = os.path.relpath(item) if os.path.isabs(item) and os.path.exists(item) else item
@@ -781,7 +803,7 @@ def seeds_command(
         parser.exit(2, f"{prog}: error: {error}\n")
     accelerator = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
     jobs = args.jobs or default_jobs(len(args.seeds), args.threads, accelerator)
-    resume_with = _shown(program, argv)
+    resume_with = _resume_command(program, argv)
     lock = runs._FolderLock(folder)
     try:
         runs.check_writable_folder(folder)
