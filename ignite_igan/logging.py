@@ -29,7 +29,7 @@ from ignite.handlers.utils import global_step_from_engine
 from ignite_igan.metrics.extractors import _normalize_range
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import published_protocols
-from ignite_igan.validation import check_int, describe
+from ignite_igan.validation import check_int, check_mapping, describe
 
 __all__ = [
     "attach_tensorboard",
@@ -214,8 +214,7 @@ def custom_scalars_layout(charts: Mapping[str, Sequence[str]], category: str = "
         >>> custom_scalars_layout({"test error": ["test/error_averaged", "test/error_live"]})
         {'charts': {'test error': ['Multiline', ['^test/error_averaged$', '^test/error_live$']]}}
     """
-    if not isinstance(charts, Mapping) or not charts:
-        raise ValueError(f"charts must be a non-empty mapping of titles to lists of tags, got {charts!r}")
+    check_mapping("charts", charts, "a mapping of titles to lists of tags")
     layout: Dict[str, Any] = {}
     for title, tags in charts.items():
         if isinstance(tags, str) or not isinstance(tags, Sequence) or not tags \
@@ -421,10 +420,8 @@ def log_hparams(
     """
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-    if not isinstance(hparams, Mapping) or not hparams:
-        raise ValueError(f"hparams must be a non-empty mapping of names to values, got {hparams!r}")
-    if not isinstance(metrics, Mapping) or not metrics:
-        raise ValueError(f"metrics must be a non-empty mapping of tags to numbers, got {metrics!r}")
+    check_mapping("hparams", hparams, "a mapping of names to values")
+    check_mapping("metrics", metrics, "a mapping of tags to numbers")
     check_int("step", step, minimum=0)
     if isinstance(differing, str) or any(str(name) not in hparams for name in differing):
         raise ValueError(f"differing must be a list of names in hparams, got {differing!r}")
@@ -543,8 +540,8 @@ def log_run_hparams(
     if epochs is not None:  # a resumable flag (--extend may raise it), so not in the configuration
         values["epochs"] = epochs
     values.update(hparams or {})
-    if defaults is not None and not isinstance(defaults, Mapping):
-        raise TypeError(f"defaults must be a mapping of flags to values, got {type(defaults).__name__}")
+    if defaults is not None:
+        check_mapping("defaults", defaults, "a mapping of flags to values", allow_empty=True)
     # Flags compared as given (a default resolved later, e.g. from None, is no change), shown as resolved.
     given, defaults = vars(run.args), defaults or {}
     differing = [name for name in ("seed", "seed_data") if name in values]

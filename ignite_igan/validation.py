@@ -930,7 +930,14 @@ def check_int_list(
 
 def check_mapping(name: str, value: Any, expected: str = "a mapping", *, allow_empty: bool = False) -> Mapping:
     """``value`` itself, checked to be a mapping (a dict), non-empty unless ``allow_empty``; ``expected`` says what
-    it should hold (e.g. ``"a mapping of seed to summary"``)."""
+    it should hold (e.g. ``"a mapping of seed to summary"``).
+
+    Example:
+        >>> check_mapping("charts", [], "a mapping of titles to lists of tags")
+        Traceback (most recent call last):
+        ...
+        ignite_igan.validation.ArgumentTypeError: charts must be a mapping of titles to lists of tags, got list []
+    """
     if not isinstance(value, Mapping):
         raise ArgumentTypeError(f"{name} must be {expected}, got {describe(value)}")
     if not value and not allow_empty:

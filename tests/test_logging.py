@@ -270,9 +270,9 @@ def test_log_hparams_refuses_what_tensorboard_cannot_store_naming_the_entry(tmp_
         log_hparams(tmp_path, {"milestones": [1, 2]}, {"final/x": 1.0})
     with pytest.raises(TypeError, match=r"metrics\['final/error'\] must be a real number, got str"):
         log_hparams(tmp_path, {"seed": 1}, {"final/error": "0.2"})
-    with pytest.raises(ValueError, match="hparams must be a non-empty mapping"):
+    with pytest.raises(ValueError, match="hparams must be a mapping of names to values with at least one entry"):
         log_hparams(tmp_path, {}, {"final/x": 1.0})
-    with pytest.raises(ValueError, match="metrics must be a non-empty mapping"):
+    with pytest.raises(ValueError, match="metrics must be a mapping of tags to numbers with at least one entry"):
         log_hparams(tmp_path, {"seed": 1}, {})
     with pytest.raises(ValueError, match="step must be >= 0, got -1"):
         log_hparams(tmp_path, {"seed": 1}, {"final/x": 1.0}, step=-1)
@@ -351,7 +351,7 @@ def test_charts_and_evaluators_are_checked_where_they_enter(tmp_path):
         attach_tensorboard(str(tmp_path / "a"), trainer, evaluators={"test": ["engine"]})
     with pytest.raises(ValueError, match=r"charts\['errors'\] must be a non-empty list of scalar tags, got 'test/e'"):
         attach_tensorboard(str(tmp_path / "b"), trainer, charts={"errors": "test/e"})
-    with pytest.raises(ValueError, match="charts must be a non-empty mapping"):
+    with pytest.raises(ValueError, match="charts must be a mapping of titles to lists of tags with at least one entry"):
         custom_scalars_layout({})
     assert not list(tmp_path.iterdir())  # refused before any event file
     assert custom_scalars_layout({"lr": ["d/lr.0"]}, category="c") == {"c": {"lr": ["Multiline", [r"^d/lr\.0$"]]}}
