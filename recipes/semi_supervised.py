@@ -144,7 +144,8 @@ def build_parser(name: str) -> cli.RecipeArgumentParser:
                             help="the reference's average exactly: started at zero, no bias correction, averaging the "
                             "weights from before each step (early test errors are poor by construction)")
     evaluation.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=s.baseline,
-                            help="also train the discriminator on the labeled images alone and report its test error")
+                            help="also train the discriminator on the labeled images alone, as many steps, scored on "
+                            "the test set at the GAN's evaluations (a curve in TensorBoard), and report its error")
     seeds = parser.group("several seeds")
     seeds.add_argument("--seeds", type=parse_seeds, default=None, metavar="SEEDS",
                        help="train several seeds (e.g. 1-10 or 1,3,5): seed k runs as --seed k --seed-data k alone "
