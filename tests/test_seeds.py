@@ -403,7 +403,10 @@ def test_the_disk_estimate_refuses_more_seeds_than_the_disk_holds(tmp_path, fake
 # Signals to the parent
 # ------------------------------------------------------------------------------------------------------------------
 PARENT = textwrap.dedent("""
-    import sys
+    import signal, sys
+    # Ctrl-C as a terminal delivers it: a process started in the background of a non-interactive shell (a CI
+    # script's `cmd &`) inherits SIGINT ignored, and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {tests!r})
     from test_seeds import _command
     code = _command({fake!r}, sys.argv[1:])[0]
@@ -442,7 +445,6 @@ def test_a_signal_to_the_parent_stops_every_seed_and_says_how_to_resume(tmp_path
                 os.kill(int(path.read_text()), signal.SIGKILL)
             except (ProcessLookupError, OSError, ValueError):
                 pass
-
 
 
 # ------------------------------------------------------------------------------------------------------------------
