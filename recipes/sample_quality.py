@@ -208,7 +208,7 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
         idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
         d_optimizer, g_optimizer, generator_loss=args.generator_loss, generator_steps=args.generator_steps,
         conditional=conditional, class_weight=args.class_weight if conditional else 0.0,
-        noise_fn=partial(generator.sample_noise, device=device), device=device,
+        noise_fn=generator.sample_noise, device=device,
         amp=False if args.amp == "off" else args.amp, compile=args.compile,
     )
     attach_nonfinite_guard(trainer)

@@ -240,7 +240,7 @@ def build(s: Setting, args: argparse.Namespace, data: SimpleNamespace, fast: Sim
         d_optimizer, g_optimizer, generator_loss=args.generator_loss,
         feature_matching_distance=args.feature_matching_distance,
         generator_steps=1 if args.generator_loss == "feature_matching" else 3,
-        unlabeled_weight=args.unlabeled_weight, noise_fn=partial(generator.sample_noise, device=device),
+        unlabeled_weight=args.unlabeled_weight, noise_fn=generator.sample_noise,
         device=device, amp=False if args.amp == "off" else args.amp, compile=args.compile,
         output_transform=fast.output_transform, check_labels=fast.check_labels, cuda_graph=fast.cuda_graph,
         before_step=[averaging.step_update] if fast.average_before_step else [],
