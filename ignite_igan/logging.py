@@ -34,6 +34,7 @@ from ignite_igan.validation import check_int, check_mapping, describe
 __all__ = [
     "attach_tensorboard",
     "custom_scalars_layout",
+    "log_charts",
     "ImageGridHandler",
     "InactiveLogger",
     "output_scalars",
@@ -224,6 +225,28 @@ def custom_scalars_layout(charts: Mapping[str, Sequence[str]], category: str = "
     return {category: layout}
 
 
+def log_charts(logger: Union[TensorboardLogger, InactiveLogger], charts: Mapping[str, Sequence[str]],
+                category: str = "charts") -> None:
+    """Writes a layout of TensorBoard's Custom Scalars dashboard to ``logger``'s files: one chart per entry of
+    ``charts``, with the listed scalar tags as its lines (e.g. both test errors on one chart; tags logged elsewhere,
+    such as a baseline's, may be listed too). Nothing on a process that does not log (an :class:`InactiveLogger`).
+
+    Args:
+        logger: what :func:`attach_tensorboard` returned.
+        charts: ``{title: [tag, ...]}``, each tag matched exactly (:func:`custom_scalars_layout`).
+        category: the dashboard's section that holds the charts.
+
+    Example:
+        >>> import tempfile
+        >>> logger = attach_tensorboard(tempfile.mkdtemp(), Engine(lambda engine, batch: None))
+        >>> log_charts(logger, {"test error": ["test/error_averaged", "test/error_live"]})
+        >>> logger.close()
+    """
+    layout = custom_scalars_layout(charts, category)  # checked on every process
+    if isinstance(logger, TensorboardLogger):
+        logger.writer.add_custom_scalars(layout)
+
+
 def attach_tensorboard(
     log_dir: str,
     trainer: Engine,
@@ -239,7 +262,6 @@ def attach_tensorboard(
     weight_histograms: bool = False,
     histogram_every: int = 1,
     protocols: bool = True,
-    charts: Optional[Mapping[str, Sequence[str]]] = None,
 ) -> Union[TensorboardLogger, InactiveLogger]:
     """Attaches TensorBoard logging of a GAN's training to ``trainer`` (and its evaluators) in one call.
 
@@ -258,9 +280,6 @@ def attach_tensorboard(
       and again only if the card changes;
     - ``generated``: the :class:`ImageGridHandler` ``images`` every ``image_every`` iterations and at the end of
       training;
-    - ``charts``: a layout of TensorBoard's Custom Scalars dashboard, one chart per entry with the listed scalar
-      tags as its lines (e.g. both test errors on one chart; tags logged elsewhere, such as a baseline's, may be
-      listed too), written once;
     - optionally ``<model name>/grads_norm/<parameter>`` (``grad_norms``, every ``log_every`` iterations) and weight
       histograms (``weight_histograms``, every ``histogram_every`` epochs, with the epoch as step) for each model in
       ``models``.
@@ -280,8 +299,6 @@ def attach_tensorboard(
         weight_histograms: log histograms of the weights.
         histogram_every: epochs between weight histograms.
         protocols: log the evaluators' protocol cards as text.
-        charts: ``{title: [tag, ...]}``, charts of the Custom Scalars dashboard (category ``charts``), each tag
-            matched exactly.
 
     Returns:
         The ``TensorboardLogger`` (call ``close()`` when training ends) on rank 0, an :class:`InactiveLogger` with a
@@ -297,7 +314,6 @@ def attach_tensorboard(
     image_every = check_int("image_every", image_every, minimum=1)
     histogram_every = check_int("histogram_every", histogram_every, minimum=1)
     models = dict(models or {})
-    layout = custom_scalars_layout(charts) if charts else None
     for name, engines in (evaluators or {}).items():
         for evaluator in [engines] if isinstance(engines, Engine) else engines:
             if not isinstance(evaluator, Engine):
@@ -328,8 +344,6 @@ def attach_tensorboard(
             )
             if protocols:
                 logger.attach(evaluator, _ProtocolTextHandler(name, trainer), Events.COMPLETED)
-    if layout is not None:
-        logger.writer.add_custom_scalars(layout)
     if images is not None:
         logger.attach(trainer, images, Events.ITERATION_COMPLETED(every=image_every) | Events.COMPLETED)
     for name, model in models.items():

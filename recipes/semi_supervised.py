@@ -48,7 +48,7 @@ from ignite_igan.experiments.runs import Run, attach_nonfinite_guard, attach_pro
 from ignite_igan.experiments.scoring import evaluation_event
 from ignite_igan.experiments.seeds import check_seed_flags, parse_seeds, seeds_command
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
-from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
+from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_charts, log_run_hparams
 from ignite_igan.metrics import ErrorEvaluator
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
 
@@ -295,8 +295,8 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
             state_attributes=["ema_momentum"], log_every=fast.log_every, image_every=args.image_every,
             images=ImageGridHandler(parts.generator, image_range=s.image_range, image_shape=s.image_shape,
                                     mode="train"),  # the reference's generators always use batch statistics
-            charts={TEST_ERROR_CHART: TEST_ERROR_TAGS if args.baseline else TEST_ERROR_TAGS[:2]},
         )
+        log_charts(logger, {TEST_ERROR_CHART: TEST_ERROR_TAGS if args.baseline else TEST_ERROR_TAGS[:2]})
         # Without a terminal, a line per evaluation with both errors.
         run.attach(trainer, parts.to_save, OUTPUTS, state_attributes=["test_error", "test_error_live"],
                    progress_event=when)

@@ -9,7 +9,7 @@ from torch import nn
 from ignite.engine import Engine, Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ignite_igan.logging import ImageGridHandler, InactiveLogger, attach_tensorboard, output_scalars
+from ignite_igan.logging import ImageGridHandler, InactiveLogger, attach_tensorboard, log_charts, output_scalars
 from ignite_igan.metrics import SemiSupervisedError
 
 
@@ -324,8 +324,8 @@ def test_evaluators_under_one_name_and_their_curves_on_one_chart(tmp_path):
         trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _, scored=evaluator: scored.run([0, 1, 1]))
         evaluators.append(evaluator)
     tags = ["test/error_averaged", "test/error_live", "baseline/error"]
-    logger = attach_tensorboard(str(tmp_path), trainer, evaluators={"test": evaluators},
-                                charts={"test error": tags})
+    logger = attach_tensorboard(str(tmp_path), trainer, evaluators={"test": evaluators})
+    log_charts(logger, {"test error": tags})
     trainer.run([0, 1], max_epochs=2)
     logger.writer.add_scalar("baseline/error", 0.5, 4)  # a curve logged elsewhere, on the same chart
     logger.close()
@@ -350,7 +350,7 @@ def test_charts_and_evaluators_are_checked_where_they_enter(tmp_path):
     with pytest.raises(TypeError, match=r"evaluators\['test'\] must be an Engine or a sequence of Engines, got str"):
         attach_tensorboard(str(tmp_path / "a"), trainer, evaluators={"test": ["engine"]})
     with pytest.raises(ValueError, match=r"charts\['errors'\] must be a non-empty list of scalar tags, got 'test/e'"):
-        attach_tensorboard(str(tmp_path / "b"), trainer, charts={"errors": "test/e"})
+        log_charts(InactiveLogger(), {"errors": "test/e"})  # checked on every process, rank 0 or not
     with pytest.raises(ValueError, match="charts must be a mapping of titles to lists of tags with at least one entry"):
         custom_scalars_layout({})
     assert not list(tmp_path.iterdir())  # refused before any event file

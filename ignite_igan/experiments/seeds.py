@@ -506,23 +506,12 @@ def _run_seeds(
         interrupted = code in (-signal.SIGINT, 128 + signal.SIGINT) or (tail and tail[-1] == "KeyboardInterrupt")
         if stopping.wait(timeout=2.0) if interrupted else stopping.is_set():
             return  # stopped by the parent: reported once, by the parent
-        elapsed = f"after {time.perf_counter() - started:.0f} s"
-        summary = folder / runs.SUMMARY_NAME
-        if code == 0 and not summary.is_file():
+        if code == 0 and not (folder / runs.SUMMARY_NAME).is_file():
             code = None  # ended without a summary
         ended[seed] = (code, tail)
-        lines = [f"seed {seed}: done {elapsed}" if code == 0 else
-                 f"seed {seed}: failed ({_ended(code) if code is not None else 'no summary'}) {elapsed}; "
-                 f"log {log_path[seed]}:", *(f"    {line}" for line in (tail if code != 0 else []))]
-        lines += [f"seed {seed}: warning in its log: {text}" for text in warned]
-        say("\n".join(lines))
+        say(_outcome(seed, code, tail, warned, f"after {time.perf_counter() - started:.0f} s", log_path[seed]))
 
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        def on_sigterm(signum: int, frame: Any) -> None:
-            raise _Terminated()
-
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = _raise_on_sigterm()
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = [pool.submit(run, seed) for seed in seeds]
@@ -542,16 +531,42 @@ def _run_seeds(
             signal.signal(signal.SIGTERM, previous)
     failed = {seed: outcome for seed, outcome in ended.items() if outcome[0] != 0}
     if failed:
-        reasons = {}
-        for seed, (code, tail) in failed.items():
-            how = (f"ended without a summary ({seed_folder(output_dir, seed) / runs.SUMMARY_NAME})" if code is None
-                   else _ended(code))
-            reasons[seed] = how + (f"; its log ({log_path[seed]}) ends with:\n" +
-                                   "\n".join(f"    {line}" for line in tail) if tail else f"; log {log_path[seed]}")
-        raise SeedsFailed(f"{len(failed)} of {len(seeds)} seed(s) failed:\n" +
-                          "\n".join(f"  seed {seed}: {reason}" for seed, reason in reasons.items()),
-                          {seed: reason for seed, reason in reasons.items()})
+        raise _failures(failed, len(seeds), output_dir, log_path)
     return {seed: json.loads((seed_folder(output_dir, seed) / runs.SUMMARY_NAME).read_text()) for seed in seeds}
+
+
+def _raise_on_sigterm() -> Any:
+    """In the main thread: SIGTERM raises :class:`_Terminated` there (the seeds are then stopped as on Ctrl-C);
+    returns the handler it replaced, None elsewhere."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _outcome(seed: int, code: Optional[int], tail: List[str], warned: List[str], elapsed: str, log: Path) -> str:
+    """The parent's lines on a seed that ended: done, or failed with the end of its log; any fallback it logged."""
+    lines = [f"seed {seed}: done {elapsed}" if code == 0 else
+             f"seed {seed}: failed ({_ended(code) if code is not None else 'no summary'}) {elapsed}; log {log}:",
+             *(f"    {line}" for line in (tail if code != 0 else []))]
+    lines += [f"seed {seed}: warning in its log: {text}" for text in warned]
+    return "\n".join(lines)
+
+
+def _failures(failed: Mapping[int, Tuple[Optional[int], List[str]]], count: int, output_dir: Path,
+              log_path: Mapping[int, Path]) -> SeedsFailed:
+    """The error of a multi-seed run whose seeds in ``failed`` (``{seed: (exit code or None, log tail)}``) failed."""
+    reasons = {}
+    for seed, (code, tail) in failed.items():
+        how = (f"ended without a summary ({seed_folder(output_dir, seed) / runs.SUMMARY_NAME})" if code is None
+               else _ended(code))
+        reasons[seed] = how + (f"; its log ({log_path[seed]}) ends with:\n" +
+                               "\n".join(f"    {line}" for line in tail) if tail else f"; log {log_path[seed]}")
+    return SeedsFailed(f"{len(failed)} of {count} seed(s) failed:\n" +
+                       "\n".join(f"  seed {seed}: {reason}" for seed, reason in reasons.items()), reasons)
 
 
 def _stop(processes: Dict[int, subprocess.Popen], guard: threading.Lock, stopping: threading.Event,
@@ -626,7 +641,7 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     given, where, fmt = list(args.seeds), str(folder), runs.format_seeds
     if folder.exists() and not folder.is_dir():  # before any rule that would read it as a run folder
         runs.check_writable_folder(folder)
-    config, extend = _configuration(args), bool(getattr(args, "extend", False))
+    config = _configuration(args)
     record = runs.read_record(folder)
     recorded = runs.multi_seed_folder(folder, record)
     if record is not None and recorded is None:
@@ -638,41 +653,42 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
         raise RunFolderError(
             f"--output-dir {where!r} holds a single run's checkpoints: --seeds needs a folder of its own. Choose "
             "another --output-dir")
-    present = _seed_folders_present(folder, dict.fromkeys(given + (recorded or [])))  # a stat per seed folder that exists only
+    # A stat per seed folder that exists only (a long seed list costs one listing of the folder).
+    present = _seed_folders_present(folder, dict.fromkeys(given + (recorded or [])))
     seed_records = {seed: _seed_record(_seed_dir(folder, seed)) for seed in present}
     started = [seed for seed, seed_record in seed_records.items()
                if seed_record is not None or list_checkpoints(_seed_dir(folder, seed) / "checkpoints")]
     table = _read_table(folder)
-    if not args.resume:
-        holds = [seed for seed in started if list_checkpoints(_seed_dir(folder, seed) / "checkpoints")]
-        if recorded is not None and (holds or (record or {}).get("status") == "complete" or table is not None):
-            listed = fmt(recorded) if recorded else fmt(given)
-            raise RunFolderError(
-                f"--output-dir {where!r} already holds a multi-seed run (seeds {listed}, "
-                f"{(record or {}).get('status', 'made by an earlier version')}). Continue it with --seeds {listed} "
-                "--resume, or choose another --output-dir (a fresh run never writes over another run's checkpoints)")
-        if holds:
-            raise RunFolderError(
-                f"--output-dir {str(seed_folder(folder, holds[0]))!r} already holds a run: --seeds would start seed "
-                f"{holds[0]} there. Continue it with --resume, or choose another --output-dir")
-        return {"record": {"kind": runs.MULTI_SEED_KIND, "experiment": experiment, "seeds": given, "config": config,
-                           "epochs": args.epochs, "status": "training", "created": runs._now()},
-                "seeds": given, "complete": {}}
+    if args.resume:
+        return _plan_resume(folder, args, experiment, record, recorded, seed_records, started, table)
+    holds = [seed for seed in started if list_checkpoints(_seed_dir(folder, seed) / "checkpoints")]
+    if recorded is not None and (holds or (record or {}).get("status") == "complete" or table is not None):
+        listed = fmt(recorded) if recorded else fmt(given)
+        raise RunFolderError(
+            f"--output-dir {where!r} already holds a multi-seed run (seeds {listed}, "
+            f"{(record or {}).get('status', 'made by an earlier version')}). Continue it with --seeds {listed} "
+            "--resume, or choose another --output-dir (a fresh run never writes over another run's checkpoints)")
+    if holds:
+        raise RunFolderError(
+            f"--output-dir {str(seed_folder(folder, holds[0]))!r} already holds a run: --seeds would start seed "
+            f"{holds[0]} there. Continue it with --resume, or choose another --output-dir")
+    return {"record": {"kind": runs.MULTI_SEED_KIND, "experiment": experiment, "seeds": given, "config": config,
+                       "epochs": args.epochs, "status": "training", "created": runs._now()},
+            "seeds": given, "complete": {}}
 
-    # --resume: the record, or (a folder of an earlier version) the seeds' records and table.
+
+def _plan_resume(folder: Path, args: argparse.Namespace, experiment: str, record: Optional[Dict[str, Any]],
+                 recorded: Optional[List[int]], seed_records: Mapping[int, Optional[Dict[str, Any]]],
+                 started: List[int], table: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """:func:`_plan` for ``--resume``: the record (or, in a folder of an earlier version, what its seeds' records
+    and table say) against this command."""
+    given, where, fmt = list(args.seeds), str(folder), runs.format_seeds
+    config, extend = _configuration(args), bool(getattr(args, "extend", False))
     if recorded is None and not started:
         raise RunFolderError(f"--resume: {where!r} holds no multi-seed run to resume; run once without --resume "
                              "first")
     if record is None:  # an earlier version's multi-seed folder: its seeds' records say what it was
-        first = next(seed_records[seed] for seed in started if seed_records[seed] is not None) if any(
-            seed_records[seed] is not None for seed in started) else {}
-        record = {"kind": runs.MULTI_SEED_KIND, "experiment": first.get("experiment", experiment),
-                  "seeds": recorded or given,  # its table's seeds; without a table, those asked for now
-                  "config": {key: value for key, value in first.get("config", config).items()
-                             if key not in PER_SEED_FLAGS},
-                  "epochs": max((int(r.get("epochs", args.epochs)) for r in seed_records.values() if r), default=
-                                args.epochs), "status": "training" if table is None else "complete",
-                  "created": runs._now()}
+        record = _earlier_record(args, experiment, recorded, seed_records, started, table, config)
         recorded = record["seeds"]
     epochs, changed = int(record.get("epochs", args.epochs)), runs.changed_flags(record.get("config", {}), config)
     given_set, recorded_set = set(given), set(recorded)
@@ -712,6 +728,19 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     if added or args.epochs > epochs:
         new["extended"] = runs._now()
     return {"record": new, "seeds": seeds, "complete": complete}
+
+
+def _earlier_record(args: argparse.Namespace, experiment: str, recorded: Optional[List[int]],
+                    seed_records: Mapping[int, Optional[Dict[str, Any]]], started: List[int],
+                    table: Optional[Dict[str, Any]], config: Dict[str, Any]) -> Dict[str, Any]:
+    """The record of a multi-seed folder made by an earlier version (no top ``run.json``), from its seeds' records
+    and table."""
+    first = next((seed_records[seed] for seed in started if seed_records[seed] is not None), None) or {}
+    return {"kind": runs.MULTI_SEED_KIND, "experiment": first.get("experiment", experiment),
+            "seeds": recorded or list(args.seeds),  # its table's seeds; without a table, those asked for now
+            "config": {key: value for key, value in first.get("config", config).items() if key not in PER_SEED_FLAGS},
+            "epochs": max((int(r.get("epochs", args.epochs)) for r in seed_records.values() if r), default=args.epochs),
+            "status": "training" if table is None else "complete", "created": runs._now()}
 
 
 def _seed_folders_present(folder: Path, seeds: Any) -> List[int]:
@@ -813,31 +842,39 @@ def seeds_command(
         except _NothingToDo as done:  # completed by the run that held the lock a moment ago
             print(f"{prog}: {done}", file=stream, flush=True)
             return dict(done.table)
-        to_run = [seed for seed in plan["seeds"] if seed not in plan["complete"]]
-        _check_space(folder, to_run, checkpoint_bytes)
-        record = plan["record"]
-        _write_record(folder, record)
-        print(f"{experiment}: {len(plan['seeds'])} seeds, {jobs} at a time, in {folder}" +
-              (f" ({len(plan['complete'])} complete already)" if plan["complete"] else ""), file=stream, flush=True)
-        started = time.time()
-        try:
-            summaries = _run_seeds(command, to_run, folder, jobs, bool(args.resume), stream, epochs=args.epochs)
-        except SeedsFailed as error:
-            parser.exit(1, f"{prog}: error: {error}\nThe other seeds are kept; once the cause is fixed, resume "
-                           f"with: {resume_with}\n")
-        except SeedsStopped as stopped:
-            parser.exit(128 + stopped.signal, f"\n{prog}: {stopped}. Resume with: {resume_with}\n")
-        summaries.update(plan["complete"])
-        table = seed_table(experiment, {seed: summaries[seed] for seed in plan["seeds"]}, paper=paper, jobs=jobs,
-                           wall_seconds=time.time() - started, command=command)
-        path = folder / runs.MULTI_SEED_TABLE
-        write_json_atomic(path, table)
-        _write_record(folder, dict(record, status="complete"))
+        _check_space(folder, [seed for seed in plan["seeds"] if seed not in plan["complete"]], checkpoint_bytes)
+        table = _run_plan(parser, args, plan, command, jobs, stream, experiment, paper, resume_with)
     except RunFolderError as error:
         parser.exit(2, f"{prog}: error: {error}\n")
     finally:
         lock.release()
-    print("\n".join(report_lines(table, path)), file=stream, flush=True)
+    print("\n".join(report_lines(table, folder / runs.MULTI_SEED_TABLE)), file=stream, flush=True)
+    return table
+
+
+def _run_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: Mapping[str, Any],
+              command: List[str], jobs: int, stream: Any, experiment: str, paper: Optional[str],
+              resume_with: str) -> Dict[str, Any]:
+    """Under the folder's lock: records the run, runs the seeds that are not complete, then writes the table and
+    marks the record complete; a failed or stopped run ends in ``parser.exit`` with the command that resumes it."""
+    folder, prog, record = Path(args.output_dir), parser.prog, plan["record"]
+    _write_record(folder, record)
+    print(f"{experiment}: {len(plan['seeds'])} seeds, {jobs} at a time, in {folder}" +
+          (f" ({len(plan['complete'])} complete already)" if plan["complete"] else ""), file=stream, flush=True)
+    started = time.time()
+    try:
+        summaries = _run_seeds(command, [seed for seed in plan["seeds"] if seed not in plan["complete"]], folder,
+                               jobs, bool(args.resume), stream, epochs=args.epochs)
+    except SeedsFailed as error:
+        parser.exit(1, f"{prog}: error: {error}\nThe other seeds are kept; once the cause is fixed, resume "
+                       f"with: {resume_with}\n")
+    except SeedsStopped as stopped:
+        parser.exit(128 + stopped.signal, f"\n{prog}: {stopped}. Resume with: {resume_with}\n")
+    summaries.update(plan["complete"])
+    table = seed_table(experiment, {seed: summaries[seed] for seed in plan["seeds"]}, paper=paper, jobs=jobs,
+                       wall_seconds=time.time() - started, command=command)
+    write_json_atomic(folder / runs.MULTI_SEED_TABLE, table)
+    _write_record(folder, dict(record, status="complete"))
     return table
 
 
