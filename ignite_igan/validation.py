@@ -898,13 +898,14 @@ def check_int_list(
     minimum: Optional[int] = None,
     maximum: Optional[int] = None,
     unique: bool = False,
+    allow_empty: bool = False,
 ) -> List[int]:
-    """``value``, a non-empty sequence or 1-d NumPy array of Python or NumPy integers (seeds, say), as a list of
-    Python ints, each in ``[minimum, maximum]``, each once where ``unique``.
+    """``value``, a sequence (non-empty unless ``allow_empty``) or 1-d NumPy array of Python or NumPy integers (seeds,
+    say), as a list of Python ints, each in ``[minimum, maximum]``, each once where ``unique``.
 
     Raises:
         ArgumentTypeError: not a sequence (a string is not one), or an entry that is not an int.
-        ValueError: empty, an entry out of range, or an entry given twice where ``unique``.
+        ValueError: empty (unless ``allow_empty``), an entry out of range, or an entry given twice where ``unique``.
 
     Example:
         >>> check_int_list("seeds", np.arange(1, 4), minimum=0, unique=True)
@@ -918,7 +919,7 @@ def check_int_list(
         value = list(value)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise ArgumentTypeError(f"{name} must be a sequence of ints, got {describe(value)}")
-    if len(value) == 0:
+    if len(value) == 0 and not allow_empty:
         raise ValueError(f"{name} must have at least one entry, got {describe(value)}")
     numbers_ = [check_int(f"{name}[{i}]", v, minimum=minimum, maximum=maximum) for i, v in enumerate(value)]
     if unique and len(set(numbers_)) != len(numbers_):

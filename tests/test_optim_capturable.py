@@ -67,26 +67,37 @@ def test_capturable_needs_every_gradient_and_a_bool():
         ReferenceAdam([p], capturable="yes")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_capturable_step_replays_in_a_cuda_graph():
-    p = torch.nn.Parameter(torch.randn(5, device="cuda"))
-    opt = ReferenceAdam([p], lr=1e-2, capturable=True)
-    reference = torch.nn.Parameter(p.detach().clone())
-    host = ReferenceAdam([reference], lr=1e-2)
-    static_grad = torch.randn(5, device="cuda")
+def _graph_replays_equal_host_steps(groups, learning_rates, **defaults):
+    """One capturable step captured in a CUDA graph and replayed 10 times, the learning rates of each replay's
+    groups set by ``learning_rates(t)``, against the host ReferenceAdam stepped the same way on the same gradients.
+    ``groups``: ``(size, options)`` per parameter group, one parameter each."""
+    params = [torch.nn.Parameter(torch.randn(size, device="cuda")) for size, _ in groups]
+    host_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opt = ReferenceAdam([{"params": [p], **o} for p, (_, o) in zip(params, groups)], capturable=True, **defaults)
+    host = ReferenceAdam([{"params": [p], **o} for p, (_, o) in zip(host_params, groups)], **defaults)
+    grads = [torch.randn_like(p) for p in params]
     for _ in range(3):  # warm-up outside the capture
-        p.grad, reference.grad = static_grad.clone(), static_grad.clone()
+        for p, p_host, g in zip(params, host_params, grads):
+            p.grad, p_host.grad = g.clone(), g.clone()
         opt.step()
         host.step()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         opt.step()
     for t in range(10):
-        opt.param_groups[0]["lr"] = host.param_groups[0]["lr"] = 1e-2 / (t + 1)
+        for optimizer in (opt, host):
+            for group, lr in zip(optimizer.param_groups, learning_rates(t)):
+                group["lr"] = lr
         opt.refresh_hyperparameters()
         graph.replay()
         host.step()
-    torch.testing.assert_close(p.detach(), reference.detach(), rtol=1e-6, atol=1e-6)
+    for p, p_host in zip(params, host_params):
+        torch.testing.assert_close(p.detach(), p_host.detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_capturable_step_replays_in_a_cuda_graph():
+    _graph_replays_equal_host_steps([(5, {})], lambda t: [1e-2 / (t + 1)], lr=1e-2)
 
 
 # --- added by tests: several parameter groups, each with its own hyperparameters and step count ---
@@ -150,26 +161,6 @@ def test_capturable_groups_equal_host_groups_in_float32():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_capturable_step_with_two_groups_replays_in_a_cuda_graph():
-    def groups(p, q):
-        return [{"params": [p]}, {"params": [q], "lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-3}]
-
-    p, q = (torch.nn.Parameter(torch.randn(n, device="cuda")) for n in (5, 3))
-    opt = ReferenceAdam(groups(p, q), lr=1e-2, betas=(0.5, 0.999), capturable=True)
-    p_host, q_host = (torch.nn.Parameter(x.detach().clone()) for x in (p, q))
-    host = ReferenceAdam(groups(p_host, q_host), lr=1e-2, betas=(0.5, 0.999))
-    grads = torch.randn(5, device="cuda"), torch.randn(3, device="cuda")
-    for _ in range(3):  # warm-up outside the capture
-        p.grad, q.grad, p_host.grad, q_host.grad = (g.clone() for g in grads + grads)
-        opt.step()
-        host.step()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        opt.step()
-    for t in range(10):
-        for optimizer in (opt, host):
-            optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"] = 1e-2 / (t + 1), 0.1 * (1 - t / 10)
-        opt.refresh_hyperparameters()
-        graph.replay()
-        host.step()
-    torch.testing.assert_close(p.detach(), p_host.detach(), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(q.detach(), q_host.detach(), rtol=1e-6, atol=1e-6)
+    groups = [(5, {}), (3, {"lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-3})]
+    _graph_replays_equal_host_steps(groups, lambda t: [1e-2 / (t + 1), 0.1 * (1 - t / 10)], lr=1e-2,
+                                    betas=(0.5, 0.999))

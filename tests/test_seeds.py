@@ -57,6 +57,7 @@ def test_per_seed_flags_are_dropped_from_the_command():
 def test_format_seeds_writes_runs_of_seeds_as_ranges():
     assert format_seeds([1, 2, 3, 5, 8, 9, 10, 12]) == "1-3,5,8-10,12"
     assert format_seeds([np.int64(4)]) == "4"
+    assert format_seeds([]) == ""  # a message's empty list of seeds (check_int_list's allow_empty)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -80,8 +80,8 @@ from ignite_igan.validation import check_choice, check_int, check_int_list
 
 __all__ = [
     "Run", "RunComplete", "RunFolderError", "NonFiniteLossError", "RESUMABLE_FLAGS", "ADDED_FLAGS", "changed_flags",
-    "attach_nonfinite_guard", "attach_progress", "History", "read_record", "multi_seed_folder", "format_seeds",
-    "check_writable_folder", "check_free_space", "MULTI_SEED_KIND", "MULTI_SEED_TABLE",
+    "attach_nonfinite_guard", "attach_progress", "History", "read_record", "read_table", "multi_seed_folder",
+    "format_seeds", "check_writable_folder", "check_free_space", "MULTI_SEED_KIND", "MULTI_SEED_TABLE",
 ]
 
 #: Flags that may differ on ``--resume``, as they change where and how fast a run computes, not what it computes.
@@ -393,10 +393,26 @@ def multi_seed_folder(folder: Path, record: Optional[Mapping[str, Any]]) -> Opti
         return [int(seed) for seed in record.get("seeds", [])]
     if record is None and (Path(folder) / MULTI_SEED_TABLE).is_file():  # made before multi-seed runs had a record
         try:
-            return [int(seed) for seed in json.loads((Path(folder) / MULTI_SEED_TABLE).read_text())["seeds"]]
-        except (OSError, ValueError, KeyError, TypeError):
+            return [int(seed) for seed in (read_table(folder) or {})["seeds"]]
+        except (KeyError, TypeError, ValueError):  # a damaged table: which seeds is unknown
             return []
     return None
+
+
+def read_table(folder: Path) -> Optional[Dict[str, Any]]:
+    """``<folder>/seeds.json``, a multi-seed run's table, as a dict; None where there is none or it is damaged (the
+    run then rebuilds it from its seeds' summaries).
+
+    Example:
+        >>> import tempfile
+        >>> read_table(Path(tempfile.mkdtemp())) is None
+        True
+    """
+    try:
+        table = json.loads((Path(folder) / MULTI_SEED_TABLE).read_text())
+    except (OSError, ValueError):
+        return None
+    return table if isinstance(table, dict) else None
 
 
 def format_seeds(seeds: Sequence[int]) -> str:
@@ -407,10 +423,8 @@ def format_seeds(seeds: Sequence[int]) -> str:
         >>> format_seeds([1, 2, 3, 5, 8, 9])
         '1-3,5,8-9'
     """
-    if isinstance(seeds, Sequence) and not isinstance(seeds, str) and len(seeds) == 0:
-        return ""  # no seeds (a message's empty list)
     ranges: List[List[int]] = []
-    for seed in check_int_list("seeds", seeds, minimum=0, unique=True):
+    for seed in check_int_list("seeds", seeds, minimum=0, unique=True, allow_empty=True):
         if ranges and seed == ranges[-1][1] + 1:
             ranges[-1][1] = seed
         else:

@@ -610,14 +610,6 @@ def _configuration(args: argparse.Namespace) -> Dict[str, Any]:
                      if key not in runs.RESUMABLE_FLAGS and key not in PER_SEED_FLAGS})
 
 
-def _read_table(folder: Path) -> Optional[Dict[str, Any]]:
-    try:
-        table = json.loads((folder / runs.MULTI_SEED_TABLE).read_text())
-    except (OSError, ValueError):
-        return None
-    return table if isinstance(table, dict) else None
-
-
 def _complete_summary(folder: Path, epochs: int) -> Optional[Dict[str, Any]]:
     """The summary of the seed run in ``folder`` where it is complete at ``epochs`` epochs, else None."""
     record = _seed_record(folder)
@@ -658,7 +650,7 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     seed_records = {seed: _seed_record(_seed_dir(folder, seed)) for seed in present}
     started = [seed for seed, seed_record in seed_records.items()
                if seed_record is not None or list_checkpoints(_seed_dir(folder, seed) / "checkpoints")]
-    table = _read_table(folder)
+    table = runs.read_table(folder)
     if args.resume:
         return _plan_resume(folder, args, experiment, record, recorded, seed_records, started, table)
     holds = [seed for seed in started if list_checkpoints(_seed_dir(folder, seed) / "checkpoints")]
