@@ -39,8 +39,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import typing
 import warnings
+from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -70,9 +72,7 @@ def describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _interval(
-    minimum: Optional[float], maximum: Optional[float], low_open: bool, high_open: bool
-) -> str:
+def _interval(minimum: Optional[float], maximum: Optional[float], low_open: bool, high_open: bool) -> str:
     def text(bound: float) -> str:
         return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
@@ -93,6 +93,35 @@ def _unwrap_scalar(value: Any, allow_tensor: bool) -> Any:
     if isinstance(value, np.ndarray) and value.ndim == 0:
         return value[()]
     return value
+
+
+def _is_integer(value: Any) -> bool:
+    # numbers.Integral covers Python's int and NumPy's integer types (NumPy registers them); a bool is an Integral
+    # too, but True where a count belongs is a mistake.
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (numbers.Real, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _within(
+    name: str, number: Any, got: Any, minimum: Optional[float], maximum: Optional[float], low_open: bool,
+    high_open: bool, finite: bool, allow_none: bool, hint: str,
+) -> Any:
+    """``number``, checked to lie in the range (and to be finite where ``finite``): the range check and message of
+    :func:`check_real` and :func:`check_int`; ``got`` is the value the message shows."""
+    outside = number != number  # NaN is outside every range (an int never is NaN)
+    if minimum is not None:
+        outside = outside or (number <= minimum if low_open else number < minimum)
+    if maximum is not None:
+        outside = outside or (number >= maximum if high_open else number > maximum)
+    if outside or (finite and math.isinf(number)):
+        bounds, none = _interval(minimum, maximum, low_open, high_open), " or None" if allow_none else ""
+        # "in (0, 1], got nan" says it all; an infinity inside the bounds needs the word "finite".
+        expected = bounds if outside and bounds else "a finite number" + (f" {bounds}" if bounds else "")
+        raise ValueError(f"{name} must be {expected}{none}" + (f" ({hint})" if hint else "") + f", got {got!r}")
+    return number
 
 
 def check_real(
@@ -129,35 +158,14 @@ def check_real(
         ArgumentTypeError: not a real number (a string, a bool, a tensor, None where it is not allowed, ...).
         ValueError: NaN, an infinity where ``finite``, or outside the range.
     """
-    bounds = _interval(minimum, maximum, low_open, high_open)
-    none = " or None" if allow_none else ""
     if value is None and allow_none:
         return None
     value = _unwrap_scalar(value, allow_tensor)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"{name} must be a real number{none}, got {describe(value)}")
-    number = float(value)
-    outside = math.isnan(number)
-    if minimum is not None:
-        outside = outside or (number <= minimum if low_open else number < minimum)
-    if maximum is not None:
-        outside = outside or (number >= maximum if high_open else number > maximum)
-    infinite = finite and math.isinf(number)
-    if outside or infinite:
-        # "in (0, 1], got nan" says it all; an infinity inside the bounds needs the word "finite".
-        expected = bounds if outside and bounds else "a finite number" + (f" {bounds}" if bounds else "")
-        raise ValueError(f"{name} must be {expected}{none}" + (f" ({hint})" if hint else "") + f", got {value!r}")
-    return number
-
-
-def _is_integer(value: Any) -> bool:
-    # numbers.Integral covers Python's int and NumPy's integer types (NumPy registers them); a bool is an Integral
-    # too, but True where a count belongs is a mistake.
-    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (numbers.Real, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not _is_real(value):
+        raise ArgumentTypeError(
+            f"{name} must be a real number{' or None' if allow_none else ''}, got {describe(value)}"
+        )
+    return _within(name, float(value), value, minimum, maximum, low_open, high_open, finite, allow_none, hint)
 
 
 def check_int(
@@ -194,10 +202,7 @@ def check_int(
     if not _is_integer(value):
         raise ArgumentTypeError(f"{name} must be an int{' or None' if allow_none else ''}, got {describe(value)}")
     number = int(value)  # compared as an int: a float would round seeds beyond 2**53
-    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
-        bounds, none = _interval(minimum, maximum, False, False), " or None" if allow_none else ""
-        raise ValueError(f"{name} must be {bounds}{none}" + (f" ({hint})" if hint else "") + f", got {number}")
-    return number
+    return _within(name, number, number, minimum, maximum, False, False, False, allow_none, hint)
 
 
 def check_bool(name: str, value: Any) -> bool:
@@ -235,6 +240,16 @@ def check_identifier(name: str, value: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Sequences and tensors
 # ---------------------------------------------------------------------------------------------------------------------
+def _int_entries(name: str, value: Any, kind: str, minimum: Optional[int], maximum: Optional[int] = None) -> List[int]:
+    """The entries of ``value`` (a sequence or 1-d NumPy array, not a string) as Python ints checked by
+    :func:`check_int`, each named ``name[i]``: what :func:`check_int_tuple` and :func:`check_int_list` share."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:  # a NumPy vector of ints is a sequence to its user
+        value = value.tolist()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ArgumentTypeError(f"{name} must be {kind}, got {describe(value)}")
+    return [check_int(f"{name}[{i}]", v, minimum=minimum, maximum=maximum) for i, v in enumerate(value)]
+
+
 def check_int_tuple(
     name: str, value: Any, *, minimum: Optional[int] = None, length: Optional[int] = None, repeat_int: bool = False
 ) -> Tuple[int, ...]:
@@ -264,15 +279,11 @@ def check_int_tuple(
     """
     if repeat_int and length is not None and _is_integer(value):
         value = (value,) * length
-    if isinstance(value, np.ndarray) and value.ndim == 1:  # a NumPy vector of ints is a sequence to its user
-        value = value.tolist()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        kind = "an int or a sequence of ints" if repeat_int else "a sequence of ints"
-        raise ArgumentTypeError(f"{name} must be {kind}, got {describe(value)}")
-    if len(value) == 0 or (length is not None and len(value) != length):
+    entries = _int_entries(name, value, "an int or a sequence of ints" if repeat_int else "a sequence of ints", minimum)
+    if not entries or (length is not None and len(entries) != length):
         expected = "at least one entry" if length is None else f"{length} entries"
-        raise ValueError(f"{name} must have {expected}, got {len(value)}: {tuple(value)!r}")
-    return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
+        raise ValueError(f"{name} must have {expected}, got {len(entries)}: {tuple(entries)!r}")
+    return tuple(entries)
 
 
 def check_indices(
@@ -311,11 +322,9 @@ def check_indices(
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
     if array.size and not np.issubdtype(array.dtype, np.integer):
         raise ArgumentTypeError(f"{name} must hold integers, got dtype {array.dtype}")
-    if not array.size:
-        if allow_empty:
-            return array.astype(np.int64)
+    if not array.size and not allow_empty:
         raise ValueError(f"{name} must hold at least one index, got an empty sequence")
-    low, high = int(array.min()), int(array.max())
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, -1)
     if low < 0 or (size is not None and high >= size):
         expected = f"lie in [0, {size})" + (f" ({hint})" if hint else "") if size is not None else "be >= 0"
         raise ValueError(f"{name} must {expected}, got values in [{low}, {high}]")
@@ -365,8 +374,9 @@ def check_statistics(name_mu: str, mu: Any, name_sigma: str, sigma: Any) -> Tupl
     if d == 0:
         raise ValueError(f"{name_mu} must be a non-empty 1-D mean vector (D,), got shape {tuple(mu.shape)}")
     if tuple(sigma.shape) != (d, d):
-        got = f"got shape {tuple(sigma.shape)}"
-        raise ValueError(f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, {got}")
+        raise ValueError(
+            f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, got shape {tuple(sigma.shape)}"
+        )
     return mu, sigma
 
 
@@ -445,36 +455,35 @@ def check_players(
         ValueError: an optimizer without trainable parameters, the same optimizer twice, or one holding
             parameters of the other player or of neither model.
     """
-    for name, value in (("generator", generator), ("discriminator", discriminator)):
-        check_instance(name, value, torch.nn.Module, "a torch.nn.Module")
+    named = {}  # each model's (name, parameter) by the parameter's id, seen through DistributedDataParallel
+    for name, model in (("generator", generator), ("discriminator", discriminator)):
+        model = check_instance(name, model, torch.nn.Module, "a torch.nn.Module")
+        model = model.module if isinstance(model, DistributedDataParallel) else model
+        named[name] = {id(p): (key, p) for key, p in model.named_parameters()}
+    held = {}  # each optimizer's parameters by id
     for name, optimizer in (("d_optimizer", d_optimizer), ("g_optimizer", g_optimizer)):
         check_instance(name, optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer")
-        if not any(p.requires_grad for group in optimizer.param_groups for p in group["params"]):
+        held[name] = {id(p): p for group in optimizer.param_groups for p in group["params"]}
+        if not any(p.requires_grad for p in held[name].values()):
             raise ValueError(f"{name} has no parameter that requires a gradient; expected the player's parameters")
     if d_optimizer is g_optimizer:
         raise ValueError("d_optimizer and g_optimizer must be two optimizers (one per player), got the same object")
-    models = {name: m.module if isinstance(m, DistributedDataParallel) else m
-              for name, m in (("generator", generator), ("discriminator", discriminator))}
-    for name, optimizer, own, other in (("d_optimizer", d_optimizer, "discriminator", "generator"),
-                                        ("g_optimizer", g_optimizer, "generator", "discriminator")):
-        own_ids = {id(p) for p in models[own].parameters()}
-        other_names = {id(p): n for n, p in models[other].named_parameters()}
-        held = [p for group in optimizer.param_groups for p in group["params"]]
-        swapped = [other_names[id(p)] for p in held if id(p) not in own_ids and id(p) in other_names]
+    for name, own, other in (("d_optimizer", "discriminator", "generator"),
+                             ("g_optimizer", "generator", "discriminator")):
+        swapped = [named[other][i][0] for i in held[name] if i not in named[own] and i in named[other]]
         if swapped:
             raise ValueError(
                 f"{name} must step the {own}'s parameters, but it holds {len(swapped)} parameter(s) of the "
                 f"{other} ({_names(swapped)}): are d_optimizer and g_optimizer swapped? Expected "
                 f"(generator, discriminator, d_optimizer, g_optimizer)"
             )
-        foreign = [tuple(p.shape) for p in held if id(p) not in own_ids]
+        foreign = [tuple(p.shape) for i, p in held[name].items() if i not in named[own]]
         if foreign:
             raise ValueError(
                 f"{name} must step only the {own}'s parameters, but it holds {len(foreign)} parameter(s) of "
                 f"neither model (shapes {foreign[:5]}): was it built for another instance of the {own}?"
             )
-        held_ids = {id(p) for p in held}
-        missing = [n for n, p in models[own].named_parameters() if p.requires_grad and id(p) not in held_ids]
+        missing = [key for i, (key, p) in named[own].items() if p.requires_grad and i not in held[name]]
         if missing:
             warnings.warn(
                 f"{name} does not step {len(missing)} trainable parameter(s) of the {own} ({_names(missing)}): "
@@ -541,15 +550,12 @@ def check_finite_parameters(owner: str, named_tensors: Sequence[Tuple[str, torch
         flags.setdefault(tensor.device, []).append(torch.isfinite(tensor.detach()).all())
     if all(bool(torch.stack(group).all()) for group in flags.values()):
         return
-    for key, tensor in named_tensors:
-        bad = ~torch.isfinite(tensor.detach())
-        if bool(bad.any()):
-            count = int(bad.sum())
-            raise ValueError(
-                f"{owner}: parameter {key!r} holds {float(tensor.detach()[bad].flatten()[0])} ({count} non-finite "
-                f"entr{'y' if count == 1 else 'ies'}) at {when}; refusing to take it into the average, which would "
-                f"stay non-finite for good. The training diverged before this update"
-            )
+    key, values, _ = _non_finite(named_tensors)[0]
+    raise ValueError(
+        f"{owner}: parameter {key!r} holds {float(values[0])} ({len(values)} non-finite "
+        f"entr{'y' if len(values) == 1 else 'ies'}) at {when}; refusing to take it into the average, which would "
+        f"stay non-finite for good. The training diverged before this update"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -603,6 +609,16 @@ def check_tensor_shape(name: str, value: Any, shape: Sequence[int]) -> torch.Ten
     return value
 
 
+def _non_finite(named_tensors: Iterable[Tuple[str, torch.Tensor]]) -> List[Tuple[str, torch.Tensor, int]]:
+    """``(name, its non-finite values as a 1-d tensor, its size)`` of each tensor that holds NaN or infinity."""
+    found = []
+    for key, tensor in named_tensors:
+        values = tensor.detach()[~torch.isfinite(tensor.detach())]
+        if values.numel():
+            found.append((key, values, tensor.numel()))
+    return found
+
+
 def _tensors(value: Any, prefix: str) -> Iterable[Tuple[str, torch.Tensor]]:
     if isinstance(value, torch.Tensor):
         yield prefix, value
@@ -628,12 +644,7 @@ def check_finite_state(owner: str, name: str, value: Any) -> None:
     Raises:
         ValueError: naming each entry with non-finite values and how many there are.
     """
-    bad = []
-    for where, tensor in _tensors(value, name):
-        if tensor.is_floating_point() or tensor.is_complex():
-            count = int((~torch.isfinite(tensor)).sum())
-            if count:
-                bad.append(f"{where} ({count} of {tensor.numel()} values)")
+    bad = [f"{where} ({len(values)} of {size} values)" for where, values, size in _non_finite(_tensors(value, name))]
     if bad:
         raise ValueError(
             f"{owner}: the loaded state holds NaN or infinity in {', '.join(bad[:5])}"
@@ -662,18 +673,16 @@ def check_optimizer_state(owner: str, optimizer: torch.optim.Optimizer, state_di
     if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
         got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
         raise ValueError(f"{owner}: not an optimizer state (expected the keys ['param_groups', 'state']), got {got}")
-    groups, saved_groups = optimizer.param_groups, state_dict["param_groups"]
-    sizes = [len(group["params"]) for group in groups]
-    saved_sizes = [len(group.get("params", ())) for group in saved_groups]
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    saved_sizes = [len(group.get("params", ())) for group in state_dict["param_groups"]]
     if sizes != saved_sizes:
         raise ValueError(
             f"{owner}: the optimizer state is of other parameters: {saved_sizes} parameters per group, this "
             f"optimizer has {sizes}"
         )
-    state = state_dict["state"]
-    for group_index, (group, saved) in enumerate(zip(groups, saved_groups)):
+    for group_index, (group, saved) in enumerate(zip(optimizer.param_groups, state_dict["param_groups"])):
         for position, (param, key) in enumerate(zip(group["params"], saved["params"])):
-            for name, value in (state.get(key) or {}).items():
+            for name, value in (state_dict["state"].get(key) or {}).items():
                 if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
                     raise ValueError(
                         f"{owner}: the optimizer state is of other parameters: its {name!r} for parameter {position} "
@@ -682,7 +691,9 @@ def check_optimizer_state(owner: str, optimizer: torch.optim.Optimizer, state_di
                     )
 
 
-_KINDS = {bool: "a bool", int: "an int", float: "a real number", str: "a string"}
+# What a field annotated with each kind holds (NumPy's numbers of that kind too), and how a message names it.
+_KINDS = {bool: (lambda value: isinstance(value, (bool, np.bool_)), "a bool"), int: (_is_integer, "an int"),
+          float: (_is_real, "a real number"), str: (lambda value: isinstance(value, str), "a string")}
 
 
 def _optional_of(annotation: Any) -> Any:
@@ -738,16 +749,14 @@ def check_fields(
     minimums, choices, ranges = minimums or {}, choices or {}, ranges or {}
     hints = typing.get_type_hints(type(config))
     for field in dataclasses.fields(config):
-        annotation = hints.get(field.name, field.type)
-        value, kind = getattr(config, field.name), {float: (int, float)}.get(annotation, annotation)
-        numpy_number = {int: _is_integer, float: _is_real, bool: lambda v: isinstance(v, np.bool_)}.get(
-            _optional_of(annotation))
-        if numpy_number is not None and isinstance(value, np.generic) and numpy_number(value):
+        annotation, value = hints.get(field.name, field.type), getattr(config, field.name)
+        holds, kind = _KINDS.get(_optional_of(annotation), (None, ""))
+        if holds is not None and isinstance(value, np.generic) and holds(value):
             value = value.item()  # a NumPy number as the Python number it stands for (json cannot write NumPy's)
             object.__setattr__(config, field.name, value)  # object's: a frozen dataclass is checked alike
-        if annotation in _KINDS and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
-            raise TypeError(f"{field.name} must be {_KINDS[annotation]}, got {type(value).__name__} {value!r}")
-        if kind is int:
+        if annotation in _KINDS and not holds(value):
+            raise TypeError(f"{field.name} must be {kind}, got {type(value).__name__} {value!r}")
+        if annotation is int:
             check_int(field.name, value, minimum=minimums.get(field.name, default_minimum))
     for name, allowed in choices.items():
         check_choice(name, getattr(config, name), allowed)
@@ -792,20 +801,19 @@ def check_device(name: str, value: Any, *, allow_none: bool = False) -> Optional
     """
     if value is None and allow_none:
         return None
-    if not isinstance(value, (torch.device, str)) and not _is_integer(value):
+    index = _is_integer(value)  # an accelerator's index, as torch reads it
+    if not index and not isinstance(value, (torch.device, str)):
         none = " or None" if allow_none else ""
         raise ArgumentTypeError(
             f"{name} must be a torch.device, a string such as 'cpu' or 'cuda', or a device index{none}, got "
             f"{describe(value)}"
         )
     try:
-        device = torch.device(value if isinstance(value, (torch.device, str)) else int(value))
+        device = torch.device(int(value) if index else value)
     except RuntimeError:  # torch's "Invalid device string" or "Device index must not be negative"
         raise ValueError(f"{name} must be a device such as 'cpu', 'cuda' or 'cuda:1', got {value!r}") from None
-    # An index is torch's accelerator index: say which device torch read it as.
-    given = repr(str(device))
-    if not isinstance(value, (torch.device, str)):
-        given = f"{int(value)} (torch reads it as {given})"
+    # For an index, say which device torch read it as.
+    given = f"{int(value)} (torch reads it as {str(device)!r})" if index else repr(str(device))
     if device.type == "cuda":
         count = torch.cuda.device_count()  # NVML's count where it can: unlike is_available(), it leaves CUDA unused
         if count == 0:
@@ -879,9 +887,6 @@ def check_path(name: str, value: Any, *, allow_none: bool = False) -> Any:
         >>> check_path("output_dir", "runs/x").as_posix()
         'runs/x'
     """
-    import os
-    from pathlib import Path
-
     if value is None and allow_none:
         return None
     if not isinstance(value, (str, os.PathLike)):
@@ -915,18 +920,14 @@ def check_int_list(
         ...
         ValueError: seeds must hold each entry once, got 1 twice in [1, 2, 1]
     """
-    if isinstance(value, np.ndarray) and value.ndim == 1:
-        value = list(value)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ArgumentTypeError(f"{name} must be a sequence of ints, got {describe(value)}")
-    if len(value) == 0 and not allow_empty:
-        raise ValueError(f"{name} must have at least one entry, got {describe(value)}")
-    numbers_ = [check_int(f"{name}[{i}]", v, minimum=minimum, maximum=maximum) for i, v in enumerate(value)]
-    if unique and len(set(numbers_)) != len(numbers_):
-        twice = next(n for i, n in enumerate(numbers_) if n in numbers_[:i])
-        shown = repr(numbers_) if len(numbers_) <= 20 else repr(numbers_[:20])[:-1] + ", ...]"
+    entries = _int_entries(name, value, "a sequence of ints", minimum, maximum)
+    if not entries and not allow_empty:
+        raise ValueError(f"{name} must have at least one entry, got {describe(entries)}")
+    if unique and len(set(entries)) != len(entries):
+        twice = next(n for i, n in enumerate(entries) if n in entries[:i])
+        shown = repr(entries) if len(entries) <= 20 else repr(entries[:20])[:-1] + ", ...]"
         raise ValueError(f"{name} must hold each entry once, got {twice} twice in {shown}")
-    return numbers_
+    return entries
 
 
 def check_mapping(name: str, value: Any, expected: str = "a mapping", *, allow_empty: bool = False) -> Mapping:
