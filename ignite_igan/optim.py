@@ -102,14 +102,7 @@ class ReferenceAdam(Optimizer):
         eps: float = 1e-8,
         capturable: bool = False,
     ) -> None:
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        defaults = dict(
-            lr=check_real("lr", lr, minimum=0.0),
-            betas=tuple(check_real(f"betas[{i}]", beta, minimum=0.0, maximum=1.0, high_open=True)
-                        for i, beta in enumerate(betas)),
-            eps=check_real("eps", eps, minimum=0.0),
-        )
+        defaults = _check_hyperparameters("", lr, betas, eps)
         self.capturable = check_bool("capturable", capturable)
         self._lr_tensors: Dict[int, Tuple[float, Tensor]] = {}  # group index -> (value, its tensor on the device)
         super().__init__(params, defaults)
@@ -130,17 +123,9 @@ class ReferenceAdam(Optimizer):
         owner = "ReferenceAdam.load_state_dict"
         check_optimizer_state(owner, self, state_dict)
         for index, group in enumerate(state_dict["param_groups"]):
-            where = f"{owner}: state_dict['param_groups'][{index}]"
-            # The constructor's ranges; a scheduler may have set the rate to a one-element tensor.
-            if "lr" in group:
-                check_real(f"{where}['lr']", group["lr"], minimum=0.0, allow_tensor=True)
-            if "eps" in group:
-                check_real(f"{where}['eps']", group["eps"], minimum=0.0, allow_tensor=True)
-            betas = group.get("betas", (0.0, 0.0))
-            if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-                raise ValueError(f"{where}['betas'] must be a pair (beta1, beta2), got {describe(betas)}")
-            for i, beta in enumerate(betas):
-                check_real(f"{where}['betas'][{i}]", beta, minimum=0.0, maximum=1.0, high_open=True, allow_tensor=True)
+            # The constructor's ranges (an entry not there is left to torch's loading).
+            _check_hyperparameters(f"{owner}: state_dict['param_groups'][{index}]", group.get("lr", 0.0),
+                                   group.get("betas", (0.0, 0.0)), group.get("eps", 0.0))
         check_finite_state(owner, "state_dict['state']", state_dict["state"])
         for key, state in state_dict["state"].items():
             if not isinstance(state, Mapping):
@@ -259,16 +244,29 @@ class ReferenceAdam(Optimizer):
             torch._foreach_add_(params, updates)
 
 
+def _check_hyperparameters(where: str, lr: Any, betas: Any, eps: Any) -> Dict[str, Any]:
+    """``lr``, ``betas`` and ``eps`` as the constructor takes them (``where`` empty) or as a state to load holds them
+    (``where`` names the group; a scheduler may have set the rate to a one-element tensor)."""
+    def name(key: str) -> str:
+        return f"{where}['{key}']" if where else key
+
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{name('betas')} must be a pair (beta1, beta2), got {describe(betas)}")
+    return dict(
+        lr=check_real(name("lr"), lr, minimum=0.0, allow_tensor=bool(where)),
+        betas=tuple(check_real(f"{name('betas')}[{i}]", beta, minimum=0.0, maximum=1.0, high_open=True,
+                               allow_tensor=bool(where)) for i, beta in enumerate(betas)),
+        eps=check_real(name("eps"), eps, minimum=0.0, allow_tensor=bool(where)),
+    )
+
+
 def _is_count(value: Any) -> bool:
     """Whether ``value`` is a step count: a whole number >= 0, as a Python or NumPy number or a one-element tensor
     (the capturable optimizer keeps it as a float64 tensor)."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            return False
+    if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return False
-    return math.isfinite(value) and value >= 0 and float(value).is_integer()
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return real and math.isfinite(value) and value >= 0 and float(value).is_integer()
 
 
 def _moments(
