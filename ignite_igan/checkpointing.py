@@ -226,9 +226,7 @@ def free_bytes(folder: PathLike) -> Optional[int]:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    if isinstance(value, (np.integer, np.floating)) or (isinstance(value, torch.Tensor) and value.numel() == 1):
         return value.item()
     if isinstance(value, Path):
         return str(value)
@@ -275,8 +273,7 @@ def list_checkpoints(output_dir: PathLike) -> List[Path]:
 
 def latest_checkpoint(output_dir: PathLike) -> Optional[Path]:
     """The checkpoint of the latest epoch in ``output_dir`` (unverified), or None if there is none."""
-    found = list_checkpoints(output_dir)
-    return found[0] if found else None
+    return next(iter(list_checkpoints(output_dir)), None)
 
 
 class ChecksummedSaver(BaseSaveHandler):
