@@ -667,12 +667,10 @@ def check_optimizer_state(owner: str, optimizer: torch.optim.Optimizer, state_di
         state_dict: what :meth:`torch.optim.Optimizer.state_dict` returned.
 
     Raises:
-        ValueError: not an optimizer state, or one of other parameters; the message names the parameter
-            (group and index) with both shapes.
+        ValueError: not an optimizer state (a mapping without the keys ``param_groups`` and ``state``), or one of
+            other parameters; the message names the parameter (group and index) with both shapes.
     """
-    if not isinstance(state_dict, Mapping) or not {"state", "param_groups"} <= set(state_dict):
-        got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-        raise ValueError(f"{owner}: not an optimizer state (expected the keys ['param_groups', 'state']), got {got}")
+    check_state_keys(state_dict, ["param_groups", "state"], exact=False, owner=owner)
     sizes = [len(group["params"]) for group in optimizer.param_groups]
     saved_sizes = [len(group.get("params", ())) for group in state_dict["param_groups"]]
     if sizes != saved_sizes:
