@@ -470,18 +470,19 @@ def check_players(
         raise ValueError("d_optimizer and g_optimizer must be two optimizers (one per player), got the same object")
     for name, own, other in (("d_optimizer", "discriminator", "generator"),
                              ("g_optimizer", "generator", "discriminator")):
-        swapped = [named[other][i][0] for i in held[name] if i not in named[own] and i in named[other]]
+        strays = [p for i, p in held[name].items() if i not in named[own]]  # parameters not of its own model
+        swapped = [named[other][id(p)][0] for p in strays if id(p) in named[other]]
         if swapped:
             raise ValueError(
                 f"{name} must step the {own}'s parameters, but it holds {len(swapped)} parameter(s) of the "
                 f"{other} ({_names(swapped)}): are d_optimizer and g_optimizer swapped? Expected "
                 f"(generator, discriminator, d_optimizer, g_optimizer)"
             )
-        foreign = [tuple(p.shape) for i, p in held[name].items() if i not in named[own]]
-        if foreign:
+        if strays:
             raise ValueError(
-                f"{name} must step only the {own}'s parameters, but it holds {len(foreign)} parameter(s) of "
-                f"neither model (shapes {foreign[:5]}): was it built for another instance of the {own}?"
+                f"{name} must step only the {own}'s parameters, but it holds {len(strays)} parameter(s) of "
+                f"neither model (shapes {[tuple(p.shape) for p in strays[:5]]}): was it built for another instance "
+                f"of the {own}?"
             )
         missing = [key for i, (key, p) in named[own].items() if p.requires_grad and i not in held[name]]
         if missing:
@@ -696,10 +697,8 @@ _KINDS = {bool: (lambda value: isinstance(value, (bool, np.bool_)), "a bool"), i
 
 def _optional_of(annotation: Any) -> Any:
     """``X`` of an ``Optional[X]`` annotation, else the annotation itself."""
-    arguments = typing.get_args(annotation)
-    if typing.get_origin(annotation) is typing.Union and len(arguments) == 2 and type(None) in arguments:
-        return next(argument for argument in arguments if argument is not type(None))
-    return annotation
+    arguments = [argument for argument in typing.get_args(annotation) if argument is not type(None)]
+    return arguments[0] if typing.get_origin(annotation) is typing.Union and len(arguments) == 1 else annotation
 
 
 def check_fields(
