@@ -43,7 +43,7 @@ import os
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -162,9 +162,8 @@ def check_real(
         return None
     value = _unwrap_scalar(value, allow_tensor)
     if not _is_real(value):
-        raise ArgumentTypeError(
-            f"{name} must be a real number{' or None' if allow_none else ''}, got {describe(value)}"
-        )
+        none = " or None" if allow_none else ""
+        raise ArgumentTypeError(f"{name} must be a real number{none}, got {describe(value)}")
     return _within(name, float(value), value, minimum, maximum, low_open, high_open, finite, allow_none, hint)
 
 
@@ -240,14 +239,14 @@ def check_identifier(name: str, value: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Sequences and tensors
 # ---------------------------------------------------------------------------------------------------------------------
-def _int_entries(name: str, value: Any, kind: str, minimum: Optional[int], maximum: Optional[int] = None) -> List[int]:
-    """The entries of ``value`` (a sequence or 1-d NumPy array, not a string) as Python ints checked by
-    :func:`check_int`, each named ``name[i]``: what :func:`check_int_tuple` and :func:`check_int_list` share."""
-    if isinstance(value, np.ndarray) and value.ndim == 1:  # a NumPy vector of ints is a sequence to its user
+def _entries(name: str, value: Any, kind: str, entry: Callable[[str, Any], Any]) -> List[Any]:
+    """The entries of ``value`` (a sequence or a 1-d NumPy array, not a string; else refused as not ``kind``), each
+    checked by ``entry(f"{name}[{i}]", item)``: what the checks of sequences share."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:  # a NumPy vector is a sequence to its user
         value = value.tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise ArgumentTypeError(f"{name} must be {kind}, got {describe(value)}")
-    return [check_int(f"{name}[{i}]", v, minimum=minimum, maximum=maximum) for i, v in enumerate(value)]
+    return [entry(f"{name}[{i}]", item) for i, item in enumerate(value)]
 
 
 def check_int_tuple(
@@ -279,7 +278,8 @@ def check_int_tuple(
     """
     if repeat_int and length is not None and _is_integer(value):
         value = (value,) * length
-    entries = _int_entries(name, value, "an int or a sequence of ints" if repeat_int else "a sequence of ints", minimum)
+    kind = "an int or a sequence of ints" if repeat_int else "a sequence of ints"
+    entries = _entries(name, value, kind, lambda key, item: check_int(key, item, minimum=minimum))
     if not entries or (length is not None and len(entries) != length):
         expected = "at least one entry" if length is None else f"{length} entries"
         raise ValueError(f"{name} must have {expected}, got {len(entries)}: {tuple(entries)!r}")
@@ -374,9 +374,8 @@ def check_statistics(name_mu: str, mu: Any, name_sigma: str, sigma: Any) -> Tupl
     if d == 0:
         raise ValueError(f"{name_mu} must be a non-empty 1-D mean vector (D,), got shape {tuple(mu.shape)}")
     if tuple(sigma.shape) != (d, d):
-        raise ValueError(
-            f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, got shape {tuple(sigma.shape)}"
-        )
+        raise ValueError(f"{name_sigma} must be a ({d}, {d}) covariance matching {name_mu}, got shape "
+                         f"{tuple(sigma.shape)}")
     return mu, sigma
 
 
@@ -867,14 +866,10 @@ def check_strings(name: str, value: Any, *, allow_empty: bool = False, example: 
 'train.py']), got str 'python train.py'
     """
     expected = "a sequence of strings" + (f" (e.g. {example})" if example else "")
-    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
-        raise ArgumentTypeError(f"{name} must be {expected}, got {describe(value)}")
-    if len(value) == 0 and not allow_empty:
+    entries = _entries(name, value, expected, lambda key, item: check_string(key, item, allow_empty=True))
+    if not entries and not allow_empty:
         raise ValueError(f"{name} must be {expected} with at least one entry, got {describe(value)}")
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ArgumentTypeError(f"{name}[{i}] must be a string, got {describe(item)}")
-    return list(value)
+    return entries
 
 
 def check_path(name: str, value: Any, *, allow_none: bool = False) -> Any:
@@ -917,7 +912,8 @@ def check_int_list(
         ...
         ValueError: seeds must hold each entry once, got 1 twice in [1, 2, 1]
     """
-    entries = _int_entries(name, value, "a sequence of ints", minimum, maximum)
+    entries = _entries(name, value, "a sequence of ints",
+                       lambda key, item: check_int(key, item, minimum=minimum, maximum=maximum))
     if not entries and not allow_empty:
         raise ValueError(f"{name} must have at least one entry, got {describe(entries)}")
     if unique and len(set(entries)) != len(entries):
