@@ -821,7 +821,7 @@ def check_device(name: str, value: Any, *, allow_none: bool = False) -> Optional
             raise ValueError(
                 f"{name} is {given}, but this machine has {count} CUDA device(s) (indices 0 to {count - 1})"
             )
-    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+    elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{name} is 'mps', but MPS is not available on this machine; pass 'cpu' instead")
     return device
 
