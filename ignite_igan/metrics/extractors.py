@@ -112,10 +112,8 @@ def to_uint8(images: Tensor, input_range: str, argument: str = "images") -> Tens
     is_uint8 = isinstance(images, Tensor) and images.dtype == torch.uint8
     if not isinstance(images, Tensor) or not (is_uint8 if key == "uint8" else images.is_floating_point()):
         got = images.dtype if isinstance(images, Tensor) else type(images).__name__
-        raise TypeError(
-            f"{argument} must be a torch.Tensor of {wanted} for input_range={input_range!r}, got {got} (stack lists "
-            "into one tensor; input_range='uint8' is for uint8 images)"
-        )
+        raise TypeError(f"{argument} must be a torch.Tensor of {wanted} for input_range={input_range!r}, got {got} "
+                        "(stack lists into one tensor; input_range='uint8' is for uint8 images)")
     if key == "uint8" or images.numel() == 0:
         return images if key == "uint8" else images.to(torch.uint8)
     images = images.detach()
@@ -123,10 +121,8 @@ def to_uint8(images: Tensor, input_range: str, argument: str = "images") -> Tens
     got_min, got_max = float(images.min()), float(images.max())
     # NaN fails both comparisons, so NaN values are reported here too.
     if not (low - _RANGE_TOLERANCE <= got_min and got_max <= high + _RANGE_TOLERANCE):
-        raise ValueError(
-            f"{argument} must lie in [{low:g}, {high:g}] for input_range={input_range!r}, got values in "
-            f"[{got_min:.4g}, {got_max:.4g}]"
-        )
+        raise ValueError(f"{argument} must lie in [{low:g}, {high:g}] for input_range={input_range!r}, got values in "
+                         f"[{got_min:.4g}, {got_max:.4g}]")
     # float64 so that (x + 1) * 127.5 is exact for every float32 input before rounding.
     scaled = images.to(torch.float64)
     scaled = (scaled + 1.0) * 127.5 if key == "[-1,1]" else scaled * 255.0
@@ -327,10 +323,9 @@ def resolve_tf_inception_weights(
                 raise RuntimeError(f"could not download the Inception weights ({error}); {how_to}") from error
     got = sha256_of_file(path) if sha256 is not None else None
     if got is not None and got != sha256.lower():
-        raise ValueError(
-            f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is corrupt or a "
-            "different one (delete it to download again, or pass sha256=None to trust a file of your own)"
-        )
+        raise ValueError(f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is "
+                         "corrupt or a different one (delete it to download again, or pass sha256=None to trust a "
+                         "file of your own)")
     return path
 
 
@@ -455,10 +450,8 @@ class SharedPass:
     def __init__(self, extractor: Union[str, ImageExtractor] = "inception-v3-compat",
                  device: Union[str, torch.device] = "cpu") -> None:
         if not isinstance(extractor, (str, ImageExtractor)):
-            raise TypeError(
-                f"extractor must be a network name or an ImageExtractor, got {type(extractor).__name__}; wrap a "
-                "classifier as ClassifierExtractor(net, input_range=..., features_fn=...)"
-            )
+            raise TypeError(f"extractor must be a network name or an ImageExtractor, got {type(extractor).__name__}; "
+                            "wrap a classifier as ClassifierExtractor(net, input_range=..., features_fn=...)")
         self.extractor = _as_extractor(extractor, "[0,1]", device)
         self._last: Optional[Tuple[Tensor, int, Tuple[Any, ...]]] = None
         self._outputs: Dict[str, Tensor] = {}
@@ -742,10 +735,8 @@ class ClassifierExtractor(ImageExtractor):
     ) -> None:
         super().__init__()
         if not isinstance(classifier, nn.Module) or isinstance(classifier, ImageExtractor):
-            raise TypeError(
-                f"classifier must be a torch.nn.Module that is not an ImageExtractor (pass those to the metric "
-                f"directly), got {type(classifier).__name__}"
-            )
+            raise TypeError("classifier must be a torch.nn.Module that is not an ImageExtractor (pass those to the "
+                            f"metric directly), got {type(classifier).__name__}")
         if features_fn is not None and not callable(features_fn):
             raise TypeError(f"features_fn must be a callable (classifier, x) -> features, got {features_fn!r}")
         self.classifier = classifier
@@ -774,37 +765,36 @@ class ClassifierExtractor(ImageExtractor):
         """SHA-256 of the classifier's ``state_dict``, computed on every call (the classifier may be trained)."""
         return state_dict_sha256(self.classifier)
 
-    def _input(self, images: Tensor) -> Tensor:
+    def _evaluate(self, fn: FeaturesFn, images: Tensor, name: str, size: Optional[int], argument: str) -> Tensor:
+        """``fn(classifier, x)`` on the images in the classifier's range, in eval mode without grad, checked to be
+        ``(N, size)``: the user's network is checked where its output enters the metrics."""
         self.check_images(images)
         parameter = next(self.classifier.parameters(), None)
         dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
         device = parameter.device if parameter is not None else images.device
-        return _from_uint8(images.to(device), self.input_range, dtype)
-
-    @staticmethod
-    def _shaped(name: str, value: Tensor, n: int, size: Optional[int], argument: str) -> Tensor:
-        """``value`` if it is ``(n, size)``: the user's network is checked where its output enters the metrics."""
+        x = _from_uint8(images.to(device), self.input_range, dtype)
+        with torch.no_grad(), evaluation_mode(self.classifier):
+            value = fn(self.classifier, x)
+        n = images.shape[0]
         if value.shape[:1] != (n,) or value.dim() != 2 or value.shape[1] != (size or value.shape[1]):
             declared = f", but num_{name}={size}" if size is not None else ""
             raise ValueError(f"{argument} returned {name} of shape {tuple(value.shape)} for N={n} images{declared}")
         return value
 
     def forward(self, images: Tensor) -> Tensor:
-        x = self._input(images)
-        with torch.no_grad(), evaluation_mode(self.classifier):
-            logits = self.classifier(x)
-        if isinstance(logits, (tuple, list)):
-            logits = logits[0]
-        return self._shaped("logits", logits, images.shape[0], self.num_logits, "the classifier")
+        return self._evaluate(_logits_of, images, "logits", self.num_logits, "the classifier")
 
     def features(self, images: Tensor) -> Tensor:
         """``features_fn(classifier, x)`` on the images in the classifier's range, in eval mode, without grad."""
         if self.features_fn is None:
             return super().features(images)
-        x = self._input(images)
-        with torch.no_grad(), evaluation_mode(self.classifier):
-            features = self.features_fn(self.classifier, x)
-        return self._shaped("features", features, images.shape[0], self.num_features, "features_fn")
+        return self._evaluate(self.features_fn, images, "features", self.num_features, "features_fn")
+
+
+def _logits_of(classifier: nn.Module, x: Tensor) -> Tensor:
+    """The classifier's logits, the first output of one that returns several (``(logits, aux)``)."""
+    logits = classifier(x)
+    return logits[0] if isinstance(logits, (tuple, list)) else logits
 
 
 NAMED_EXTRACTORS = ("inception-v3-compat", "torchvision")
@@ -838,10 +828,9 @@ def _as_extractor(
     if isinstance(extractor, nn.Module) and not isinstance(extractor, ImageExtractor):
         return ClassifierExtractor(extractor, input_range, features_fn=features_fn)
     if features_fn is not None:
-        raise TypeError(
-            f"features_fn is for a plain classifier nn.Module given as extractor, got {type(extractor).__name__}; "
-            "give an ImageExtractor its features through ClassifierExtractor(net, features_fn=...)"
-        )
+        raise TypeError(f"features_fn is for a plain classifier nn.Module given as extractor, got "
+                        f"{type(extractor).__name__}; give an ImageExtractor its features through "
+                        "ClassifierExtractor(net, features_fn=...)")
     if isinstance(extractor, ImageExtractor):
         return extractor
     if extractor is not None and extractor not in NAMED_EXTRACTORS:
