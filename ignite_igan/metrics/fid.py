@@ -384,9 +384,10 @@ class RealImages:
             subset = self.samples is not None and (size is None or self.samples < size)
             dropped = data.drop_last and step and (size is None or size % step)
             if isinstance(data.sampler, RandomSampler) and (subset or dropped):
-                what = f"samples={samples} takes a subset" if subset else "drop_last=True leaves out other images"
-                raise ValueError(f"real is a shuffling DataLoader and {what}: the real images would differ from pass "
-                                 "to pass. Pass the Dataset, or shuffle=False")
+                what = (f"samples={samples} takes a subset" if subset
+                        else "drop_last=True, which leaves out other images on every pass")
+                raise ValueError(f"real is a shuffling DataLoader and {what}: the real statistics would differ from "
+                                 "run to run. Pass the Dataset, or shuffle=False")
         elif not (isinstance(data, (Tensor, Dataset)) or hasattr(data, "__getitem__") and hasattr(data, "__len__")):
             raise TypeError("real must be a DataLoader, a Dataset or a tensor of images, FeatureStatistics, an .npz "
                             f"path, (mu, sigma) or a mapping with 'mu' and 'sigma', got {type(data).__name__}")
