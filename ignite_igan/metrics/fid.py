@@ -449,11 +449,10 @@ class RealImages:
         if idist.get_world_size() > 1 and path is not None and idist.broadcast(int(loaded is not None), src=0):
             send = ("mu", "sigma")
             mu, sigma = (idist.broadcast(getattr(loaded, part, None), src=0, safe_mode=True) for part in send)
-            loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), key["n_images"], key)
+            loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), key["n_images"])
         if loaded is not None:
-            return FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, self.description(key)).to(
-                options["device"]
-            )
+            loaded = FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, self.description(key))
+            return loaded.to(options["device"])
         stats = self._compute(key, shared, options)
         if path is not None and idist.get_rank() == 0:
             stats.save(path)
@@ -707,9 +706,7 @@ def _as_real(real: Optional[RealSource]) -> Union[None, FeatureStatistics, RealI
     if isinstance(real, (str, os.PathLike)):
         return FeatureStatistics.from_file(real)
     if isinstance(real, Mapping):
-        if not {"mu", "sigma"} <= set(real):
-            raise ValueError(f"real as a mapping must have 'mu' and 'sigma', got keys {sorted(real)}")
-        real = (real["mu"], real["sigma"])
+        real = (real["mu"], real["sigma"])  # a KeyError names the one missing
     if isinstance(real, (tuple, list)):
         if len(real) != 2:
             raise ValueError(f"real as a tuple or list must be (mu, sigma), got {len(real)} items; stack real images "
