@@ -250,7 +250,7 @@ def _load_weights(path: Path, expected: str, load: Callable[[Dict[str, Tensor]],
 
     ``torch.load``'s and ``load_state_dict``'s own messages name neither the file nor what was expected (an unpickling
     error for random bytes; every missing key on its own line). Loaded with ``weights_only=True``: a weights file is a
-    plain mapping of tensors (a value that is not a tensor fails in ``load_state_dict``, reported below).
+    plain mapping of tensors (another key or value fails in ``load_state_dict``, reported below).
     """
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
@@ -264,7 +264,7 @@ def _load_weights(path: Path, expected: str, load: Callable[[Dict[str, Tensor]],
                          f"{type(state_dict).__name__}")
     try:
         return load(dict(state_dict))
-    except RuntimeError as error:  # a strict load_state_dict of another network's weights
+    except (RuntimeError, AttributeError) as error:  # a strict load_state_dict of other weights, or of other keys
         message = " ".join(str(error).split())[:300]  # on one line: load_state_dict lists every key on its own
         raise ValueError(f"weights file {str(path)!r} does not hold {expected}: {message}") from None
 
