@@ -355,6 +355,20 @@ def test_download_on_first_use_caches_and_checks(tf_weights, tmp_path):
         resolve_tf_inception_weights(url=url, sha256=digest, cache_dir=cache, download=False)
 
 
+def test_without_sha256_a_download_is_checked_against_the_digest_prefix_its_name_carries(tmp_path):
+    """torch.hub's convention, as torchvision's weights files (inception_v3_google-0cc3c7bd.pth) are checked."""
+    data = b"weights"
+    digest = hashlib.sha256(data).hexdigest()
+    named, misnamed = tmp_path / f"w-{digest[:8]}.pth", tmp_path / "w-deadbeef.pth"
+    for path in (named, misnamed):
+        path.write_bytes(data)
+    resolved = resolve_tf_inception_weights(url=named.as_uri(), sha256=None, cache_dir=tmp_path / "a", progress=False)
+    assert resolved.read_bytes() == data
+    with pytest.raises(RuntimeError, match="invalid hash value"):
+        resolve_tf_inception_weights(url=misnamed.as_uri(), sha256=None, cache_dir=tmp_path / "b", progress=False)
+    assert not (tmp_path / "b" / misnamed.name).exists()
+
+
 def test_weights_are_loaded_with_weights_only(tf_weights):
     path, digest = tf_weights
     calls = []
