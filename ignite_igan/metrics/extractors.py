@@ -321,8 +321,7 @@ def resolve_tf_inception_weights(
                                                progress=progress)
             except (URLError, OSError) as error:
                 raise RuntimeError(f"could not download the Inception weights ({error}); {how_to}") from error
-    got = sha256_of_file(path) if sha256 is not None else None
-    if got is not None and got != sha256.lower():
+    if sha256 is not None and (got := sha256_of_file(path)) != sha256.lower():
         raise ValueError(f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is "
                          "corrupt or a different one (delete it to download again, or pass sha256=None to trust a "
                          "file of your own)")

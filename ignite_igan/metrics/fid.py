@@ -190,10 +190,10 @@ class FeatureStatistics:
         device = check_device("device", device)
         real = images if isinstance(images, RealImages) else RealImages(images)
         shared = extractor if isinstance(extractor, SharedPass) else SharedPass(extractor, device)
-        shared.extractor.to(torch.device(device))
+        shared.extractor.to(device)
         options = dict(
             input_range=real.input_range or _normalize_range(input_range),
-            device=torch.device(device),
+            device=device,
             allow_tf32=check_bool("allow_tf32", allow_tf32),
             batch_size=check_int("extractor_batch_size", extractor_batch_size, minimum=1, allow_none=True),
         )
