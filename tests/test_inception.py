@@ -339,7 +339,7 @@ def test_download_on_first_use_caches_and_checks(tf_weights, tmp_path):
     assert resolved == cache / path.name and resolved.read_bytes() == path.read_bytes()
     # Cached now: no download needed, but the hash is still checked on every load.
     assert resolve_tf_inception_weights(url=url, sha256=digest, cache_dir=cache, download=False) == resolved
-    with pytest.raises(ValueError, match="failed the SHA-256 check"):
+    with pytest.raises(RuntimeError, match="invalid hash value"):  # torch.hub's check, before the file is moved
         resolve_tf_inception_weights(url=url, sha256="f" * 64, cache_dir=tmp_path / "other", progress=False)
     assert not (tmp_path / "other" / path.name).exists()  # a file failing the check never lands in the cache
     with pytest.raises(RuntimeError, match="download=False.*weights_path="):
@@ -353,6 +353,20 @@ def test_download_on_first_use_caches_and_checks(tf_weights, tmp_path):
         f.write(b"\x00\x01\x02")
     with pytest.raises(ValueError, match="corrupt"):
         resolve_tf_inception_weights(url=url, sha256=digest, cache_dir=cache, download=False)
+
+
+def test_without_sha256_a_download_is_checked_against_the_digest_prefix_its_name_carries(tmp_path):
+    """torch.hub's convention, as torchvision's weights files (inception_v3_google-0cc3c7bd.pth) are checked."""
+    data = b"weights"
+    digest = hashlib.sha256(data).hexdigest()
+    named, misnamed = tmp_path / f"w-{digest[:8]}.pth", tmp_path / "w-deadbeef.pth"
+    for path in (named, misnamed):
+        path.write_bytes(data)
+    resolved = resolve_tf_inception_weights(url=named.as_uri(), sha256=None, cache_dir=tmp_path / "a", progress=False)
+    assert resolved.read_bytes() == data
+    with pytest.raises(RuntimeError, match="invalid hash value"):
+        resolve_tf_inception_weights(url=misnamed.as_uri(), sha256=None, cache_dir=tmp_path / "b", progress=False)
+    assert not (tmp_path / "b" / misnamed.name).exists()
 
 
 def test_weights_are_loaded_with_weights_only(tf_weights):

@@ -112,10 +112,8 @@ def to_uint8(images: Tensor, input_range: str, argument: str = "images") -> Tens
     is_uint8 = isinstance(images, Tensor) and images.dtype == torch.uint8
     if not isinstance(images, Tensor) or not (is_uint8 if key == "uint8" else images.is_floating_point()):
         got = images.dtype if isinstance(images, Tensor) else type(images).__name__
-        raise TypeError(
-            f"{argument} must be a torch.Tensor of {wanted} for input_range={input_range!r}, got {got} (stack lists "
-            "into one tensor; input_range='uint8' is for uint8 images)"
-        )
+        raise TypeError(f"{argument} must be a torch.Tensor of {wanted} for input_range={input_range!r}, got {got} "
+                        "(stack lists into one tensor; input_range='uint8' is for uint8 images)")
     if key == "uint8" or images.numel() == 0:
         return images if key == "uint8" else images.to(torch.uint8)
     images = images.detach()
@@ -123,10 +121,8 @@ def to_uint8(images: Tensor, input_range: str, argument: str = "images") -> Tens
     got_min, got_max = float(images.min()), float(images.max())
     # NaN fails both comparisons, so NaN values are reported here too.
     if not (low - _RANGE_TOLERANCE <= got_min and got_max <= high + _RANGE_TOLERANCE):
-        raise ValueError(
-            f"{argument} must lie in [{low:g}, {high:g}] for input_range={input_range!r}, got values in "
-            f"[{got_min:.4g}, {got_max:.4g}]"
-        )
+        raise ValueError(f"{argument} must lie in [{low:g}, {high:g}] for input_range={input_range!r}, got values in "
+                         f"[{got_min:.4g}, {got_max:.4g}]")
     # float64 so that (x + 1) * 127.5 is exact for every float32 input before rounding.
     scaled = images.to(torch.float64)
     scaled = (scaled + 1.0) * 127.5 if key == "[-1,1]" else scaled * 255.0
@@ -254,7 +250,7 @@ def _load_weights(path: Path, expected: str, load: Callable[[Dict[str, Tensor]],
 
     ``torch.load``'s and ``load_state_dict``'s own messages name neither the file nor what was expected (an unpickling
     error for random bytes; every missing key on its own line). Loaded with ``weights_only=True``: a weights file is a
-    plain mapping of tensors.
+    plain mapping of tensors (another key or value fails in ``load_state_dict``, reported below).
     """
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
@@ -263,14 +259,12 @@ def _load_weights(path: Path, expected: str, load: Callable[[Dict[str, Tensor]],
             f"weights file {str(path)!r} could not be read as {expected} ({type(error).__name__}: "
             f"{str(error).splitlines()[0][:200] if str(error) else ''}); the file is damaged or not a weights file"
         ) from None
-    if not isinstance(state_dict, Mapping) or not state_dict or not all(
-        isinstance(key, str) and isinstance(value, Tensor) for key, value in state_dict.items()
-    ):
-        got = "a mapping that is not name -> tensor" if isinstance(state_dict, Mapping) else type(state_dict).__name__
-        raise ValueError(f"weights file {str(path)!r} must hold {expected} (a mapping name -> tensor), got {got}")
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"weights file {str(path)!r} must hold {expected} (a mapping name -> tensor), got "
+                         f"{type(state_dict).__name__}")
     try:
         return load(dict(state_dict))
-    except RuntimeError as error:  # a strict load_state_dict of another network's weights
+    except (RuntimeError, AttributeError) as error:  # a strict load_state_dict of other weights, or of other keys
         message = " ".join(str(error).split())[:300]  # on one line: load_state_dict lists every key on its own
         raise ValueError(f"weights file {str(path)!r} does not hold {expected}: {message}") from None
 
@@ -302,7 +296,8 @@ def resolve_tf_inception_weights(
     Raises:
         FileNotFoundError: ``weights_path`` does not exist.
         ValueError: the file's SHA-256 is not ``sha256``.
-        RuntimeError: the weights are not cached and cannot be downloaded; the message says how to get them.
+        RuntimeError: the weights are not cached and cannot be downloaded (the message says how to get them), or
+            the downloaded file failed the digest check (torch.hub's "invalid hash value").
     """
     if weights_path is not None:
         path = Path(weights_path).expanduser()
@@ -311,30 +306,25 @@ def resolve_tf_inception_weights(
     else:
         directory = Path(cache_dir).expanduser() if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
         path = directory / os.path.basename(url.split("?", 1)[0])
+        how_to = (f"download {url} on a machine with internet access and pass weights_path='<file>', or copy it to "
+                  f"{str(path)!r}")
+        if not path.is_file() and not download:
+            raise RuntimeError(f"the Inception weights are not at {str(path)!r} and download=False; {how_to}")
         if not path.is_file():
-            how_to = (
-                f"download {url} (SHA-256 {sha256}) on a machine with internet access and pass "
-                f"weights_path='<file>', or copy it to {str(path)!r}"
-            )
-            if not download:
-                raise RuntimeError(f"the Inception weights are not at {str(path)!r} and download=False; {how_to}")
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Without sha256, the digest prefix that the file's name carries (torch.hub's convention, as torchvision's
+            # weights files have). torch.hub writes to a temporary file, checks the digest (its RuntimeError names
+            # both), and only then moves the file into place: a file failing the check never lands in the cache.
+            named = torch.hub.HASH_REGEX.search(path.name)
             try:
-                # torch.hub writes to a temporary file, checks the digest, and only then moves the file into place,
-                # so concurrent processes and interrupted downloads never leave a partial file under the final name.
-                torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256, progress=progress)
+                torch.hub.download_url_to_file(url, str(path), hash_prefix=sha256 or (named and named.group(1)),
+                                               progress=progress)
             except (URLError, OSError) as error:
                 raise RuntimeError(f"could not download the Inception weights ({error}); {how_to}") from error
-            except RuntimeError as error:
-                if "invalid hash value" in str(error):
-                    raise ValueError(f"the file downloaded from {url} failed the SHA-256 check: {error}") from error
-                raise
-    got = sha256_of_file(path) if sha256 is not None else None
-    if got is not None and got != sha256.lower():
-        raise ValueError(
-            f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is corrupt or a "
-            "different one (delete it to download again, or pass sha256=None to trust a file of your own)"
-        )
+    if sha256 is not None and (got := sha256_of_file(path)) != sha256.lower():
+        raise ValueError(f"weights file {str(path)!r} has SHA-256 {got}, expected {sha256.lower()}; the file is "
+                         "corrupt or a different one (delete it to download again, or pass sha256=None to trust a "
+                         "file of your own)")
     return path
 
 
@@ -459,10 +449,8 @@ class SharedPass:
     def __init__(self, extractor: Union[str, ImageExtractor] = "inception-v3-compat",
                  device: Union[str, torch.device] = "cpu") -> None:
         if not isinstance(extractor, (str, ImageExtractor)):
-            raise TypeError(
-                f"extractor must be a network name or an ImageExtractor, got {type(extractor).__name__}; wrap a "
-                "classifier as ClassifierExtractor(net, input_range=..., features_fn=...)"
-            )
+            raise TypeError(f"extractor must be a network name or an ImageExtractor, got {type(extractor).__name__}; "
+                            "wrap a classifier as ClassifierExtractor(net, input_range=..., features_fn=...)")
         self.extractor = _as_extractor(extractor, "[0,1]", device)
         self._last: Optional[Tuple[Tensor, int, Tuple[Any, ...]]] = None
         self._outputs: Dict[str, Tensor] = {}
@@ -511,17 +499,14 @@ class SharedPass:
 def _missing_features_message(extractor: nn.Module) -> str:
     name = type(extractor).__name__
     if isinstance(extractor, ClassifierExtractor):
-        inner = type(extractor.classifier).__name__
-        return (
-            f"FID needs image features, and ClassifierExtractor({inner}) was built without features_fn. Pass "
-            f"features_fn=lambda net, x: ... returning (N, D) features, e.g. the penultimate layer: "
-            f"ClassifierExtractor(net, features_fn=lambda net, x: net.body(x).flatten(1)), or "
-            f"FID(extractor=net, features_fn=lambda net, x: net.body(x).flatten(1)); "
-            f"features_fn=lambda net, x: net(x) uses the logits as features"
-        )
+        what = f"ClassifierExtractor({type(extractor.classifier).__name__}) was built without features_fn"
+    else:
+        what = f"{name} provides none: implement {name}.features(images) -> (N, D), or"
     return (
-        f"FID needs image features, and {name} provides none: implement {name}.features(images) -> (N, D), or wrap "
-        "a classifier as ClassifierExtractor(net, features_fn=lambda net, x: ...)"
+        f"FID needs image features, and {what}. Pass features_fn=lambda net, x: ... returning (N, D) features, e.g. "
+        f"the penultimate layer: ClassifierExtractor(net, features_fn=lambda net, x: net.body(x).flatten(1)), or "
+        f"FID(extractor=net, features_fn=lambda net, x: net.body(x).flatten(1)); "
+        f"features_fn=lambda net, x: net(x) uses the logits as features"
     )
 
 
@@ -534,10 +519,7 @@ def _build_torch_fidelity_inception(state_dict: dict) -> nn.Module:
     """
     from torch_fidelity import feature_extractor_inceptionv3 as tf_module
 
-    def _verified_state_dict(*args, **kwargs):
-        return state_dict
-
-    with mock.patch.object(tf_module, "load_state_dict_from_url", _verified_state_dict):
+    with mock.patch.object(tf_module, "load_state_dict_from_url", lambda *args, **kwargs: state_dict):
         return tf_module.FeatureExtractorInceptionV3(
             "inception-v3-compat", ["2048"], feature_extractor_weights_path=None, verbose=False
         )
@@ -554,6 +536,25 @@ class _InceptionNetwork(ImageExtractor):
     channels = 3
     single_pass = True
     frozen = True
+
+    def _load(
+        self,
+        weights_path: Optional[Union[str, os.PathLike]],
+        sha256: Optional[str],
+        dtype: torch.dtype,
+        expected: str,
+        build: Callable[[Dict[str, Tensor]], nn.Module],
+        **download: Any,
+    ) -> nn.Module:
+        """The network ``build(state_dict)`` of the verified weights file (:func:`resolve_tf_inception_weights`, with
+        ``download`` its download options), recording ``dtype``, the file and its SHA-256."""
+        self.dtype = check_choice("dtype", dtype, (torch.float32, torch.float64))
+        path = resolve_tf_inception_weights(weights_path, sha256=sha256, **download)
+        net = _load_weights(path, expected, build)
+        #: SHA-256 of the loaded file (checked against ``sha256``, or computed when that is ``None``).
+        self.weights_sha256 = sha256.lower() if sha256 is not None else sha256_of_file(path)
+        self.weights_path = path
+        return net
 
     def _catch_pool(self, pool_layer: nn.Module) -> None:
         self._pool: List[Tensor] = []
@@ -618,16 +619,9 @@ class TFInceptionV3(_InceptionNetwork):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        check_choice("dtype", dtype, (torch.float32, torch.float64))
-        path = resolve_tf_inception_weights(
-            weights_path, sha256=sha256, url=url, cache_dir=cache_dir, download=download, progress=progress
-        )
         expected = "the state dict of torch-fidelity's inception-v3-compat network (TF Inception 2015-12-05)"
-        self.net = _load_weights(path, expected, _build_torch_fidelity_inception)
-        #: SHA-256 of the loaded file (checked against ``sha256``, or computed when that is ``None``).
-        self.weights_sha256 = sha256.lower() if sha256 is not None else sha256_of_file(path)
-        self.weights_path = path
-        self.dtype = dtype
+        self.net = self._load(weights_path, sha256, dtype, expected, _build_torch_fidelity_inception, url=url,
+                              cache_dir=cache_dir, download=download, progress=progress)
         if dtype == torch.float64:
             self.net.to(torch.float64)
             # torch-fidelity casts the input to this dtype before the resize; its own option maps "float64" to
@@ -655,10 +649,12 @@ class TorchvisionInceptionV3(_InceptionNetwork):
 
     Args:
         weights_path: a local ``inception_v3`` state dict (e.g. ``inception_v3_google-0cc3c7bd.pth``). ``None``
-            uses torchvision's ``Inception_V3_Weights.IMAGENET1K_V1`` (downloaded and hash-checked by torchvision).
-        sha256: expected SHA-256 of ``weights_path`` (``None`` skips the check).
+            uses torchvision's ``Inception_V3_Weights.IMAGENET1K_V1``, downloaded on first use into
+            ``torch.hub.get_dir()/checkpoints`` as torchvision does, and checked against the digest prefix in its
+            name as torchvision checks it.
+        sha256: expected SHA-256 of the weights file (``None`` skips the full check).
         dtype: ``torch.float32`` or ``torch.float64``.
-        download: allow torchvision to download its weights when ``weights_path`` is ``None``.
+        download: allow downloading the weights when ``weights_path`` is ``None`` and they are not cached.
     """
 
     num_logits = 1000
@@ -679,32 +675,12 @@ class TorchvisionInceptionV3(_InceptionNetwork):
         super().__init__()
         from torchvision.models import Inception_V3_Weights, inception_v3
 
-        check_choice("dtype", dtype, (torch.float32, torch.float64))
-        if weights_path is not None:
-            path = resolve_tf_inception_weights(weights_path, sha256=sha256)  # a local file: it exists, its SHA-256
-            model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
-            _load_weights(path, "the state dict of torchvision's inception_v3", model.load_state_dict)
-            weights_file = path
-        else:
-            weights = Inception_V3_Weights.IMAGENET1K_V1
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-            if not download and not cached.is_file():
-                raise RuntimeError(
-                    f"torchvision's Inception weights are not at {str(cached)!r} and download=False; download "
-                    f"{weights.url} and pass weights_path='<file>'"
-                )
-            try:
-                model = inception_v3(weights=weights)
-            except (URLError, OSError) as error:
-                raise RuntimeError(
-                    f"could not download torchvision's Inception weights ({error}); download {weights.url} on a "
-                    "machine with internet access and pass weights_path='<file>'"
-                ) from error
-            weights_file = cached
-        #: SHA-256 of the weights file that was loaded.
-        self.weights_sha256 = sha256_of_file(weights_file) if weights_file.is_file() else state_dict_sha256(model)
+        # torchvision's own builder for these weights: the same network, loaded from the file resolved (downloaded
+        # on first use into torch.hub's checkpoints, as torchvision does) and checked here.
+        model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+        self._load(weights_path, sha256, dtype, "the state dict of torchvision's inception_v3", model.load_state_dict,
+                   url=Inception_V3_Weights.IMAGENET1K_V1.url, download=download)
         self.model = model.to(dtype).requires_grad_(False).eval()
-        self.dtype = dtype
         self.register_buffer("mean", torch.tensor(self._MEAN, dtype=dtype).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self._STD, dtype=dtype).view(1, 3, 1, 1), persistent=False)
         self._catch_pool(self.model.avgpool)
@@ -758,10 +734,8 @@ class ClassifierExtractor(ImageExtractor):
     ) -> None:
         super().__init__()
         if not isinstance(classifier, nn.Module) or isinstance(classifier, ImageExtractor):
-            raise TypeError(
-                f"classifier must be a torch.nn.Module that is not an ImageExtractor (pass those to the metric "
-                f"directly), got {type(classifier).__name__}"
-            )
+            raise TypeError("classifier must be a torch.nn.Module that is not an ImageExtractor (pass those to the "
+                            f"metric directly), got {type(classifier).__name__}")
         if features_fn is not None and not callable(features_fn):
             raise TypeError(f"features_fn must be a callable (classifier, x) -> features, got {features_fn!r}")
         self.classifier = classifier
@@ -790,37 +764,36 @@ class ClassifierExtractor(ImageExtractor):
         """SHA-256 of the classifier's ``state_dict``, computed on every call (the classifier may be trained)."""
         return state_dict_sha256(self.classifier)
 
-    def _input(self, images: Tensor) -> Tensor:
+    def _evaluate(self, fn: FeaturesFn, images: Tensor, name: str, size: Optional[int], argument: str) -> Tensor:
+        """``fn(classifier, x)`` on the images in the classifier's range, in eval mode without grad, checked to be
+        ``(N, size)``: the user's network is checked where its output enters the metrics."""
         self.check_images(images)
         parameter = next(self.classifier.parameters(), None)
         dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
         device = parameter.device if parameter is not None else images.device
-        return _from_uint8(images.to(device), self.input_range, dtype)
-
-    @staticmethod
-    def _shaped(name: str, value: Tensor, n: int, size: Optional[int], argument: str) -> Tensor:
-        """``value`` if it is ``(n, size)``: the user's network is checked where its output enters the metrics."""
+        x = _from_uint8(images.to(device), self.input_range, dtype)
+        with torch.no_grad(), evaluation_mode(self.classifier):
+            value = fn(self.classifier, x)
+        n = images.shape[0]
         if value.shape[:1] != (n,) or value.dim() != 2 or value.shape[1] != (size or value.shape[1]):
             declared = f", but num_{name}={size}" if size is not None else ""
             raise ValueError(f"{argument} returned {name} of shape {tuple(value.shape)} for N={n} images{declared}")
         return value
 
     def forward(self, images: Tensor) -> Tensor:
-        x = self._input(images)
-        with torch.no_grad(), evaluation_mode(self.classifier):
-            logits = self.classifier(x)
-        if isinstance(logits, (tuple, list)):
-            logits = logits[0]
-        return self._shaped("logits", logits, images.shape[0], self.num_logits, "the classifier")
+        return self._evaluate(_logits_of, images, "logits", self.num_logits, "the classifier")
 
     def features(self, images: Tensor) -> Tensor:
         """``features_fn(classifier, x)`` on the images in the classifier's range, in eval mode, without grad."""
         if self.features_fn is None:
             return super().features(images)
-        x = self._input(images)
-        with torch.no_grad(), evaluation_mode(self.classifier):
-            features = self.features_fn(self.classifier, x)
-        return self._shaped("features", features, images.shape[0], self.num_features, "features_fn")
+        return self._evaluate(self.features_fn, images, "features", self.num_features, "features_fn")
+
+
+def _logits_of(classifier: nn.Module, x: Tensor) -> Tensor:
+    """The classifier's logits, the first output of one that returns several (``(logits, aux)``)."""
+    logits = classifier(x)
+    return logits[0] if isinstance(logits, (tuple, list)) else logits
 
 
 NAMED_EXTRACTORS = ("inception-v3-compat", "torchvision")
@@ -851,17 +824,17 @@ def _as_extractor(
     features_fn: Optional[FeaturesFn] = None,
 ) -> ImageExtractor:
     """Resolves the ``extractor`` argument of the metrics; a name is built (and its weights checked) right away."""
-    plain = isinstance(extractor, nn.Module) and not isinstance(extractor, ImageExtractor)
-    if features_fn is not None and not plain:
-        raise TypeError(
-            f"features_fn is for a plain classifier nn.Module given as extractor, got {type(extractor).__name__}; "
-            "give an ImageExtractor its features through ClassifierExtractor(net, features_fn=...)"
-        )
-    if extractor is None or extractor in NAMED_EXTRACTORS:
-        return _build_named_extractor(extractor or "inception-v3-compat", device)
-    if not isinstance(extractor, nn.Module):
+    if isinstance(extractor, nn.Module) and not isinstance(extractor, ImageExtractor):
+        return ClassifierExtractor(extractor, input_range, features_fn=features_fn)
+    if features_fn is not None:
+        raise TypeError(f"features_fn is for a plain classifier nn.Module given as extractor, got "
+                        f"{type(extractor).__name__}; give an ImageExtractor its features through "
+                        "ClassifierExtractor(net, features_fn=...)")
+    if isinstance(extractor, ImageExtractor):
+        return extractor
+    if extractor is not None and extractor not in NAMED_EXTRACTORS:
         raise ValueError(f"extractor must be an nn.Module, 'inception-v3-compat' or 'torchvision', got {extractor!r}")
-    return ClassifierExtractor(extractor, input_range, features_fn=features_fn) if plain else extractor
+    return _build_named_extractor(extractor or "inception-v3-compat", device)
 
 
 class _ExtractorMetric(Metric):

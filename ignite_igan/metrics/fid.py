@@ -59,7 +59,7 @@ from ignite_igan.metrics.extractors import (
     sha256_of_file,
 )
 from ignite_igan.metrics.protocol import ROUNDING, Protocol, publish_protocol
-from ignite_igan.validation import check_bool, check_device, check_int, check_statistics
+from ignite_igan.validation import check_bool, check_device, check_int, check_statistics, check_string
 
 __all__ = ["FID", "FeatureStatistics", "RealImages", "default_statistics_dir"]
 
@@ -190,10 +190,10 @@ class FeatureStatistics:
         device = check_device("device", device)
         real = images if isinstance(images, RealImages) else RealImages(images)
         shared = extractor if isinstance(extractor, SharedPass) else SharedPass(extractor, device)
-        shared.extractor.to(torch.device(device))
+        shared.extractor.to(device)
         options = dict(
             input_range=real.input_range or _normalize_range(input_range),
-            device=torch.device(device),
+            device=device,
             allow_tf32=check_bool("allow_tf32", allow_tf32),
             batch_size=check_int("extractor_batch_size", extractor_batch_size, minimum=1, allow_none=True),
         )
@@ -243,19 +243,15 @@ class FeatureStatistics:
             raise FileNotFoundError(f"real statistics file {str(path)!r} does not exist")
         try:
             with np.load(path, allow_pickle=False) as data:
-                names = set(data.files)
-                if not {"mu", "sigma"} <= names:
-                    raise ValueError(
-                        f"real statistics file {str(path)!r} must hold arrays 'mu' and 'sigma', got {sorted(names)}"
-                    )
-                mu, sigma = np.array(data["mu"]), np.array(data["sigma"])
-                count = int(data["count"]) if "count" in names and int(data["count"]) > 0 else None
-                key_text = str(data["key"]) if "key" in names else ""
-                source = str(data["source"]) if "source" in names else f"file {path.name}"
+                arrays = {name: np.array(data[name]) for name in data.files}
         except (OSError, EOFError) as error:  # not a zip file, truncated
             raise ValueError(f"real statistics file {str(path)!r} is not a readable .npz: {error}") from error
-        key = json.loads(key_text) if key_text else None
-        return cls(torch.from_numpy(mu), torch.from_numpy(sigma), count=count, key=key, source=source)
+        if not {"mu", "sigma"} <= set(arrays):
+            raise ValueError(f"real statistics file {str(path)!r} must hold arrays 'mu' and 'sigma', got "
+                             f"{sorted(arrays)}")
+        count, key = int(arrays.get("count", -1)), str(arrays.get("key", ""))
+        return cls(torch.from_numpy(arrays["mu"]), torch.from_numpy(arrays["sigma"]), count if count > 0 else None,
+                   json.loads(key) if key else None, str(arrays.get("source", f"file {path.name}")))
 
     def __repr__(self) -> str:
         return f"FeatureStatistics(D={self.num_features}, count={self.count}, source={self.source!r})"
@@ -325,14 +321,9 @@ class _Moments:
 
 
 def _default_images(batch: Any) -> Tensor:
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]  # (images, labels)
-    raise TypeError(
-        f"real data must give image tensors or (images, labels) pairs, got {type(batch).__name__}; pass "
-        "RealImages(..., transform=lambda batch: <the images>) to pick them out"
-    )
+    """The images of a batch: the batch, or the first element of ``(images, labels)``; anything else reaches
+    :func:`~ignite_igan.metrics.to_uint8`, whose error names the real images and what they were."""
+    return batch[0] if isinstance(batch, (tuple, list)) and batch else batch
 
 
 def _slug(text: str) -> str:
@@ -378,17 +369,31 @@ class RealImages:
         batch_size: int = 100,
         cache_dir: Optional[Union[str, os.PathLike]] = None,
     ) -> None:
-        for label, value in (("name", name), ("split", split)):
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{label} must be a non-empty string or None, got {value!r}")
+        self.name = check_string("name", name, allow_none=True)
+        self.split = check_string("split", split, allow_none=True)
         if name is None and (split is not None or cache_dir is not None):
             raise ValueError("split and cache_dir need name: the name of the real data set is part of the cache key")
         self.samples = check_int("samples", samples, minimum=1, allow_none=True)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        _check_real_data(data, self.samples)
+        if isinstance(data, DataLoader):
+            # Refused: a loader whose images are not the same on every pass, or one sharded already.
+            if isinstance(data.sampler, DistributedSampler) or isinstance(data.batch_sampler, DistributedSampler):
+                raise ValueError("real must not be a DataLoader with a DistributedSampler: FID shards the real data "
+                                 "across processes itself (pass the Dataset, or a DataLoader without one)")
+            size, step = _length(data.dataset), data.batch_size
+            subset = self.samples is not None and (size is None or self.samples < size)
+            dropped = data.drop_last and step and (size is None or size % step)
+            if isinstance(data.sampler, RandomSampler) and (subset or dropped):
+                what = (f"samples={samples} takes a subset" if subset
+                        else "drop_last=True, which leaves out other images on every pass")
+                raise ValueError(f"real is a shuffling DataLoader and {what}: the real statistics would differ from "
+                                 "run to run. Pass the Dataset, or shuffle=False")
+        elif not (isinstance(data, (Tensor, Dataset)) or hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+            raise TypeError("real must be a DataLoader, a Dataset or a tensor of images, FeatureStatistics, an .npz "
+                            f"path, (mu, sigma) or a mapping with 'mu' and 'sigma', got {type(data).__name__}")
         if name is not None and self.samples is None and _length(data) is None:
             raise ValueError("the real data has no length; pass samples=N so that the cache key can name the number")
-        self.data, self.name, self.split, self.transform = data, name, split, transform
+        self.data, self.transform = data, transform
         self.input_range = _normalize_range(input_range, "input_range") if input_range is not None else None
         self.cache_dir = None if name is None else Path(cache_dir or default_statistics_dir()).expanduser()
 
@@ -444,11 +449,10 @@ class RealImages:
         if idist.get_world_size() > 1 and path is not None and idist.broadcast(int(loaded is not None), src=0):
             send = ("mu", "sigma")
             mu, sigma = (idist.broadcast(getattr(loaded, part, None), src=0, safe_mode=True) for part in send)
-            loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), key["n_images"], key)
+            loaded = FeatureStatistics(mu.cpu(), sigma.cpu(), key["n_images"])
         if loaded is not None:
-            return FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, self.description(key)).to(
-                options["device"]
-            )
+            loaded = FeatureStatistics(loaded.mu, loaded.sigma, loaded.count, key, self.description(key))
+            return loaded.to(options["device"])
         stats = self._compute(key, shared, options)
         if path is not None and idist.get_rank() == 0:
             stats.save(path)
@@ -481,16 +485,8 @@ class RealImages:
         # shift a training run that computes the real statistics in the middle of it).
         if not isinstance(data, DataLoader) and n is not None:
             shard = Subset(data, range(rank * n // world_size, (rank + 1) * n // world_size))
-            try:
-                for batch in DataLoader(shard, batch_size=self.batch_size, generator=torch.Generator()):
-                    yield select(batch)
-            except TypeError as error:
-                if "default_collate" in str(error) or "PIL" in str(error):
-                    raise TypeError(
-                        f"the real data set's items cannot be batched ({error}); give it a transform that makes "
-                        "tensors, e.g. torchvision.transforms.ToTensor() with input_range='[0,1]'"
-                    ) from error
-                raise
+            for batch in DataLoader(shard, batch_size=self.batch_size, generator=torch.Generator()):
+                yield select(batch)
             return
         loader = data if isinstance(data, DataLoader) else DataLoader(
             data, batch_size=self.batch_size, generator=torch.Generator())
@@ -518,39 +514,6 @@ def _try_load(path: Path, key: Dict[str, Any]) -> Optional[FeatureStatistics]:
         warnings.warn(f"FID: ignoring the unreadable cache file {str(path)!r} ({error}); recomputing", RuntimeWarning)
         return None
     return stats if stats.key == key else None  # another key under the same name: never use it
-
-
-def _check_real_data(data: Any, samples: Optional[int]) -> None:
-    """Refuses ``data`` as real images when they cannot be read, or not the same images on every pass."""
-    if isinstance(data, Tensor):
-        if data.dim() < 2 or data.shape[0] < 2:
-            raise ValueError(f"real images must have shape (N, C, H, W) with N >= 2, got {tuple(data.shape)}")
-        return
-    if isinstance(data, DataLoader):
-        if isinstance(data.sampler, DistributedSampler) or isinstance(data.batch_sampler, DistributedSampler):
-            raise ValueError(
-                "real must not be a DataLoader with a DistributedSampler: FID shards the real data across processes "
-                "itself (pass the Dataset, or a DataLoader without a distributed sampler)"
-            )
-        size = _length(data.dataset)
-        shuffled = isinstance(data.sampler, RandomSampler)
-        if shuffled and samples is not None and (size is None or samples < size):
-            raise ValueError(f"real is a shuffling DataLoader and samples={samples} takes a subset: the first images "
-                              "would differ from run to run. Pass shuffle=False (or the Dataset)")
-        if shuffled and data.drop_last and data.batch_size and (size is None or size % data.batch_size):
-            raise ValueError(
-                f"real is a shuffling DataLoader with drop_last=True, which leaves out other images on every pass "
-                f"(batch_size={data.batch_size}, {size if size is not None else 'unknown'} images): the real "
-                "statistics would differ from run to run. Pass the Dataset, or shuffle=False"
-            )
-        return
-    if isinstance(data, (Dataset, IterableDataset)) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return
-    raise TypeError(
-        "real must be a DataLoader, a Dataset or a tensor of images (RealImages), an .npz path "
-        "(FeatureStatistics.from_file), (mu, sigma) or a mapping with 'mu' and 'sigma' (FeatureStatistics.from_arrays) "
-        f"or FeatureStatistics, got {type(data).__name__}"
-    )
 
 
 class FID(_ExtractorMetric):
@@ -630,12 +593,9 @@ class FID(_ExtractorMetric):
         self._real = _as_real(real)
         self._real_stats: Optional[FeatureStatistics] = None
         if isinstance(self._real, FeatureStatistics):
-            dims = self._real.num_features
-            if self._num_features is not None and dims != self._num_features:
-                raise ValueError(
-                    f"real statistics have {dims} features, but the extractor gives {self._num_features}; they "
-                    "were computed with another network or layer"
-                )
+            if self._num_features is not None and self._real.num_features != self._num_features:
+                raise ValueError(f"real statistics have {self._real.num_features} features, but the extractor gives "
+                                 f"{self._num_features}; they were computed with another network or layer")
             self._real_stats = self._real = self._real.to(self._device)
         self._n_samples: Optional[int] = None
         self._n_real: Optional[int] = None
@@ -670,7 +630,6 @@ class FID(_ExtractorMetric):
             raise ValueError("FID without real= has no fixed real statistics; update takes (real, fake) pairs")
         if isinstance(self._real, RealImages):
             self._real_stats = self._real.statistics(self._pass, self._real_options(), self._real_stats)
-        assert self._real_stats is not None
         return self._real_stats
 
     @property
@@ -712,10 +671,9 @@ class FID(_ExtractorMetric):
             return
         # The one check per batch: a tensor of two images would unpack as a pair silently.
         if not isinstance(output, (tuple, list)) or len(output) != 2:
-            raise TypeError(
-                f"FID without real= takes (real, fake) pairs of image batches, got {type(output).__name__}; pass "
-                "real=RealImages(...) or FeatureStatistics to score generated images alone"
-            )
+            raise TypeError(f"FID without real= takes (real, fake) pairs of image batches, got "
+                            f"{type(output).__name__}; pass real=RealImages(...) or FeatureStatistics to score "
+                            "generated images alone")
         self._real_moments.add(self._run(output[0], "features", argument="real"))
         self._fake.add(self._run(output[1], "features", argument="fake"))
 
@@ -729,10 +687,8 @@ class FID(_ExtractorMetric):
         else:
             real = self.real_statistics
         if real.num_features != fake.num_features:
-            raise ValueError(
-                f"the real statistics have {real.num_features} features, the generated images {fake.num_features}; "
-                "they were computed with another network or layer"
-            )
+            raise ValueError(f"the real statistics have {real.num_features} features, the generated images "
+                             f"{fake.num_features}; they were computed with another network or layer")
         device = real.sigma.device
         value = _frechet_from_factor(real.mu, real.sigma, real.factor(), fake.mu.to(device), fake.sigma.to(device))
         self._n_samples = fake.count
@@ -745,40 +701,29 @@ class FID(_ExtractorMetric):
 
 
 def _as_real(real: Optional[RealSource]) -> Union[None, FeatureStatistics, RealImages]:
-    """The forms ``real=`` takes, each mapped to the constructor that reads it."""
-    if real is None or isinstance(real, (FeatureStatistics, RealImages)):
-        return real
+    """The forms ``real=`` takes, each read by its constructor: a path by :meth:`FeatureStatistics.from_file`,
+    ``(mu, sigma)`` or a mapping with them by :meth:`FeatureStatistics.from_arrays`, data by :class:`RealImages`."""
     if isinstance(real, (str, os.PathLike)):
         return FeatureStatistics.from_file(real)
     if isinstance(real, Mapping):
-        if not {"mu", "sigma"} <= set(real):
-            raise ValueError(f"real as a mapping must have 'mu' and 'sigma', got keys {sorted(real)}")
-        return FeatureStatistics.from_arrays(real["mu"], real["sigma"])
+        real = (real["mu"], real["sigma"])  # a KeyError names the one missing
     if isinstance(real, (tuple, list)):
         if len(real) != 2:
-            raise ValueError(
-                f"real as a tuple or list must be (mu, sigma), got {len(real)} items; stack real images into one "
-                "tensor, or pass a Dataset or DataLoader"
-            )
+            raise ValueError(f"real as a tuple or list must be (mu, sigma), got {len(real)} items; stack real images "
+                             "into one tensor, or pass a Dataset or DataLoader")
         return FeatureStatistics.from_arrays(*real)
-    return RealImages(real)
+    return real if real is None or isinstance(real, (FeatureStatistics, RealImages)) else RealImages(real)
 
 
 def _length(data: Any) -> Optional[int]:
     """The number of images one pass over ``data`` gives (``None`` if unknown); for a ``DataLoader``, its sampler's
-    length less the last partial batch when ``drop_last`` is set (as Ignite's ``examples/gan/dcgan.py`` loads)."""
-    if isinstance(data, DataLoader):
-        if data.batch_size is None or isinstance(data.dataset, IterableDataset):
-            count = _length(data.dataset)  # a custom batch_sampler, or no sampler: what the data set holds
-        else:
-            try:
-                count = len(data.sampler)  # type: ignore[arg-type]
-            except TypeError:
-                count = None
-        if count is not None and data.batch_size and data.drop_last:
-            count -= count % data.batch_size
-        return count
+    length (the data set's with a custom ``batch_sampler`` or an ``IterableDataset``) less the last partial batch when
+    ``drop_last`` is set (as Ignite's ``examples/gan/dcgan.py`` loads)."""
     try:
-        return len(data)
-    except TypeError:  # an IterableDataset without __len__
+        if not isinstance(data, DataLoader):
+            return len(data)
+        whole = data.batch_size is None or isinstance(data.dataset, IterableDataset)
+        count = len(data.dataset if whole else data.sampler)  # type: ignore[arg-type]
+    except TypeError:  # an IterableDataset or a sampler without __len__
         return None
+    return count - count % data.batch_size if data.batch_size and data.drop_last else count
