@@ -272,7 +272,8 @@ class ModeCoverage(Metric):
     @reinit__is_reduced
     def update(self, output: Tensor) -> None:
         samples = check_points("samples", output)  # NaN samples would count as uncovered, silently
-        self._hq_counts += _high_quality_counts(samples.detach(), self._mixture.centers, self._mixture.std).to(self._device)
+        counts = _high_quality_counts(samples.detach(), self._mixture.centers, self._mixture.std)
+        self._hq_counts += counts.to(self._device)
         self._num_samples += samples.shape[0]
 
     @sync_all_reduce("_hq_counts", "_num_samples")

@@ -89,8 +89,7 @@ class GeneratorEvaluator:
         self.seed = check_int("seed", seed)
         self.mode = check_choice("mode", mode, ("eval", "train"))
         if noise_fn is None:
-            check_methods("generator", generator, ["sample_noise"],
-                          "a generator of ignite_igan.models; else pass noise_fn=lambda n, rng: ...")
+            check_methods("generator", generator, ["sample_noise"], "a generator of ignite_igan.models; or noise_fn")
         self.device = check_device("device", device, allow_none=True)
         self._noise_fn = noise_fn or self._sample_noise
         self._output_transform = output_transform or (lambda samples: samples)
