@@ -48,7 +48,8 @@ class GeneratorEvaluator:
             ``output_transform``). An FID's real statistics are computed (or loaded from their cache) here, when
             it is attached.
         n_samples: how many samples to score (50,000 in the paper).
-        batch_size: samples per generator call (100 in the reference; it matters for batch-statistics generators).
+        batch_size: samples per generator call (100 in the reference; it matters for batch-statistics generators,
+            which also refuse a last batch of a single sample: choose ``n_samples % batch_size != 1``).
         seed: seed of the noise.
         noise_fn: ``noise_fn(n, generator) -> Tensor`` drawing ``n`` noise vectors on the CPU with the given
             ``torch.Generator``. Default: ``generator.sample_noise(n, generator=..., device="cpu")``.
