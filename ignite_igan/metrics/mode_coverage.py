@@ -178,7 +178,8 @@ def _high_quality_counts(samples: Tensor, centers: Tensor, std: float) -> Tensor
     return torch.bincount(nearest[nearest_distance <= 3 * std], minlength=centers.shape[0])
 
 
-def _summary(hq_counts: Tensor, n_samples: int, min_count: int) -> Dict[str, Any]:
+def _summary(hq_counts: Tensor, n_samples: int, min_count: Optional[int]) -> Dict[str, Any]:
+    min_count = default_min_count(n_samples) if min_count is None else min_count
     num_modes = hq_counts.shape[0]
     hq_total = int(hq_counts.sum())
     if hq_total > 0:
@@ -281,8 +282,7 @@ class ModeCoverage(Metric):
         n = int(self._num_samples)
         if n == 0:
             raise NotComputableError("ModeCoverage must have at least one sample before it can be computed")
-        min_count = default_min_count(n) if self._min_count is None else self._min_count
-        return _summary(self._hq_counts.cpu(), n, min_count)
+        return _summary(self._hq_counts.cpu(), n, self._min_count)
 
     def completed(self, engine: Engine, name: str) -> None:
         result = self.compute()
