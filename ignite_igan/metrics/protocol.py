@@ -99,7 +99,8 @@ class Protocol:
 
     def differences(self, other: "Protocol") -> Dict[str, Tuple[Any, Any]]:
         """``{field: (this value, other value)}`` for every field in which the two cards differ."""
-        mine, theirs = self.to_dict(), check_instance("other", other, Protocol, "a Protocol").to_dict()
+        check_instance("other", other, Protocol, "a Protocol")
+        mine, theirs = self.to_dict(), other.to_dict()
         return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
 
     def __str__(self) -> str:
