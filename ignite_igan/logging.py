@@ -29,7 +29,7 @@ from ignite.handlers.utils import global_step_from_engine
 from ignite_igan.metrics.extractors import _normalize_range
 from ignite_igan.metrics.modes import evaluation_mode
 from ignite_igan.metrics.protocol import published_protocols
-from ignite_igan.validation import check_int, check_mapping, describe
+from ignite_igan.validation import check_instance, check_int, check_mapping, describe
 
 __all__ = [
     "attach_tensorboard",
@@ -77,21 +77,8 @@ def output_scalars(output: Any) -> Dict[str, float]:
     return {key: values[key] for key in items if key in values}  # in the output's order
 
 
-class _StateAttributesHandler(BaseHandler):
-    """Logs numeric attributes of ``engine.state`` (handler values), skipping ones not set yet.
-
-    (Ignite's ``OutputHandler(state_attributes=...)`` warns about an attribute that is not set, and a technique that
-    is off never sets its attribute.)
-    """
-
-    def __init__(self, names: Union[str, Sequence[str]], tag: str) -> None:
-        self.names = [names] if isinstance(names, str) else list(names)
-        self.tag = tag
-
-    def __call__(self, engine: Engine, logger: TensorboardLogger, event_name: Any) -> None:
-        values = output_scalars({name: getattr(engine.state, name, None) for name in self.names})
-        for name, value in values.items():
-            logger.writer.add_scalar(f"{self.tag}/{name}", value, engine.state.iteration)
+#: The values of each image range that the image grid shows as black and white.
+_VALUE_RANGES = {"[-1,1]": (-1.0, 1.0), "[0,1]": (0.0, 1.0), "uint8": (0.0, 255.0)}
 
 
 class ImageGridHandler(BaseHandler):
@@ -175,11 +162,8 @@ class ImageGridHandler(BaseHandler):
                 f"generated images must have shape (N, C, H, W) for the image grid, got {tuple(images.shape)}; "
                 "pass image_shape=(C, H, W) for flat outputs"
             )
-        if self.image_range == "[-1,1]":
-            images = (images + 1) / 2
-        elif self.image_range == "uint8":
-            images = images / 255.0
-        grid = make_grid(images.clamp(0, 1), nrow=self.nrow, padding=2)
+        # make_grid clamps to the range and maps it to [0, 1]
+        grid = make_grid(images, nrow=self.nrow, padding=2, normalize=True, value_range=_VALUE_RANGES[self.image_range])
         logger.writer.add_image(self.tag, grid, engine.state.iteration)
 
 
@@ -314,36 +298,40 @@ def attach_tensorboard(
     image_every = check_int("image_every", image_every, minimum=1)
     histogram_every = check_int("histogram_every", histogram_every, minimum=1)
     models = dict(models or {})
-    for name, engines in (evaluators or {}).items():
-        for evaluator in [engines] if isinstance(engines, Engine) else engines:
-            if not isinstance(evaluator, Engine):
-                raise TypeError(f"evaluators[{name!r}] must be an Engine or a sequence of Engines, got "
-                                f"{describe(evaluator)}")
+    evaluator_engines = [
+        (name, check_instance(f"evaluators[{name!r}]", evaluator, Engine, "an Engine or a sequence of Engines"))
+        for name, engines in (evaluators or {}).items()
+        for evaluator in ([engines] if isinstance(engines, Engine) else engines)
+    ]
     if (grad_norms or weight_histograms) and not models:
         raise ValueError("grad_norms and weight_histograms need models={name: module}")
+    names = [state_attributes] if isinstance(state_attributes, str) else list(state_attributes)
     if idist.get_rank() != 0:
         return InactiveLogger()
+
+    def training_scalars(output: Any) -> Dict[str, float]:
+        # The step's scalars, then the handler values in trainer.state, skipped while not set (a technique that is
+        # off never sets its attribute, and Ignite's OutputHandler(state_attributes=...) would warn about it).
+        state = output_scalars({name: getattr(trainer.state, name, None) for name in names})
+        return {**output_scalars(output), **state}
 
     logger = TensorboardLogger(log_dir=log_dir)
     iteration = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
     logger.attach_output_handler(
-        trainer, every, tag="training", output_transform=output_scalars, global_step_transform=iteration
+        trainer, every, tag="training", output_transform=training_scalars, global_step_transform=iteration
     )
-    if state_attributes:
-        logger.attach(trainer, _StateAttributesHandler(state_attributes, tag="training"), every)
     if optimizers is not None and not isinstance(optimizers, (Mapping, list, tuple)):
         optimizers = [optimizers]
     if isinstance(optimizers, (list, tuple)):
         optimizers = {f"optimizer{i}" if len(optimizers) > 1 else "optimizer": opt for i, opt in enumerate(optimizers)}
     for name, optimizer in (optimizers or {}).items():
         logger.attach_opt_params_handler(trainer, every, optimizer, param_name="lr", tag=name)
-    for name, engines in (evaluators or {}).items():
-        for evaluator in [engines] if isinstance(engines, Engine) else engines:
-            logger.attach_output_handler(
-                evaluator, Events.COMPLETED, tag=name, metric_names="all", global_step_transform=iteration
-            )
-            if protocols:
-                logger.attach(evaluator, _ProtocolTextHandler(name, trainer), Events.COMPLETED)
+    for name, evaluator in evaluator_engines:
+        logger.attach_output_handler(
+            evaluator, Events.COMPLETED, tag=name, metric_names="all", global_step_transform=iteration
+        )
+        if protocols:
+            logger.attach(evaluator, _ProtocolTextHandler(name, trainer), Events.COMPLETED)
     if images is not None:
         logger.attach(trainer, images, Events.ITERATION_COMPLETED(every=image_every) | Events.COMPLETED)
     for name, model in models.items():
@@ -375,8 +363,7 @@ def hparams_from_config(config: Mapping[str, Any]) -> Dict[str, Union[bool, int,
         ...                      "unlabeled_examples": None, "milestones": [1, 2]})
         {'lr': 0.003, 'seed': 1, 'baseline': True, 'data_dir': 'data'}
     """
-    if not isinstance(config, Mapping):
-        raise TypeError(f"config must be a mapping of names to values, got {type(config).__name__}")
+    check_mapping("config", config, "a mapping of names to values", allow_empty=True)
     return {str(key): str(value) if isinstance(value, PurePath) else value
             for key, value in config.items() if isinstance(value, (PurePath, *_HPARAM_TYPES))}
 
@@ -547,8 +534,7 @@ def log_run_hparams(
         >>> hparams["experiment"], hparams["lr"], hparams["epochs"], hparams["labels"]
         ('demo', 0.1, 2.0, 100.0)
     """
-    if not isinstance(metrics, Mapping):
-        raise TypeError(f"metrics must be a mapping of names to numbers, got {type(metrics).__name__}")
+    check_mapping("metrics", metrics, "a mapping of names to numbers", allow_empty=True)
     values = {"experiment": run.experiment, **hparams_from_config(run.configuration())}
     epochs = getattr(run.args, "epochs", None)
     if epochs is not None:  # a resumable flag (--extend may raise it), so not in the configuration

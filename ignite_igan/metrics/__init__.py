@@ -6,76 +6,19 @@ the package; :mod:`~ignite_igan.metrics.extractors` imports those two; :mod:`~ig
 :mod:`~ignite_igan.metrics.fid` import the extractors; :mod:`~ignite_igan.metrics.sampling` imports the Inception
 Score for its default.
 """
-from ignite_igan.metrics.extractors import (
-    INPUT_RANGES,
-    TF_INCEPTION_SHA256,
-    TF_INCEPTION_URL,
-    ClassifierExtractor,
-    ImageExtractor,
-    SharedPass,
-    TFInceptionV3,
-    TorchvisionInceptionV3,
-    callable_fingerprint,
-    resolve_tf_inception_weights,
-    sha256_of_file,
-    state_dict_sha256,
-    to_uint8,
-)
-from ignite_igan.metrics.fid import FID, FeatureStatistics, RealImages, default_statistics_dir
-from ignite_igan.metrics.inception import InceptionScore, gather_in_rank_order
-from ignite_igan.metrics.mode_coverage import (
-    GaussianMixture2D,
-    benchmark_mixture,
-    ModeCoverage,
-    default_min_count,
-    grid_centers,
-    grid_mixture,
-    mode_coverage,
-    ring_centers,
-    ring_mixture,
-)
-from ignite_igan.metrics.modes import evaluation_mode
-from ignite_igan.metrics.protocol import Protocol, publish_protocol, published_protocols, tf32_mode
-from ignite_igan.metrics.sampling import GeneratorEvaluator, generate_samples, score_generator
-from ignite_igan.metrics.ssl_error import ErrorEvaluator, SemiSupervisedError
+from ignite_igan.metrics import extractors, fid, inception, modes, protocol, sampling, ssl_error
+from ignite_igan.metrics import mode_coverage as _coverage  # the module; the function of that name is imported below
+from ignite_igan.metrics.extractors import *  # noqa: F401,F403
+from ignite_igan.metrics.fid import *  # noqa: F401,F403
+from ignite_igan.metrics.inception import *  # noqa: F401,F403
+from ignite_igan.metrics.mode_coverage import *  # noqa: F401,F403
+from ignite_igan.metrics.modes import *  # noqa: F401,F403
+from ignite_igan.metrics.protocol import *  # noqa: F401,F403
+from ignite_igan.metrics.sampling import *  # noqa: F401,F403
+from ignite_igan.metrics.ssl_error import *  # noqa: F401,F403
 
-__all__ = [
-    "INPUT_RANGES",
-    "TF_INCEPTION_SHA256",
-    "TF_INCEPTION_URL",
-    "ClassifierExtractor",
-    "ImageExtractor",
-    "SharedPass",
-    "TFInceptionV3",
-    "TorchvisionInceptionV3",
-    "callable_fingerprint",
-    "resolve_tf_inception_weights",
-    "sha256_of_file",
-    "state_dict_sha256",
-    "to_uint8",
-    "FID",
-    "FeatureStatistics",
-    "RealImages",
-    "default_statistics_dir",
-    "InceptionScore",
-    "gather_in_rank_order",
-    "GaussianMixture2D",
-    "benchmark_mixture",
-    "ModeCoverage",
-    "default_min_count",
-    "grid_centers",
-    "grid_mixture",
-    "mode_coverage",
-    "ring_centers",
-    "ring_mixture",
-    "Protocol",
-    "publish_protocol",
-    "published_protocols",
-    "tf32_mode",
-    "GeneratorEvaluator",
-    "evaluation_mode",
-    "score_generator",
-    "generate_samples",
-    "ErrorEvaluator",
-    "SemiSupervisedError",
-]
+# The package's names are its modules' public names, each listed once, in its module.
+__all__ = (
+    extractors.__all__ + fid.__all__ + inception.__all__ + _coverage.__all__ + modes.__all__ + protocol.__all__
+    + sampling.__all__ + ssl_error.__all__
+)

@@ -141,21 +141,19 @@ class InceptionScore(_ExtractorMetric):
     @reinit__is_reduced
     def update(self, output: Any) -> None:
         images, indices = output if isinstance(output, (tuple, list)) and len(output) == 2 else (output, None)
-        if indices is not None and (indices.is_floating_point() or indices.shape != images.shape[:1]):
-            raise ValueError(
-                f"indices must be a 1-D integer tensor of shape ({images.shape[0]},) to match images, got "
-                f"{indices.dtype} of shape {tuple(indices.shape)}"
-            )
         self._logits.append(self._run(images, "logits").to(self._device))
         if indices is not None:
-            self._indices.append(indices.detach().to(device=self._device, dtype=torch.int64))
+            self._indices.append(indices.detach().reshape(-1).to(self._device))
 
     def _gathered_logits(self) -> Tensor:
         empty = torch.zeros(0, self._extractor.num_logits or 0, device=self._device)
         local = torch.cat(self._logits) if self._logits else empty
+        local_indices = torch.cat(self._indices) if self._indices else torch.zeros(0, dtype=torch.int64)
         with_indices = len(self._indices) > 0
-        if with_indices and sum(len(i) for i in self._indices) != local.shape[0]:
-            raise ValueError("indices must be given with every batch or with none")
+        # Checked once here: a float index would be truncated and a missing one would drop a sample, silently.
+        if with_indices and (local_indices.is_floating_point() or local_indices.shape[0] != local.shape[0]):
+            raise ValueError("indices must be integers, one per image, given with every batch or with none; got "
+                             f"{local_indices.shape[0]} {local_indices.dtype} indices for {local.shape[0]} images")
         if idist.get_world_size() > 1:
             # Every process must take part in the same collectives, including one that saw no batch.
             num_classes = int(idist.all_reduce(int(local.shape[1]), op="MAX"))
@@ -171,8 +169,7 @@ class InceptionScore(_ExtractorMetric):
         else:
             logits = local
         if with_indices:
-            local_indices = torch.cat(self._indices) if self._indices else torch.zeros(0, dtype=torch.int64)
-            indices = gather_in_rank_order(local_indices.to(self._device)).cpu()
+            indices = gather_in_rank_order(local_indices.to(device=self._device, dtype=torch.int64)).cpu()
             order = torch.argsort(indices, stable=True)
             counts = torch.unique_consecutive(indices[order], return_counts=True)[1]
             first = torch.cumsum(counts, 0) - counts  # the first of each index's repeats (DistributedSampler's padding)
@@ -186,11 +183,6 @@ class InceptionScore(_ExtractorMetric):
         n = logits.shape[0]
         if n == 0:
             raise NotComputableError("InceptionScore must have at least one sample before it can be computed")
-        if n < self._splits:
-            raise ValueError(
-                f"InceptionScore with splits={self._splits} needs at least {self._splits} samples, got {n}; "
-                "evaluate more samples or lower splits"
-            )
         if self._shuffle:
             permutation = np.random.RandomState(self._seed).permutation(n)
             logits = logits[torch.from_numpy(permutation).to(logits.device)]
@@ -207,6 +199,3 @@ class InceptionScore(_ExtractorMetric):
         engine.state.metrics[f"{name}_std"] = result["std"]
         publish_protocol(engine, name, self.protocol)
 
-
-# Backward compatibility: FID used to live here.
-from ignite_igan.metrics.fid import FID  # noqa: E402,F401

@@ -47,14 +47,6 @@ __all__ = [
 ]
 
 
-def _as_centers(centers: Any) -> Tensor:
-    """``centers`` as a float64 tensor ``(K, 2)``, K >= 1."""
-    centers = torch.as_tensor(centers, dtype=torch.float64)
-    if centers.dim() != 2 or centers.shape[1] != 2 or centers.shape[0] < 1:
-        raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(centers.shape)}")
-    return centers
-
-
 def ring_centers(num_modes: int = 8, radius: float = 2.0) -> Tensor:
     """``num_modes`` centres evenly spaced on a circle of ``radius``, the first at angle 0: ``(num_modes, 2)``."""
     num_modes = check_int("num_modes", num_modes, minimum=1)
@@ -90,7 +82,9 @@ class GaussianMixture2D:
     """
 
     def __init__(self, centers: Tensor, std: float) -> None:
-        self.centers = _as_centers(centers)
+        self.centers = torch.as_tensor(centers, dtype=torch.float64)
+        if self.centers.dim() != 2 or self.centers.shape[1] != 2 or self.centers.shape[0] < 1:
+            raise ValueError(f"centers must have shape (K, 2) with K >= 1, got {tuple(self.centers.shape)}")
         self.std = float(check_real("std", std, minimum=0.0, low_open=True))
 
     @property
@@ -105,7 +99,6 @@ class GaussianMixture2D:
         return_modes: bool = False,
     ) -> Union[Tensor, tuple]:
         """Draws ``n`` samples ``(n, 2)`` (each mode with probability 1/K); with ``return_modes`` also their modes."""
-        n = check_int("n", n, minimum=0)
         modes = torch.randint(self.num_modes, (n,), generator=generator)
         noise = torch.randn(n, 2, generator=generator, dtype=torch.float64)
         samples = (self.centers[modes] + self.std * noise).to(dtype)
@@ -113,7 +106,11 @@ class GaussianMixture2D:
 
     def coverage(self, samples: Tensor, min_count: Optional[int] = None) -> Dict[str, Any]:
         """:func:`mode_coverage` of ``samples`` against this mixture."""
-        return mode_coverage(samples, self.centers, self.std, min_count=min_count)
+        n = check_points("samples", samples).shape[0]
+        if n == 0:
+            raise ValueError("samples must hold at least one sample, got 0")
+        min_count = check_int("min_count", default_min_count(n) if min_count is None else min_count, minimum=1)
+        return _summary(_high_quality_counts(samples, self.centers, self.std), n, min_count)
 
     def plot(self, samples: Tensor, ax: Any = None, title: Optional[str] = None) -> Any:
         """Draws ``samples`` ``(N, 2)`` over the modes, each mode's high-quality zone (3 std) as a circle, on ``ax``
@@ -181,7 +178,8 @@ def _high_quality_counts(samples: Tensor, centers: Tensor, std: float) -> Tensor
     return torch.bincount(nearest[nearest_distance <= 3 * std], minlength=centers.shape[0])
 
 
-def _summary(hq_counts: Tensor, n_samples: int, min_count: int) -> Dict[str, Any]:
+def _summary(hq_counts: Tensor, n_samples: int, min_count: Optional[int]) -> Dict[str, Any]:
+    min_count = default_min_count(n_samples) if min_count is None else min_count
     num_modes = hq_counts.shape[0]
     hq_total = int(hq_counts.sum())
     if hq_total > 0:
@@ -224,15 +222,7 @@ def mode_coverage(
         >>> result["modes"], result["modes_any"], result["high_quality"], result["kl"]
         (25, 25, 1.0, 0.0)
     """
-    samples = check_points("samples", samples)
-    centers = _as_centers(centers)
-    std = check_real("std", std, minimum=0.0, low_open=True)
-    n = samples.shape[0]
-    if n == 0:
-        raise ValueError("samples must hold at least one sample, got 0")
-    min_count = default_min_count(n) if min_count is None else min_count
-    min_count = check_int("min_count", min_count, minimum=1)
-    return _summary(_high_quality_counts(samples, centers, std), n, min_count)
+    return GaussianMixture2D(centers, std).coverage(samples, min_count)
 
 
 class ModeCoverage(Metric):
@@ -270,21 +260,21 @@ class ModeCoverage(Metric):
         output_transform: Callable = lambda x: x,
         device: Union[str, torch.device] = torch.device("cpu"),
     ) -> None:
-        self._centers = _as_centers(centers)
-        self._std = float(check_real("std", std, minimum=0.0, low_open=True))
+        self._mixture = GaussianMixture2D(centers, std)  # checks both
         self._min_count = check_int("min_count", min_count, minimum=1, allow_none=True)
         device = check_device("device", device)
         super().__init__(output_transform=output_transform, device=device, skip_unrolling=True)
 
     @reinit__is_reduced
     def reset(self) -> None:
-        self._hq_counts = torch.zeros(self._centers.shape[0], dtype=torch.int64, device=self._device)
+        self._hq_counts = torch.zeros(self._mixture.num_modes, dtype=torch.int64, device=self._device)
         self._num_samples = torch.tensor(0, dtype=torch.int64, device=self._device)
 
     @reinit__is_reduced
     def update(self, output: Tensor) -> None:
         samples = check_points("samples", output)  # NaN samples would count as uncovered, silently
-        self._hq_counts += _high_quality_counts(samples.detach(), self._centers, self._std).to(self._device)
+        counts = _high_quality_counts(samples.detach(), self._mixture.centers, self._mixture.std)
+        self._hq_counts += counts.to(self._device)
         self._num_samples += samples.shape[0]
 
     @sync_all_reduce("_hq_counts", "_num_samples")
@@ -292,8 +282,7 @@ class ModeCoverage(Metric):
         n = int(self._num_samples)
         if n == 0:
             raise NotComputableError("ModeCoverage must have at least one sample before it can be computed")
-        min_count = default_min_count(n) if self._min_count is None else self._min_count
-        return _summary(self._hq_counts.cpu(), n, min_count)
+        return _summary(self._hq_counts.cpu(), n, self._min_count)
 
     def completed(self, engine: Engine, name: str) -> None:
         result = self.compute()

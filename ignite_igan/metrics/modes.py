@@ -55,20 +55,18 @@ def evaluation_mode(
     check_choice("mode", mode, ("eval", "train"))
     flags = [(m, m.training) for m in module.modules()]
     original_device = _module_device(module) if device is not None else None
-    saved_buffers = None
-    if mode == "train":
-        saved_buffers = [(b, b.detach().clone()) for b in module.buffers()]
+    # A training-mode pass updates buffers such as BatchNorm's running statistics: they are put back on exit.
+    saved_buffers = [(b, b.detach().clone()) for b in module.buffers()] if mode == "train" else []
     try:
-        if device is not None and original_device is not None and torch.device(device) != original_device:
+        if original_device is not None and torch.device(device) != original_device:
             module.to(device)
         module.train(mode == "train")
         yield module
     finally:
-        if device is not None and original_device is not None:
+        if original_device is not None:
             module.to(original_device)
         for m, flag in flags:
             m.training = flag
-        if saved_buffers is not None:
-            with torch.no_grad():
-                for buffer, value in saved_buffers:
-                    buffer.copy_(value.to(buffer.device))
+        with torch.no_grad():
+            for buffer, value in saved_buffers:
+                buffer.copy_(value.to(buffer.device))

@@ -24,6 +24,8 @@ import torch
 
 from ignite.engine import Engine
 
+from ignite_igan.validation import check_bool, check_instance
+
 __all__ = ["ROUNDING", "Protocol", "tf32_mode", "publish_protocol", "published_protocols"]
 
 #: How float images become the uint8 the networks see (:func:`~ignite_igan.metrics.to_uint8`).
@@ -97,8 +99,7 @@ class Protocol:
 
     def differences(self, other: "Protocol") -> Dict[str, Tuple[Any, Any]]:
         """``{field: (this value, other value)}`` for every field in which the two cards differ."""
-        if not isinstance(other, Protocol):
-            raise TypeError(f"other must be a Protocol, got {type(other).__name__}")
+        check_instance("other", other, Protocol, "a Protocol")
         mine, theirs = self.to_dict(), other.to_dict()
         return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
 
@@ -175,8 +176,7 @@ def tf32_mode(allow: bool) -> Iterator[None]:
         >>> torch.backends.cudnn.allow_tf32 == before
         True
     """
-    if not isinstance(allow, bool):
-        raise TypeError(f"allow_tf32 must be True or False, got {allow!r}")
+    allow = check_bool("allow_tf32", allow)
     try:
         saved = (bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32))
     except RuntimeError:

@@ -20,7 +20,7 @@ from ignite.metrics import Metric
 from ignite_igan.metrics.inception import InceptionScore
 from ignite_igan.metrics.modes import _module_device, evaluation_mode
 from ignite_igan.metrics.protocol import Protocol, published_protocols
-from ignite_igan.validation import check_choice, check_device, check_int
+from ignite_igan.validation import check_choice, check_device, check_instance, check_int, check_methods
 
 # evaluation_mode is also importable from here, as it was; the package lists it once, under modes.
 __all__ = ["GeneratorEvaluator", "score_generator", "generate_samples"]
@@ -48,7 +48,8 @@ class GeneratorEvaluator:
             ``output_transform``). An FID's real statistics are computed (or loaded from their cache) here, when
             it is attached.
         n_samples: how many samples to score (50,000 in the paper).
-        batch_size: samples per generator call (100 in the reference; it matters for batch-statistics generators).
+        batch_size: samples per generator call (100 in the reference; it matters for batch-statistics generators,
+            which also refuse a last batch of a single sample: choose ``n_samples % batch_size != 1``).
         seed: seed of the noise.
         noise_fn: ``noise_fn(n, generator) -> Tensor`` drawing ``n`` noise vectors on the CPU with the given
             ``torch.Generator``. Default: ``generator.sample_noise(n, generator=..., device="cpu")``.
@@ -83,38 +84,24 @@ class GeneratorEvaluator:
         device: Optional[Union[str, torch.device]] = None,
         output_transform: Optional[Callable[[Tensor], Any]] = None,
     ) -> None:
-        if not isinstance(generator, nn.Module):
-            raise TypeError(f"generator must be a torch.nn.Module, got {type(generator).__name__}")
+        self.generator = check_instance("generator", generator, nn.Module, "a torch.nn.Module")
         self.n_samples = check_int("n_samples", n_samples, minimum=1)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.seed = check_int("seed", seed)
         self.mode = check_choice("mode", mode, ("eval", "train"))
-        if noise_fn is None and not callable(getattr(generator, "sample_noise", None)):
-            raise TypeError(
-                f"{type(generator).__name__} has no sample_noise(n, generator=None, device=None); pass "
-                "noise_fn=lambda n, generator: ... to draw its input"
-            )
-        self.generator = generator
+        if noise_fn is None:
+            check_methods("generator", generator, ["sample_noise"], "a generator of ignite_igan.models; or noise_fn")
         self.device = check_device("device", device, allow_none=True)
-        self._noise_fn = noise_fn
-        self._output_transform = output_transform
+        self._noise_fn = noise_fn or self._sample_noise
+        self._output_transform = output_transform or (lambda samples: samples)
         self._noise: Optional[Tensor] = None
+        self._run_device: Optional[torch.device] = None
         self.engine = Engine(self._step)
         for name, metric in metrics.items():
             metric.attach(self.engine, name)
 
-    def _draw_noise(self) -> Tensor:
-        rng = torch.Generator(device="cpu").manual_seed(self.seed)
-        if self._noise_fn is not None:
-            noise = self._noise_fn(self.n_samples, rng)
-        else:
-            noise = self.generator.sample_noise(self.n_samples, generator=rng, device=torch.device("cpu"))
-        if not isinstance(noise, Tensor) or noise.dim() < 1 or noise.shape[0] != self.n_samples:
-            raise ValueError(
-                f"the noise function must return a tensor with n={self.n_samples} rows, got "
-                f"{tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__}"
-            )
-        return noise
+    def _sample_noise(self, n: int, rng: torch.Generator) -> Tensor:
+        return self.generator.sample_noise(n, generator=rng, device=torch.device("cpu"))
 
     def batches(self, rank: Optional[int] = None, world_size: Optional[int] = None) -> List[Tuple[int, int]]:
         """The ``(start, stop)`` sample ranges this process generates: a contiguous block of whole batches."""
@@ -133,34 +120,20 @@ class GeneratorEvaluator:
 
     def _step(self, engine: Engine, batch: Tuple[int, int]) -> Any:
         start, stop = batch
-        assert self._noise is not None
-        run_device = self.device if self.device is not None else _module_device(self.generator)
-        z = self._noise[start:stop]
-        if run_device is not None:
-            z = z.to(run_device)
-        try:
-            samples = self.generator(z)
-        except (ValueError, RuntimeError) as error:
-            if stop - start != 1:
-                raise
-            # A batch of one is a frequent cause (batch statistics need two examples), and one that the
-            # generator's own message cannot trace back to this evaluator's arguments.
-            raise ValueError(
-                f"the generator failed on a batch of one sample (samples [{start}, {stop}) of "
-                f"n_samples={self.n_samples} in batches of batch_size={self.batch_size}): {error}. Choose n_samples "
-                "and batch_size so that no batch holds a single sample (n_samples a multiple of batch_size, or "
-                "n_samples % batch_size >= 2)"
-            ) from error
-        if self._output_transform is not None:
-            samples = self._output_transform(samples)
-        return samples
+        return self._output_transform(self.generator(self._noise[start:stop].to(self._run_device)))
 
     def run(self) -> Dict[str, Any]:
         """Generates the samples, runs the metrics and returns ``engine.state.metrics`` (a copy)."""
         batches = self.batches()
-        self._noise = self._draw_noise()
+        noise = self._noise_fn(self.n_samples, torch.Generator(device="cpu").manual_seed(self.seed))
+        if not isinstance(noise, Tensor) or noise.dim() < 1 or noise.shape[0] != self.n_samples:
+            got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+            raise ValueError(f"the noise function must return a tensor with n={self.n_samples} rows, got {got}")
         try:
             with torch.no_grad(), evaluation_mode(self.generator, mode=self.mode, device=self.device):
+                # Where the generator runs now (a generator without parameters: self.device, or where z is).
+                self._run_device = self.device if self.device is not None else _module_device(self.generator)
+                self._noise = noise
                 self.engine.run(batches, max_epochs=1)
         finally:
             self._noise = None

@@ -133,28 +133,25 @@ class ErrorEvaluator:
         prepare_batch: Callable = _default_prepare_batch,
         non_blocking: bool = False,
     ) -> None:
-        if not isinstance(model, nn.Module) and not callable(model):
+        if not callable(model):  # a module or a function that returns one
             raise TypeError(f"model must be an nn.Module or a callable returning one, got {type(model).__name__}")
         self._model = model
         self.loader = loader
         self.name = name
-        self.device = check_device("device", device, allow_none=True)
         self._prepare_batch = prepare_batch
         self._non_blocking = non_blocking
         self._current: Optional[nn.Module] = None
         self.engine = Engine(self._step)
-        SemiSupervisedError(device=self.device or torch.device("cpu")).attach(self.engine, name)
+        metric = SemiSupervisedError(device=torch.device("cpu") if device is None else device)  # checks the device
+        metric.attach(self.engine, name)
+        self.device = None if device is None else metric._device
 
     @property
     def model(self) -> nn.Module:
         """The module evaluated now."""
-        model = self._model if isinstance(self._model, nn.Module) else self._model()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model() must return an nn.Module, got {type(model).__name__}")
-        return model
+        return self._model if isinstance(self._model, nn.Module) else self._model()
 
     def _step(self, engine: Engine, batch: Any) -> Tuple[Tensor, Tensor]:
-        assert self._current is not None
         x, y = self._prepare_batch(batch, self.device, self._non_blocking)
         logits = self._current(x)
         if isinstance(logits, (tuple, list)):
