@@ -64,7 +64,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
 import numpy as np
@@ -126,9 +126,12 @@ class _FolderLock:
         self.path = folder / LOCK_NAME
         self._fd: Optional[int] = None
 
-    def acquire(self) -> None:
+    def acquire(self) -> "_FolderLock":
+        """Creates the folder where needed (:func:`check_writable_folder`) and takes the lock, else a
+        :class:`RunFolderError` naming the holder."""
         import fcntl
 
+        check_writable_folder(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -147,6 +150,7 @@ class _FolderLock:
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}).encode())
         self._fd = fd
+        return self
 
     def release(self) -> None:
         if self._fd is None:
@@ -156,6 +160,12 @@ class _FolderLock:
         finally:
             os.close(self._fd)  # releases the flock
             self._fd = None
+
+    def __enter__(self) -> "_FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -509,6 +519,46 @@ def changed_flags(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> List[s
     return phrases
 
 
+def _check_resume_rules(
+    folder: Path, record: Optional[Mapping[str, Any]], experiment: str, config: Mapping[str, Any], epochs: int,
+    extend: bool, what: str = "run", more: Sequence[Tuple[Any, str]] = (),
+) -> int:
+    """The rules of a ``--resume`` shared by a single run and a multi-seed run (``what``): there is a run, of this
+    experiment, with the flags it was started with, then the rules in ``more`` (``(refused, message)`` pairs), then
+    the epochs: never fewer, more only with ``--extend``. Refuses with the first that holds; returns the recorded
+    epochs."""
+    folder_name = str(folder)
+    if record is None:
+        raise RunFolderError(f"--resume: {folder_name!r} holds no {what} to resume; run once without --resume first")
+    recorded, changed = int(record["epochs"]), changed_flags(record.get("config", {}), config)
+    rules = [
+        (record.get("experiment") != experiment,
+         f"--resume: {folder_name!r} holds a {record.get('experiment')!r} {what}, not {experiment!r}"),
+        (changed, f"--resume: the flags differ from those the {what} in {folder_name!r} was started with, and the "
+                  f"recorded ones are what its checkpoints hold: {'; '.join(changed)}. Resume with the recorded "
+                  "values, or start a new run in another --output-dir"),
+        *more,
+        (epochs < recorded,
+         f"--epochs: the {what} in {folder_name!r} is set to {recorded} epochs; a run cannot be shortened on resume "
+         f"(got {epochs}). Resume with --epochs {recorded}"),
+        (epochs > recorded and not extend,
+         f"--epochs {epochs} is more than the {recorded} epochs the {what} in {folder_name!r} was started with; to "
+         "train it further from its last state, add --extend"),
+    ]
+    for refused, message in rules:
+        if refused:
+            raise RunFolderError(message)
+    return recorded
+
+
+def _already_holds(folder: Path, what: str, resume: str = "--resume") -> RunFolderError:
+    """The error of a fresh run into ``folder``, which holds ``what``."""
+    return RunFolderError(
+        f"--output-dir {str(folder)!r} already holds {what}. Continue it with {resume}, or choose another "
+        "--output-dir (a fresh run never writes over another run's checkpoints)"
+    )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------------------
@@ -610,7 +660,6 @@ class Run:
         error = ""
         if idist.get_rank() == 0:
             try:
-                self._check_writable()
                 self._lock.acquire()
                 if not self.args.resume:
                     record = self._read_record()
@@ -647,31 +696,14 @@ class Run:
                 "an older version of ignite-igan, whose configuration cannot be checked. Start the run again "
                 "into a new --output-dir"
             )
-        if record is None:
-            raise RunFolderError(f"--resume: {folder!r} holds no run to resume; run once without --resume first")
-        recorded, now, epochs = record["config"], self.configuration(), int(record.get("epochs", 0))
-        changed = changed_flags(recorded, now)
-        # (refused when, why and what to do), in this order: the first that holds is the error.
-        rules = [
-            (record.get("experiment") != self.experiment,
-             f"--resume: {folder!r} holds a {record.get('experiment')!r} run, not {self.experiment!r}"),
-            (changed, f"--resume: the flags differ from those the run in {folder!r} was started with, and the "
-                      f"recorded ones are what its checkpoints hold: {'; '.join(changed)}. Resume with the recorded "
-                      "values, or start a new run in another --output-dir"),
-            (record.get("world_size") != idist.get_world_size(),
-             f"--resume: the run in {folder!r} ran in {record.get('world_size')} process(es), this is "
-             f"{idist.get_world_size()}: every process's random state is checkpointed, so resume with the same "
-             "number of processes"),
-            (self.args.epochs < epochs,
-             f"--epochs: the run in {folder!r} is set to {epochs} epochs; a run cannot be shortened on resume "
-             f"(got {self.args.epochs}). Resume with --epochs {epochs}"),
-            (self.args.epochs > epochs and not getattr(self.args, "extend", False),
-             f"--epochs {self.args.epochs} is more than the {epochs} epochs the run in {folder!r} was started "
-             "with; to train it further from its last state, add --extend"),
-        ]
-        for refused, message in rules:
-            if refused:
-                raise RunFolderError(message)
+        world_size = (record or {}).get("world_size")
+        epochs = _check_resume_rules(
+            self.folder, record, self.experiment, self.configuration(), self.args.epochs,
+            getattr(self.args, "extend", False),
+            more=[(world_size != idist.get_world_size(),
+                   f"--resume: the run in {folder!r} ran in {world_size} process(es), this is "
+                   f"{idist.get_world_size()}: every process's random state is checkpointed, so resume with the "
+                   "same number of processes")])
         if record.get("status") == "complete" and self.args.epochs == epochs:
             raise RunComplete(
                 f"the run in {folder!r} is complete ({epochs} epochs; summary in "
@@ -682,18 +714,10 @@ class Run:
         # A record without checkpoints is a run that stopped before its first epoch ended: nothing to lose.
         found = list_checkpoints(self.checkpoint_dir)
         if record is not None and (found or record.get("status") != "training"):
-            what = f"a {record.get('experiment')!r} run ({record.get('status')}, {record.get('epochs')} epochs)"
-        elif found:
-            what = f"checkpoints ({', '.join(p.name for p in found[:3])})"
-        else:
-            return
-        raise RunFolderError(
-            f"--output-dir {str(self.folder)!r} already holds {what}. Continue it with --resume, or choose "
-            "another --output-dir (a fresh run never writes over another run's checkpoints)"
-        )
-
-    def _check_writable(self) -> None:
-        check_writable_folder(self.folder)
+            raise _already_holds(self.folder, f"a {record.get('experiment')!r} run ({record.get('status')}, "
+                                              f"{record.get('epochs')} epochs)")
+        if found:
+            raise _already_holds(self.folder, f"checkpoints ({', '.join(p.name for p in found[:3])})")
 
     def _device(self) -> torch.device:
         # The command line has checked that the device exists (ignite_igan.experiments.cli.device_name).

@@ -636,15 +636,12 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     config = _configuration(args)
     record = runs.read_record(folder)
     recorded = runs.multi_seed_folder(folder, record)
-    if record is not None and recorded is None:
+    if recorded is None and (record is not None or list_checkpoints(folder / "checkpoints")):
+        single = "run's checkpoints" if record is None else \
+            f"{record.get('experiment')!r} run ({record.get('status')}, {record.get('epochs')} epochs)"
         raise RunFolderError(
-            f"--output-dir {where!r} holds a single {record.get('experiment')!r} run ({record.get('status')}, "
-            f"{record.get('epochs')} epochs), not a multi-seed run: --seeds needs a folder of its own. Choose another "
-            "--output-dir (that run continues without --seeds, with --resume)")
-    if record is None and list_checkpoints(folder / "checkpoints"):
-        raise RunFolderError(
-            f"--output-dir {where!r} holds a single run's checkpoints: --seeds needs a folder of its own. Choose "
-            "another --output-dir")
+            f"--output-dir {where!r} holds a single {single}, not a multi-seed run: --seeds needs a folder of its own. "
+            "Choose another --output-dir (that run continues without --seeds, with --resume)")
     # A stat per seed folder that exists only (a long seed list costs one listing of the folder).
     present = _seed_folders_present(folder, dict.fromkeys(given + (recorded or [])))
     seed_records = {seed: _seed_record(_seed_dir(folder, seed)) for seed in present}
@@ -656,14 +653,10 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     holds = [seed for seed in started if list_checkpoints(_seed_dir(folder, seed) / "checkpoints")]
     if recorded is not None and (holds or (record or {}).get("status") == "complete" or table is not None):
         listed = fmt(recorded) if recorded else fmt(given)
-        raise RunFolderError(
-            f"--output-dir {where!r} already holds a multi-seed run (seeds {listed}, "
-            f"{(record or {}).get('status', 'made by an earlier version')}). Continue it with --seeds {listed} "
-            "--resume, or choose another --output-dir (a fresh run never writes over another run's checkpoints)")
+        status = (record or {}).get("status", "made by an earlier version")
+        raise runs._already_holds(folder, f"a multi-seed run (seeds {listed}, {status})", f"--seeds {listed} --resume")
     if holds:
-        raise RunFolderError(
-            f"--output-dir {str(seed_folder(folder, holds[0]))!r} already holds a run: --seeds would start seed "
-            f"{holds[0]} there. Continue it with --resume, or choose another --output-dir")
+        raise runs._already_holds(_seed_dir(folder, holds[0]), f"a run (--seeds would start seed {holds[0]} there)")
     return {"record": {"kind": runs.MULTI_SEED_KIND, "experiment": experiment, "seeds": given, "config": config,
                        "epochs": args.epochs, "status": "training", "created": runs._now()},
             "seeds": given, "complete": {}}
@@ -676,37 +669,19 @@ def _plan_resume(folder: Path, args: argparse.Namespace, experiment: str, record
     and table say) against this command."""
     given, where, fmt = list(args.seeds), str(folder), runs.format_seeds
     config, extend = _configuration(args), bool(getattr(args, "extend", False))
-    if recorded is None and not started:
-        raise RunFolderError(f"--resume: {where!r} holds no multi-seed run to resume; run once without --resume "
-                             "first")
-    if record is None:  # an earlier version's multi-seed folder: its seeds' records say what it was
+    if record is None and (recorded is not None or started):  # an earlier version's: its seeds' records say what
         record = _earlier_record(args, experiment, recorded, seed_records, started, table, config)
-        recorded = record["seeds"]
-    epochs, changed = int(record.get("epochs", args.epochs)), runs.changed_flags(record.get("config", {}), config)
+    recorded = (record or {}).get("seeds", [])
     given_set, recorded_set = set(given), set(recorded)
     missing, added = [s for s in recorded if s not in given_set], [s for s in given if s not in recorded_set]
-    rules = [
-        (record.get("experiment") != experiment,
-         f"--resume: {where!r} holds a {record.get('experiment')!r} multi-seed run, not {experiment!r}"),
-        (changed, f"--resume: the flags differ from those the multi-seed run in {where!r} was started with, and the "
-                  f"recorded ones are what its seeds' checkpoints hold: {'; '.join(changed)}. Resume with the "
-                  "recorded values, or start a new run in another --output-dir"),
-        (missing, f"--seeds {fmt(given)}: the multi-seed run in {where!r} has seeds {fmt(recorded)}, "
-                  "and its table is over every one of them: resume with --seeds "
-                  f"{fmt(recorded + added)}" + (" --extend" if added else "")),
+    epochs = runs._check_resume_rules(folder, record, experiment, config, args.epochs, extend, "multi-seed run", [
+        (missing, f"--seeds {fmt(given)}: the multi-seed run in {where!r} has seeds {fmt(recorded)}, and its table "
+                  f"is over every one of them: resume with --seeds {fmt(recorded + added)}"
+                  + (" --extend" if added else "")),
         (added and not extend,
          f"--seeds {fmt(given)} adds seed(s) {fmt(added)} to the multi-seed run in {where!r} (seeds "
          f"{fmt(recorded)}); to add them, pass --extend, or resume with --seeds {fmt(recorded)}"),
-        (args.epochs < epochs,
-         f"--epochs: the multi-seed run in {where!r} is set to {epochs} epochs; a run cannot be shortened on resume "
-         f"(got {args.epochs}). Resume with --epochs {epochs}"),
-        (args.epochs > epochs and not extend,
-         f"--epochs {args.epochs} is more than the {epochs} epochs the multi-seed run in {where!r} was started with; "
-         "to train its seeds further from their last states, add --extend"),
-    ]
-    for refused, message in rules:
-        if refused:
-            raise RunFolderError(message)
+    ])
     seeds = recorded + added
     complete = {seed: summary for seed in _seed_folders_present(folder, seeds)
                 if (summary := _complete_summary(_seed_dir(folder, seed), args.epochs)) is not None}
