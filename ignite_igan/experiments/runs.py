@@ -367,6 +367,12 @@ MULTI_SEED_KIND = "multi-seed"
 MULTI_SEED_TABLE = "seeds.json"
 
 
+def write_record(folder: Path, record: Dict[str, Any]) -> None:
+    """Writes ``record`` (stamped ``updated`` now) to ``<folder>/run.json``, atomically."""
+    record["updated"] = _now()
+    write_json_atomic(Path(folder) / RECORD_NAME, record)
+
+
 def read_record(folder: Path) -> Optional[Dict[str, Any]]:
     """``<folder>/run.json`` as a dict, or None where there is none; a damaged one is a :class:`RunFolderError`.
 
@@ -730,8 +736,7 @@ class Run:
 
     def _write_record(self) -> None:
         if idist.get_rank() == 0:
-            self.record["updated"] = _now()
-            write_json_atomic(self.folder / RECORD_NAME, self.record)
+            write_record(self.folder, self.record)
 
     # Training ---------------------------------------------------------------------------------------------------
     def attach(

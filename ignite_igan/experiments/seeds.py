@@ -203,8 +203,7 @@ def check_seed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         ...
         SystemExit: 2
     """
-    argv = _canonical_argv(parser, check_strings("argv", argv, allow_empty=True))
-    given, in_config = _given(parser, argv), _config_file_keys(args)
+    given, in_config = _given(parser, check_strings("argv", argv, allow_empty=True)), _config_file_keys(args)
     if getattr(args, "seeds", None) is None:
         if getattr(args, "jobs", None) is not None:
             where = "--jobs" if "jobs" in given else "--config: key 'jobs'"
@@ -457,16 +456,10 @@ def run_seeds(
 
 
 def _epochs(command: Sequence[str]) -> Optional[int]:
-    found = None
-    for index, item in enumerate(command):
-        if item == "--epochs" and index + 1 < len(command):
-            found = command[index + 1]
-        elif item.startswith("--epochs="):
-            found = item.partition("=")[2]
-    try:
-        return None if found is None else int(found)
-    except ValueError:
-        return None
+    """The ``--epochs`` of ``command``, None where it has none (or none that is an integer)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--epochs", type=lambda text: int(text) if text.isdigit() else None)
+    return parser.parse_known_args(command)[0].epochs
 
 
 def _run_seeds(
@@ -788,33 +781,22 @@ def seeds_command(
     own = without_flags(argv, ("--seeds", "--jobs", "--output-dir", "--seed", "--seed-data"))
     command = [*program, *(a for a in own if a not in ("--resume", "--extend"))]
     folder, prog = Path(args.output_dir), parser.prog
-    try:
-        _plan(folder, args, experiment)  # read-only: a refused or complete run touches nothing
-    except _NothingToDo as done:
-        print(f"{prog}: {done}", file=stream)
-        if {"per_seed", "test_error", "test_error_count"} <= set(done.table):
-            print("\n".join(report_lines(done.table, folder / runs.MULTI_SEED_TABLE)), file=stream, flush=True)
-        return dict(done.table)
-    except RunFolderError as error:
-        parser.exit(2, f"{prog}: error: {error}\n")
     accelerator = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
     jobs = args.jobs or default_jobs(len(args.seeds), args.threads, accelerator)
-    resume_with = _resume_command(program, argv)
-    lock = runs._FolderLock(folder)
     try:
-        runs.check_writable_folder(folder)
-        lock.acquire()
-        try:
+        _plan(folder, args, experiment)  # read-only: a refused or complete run touches nothing
+        with runs._FolderLock(folder):
             plan = _plan(folder, args, experiment)  # again under the lock: no other run can start meanwhile
-        except _NothingToDo as done:  # completed by the run that held the lock a moment ago
-            print(f"{prog}: {done}", file=stream, flush=True)
-            return dict(done.table)
-        _check_space(folder, [seed for seed in plan["seeds"] if seed not in plan["complete"]], checkpoint_bytes)
-        table = _run_plan(parser, args, plan, command, jobs, stream, experiment, paper, resume_with)
+            _check_space(folder, [seed for seed in plan["seeds"] if seed not in plan["complete"]], checkpoint_bytes)
+            table = _run_plan(parser, args, plan, command, jobs, stream, experiment, paper,
+                              _resume_command(program, argv))
+    except _NothingToDo as done:  # (under the lock: completed by the run that held it a moment ago)
+        print(f"{prog}: {done}", file=stream)
+        table = dict(done.table)
+        if not {"per_seed", "test_error", "test_error_count"} <= set(table):
+            return table
     except RunFolderError as error:
         parser.exit(2, f"{prog}: error: {error}\n")
-    finally:
-        lock.release()
     print("\n".join(report_lines(table, folder / runs.MULTI_SEED_TABLE)), file=stream, flush=True)
     return table
 
@@ -825,7 +807,7 @@ def _run_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: M
     """Under the folder's lock: records the run, runs the seeds that are not complete, then writes the table and
     marks the record complete; a failed or stopped run ends in ``parser.exit`` with the command that resumes it."""
     folder, prog, record = Path(args.output_dir), parser.prog, plan["record"]
-    _write_record(folder, record)
+    runs.write_record(folder, record)
     print(f"{experiment}: {len(plan['seeds'])} seeds, {jobs} at a time, in {folder}" +
           (f" ({len(plan['complete'])} complete already)" if plan["complete"] else ""), file=stream, flush=True)
     started = time.time()
@@ -841,10 +823,5 @@ def _run_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: M
     table = seed_table(experiment, {seed: summaries[seed] for seed in plan["seeds"]}, paper=paper, jobs=jobs,
                        wall_seconds=time.time() - started, command=command)
     write_json_atomic(folder / runs.MULTI_SEED_TABLE, table)
-    _write_record(folder, dict(record, status="complete"))
+    runs.write_record(folder, dict(record, status="complete"))
     return table
-
-
-def _write_record(folder: Path, record: Dict[str, Any]) -> None:
-    record["updated"] = runs._now()
-    write_json_atomic(folder / runs.RECORD_NAME, record)
