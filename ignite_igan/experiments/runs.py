@@ -61,6 +61,7 @@ import os
 import random
 import socket
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -460,9 +461,7 @@ def check_writable_folder(folder: Path) -> None:
         raise RunFolderError(f"--output-dir {str(folder)!r} is a file, not a folder; choose a folder's path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"x")
-        probe.unlink()
+        tempfile.TemporaryFile(dir=folder).close()  # a probe, gone when closed
     except OSError as error:
         raise RunFolderError(
             f"--output-dir {str(folder)!r} is not writable ({error.strerror or error}); choose a folder you "

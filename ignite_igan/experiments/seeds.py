@@ -313,16 +313,10 @@ def report_lines(table: Mapping[str, Any], path: Optional[Path] = None) -> List[
     check_mapping("table", table, "a table of seed_table()")
     path = check_path("path", path, allow_none=True)
     missing = [key for key in ("experiment", "per_seed", "test_error", "test_error_count", "wall_seconds")
-               if key not in table]
-    per_seed = table.get("per_seed")
-    if missing or not isinstance(per_seed, Mapping) or not per_seed:
-        raise ValueError(f"table must be a table of seed_table() (with the seeds' test errors); it lacks "
-                         f"{missing or ['per_seed']}")
-    for seed, metrics in per_seed.items():
-        lacking = [key for key in ("test_error", "test_error_count", "test_examples")
-                   if not isinstance(metrics, Mapping) or key not in metrics]
-        if lacking:
-            raise ValueError(f"table['per_seed'][{seed!r}] lacks {lacking}")
+               if key not in table or (key == "per_seed" and not table[key])]
+    if missing:  # (a seed's metrics without a test error: a KeyError naming it)
+        raise ValueError(f"table must be a table of seed_table() (with the seeds' test errors); it lacks {missing}")
+    per_seed = table["per_seed"]
     examples = next(iter(per_seed.values()))["test_examples"]
     lines = [f"{table['experiment']}: test error of the averaged discriminator after the last epoch, "
              f"{len(per_seed)} seeds"]
@@ -334,12 +328,10 @@ def report_lines(table: Mapping[str, Any], path: Optional[Path] = None) -> List[
     error, count = table["test_error"], table["test_error_count"]
     lines.append(f"  mean ± std  {100 * error['mean']:.2f} ± {100 * error['std']:.2f} %  ({count['mean']:,.1f} ± "
                  f"{count['std']:,.1f} errors of {examples:,}; std with n - 1)")
-    if "test_error_live" in table:  # the discriminator as trained, beside its average
-        live = table["test_error_live"]
-        lines.append(f"  live        {100 * live['mean']:.2f} ± {100 * live['std']:.2f} %")
-    if "baseline_test_error" in table:
-        base = table["baseline_test_error"]
-        lines.append(f"  labeled-only {100 * base['mean']:.2f} ± {100 * base['std']:.2f} %")
+    # The discriminator as trained beside its average, and the labeled-only baseline, where every seed has them.
+    for key, label in (("test_error_live", "live       "), ("baseline_test_error", "labeled-only")):
+        if key in table:
+            lines.append(f"  {label} {100 * table[key]['mean']:.2f} ± {100 * table[key]['std']:.2f} %")
     lines.append(f"  paper       {table.get('paper') or 'no number for this setting'}")
     lines.append(f"  wall time   {table['wall_seconds']:.0f} s" + (f"; table {path}" if path is not None else ""))
     return lines
@@ -446,13 +438,8 @@ def run_seeds(
     output_dir = check_path("output_dir", output_dir)
     jobs = check_int("jobs", jobs, minimum=1)
     resume = check_bool("resume", resume)
-    runs.check_writable_folder(output_dir)
-    lock = runs._FolderLock(output_dir)
-    lock.acquire()
-    try:
+    with runs._FolderLock(output_dir):
         return _run_seeds(command, seeds, output_dir, jobs, resume, sys.stdout if stream is None else stream)
-    finally:
-        lock.release()
 
 
 def _epochs(command: Sequence[str]) -> Optional[int]:
@@ -479,7 +466,7 @@ def _run_seeds(
             print(line, file=stream, flush=True)
 
     def run(seed: int) -> None:  # in one of the pool's ``jobs`` threads: starts the seed's process, waits for it
-        folder = seed_folder(output_dir, seed)
+        folder = _seed_dir(output_dir, seed)
         extra = ["--seed", str(seed), "--seed-data", str(seed), "--output-dir", str(folder)]
         record = _seed_record(folder) if resume else None
         if record is not None:  # a seed that never started (no record) starts as a fresh run
