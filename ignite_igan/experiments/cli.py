@@ -374,12 +374,10 @@ def _config_keys(parser: argparse.ArgumentParser) -> Dict[str, Tuple[argparse.Ac
             key = option.lstrip("-").replace("-", "_")
             if not option.startswith("--") or key == action.dest:
                 continue
-            if isinstance(action, argparse.BooleanOptionalAction):
-                keys[key] = (action, not option.startswith("--no-"))
-            elif action.nargs == 0:
-                keys[key] = (action, action.const)
-            else:
+            if action.nargs != 0:
                 keys[key] = (action, None)
+            else:  # a switch: what it stores (--x/--no-x stores whether its name lacks the "no-")
+                keys[key] = (action, not option.startswith("--no-") if action.const is None else action.const)
     return keys
 
 

@@ -58,7 +58,6 @@ import datetime
 import json
 import math
 import os
-import random
 import socket
 import sys
 import tempfile
@@ -72,6 +71,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
+from ignite.utils import manual_seed
 
 from ignite_igan.checkpointing import (
     RandomStates, RunIdentity, attach_checkpointing, clean_partial_writes, free_bytes, jsonable, list_checkpoints,
@@ -425,11 +425,16 @@ def read_table(folder: Path) -> Optional[Dict[str, Any]]:
         >>> read_table(Path(tempfile.mkdtemp())) is None
         True
     """
+    return _read_json_object(Path(folder) / MULTI_SEED_TABLE)
+
+
+def _read_json_object(path: Path) -> Optional[Dict[str, Any]]:
+    """The JSON object in ``path``; None where there is none, or it is damaged or not an object."""
     try:
-        table = json.loads((Path(folder) / MULTI_SEED_TABLE).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return table if isinstance(table, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def format_seeds(seeds: Sequence[int]) -> str:
@@ -621,10 +626,7 @@ class Run:
             RunFolderError: the folder cannot take the run (the message says why and what to do).
         """
         record = self._claim_folder()
-        rank = idist.get_rank()
-        torch.manual_seed(self.args.seed + rank)
-        np.random.seed(self.args.seed + rank)
-        random.seed(self.args.seed + rank)
+        manual_seed(self.args.seed + idist.get_rank())  # torch, NumPy and Python's random
         device = self._device()
         if device.type == "cpu":
             # Decaying activations and Adam moments can run into slow denormal arithmetic on a CPU; flushing them

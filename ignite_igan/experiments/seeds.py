@@ -176,14 +176,9 @@ def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
 
 
 def _config_file_keys(args: argparse.Namespace) -> set:
+    # (cli.parse_args has read and checked the file already)
     path = getattr(args, "config", None)
-    if path is None:
-        return set()
-    try:
-        values = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return set()  # cli.parse_args has read it already; nothing more to say here
-    return set(values) if isinstance(values, dict) else set()
+    return set(runs._read_json_object(path) or {}) if path is not None else set()
 
 
 def check_seed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -595,11 +590,8 @@ def _complete_summary(folder: Path, epochs: int) -> Optional[Dict[str, Any]]:
     record = _seed_record(folder)
     if record is None or record.get("status") != "complete" or record.get("epochs") != epochs:
         return None
-    try:
-        summary = json.loads((folder / runs.SUMMARY_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) and isinstance(summary.get("metrics"), dict) else None
+    summary = runs._read_json_object(folder / runs.SUMMARY_NAME)
+    return summary if summary is not None and isinstance(summary.get("metrics"), dict) else None
 
 
 def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, Any]:
