@@ -368,6 +368,12 @@ MULTI_SEED_KIND = "multi-seed"
 MULTI_SEED_TABLE = "seeds.json"
 
 
+def new_record(experiment: str, config: Mapping[str, Any], epochs: int, **more: Any) -> Dict[str, Any]:
+    """The record (``run.json``) of a run that starts: ``more`` says what kind (a multi-seed run's seeds, ...)."""
+    return {"experiment": experiment, **more, "config": config, "epochs": epochs, "status": "training",
+            "created": _now()}
+
+
 def write_record(folder: Path, record: Dict[str, Any]) -> None:
     """Writes ``record`` (stamped ``updated`` now) to ``<folder>/run.json``, atomically."""
     record["updated"] = _now()
@@ -641,15 +647,9 @@ class Run:
         torch.backends.cudnn.allow_tf32 = allow
 
         if record is None or not self.args.resume:
-            record = {
-                "experiment": self.experiment,
-                "run_id": uuid.uuid4().hex,  # saved in every checkpoint: a resume loads only this run's
-                "config": self.configuration(),
-                "world_size": idist.get_world_size(),
-                "epochs": self.args.epochs,
-                "status": "training",
-                "created": _now(),
-            }
+            # The run id is saved in every checkpoint: a resume loads only this run's.
+            record = new_record(self.experiment, self.configuration(), self.args.epochs, run_id=uuid.uuid4().hex,
+                                world_size=idist.get_world_size())
         elif self.args.epochs > int(record["epochs"]):  # --extend
             record = dict(record, epochs=self.args.epochs, status="training", extended=_now())
         self.record = record  # written when training starts (attach): a run that fails before leaves no record
@@ -889,8 +889,6 @@ class _TrainerOutput:
         return {"output": _plain(self.trainer.state.output)}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping) or "output" not in state_dict:
-            raise ValueError(f"state_dict must be {{'output': ...}}, got {type(state_dict).__name__}")
         self.trainer.state.output = state_dict["output"]
 
 
@@ -934,6 +932,5 @@ class History:
         return {"entries": [dict(entry) for entry in self.entries]}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("entries"), list):
-            raise ValueError(f"state_dict must be {{'entries': [...]}}, got {type(state_dict).__name__}")
+        # What state_dict wrote into a checkpoint (checksummed, and checked to be this run's when loaded).
         self.entries = [dict(entry) for entry in state_dict["entries"]]

@@ -629,9 +629,8 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
         raise runs._already_holds(folder, f"a multi-seed run (seeds {listed}, {status})", f"--seeds {listed} --resume")
     if holds:
         raise runs._already_holds(_seed_dir(folder, holds[0]), f"a run (--seeds would start seed {holds[0]} there)")
-    return {"record": {"kind": runs.MULTI_SEED_KIND, "experiment": experiment, "seeds": given, "config": config,
-                       "epochs": args.epochs, "status": "training", "created": runs._now()},
-            "seeds": given, "complete": {}}
+    record = runs.new_record(experiment, config, args.epochs, kind=runs.MULTI_SEED_KIND, seeds=given)
+    return {"record": record, "seeds": given, "complete": {}}
 
 
 def _plan_resume(folder: Path, args: argparse.Namespace, experiment: str, record: Optional[Dict[str, Any]],
