@@ -472,7 +472,8 @@ def check_writable_folder(folder: Path) -> None:
         raise RunFolderError(f"--output-dir {str(folder)!r} is a file, not a folder; choose a folder's path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()  # a probe, gone when closed
+        with tempfile.TemporaryFile(dir=folder) as probe:  # gone when closed
+            probe.write(b"x")
     except OSError as error:
         raise RunFolderError(
             f"--output-dir {str(folder)!r} is not writable ({error.strerror or error}); choose a folder you "

@@ -769,7 +769,7 @@ def seeds_command(
             table = _run_plan(parser, args, plan, command, jobs, stream, experiment, paper,
                               _resume_command(program, argv))
     except _NothingToDo as done:  # (under the lock: completed by the run that held it a moment ago)
-        print(f"{prog}: {done}", file=stream)
+        print(f"{prog}: {done}", file=stream, flush=True)
         table = dict(done.table)
         if not {"per_seed", "test_error", "test_error_count"} <= set(table):
             return table
