@@ -780,11 +780,9 @@ class Run:
 
     @property
     def training_done(self) -> bool:
-        """Whether the trainer has already run all its epochs (a run resumed after its last checkpoint)."""
-        if self.phase != "training":
-            return True
-        state = self._trainer.state if self._trainer is not None else None
-        return state is not None and state.epoch >= self.args.epochs
+        """Whether the trainer of :meth:`attach` has already run all its epochs (a run resumed after its last
+        checkpoint), or the run is past training."""
+        return self.phase != "training" or self._trainer.state.epoch >= self.args.epochs
 
     def _check_space(self, to_save: Mapping[str, Any]) -> None:
         free = free_bytes(self.folder) if idist.get_rank() == 0 else None

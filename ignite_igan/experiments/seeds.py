@@ -148,13 +148,9 @@ def without_flags(argv: Sequence[str], flags: Sequence[str]) -> List[str]:
     return out
 
 
-def _option_strings(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
-    return {option: action for action in parser._actions for option in action.option_strings}
-
-
 def _canonical_argv(parser: argparse.ArgumentParser, argv: Sequence[str]) -> List[str]:
     """``argv`` with each abbreviated flag (``--job 2``, which argparse accepts) written out (``--jobs 2``)."""
-    options, out = _option_strings(parser), []
+    options, out = [option for action in parser._actions for option in action.option_strings], []
     for index, item in enumerate(argv):
         if item == "--":
             return out + list(argv[index:])
