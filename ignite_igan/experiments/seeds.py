@@ -369,7 +369,10 @@ def _log_news(path: Path, offset: int) -> Tuple[List[str], List[str]]:
     return [line[:300] for line in lines[-TAIL_LINES:]], list(dict.fromkeys(warned))
 
 
-def _ended(code: int) -> str:
+def _ended(code: int, summary: Path) -> str:
+    """How a seed's process that failed ended: its signal or exit status, or (status 0) without ``summary``."""
+    if code == 0:
+        return f"ended without a summary ({summary})"
     if code < 0:
         try:
             return f"killed by signal {signal.Signals(-code).name}"
@@ -449,7 +452,7 @@ def _run_seeds(
     log_path = {seed: output_dir / f"seed{seed}.log" for seed in seeds}
     guard, stopping = threading.Lock(), threading.Event()
     processes: Dict[int, subprocess.Popen] = {}
-    ended: Dict[int, Tuple[int, List[str]]] = {}
+    ended: Dict[int, Tuple[Optional[str], List[str]]] = {}  # how each seed failed (None: it did not), its log's tail
     started = time.perf_counter()
 
     def say(line: str) -> None:
@@ -477,10 +480,9 @@ def _run_seeds(
         interrupted = code in (-signal.SIGINT, 128 + signal.SIGINT) or (tail and tail[-1] == "KeyboardInterrupt")
         if stopping.wait(timeout=2.0) if interrupted else stopping.is_set():
             return  # stopped by the parent: reported once, by the parent
-        if code == 0 and not (folder / runs.SUMMARY_NAME).is_file():
-            code = None  # ended without a summary
-        ended[seed] = (code, tail)
-        say(_outcome(seed, code, tail, warned, f"after {time.perf_counter() - started:.0f} s", log_path[seed]))
+        summary = folder / runs.SUMMARY_NAME
+        ended[seed] = (None if code == 0 and summary.is_file() else _ended(code, summary), tail)
+        say(_outcome(seed, *ended[seed], warned, f"after {time.perf_counter() - started:.0f} s", log_path[seed]))
 
     previous = _raise_on_sigterm()
     pool = ThreadPoolExecutor(max_workers=jobs)
@@ -500,9 +502,9 @@ def _run_seeds(
         pool.shutdown()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    failed = {seed: outcome for seed, outcome in ended.items() if outcome[0] != 0}
+    failed = {seed: outcome for seed, outcome in ended.items() if outcome[0] is not None}
     if failed:
-        raise _failures(failed, len(seeds), output_dir, log_path)
+        raise _failures(failed, len(seeds), log_path)
     return {seed: json.loads((seed_folder(output_dir, seed) / runs.SUMMARY_NAME).read_text()) for seed in seeds}
 
 
@@ -518,24 +520,19 @@ def _raise_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def _outcome(seed: int, code: Optional[int], tail: List[str], warned: List[str], elapsed: str, log: Path) -> str:
-    """The parent's lines on a seed that ended: done, or failed with the end of its log; any fallback it logged."""
-    lines = [f"seed {seed}: done {elapsed}" if code == 0 else
-             f"seed {seed}: failed ({_ended(code) if code is not None else 'no summary'}) {elapsed}; log {log}:",
-             *(f"    {line}" for line in (tail if code != 0 else []))]
+def _outcome(seed: int, how: Optional[str], tail: List[str], warned: List[str], elapsed: str, log: Path) -> str:
+    """The parent's lines on a seed that ended: done, or how it failed with the end of its log; any fallback it
+    logged."""
+    lines = [f"seed {seed}: done {elapsed}"] if how is None else \
+        [f"seed {seed}: failed ({how}) {elapsed}; log {log}:", *(f"    {line}" for line in tail)]
     lines += [f"seed {seed}: warning in its log: {text}" for text in warned]
     return "\n".join(lines)
 
 
-def _failures(failed: Mapping[int, Tuple[Optional[int], List[str]]], count: int, output_dir: Path,
-              log_path: Mapping[int, Path]) -> SeedsFailed:
-    """The error of a multi-seed run whose seeds in ``failed`` (``{seed: (exit code or None, log tail)}``) failed."""
-    reasons = {}
-    for seed, (code, tail) in failed.items():
-        how = (f"ended without a summary ({seed_folder(output_dir, seed) / runs.SUMMARY_NAME})" if code is None
-               else _ended(code))
-        reasons[seed] = how + (f"; its log ({log_path[seed]}) ends with:\n" +
-                               "\n".join(f"    {line}" for line in tail) if tail else f"; log {log_path[seed]}")
+def _failures(failed: Mapping[int, Tuple[str, List[str]]], count: int, log_path: Mapping[int, Path]) -> SeedsFailed:
+    """The error of a multi-seed run whose seeds in ``failed`` (``{seed: (how it ended, log tail)}``) failed."""
+    reasons = {seed: how + (f"; its log ({log_path[seed]}) ends with:\n" + "\n".join(f"    {line}" for line in tail)
+                            if tail else f"; log {log_path[seed]}") for seed, (how, tail) in failed.items()}
     return SeedsFailed(f"{len(failed)} of {count} seed(s) failed:\n" +
                        "\n".join(f"  seed {seed}: {reason}" for seed, reason in reasons.items()), reasons)
 
