@@ -217,7 +217,9 @@ class RecipeArgumentParser(argparse.ArgumentParser):
         if not self.main_flags:
             return self.usage
         by_flag = {option: action for action in self._actions for option in action.option_strings}
-        words = [_flag_usage(by_flag[flag]) for flag in ["-h"] + self.main_flags if flag in by_flag] + [more]
+        # Each flag as argparse's usage line writes it: [--resume], [--epochs N], [--baseline | --no-baseline].
+        format_flag = self._get_formatter()._format_actions_usage
+        words = [format_flag([by_flag[flag]], []) for flag in ["-h"] + self.main_flags if flag in by_flag] + [more]
         # Wrapped as argparse wraps its own usage: continuation lines start under the first flag.
         prefix = len("usage: ")  # the formatter writes it before the first line
         indent = " " * (prefix + len(self.prog) + 1)
@@ -232,37 +234,19 @@ class RecipeArgumentParser(argparse.ArgumentParser):
 
     def format_usage(self) -> str:
         """The usage line of an error message: the main flags, then where the others are."""
-        formatter = self._get_formatter()
-        formatter.add_usage(self._usage_line("[more flags: --help]"), self._actions,
-                            self._mutually_exclusive_groups)
-        return formatter.format_help()
+        return self._with_usage("[more flags: --help]", super().format_usage)
 
     def format_help(self) -> str:
         """``--help``: ``ArgumentParser.format_help`` with the short usage line; the groups list every flag."""
-        formatter = self._get_formatter()
-        formatter.add_usage(self._usage_line("[more flags below]"), self._actions, self._mutually_exclusive_groups)
-        formatter.add_text(self.description)
-        for action_group in self._action_groups:
-            formatter.start_section(action_group.title)
-            formatter.add_text(action_group.description)
-            formatter.add_arguments(action_group._group_actions)
-            formatter.end_section()
-        formatter.add_text(self.epilog)
-        return formatter.format_help()
+        return self._with_usage("[more flags below]", super().format_help)
 
-
-def _flag_usage(action: argparse.Action) -> str:
-    """A flag as argparse's usage line writes it: ``[--resume]``, ``[--epochs N]``, ``[--baseline | --no-baseline]``."""
-    if action.nargs == 0:
-        flag = " | ".join(action.option_strings) if isinstance(action, argparse.BooleanOptionalAction) \
-            else action.option_strings[0]
-    elif action.metavar is not None:
-        flag = f"{action.option_strings[0]} {action.metavar}"
-    elif action.choices is not None:
-        flag = f"{action.option_strings[0]} {{{','.join(map(str, action.choices))}}}"
-    else:
-        flag = f"{action.option_strings[0]} {_type_metavar(action)}"
-    return f"[{flag}]"
+    def _with_usage(self, more: str, format_text: Callable[[], str]) -> str:
+        """``format_text()`` of argparse with the short usage line in place of the parser's own."""
+        usage, self.usage = self.usage, self._usage_line(more)
+        try:
+            return format_text()
+        finally:
+            self.usage = usage
 
 
 #: The shared flags of every recipe's usage line (those a recipe lacks are left out); a recipe adds its own.
@@ -390,12 +374,10 @@ def _config_keys(parser: argparse.ArgumentParser) -> Dict[str, Tuple[argparse.Ac
             key = option.lstrip("-").replace("-", "_")
             if not option.startswith("--") or key == action.dest:
                 continue
-            if isinstance(action, argparse.BooleanOptionalAction):
-                keys[key] = (action, not option.startswith("--no-"))
-            elif action.nargs == 0:
-                keys[key] = (action, action.const)
-            else:
+            if action.nargs != 0:
                 keys[key] = (action, None)
+            else:  # a switch: what it stores (--x/--no-x stores whether its name lacks the "no-")
+                keys[key] = (action, not option.startswith("--no-") if action.const is None else action.const)
     return keys
 
 

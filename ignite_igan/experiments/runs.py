@@ -58,19 +58,20 @@ import datetime
 import json
 import math
 import os
-import random
 import socket
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import ignite.distributed as idist
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
+from ignite.utils import manual_seed
 
 from ignite_igan.checkpointing import (
     RandomStates, RunIdentity, attach_checkpointing, clean_partial_writes, free_bytes, jsonable, list_checkpoints,
@@ -126,9 +127,12 @@ class _FolderLock:
         self.path = folder / LOCK_NAME
         self._fd: Optional[int] = None
 
-    def acquire(self) -> None:
+    def acquire(self) -> "_FolderLock":
+        """Creates the folder where needed (:func:`check_writable_folder`) and takes the lock, else a
+        :class:`RunFolderError` naming the holder."""
         import fcntl
 
+        check_writable_folder(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -147,6 +151,7 @@ class _FolderLock:
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": _now()}).encode())
         self._fd = fd
+        return self
 
     def release(self) -> None:
         if self._fd is None:
@@ -156,6 +161,12 @@ class _FolderLock:
         finally:
             os.close(self._fd)  # releases the flock
             self._fd = None
+
+    def __enter__(self) -> "_FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -357,6 +368,18 @@ MULTI_SEED_KIND = "multi-seed"
 MULTI_SEED_TABLE = "seeds.json"
 
 
+def new_record(experiment: str, config: Mapping[str, Any], epochs: int, **more: Any) -> Dict[str, Any]:
+    """The record (``run.json``) of a run that starts: ``more`` says what kind (a multi-seed run's seeds, ...)."""
+    return {"experiment": experiment, **more, "config": config, "epochs": epochs, "status": "training",
+            "created": _now()}
+
+
+def write_record(folder: Path, record: Dict[str, Any]) -> None:
+    """Writes ``record`` (stamped ``updated`` now) to ``<folder>/run.json``, atomically."""
+    record["updated"] = _now()
+    write_json_atomic(Path(folder) / RECORD_NAME, record)
+
+
 def read_record(folder: Path) -> Optional[Dict[str, Any]]:
     """``<folder>/run.json`` as a dict, or None where there is none; a damaged one is a :class:`RunFolderError`.
 
@@ -408,11 +431,16 @@ def read_table(folder: Path) -> Optional[Dict[str, Any]]:
         >>> read_table(Path(tempfile.mkdtemp())) is None
         True
     """
+    return _read_json_object(Path(folder) / MULTI_SEED_TABLE)
+
+
+def _read_json_object(path: Path) -> Optional[Dict[str, Any]]:
+    """The JSON object in ``path``; None where there is none, or it is damaged or not an object."""
     try:
-        table = json.loads((Path(folder) / MULTI_SEED_TABLE).read_text())
+        value = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return table if isinstance(table, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def format_seeds(seeds: Sequence[int]) -> str:
@@ -444,9 +472,8 @@ def check_writable_folder(folder: Path) -> None:
         raise RunFolderError(f"--output-dir {str(folder)!r} is a file, not a folder; choose a folder's path")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"x")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=folder) as probe:  # gone when closed
+            probe.write(b"x")
     except OSError as error:
         raise RunFolderError(
             f"--output-dir {str(folder)!r} is not writable ({error.strerror or error}); choose a folder you "
@@ -509,6 +536,46 @@ def changed_flags(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> List[s
     return phrases
 
 
+def _check_resume_rules(
+    folder: Path, record: Optional[Mapping[str, Any]], experiment: str, config: Mapping[str, Any], epochs: int,
+    extend: bool, what: str = "run", more: Sequence[Tuple[Any, str]] = (),
+) -> int:
+    """The rules of a ``--resume`` shared by a single run and a multi-seed run (``what``): there is a run, of this
+    experiment, with the flags it was started with, then the rules in ``more`` (``(refused, message)`` pairs), then
+    the epochs: never fewer, more only with ``--extend``. Refuses with the first that holds; returns the recorded
+    epochs."""
+    folder_name = str(folder)
+    if record is None:
+        raise RunFolderError(f"--resume: {folder_name!r} holds no {what} to resume; run once without --resume first")
+    recorded, changed = int(record["epochs"]), changed_flags(record.get("config", {}), config)
+    rules = [
+        (record.get("experiment") != experiment,
+         f"--resume: {folder_name!r} holds a {record.get('experiment')!r} {what}, not {experiment!r}"),
+        (changed, f"--resume: the flags differ from those the {what} in {folder_name!r} was started with, and the "
+                  f"recorded ones are what its checkpoints hold: {'; '.join(changed)}. Resume with the recorded "
+                  "values, or start a new run in another --output-dir"),
+        *more,
+        (epochs < recorded,
+         f"--epochs: the {what} in {folder_name!r} is set to {recorded} epochs; a run cannot be shortened on resume "
+         f"(got {epochs}). Resume with --epochs {recorded}"),
+        (epochs > recorded and not extend,
+         f"--epochs {epochs} is more than the {recorded} epochs the {what} in {folder_name!r} was started with; to "
+         "train it further from its last state, add --extend"),
+    ]
+    for refused, message in rules:
+        if refused:
+            raise RunFolderError(message)
+    return recorded
+
+
+def _already_holds(folder: Path, what: str, resume: str = "--resume") -> RunFolderError:
+    """The error of a fresh run into ``folder``, which holds ``what``."""
+    return RunFolderError(
+        f"--output-dir {str(folder)!r} already holds {what}. Continue it with {resume}, or choose another "
+        "--output-dir (a fresh run never writes over another run's checkpoints)"
+    )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------------------
@@ -566,10 +633,7 @@ class Run:
             RunFolderError: the folder cannot take the run (the message says why and what to do).
         """
         record = self._claim_folder()
-        rank = idist.get_rank()
-        torch.manual_seed(self.args.seed + rank)
-        np.random.seed(self.args.seed + rank)
-        random.seed(self.args.seed + rank)
+        manual_seed(self.args.seed + idist.get_rank())  # torch, NumPy and Python's random
         device = self._device()
         if device.type == "cpu":
             # Decaying activations and Adam moments can run into slow denormal arithmetic on a CPU; flushing them
@@ -584,15 +648,9 @@ class Run:
         torch.backends.cudnn.allow_tf32 = allow
 
         if record is None or not self.args.resume:
-            record = {
-                "experiment": self.experiment,
-                "run_id": uuid.uuid4().hex,  # saved in every checkpoint: a resume loads only this run's
-                "config": self.configuration(),
-                "world_size": idist.get_world_size(),
-                "epochs": self.args.epochs,
-                "status": "training",
-                "created": _now(),
-            }
+            # The run id is saved in every checkpoint: a resume loads only this run's.
+            record = new_record(self.experiment, self.configuration(), self.args.epochs, run_id=uuid.uuid4().hex,
+                                world_size=idist.get_world_size())
         elif self.args.epochs > int(record["epochs"]):  # --extend
             record = dict(record, epochs=self.args.epochs, status="training", extended=_now())
         self.record = record  # written when training starts (attach): a run that fails before leaves no record
@@ -610,7 +668,6 @@ class Run:
         error = ""
         if idist.get_rank() == 0:
             try:
-                self._check_writable()
                 self._lock.acquire()
                 if not self.args.resume:
                     record = self._read_record()
@@ -647,31 +704,14 @@ class Run:
                 "an older version of ignite-igan, whose configuration cannot be checked. Start the run again "
                 "into a new --output-dir"
             )
-        if record is None:
-            raise RunFolderError(f"--resume: {folder!r} holds no run to resume; run once without --resume first")
-        recorded, now, epochs = record["config"], self.configuration(), int(record.get("epochs", 0))
-        changed = changed_flags(recorded, now)
-        # (refused when, why and what to do), in this order: the first that holds is the error.
-        rules = [
-            (record.get("experiment") != self.experiment,
-             f"--resume: {folder!r} holds a {record.get('experiment')!r} run, not {self.experiment!r}"),
-            (changed, f"--resume: the flags differ from those the run in {folder!r} was started with, and the "
-                      f"recorded ones are what its checkpoints hold: {'; '.join(changed)}. Resume with the recorded "
-                      "values, or start a new run in another --output-dir"),
-            (record.get("world_size") != idist.get_world_size(),
-             f"--resume: the run in {folder!r} ran in {record.get('world_size')} process(es), this is "
-             f"{idist.get_world_size()}: every process's random state is checkpointed, so resume with the same "
-             "number of processes"),
-            (self.args.epochs < epochs,
-             f"--epochs: the run in {folder!r} is set to {epochs} epochs; a run cannot be shortened on resume "
-             f"(got {self.args.epochs}). Resume with --epochs {epochs}"),
-            (self.args.epochs > epochs and not getattr(self.args, "extend", False),
-             f"--epochs {self.args.epochs} is more than the {epochs} epochs the run in {folder!r} was started "
-             "with; to train it further from its last state, add --extend"),
-        ]
-        for refused, message in rules:
-            if refused:
-                raise RunFolderError(message)
+        world_size = (record or {}).get("world_size")
+        epochs = _check_resume_rules(
+            self.folder, record, self.experiment, self.configuration(), self.args.epochs,
+            getattr(self.args, "extend", False),
+            more=[(world_size != idist.get_world_size(),
+                   f"--resume: the run in {folder!r} ran in {world_size} process(es), this is "
+                   f"{idist.get_world_size()}: every process's random state is checkpointed, so resume with the "
+                   "same number of processes")])
         if record.get("status") == "complete" and self.args.epochs == epochs:
             raise RunComplete(
                 f"the run in {folder!r} is complete ({epochs} epochs; summary in "
@@ -682,18 +722,10 @@ class Run:
         # A record without checkpoints is a run that stopped before its first epoch ended: nothing to lose.
         found = list_checkpoints(self.checkpoint_dir)
         if record is not None and (found or record.get("status") != "training"):
-            what = f"a {record.get('experiment')!r} run ({record.get('status')}, {record.get('epochs')} epochs)"
-        elif found:
-            what = f"checkpoints ({', '.join(p.name for p in found[:3])})"
-        else:
-            return
-        raise RunFolderError(
-            f"--output-dir {str(self.folder)!r} already holds {what}. Continue it with --resume, or choose "
-            "another --output-dir (a fresh run never writes over another run's checkpoints)"
-        )
-
-    def _check_writable(self) -> None:
-        check_writable_folder(self.folder)
+            raise _already_holds(self.folder, f"a {record.get('experiment')!r} run ({record.get('status')}, "
+                                              f"{record.get('epochs')} epochs)")
+        if found:
+            raise _already_holds(self.folder, f"checkpoints ({', '.join(p.name for p in found[:3])})")
 
     def _device(self) -> torch.device:
         # The command line has checked that the device exists (ignite_igan.experiments.cli.device_name).
@@ -706,8 +738,7 @@ class Run:
 
     def _write_record(self) -> None:
         if idist.get_rank() == 0:
-            self.record["updated"] = _now()
-            write_json_atomic(self.folder / RECORD_NAME, self.record)
+            write_record(self.folder, self.record)
 
     # Training ---------------------------------------------------------------------------------------------------
     def attach(
@@ -749,11 +780,9 @@ class Run:
 
     @property
     def training_done(self) -> bool:
-        """Whether the trainer has already run all its epochs (a run resumed after its last checkpoint)."""
-        if self.phase != "training":
-            return True
-        state = self._trainer.state if self._trainer is not None else None
-        return state is not None and state.epoch >= self.args.epochs
+        """Whether the trainer of :meth:`attach` has already run all its epochs (a run resumed after its last
+        checkpoint), or the run is past training."""
+        return self.phase != "training" or self._trainer.state.epoch >= self.args.epochs
 
     def _check_space(self, to_save: Mapping[str, Any]) -> None:
         free = free_bytes(self.folder) if idist.get_rank() == 0 else None
@@ -859,8 +888,6 @@ class _TrainerOutput:
         return {"output": _plain(self.trainer.state.output)}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping) or "output" not in state_dict:
-            raise ValueError(f"state_dict must be {{'output': ...}}, got {type(state_dict).__name__}")
         self.trainer.state.output = state_dict["output"]
 
 
@@ -904,6 +931,5 @@ class History:
         return {"entries": [dict(entry) for entry in self.entries]}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if not isinstance(state_dict, Mapping) or not isinstance(state_dict.get("entries"), list):
-            raise ValueError(f"state_dict must be {{'entries': [...]}}, got {type(state_dict).__name__}")
+        # What state_dict wrote into a checkpoint (checksummed, and checked to be this run's when loaded).
         self.entries = [dict(entry) for entry in state_dict["entries"]]

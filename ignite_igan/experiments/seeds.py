@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
@@ -148,13 +147,9 @@ def without_flags(argv: Sequence[str], flags: Sequence[str]) -> List[str]:
     return out
 
 
-def _option_strings(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
-    return {option: action for action in parser._actions for option in action.option_strings}
-
-
 def _canonical_argv(parser: argparse.ArgumentParser, argv: Sequence[str]) -> List[str]:
     """``argv`` with each abbreviated flag (``--job 2``, which argparse accepts) written out (``--jobs 2``)."""
-    options, out = _option_strings(parser), []
+    options, out = [option for action in parser._actions for option in action.option_strings], []
     for index, item in enumerate(argv):
         if item == "--":
             return out + list(argv[index:])
@@ -176,14 +171,9 @@ def _given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set:
 
 
 def _config_file_keys(args: argparse.Namespace) -> set:
+    # (cli.parse_args has read and checked the file already)
     path = getattr(args, "config", None)
-    if path is None:
-        return set()
-    try:
-        values = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return set()  # cli.parse_args has read it already; nothing more to say here
-    return set(values) if isinstance(values, dict) else set()
+    return set(runs._read_json_object(path) or {}) if path is not None else set()
 
 
 def check_seed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -203,8 +193,7 @@ def check_seed_flags(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         ...
         SystemExit: 2
     """
-    argv = _canonical_argv(parser, check_strings("argv", argv, allow_empty=True))
-    given, in_config = _given(parser, argv), _config_file_keys(args)
+    given, in_config = _given(parser, check_strings("argv", argv, allow_empty=True)), _config_file_keys(args)
     if getattr(args, "seeds", None) is None:
         if getattr(args, "jobs", None) is not None:
             where = "--jobs" if "jobs" in given else "--config: key 'jobs'"
@@ -314,16 +303,10 @@ def report_lines(table: Mapping[str, Any], path: Optional[Path] = None) -> List[
     check_mapping("table", table, "a table of seed_table()")
     path = check_path("path", path, allow_none=True)
     missing = [key for key in ("experiment", "per_seed", "test_error", "test_error_count", "wall_seconds")
-               if key not in table]
-    per_seed = table.get("per_seed")
-    if missing or not isinstance(per_seed, Mapping) or not per_seed:
-        raise ValueError(f"table must be a table of seed_table() (with the seeds' test errors); it lacks "
-                         f"{missing or ['per_seed']}")
-    for seed, metrics in per_seed.items():
-        lacking = [key for key in ("test_error", "test_error_count", "test_examples")
-                   if not isinstance(metrics, Mapping) or key not in metrics]
-        if lacking:
-            raise ValueError(f"table['per_seed'][{seed!r}] lacks {lacking}")
+               if key not in table or (key == "per_seed" and not table[key])]
+    if missing:  # (a seed's metrics without a test error: a KeyError naming it)
+        raise ValueError(f"table must be a table of seed_table() (with the seeds' test errors); it lacks {missing}")
+    per_seed = table["per_seed"]
     examples = next(iter(per_seed.values()))["test_examples"]
     lines = [f"{table['experiment']}: test error of the averaged discriminator after the last epoch, "
              f"{len(per_seed)} seeds"]
@@ -335,12 +318,10 @@ def report_lines(table: Mapping[str, Any], path: Optional[Path] = None) -> List[
     error, count = table["test_error"], table["test_error_count"]
     lines.append(f"  mean ± std  {100 * error['mean']:.2f} ± {100 * error['std']:.2f} %  ({count['mean']:,.1f} ± "
                  f"{count['std']:,.1f} errors of {examples:,}; std with n - 1)")
-    if "test_error_live" in table:  # the discriminator as trained, beside its average
-        live = table["test_error_live"]
-        lines.append(f"  live        {100 * live['mean']:.2f} ± {100 * live['std']:.2f} %")
-    if "baseline_test_error" in table:
-        base = table["baseline_test_error"]
-        lines.append(f"  labeled-only {100 * base['mean']:.2f} ± {100 * base['std']:.2f} %")
+    # The discriminator as trained beside its average, and the labeled-only baseline, where every seed has them.
+    for key, label in (("test_error_live", "live       "), ("baseline_test_error", "labeled-only")):
+        if key in table:
+            lines.append(f"  {label} {100 * table[key]['mean']:.2f} ± {100 * table[key]['std']:.2f} %")
     lines.append(f"  paper       {table.get('paper') or 'no number for this setting'}")
     lines.append(f"  wall time   {table['wall_seconds']:.0f} s" + (f"; table {path}" if path is not None else ""))
     return lines
@@ -387,7 +368,10 @@ def _log_news(path: Path, offset: int) -> Tuple[List[str], List[str]]:
     return [line[:300] for line in lines[-TAIL_LINES:]], list(dict.fromkeys(warned))
 
 
-def _ended(code: int) -> str:
+def _ended(code: int, summary: Path) -> str:
+    """How a seed's process that failed ended: its signal or exit status, or (status 0) without ``summary``."""
+    if code == 0:
+        return f"ended without a summary ({summary})"
     if code < 0:
         try:
             return f"killed by signal {signal.Signals(-code).name}"
@@ -447,26 +431,15 @@ def run_seeds(
     output_dir = check_path("output_dir", output_dir)
     jobs = check_int("jobs", jobs, minimum=1)
     resume = check_bool("resume", resume)
-    runs.check_writable_folder(output_dir)
-    lock = runs._FolderLock(output_dir)
-    lock.acquire()
-    try:
+    with runs._FolderLock(output_dir):
         return _run_seeds(command, seeds, output_dir, jobs, resume, sys.stdout if stream is None else stream)
-    finally:
-        lock.release()
 
 
 def _epochs(command: Sequence[str]) -> Optional[int]:
-    found = None
-    for index, item in enumerate(command):
-        if item == "--epochs" and index + 1 < len(command):
-            found = command[index + 1]
-        elif item.startswith("--epochs="):
-            found = item.partition("=")[2]
-    try:
-        return None if found is None else int(found)
-    except ValueError:
-        return None
+    """The ``--epochs`` of ``command``, None where it has none (or none that is an integer)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--epochs", type=lambda text: int(text) if text.isdigit() else None)
+    return parser.parse_known_args(command)[0].epochs
 
 
 def _run_seeds(
@@ -478,7 +451,7 @@ def _run_seeds(
     log_path = {seed: output_dir / f"seed{seed}.log" for seed in seeds}
     guard, stopping = threading.Lock(), threading.Event()
     processes: Dict[int, subprocess.Popen] = {}
-    ended: Dict[int, Tuple[int, List[str]]] = {}
+    ended: Dict[int, Tuple[Optional[str], List[str]]] = {}  # how each seed failed (None: it did not), its log's tail
     started = time.perf_counter()
 
     def say(line: str) -> None:
@@ -486,7 +459,7 @@ def _run_seeds(
             print(line, file=stream, flush=True)
 
     def run(seed: int) -> None:  # in one of the pool's ``jobs`` threads: starts the seed's process, waits for it
-        folder = seed_folder(output_dir, seed)
+        folder = _seed_dir(output_dir, seed)
         extra = ["--seed", str(seed), "--seed-data", str(seed), "--output-dir", str(folder)]
         record = _seed_record(folder) if resume else None
         if record is not None:  # a seed that never started (no record) starts as a fresh run
@@ -506,10 +479,9 @@ def _run_seeds(
         interrupted = code in (-signal.SIGINT, 128 + signal.SIGINT) or (tail and tail[-1] == "KeyboardInterrupt")
         if stopping.wait(timeout=2.0) if interrupted else stopping.is_set():
             return  # stopped by the parent: reported once, by the parent
-        if code == 0 and not (folder / runs.SUMMARY_NAME).is_file():
-            code = None  # ended without a summary
-        ended[seed] = (code, tail)
-        say(_outcome(seed, code, tail, warned, f"after {time.perf_counter() - started:.0f} s", log_path[seed]))
+        summary = folder / runs.SUMMARY_NAME
+        ended[seed] = (None if code == 0 and summary.is_file() else _ended(code, summary), tail)
+        say(_outcome(seed, *ended[seed], warned, f"after {time.perf_counter() - started:.0f} s", log_path[seed]))
 
     previous = _raise_on_sigterm()
     pool = ThreadPoolExecutor(max_workers=jobs)
@@ -529,9 +501,9 @@ def _run_seeds(
         pool.shutdown()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    failed = {seed: outcome for seed, outcome in ended.items() if outcome[0] != 0}
+    failed = {seed: outcome for seed, outcome in ended.items() if outcome[0] is not None}
     if failed:
-        raise _failures(failed, len(seeds), output_dir, log_path)
+        raise _failures(failed, len(seeds), log_path)
     return {seed: json.loads((seed_folder(output_dir, seed) / runs.SUMMARY_NAME).read_text()) for seed in seeds}
 
 
@@ -547,24 +519,19 @@ def _raise_on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def _outcome(seed: int, code: Optional[int], tail: List[str], warned: List[str], elapsed: str, log: Path) -> str:
-    """The parent's lines on a seed that ended: done, or failed with the end of its log; any fallback it logged."""
-    lines = [f"seed {seed}: done {elapsed}" if code == 0 else
-             f"seed {seed}: failed ({_ended(code) if code is not None else 'no summary'}) {elapsed}; log {log}:",
-             *(f"    {line}" for line in (tail if code != 0 else []))]
+def _outcome(seed: int, how: Optional[str], tail: List[str], warned: List[str], elapsed: str, log: Path) -> str:
+    """The parent's lines on a seed that ended: done, or how it failed with the end of its log; any fallback it
+    logged."""
+    lines = [f"seed {seed}: done {elapsed}"] if how is None else \
+        [f"seed {seed}: failed ({how}) {elapsed}; log {log}:", *(f"    {line}" for line in tail)]
     lines += [f"seed {seed}: warning in its log: {text}" for text in warned]
     return "\n".join(lines)
 
 
-def _failures(failed: Mapping[int, Tuple[Optional[int], List[str]]], count: int, output_dir: Path,
-              log_path: Mapping[int, Path]) -> SeedsFailed:
-    """The error of a multi-seed run whose seeds in ``failed`` (``{seed: (exit code or None, log tail)}``) failed."""
-    reasons = {}
-    for seed, (code, tail) in failed.items():
-        how = (f"ended without a summary ({seed_folder(output_dir, seed) / runs.SUMMARY_NAME})" if code is None
-               else _ended(code))
-        reasons[seed] = how + (f"; its log ({log_path[seed]}) ends with:\n" +
-                               "\n".join(f"    {line}" for line in tail) if tail else f"; log {log_path[seed]}")
+def _failures(failed: Mapping[int, Tuple[str, List[str]]], count: int, log_path: Mapping[int, Path]) -> SeedsFailed:
+    """The error of a multi-seed run whose seeds in ``failed`` (``{seed: (how it ended, log tail)}``) failed."""
+    reasons = {seed: how + (f"; its log ({log_path[seed]}) ends with:\n" + "\n".join(f"    {line}" for line in tail)
+                            if tail else f"; log {log_path[seed]}") for seed, (how, tail) in failed.items()}
     return SeedsFailed(f"{len(failed)} of {count} seed(s) failed:\n" +
                        "\n".join(f"  seed {seed}: {reason}" for seed, reason in reasons.items()), reasons)
 
@@ -615,11 +582,8 @@ def _complete_summary(folder: Path, epochs: int) -> Optional[Dict[str, Any]]:
     record = _seed_record(folder)
     if record is None or record.get("status") != "complete" or record.get("epochs") != epochs:
         return None
-    try:
-        summary = json.loads((folder / runs.SUMMARY_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) and isinstance(summary.get("metrics"), dict) else None
+    summary = runs._read_json_object(folder / runs.SUMMARY_NAME)
+    return summary if summary is not None and isinstance(summary.get("metrics"), dict) else None
 
 
 def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, Any]:
@@ -636,15 +600,12 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     config = _configuration(args)
     record = runs.read_record(folder)
     recorded = runs.multi_seed_folder(folder, record)
-    if record is not None and recorded is None:
+    if recorded is None and (record is not None or list_checkpoints(folder / "checkpoints")):
+        single = "run's checkpoints" if record is None else \
+            f"{record.get('experiment')!r} run ({record.get('status')}, {record.get('epochs')} epochs)"
         raise RunFolderError(
-            f"--output-dir {where!r} holds a single {record.get('experiment')!r} run ({record.get('status')}, "
-            f"{record.get('epochs')} epochs), not a multi-seed run: --seeds needs a folder of its own. Choose another "
-            "--output-dir (that run continues without --seeds, with --resume)")
-    if record is None and list_checkpoints(folder / "checkpoints"):
-        raise RunFolderError(
-            f"--output-dir {where!r} holds a single run's checkpoints: --seeds needs a folder of its own. Choose "
-            "another --output-dir")
+            f"--output-dir {where!r} holds a single {single}, not a multi-seed run: --seeds needs a folder of its own. "
+            "Choose another --output-dir (that run continues without --seeds, with --resume)")
     # A stat per seed folder that exists only (a long seed list costs one listing of the folder).
     present = _seed_folders_present(folder, dict.fromkeys(given + (recorded or [])))
     seed_records = {seed: _seed_record(_seed_dir(folder, seed)) for seed in present}
@@ -656,17 +617,12 @@ def _plan(folder: Path, args: argparse.Namespace, experiment: str) -> Dict[str, 
     holds = [seed for seed in started if list_checkpoints(_seed_dir(folder, seed) / "checkpoints")]
     if recorded is not None and (holds or (record or {}).get("status") == "complete" or table is not None):
         listed = fmt(recorded) if recorded else fmt(given)
-        raise RunFolderError(
-            f"--output-dir {where!r} already holds a multi-seed run (seeds {listed}, "
-            f"{(record or {}).get('status', 'made by an earlier version')}). Continue it with --seeds {listed} "
-            "--resume, or choose another --output-dir (a fresh run never writes over another run's checkpoints)")
+        status = (record or {}).get("status", "made by an earlier version")
+        raise runs._already_holds(folder, f"a multi-seed run (seeds {listed}, {status})", f"--seeds {listed} --resume")
     if holds:
-        raise RunFolderError(
-            f"--output-dir {str(seed_folder(folder, holds[0]))!r} already holds a run: --seeds would start seed "
-            f"{holds[0]} there. Continue it with --resume, or choose another --output-dir")
-    return {"record": {"kind": runs.MULTI_SEED_KIND, "experiment": experiment, "seeds": given, "config": config,
-                       "epochs": args.epochs, "status": "training", "created": runs._now()},
-            "seeds": given, "complete": {}}
+        raise runs._already_holds(_seed_dir(folder, holds[0]), f"a run (--seeds would start seed {holds[0]} there)")
+    record = runs.new_record(experiment, config, args.epochs, kind=runs.MULTI_SEED_KIND, seeds=given)
+    return {"record": record, "seeds": given, "complete": {}}
 
 
 def _plan_resume(folder: Path, args: argparse.Namespace, experiment: str, record: Optional[Dict[str, Any]],
@@ -676,37 +632,19 @@ def _plan_resume(folder: Path, args: argparse.Namespace, experiment: str, record
     and table say) against this command."""
     given, where, fmt = list(args.seeds), str(folder), runs.format_seeds
     config, extend = _configuration(args), bool(getattr(args, "extend", False))
-    if recorded is None and not started:
-        raise RunFolderError(f"--resume: {where!r} holds no multi-seed run to resume; run once without --resume "
-                             "first")
-    if record is None:  # an earlier version's multi-seed folder: its seeds' records say what it was
+    if record is None and (recorded is not None or started):  # an earlier version's: its seeds' records say what
         record = _earlier_record(args, experiment, recorded, seed_records, started, table, config)
-        recorded = record["seeds"]
-    epochs, changed = int(record.get("epochs", args.epochs)), runs.changed_flags(record.get("config", {}), config)
+    recorded = (record or {}).get("seeds", [])
     given_set, recorded_set = set(given), set(recorded)
     missing, added = [s for s in recorded if s not in given_set], [s for s in given if s not in recorded_set]
-    rules = [
-        (record.get("experiment") != experiment,
-         f"--resume: {where!r} holds a {record.get('experiment')!r} multi-seed run, not {experiment!r}"),
-        (changed, f"--resume: the flags differ from those the multi-seed run in {where!r} was started with, and the "
-                  f"recorded ones are what its seeds' checkpoints hold: {'; '.join(changed)}. Resume with the "
-                  "recorded values, or start a new run in another --output-dir"),
-        (missing, f"--seeds {fmt(given)}: the multi-seed run in {where!r} has seeds {fmt(recorded)}, "
-                  "and its table is over every one of them: resume with --seeds "
-                  f"{fmt(recorded + added)}" + (" --extend" if added else "")),
+    epochs = runs._check_resume_rules(folder, record, experiment, config, args.epochs, extend, "multi-seed run", [
+        (missing, f"--seeds {fmt(given)}: the multi-seed run in {where!r} has seeds {fmt(recorded)}, and its table "
+                  f"is over every one of them: resume with --seeds {fmt(recorded + added)}"
+                  + (" --extend" if added else "")),
         (added and not extend,
          f"--seeds {fmt(given)} adds seed(s) {fmt(added)} to the multi-seed run in {where!r} (seeds "
          f"{fmt(recorded)}); to add them, pass --extend, or resume with --seeds {fmt(recorded)}"),
-        (args.epochs < epochs,
-         f"--epochs: the multi-seed run in {where!r} is set to {epochs} epochs; a run cannot be shortened on resume "
-         f"(got {args.epochs}). Resume with --epochs {epochs}"),
-        (args.epochs > epochs and not extend,
-         f"--epochs {args.epochs} is more than the {epochs} epochs the multi-seed run in {where!r} was started with; "
-         "to train its seeds further from their last states, add --extend"),
-    ]
-    for refused, message in rules:
-        if refused:
-            raise RunFolderError(message)
+    ])
     seeds = recorded + added
     complete = {seed: summary for seed in _seed_folders_present(folder, seeds)
                 if (summary := _complete_summary(_seed_dir(folder, seed), args.epochs)) is not None}
@@ -813,33 +751,22 @@ def seeds_command(
     own = without_flags(argv, ("--seeds", "--jobs", "--output-dir", "--seed", "--seed-data"))
     command = [*program, *(a for a in own if a not in ("--resume", "--extend"))]
     folder, prog = Path(args.output_dir), parser.prog
-    try:
-        _plan(folder, args, experiment)  # read-only: a refused or complete run touches nothing
-    except _NothingToDo as done:
-        print(f"{prog}: {done}", file=stream)
-        if {"per_seed", "test_error", "test_error_count"} <= set(done.table):
-            print("\n".join(report_lines(done.table, folder / runs.MULTI_SEED_TABLE)), file=stream, flush=True)
-        return dict(done.table)
-    except RunFolderError as error:
-        parser.exit(2, f"{prog}: error: {error}\n")
     accelerator = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu"
     jobs = args.jobs or default_jobs(len(args.seeds), args.threads, accelerator)
-    resume_with = _resume_command(program, argv)
-    lock = runs._FolderLock(folder)
     try:
-        runs.check_writable_folder(folder)
-        lock.acquire()
-        try:
+        _plan(folder, args, experiment)  # read-only: a refused or complete run touches nothing
+        with runs._FolderLock(folder):
             plan = _plan(folder, args, experiment)  # again under the lock: no other run can start meanwhile
-        except _NothingToDo as done:  # completed by the run that held the lock a moment ago
-            print(f"{prog}: {done}", file=stream, flush=True)
-            return dict(done.table)
-        _check_space(folder, [seed for seed in plan["seeds"] if seed not in plan["complete"]], checkpoint_bytes)
-        table = _run_plan(parser, args, plan, command, jobs, stream, experiment, paper, resume_with)
+            _check_space(folder, [seed for seed in plan["seeds"] if seed not in plan["complete"]], checkpoint_bytes)
+            table = _run_plan(parser, args, plan, command, jobs, stream, experiment, paper,
+                              _resume_command(program, argv))
+    except _NothingToDo as done:  # (under the lock: completed by the run that held it a moment ago)
+        print(f"{prog}: {done}", file=stream, flush=True)
+        table = dict(done.table)
+        if not {"per_seed", "test_error", "test_error_count"} <= set(table):
+            return table
     except RunFolderError as error:
         parser.exit(2, f"{prog}: error: {error}\n")
-    finally:
-        lock.release()
     print("\n".join(report_lines(table, folder / runs.MULTI_SEED_TABLE)), file=stream, flush=True)
     return table
 
@@ -850,7 +777,7 @@ def _run_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: M
     """Under the folder's lock: records the run, runs the seeds that are not complete, then writes the table and
     marks the record complete; a failed or stopped run ends in ``parser.exit`` with the command that resumes it."""
     folder, prog, record = Path(args.output_dir), parser.prog, plan["record"]
-    _write_record(folder, record)
+    runs.write_record(folder, record)
     print(f"{experiment}: {len(plan['seeds'])} seeds, {jobs} at a time, in {folder}" +
           (f" ({len(plan['complete'])} complete already)" if plan["complete"] else ""), file=stream, flush=True)
     started = time.time()
@@ -866,10 +793,5 @@ def _run_plan(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: M
     table = seed_table(experiment, {seed: summaries[seed] for seed in plan["seeds"]}, paper=paper, jobs=jobs,
                        wall_seconds=time.time() - started, command=command)
     write_json_atomic(folder / runs.MULTI_SEED_TABLE, table)
-    _write_record(folder, dict(record, status="complete"))
+    runs.write_record(folder, dict(record, status="complete"))
     return table
-
-
-def _write_record(folder: Path, record: Dict[str, Any]) -> None:
-    record["updated"] = runs._now()
-    write_json_atomic(folder / runs.RECORD_NAME, record)
