@@ -746,8 +746,7 @@ def create_semi_supervised_trainer(
             run. While running: a batch that is not four elements.
     """
     step = semi_supervised_step(generator, discriminator, d_optimizer, g_optimizer, **step_options)
-    labels: _ClassLabels = step.labels  # type: ignore[attr-defined]
-    labels.enabled = check_bool("check_labels", check_labels)
+    step.labels.enabled = check_bool("check_labels", check_labels)  # type: ignore[attr-defined]
     update, graphed = _with_hooks(step, before_step, after_step), None
     if check_bool("cuda_graph", cuda_graph):
         scaled = step.d_scaler is not None  # type: ignore[attr-defined]
@@ -758,7 +757,7 @@ def create_semi_supervised_trainer(
         prepared = prepare_batch(batch, device, non_blocking)
         # The labels' range is read from the batch as it came (on the CPU from the loaders) when the default
         # prepare_batch moved it: no device synchronization.
-        labels.read(batch[1] if prepare_batch is _prepare_semi_supervised_batch else prepared[1])
+        step.labels.read(batch[1] if prepare_batch is _prepare_semi_supervised_batch else prepared[1])  # type: ignore
         return output_transform(update(engine, prepared))
 
     return _engine(process, step, graphed)
@@ -818,14 +817,13 @@ def create_gan_trainer(
     conditional = bool(conditional)
     step = gan_step(generator, discriminator, d_optimizer, g_optimizer,
                     class_weight=class_weight if conditional else None, **step_options)
-    labels: _ClassLabels = step.labels  # type: ignore[attr-defined]
-    labels.enabled = check_bool("check_labels", check_labels) and conditional
+    step.labels.enabled = check_bool("check_labels", check_labels) and conditional  # type: ignore[attr-defined]
     device = check_device("device", device, allow_none=True)
 
     def process(engine: Engine, batch: Any) -> Any:
         x_real, y_real = prepare_batch(batch, device, non_blocking)
-        if conditional:  # batches without labels (y None) fail in the labels' check, or in the loss without it
-            labels.read(y_real)  # before the move: labels still on the CPU cost no device synchronization
+        if conditional:  # the labels are read before the move: on the CPU, that waits for no device
+            step.labels.read(y_real)  # type: ignore[attr-defined]
             y_real = _move(y_real, device, non_blocking)
         return output_transform(step(engine, (x_real, y_real)))
 

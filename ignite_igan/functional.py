@@ -148,11 +148,12 @@ def virtual_batch_norm(x: Tensor, reference: Tensor, eps: float = 1e-5) -> Tenso
     Returns:
         The normalized ``x``, same shape.
     """
-    # Moments of another width would broadcast, an empty reference has NaN moments, eps = 0 turns a constant
-    # channel into 0/0 and eps = inf every output into 0: all silently.
-    if x.dim() not in (2, 4) or reference.shape[1:] != x.shape[1:] or len(reference) == 0 or not 0 < eps < math.inf:
-        got = f"got x of shape {tuple(x.shape)}, reference of shape {tuple(reference.shape)} and eps={eps!r}"
-        raise ValueError(f"x must be (N, C) or (N, C, H, W), reference a non-empty (R, ...) alike and eps > 0, {got}")
+    # Moments of another width would broadcast, and an empty reference has NaN moments: both silently.
+    if x.dim() not in (2, 4) or reference.shape[1:] != x.shape[1:] or len(reference) == 0:
+        shapes = f"got x of shape {tuple(x.shape)} and reference of shape {tuple(reference.shape)}"
+        raise ValueError(f"x must be (N, C) or (N, C, H, W) and reference a non-empty (R, ...) alike, {shapes}")
+    # eps = 0 would turn a constant channel into 0/0, eps = inf every output into 0.
+    eps = check_real("eps", eps, minimum=0.0, low_open=True)
     r = reference.shape[0]
     # Per-channel moments: reduce over the batch and the spatial dimensions for the reference, over the
     # spatial dimensions alone for each live example.
