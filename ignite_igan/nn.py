@@ -371,19 +371,34 @@ class WeightNormLinear(_WeightNorm):
 
 
 class _WeightNormConv(_WeightNorm):
-    """The arguments that the weight-normalized convolutions share, checked in one place, and their repr."""
+    """The arguments that the weight-normalized convolutions share, checked in one place, and their repr; the
+    constructor of :class:`WeightNormConv2d`."""
 
     _repr = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}, padding={padding}"
     _input = "N, in_channels={in_channels}, H, W"
 
-    def _set_conv_arguments(
-        self, in_channels: int, out_channels: int, kernel_size: _IntPair, stride: _IntPair, padding: _IntPair
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _IntPair,
+        stride: _IntPair = 1,
+        padding: _IntPair = 0,
+        train_scale: bool = False,
+        init_scale: float = 1.0,
+        *,
+        eps: float = 1e-6,
+        weight_std: float = 0.05,
+        data_init: bool = True,
     ) -> None:
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         self.out_channels = check_int("out_channels", out_channels, minimum=1)
         self.kernel_size = check_int_tuple("kernel_size", kernel_size, minimum=1, length=2, repeat_int=True)
         self.stride = check_int_tuple("stride", stride, minimum=1, length=2, repeat_int=True)
         self.padding = check_int_tuple("padding", padding, minimum=0, length=2, repeat_int=True)
+        # torch's weight layouts: (out, in, kh, kw), and (in, out, kh, kw) for the transposed convolution.
+        channels = (self.in_channels, self.out_channels) if self._out_dim else (self.out_channels, self.in_channels)
+        super().__init__((*channels, *self.kernel_size), train_scale, init_scale, eps, weight_std, data_init)
 
 
 class WeightNormConv2d(_WeightNormConv):
@@ -411,24 +426,6 @@ class WeightNormConv2d(_WeightNormConv):
         >>> conv(torch.randn(2, 3, 10, 10)).shape
         torch.Size([2, 8, 10, 10])
     """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: _IntPair,
-        stride: _IntPair = 1,
-        padding: _IntPair = 0,
-        train_scale: bool = False,
-        init_scale: float = 1.0,
-        *,
-        eps: float = 1e-6,
-        weight_std: float = 0.05,
-        data_init: bool = True,
-    ) -> None:
-        self._set_conv_arguments(in_channels, out_channels, kernel_size, stride, padding)
-        weight_shape = (self.out_channels, self.in_channels, *self.kernel_size)
-        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv2d(x, weight, stride=self.stride, padding=self.padding)
@@ -480,12 +477,11 @@ class WeightNormConvTranspose2d(_WeightNormConv):
         weight_std: float = 0.05,
         data_init: bool = True,
     ) -> None:
-        self._set_conv_arguments(in_channels, out_channels, kernel_size, stride, padding)
         self.output_padding = check_int_tuple("output_padding", output_padding, minimum=0, length=2, repeat_int=True)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, train_scale, init_scale, eps=eps,
+                         weight_std=weight_std, data_init=data_init)
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"output_padding must be smaller than stride {self.stride}, got {self.output_padding}")
-        weight_shape = (self.in_channels, self.out_channels, *self.kernel_size)  # torch's layout: (in, out, kh, kw)
-        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv_transpose2d(
