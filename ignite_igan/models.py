@@ -108,6 +108,18 @@ class _Network(nn.Module):
         }
 
 
+class _Discriminator(_Network):
+    """A paper discriminator: its body, then an optional minibatch layer and the weight-normalized output layer."""
+
+    def _add_head(self, feature_dim: int, num_classes: int, kernels: int, kernel_dim: int, **output: Any) -> None:
+        """Builds the head, after the body as the reference does (its order of draws): the ``feature_dim`` features
+        that feature matching compares, with ``kernels`` minibatch features appended, feed the output layer."""
+        self.feature_dim = feature_dim
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        self.minibatch, width = _minibatch_layer(feature_dim, kernels, kernel_dim)
+        self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, **output)
+
+
 class _NoiseInput(nn.Module):
     """A generator's input: ``z_dim`` numbers per sample, drawn by :meth:`sample_noise` from ``_draw``."""
 
@@ -266,7 +278,7 @@ class MNISTGenerator(_Generator):
         return torch.sigmoid(self.output(h))[-len(z) :]  # the rows of z: the reference rows come first
 
 
-class MNISTDiscriminator(_Network):
+class MNISTDiscriminator(_Discriminator):
     """The MNIST discriminator (:ref:`ref-mnist`): five weight-normalized ReLU layers with Gaussian noise.
 
     ``GaussianNoise(input_noise) -> [WN dense -> ReLU -> GaussianNoise(hidden_noise)] x 5 -> WN dense (trainable
@@ -306,19 +318,13 @@ class MNISTDiscriminator(_Network):
     ) -> None:
         super().__init__()
         self.in_features = in_features  # checked by the first layer
-        self.num_classes = check_int("num_classes", num_classes, minimum=1)
         self.hidden = check_int_tuple("hidden", hidden, minimum=1)
         self.input_noise = GaussianNoise(input_noise)
         widths = (self.in_features, *self.hidden)
         dense = partial(WeightNormLinear, eps=0.0, weight_std=0.1)
         self.blocks = nn.ModuleList(nn.Sequential(dense(a, b), nn.ReLU()) for a, b in zip(widths, widths[1:]))
         self.hidden_noise = nn.ModuleList(GaussianNoise(hidden_noise) for _ in self.hidden)
-        self.minibatch, width = _minibatch_layer(self.hidden[-1], minibatch_kernels, minibatch_kernel_dim)
-        self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, eps=0.0, weight_std=0.1)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.hidden[-1]
+        self._add_head(self.hidden[-1], num_classes, minibatch_kernels, minibatch_kernel_dim, eps=0.0, weight_std=0.1)
 
     def forward(self, x: Tensor, return_features: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Class logits (N, num_classes), and with ``return_features`` also the features (N, hidden[-1])."""
@@ -471,7 +477,7 @@ class CIFARGenerator(_Generator):
         return torch.tanh(self.output(h))[-len(z) :]  # the rows of z: the reference rows come first
 
 
-class CIFARDiscriminator(_Network):
+class CIFARDiscriminator(_Discriminator):
     """The CIFAR-10/SVHN discriminator of the reference scripts (:ref:`ref-scripts`).
 
     =====  =====================================================================  ====================
@@ -519,7 +525,6 @@ class CIFARDiscriminator(_Network):
     ) -> None:
         super().__init__()
         self.in_channels = in_channels  # checked by the first layer
-        self.num_classes = check_int("num_classes", num_classes, minimum=1)
         w1, w2 = self.widths = check_int_tuple("widths", widths, minimum=1, length=2)
         self.input_corruption = check_choice("input_corruption", input_corruption, INPUT_CORRUPTIONS)
         if input_corruption == "dropout":
@@ -550,12 +555,7 @@ class CIFARDiscriminator(_Network):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.minibatch, width = _minibatch_layer(w2, minibatch_kernels, minibatch_kernel_dim)
-        self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, init_scale=0.1)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.widths[1]
+        self._add_head(w2, num_classes, minibatch_kernels, minibatch_kernel_dim, init_scale=0.1)
 
     def forward(self, x: Tensor, return_features: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Class logits (N, num_classes), and with ``return_features`` also the pooled features (N, w2)."""
