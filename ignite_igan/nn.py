@@ -196,20 +196,6 @@ def _expand(per_channel: Tensor, ndim: int) -> Tensor:
     return per_channel.view(1, -1) if ndim == 2 else per_channel.view(1, -1, 1, 1)
 
 
-def _check_norm_input(x: Tensor, layer: nn.Module, min_values: int) -> None:
-    """The one check of a normalization layer's ``forward``: the layer's dtype, (N, C) or (N, C, H, W), and
-    ``min_values`` values per channel at least."""
-    check_input_dtype(x, layer.bias.dtype)  # a float64 input would silently give a float64 output
-    # One channel would broadcast silently against the parameters, a 3-D input fail obscurely in the statistics,
-    # and a single value per channel (a batch of one) has no batch statistics: every example would map to the bias.
-    c = layer.num_features
-    if x.dim() not in (2, 4) or x.shape[1] != c or x.numel() // c < min_values:
-        need = "" if min_values < 2 else (f" with at least {min_values} values per channel (a batch of one has no "
-                                          "batch statistics: pass several examples at once or use VirtualBatchNorm)")
-        raise ValueError(f"input must be 2-D (N, C={c}) or 4-D (N, C={c}, H, W){need}, got a tensor of shape "
-                         f"{tuple(x.shape)}")
-
-
 def _batch_norm(x: Tensor, eps: float) -> Tensor:
     """``(x - mean) / sqrt(var + eps)`` with the batch's mean and biased variance per unit (2-D) or channel (4-D)."""
     var, mean = torch.var_mean(x, dim=(0,) if x.dim() == 2 else (0, 2, 3), correction=0, keepdim=True)
@@ -492,7 +478,35 @@ class WeightNormConvTranspose2d(_WeightNormConv):
 # --------------------------------------------------------------------------------------------------------------
 # Normalization and noise (docs/reference.md, The generators' batch norm; Virtual batch normalization)
 # --------------------------------------------------------------------------------------------------------------
-class ScaleFreeBatchNorm(nn.Module):
+class _Norm(nn.Module):
+    """What the two normalization layers share: ``num_features`` and ``eps`` (checked here), the repr and the check
+    of the input."""
+
+    def __init__(self, num_features: int, eps: float) -> None:
+        super().__init__()
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self.eps = check_real("eps", eps, minimum=0.0)
+
+    def _check_input(self, x: Tensor, min_values: int) -> None:
+        """The one check of ``forward``: the layer's dtype, (N, C) or (N, C, H, W), at least ``min_values`` values
+        per channel."""
+        check_input_dtype(x, self.bias.dtype)  # a float64 input would silently give a float64 output
+        # One channel would broadcast silently against the parameters, a 3-D input fail obscurely in the
+        # statistics, and a single value per channel (a batch of one) has no batch statistics: every example would
+        # map to the bias.
+        c = self.num_features
+        if x.dim() not in (2, 4) or x.shape[1] != c or x.numel() // c < min_values:
+            need = "" if min_values < 2 else (f" with at least {min_values} values per channel (a batch of one has "
+                                              "no batch statistics: pass several examples at once or use "
+                                              "VirtualBatchNorm)")
+            raise ValueError(f"input must be 2-D (N, C={c}) or 4-D (N, C={c}, H, W){need}, got a tensor of shape "
+                             f"{tuple(x.shape)}")
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+class ScaleFreeBatchNorm(_Norm):
     """The reference generators' batch norm: batch statistics always, no scale, a learned bias
     (:ref:`ref-generator-batch-norm`).
 
@@ -522,9 +536,7 @@ class ScaleFreeBatchNorm(nn.Module):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.num_features = check_int("num_features", num_features, minimum=1)
-        self.eps = check_real("eps", eps, minimum=0.0)
+        super().__init__(num_features, eps)
         self.bias = nn.Parameter(torch.zeros(self.num_features))
 
     def reset_parameters(self) -> None:
@@ -532,11 +544,8 @@ class ScaleFreeBatchNorm(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_norm_input(x, self, min_values=2)
+        self._check_input(x, min_values=2)
         return _batch_norm(x, self.eps) + _expand(self.bias, x.dim())
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}"
 
 
 class GaussianNoise(nn.Module):
@@ -573,7 +582,7 @@ class GaussianNoise(nn.Module):
         return f"sigma={self.sigma}"
 
 
-class VirtualBatchNorm(nn.Module):
+class VirtualBatchNorm(_Norm):
     """Virtual batch normalization (paper §3.4), the corrected 2017 version of the reference
     (:ref:`ref-virtual-batch-norm`).
 
@@ -616,9 +625,7 @@ class VirtualBatchNorm(nn.Module):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.num_features = check_int("num_features", num_features, minimum=1)
-        self.eps = check_real("eps", eps, minimum=0.0)
+        super().__init__(num_features, eps)
         self.weight = nn.Parameter(torch.empty(self.num_features))
         self.bias = nn.Parameter(torch.empty(self.num_features))
         self.reset_parameters()
@@ -629,7 +636,7 @@ class VirtualBatchNorm(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: Tensor, reference_size: int) -> Tensor:
-        _check_norm_input(x, self, min_values=0)  # an empty input: reference_size names it
+        self._check_input(x, min_values=0)  # an empty input: reference_size names it
         # A slice would silently take what there is (x[:6] of 5 rows), or nothing (NaN statistics).
         hint = "the number of leading rows of the input that are the reference batch"
         reference_size = check_int("reference_size", reference_size, minimum=1, maximum=len(x), hint=hint)
@@ -638,9 +645,6 @@ class VirtualBatchNorm(nn.Module):
         if live.shape[0] > 0:  # without live rows, the output is the normalized reference alone
             normalized = torch.cat([normalized, virtual_batch_norm(live, reference, eps=self.eps)])
         return normalized * _expand(self.weight, x.dim()) + _expand(self.bias, x.dim())
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}"
 
 
 # --------------------------------------------------------------------------------------------------------------
