@@ -38,7 +38,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 import numbers
 from functools import partial
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -109,7 +108,47 @@ class _Network(nn.Module):
         }
 
 
-class _Generator(_Network):
+class _Discriminator(_Network):
+    """A paper discriminator: its body, then an optional minibatch layer and the weight-normalized output layer."""
+
+    def _add_head(self, feature_dim: int, num_classes: int, kernels: int, kernel_dim: int, **output: Any) -> None:
+        """Builds the head, after the body as the reference does (its order of draws): the ``feature_dim`` features
+        that feature matching compares, with ``kernels`` minibatch features appended, feed the output layer."""
+        self.feature_dim = feature_dim
+        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        self.minibatch, width = _minibatch_layer(feature_dim, kernels, kernel_dim)
+        self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, **output)
+
+
+class _NoiseInput(nn.Module):
+    """A generator's input: ``z_dim`` numbers per sample, drawn by :meth:`sample_noise` from ``_draw``."""
+
+    z_dim: int
+    _draw = staticmethod(torch.rand)  # U[0, 1), the paper's generators; MixtureGenerator draws N(0, I)
+
+    def sample_noise(self, n: int, generator: Optional[torch.Generator] = None, device: _Device = None) -> Tensor:
+        """Draws ``n`` latent vectors: z ~ U[0, 1)^z_dim for the paper's generators, the reference's noise
+        (:ref:`ref-data-scaling`); z ~ N(0, I) for :class:`MixtureGenerator`.
+
+        Args:
+            n: how many.
+            generator: an optional :class:`torch.Generator` for reproducible draws. A CPU generator with another
+                ``device`` draws on the CPU and moves the noise, so a seeded generator gives the same noise on
+                every device.
+            device: where to put them; defaults to the device of the model's parameters.
+
+        Returns:
+            (n, z_dim) tensor with the dtype of the model's parameters.
+        """
+        n = check_int("n", n, minimum=1)
+        parameter = next(self.parameters())
+        device = parameter.device if device is None else check_device("device", device)  # None: the trainers' path
+        if generator is not None and torch.device(device).type != generator.device.type:
+            return self._draw(n, self.z_dim, generator=generator, dtype=parameter.dtype).to(device)
+        return self._draw(n, self.z_dim, generator=generator, device=device, dtype=parameter.dtype)
+
+
+class _Generator(_Network, _NoiseInput):
     """What both paper generators own besides their layers: their noise and the reference batch of virtual BN.
 
     With ``normalization="virtual"`` the generator owns the fixed reference noise batch of virtual batch norm
@@ -138,22 +177,6 @@ class _Generator(_Network):
         # Built in turn, layer then norm: virtual batch norm draws its gains, so this is the reference's order of draws.
         pairs = [(make(a, b), self._norm(b)) for a, b in zip(widths, widths[1:])]
         return nn.ModuleList(layer for layer, _ in pairs), nn.ModuleList(norm for _, norm in pairs)
-
-    def sample_noise(self, n: int, generator: Optional[torch.Generator] = None, device: _Device = None) -> Tensor:
-        """Draws ``n`` latent vectors z ~ U[0, 1)^z_dim, the reference's noise (:ref:`ref-data-scaling`).
-
-        Args:
-            n: how many.
-            generator: an optional :class:`torch.Generator` for reproducible draws.
-            device: where to put them; defaults to the device of the model's parameters.
-
-        Returns:
-            (n, z_dim) tensor with the dtype of the model's parameters.
-        """
-        n = check_int("n", n, minimum=1)
-        parameter = next(self.parameters())
-        device = parameter.device if device is None else check_device("device", device)  # None: the trainers' path
-        return torch.rand(n, self.z_dim, generator=generator, device=device, dtype=parameter.dtype)
 
     def set_reference(self, z_ref: Tensor) -> None:
         """Fixes the reference noise batch of a ``"virtual"`` generator (paper §3.4: chosen once, kept fixed).
@@ -255,7 +278,7 @@ class MNISTGenerator(_Generator):
         return torch.sigmoid(self.output(h))[-len(z) :]  # the rows of z: the reference rows come first
 
 
-class MNISTDiscriminator(_Network):
+class MNISTDiscriminator(_Discriminator):
     """The MNIST discriminator (:ref:`ref-mnist`): five weight-normalized ReLU layers with Gaussian noise.
 
     ``GaussianNoise(input_noise) -> [WN dense -> ReLU -> GaussianNoise(hidden_noise)] x 5 -> WN dense (trainable
@@ -295,28 +318,22 @@ class MNISTDiscriminator(_Network):
     ) -> None:
         super().__init__()
         self.in_features = in_features  # checked by the first layer
-        self.num_classes = check_int("num_classes", num_classes, minimum=1)
         self.hidden = check_int_tuple("hidden", hidden, minimum=1)
         self.input_noise = GaussianNoise(input_noise)
         widths = (self.in_features, *self.hidden)
         dense = partial(WeightNormLinear, eps=0.0, weight_std=0.1)
         self.blocks = nn.ModuleList(nn.Sequential(dense(a, b), nn.ReLU()) for a, b in zip(widths, widths[1:]))
         self.hidden_noise = nn.ModuleList(GaussianNoise(hidden_noise) for _ in self.hidden)
-        self.minibatch, width = _minibatch_layer(self.hidden[-1], minibatch_kernels, minibatch_kernel_dim)
-        self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, eps=0.0, weight_std=0.1)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.hidden[-1]
+        self._add_head(self.hidden[-1], num_classes, minibatch_kernels, minibatch_kernel_dim, eps=0.0, weight_std=0.1)
 
     def forward(self, x: Tensor, return_features: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Class logits (N, num_classes), and with ``return_features`` also the features (N, hidden[-1])."""
-        # The one check of the forward pass: a 1-D x would pass through every dense layer as a single example, and
-        # the input noise would fail on integer pixels with an error that does not name x.
-        if x.dim() < 2 or len(x) == 0 or math.prod(x.shape[1:]) != self.in_features or not x.is_floating_point():
-            raise ValueError(f"x must be a non-empty floating-point batch (N, in_features={self.in_features}) or "
-                             f"(N, ...) flattening to it, got {x.dtype} of shape {tuple(x.shape)}")
+        # The one check of the forward pass: an empty batch would pass silently. A 1-D x fails in flatten, another
+        # width in the first product and integer pixels in the input noise (or the product), with torch's errors.
         h = self.input_noise(x.flatten(1))
+        if len(h) == 0:
+            raise ValueError(f"x must be a non-empty batch (N, in_features={self.in_features}) or (N, ...) flattening "
+                             f"to it, got shape {tuple(x.shape)}")
         for block, noise in zip(self.blocks, self.hidden_noise):
             features = block(h)
             h = noise(features)
@@ -450,10 +467,6 @@ class CIFARGenerator(_Generator):
         )
         self.out_channels = self.output.out_channels
 
-    @property
-    def image_size(self) -> int:
-        return self.base_size * 2 ** len(self.widths)
-
     def forward(self, z: Tensor) -> Tensor:
         """Maps z (N, z_dim) to images (N, out_channels, 32, 32) in (-1, 1)."""
         h, reference = self._with_reference(z)
@@ -464,7 +477,7 @@ class CIFARGenerator(_Generator):
         return torch.tanh(self.output(h))[-len(z) :]  # the rows of z: the reference rows come first
 
 
-class CIFARDiscriminator(_Network):
+class CIFARDiscriminator(_Discriminator):
     """The CIFAR-10/SVHN discriminator of the reference scripts (:ref:`ref-scripts`).
 
     =====  =====================================================================  ====================
@@ -512,7 +525,6 @@ class CIFARDiscriminator(_Network):
     ) -> None:
         super().__init__()
         self.in_channels = in_channels  # checked by the first layer
-        self.num_classes = check_int("num_classes", num_classes, minimum=1)
         w1, w2 = self.widths = check_int_tuple("widths", widths, minimum=1, length=2)
         self.input_corruption = check_choice("input_corruption", input_corruption, INPUT_CORRUPTIONS)
         if input_corruption == "dropout":
@@ -543,12 +555,7 @@ class CIFARDiscriminator(_Network):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
-        self.minibatch, width = _minibatch_layer(w2, minibatch_kernels, minibatch_kernel_dim)
-        self.classifier = WeightNormLinear(width, self.num_classes, train_scale=True, init_scale=0.1)
-
-    @property
-    def feature_dim(self) -> int:
-        return self.widths[1]
+        self._add_head(w2, num_classes, minibatch_kernels, minibatch_kernel_dim, init_scale=0.1)
 
     def forward(self, x: Tensor, return_features: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """Class logits (N, num_classes), and with ``return_features`` also the pooled features (N, w2)."""
@@ -639,7 +646,7 @@ def svhn_md_discriminator(num_classes: int = 10, minibatch_kernels: int = 100) -
 # --------------------------------------------------------------------------------------------------------------
 # The 2-D Gaussian-mixture networks (the mode-coverage experiment, recipes/mixture.py)
 # --------------------------------------------------------------------------------------------------------------
-class MixtureGenerator(nn.Module):
+class MixtureGenerator(_NoiseInput):
     """An MLP from z ~ N(0, I) to 2-D points: ``layers`` hidden ReLU layers of ``hidden`` units and a linear output
     multiplied by ``scale``.
 
@@ -660,25 +667,14 @@ class MixtureGenerator(nn.Module):
         torch.Size([3, 2])
     """
 
+    _draw = staticmethod(torch.randn)
+
     def __init__(self, z_dim: int = 16, hidden: int = 256, layers: int = 3, scale: float = 1.0) -> None:
         super().__init__()
         self.z_dim = check_int("z_dim", z_dim, minimum=1)
         blocks, width = _mlp(self.z_dim, hidden, layers, nn.ReLU)
         self.scale = check_real("scale", scale, minimum=0, low_open=True)
         self.net = nn.Sequential(*blocks, nn.Linear(width, 2))
-
-    def sample_noise(self, n: int, generator: Optional[torch.Generator] = None, device: _Device = None) -> Tensor:
-        """``n`` noise vectors z ~ N(0, I) of ``z_dim`` dimensions, on ``device`` (default: the model's).
-
-        A CPU ``generator`` with another ``device`` draws on the CPU and moves the noise, so a seeded generator
-        gives the same noise on every device.
-        """
-        n = check_int("n", n, minimum=1)
-        parameter = next(self.parameters())
-        device = parameter.device if device is None else check_device("device", device)  # None: the trainers' path
-        if generator is not None and torch.device(device).type != generator.device.type:
-            return torch.randn(n, self.z_dim, generator=generator, dtype=parameter.dtype).to(device)
-        return torch.randn(n, self.z_dim, generator=generator, device=device, dtype=parameter.dtype)
 
     def forward(self, z: Tensor) -> Tensor:
         # The one check: a 1-D z would pass through the MLP as a single example.

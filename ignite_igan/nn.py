@@ -208,13 +208,15 @@ def _batch_norm(x: Tensor, eps: float) -> Tensor:
 class _WeightNorm(DataDependentInit, nn.Module):
     """Shared parametrization of the weight-normalized layers.
 
-    Subclasses set ``_out_dim`` (the weight axis that indexes output units) and ``_repr`` (their own arguments, a
-    template filled from their attributes) and implement ``_transform(x, weight)``, the linear map without bias;
-    this class owns the parameters, the normalized weight, the data-dependent init and the rest of the repr.
+    Subclasses set ``_out_dim`` (the weight axis that indexes output units), ``_repr`` (their own arguments, a
+    template filled from their attributes) and ``_input`` (the input's axes, the same kind of template), and
+    implement ``_transform(x, weight)``, the linear map without bias; this class owns the parameters, the
+    normalized weight, the input check, the data-dependent init and the rest of the repr.
     """
 
     _out_dim = 0
     _repr = ""
+    _input = ""
 
     def __init__(self, weight_shape: Tuple[int, ...], train_scale: bool, init_scale: float, eps: float,
                  weight_std: float, data_init: bool) -> None:
@@ -252,6 +254,12 @@ class _WeightNorm(DataDependentInit, nn.Module):
         return self.weight * self.output_factor().view(shape)
 
     def forward(self, x: Tensor) -> Tensor:
+        # The input has as many axes as the weight: (N, in) or (N, C, H, W). torch's linear also takes (N, ..., in)
+        # and its convolutions an unbatched (C, H, W) image, which the per-unit scale and the data-dependent init
+        # would silently treat as something else (a batch of one image).
+        if x.dim() != self.weight.dim():
+            axes = self._input.format(**vars(self))
+            raise ValueError(f"input must be {self.weight.dim()}-D ({axes}), got a tensor of shape {tuple(x.shape)}")
         # Linear maps commute with a per-output-unit scale: x·(V·f)ᵀ = (x·Vᵀ)·f. Scaling the (N, out) output
         # instead of the (out, in) weight saves a pass over the weight in every forward and backward pass (the
         # weight is 7.8 times larger than a batch of 100 outputs in the MNIST network's first layer).
@@ -266,19 +274,18 @@ class _WeightNorm(DataDependentInit, nn.Module):
         # b <- -m*inv and g <- g*inv with inv = init_scale / std make the pre-activations zero-mean with std
         # init_scale, per unit (2-D) or channel (4-D); the layer emits exactly those normalized values.
         dims = (0,) if t.dim() == 2 else (0, 2, 3)
-        name = f"data-dependent init of {type(self).__name__}"
-        if t.numel() // t.shape[1] < 2:
-            raise ValueError(
-                f"{name} needs at least 2 values per output channel, got pre-activations of shape {tuple(t.shape)}; "
-                "use a batch of several examples (the reference uses 500)"
-            )
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name}: the pre-activations contain NaN or infinity, expected finite values")
         mean = t.mean(dim=dims)
         std = (t - _expand(mean, t.dim())).square().mean(dim=dims).sqrt()
-        if not bool((std > 0).all()):
-            dead = torch.nonzero(std <= 0).flatten().tolist()
-            raise ValueError(f"{name}: the pre-activations of output channel(s) {dead[:10]} are constant on this batch")
+        # A single value per channel, a constant channel and a NaN or infinity all leave a std that is 0 or NaN, which
+        # would make the gain infinite or NaN for good.
+        spread = torch.isfinite(std) & (std > 0)
+        if not bool(spread.all()):
+            dead = torch.nonzero(~spread).flatten().tolist()
+            raise ValueError(
+                f"data-dependent init of {type(self).__name__}: the pre-activations of output channel(s) {dead[:10]} "
+                f"are constant or not finite on this batch (shape {tuple(t.shape)}); use a batch of several examples "
+                "(the reference uses 500) with finite values"
+            )
         inv = self.init_scale / std
         with torch.no_grad():
             self.scale.mul_(inv)
@@ -327,6 +334,7 @@ class WeightNormLinear(_WeightNorm):
     """
 
     _repr = "in_features={in_features}, out_features={out_features}"
+    _input = "N, in_features={in_features}"
 
     def __init__(
         self,
@@ -345,34 +353,38 @@ class WeightNormLinear(_WeightNorm):
         super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
-        # linear takes (N, ..., in_features) too; the per-unit scale and the data-dependent init expect (N, out).
-        if x.dim() != 2:
-            shape = tuple(x.shape)
-            raise ValueError(f"input must be 2-D (N, in_features={self.in_features}), got a tensor of shape {shape}")
         return torch_F.linear(x, weight)
 
 
 class _WeightNormConv(_WeightNorm):
-    """The arguments that the weight-normalized convolutions share, checked in one place, and their repr."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        # torch's convolutions also take an unbatched (C, H, W) image, which the per-channel scale and the
-        # data-dependent init would silently treat as a batch of one.
-        if x.dim() != 4:
-            raise ValueError(f"input must be 4-D (N, in_channels={self.in_channels}, H, W), got a tensor of shape "
-                             f"{tuple(x.shape)}")
-        return super().forward(x)
+    """The arguments that the weight-normalized convolutions share, checked in one place, and their repr; the
+    constructor of :class:`WeightNormConv2d`."""
 
     _repr = "{in_channels}, {out_channels}, kernel_size={kernel_size}, stride={stride}, padding={padding}"
+    _input = "N, in_channels={in_channels}, H, W"
 
-    def _set_conv_arguments(
-        self, in_channels: int, out_channels: int, kernel_size: _IntPair, stride: _IntPair, padding: _IntPair
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _IntPair,
+        stride: _IntPair = 1,
+        padding: _IntPair = 0,
+        train_scale: bool = False,
+        init_scale: float = 1.0,
+        *,
+        eps: float = 1e-6,
+        weight_std: float = 0.05,
+        data_init: bool = True,
     ) -> None:
         self.in_channels = check_int("in_channels", in_channels, minimum=1)
         self.out_channels = check_int("out_channels", out_channels, minimum=1)
         self.kernel_size = check_int_tuple("kernel_size", kernel_size, minimum=1, length=2, repeat_int=True)
         self.stride = check_int_tuple("stride", stride, minimum=1, length=2, repeat_int=True)
         self.padding = check_int_tuple("padding", padding, minimum=0, length=2, repeat_int=True)
+        # torch's weight layouts: (out, in, kh, kw), and (in, out, kh, kw) for the transposed convolution.
+        channels = (self.in_channels, self.out_channels) if self._out_dim else (self.out_channels, self.in_channels)
+        super().__init__((*channels, *self.kernel_size), train_scale, init_scale, eps, weight_std, data_init)
 
 
 class WeightNormConv2d(_WeightNormConv):
@@ -400,24 +412,6 @@ class WeightNormConv2d(_WeightNormConv):
         >>> conv(torch.randn(2, 3, 10, 10)).shape
         torch.Size([2, 8, 10, 10])
     """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: _IntPair,
-        stride: _IntPair = 1,
-        padding: _IntPair = 0,
-        train_scale: bool = False,
-        init_scale: float = 1.0,
-        *,
-        eps: float = 1e-6,
-        weight_std: float = 0.05,
-        data_init: bool = True,
-    ) -> None:
-        self._set_conv_arguments(in_channels, out_channels, kernel_size, stride, padding)
-        weight_shape = (self.out_channels, self.in_channels, *self.kernel_size)
-        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv2d(x, weight, stride=self.stride, padding=self.padding)
@@ -469,12 +463,11 @@ class WeightNormConvTranspose2d(_WeightNormConv):
         weight_std: float = 0.05,
         data_init: bool = True,
     ) -> None:
-        self._set_conv_arguments(in_channels, out_channels, kernel_size, stride, padding)
         self.output_padding = check_int_tuple("output_padding", output_padding, minimum=0, length=2, repeat_int=True)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, train_scale, init_scale, eps=eps,
+                         weight_std=weight_std, data_init=data_init)
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"output_padding must be smaller than stride {self.stride}, got {self.output_padding}")
-        weight_shape = (self.in_channels, self.out_channels, *self.kernel_size)  # torch's layout: (in, out, kh, kw)
-        super().__init__(weight_shape, train_scale, init_scale, eps, weight_std, data_init)
 
     def _transform(self, x: Tensor, weight: Tensor) -> Tensor:
         return torch_F.conv_transpose2d(
@@ -485,7 +478,35 @@ class WeightNormConvTranspose2d(_WeightNormConv):
 # --------------------------------------------------------------------------------------------------------------
 # Normalization and noise (docs/reference.md, The generators' batch norm; Virtual batch normalization)
 # --------------------------------------------------------------------------------------------------------------
-class ScaleFreeBatchNorm(nn.Module):
+class _Norm(nn.Module):
+    """What the two normalization layers share: ``num_features`` and ``eps`` (checked here), the repr and the check
+    of the input."""
+
+    def __init__(self, num_features: int, eps: float) -> None:
+        super().__init__()
+        self.num_features = check_int("num_features", num_features, minimum=1)
+        self.eps = check_real("eps", eps, minimum=0.0)
+
+    def _check_input(self, x: Tensor, min_values: int) -> None:
+        """The one check of ``forward``: the layer's dtype, (N, C) or (N, C, H, W), at least ``min_values`` values
+        per channel."""
+        check_input_dtype(x, self.bias.dtype)  # a float64 input would silently give a float64 output
+        # One channel would broadcast silently against the parameters, a 3-D input fail obscurely in the
+        # statistics, and a single value per channel (a batch of one) has no batch statistics: every example would
+        # map to the bias.
+        c = self.num_features
+        if x.dim() not in (2, 4) or x.shape[1] != c or x.numel() // c < min_values:
+            need = "" if min_values < 2 else (f" with at least {min_values} values per channel (a batch of one has "
+                                              "no batch statistics: pass several examples at once or use "
+                                              "VirtualBatchNorm)")
+            raise ValueError(f"input must be 2-D (N, C={c}) or 4-D (N, C={c}, H, W){need}, got a tensor of shape "
+                             f"{tuple(x.shape)}")
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}"
+
+
+class ScaleFreeBatchNorm(_Norm):
     """The reference generators' batch norm: batch statistics always, no scale, a learned bias
     (:ref:`ref-generator-batch-norm`).
 
@@ -515,9 +536,7 @@ class ScaleFreeBatchNorm(nn.Module):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.num_features = check_int("num_features", num_features, minimum=1)
-        self.eps = check_real("eps", eps, minimum=0.0)
+        super().__init__(num_features, eps)
         self.bias = nn.Parameter(torch.zeros(self.num_features))
 
     def reset_parameters(self) -> None:
@@ -525,21 +544,8 @@ class ScaleFreeBatchNorm(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input_dtype(x, self.bias.dtype)  # a float64 input would silently give a float64 output
-        if x.dim() in (2, 4) and x.shape[1] == self.num_features and x.numel() // x.shape[1] >= 2:
-            return _batch_norm(x, self.eps) + _expand(self.bias, x.dim())
-        # One channel would broadcast silently against the bias, a 3-D input fail obscurely in var_mean, and a
-        # single value per channel (a batch of one) has no statistics: every example would map to the bias.
-        why = ("a batch of one has no batch statistics (every example would map to the bias): pass several examples "
-               "at once or use VirtualBatchNorm") if x.dim() in (2, 4) and x.shape[1] == self.num_features else (
-               "another shape would broadcast against the bias or fail in the statistics")
-        raise ValueError(
-            f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W) with at least 2 "
-            f"values per channel, got a tensor of shape {tuple(x.shape)}; {why}"
-        )
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}"
+        self._check_input(x, min_values=2)
+        return _batch_norm(x, self.eps) + _expand(self.bias, x.dim())
 
 
 class GaussianNoise(nn.Module):
@@ -576,7 +582,7 @@ class GaussianNoise(nn.Module):
         return f"sigma={self.sigma}"
 
 
-class VirtualBatchNorm(nn.Module):
+class VirtualBatchNorm(_Norm):
     """Virtual batch normalization (paper §3.4), the corrected 2017 version of the reference
     (:ref:`ref-virtual-batch-norm`).
 
@@ -619,9 +625,7 @@ class VirtualBatchNorm(nn.Module):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.num_features = check_int("num_features", num_features, minimum=1)
-        self.eps = check_real("eps", eps, minimum=0.0)
+        super().__init__(num_features, eps)
         self.weight = nn.Parameter(torch.empty(self.num_features))
         self.bias = nn.Parameter(torch.empty(self.num_features))
         self.reset_parameters()
@@ -632,11 +636,7 @@ class VirtualBatchNorm(nn.Module):
             self.bias.zero_()
 
     def forward(self, x: Tensor, reference_size: int) -> Tensor:
-        check_input_dtype(x, self.weight.dtype)  # a float64 input would silently give a float64 output
-        # One channel would broadcast silently against the gains; other shapes fail obscurely in the statistics.
-        if x.dim() not in (2, 4) or x.shape[1] != self.num_features:
-            raise ValueError(f"input must be 2-D (N, C={self.num_features}) or 4-D (N, C={self.num_features}, H, W), "
-                             f"got a tensor of shape {tuple(x.shape)}")
+        self._check_input(x, min_values=0)  # an empty input: reference_size names it
         # A slice would silently take what there is (x[:6] of 5 rows), or nothing (NaN statistics).
         hint = "the number of leading rows of the input that are the reference batch"
         reference_size = check_int("reference_size", reference_size, minimum=1, maximum=len(x), hint=hint)
@@ -645,9 +645,6 @@ class VirtualBatchNorm(nn.Module):
         if live.shape[0] > 0:  # without live rows, the output is the normalized reference alone
             normalized = torch.cat([normalized, virtual_batch_norm(live, reference, eps=self.eps)])
         return normalized * _expand(self.weight, x.dim()) + _expand(self.bias, x.dim())
-
-    def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -721,14 +718,11 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
         return torch.cat([x, _minibatch_features(m) + self.bias], dim=1)
 
     def _initialize_from(self, x: Tensor, m: Tensor) -> Tensor:
-        name = "data-dependent init of MinibatchDiscrimination"
-        if x.shape[0] < 2:  # nearest-neighbour distances
-            raise ValueError(f"{name} needs at least 2 examples, got input of shape {tuple(x.shape)}")
         distances = _minibatch_l1_distances(m)  # (N, N, B), zero diagonal
         distances.diagonal(dim1=0, dim2=1).fill_(math.inf)
-        mmd = 0.5 * distances.min(dim=1).values.mean(dim=0)  # (B,)
+        mmd = 0.5 * distances.min(dim=1).values.mean(dim=0)  # (B,), infinite for a batch of one
         del distances
-        self._rescale_kernels(mmd, name)
+        self._rescale_kernels(mmd, "data-dependent init of MinibatchDiscrimination")
         # T is linear in exp(log_weight_scale), so the rescaled projection is M / mmd: the distances become
         # d / mmd, as the reference divides them in place.
         o = _minibatch_features(m / mmd.view(1, -1, 1))
@@ -738,10 +732,14 @@ class MinibatchDiscrimination(DataDependentInit, nn.Module):
         return torch.cat([x, o - centre], dim=1)
 
     def _rescale_kernels(self, distance: Tensor, who: str) -> None:
-        """Divides every kernel's projections, and so its distances, by ``distance[b]`` (all > 0)."""
-        if not bool((distance > 0).all()):
-            dead = torch.nonzero(distance <= 0).flatten().tolist()
-            raise ValueError(f"{who}: kernel(s) {dead[:10]} see identical examples")
+        """Divides every kernel's projections, and so its distances, by ``distance[b]`` (all finite and > 0)."""
+        # A batch of identical examples has distance 0, a batch of one none (an infinite nearest-neighbour
+        # distance, a 0/0 mean): either would make the scale infinite or NaN for good.
+        scaled = torch.isfinite(distance) & (distance > 0)
+        if not bool(scaled.all()):
+            dead = torch.nonzero(~scaled).flatten().tolist()
+            raise ValueError(f"{who}: kernel(s) {dead[:10]} see identical examples; it needs at least 2 examples that "
+                             "differ")
         with torch.no_grad():
             self.log_weight_scale.sub_(distance.log().unsqueeze(1))
 
@@ -778,8 +776,8 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
         The ``(B,)`` mean pairwise distances before the scaling.
 
     Raises:
-        ValueError: fewer than 2 examples, a width other than ``in_features``, or a kernel that sees identical
-            examples (mean distance 0).
+        ValueError: fewer than 2 examples, or a kernel that sees identical examples (mean distance 0). A width
+            other than ``in_features`` fails in the product, with torch's error naming both widths.
 
     Example:
         >>> import torch
@@ -795,12 +793,8 @@ def minibatch_batch_mean_init(layer: MinibatchDiscrimination, features: Tensor, 
     """
     check_instance("layer", layer, MinibatchDiscrimination, "a MinibatchDiscrimination")
     check_instance("features", features, Tensor, "a tensor (N, in_features)")
-    if features.dim() < 2 or features.shape[0] < 2:
-        raise ValueError(f"features must be a batch of at least 2 examples, got shape {tuple(features.shape)}")
-    x = features.flatten(1)
-    if x.shape[1] != layer.in_features:
-        raise ValueError(f"features must have {layer.in_features} features after flattening, got {x.shape[1]}")
     target = check_real("target", target, minimum=0.0, low_open=True)
+    x = features.flatten(1)
     n = x.shape[0]
     with torch.no_grad():
         m = (x @ layer.projection().flatten(1)).view(n, layer.num_kernels, layer.kernel_dim)

@@ -241,10 +241,10 @@ def test_data_init_matches_oracle_and_normalizes(make, shape, out_axis):
 
 
 def test_data_init_on_one_example_or_constant_channel_raises():
-    with pytest.raises(ValueError, match=r"at least 2 values per output channel.*\(1, 3\)"):
+    with pytest.raises(ValueError, match=r"channel\(s\) \[0, 1, 2\] are constant or not finite .*\(shape \(1, 3\)\)"):
         data_dependent_init(WeightNormLinear(4, 3), torch.randn(1, 4))
     layer = WeightNormLinear(4, 3)
-    with pytest.raises(ValueError, match=r"channel\(s\) \[0, 1, 2\].*constant"):
+    with pytest.raises(ValueError, match=r"channel\(s\) \[0, 1, 2\] are constant"):
         data_dependent_init(layer, torch.ones(10, 4))
     # Nothing was half-written by the failed pass.
     assert torch.equal(layer.scale, torch.ones(3)) and torch.equal(layer.bias, torch.zeros(3))
@@ -518,7 +518,7 @@ def test_minibatch_discrimination_batch_of_one_and_bad_input():
     with pytest.raises(IndexError, match=r"Dimension out of range"):  # flatten(1) of a 1-D input
         layer(torch.randn(6))
     assert layer(torch.randn(0, 6)).shape == (0, 10)  # an empty batch: empty features
-    with pytest.raises(ValueError, match=r"needs at least 2 examples.*\(1, 6\)"):
+    with pytest.raises(ValueError, match=r"MinibatchDiscrimination: kernel\(s\) \[0, 1, 2, 3\] .*at least 2 examples"):
         data_dependent_init(layer, torch.randn(1, 6))
     with pytest.raises(ValueError, match=r"kernel\(s\) \[0, 1, 2, 3\] see identical examples"):
         data_dependent_init(layer, torch.ones(5, 6))
@@ -539,8 +539,8 @@ def test_minibatch_discrimination_batch_of_one_and_bad_input():
         (WeightNormConv2d(3, 4, 3), torch.randn(2, 2, 5, 5), RuntimeError, r"expected input\[2, 2, 5, 5\] to have 3 channels, but got 2 channels instead"),
         (WeightNormConvTranspose2d(3, 4, 3), torch.randn(2, 4, 5, 5), RuntimeError, r"expected input\[2, 4, 5, 5\] to have 3 channels, but got 4 channels instead"),
         (ScaleFreeBatchNorm(4), torch.randn(2, 4, 3), ValueError, r"input must be 2-D \(N, C=4\) or 4-D .*got a tensor of shape \(2, 4, 3\)"),
-        (ScaleFreeBatchNorm(4), torch.randn(2, 3), ValueError, r"input must be 2-D \(N, C=4\) .* got a tensor of shape \(2, 3\); another shape"),
-        (ScaleFreeBatchNorm(4), torch.randn(2, 1), ValueError, r"input must be 2-D \(N, C=4\) .* got a tensor of shape \(2, 1\); another shape"),
+        (ScaleFreeBatchNorm(4), torch.randn(2, 3), ValueError, r"input must be 2-D \(N, C=4\) .* got a tensor of shape \(2, 3\)"),
+        (ScaleFreeBatchNorm(4), torch.randn(2, 1), ValueError, r"input must be 2-D \(N, C=4\) .* got a tensor of shape \(2, 1\)"),
         (WeightNormConvTranspose2d(3, 4, 5), torch.randn(3, 8, 8), ValueError, r"input must be 4-D \(N, in_channels=3, H, W\), got a tensor of shape \(3, 8, 8\)"),
         (ScaleFreeBatchNorm(4), torch.randn(0, 4, 2, 2), ValueError, r"at least 2 values per channel.*got a tensor of shape \(0, 4, 2, 2\)"),
         (GaussianNoise(0.1), torch.ones(2, dtype=torch.long), TypeError, r"input must be a floating-point tensor, got dtype torch.int64"),
@@ -595,7 +595,7 @@ def test_bad_constructor_arguments(make, error, pattern):
 def test_data_init_rejects_non_finite_preactivations():
     x = torch.randn(10, 4)
     x[3, 1] = float("nan")
-    with pytest.raises(ValueError, match="pre-activations contain NaN or infinity"):
+    with pytest.raises(ValueError, match=r"pre-activations of output channel\(s\) \[0, 1, 2\] are constant or not finite"):
         data_dependent_init(WeightNormLinear(4, 3), x)
 
 
