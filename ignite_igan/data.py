@@ -204,10 +204,17 @@ def dataset_labels(dataset: Dataset) -> Tensor:
         values = getattr(dataset, attribute, None)
         if values is not None:
             return torch.as_tensor(np.asarray(values)).long().reshape(-1)
-    items = [dataset[index] for index in range(len(dataset))]  # type: ignore[arg-type]
-    if any(not isinstance(item, (tuple, list)) or len(item) < 2 for item in items):
-        raise TypeError("dataset items must be (input, label) pairs to read labels from")
-    return torch.tensor([int(item[1]) for item in items], dtype=torch.long)
+    labels = [int(_label(dataset[index])) for index in range(len(dataset))]  # type: ignore[arg-type]
+    return torch.tensor(labels, dtype=torch.long)
+
+
+def _label(item: Any) -> Any:
+    """The label of a dataset item ``(input, label, ...)``: ``item[1]`` of a bare tensor would be its second row,
+    silently, so anything else is refused."""
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise TypeError(f"dataset items must be (input, label, ...) tuples, got {type(item).__name__}; wrap the "
+                        "dataset so that it returns (input, label)")
+    return item[1]
 
 
 class SemiSupervisedBatch(NamedTuple):
@@ -238,13 +245,10 @@ class _SplitCollate:
     collate_fn: Callable[[List[Any]], Any]
 
     def __call__(self, items: List[Any]) -> SemiSupervisedBatch:
-        # item[0] of a bare tensor item would be its first row, silently.
-        if any(not isinstance(item, (tuple, list)) or len(item) < 2 for item in items):
-            raise TypeError("dataset items must be (input, label, ...) tuples; wrap the dataset so that it returns "
-                            "(input, label)")
         labeled, unlabeled = self.sizes[0], self.sizes[0] + self.sizes[1]
+        # The labels first: _label refuses the bare items whose item[0] would be their first row, silently.
+        y_labeled = self.collate_fn([_label(item) for item in items[:labeled]])
         x_labeled = self.collate_fn([item[0] for item in items[:labeled]])
-        y_labeled = self.collate_fn([item[1] for item in items[:labeled]])
         # Only the inputs of the unlabeled batches leave the loader: their labels are dropped here.
         x_unlabeled = self.collate_fn([item[0] for item in items[labeled:unlabeled]])
         x_unlabeled2 = self.collate_fn([item[0] for item in items[unlabeled:]]) if len(self.sizes) == 3 else None
