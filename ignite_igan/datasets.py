@@ -111,11 +111,6 @@ class ScaledImages(Dataset):
         x = (images.float() - self.offset) / (self.scale if scale is None else scale)
         return x.flatten(start_dim=1) if self.flatten else x
 
-    @property
-    def targets(self) -> Tensor:
-        """The labels, under the attribute name torchvision's data sets use."""
-        return self.labels
-
 
 def _missing(key: str, root: PathLike, detail: str) -> DatasetNotFoundError:
     layout = EXPECTED_LAYOUTS[key].replace("<dir>", str(root))
