@@ -284,13 +284,11 @@ class _EpochSampler(Sampler):
         copies = math.ceil(e * bl / self.labeled.size)
         # Every copy of the labeled subset is permuted on its own, as the reference's tiling loop does.
         tiled = np.random.default_rng([self.seed, epoch, 0]).permuted(np.tile(self.labeled, (copies, 1)), axis=1)
-        unlabeled = np.random.default_rng([self.seed, epoch, 1]).permutation(self.unlabeled)
-        unlabeled2 = np.random.default_rng([self.seed, epoch, 2]).permutation(self.unlabeled)
-        return {
-            "labeled": tiled.reshape(-1)[: e * bl].reshape(e, bl),
-            "unlabeled": unlabeled[: e * b].reshape(e, b),
-            "unlabeled2": unlabeled2[: e * b].reshape(e, b),
-        }
+        tables = {"labeled": tiled.reshape(-1)[: e * bl].reshape(e, bl)}
+        for stream, key in ((1, "unlabeled"), (2, "unlabeled2")):
+            permuted = np.random.default_rng([self.seed, epoch, stream]).permutation(self.unlabeled)
+            tables[key] = permuted[: e * b].reshape(e, b)
+        return tables
 
     def rows(self, epoch: int) -> np.ndarray:
         """This process's index lists of every iteration of ``epoch``, one row per iteration (E, L + U [+ U])."""
@@ -384,9 +382,8 @@ class SemiSupervisedLoader:
         self.dataset = dataset
         self.dataset_size = len(dataset)  # type: ignore[arg-type]
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.labeled_batch_size = check_int(
-            "labeled_batch_size", self.batch_size if labeled_batch_size is None else labeled_batch_size, minimum=1
-        )
+        labeled_batch_size = self.batch_size if labeled_batch_size is None else labeled_batch_size
+        self.labeled_batch_size = check_int("labeled_batch_size", labeled_batch_size, minimum=1)
         seed = check_int("seed", seed, minimum=0)
         self.generator_batch = check_bool("generator_batch", generator_batch)
         world_size = idist.get_world_size() if world_size is None else world_size
