@@ -204,10 +204,17 @@ def dataset_labels(dataset: Dataset) -> Tensor:
         values = getattr(dataset, attribute, None)
         if values is not None:
             return torch.as_tensor(np.asarray(values)).long().reshape(-1)
-    items = [dataset[index] for index in range(len(dataset))]  # type: ignore[arg-type]
-    if any(not isinstance(item, (tuple, list)) or len(item) < 2 for item in items):
-        raise TypeError("dataset items must be (input, label) pairs to read labels from")
-    return torch.tensor([int(item[1]) for item in items], dtype=torch.long)
+    labels = [int(_label(dataset[index])) for index in range(len(dataset))]  # type: ignore[arg-type]
+    return torch.tensor(labels, dtype=torch.long)
+
+
+def _label(item: Any) -> Any:
+    """The label of a dataset item ``(input, label, ...)``: ``item[1]`` of a bare tensor would be its second row,
+    silently, so anything else is refused."""
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise TypeError(f"dataset items must be (input, label, ...) tuples, got {type(item).__name__}; wrap the "
+                        "dataset so that it returns (input, label)")
+    return item[1]
 
 
 class SemiSupervisedBatch(NamedTuple):
@@ -238,13 +245,10 @@ class _SplitCollate:
     collate_fn: Callable[[List[Any]], Any]
 
     def __call__(self, items: List[Any]) -> SemiSupervisedBatch:
-        # item[0] of a bare tensor item would be its first row, silently.
-        if any(not isinstance(item, (tuple, list)) or len(item) < 2 for item in items):
-            raise TypeError("dataset items must be (input, label, ...) tuples; wrap the dataset so that it returns "
-                            "(input, label)")
         labeled, unlabeled = self.sizes[0], self.sizes[0] + self.sizes[1]
+        # The labels first: _label refuses the bare items whose item[0] would be their first row, silently.
+        y_labeled = self.collate_fn([_label(item) for item in items[:labeled]])
         x_labeled = self.collate_fn([item[0] for item in items[:labeled]])
-        y_labeled = self.collate_fn([item[1] for item in items[:labeled]])
         # Only the inputs of the unlabeled batches leave the loader: their labels are dropped here.
         x_unlabeled = self.collate_fn([item[0] for item in items[labeled:unlabeled]])
         x_unlabeled2 = self.collate_fn([item[0] for item in items[unlabeled:]]) if len(self.sizes) == 3 else None
@@ -280,13 +284,11 @@ class _EpochSampler(Sampler):
         copies = math.ceil(e * bl / self.labeled.size)
         # Every copy of the labeled subset is permuted on its own, as the reference's tiling loop does.
         tiled = np.random.default_rng([self.seed, epoch, 0]).permuted(np.tile(self.labeled, (copies, 1)), axis=1)
-        unlabeled = np.random.default_rng([self.seed, epoch, 1]).permutation(self.unlabeled)
-        unlabeled2 = np.random.default_rng([self.seed, epoch, 2]).permutation(self.unlabeled)
-        return {
-            "labeled": tiled.reshape(-1)[: e * bl].reshape(e, bl),
-            "unlabeled": unlabeled[: e * b].reshape(e, b),
-            "unlabeled2": unlabeled2[: e * b].reshape(e, b),
-        }
+        tables = {"labeled": tiled.reshape(-1)[: e * bl].reshape(e, bl)}
+        for stream, key in ((1, "unlabeled"), (2, "unlabeled2")):
+            permuted = np.random.default_rng([self.seed, epoch, stream]).permutation(self.unlabeled)
+            tables[key] = permuted[: e * b].reshape(e, b)
+        return tables
 
     def rows(self, epoch: int) -> np.ndarray:
         """This process's index lists of every iteration of ``epoch``, one row per iteration (E, L + U [+ U])."""
@@ -380,9 +382,8 @@ class SemiSupervisedLoader:
         self.dataset = dataset
         self.dataset_size = len(dataset)  # type: ignore[arg-type]
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.labeled_batch_size = check_int(
-            "labeled_batch_size", self.batch_size if labeled_batch_size is None else labeled_batch_size, minimum=1
-        )
+        labeled_batch_size = self.batch_size if labeled_batch_size is None else labeled_batch_size
+        self.labeled_batch_size = check_int("labeled_batch_size", labeled_batch_size, minimum=1)
         seed = check_int("seed", seed, minimum=0)
         self.generator_batch = check_bool("generator_batch", generator_batch)
         world_size = idist.get_world_size() if world_size is None else world_size

@@ -111,11 +111,6 @@ class ScaledImages(Dataset):
         x = (images.float() - self.offset) / (self.scale if scale is None else scale)
         return x.flatten(start_dim=1) if self.flatten else x
 
-    @property
-    def targets(self) -> Tensor:
-        """The labels, under the attribute name torchvision's data sets use."""
-        return self.labels
-
 
 def _missing(key: str, root: PathLike, detail: str) -> DatasetNotFoundError:
     layout = EXPECTED_LAYOUTS[key].replace("<dir>", str(root))
@@ -136,22 +131,16 @@ def _unreadable(key: str, root: PathLike, error: Exception) -> DatasetReadError:
 
 @functools.lru_cache(maxsize=None)
 def _unchecked(name: str) -> type:
-    """torchvision's CIFAR10 or SVHN class, with the MD5 check replaced by a check that the files exist.
+    """torchvision's CIFAR10 or SVHN class without the MD5 check: the files are read as they are, and a missing one
+    raises ``FileNotFoundError`` when torchvision opens it.
 
     Everything else, the reading of the pickled batches or of the ``.mat`` file included, is torchvision's own.
     """
     import torchvision.datasets as tvd
 
-    base = getattr(tvd, name)
-
-    class Unchecked(base):  # type: ignore[misc, valid-type]
+    class Unchecked(getattr(tvd, name)):  # type: ignore[misc]
         def _check_integrity(self) -> bool:
-            if name == "SVHN":
-                paths = [os.path.join(self.root, self.filename)]
-            else:
-                files = self.train_list if self.train else self.test_list
-                paths = [os.path.join(self.root, self.base_folder, entry[0]) for entry in files]
-            return all(os.path.isfile(path) for path in paths)
+            return True
 
         def _load_meta(self) -> None:  # class names are not needed, and a cut-down copy may lack the meta file
             self.classes, self.class_to_idx = [], {}
@@ -189,7 +178,8 @@ def _load_torchvision(
     opener = checked if verify_checksums or idx else _unchecked(name)  # IDX files are read without a checksum
     try:
         ds = opener(str(root), download=download and verify_checksums, **split)
-    except RuntimeError as error:  # torchvision's "Dataset not found (or corrupted)"; for IDX files also "unreadable"
+    except (RuntimeError, FileNotFoundError) as error:  # torchvision's "Dataset not found (or corrupted)", a file
+        # the unchecked class could not open; for IDX files also "unreadable"
         absent = [str(path) for path in files if not path.is_file()]
         if files and not absent:
             raise _unreadable(key, root, error) from error
@@ -201,10 +191,6 @@ def _load_torchvision(
         images = images.permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW (SVHN's are NCHW already)
     labels = torch.as_tensor(ds.labels if key == "svhn" else ds.targets)
     return ScaledImages(images, labels, offset=offset, scale=scale, flatten=idx)
-
-
-DIGITS_TEST_SIZE = 500
-DIGITS_SPLIT_SEED = 0
 
 
 def load_digits(root: PathLike = None, train: bool = True, download: bool = False) -> ScaledImages:
@@ -227,7 +213,7 @@ def load_digits(root: PathLike = None, train: bool = True, download: bool = Fals
     images = bunch.images.astype(np.uint8)
     labels = bunch.target.astype(np.int64)
     train_index, test_index = train_test_split(
-        np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, stratify=labels, random_state=DIGITS_SPLIT_SEED
+        np.arange(len(labels)), test_size=500, stratify=labels, random_state=0
     )
     chosen = np.sort(train_index if train else test_index)
     return ScaledImages(
@@ -240,8 +226,6 @@ DATASETS: Dict[str, Callable[..., ScaledImages]] = {
     **{key: functools.partial(_load_torchvision, key) for key in _TORCHVISION},
     "digits": load_digits,
 }
-# The per-data-set names of earlier versions, kept working: load_mnist(root, train=True, download=False, ...).
-load_mnist, load_fashion_mnist, load_cifar10, load_svhn = (DATASETS[key] for key in _TORCHVISION)
 
 
 def load_dataset(

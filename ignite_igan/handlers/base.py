@@ -35,10 +35,13 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ignite.engine import CallableEventWithFilter, Engine, Events, EventsList
 from ignite.engine.events import RemovableEventHandle
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ignite_igan.validation import check_identifier, check_instance, check_state_keys
+from ignite_igan.validation import (
+    check_finite_state, check_identifier, check_instance, check_int, check_state_keys,
+    check_trainable,
+)
 
 __all__ = ["Handler"]
 
@@ -164,6 +167,35 @@ class Handler(ABC):
     @abstractmethod
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a state whose keys were checked (each value is the subclass's to check)."""
+
+    def _finite_entry(self, state_dict: Mapping[str, Any], key: str) -> Any:
+        """``state_dict[key]``, refused if it holds NaN or infinity: at loading, not later in training, where the
+        failure would be blamed on the run's own divergence."""
+        check_finite_state(f"{type(self).__name__}.load_state_dict", f"state_dict[{key!r}]", state_dict[key])
+        return state_dict[key]
+
+
+class AveragingHandler(Handler):
+    """Base of the handlers that average a model's trainable parameters over their updates
+    (:class:`~ignite_igan.handlers.HistoricalAveraging`, :class:`~ignite_igan.handlers.EvaluationAveraging`): the
+    model checked once, the parameters it averages (those trainable when the handler is built) and the checked
+    count and average of a loaded state.
+
+    Args:
+        model: the model (``DistributedDataParallel``/``DataParallel`` are unwrapped); it must have a trainable
+            parameter.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = unwrap(check_instance("model", model, nn.Module, "a torch.nn.Module"))
+        # (name, parameter) of the parameters trainable when the handler is built
+        self._tracked: List[Tuple[str, Tensor]] = check_trainable("model", self.model, " to average")
+
+    def _loaded_average(self, state_dict: Mapping[str, Any], key: str) -> Tuple[int, Any]:
+        """The update count and the average ``state_dict[key]`` of a state to load, checked."""
+        count = check_int("state_dict['num_updates']", state_dict["num_updates"], minimum=0)
+        return count, self._finite_entry(state_dict, key)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

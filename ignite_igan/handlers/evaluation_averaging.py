@@ -15,17 +15,15 @@ from ignite.engine import Engine, Events
 from ignite.handlers import EMAHandler
 from torch import Tensor, nn
 
-from ignite_igan.handlers.base import Handler, Removable
-from ignite_igan.validation import (
-    check_bool, check_finite_parameters, check_finite_state, check_instance, check_int, check_real, check_trainable,
-)
+from ignite_igan.handlers.base import AveragingHandler, Removable
+from ignite_igan.validation import check_bool, check_finite_parameters, check_real
 
 __all__ = ["EvaluationAveraging"]
 
 _UPDATE = Events.ITERATION_COMPLETED  # the private engine's event at which EMAHandler updates
 
 
-class EvaluationAveraging(Handler):
+class EvaluationAveraging(AveragingHandler):
     """An exponential moving average of a model's weights to evaluate with (:ref:`ref-evaluation-averaging`).
 
     The reference evaluates the classifier with ``a ← a + 1e-4·(p - a)`` per discriminator step, for every
@@ -74,8 +72,8 @@ class EvaluationAveraging(Handler):
     (one average fed by two engines would mix their updates).
 
     Args:
-        model: the model to average, usually the discriminator/classifier (``DistributedDataParallel`` is
-            unwrapped by EMAHandler).
+        model: the model to average, usually the discriminator/classifier (``DistributedDataParallel`` and
+            ``DataParallel`` are unwrapped).
         rate: the weight of the new value at each update, in (0, 1); the reference's 1e-4 by default. Beware of
             the convention: many EMA implementations take the *decay* (0.9999) instead; a ``rate`` above 0.5 warns,
             as it makes the "average" follow the live weights.
@@ -110,8 +108,7 @@ class EvaluationAveraging(Handler):
     def __init__(
         self, model: nn.Module, rate: float = 1e-4, bias_correction: bool = True, check_finite: bool = True
     ) -> None:
-        super().__init__()
-        check_trainable("model", check_instance("model", model, nn.Module, "a torch.nn.Module"), " to average")
+        super().__init__(model)
         self.rate = check_real("rate", rate, minimum=0.0, maximum=1.0, low_open=True, high_open=True,
                                hint="the reference uses 1e-4, i.e. decay 0.9999")
         if self.rate > 0.5:
@@ -123,7 +120,6 @@ class EvaluationAveraging(Handler):
         self.bias_correction = check_bool("bias_correction", bias_correction)
         self.check_finite = check_bool("check_finite", check_finite)
         self.ema_handler = EMAHandler(model, momentum=self.rate, handle_buffers="copy")
-        self.model: nn.Module = self.ema_handler.model
         # EMAHandler updates its copy at an event of the engine it is attached to: attached to a private engine
         # whose event this handler fires once per update, it serves attach and the callable alike.
         self._updates = Engine(lambda engine, batch: None)
@@ -251,10 +247,7 @@ class EvaluationAveraging(Handler):
         return {"averaged_model": self.ema_handler.ema_model.state_dict(), "num_updates": self.num_updates}
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
-        num_updates = check_int("state_dict['num_updates']", state_dict["num_updates"], minimum=0)
-        # Refused here, not at the first evaluation: NaN averaged weights would score as a broken model.
-        averaged = state_dict["averaged_model"]
-        check_finite_state("EvaluationAveraging.load_state_dict", "state_dict['averaged_model']", averaged)
+        num_updates, averaged = self._loaded_average(state_dict, "averaged_model")
         for ema_buffer in self.ema_handler.ema_model.buffers():  # shared with the model: load into a copy
             ema_buffer.data = ema_buffer.data.clone()
         self.ema_handler.ema_model.load_state_dict(averaged)

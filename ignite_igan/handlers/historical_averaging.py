@@ -17,16 +17,16 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from ignite_igan.functional import historical_average_penalty
-from ignite_igan.handlers.base import Handler, Removable, unwrap
+from ignite_igan.handlers.base import AveragingHandler, Removable
 from ignite_igan.validation import (
-    check_choice, check_finite_parameters, check_finite_state, check_instance, check_int, check_real,
-    check_same_trainable, check_state_keys, check_tensor_shape, check_trainable,
+    check_choice, check_finite_parameters, check_instance, check_real, check_same_trainable, check_state_keys,
+    check_tensor_shape,
 )
 
 __all__ = ["HistoricalAveraging", "attach_historical_averaging"]
 
 
-class HistoricalAveraging(Handler):
+class HistoricalAveraging(AveragingHandler):
     """Pulls a player's parameters towards the average of their past values (paper §3.3).
 
     **What is averaged, and when.** Every time ``event`` fires (default :attr:`Events.ITERATION_STARTED`, i.e.
@@ -115,23 +115,19 @@ class HistoricalAveraging(Handler):
         self, model: nn.Module, weight: float, optimizer: Optional[Optimizer] = None, average: str = "uniform",
         decay: float = 0.999,
     ) -> None:
-        super().__init__()
-        model = unwrap(check_instance("model", model, nn.Module, "a torch.nn.Module"))
-        named = check_trainable("model", model, " to average")
+        super().__init__(model)
         if optimizer is not None:
             check_instance("optimizer", optimizer, Optimizer, "a torch.optim.Optimizer or None")
             stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
-            missing = [name for name, p in named if id(p) not in stepped]
+            missing = [name for name, p in self._tracked if id(p) not in stepped]
             if missing:
                 raise ValueError(f"optimizer must step every trainable parameter of model; it does not hold {missing}")
-        self.model = model
         self.optimizer = optimizer
         self.weight = weight  # validated by the property setter
         self.average = check_choice("average", average, ("uniform", "exponential"))
         self.decay = check_real("decay", decay, minimum=0.0, maximum=1.0, low_open=True, high_open=True)
-        self._tracked = named  # (name, parameter) of the trainable parameters, as they were at construction
-        self._names: List[str] = [name for name, _ in named]
-        self._params: List[Tensor] = [p for _, p in named]
+        self._names: List[str] = [name for name, _ in self._tracked]
+        self._params: List[Tensor] = [p for _, p in self._tracked]
         self._averages: Optional[List[Tensor]] = None
         self.num_updates = 0
 
@@ -234,22 +230,14 @@ class HistoricalAveraging(Handler):
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
         # the averages move to the parameters' devices
-        num_updates = check_int("state_dict['num_updates']", state_dict["num_updates"], minimum=0)
-        averages = state_dict["averages"]
-        if averages is None:
-            if num_updates != 0:
-                raise ValueError(f"state_dict['averages'] is None but num_updates is {num_updates}")
-            self._averages, self.num_updates = None, 0
-            return
-        check_state_keys(averages, self._names, "state_dict['averages']")
-        # Refused here, not at the first step: a NaN average would stop training later, blaming divergence.
-        check_finite_state("HistoricalAveraging.load_state_dict", "state_dict['averages']", dict(averages))
-        restored = []
-        for name, param in zip(self._names, self._params):
-            value = check_tensor_shape(f"state_dict['averages'][{name!r}]", averages[name], param.shape)
-            restored.append(value.detach().to(device=param.device, dtype=param.dtype).clone())
-        self._averages = restored
-        self.num_updates = num_updates
+        num_updates, averages = self._loaded_average(state_dict, "averages")
+        if averages is None and num_updates != 0:
+            raise ValueError(f"state_dict['averages'] is None but num_updates is {num_updates}")
+        if averages is not None:
+            check_state_keys(averages, self._names, "state_dict['averages']")
+            averages = [check_tensor_shape(f"state_dict['averages'][{name!r}]", averages[name], param.shape).detach()
+                        .to(device=param.device, dtype=param.dtype).clone() for name, param in self._tracked]
+        self._averages, self.num_updates = averages, num_updates
 
 
 def attach_historical_averaging(

@@ -9,7 +9,7 @@ from ignite.engine import Engine, Events
 from torch import Tensor, nn
 
 from ignite_igan.handlers.base import Handler, unwrap
-from ignite_igan.validation import check_finite_state, check_instance, check_int, check_methods
+from ignite_igan.validation import check_instance, check_int, check_methods
 
 __all__ = ["VirtualBatchReference"]
 
@@ -107,14 +107,12 @@ class VirtualBatchReference(Handler):
         super().load_state_dict(state_dict)
 
     def _load_state(self, state_dict: Mapping[str, Any]) -> None:
-        reference = state_dict["reference_noise"]
+        reference = self._finite_entry(state_dict, "reference_noise")  # NaN would make every VBN output NaN
         if reference is not None:
             # Any noise shape the generator draws, e.g. (size, z_dim) or dcgan.py's (size, nz, 1, 1).
             if not isinstance(reference, Tensor) or reference.dim() < 2 or reference.shape[0] != self.size:
                 shape = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference).__name__
                 raise ValueError(f"state_dict['reference_noise'] must be a tensor of size={self.size} noise vectors "
                                  f"(size, ...) or None, got {shape}")
-            # Refused here: a NaN reference would make every VBN output NaN, blamed later on divergence.
-            check_finite_state("VirtualBatchReference.load_state_dict", "state_dict['reference_noise']", reference)
             reference = reference.detach().cpu().clone()
         self.reference = reference
