@@ -202,9 +202,11 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
             generator, partial(generator.sample_noise, loader.batch_size, device=device))
     count = min(args.init_examples, len(train_set))
     handlers["init_discriminator"] = DataDependentInitialization(discriminator, init_batch(train_set, count, args.seed))
+    if not args.no_label_smoothing:
+        handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
 
     # The library's GAN trainer: one discriminator step, then the generator's steps; the guard, the epoch order and
-    # the handlers above, then label smoothing, historical averaging and the schedule, which join ``handlers``.
+    # the handlers above (label smoothing last), then historical averaging and the schedule, which join ``handlers``.
     trainer = create_gan_trainer(
         idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
         d_optimizer, g_optimizer, generator_loss=args.generator_loss, generator_steps=args.generator_steps,
@@ -216,9 +218,6 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
     attach_epoch_order(trainer, loader)  # a fresh iterator over this epoch's permutation, also with short epochs
     for handler in handlers.values():
         handler.attach(trainer)
-    if not args.no_label_smoothing:
-        handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
-        handlers["label_smoothing"].attach(trainer)
     if args.historical_averaging:
         players = {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}
         handlers.update(attach_historical_averaging(trainer, players, args.historical_averaging_weight))
