@@ -73,7 +73,7 @@ class MixtureConfig:
     discriminator_layers: int = 2
     lr: float = 1e-3  # the reference's Adam (β1 = 0.5) for both players
     decay_epochs: int = 10  # the rates decay linearly to 0 over the last half of the run (the flag: epochs // 2)
-    batch_size: int = 100  # at least 2 in every setting: minibatch features compare examples
+    batch_size: int = 100  # at least 2 (the check below), in every setting: minibatch features compare examples
     epochs: int = 20
     iterations_per_epoch: int = 500  # the data are sampled afresh for every batch: this defines an epoch
     eval_samples: int = 2500  # scored after every epoch, from fixed noise
@@ -250,10 +250,9 @@ def config_from_args(args: argparse.Namespace) -> MixtureConfig:
                                    generator_loss=args.generator_loss or MixtureConfig.generator_loss)
 
 
-def train(local_rank: int, args: argparse.Namespace) -> None:
-    """One process's run: build, train (or resume), then report: score, plot, ``summary.json``, the HParams row and
-    the console's line."""
-    config = config_from_args(args)
+def train(local_rank: int, args: argparse.Namespace, config: MixtureConfig) -> None:
+    """One process's run of ``config`` (:func:`config_from_args` of ``args``): build, train (or resume), then report:
+    score, plot, ``summary.json``, the HParams row and the console's line."""
     with Run(args, "mixture") as run:  # the folder's lock is released however the run ends
         device = run.start()  # seeds torch with --seed + rank
         experiment = create_experiment(config, device=device)
@@ -294,10 +293,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = build_parser()
     args = cli.parse_args(parser, argv)
     try:
-        config_from_args(args)  # every check before any process starts
+        config = config_from_args(args)  # every check before any process starts
     except (TypeError, ValueError) as error:
         parser.error(str(error))
-    cli.launch_recipe(parser, args, train)
+    cli.launch_recipe(parser, args, train, config)
 
 
 if __name__ == "__main__":

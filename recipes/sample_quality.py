@@ -32,7 +32,6 @@ On digits (no download) the MNIST networks scaled to 8x8, with a minibatch layer
 scored with :class:`~ignite_igan.models.DigitsClassifier` in place of Inception.
 """
 import argparse
-import sys
 from dataclasses import dataclass, replace
 from functools import partial
 from types import SimpleNamespace
