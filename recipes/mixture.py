@@ -38,7 +38,7 @@ from ignite_igan.metrics.mode_coverage import GaussianMixture2D, ModeCoverage, b
 from ignite_igan.metrics.sampling import GeneratorEvaluator, generate_samples
 from ignite_igan.models import MixtureDiscriminator, MixtureGenerator
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
-from ignite_igan.validation import check_fields
+from ignite_igan.validation import check_fields, check_instance
 
 MIXTURES = ("ring", "grid")
 MINIBATCH_INITS = ("none", "data", "batch_mean")
@@ -73,7 +73,7 @@ class MixtureConfig:
     discriminator_layers: int = 2
     lr: float = 1e-3  # the reference's Adam (β1 = 0.5) for both players
     decay_epochs: int = 10  # the rates decay linearly to 0 over the last half of the run (the flag: epochs // 2)
-    batch_size: int = 100
+    batch_size: int = 100  # at least 2 (the check below), in every setting: minibatch features compare examples
     epochs: int = 20
     iterations_per_epoch: int = 500  # the data are sampled afresh for every batch: this defines an epoch
     eval_samples: int = 2500  # scored after every epoch, from fixed noise
@@ -140,8 +140,7 @@ class MixtureExperiment:
 def create_experiment(config: MixtureConfig, device: Optional[Union[str, torch.device]] = None) -> MixtureExperiment:
     """The networks, optimizers, data and trainer of ``config``, with the technique handlers attached. Seed torch
     first: the generator is built first, so a seed gives every setting the same generator (and data)."""
-    if not isinstance(config, MixtureConfig):
-        raise TypeError(f"config must be a MixtureConfig, got {type(config).__name__}")
+    check_instance("config", config, MixtureConfig, "a MixtureConfig")
     device = idist.device() if device is None else torch.device(device)
     mixture = benchmark_mixture(config.mixture)
     scale = data_scale(config, mixture)
@@ -246,18 +245,14 @@ def config_from_args(args: argparse.Namespace) -> MixtureConfig:
     if switches["feature_matching"] and args.generator_loss is not None:
         raise ValueError(f"--generator-loss {args.generator_loss} conflicts with --feature-matching: feature matching "
                          "is the generator's loss; drop one of them")
-    if switches["minibatch_discrimination"] and args.batch_size < 2:
-        raise ValueError("--batch-size must be >= 2 with --minibatch-discrimination (features compare examples), "
-                         f"got {args.batch_size}")
     decay_epochs = args.epochs // 2 if args.decay_epochs is None else args.decay_epochs
     return cli.dataclass_from_args(MixtureConfig, args, **switches, decay_epochs=decay_epochs,
                                    generator_loss=args.generator_loss or MixtureConfig.generator_loss)
 
 
-def train(local_rank: int, args: argparse.Namespace) -> None:
-    """One process's run: build, train (or resume), then report: score, plot, ``summary.json``, the HParams row and
-    the console's line."""
-    config = config_from_args(args)
+def train(local_rank: int, args: argparse.Namespace, config: MixtureConfig) -> None:
+    """One process's run of ``config`` (:func:`config_from_args` of ``args``): build, train (or resume), then report:
+    score, plot, ``summary.json``, the HParams row and the console's line."""
     with Run(args, "mixture") as run:  # the folder's lock is released however the run ends
         device = run.start()  # seeds torch with --seed + rank
         experiment = create_experiment(config, device=device)
@@ -273,7 +268,7 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
             state_attributes=["real_target", "historical_penalty_d", "historical_penalty_g"],
         )
         run.attach(trainer, experiment.to_save, OUTPUTS, state_attributes=["modes"])
-        try:
+        with logger:  # closed however training ends
             if not run.training_done:
                 experiment.run(config.epochs)
             if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
@@ -284,8 +279,6 @@ def train(local_rank: int, args: argparse.Namespace) -> None:
                 figure = experiment.mixture.plot(experiment.samples(), title=describe(config, result, "\n"))
                 plot_path = log_figure(logger, "samples", figure, trainer.state.iteration,  # and closes it
                                        path=Path(args.output_dir) / "samples.png")
-        finally:
-            logger.close()
         iterations = trainer.state.iteration
         final = {key: result[key] for key in ("modes", "modes_any", "high_quality", "kl")}
         log_run_hparams(run, {**final, "iterations": iterations}, step=iterations,  # the resolved switches too
@@ -300,10 +293,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = build_parser()
     args = cli.parse_args(parser, argv)
     try:
-        config_from_args(args)  # every check before any process starts
+        config = config_from_args(args)  # every check before any process starts
     except (TypeError, ValueError) as error:
         parser.error(str(error))
-    cli.launch_recipe(parser, args, train)
+    cli.launch_recipe(parser, args, train, config)
 
 
 if __name__ == "__main__":

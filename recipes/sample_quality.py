@@ -32,7 +32,6 @@ On digits (no download) the MNIST networks scaled to 8x8, with a minibatch layer
 scored with :class:`~ignite_igan.models.DigitsClassifier` in place of Inception.
 """
 import argparse
-import sys
 from dataclasses import dataclass, replace
 from functools import partial
 from types import SimpleNamespace
@@ -54,6 +53,7 @@ from ignite_igan.handlers import (
 from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_run_hparams
 from ignite_igan.metrics import GeneratorEvaluator, InceptionScore
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
+from ignite_igan.validation import check_choice
 
 REAL_TARGET, CLASS_WEIGHT, HISTORICAL_WEIGHT, INIT_EXAMPLES = 0.9, 2.0, 1e-2, 500
 
@@ -201,9 +201,11 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
             generator, partial(generator.sample_noise, loader.batch_size, device=device))
     count = min(args.init_examples, len(train_set))
     handlers["init_discriminator"] = DataDependentInitialization(discriminator, init_batch(train_set, count, args.seed))
+    if not args.no_label_smoothing:
+        handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
 
     # The library's GAN trainer: one discriminator step, then the generator's steps; the guard, the epoch order and
-    # the handlers above, then label smoothing, historical averaging and the schedule, which join ``handlers``.
+    # the handlers above (label smoothing last), then historical averaging and the schedule, which join ``handlers``.
     trainer = create_gan_trainer(
         idist.auto_model(generator, sync_bn=False), idist.auto_model(discriminator, sync_bn=False),
         d_optimizer, g_optimizer, generator_loss=args.generator_loss, generator_steps=args.generator_steps,
@@ -215,9 +217,6 @@ def build(s: Setting, args: argparse.Namespace, train_set, device: torch.device)
     attach_epoch_order(trainer, loader)  # a fresh iterator over this epoch's permutation, also with short epochs
     for handler in handlers.values():
         handler.attach(trainer)
-    if not args.no_label_smoothing:
-        handlers["label_smoothing"] = OneSidedLabelSmoothing(args.real_target)
-        handlers["label_smoothing"].attach(trainer)
     if args.historical_averaging:
         players = {"d": (discriminator, d_optimizer), "g": (generator, g_optimizer)}
         handlers.update(attach_historical_averaging(trainer, players, args.historical_averaging_weight))
@@ -273,14 +272,11 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> None:
         line_every = args.is_every if scorer is not None else max(1, round(args.epochs / 10))
         run.attach(trainer, experiment.to_save, outputs, state_attributes=["inception_score"],
                    progress_event=evaluation_event(line_every))
-        try:
+        with logger:  # closed however training ends
             if not run.training_done:
                 trainer.run(experiment.loader, max_epochs=args.epochs, epoch_length=experiment.epoch_length)
-        finally:
-            logger.close()
         if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
-            run.close()
-            return
+            return  # (leaving the ``with`` releases the folder's lock)
         report(s, args, name, run, experiment, history, scorer, network)
 
 
@@ -304,8 +300,7 @@ def report(s: Setting, args: argparse.Namespace, name: str, run: Run, experiment
 
 
 def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
-    if name not in SETTINGS:
-        raise ValueError(f"name must be one of {sorted(SETTINGS)}, got {name!r}")
+    check_choice("name", name, SETTINGS)
     parser = build_parser(name)
     args = cli.parse_args(parser, argv)
     check_args(parser, args, SETTINGS[name])
@@ -313,16 +308,7 @@ def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    program = sys.argv[0]
-    usage = "\n".join([f"usage: {program} EXPERIMENT [flags]  (or recipes/EXPERIMENT.py [flags])", "",
-                        "EXPERIMENT is one of:"]
-                       + [f"  {key:16} {s.dataset}" + (f"; paper: {s.paper}" if s.paper else "")
-                          for key, s in SETTINGS.items()]
-                       + ["", f"an experiment's flags: {program} EXPERIMENT --help"])
-    if sys.argv[1:2] in (["-h"], ["--help"]):  # asked for help: the usage, and success
-        print(usage)
-        sys.exit(0)
-    if len(sys.argv) < 2 or sys.argv[1] not in SETTINGS:
-        sys.exit(usage if len(sys.argv) < 2 else f"{program}: unknown experiment {sys.argv[1]!r}\n{usage}")
-    sys.argv[0] = f"{program} {sys.argv[1]}"  # argparse names the program after it: a usage line to copy
-    main(sys.argv[1], sys.argv[2:])
+    from semi_supervised import experiment_command  # the EXPERIMENT argument of both files of several experiments
+
+    experiment_command({key: s.dataset + (f"; paper: {s.paper}" if s.paper else "") for key, s in SETTINGS.items()},
+                       main, width=16)

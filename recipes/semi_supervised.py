@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import ignite.distributed as idist
 import torch
@@ -48,9 +48,10 @@ from ignite_igan.experiments.runs import Run, attach_nonfinite_guard, attach_pro
 from ignite_igan.experiments.scoring import evaluation_event
 from ignite_igan.experiments.seeds import check_seed_flags, parse_seeds, seeds_command
 from ignite_igan.handlers import DataDependentInitialization, EvaluationAveraging
-from ignite_igan.logging import ImageGridHandler, attach_tensorboard, log_charts, log_run_hparams
+from ignite_igan.logging import ImageGridHandler, InactiveLogger, attach_tensorboard, log_charts, log_run_hparams
 from ignite_igan.metrics import ErrorEvaluator
 from ignite_igan.optim import ReferenceAdam, linear_decay_scheduler
+from ignite_igan.validation import check_choice
 
 
 @dataclass(frozen=True)
@@ -301,33 +302,26 @@ def train(local_rank: int, args: argparse.Namespace, name: str) -> Optional[dict
         run.attach(trainer, parts.to_save, OUTPUTS, state_attributes=["test_error", "test_error_live"],
                    progress_event=when)
         epoch_length = min(len(parts.loader), args.iterations_per_epoch or len(parts.loader))
-        try:
+        with logger:  # closed however training ends
             if not run.training_done:
                 trainer.run(parts.loader, max_epochs=args.epochs, epoch_length=epoch_length)
-        finally:
-            logger.close()
         if not run.training_done:  # stopped before its last epoch (engine.terminate()): --resume continues it
-            run.close()
-            return None
-        return report(s, args, name, run, trainer, data, averaged, device, live=live)
+            return None  # (leaving the ``with`` releases the folder's lock)
+        return report(s, args, name, run, trainer, data, [averaged, live], device)
 
 
-def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace, evaluator, device,
-           live: Optional[ErrorEvaluator] = None) -> dict:
+def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace,
+           evaluators: Sequence[ErrorEvaluator], device) -> dict:
     """The results (with the labeled-only baseline), ``summary.json``, the HParams row and the console's lines.
 
-    ``evaluator`` scores the averaged discriminator, ``live`` the discriminator itself (named ``error_averaged``
-    and ``error_live``, as :func:`train` makes them).
+    ``evaluators`` score the averaged discriminator and the discriminator itself (named ``error_averaged`` and
+    ``error_live``, as :func:`train` makes them).
     """
     if run.phase == "training":
-        def scored(scorer):  # resumed after its last epoch: score once
-            return scorer.engine.state.metrics or scorer.run()
-
-        averaged = scored(evaluator)
-        results = {"test_error": averaged[evaluator.name], "test_error_count": averaged[evaluator.name + "_count"]}
-        if live is not None:
-            now = scored(live)
-            results.update(test_error_live=now[live.name], test_error_live_count=now[live.name + "_count"])
+        results = {}
+        for key, scorer in zip(("test_error", "test_error_live"), evaluators):
+            metrics = scorer.engine.state.metrics or scorer.run()  # resumed after its last epoch: score once
+            results.update({key: metrics[scorer.name], key + "_count": metrics[scorer.name + "_count"]})
         results.update({"test_examples": len(data.test_set), "labels": len(data.labeled),
                         "unlabeled_examples": len(data.train_set) if data.pool is None else len(data.pool),
                         "iterations": trainer.state.iteration, "epochs": trainer.state.epoch,
@@ -339,16 +333,18 @@ def report(s: Setting, args, name: str, run: Run, trainer, data: SimpleNamespace
     else:
         results = run.results
     examples = results["test_examples"]
+
+    def line(label: str, key: str, what: str) -> str:  # an error of the report, below the first
+        return f"  {label:12} {100 * results[key]:.2f} % ({results[key + '_count']:,} of {examples:,}), {what}"
+
     headline = [f"{name}: test error {100 * results['test_error']:.2f} % ({results['test_error_count']:,} of "
                 f"{examples:,}) after {results['iterations']:,} iterations, the averaged discriminator"]
     if "test_error_live" in results:  # (a record of an older version holds none)
-        headline.append(f"  live         {100 * results['test_error_live']:.2f} % ({results['test_error_live_count']:,}"
-                        f" of {examples:,}), the discriminator as trained")
+        headline.append(line("live", "test_error_live", "the discriminator as trained"))
     if args.baseline:
         results.update(labeled_only_baseline(s, args, data, device, results["iterations"], log_dir=run.tensorboard_dir))
-        headline.append(f"  baseline     {100 * results['baseline_test_error']:.2f} % "
-                        f"({results['baseline_test_error_count']:,} of {examples:,}), the same discriminator on the "
-                        f"{results['labels']:,} labeled images alone")
+        headline.append(line("baseline", "baseline_test_error",
+                             f"the same discriminator on the {results['labels']:,} labeled images alone"))
     headline.append(f"  paper        {s.paper or 'no number for this setting'}")
     final = {key: results[key] for key in ("test_error", "test_error_live", "baseline_test_error", "iterations")
              if key in results}
@@ -384,7 +380,7 @@ def labeled_only_baseline(s: Setting, args, data: SimpleNamespace, device, itera
     evaluator = ErrorEvaluator(lambda: averaging.averaged_model, test_loader(data.test_set, args),
                                name="error_baseline", device=device)
     evaluator.attach(trainer, evaluation_event(args.eval_every))
-    logger = None
+    logger = InactiveLogger()
     if log_dir is not None and idist.get_rank() == 0:
         logger = TensorboardLogger(log_dir=str(log_dir))
         logger.attach_output_handler(evaluator.engine, Events.COMPLETED, tag="test", metric_names="all",
@@ -400,19 +396,15 @@ def labeled_only_baseline(s: Setting, args, data: SimpleNamespace, device, itera
               f"{args.epochs} epochs", file=sys.stderr, flush=True)
         attach_progress(trainer, [], state_attributes=["loss", "test_error"], label="baseline epoch",
                         line_event=evaluation_event(every))
-    try:
+    with logger:
         trainer.run(loader, max_epochs=args.epochs, epoch_length=max(1, iterations // args.epochs))
-    finally:
-        if logger is not None:
-            logger.close()
     result = evaluator.engine.state.metrics  # after the last epoch
     return {"baseline_test_error": result["error_baseline"],
             "baseline_test_error_count": result["error_baseline_count"]}
 
 
 def main(name: str, argv: Optional[Sequence[str]] = None) -> None:
-    if name not in SETTINGS:
-        raise ValueError(f"name must be one of {sorted(SETTINGS)}, got {name!r}")
+    check_choice("name", name, SETTINGS)
     parser = build_parser(name)
     args = cli.parse_args(parser, argv)
     cli.check_data_dir(parser, args, SETTINGS[name].dataset)
@@ -434,19 +426,27 @@ def checkpoint_bytes(s: Setting) -> int:
     return 3 * size(s.generator()) + 4 * size(s.discriminator())
 
 
-if __name__ == "__main__":
+def experiment_command(descriptions: Mapping[str, str], main: Callable[[str, Sequence[str]], None], width: int) -> None:
+    """The command line of a file of several experiments (this one, ``sample_quality.py``): ``EXPERIMENT [flags]``.
+
+    Without an experiment, or with an unknown one, it exits with the usage (the experiments and ``descriptions``,
+    the names padded to ``width``); with ``-h``/``--help`` it prints the usage and exits 0; else it runs ``main``.
+    """
     program = sys.argv[0]
     usage = "\n".join([f"usage: {program} EXPERIMENT [flags]  (or recipes/EXPERIMENT.py [flags])", "",
                         "EXPERIMENT is one of:"]
-                       + [f"  {key:18} {s.dataset}, "
-                          + ("minibatch discrimination" if s.generator_loss == "minimax" else "feature matching")
-                          + (f"; paper: {s.paper}" if s.paper else "")
-                          for key, s in SETTINGS.items()]
+                       + [f"  {key:{width}} {text}" for key, text in descriptions.items()]
                        + ["", f"an experiment's flags: {program} EXPERIMENT --help"])
     if sys.argv[1:2] in (["-h"], ["--help"]):  # asked for help: the usage, and success
         print(usage)
         sys.exit(0)
-    if len(sys.argv) < 2 or sys.argv[1] not in SETTINGS:
+    if len(sys.argv) < 2 or sys.argv[1] not in descriptions:
         sys.exit(usage if len(sys.argv) < 2 else f"{program}: unknown experiment {sys.argv[1]!r}\n{usage}")
     sys.argv[0] = f"{program} {sys.argv[1]}"  # argparse names the program after it: a usage line to copy
     main(sys.argv[1], sys.argv[2:])
+
+
+if __name__ == "__main__":
+    experiment_command({key: f"{s.dataset}, " + ("minibatch discrimination" if s.generator_loss == "minimax"
+                                                 else "feature matching") + (f"; paper: {s.paper}" if s.paper else "")
+                        for key, s in SETTINGS.items()}, main, width=18)
