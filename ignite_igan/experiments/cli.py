@@ -217,9 +217,7 @@ class RecipeArgumentParser(argparse.ArgumentParser):
         if not self.main_flags:
             return self.usage
         by_flag = {option: action for action in self._actions for option in action.option_strings}
-        # Each flag as argparse's usage line writes it: [--resume], [--epochs N], [--baseline | --no-baseline].
-        format_flag = self._get_formatter()._format_actions_usage
-        words = [format_flag([by_flag[flag]], []) for flag in ["-h"] + self.main_flags if flag in by_flag] + [more]
+        words = [_flag_usage(by_flag[flag]) for flag in ["-h"] + self.main_flags if flag in by_flag] + [more]
         # Wrapped as argparse wraps its own usage: continuation lines start under the first flag.
         prefix = len("usage: ")  # the formatter writes it before the first line
         indent = " " * (prefix + len(self.prog) + 1)
@@ -247,6 +245,24 @@ class RecipeArgumentParser(argparse.ArgumentParser):
             return format_text()
         finally:
             self.usage = usage
+
+
+def _flag_usage(action: argparse.Action) -> str:
+    """A flag as argparse's usage line writes it: ``[--resume]``, ``[--epochs N]``, ``[--baseline | --no-baseline]``.
+
+    Written here rather than taken from argparse's private ``HelpFormatter._format_actions_usage``, whose name and
+    output (colour codes from Python 3.14) are not a stable API.
+    """
+    if action.nargs == 0:
+        flag = " | ".join(action.option_strings) if isinstance(action, argparse.BooleanOptionalAction) \
+            else action.option_strings[0]
+    elif action.metavar is not None:
+        flag = f"{action.option_strings[0]} {action.metavar}"
+    elif action.choices is not None:
+        flag = f"{action.option_strings[0]} {{{','.join(map(str, action.choices))}}}"
+    else:
+        flag = f"{action.option_strings[0]} {_type_metavar(action)}"
+    return f"[{flag}]"
 
 
 #: The shared flags of every recipe's usage line (those a recipe lacks are left out); a recipe adds its own.

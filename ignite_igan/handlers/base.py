@@ -43,7 +43,7 @@ from ignite_igan.validation import (
     check_trainable,
 )
 
-__all__ = ["Handler"]
+__all__ = ["AveragingHandler", "Handler"]
 
 EventType = Union[str, Events, CallableEventWithFilter, EventsList]
 Removable = Union[RemovableEventHandle, RemovableHandle]  # what detach removes: event handlers, torch hooks
