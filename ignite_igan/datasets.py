@@ -111,6 +111,11 @@ class ScaledImages(Dataset):
         x = (images.float() - self.offset) / (self.scale if scale is None else scale)
         return x.flatten(start_dim=1) if self.flatten else x
 
+    @property
+    def targets(self) -> Tensor:
+        """The labels, under the attribute name torchvision's data sets use."""
+        return self.labels
+
 
 def _missing(key: str, root: PathLike, detail: str) -> DatasetNotFoundError:
     layout = EXPECTED_LAYOUTS[key].replace("<dir>", str(root))
@@ -226,6 +231,9 @@ DATASETS: Dict[str, Callable[..., ScaledImages]] = {
     **{key: functools.partial(_load_torchvision, key) for key in _TORCHVISION},
     "digits": load_digits,
 }
+
+# The per-data-set names of earlier versions, kept working: load_mnist(root, train=True, download=False, ...).
+load_mnist, load_fashion_mnist, load_cifar10, load_svhn = (DATASETS[key] for key in _TORCHVISION)
 
 
 def load_dataset(

@@ -467,6 +467,11 @@ class CIFARGenerator(_Generator):
         )
         self.out_channels = self.output.out_channels
 
+    @property
+    def image_size(self) -> int:
+        """The side of the generated images: ``base_size * 2**len(widths)`` (32)."""
+        return self.base_size * 2 ** len(self.widths)
+
     def forward(self, z: Tensor) -> Tensor:
         """Maps z (N, z_dim) to images (N, out_channels, 32, 32) in (-1, 1)."""
         h, reference = self._with_reference(z)

@@ -23,6 +23,16 @@ def test_mnist_idx_files_through_torchvision(tmp_path):
     assert int(y) == int(labels[7])
 
 
+def test_the_names_of_earlier_versions_still_work(tmp_path):
+    """load_mnist & co. and ScaledImages.targets (torchvision's attribute name) are kept for users' code."""
+    from ignite_igan import datasets
+
+    arrays = write_mnist(tmp_path)
+    test = datasets.load_mnist(tmp_path, train=False)
+    np.testing.assert_array_equal(test.targets.numpy(), arrays["t10k"][1])
+    assert {datasets.load_fashion_mnist.args, datasets.load_cifar10.args, datasets.load_svhn.args} == {
+        ("fashion_mnist",), ("cifar10",), ("svhn",)}
+
 def test_cifar10_pickled_batches_scaled_like_the_reference(tmp_path):
     arrays = write_cifar10(tmp_path)
     train = load_dataset("cifar10", tmp_path, train=True, verify_checksums=False)

@@ -757,3 +757,9 @@ def test_sizes_are_python_ints_whatever_kind_of_integer_was_passed():
         CIFARDiscriminator(widths="96")
     with pytest.raises(TypeError, match=r"hidden must be a sequence of ints, got float 2.5"):
         MNISTGenerator(hidden=2.5)
+
+
+@pytest.mark.parametrize("widths", [(8, 4), (8, 6, 4)])
+def test_cifar_generator_image_size_is_the_side_it_generates(widths):
+    gen = CIFARGenerator(normalization="batch", widths=widths)
+    assert gen(gen.sample_noise(2)).shape[-1] == gen.image_size == 4 * 2 ** len(widths)
