@@ -469,7 +469,7 @@ class CIFARGenerator(_Generator):
 
     @property
     def image_size(self) -> int:
-        """The side of the generated images: ``base_size * 2**len(widths)`` (32)."""
+        """The side of the generated images, ``base_size * 2**len(widths)`` pixels (32)."""
         return self.base_size * 2 ** len(self.widths)
 
     def forward(self, z: Tensor) -> Tensor:
