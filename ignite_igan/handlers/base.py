@@ -181,9 +181,33 @@ class AveragingHandler(Handler):
     model checked once, the parameters it averages (those trainable when the handler is built) and the checked
     count and average of a loaded state.
 
+    A subclass reads ``self.model`` (unwrapped) and ``self._tracked``, the ``(name, parameter)`` pairs it averages,
+    and loads its state through ``self._loaded_average(state_dict, key)``.
+
     Args:
         model: the model (``DistributedDataParallel``/``DataParallel`` are unwrapped); it must have a trainable
             parameter.
+
+    Example:
+        >>> import torch
+        >>> from ignite.engine import Engine
+        >>> class RunningMean(AveragingHandler):  # the uniform mean of the parameters, as one vector
+        ...     state_keys = ("num_updates", "mean")
+        ...     def __init__(self, model):
+        ...         super().__init__(model)
+        ...         self.num_updates, self.mean = 0, None
+        ...     def _on_event(self, engine):
+        ...         value = torch.cat([p.detach().flatten() for _, p in self._tracked])
+        ...         self.num_updates += 1
+        ...         self.mean = value if self.mean is None else self.mean + (value - self.mean) / self.num_updates
+        ...     def _load_state(self, state_dict):
+        ...         self.num_updates, self.mean = self._loaded_average(state_dict, "mean")
+        >>> handler = RunningMean(torch.nn.Linear(2, 1))
+        >>> trainer = Engine(lambda engine, batch: None)
+        >>> handler.attach(trainer)
+        >>> _ = trainer.run([0, 1, 2])
+        >>> handler.num_updates, handler.mean.shape
+        (3, torch.Size([3]))
     """
 
     def __init__(self, model: nn.Module) -> None:
