@@ -1,6 +1,7 @@
 """InceptionScore, its extractors, weights loading and generator scoring."""
 import hashlib
 import math
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -404,6 +405,25 @@ def test_float64_option_really_runs_in_float64(tf_weights, tf_images, tf_referen
         TFInceptionV3(weights_path=path, sha256=digest, dtype=torch.float16)
 
 
+def test_torchvision_inception_default_weights_come_through_torchvision_s_cache(tmp_path, monkeypatch):
+    """Without weights_path, torchvision's own loader reads its cache (torch.hub's checkpoints); nothing cached and
+    download=False is a clear error, before any network access."""
+    from torchvision.models import Inception_V3_Weights, inception_v3
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(RuntimeError, match=r"torchvision's Inception weights are not at .*download=False"):
+        TorchvisionInceptionV3(download=False)
+    torch.manual_seed(0)
+    model = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    cached = tmp_path / "checkpoints" / Path(Inception_V3_Weights.IMAGENET1K_V1.url).name
+    cached.parent.mkdir()
+    torch.save(model.state_dict(), cached)
+    extractor = TorchvisionInceptionV3(download=False)
+    assert extractor.weights_path == cached
+    assert extractor.weights_sha256 == hashlib.sha256(cached.read_bytes()).hexdigest()
+    assert all(torch.equal(a, b) for a, b in zip(extractor.model.state_dict().values(), model.state_dict().values()))
+
+
 def test_torchvision_inception_from_a_local_file(tmp_path):
     torch.manual_seed(0)
     from torchvision.models import inception_v3
@@ -558,3 +578,9 @@ def test_evaluation_mode_restores_on_error_and_leaves_device_alone_by_default():
     with pytest.raises(ValueError, match=r"mode must be one of \('eval', 'train'\)"):
         with evaluation_mode(generator, mode="test"):
             pass
+
+
+def test_fid_is_still_importable_from_where_it_used_to_live():
+    from ignite_igan.metrics import inception
+
+    assert inception.FID is FID

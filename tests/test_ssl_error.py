@@ -127,3 +127,6 @@ def test_error_evaluator_runs_every_epoch_on_the_current_copy():
     assert history == expected
     with pytest.raises(TypeError, match="model must be an nn.Module or a callable"):
         ErrorEvaluator(3, [])
+    x, y = _labeled_data()
+    with pytest.raises(TypeError, match=r"model\(\) must return an nn.Module, got NoneType"):
+        ErrorEvaluator(lambda: None, [(x, y)]).run()  # e.g. an average that does not exist yet

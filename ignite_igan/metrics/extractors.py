@@ -649,12 +649,12 @@ class TorchvisionInceptionV3(_InceptionNetwork):
 
     Args:
         weights_path: a local ``inception_v3`` state dict (e.g. ``inception_v3_google-0cc3c7bd.pth``). ``None``
-            uses torchvision's ``Inception_V3_Weights.IMAGENET1K_V1``, downloaded on first use into
-            ``torch.hub.get_dir()/checkpoints`` as torchvision does, and checked against the digest prefix in its
-            name as torchvision checks it.
-        sha256: expected SHA-256 of the weights file (``None`` skips the full check).
+            uses torchvision's ``Inception_V3_Weights.IMAGENET1K_V1`` (downloaded on first use into
+            ``torch.hub.get_dir()/checkpoints`` and hash-checked by torchvision).
+        sha256: expected SHA-256 of ``weights_path`` (``None`` skips the check).
         dtype: ``torch.float32`` or ``torch.float64``.
-        download: allow downloading the weights when ``weights_path`` is ``None`` and they are not cached.
+        download: allow torchvision to download its weights when ``weights_path`` is ``None`` and they are not
+            cached.
     """
 
     num_logits = 1000
@@ -675,11 +675,24 @@ class TorchvisionInceptionV3(_InceptionNetwork):
         super().__init__()
         from torchvision.models import Inception_V3_Weights, inception_v3
 
-        # torchvision's own builder for these weights: the same network, loaded from the file resolved (downloaded
-        # on first use into torch.hub's checkpoints, as torchvision does) and checked here.
-        model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
-        self._load(weights_path, sha256, dtype, "the state dict of torchvision's inception_v3", model.load_state_dict,
-                   url=Inception_V3_Weights.IMAGENET1K_V1.url, download=download)
+        if weights_path is not None:  # a local file, checked and loaded as the TF network's is
+            model = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+            self._load(weights_path, sha256, dtype, "the state dict of torchvision's inception_v3",
+                       model.load_state_dict)
+        else:  # torchvision downloads its weights into torch.hub's checkpoints and checks their digest itself
+            self.dtype = check_choice("dtype", dtype, (torch.float32, torch.float64))
+            weights = Inception_V3_Weights.IMAGENET1K_V1
+            self.weights_path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+            how_to = f"download {weights.url} on a machine with internet access and pass weights_path='<file>'"
+            if not download and not self.weights_path.is_file():
+                raise RuntimeError(f"torchvision's Inception weights are not at {str(self.weights_path)!r} and "
+                                   f"download=False; {how_to}")
+            try:
+                model = inception_v3(weights=weights)
+            except (URLError, OSError) as error:
+                raise RuntimeError(f"could not download torchvision's Inception weights ({error}); {how_to}") from error
+            #: SHA-256 of the weights file that was loaded.
+            self.weights_sha256 = sha256_of_file(self.weights_path)
         self.model = model.to(dtype).requires_grad_(False).eval()
         self.register_buffer("mean", torch.tensor(self._MEAN, dtype=dtype).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(self._STD, dtype=dtype).view(1, 3, 1, 1), persistent=False)

@@ -199,3 +199,6 @@ class InceptionScore(_ExtractorMetric):
         engine.state.metrics[f"{name}_std"] = result["std"]
         publish_protocol(engine, name, self.protocol)
 
+
+# Backward compatibility: FID used to live here (``from ignite_igan.metrics.inception import FID`` keeps working).
+from ignite_igan.metrics.fid import FID  # noqa: E402,F401

@@ -138,18 +138,20 @@ class ErrorEvaluator:
         self._model = model
         self.loader = loader
         self.name = name
+        self.device = check_device("device", device, allow_none=True)
         self._prepare_batch = prepare_batch
         self._non_blocking = non_blocking
         self._current: Optional[nn.Module] = None
         self.engine = Engine(self._step)
-        metric = SemiSupervisedError(device=torch.device("cpu") if device is None else device)  # checks the device
-        metric.attach(self.engine, name)
-        self.device = None if device is None else metric._device
+        SemiSupervisedError(device=self.device or torch.device("cpu")).attach(self.engine, name)
 
     @property
     def model(self) -> nn.Module:
         """The module evaluated now."""
-        return self._model if isinstance(self._model, nn.Module) else self._model()
+        model = self._model if isinstance(self._model, nn.Module) else self._model()
+        if not isinstance(model, nn.Module):  # once per evaluation: a callable that has no model to give yet
+            raise TypeError(f"model() must return an nn.Module, got {type(model).__name__}")
+        return model
 
     def _step(self, engine: Engine, batch: Any) -> Tuple[Tensor, Tensor]:
         x, y = self._prepare_batch(batch, self.device, self._non_blocking)
